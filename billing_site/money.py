@@ -1,0 +1,220 @@
+"""Money: Decimal helpers, the one rounding boundary, and largest-remainder splitting.
+
+Two precisions exist in the product, and only this module converts between them:
+
+* **Metered** amounts (usage cost, unit prices, allocated cost) keep full precision:
+  ``METERED_DECIMAL_PLACES`` (12) decimal places. FOCUS ``BilledCost`` carries 11 in practice, so
+  a cost file is stored exactly.
+* **Invoice** amounts are in the currency's minor units (ISO 4217 exponent: 2 for USD and EUR,
+  0 for JPY, 3 for KWD). Metered amounts become invoice amounts only through
+  :func:`round_preserving_sum` (or :func:`to_minor_units` for a single figure, such as a tax), with
+  the single rounding mode ``ROUNDING`` (half-up, "commercial rounding").
+
+Splitting follows the largest-remainder method (Hamilton's method): every part is first given the
+floor of its exact share in whole quanta, then the quanta still missing are handed out one each to
+the parts with the largest remainders, ties going to the earlier part. The parts therefore sum
+exactly to the whole, each is within one quantum of its exact share, and the result depends only
+on the inputs and their order. All of it is done in integer arithmetic, so no intermediate
+division can lose a digit.
+
+Floats never enter: every public function refuses them with ``TypeError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+
+#: The single rounding mode of the product, used wherever a Decimal is quantized.
+ROUNDING = ROUND_HALF_UP
+
+#: Decimal places of metered amounts (usage cost, unit price, allocated cost).
+METERED_DECIMAL_PLACES = 12
+#: ``max_digits`` for metered ``DecimalField``s: 18 integer digits before the point.
+METERED_MAX_DIGITS = 30
+METERED_QUANTUM = Decimal(1).scaleb(-METERED_DECIMAL_PLACES)
+
+#: Decimal places of stored invoice amounts: room for every ISO 4217 exponent (0 to 4); values are
+#: always quantized to the currency's own exponent first.
+INVOICE_DECIMAL_PLACES = 4
+INVOICE_MAX_DIGITS = 20
+
+#: ISO 4217 minor-unit exponents that differ from 2. Every other code has 2.
+_EXPONENT_EXCEPTIONS = {
+    # zero decimals
+    "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0, "PYG": 0,
+    "RWF": 0, "UGX": 0, "UYI": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0, "XPF": 0,
+    # three decimals
+    "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
+    # four decimals
+    "CLF": 4, "UYW": 4,
+}
+
+
+class MoneyError(ValueError):
+    """An amount, currency or set of weights that cannot be used as money."""
+
+
+def _check_decimal(value: object, name: str) -> Decimal:
+    if isinstance(value, float):
+        raise TypeError(f"{name} is a float; money is Decimal only")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
+    if not isinstance(value, Decimal):
+        raise TypeError(f"{name} must be a Decimal, got {type(value).__name__}")
+    if not value.is_finite():
+        raise MoneyError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+def currency_exponent(currency: str) -> int:
+    """Return the ISO 4217 minor-unit exponent of ``currency`` (``"USD"`` → 2, ``"JPY"`` → 0)."""
+    code = (currency or "").upper()
+    if len(code) != 3 or not code.isalpha():
+        raise MoneyError(f"currency must be a three-letter ISO 4217 code, got {currency!r}")
+    return _EXPONENT_EXCEPTIONS.get(code, 2)
+
+
+def minor_unit(currency: str) -> Decimal:
+    """Return the value of one minor unit of ``currency``: ``Decimal("0.01")`` for USD."""
+    return Decimal(1).scaleb(-currency_exponent(currency))
+
+
+def quantize_metered(amount: Decimal) -> Decimal:
+    """Quantize a metered amount (quantity × unit price, an imported cost) to 12 decimal places."""
+    return _check_decimal(amount, "amount").quantize(METERED_QUANTUM, rounding=ROUNDING)
+
+
+def to_minor_units(amount: Decimal, currency: str) -> Decimal:
+    """Round one metered ``amount`` to the minor units of ``currency`` (half-up).
+
+    Use it for a single figure (a tax on a subtotal). To round several figures that must keep
+    their sum, use :func:`round_preserving_sum`.
+    """
+    return _check_decimal(amount, "amount").quantize(minor_unit(currency), rounding=ROUNDING)
+
+
+def _scale(values: Sequence[Decimal]) -> int:
+    """The power of ten that turns every value into an integer."""
+    exponent = min((v.as_tuple().exponent for v in values), default=0)
+    return max(0, -int(exponent))
+
+
+def _largest_remainder(floors: list[int], remainders: list[int], missing: int) -> list[int]:
+    """Give one more unit to the ``missing`` parts with the largest remainders (earliest on ties)."""
+    if missing:
+        order = sorted(range(len(floors)), key=lambda i: (-remainders[i], i))
+        for i in order[:missing]:
+            floors[i] += 1
+    return floors
+
+
+def split(total: Decimal, weights: Sequence[Decimal], quantum: Decimal) -> list[Decimal]:
+    """Split ``total`` into ``len(weights)`` parts proportional to ``weights``.
+
+    Args:
+        total: the amount to split; a whole multiple of ``quantum``; may be negative (a credit).
+        weights: non-negative Decimals (or ints) with a positive sum, one per part, in the
+            order that breaks ties (the earlier part wins a tied remainder).
+        quantum: the smallest amount a part may carry, e.g. ``METERED_QUANTUM`` or
+            ``minor_unit("USD")``.
+
+    Returns:
+        One Decimal per weight, each a multiple of ``quantum``; they sum exactly to ``total`` and
+        each is within one ``quantum`` of its exact share ``total × weight / Σ weights``.
+
+    Raises:
+        MoneyError: no weights, a negative weight, all weights zero, or ``total`` not a multiple
+            of ``quantum``.
+        TypeError: a float anywhere.
+
+    Rule: the largest-remainder (Hamilton) method, as AWS split-charge rules and OpenCost's
+    shared-cost distribution allocate "every cent".
+    """
+    total = _check_decimal(total, "total")
+    quantum = _check_decimal(quantum, "quantum")
+    weights = [_check_decimal(w, f"weights[{i}]") for i, w in enumerate(weights)]
+    if not weights:
+        raise MoneyError("cannot split an amount into zero parts")
+    if any(w < 0 for w in weights):
+        raise MoneyError("split weights must not be negative")
+    if quantum <= 0:
+        raise MoneyError("quantum must be positive")
+    units = total / quantum
+    if units != units.to_integral_value():
+        raise MoneyError(f"total {total} is not a whole multiple of {quantum}")
+    units = int(units)
+
+    scale = 10 ** _scale(weights)
+    int_weights = [int(w * scale) for w in weights]
+    weight_sum = sum(int_weights)
+    if weight_sum == 0:
+        raise MoneyError("cannot split by weights that are all zero")
+
+    sign = -1 if units < 0 else 1
+    magnitude = abs(units)
+    floors, remainders = [], []
+    for w in int_weights:
+        q, r = divmod(magnitude * w, weight_sum)
+        floors.append(q)
+        remainders.append(r)
+    parts = _largest_remainder(floors, remainders, magnitude - sum(floors))
+    return [(sign * p) * quantum for p in parts]
+
+
+def split_evenly(total: Decimal, count: int, quantum: Decimal) -> list[Decimal]:
+    """Split ``total`` into ``count`` equal parts (largest remainder; earlier parts get the extra)."""
+    if count < 1:
+        raise MoneyError("cannot split an amount into zero parts")
+    return split(total, [1] * count, quantum)
+
+
+def round_preserving_sum(
+    amounts: Sequence[Decimal], quantum: Decimal, total: Decimal | None = None
+) -> list[Decimal]:
+    """Round each of ``amounts`` to ``quantum`` so the rounded values sum to the rounded total.
+
+    Args:
+        amounts: metered Decimals of any sign (for example the precise amounts of invoice lines,
+            or the precise totals of every team in a billing run).
+        quantum: the target precision, usually ``minor_unit(currency)``.
+        total: the sum the rounded values must reach; by default ``Σ amounts`` rounded half-up to
+            ``quantum``. It must lie within the floors and ceilings of the parts.
+
+    Returns:
+        One Decimal per amount, each the floor or the ceiling of that amount at ``quantum``
+        (so within one quantum of it), summing exactly to ``total``.
+
+    Raises:
+        MoneyError: ``total`` cannot be reached by rounding each amount down or up.
+        TypeError: a float anywhere.
+
+    Rule: largest-remainder rounding, the method that keeps "every cent accounted for" when
+    rounding invoice lines (and the invoices of a billing run) to a rounded total.
+    """
+    quantum = _check_decimal(quantum, "quantum")
+    amounts = [_check_decimal(a, f"amounts[{i}]") for i, a in enumerate(amounts)]
+    if total is None:
+        total = sum(amounts, Decimal(0)).quantize(quantum, rounding=ROUNDING)
+    total = _check_decimal(total, "total")
+    if not amounts:
+        if total != 0:
+            raise MoneyError("no amounts to carry a non-zero total")
+        return []
+
+    floors = [(a / quantum).to_integral_value(rounding=ROUND_FLOOR) for a in amounts]
+    scale = 10 ** _scale([a / quantum for a in amounts])
+    remainders = [int((a / quantum - f) * scale) for a, f in zip(amounts, floors)]
+    int_floors = [int(f) for f in floors]
+    missing = total / quantum - sum(int_floors)
+    if missing != missing.to_integral_value() or not 0 <= missing <= len(amounts):
+        raise MoneyError(f"total {total} cannot be reached by rounding these amounts to {quantum}")
+    # Only amounts that have a remainder may be rounded up, unless the total demands more.
+    parts = _largest_remainder(int_floors, remainders, int(missing))
+    return [p * quantum for p in parts]
+
+
+def format_amount(amount: Decimal, currency: str) -> str:
+    """Format an invoice amount for people: ``1,234.50 USD`` (the currency's minor units)."""
+    rounded = to_minor_units(amount, currency)
+    return f"{rounded:,.{currency_exponent(currency)}f} {currency.upper()}"

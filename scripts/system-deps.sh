@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# System libraries the project needs beyond Python: Pango for WeasyPrint (PDF invoices), fonts for
+# the PDFs, and poppler-utils (pdftoppm) to look at rendered PDFs. Installs what is missing with
+# apt-get when run as root on Debian/Ubuntu; otherwise says what to install and goes on.
+set -euo pipefail
+packages=(libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core poppler-utils)
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "Installing system packages: ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "Please install these system packages (WeasyPrint needs them): ${missing[*]}" >&2
+fi

@@ -1,0 +1,97 @@
+"""factory-boy factories for plain rows. Money movements go through services, never through these."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import factory
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from chargeback.models import (
+    AllocationRule,
+    AllocationTarget,
+    Price,
+    Team,
+    TeamMembership,
+    UsageRecord,
+)
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
+    password = factory.django.Password("pw-for-tests-only")
+
+
+class TeamFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Team
+        django_get_or_create = ("slug",)
+
+    name = factory.Sequence(lambda n: f"Team {n}")
+    slug = factory.Sequence(lambda n: f"team-{n}")
+    cost_center = factory.Sequence(lambda n: f"CC-{1000 + n}")
+    currency = "USD"
+
+
+class TeamMembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = TeamMembership
+
+    user = factory.SubFactory(UserFactory)
+    team = factory.SubFactory(TeamFactory)
+    role = TeamMembership.Role.MEMBER
+
+
+class UsageRecordFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = UsageRecord
+
+    team = factory.SubFactory(TeamFactory)
+    resource_type = "compute"
+    provider = "AWS"
+    service_name = "Amazon Elastic Compute Cloud"
+    unit = "Hours"
+    quantity = Decimal("1")
+    cost = Decimal("1.000000000000")
+    currency = "USD"
+    occurred_at = factory.LazyFunction(lambda: timezone.make_aware(dt.datetime(2024, 9, 15, 12, 0)))
+    billing_period_start = factory.LazyAttribute(lambda r: r.occurred_at.date().replace(day=1))
+    source = UsageRecord.Source.API
+    idempotency_key = factory.Sequence(lambda n: f"usage-{n}")
+
+
+class PriceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Price
+
+    category = "llm"
+    provider = "openai"
+    model = "gpt-4"
+    unit = "token"
+    unit_price = Decimal("0.00003")
+    currency = "USD"
+    valid_from = factory.LazyFunction(lambda: timezone.make_aware(dt.datetime(2024, 1, 1)))
+
+
+class AllocationRuleFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = AllocationRule
+
+    name = factory.Sequence(lambda n: f"Rule {n}")
+    rule_type = AllocationRule.RuleType.EQUAL_SPLIT
+    source = AllocationRule.Source.UNALLOCATED
+
+
+class AllocationTargetFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = AllocationTarget
+
+    rule = factory.SubFactory(AllocationRuleFactory)
+    team = factory.SubFactory(TeamFactory)

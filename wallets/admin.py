@@ -1,0 +1,1 @@
+"""Admin for wallets and ledger entries (built in the wallets issue)."""

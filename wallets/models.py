@@ -1,0 +1,1 @@
+"""Prepaid credit wallets and their append-only ledger (built in the wallets issue)."""
