@@ -1,13 +1,16 @@
-"""URL configuration: the finance admin at /admin/ (the API arrives under /api/v1/)."""
+"""URL configuration: the finance admin at /admin/ (the API arrives under /api/v1/).
 
-from django.conf import settings
-from django.conf.urls.static import static
+Rendered PDFs are never served as public media files: they are downloaded through views that
+check who may see the invoice.
+"""
+
 from django.contrib import admin
 from django.urls import path
+
+admin.site.site_header = "Billing — finance"
+admin.site.site_title = "Billing"
+admin.site.index_title = "Chargeback, wallets and invoices"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
 ]
-
-if settings.DEBUG:
-    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -1,3 +1,106 @@
+"""Finance admin for the chargeback core: teams, usage, the price catalog, rules and runs.
+
+Usage records and allocation runs are read-only here: usage arrives by import or API, and runs are
+made by the billing run. Rules and prices are edited by finance.
+"""
+
 from django.contrib import admin
 
-# Register your models here.
+from .models import (
+    AllocatedCost,
+    AllocationRule,
+    AllocationRun,
+    AllocationTarget,
+    Price,
+    Team,
+    TeamMembership,
+    UsageRecord,
+)
+
+
+class ReadOnlyAdminMixin:
+    """No add, change or delete for anyone: the rows are written by services only."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class TeamMembershipInline(admin.TabularInline):
+    model = TeamMembership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "cost_center", "parent", "currency", "is_active"]
+    list_filter = ["is_active", "currency"]
+    search_fields = ["name", "slug", "cost_center"]
+    prepopulated_fields = {"slug": ["name"]}
+    autocomplete_fields = ["parent"]
+    list_select_related = ["parent"]
+    inlines = [TeamMembershipInline]
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "occurred_at", "team", "resource_type", "provider", "service_name", "quantity", "unit", "cost", "currency",
+        "source",
+    ]
+    list_filter = ["source", "resource_type", "provider", "charge_category", "billing_period_start"]
+    search_fields = ["idempotency_key", "external_reference", "resource_id", "team__name", "service_name"]
+    date_hierarchy = "occurred_at"
+    list_select_related = ["team", "user"]
+    show_full_result_count = False
+
+
+@admin.register(Price)
+class PriceAdmin(admin.ModelAdmin):
+    list_display = ["category", "provider", "model", "unit", "unit_price", "currency", "team", "valid_from", "valid_to"]
+    list_filter = ["category", "provider", ("team", admin.EmptyFieldListFilter)]
+    search_fields = ["category", "provider", "model", "team__name"]
+    autocomplete_fields = ["team"]
+    list_select_related = ["team"]
+
+
+class AllocationTargetInline(admin.TabularInline):
+    model = AllocationTarget
+    extra = 0
+    autocomplete_fields = ["team", "user"]
+
+
+@admin.register(AllocationRule)
+class AllocationRuleAdmin(admin.ModelAdmin):
+    list_display = ["name", "rule_type", "source", "source_team", "priority", "enabled", "valid_from", "valid_to"]
+    list_filter = ["rule_type", "enabled", "source"]
+    search_fields = ["name", "description"]
+    autocomplete_fields = ["scope_team", "source_team"]
+    list_select_related = ["source_team"]
+    readonly_fields = ["created_by", "created_at", "updated_at"]
+    inlines = [AllocationTargetInline]
+
+
+class AllocatedCostInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = AllocatedCost
+    fields = ["team", "user", "rule", "service", "amount", "currency", "record_count"]
+    readonly_fields = fields
+    extra = 0
+    show_change_link = False
+
+
+@admin.register(AllocationRun)
+class AllocationRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "__str__", "period_start", "period_end", "status", "total_cost", "allocated_cost", "unallocated_cost",
+        "currency", "committed_at",
+    ]
+    list_filter = ["status", "period_start"]
+    list_select_related = ["created_by"]
+    inlines = [AllocatedCostInline]

@@ -1,0 +1,194 @@
+"""``python manage.py demo [--focus PATH] [--period YYYY-MM]``: a ready-to-explore billing month.
+
+Creates a development admin user (its name and password are printed), the demo price catalog,
+a few teams with members, a realistic FOCUS 1.0 cost file from the deterministic generator (or
+imports the FOCUS file given with ``--focus``), AI usage priced from the catalog, the allocation
+rules, and then runs the month-end billing run for the demo month. Running it again changes
+nothing but the admin password: every step is idempotent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import secrets
+import tempfile
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from django.utils.text import slugify
+
+from chargeback.focus import FocusImportError, focus_import
+from chargeback.focus_generator import write_focus_file
+from chargeback.models import AllocationRule, AllocationTarget, Price, Team, TeamMembership
+from chargeback.periods import BillingPeriod, PeriodError
+from chargeback.services import usage_record_create
+
+#: The month the generated demo data covers.
+DEMO_PERIOD = "2026-10"
+
+#: The demo price catalog (unit prices in USD). The first four are the catalog of the issue.
+DEMO_PRICES = [
+    ("stt", "openai", "whisper-1", "second", Decimal("0.0001")),
+    ("llm", "openai", "gpt-4", "token", Decimal("0.00003")),
+    ("tts", "openai", "tts-1", "character", Decimal("0.000015")),
+    ("telephony", "twilio", "voice", "minute", Decimal("0.013")),
+    ("gpu", "internal", "a100", "second", Decimal("0.00085")),
+]
+
+#: AI usage of the demo month: (team slug, category, provider, model, unit, quantity range).
+DEMO_AI_USAGE = [
+    ("support", "stt", "openai", "whisper-1", "second", (30, 900)),
+    ("support", "telephony", "twilio", "voice", "minute", (1, 25)),
+    ("support", "tts", "openai", "tts-1", "character", (200, 4000)),
+    ("search", "llm", "openai", "gpt-4", "token", (500, 12000)),
+    ("ml-platform", "llm", "openai", "gpt-4", "token", (2000, 40000)),
+    ("ml-platform", "gpu", "internal", "a100", "second", (60, 3600)),
+]
+
+DEMO_MEMBERS = {
+    "support": ["ana", "ben"],
+    "search": ["chloe", "dev"],
+    "ml-platform": ["emil", "farah", "gus"],
+}
+
+
+class Command(BaseCommand):
+    help = "Load demo data (admin user, catalog, teams, FOCUS costs, AI usage, rules) and run the billing run."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--focus", metavar="PATH", help="Import this FOCUS 1.0 file instead of generating one.")
+        parser.add_argument("--period", metavar="YYYY-MM", help="The month to bill (default: the demo month, or "
+                            "the billing period most rows of --focus belong to).")
+        parser.add_argument("--rows", type=int, default=5000, help="Rows of the generated FOCUS file.")
+        parser.add_argument("--no-billing-run", action="store_true", help="Load the data only.")
+
+    def handle(self, *args, **options):
+        self._admin_user()
+        self._catalog()
+        if options["focus"]:
+            result = self._import(Path(options["focus"]))
+            period = options["period"] or self._main_period(result)
+        else:
+            period = options["period"] or DEMO_PERIOD
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / f"demo-focus-{period}.csv"
+                write_focus_file(path, rows=options["rows"], period=period, seed=42)
+                self._import(path)
+        try:
+            billing_period = BillingPeriod.month(period)
+        except PeriodError as exc:
+            raise CommandError(str(exc), returncode=2) from exc
+        self._teams_and_ai_usage(billing_period)
+        self._rules()
+        if not options["no_billing_run"]:
+            self.stdout.write(self.style.MIGRATE_HEADING(f"Month-end billing run for {billing_period}"))
+            call_command("billing_run", "--period", billing_period.label, stdout=self.stdout, stderr=self.stderr)
+        self.stdout.write(self.style.SUCCESS("Demo ready: http://127.0.0.1:8000/admin/ (credentials above)."))
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    def _admin_user(self) -> None:
+        """A superuser for the development machine; the password is new on every run and printed."""
+        username = os.environ.get("DEMO_ADMIN_USERNAME", "admin")
+        password = os.environ.get("DEMO_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        user, _ = get_user_model().objects.get_or_create(
+            username=username, defaults={"email": f"{username}@example.com"}
+        )
+        user.is_staff = user.is_superuser = True
+        user.set_password(password)
+        user.save()
+        self.stdout.write(self.style.SUCCESS(f"Admin user: {username}  password: {password}"))
+
+    def _catalog(self) -> None:
+        valid_from = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+        for category, provider, model, unit, unit_price in DEMO_PRICES:
+            Price.objects.get_or_create(
+                category=category, provider=provider, model=model, unit=unit, team=None, valid_from=valid_from,
+                defaults={"unit_price": unit_price, "currency": settings.BILLING_DEFAULT_CURRENCY},
+            )
+        self.stdout.write(f"Price catalog: {Price.objects.count()} prices")
+
+    def _import(self, path: Path):
+        try:
+            result = focus_import(path=path)
+        except FocusImportError as exc:
+            raise CommandError(str(exc), returncode=2) from exc
+        self.stdout.write(
+            f"FOCUS import of {path.name}: {result.rows_read} rows read, {result.rows_imported} imported, "
+            f"{result.rows_duplicate} already there, {result.teams_created} teams created"
+        )
+        return result
+
+    @staticmethod
+    def _main_period(result) -> str:
+        """The billing period (``YYYY-MM``) that carries the largest part of the file's BilledCost."""
+        if not result.billed_cost:
+            raise CommandError("The FOCUS file has no rows to bill.", returncode=2)
+        return f"{max(result.billed_cost, key=lambda start: abs(result.billed_cost[start])):%Y-%m}"
+
+    def _teams_and_ai_usage(self, period: BillingPeriod) -> None:
+        """Members for the demo teams, and a month of AI usage priced from the catalog."""
+        users = get_user_model().objects
+        with transaction.atomic():
+            for slug, usernames in DEMO_MEMBERS.items():
+                team, _ = Team.objects.get_or_create(slug=slug, defaults={"name": slug.replace("-", " ").title()})
+                for i, username in enumerate(usernames):
+                    user, _ = users.get_or_create(username=username, defaults={"email": f"{username}@example.com"})
+                    role = TeamMembership.Role.MANAGER if i == 0 else TeamMembership.Role.MEMBER
+                    TeamMembership.objects.get_or_create(user=user, team=team, defaults={"role": role})
+
+        rng = random.Random(7)
+        days = (period.end - period.start).days
+        count = 0
+        with transaction.atomic():
+            for slug, category, provider, model, unit, (low, high) in DEMO_AI_USAGE:
+                team = Team.objects.get(slug=slug)
+                members = list(users.filter(team_memberships__team=team).order_by("pk"))
+                for n in range(60):
+                    occurred_at = dt.datetime.combine(
+                        period.start + dt.timedelta(days=rng.randrange(days)), dt.time(rng.randrange(24)), dt.UTC
+                    )
+                    usage_record_create(
+                        team=team, user=rng.choice(members), resource_type=category, provider=provider, model=model,
+                        unit=unit, quantity=Decimal(rng.randint(low, high)), occurred_at=occurred_at,
+                        idempotency_key=f"demo-{period.label}-{slug}-{category}-{n}",
+                        feature_key=f"{slug}-assistant", agent_id=f"{slug}-agent",
+                    )
+                    count += 1
+        self.stdout.write(f"AI usage: {count} records priced from the catalog")
+
+    def _rules(self) -> None:
+        """Shared costs: the untagged pool by usage, the platform team's costs by fixed shares."""
+        with transaction.atomic():
+            AllocationRule.objects.get_or_create(
+                name="Untagged cloud costs, by usage",
+                defaults={
+                    "rule_type": AllocationRule.RuleType.BY_USAGE, "source": AllocationRule.Source.UNALLOCATED,
+                    "priority": 100,
+                    "description": "Costs without a business_unit tag, shared in proportion to each team's own "
+                                   "usage cost in the month (AWS split charge PROPORTIONAL).",
+                },
+            )
+            platform = Team.objects.filter(slug=slugify("platform")).first()
+            shares = [("checkout", "50"), ("search", "30"), ("ml-platform", "20")]
+            receivers = {t.slug: t for t in Team.objects.filter(slug__in=[s for s, _ in shares])}
+            if platform and len(receivers) == len(shares):
+                rule, created = AllocationRule.objects.get_or_create(
+                    name="Platform services, fixed shares",
+                    defaults={
+                        "rule_type": AllocationRule.RuleType.FIXED_SPLIT, "source": AllocationRule.Source.TEAM,
+                        "source_team": platform, "priority": 50,
+                        "description": "The platform team's costs, split 50/30/20 as agreed with the product teams.",
+                    },
+                )
+                if created:
+                    for slug, percentage in shares:
+                        AllocationTarget.objects.create(rule=rule, team=receivers[slug], percentage=Decimal(percentage))
+        self.stdout.write(f"Allocation rules: {AllocationRule.objects.filter(enabled=True).count()} enabled")
