@@ -10,13 +10,16 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from chargeback.models import (
+    AllocatedCost,
     AllocationRule,
+    AllocationRun,
     AllocationTarget,
     Price,
     Team,
     TeamMembership,
     UsageRecord,
 )
+from invoices.models import Invoice, InvoiceLine
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -95,3 +98,53 @@ class AllocationTargetFactory(factory.django.DjangoModelFactory):
 
     rule = factory.SubFactory(AllocationRuleFactory)
     team = factory.SubFactory(TeamFactory)
+
+
+class AllocationRunFactory(factory.django.DjangoModelFactory):
+    """A committed run for September 2024 with no rows; real runs come from the allocation services."""
+
+    class Meta:
+        model = AllocationRun
+
+    period_start = dt.date(2024, 9, 1)
+    period_end = dt.date(2024, 10, 1)
+    status = AllocationRun.Status.COMMITTED
+    currency = "USD"
+
+
+class AllocatedCostFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = AllocatedCost
+
+    run = factory.SubFactory(AllocationRunFactory)
+    team = factory.SubFactory(TeamFactory)
+    service = "Amazon Elastic Compute Cloud"
+    amount = Decimal("1.000000000000")
+    currency = "USD"
+    record_count = 1
+
+
+class InvoiceFactory(factory.django.DjangoModelFactory):
+    """A draft invoice row; invoices with lines and totals come from the invoice services."""
+
+    class Meta:
+        model = Invoice
+
+    team = factory.SubFactory(TeamFactory)
+    team_name = factory.LazyAttribute(lambda i: i.team.name)
+    cost_center = factory.LazyAttribute(lambda i: i.team.cost_center)
+    period_start = dt.date(2024, 9, 1)
+    period_end = dt.date(2024, 10, 1)
+    currency = "USD"
+
+
+class InvoiceLineFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = InvoiceLine
+
+    invoice = factory.SubFactory(InvoiceFactory)
+    position = factory.Sequence(lambda n: n + 1)
+    description = "Amazon Elastic Compute Cloud"
+    service = "Amazon Elastic Compute Cloud"
+    amount_precise = Decimal("1.000000000000")
+    amount = Decimal("1.00")
