@@ -1,0 +1,121 @@
+"""Reads of the chargeback core: price resolution, usage of a period, allocation runs and their rows.
+
+Money read here is ``Decimal`` at metered precision (12 decimal places) in the row's currency.
+Billing periods are ``chargeback.periods.BillingPeriod`` half-open month ranges ``[start, end)``;
+a usage record belongs to the period of its ``billing_period_start``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from django.db.models import Count, Q, QuerySet, Sum
+
+from chargeback.errors import PriceNotFound
+from chargeback.models import AllocatedCost, AllocationRun, Price, Team, UsageRecord
+from chargeback.periods import BillingPeriod
+
+__all__ = [
+    "PriceNotFound",
+    "allocation_committed_run",
+    "allocation_rows",
+    "allocation_team_totals",
+    "price_resolve",
+    "usage_period_stats",
+    "usage_period_total",
+    "usage_records_of_period",
+]
+
+
+def price_resolve(*, team: Team | None, category: str, provider: str, model: str, unit: str, at: dt.datetime) -> Price:
+    """The catalog price of one unit of ``category/provider/model/unit`` for ``team`` at time ``at``.
+
+    Args:
+        team: the team using the item, or ``None`` (usage in the unallocated pool: global price only).
+        category: the priced resource type (``llm``, ``stt``, ``tts``, ``telephony``…).
+        provider, model, unit: the item, e.g. ``openai``/``gpt-4``/``token``.
+        at: an aware datetime, the time of the usage.
+
+    Returns:
+        The team's override if one is valid at ``at``, else the global price valid at ``at``.
+        Validity is the half-open range ``[valid_from, valid_to)``, ``valid_to`` empty = open-ended;
+        if two rows of one level were valid at once (``Price.clean`` refuses that), the latest
+        ``valid_from`` wins.
+
+    Raises:
+        PriceNotFound: neither an override nor a global price is valid at ``at``; the message names
+            the item (``category/provider/model/unit``), the team and the time.
+    """
+    valid = Price.objects.filter(
+        category=category, provider=provider, model=model, unit=unit, valid_from__lte=at,
+    ).filter(Q(valid_to__isnull=True) | Q(valid_to__gt=at))
+    if team is not None:
+        override = valid.filter(team=team).order_by("-valid_from", "-pk").first()
+        if override is not None:
+            return override
+    price = valid.filter(team__isnull=True).order_by("-valid_from", "-pk").first()
+    if price is None:
+        who = f"team {team.slug!r}" if team is not None else "usage without a team"
+        raise PriceNotFound(
+            f"no price for {category}/{provider}/{model}/{unit} ({who}) at {at.isoformat()}: "
+            "neither a team override nor a global catalog price is valid then"
+        )
+    return price
+
+
+def usage_records_of_period(*, period: BillingPeriod) -> QuerySet[UsageRecord]:
+    """The usage records billed in ``period``: ``billing_period_start`` in ``[period.start, period.end)``."""
+    return UsageRecord.objects.filter(billing_period_start__gte=period.start, billing_period_start__lt=period.end)
+
+
+def usage_period_stats(*, period: BillingPeriod) -> dict[str, tuple[Decimal, int]]:
+    """``{currency: (total cost, record count)}`` of the usage billed in ``period`` (one GROUP BY)."""
+    rows = (
+        usage_records_of_period(period=period).order_by().values("currency")
+        .annotate(total=Sum("cost"), records=Count("id"))
+    )
+    return {row["currency"]: (row["total"], row["records"]) for row in rows}
+
+
+def usage_period_total(*, period: BillingPeriod) -> dict[str, Decimal]:
+    """``{currency: total cost}`` of the usage billed in ``period`` (12 decimal places; empty if none)."""
+    return {currency: total for currency, (total, _count) in usage_period_stats(period=period).items()}
+
+
+def allocation_committed_run(*, period: BillingPeriod) -> AllocationRun | None:
+    """The committed allocation run of exactly ``period``, or ``None``."""
+    return AllocationRun.objects.filter(
+        period_start=period.start, period_end=period.end, status=AllocationRun.Status.COMMITTED
+    ).first()
+
+
+def allocation_rows(run: AllocationRun, *, team: Team | None = None) -> list[AllocatedCost]:
+    """The ``AllocatedCost`` rows of ``run``: saved rows, or a dry run's unsaved ``run.preview``.
+
+    A saved run always holds the whole period's rows; pass ``team`` to read one team's rows. A dry
+    run's preview is already limited to the team the run was asked for (``run.team``). Rows are
+    ordered by team, rule (direct costs first), service, user; ``team``, ``user`` and ``rule`` are
+    loaded with them.
+    """
+    if run.pk is None:
+        rows = list(getattr(run, "preview", []))
+        return [row for row in rows if team is None or row.team_id == team.pk]
+    rows = AllocatedCost.objects.filter(run=run).select_related("team", "user", "rule")
+    if team is not None:
+        rows = rows.filter(team=team)
+    return list(rows.order_by("team_id", "rule_id", "service", "user_id", "pk"))
+
+
+def allocation_team_totals(run: AllocationRun) -> dict[int, Decimal]:
+    """``{team id: Σ allocated amount}`` of ``run`` in ``run.currency`` (12 decimal places).
+
+    For a saved run: every team of the period (one GROUP BY). For a dry run: the teams in its preview.
+    """
+    if run.pk is None:
+        totals: dict[int, Decimal] = {}
+        for row in getattr(run, "preview", []):
+            totals[row.team_id] = totals.get(row.team_id, Decimal(0)) + row.amount
+        return totals
+    rows = AllocatedCost.objects.filter(run=run).order_by().values("team_id").annotate(total=Sum("amount"))
+    return {row["team_id"]: row["total"] for row in rows}

@@ -1,0 +1,617 @@
+"""Writes of the chargeback core: recording priced usage and allocating a billing period's costs.
+
+Money is ``Decimal`` at metered precision (12 decimal places, ``DecimalField(30, 12)``) with an
+ISO 4217 currency beside it; only ``billing_site.money`` rounds. Billing periods are
+``chargeback.periods.BillingPeriod`` half-open month ranges ``[start, end)``; a usage record belongs
+to the period of its ``billing_period_start``.
+
+The allocation engine (``docs/architecture.md``, "Allocation"):
+
+1. Rules enabled and valid in the period (validity ``[valid_from, valid_to)`` overlaps it), in
+   ``(priority, pk)`` order. Each usage record is taken by the first rule whose source and filters
+   match it; the assignment is one SQL ``CASE WHEN`` annotation and the records are summed in one
+   ``GROUP BY (team, user, service, assigned rule, currency)``. Python loops over groups, never over
+   usage records.
+2. Groups no rule took keep their team: direct costs, one ``AllocatedCost`` per (team, user,
+   service) with ``rule`` empty. Groups without a team that no rule took stay unallocated.
+3. Each rule's pool (per currency) is split by its strategy (``chargeback.rules.STRATEGIES``) with
+   ``money.split`` at ``METERED_QUANTUM``. A pool that cannot be split stays unallocated and the run
+   gets a warning naming the rule.
+4. Tie-out: ``allocated + unallocated == total`` exactly, checked here, again at commit, and by the
+   ``run_ties_out`` CHECK.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import BigIntegerField, Case, Count, Q, Sum, Value, When
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Coalesce, NullIf
+from django.db.models.lookups import Exact
+from django.utils import timezone
+
+from billing_site.money import MoneyError, currency_exponent, quantize_metered
+from chargeback import rules as strategies
+from chargeback.errors import (
+    AllocationError,
+    IdempotencyError,
+    InvalidUsage,
+    MixedCurrencyError,
+    NothingToAllocate,
+    RuleConfigurationError,
+    StaleAllocationRun,
+)
+from chargeback.models import (
+    AllocatedCost,
+    AllocationRule,
+    AllocationRun,
+    Team,
+    TeamMembership,
+    UsageRecord,
+)
+from chargeback.periods import BillingPeriod
+from chargeback.selectors import price_resolve, usage_period_stats, usage_records_of_period
+
+__all__ = [
+    "AllocationError",
+    "IdempotencyError",
+    "InvalidUsage",
+    "MixedCurrencyError",
+    "NothingToAllocate",
+    "RuleConfigurationError",
+    "StaleAllocationRun",
+    "allocation_run_commit",
+    "allocation_run_create",
+    "allocation_run_execute",
+    "usage_record_create",
+]
+
+ZERO = Decimal(0)
+
+
+# --- Usage ---------------------------------------------------------------------------------------
+
+
+def _as_decimal(value: object, name: str) -> Decimal:
+    if isinstance(value, float):
+        raise TypeError(f"{name} is a float; quantities and money are Decimal only")
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        raise InvalidUsage(f"{name} must be a Decimal, got {value!r}")
+    value = Decimal(value)
+    if not value.is_finite():
+        raise InvalidUsage(f"{name} must be a finite number, got {value}")
+    return value
+
+
+def _check_currency(currency: str) -> str:
+    try:
+        currency_exponent(currency)
+    except MoneyError as exc:
+        raise InvalidUsage(str(exc)) from None
+    return currency.upper()
+
+
+def usage_record_create(
+    *,
+    team: Team | None,
+    user=None,
+    resource_type: str,
+    provider: str,
+    model: str = "",
+    unit: str,
+    quantity: Decimal,
+    occurred_at: dt.datetime,
+    idempotency_key: str,
+    source: str = UsageRecord.Source.API,
+    cost: Decimal | None = None,
+    currency: str | None = None,
+    agent_id: str = "",
+    feature_key: str = "",
+    external_reference: str = "",
+    metadata: dict | None = None,
+) -> UsageRecord:
+    """Record one metered consumption, priced from the catalog unless ``cost`` is given.
+
+    Args:
+        team: the team that consumed, or ``None`` for the unallocated pool.
+        user: the user who consumed (optional).
+        resource_type: what was consumed (``llm``, ``stt``, ``tts``, ``telephony``, ``compute``…);
+            it is the price ``category``.
+        provider, model, unit: the priced item, e.g. ``openai``/``gpt-4``/``token``.
+        quantity: a non-negative ``Decimal`` (or int) of ``unit``.
+        occurred_at: an aware datetime; the record is billed in its UTC calendar month
+            (``billing_period_start``).
+        idempotency_key: unique per ``source``; replaying it returns the recorded row.
+        source: ``api`` (default), ``charge`` or ``focus_import``.
+        cost: the cost at metered precision (quantized to 12 places); ``None`` prices the usage
+            as ``quantity × unit_price`` of :func:`chargeback.selectors.price_resolve` at
+            ``occurred_at`` (the team's override first, then the global price).
+        currency: ISO 4217 code. Priced usage is in the price's currency (a different ``currency``
+            is refused); a given ``cost`` defaults to the team's currency, else
+            ``settings.BILLING_DEFAULT_CURRENCY``.
+        agent_id, feature_key, external_reference, metadata: stored as given.
+
+    Returns:
+        The new ``UsageRecord``, or on a replay of ``(source, idempotency_key)`` with the same
+        parameters the recorded one (then ``record.replayed`` is ``True``).
+
+    Raises:
+        InvalidUsage: negative quantity, a bad currency, a naive ``occurred_at``, empty
+            ``resource_type`` or ``idempotency_key``, an unknown ``source``.
+        PriceNotFound: ``cost`` is ``None`` and no price is valid for the item at ``occurred_at``.
+        IdempotencyError: the key was recorded before with different parameters.
+        TypeError: a float quantity or cost.
+
+    Idempotency relies on the ``usage_unique_source_idempotency_key`` constraint (Stripe's
+    idempotency keys): two concurrent calls with one key insert one row.
+    """
+    quantity = _as_decimal(quantity, "quantity")
+    if quantity < 0:
+        raise InvalidUsage(f"quantity must not be negative, got {quantity}")
+    if not resource_type:
+        raise InvalidUsage("resource_type is required")
+    if not idempotency_key:
+        raise InvalidUsage("idempotency_key is required")
+    if source not in UsageRecord.Source.values:
+        raise InvalidUsage(f"source must be one of {', '.join(UsageRecord.Source.values)}, got {source!r}")
+    if not isinstance(occurred_at, dt.datetime) or timezone.is_naive(occurred_at):
+        raise InvalidUsage("occurred_at must be a timezone-aware datetime")
+    if currency is not None:
+        currency = _check_currency(currency)
+    if cost is not None:
+        cost = quantize_metered(_as_decimal(cost, "cost"))
+
+    requested = {
+        "team_id": team.pk if team is not None else None,
+        "user_id": user.pk if user is not None else None,
+        "resource_type": resource_type, "provider": provider, "model": model, "unit": unit,
+        "quantity": quantity, "occurred_at": occurred_at, "agent_id": agent_id,
+        "feature_key": feature_key, "external_reference": external_reference,
+    }
+    if cost is not None:
+        requested["cost"] = cost
+    if currency is not None:
+        requested["currency"] = currency
+    if metadata is not None:
+        requested["metadata"] = metadata
+
+    # A replay returns the recorded row without pricing it again (the catalog may have changed).
+    existing = UsageRecord.objects.filter(source=source, idempotency_key=idempotency_key).first()
+    if existing is not None:
+        return _replayed(existing, requested)
+
+    if cost is None:
+        price = price_resolve(team=team, category=resource_type, provider=provider, model=model, unit=unit,
+                              at=occurred_at)
+        if currency is not None and currency != price.currency:
+            raise InvalidUsage(
+                f"the price of {resource_type}/{provider}/{model}/{unit} is in {price.currency}, not {currency}"
+            )
+        cost = quantize_metered(quantity * price.unit_price)
+        currency = price.currency
+    elif currency is None:
+        currency = team.currency if team is not None else settings.BILLING_DEFAULT_CURRENCY
+
+    utc_day = occurred_at.astimezone(dt.timezone.utc).date()
+    record = UsageRecord(
+        team=team, user=user, agent_id=agent_id, resource_type=resource_type, provider=provider, model=model,
+        unit=unit, quantity=quantity, cost=cost, currency=currency, occurred_at=occurred_at,
+        billing_period_start=utc_day.replace(day=1), source=source, feature_key=feature_key,
+        external_reference=external_reference, idempotency_key=idempotency_key,
+        metadata=metadata if metadata is not None else {},
+    )
+    try:
+        with transaction.atomic():
+            record.save(force_insert=True)
+    except IntegrityError:
+        # Lost a race with a concurrent call carrying the same key: the constraint kept one row.
+        existing = UsageRecord.objects.filter(source=source, idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise
+        return _replayed(existing, requested)
+    record.replayed = False
+    return record
+
+
+def _replayed(existing: UsageRecord, requested: Mapping[str, object]) -> UsageRecord:
+    differing = [name for name, value in requested.items() if getattr(existing, name) != value]
+    if differing:
+        raise IdempotencyError(
+            f"idempotency key {existing.idempotency_key!r} ({existing.source}) was already used for usage record "
+            f"#{existing.pk} with different {', '.join(sorted(differing))}; use a new key for new usage"
+        )
+    existing.replayed = True
+    return existing
+
+
+# --- Allocation ----------------------------------------------------------------------------------
+
+#: Allowed status transitions of an allocation run (django-oscar's ``Order.pipeline``).
+RUN_TRANSITIONS: dict[str, frozenset[str]] = {
+    AllocationRun.Status.DRAFT: frozenset({AllocationRun.Status.COMMITTED}),
+    AllocationRun.Status.COMMITTED: frozenset({AllocationRun.Status.SUPERSEDED}),
+    AllocationRun.Status.SUPERSEDED: frozenset(),
+}
+
+#: ``pg_advisory_xact_lock`` key that serialises commits of allocation runs (any period).
+_COMMIT_LOCK_KEY = 0x63_62_61_6C_6C_6F_63  # "cballoc"
+
+
+def _check_transition(run: AllocationRun, to: str) -> None:
+    if to not in RUN_TRANSITIONS[run.status]:
+        raise AllocationError(f"allocation run #{run.pk} is {run.status}; it cannot become {to}")
+
+
+def _period_rules(period: BillingPeriod, rule: AllocationRule | None) -> list[AllocationRule]:
+    """Enabled rules whose validity overlaps the period, in (priority, pk) order (or just ``rule``)."""
+    valid = AllocationRule.objects.filter(enabled=True).filter(
+        Q(valid_from__isnull=True) | Q(valid_from__lt=period.end),
+        Q(valid_to__isnull=True) | Q(valid_to__gt=period.start),
+    )
+    if rule is not None:
+        valid = valid.filter(pk=rule.pk)
+    found = list(valid.order_by("priority", "pk").prefetch_related("targets"))
+    if rule is not None and not found:
+        raise AllocationError(f"allocation rule {rule.name!r} (#{rule.pk}) is disabled or not valid in {period}")
+    return found
+
+
+def _targets(rule: AllocationRule) -> list[strategies.Target]:
+    return [strategies.Target(team_id=t.team_id, user_id=t.user_id, percentage=t.percentage) for t in rule.targets.all()]
+
+
+def _check_rules(rules: list[AllocationRule]) -> None:
+    messages = []
+    for rule in rules:
+        problems = strategies.rule_problems(
+            rule_type=rule.rule_type, source=rule.source, source_team_id=rule.source_team_id, targets=_targets(rule)
+        )
+        if problems:
+            messages.append(f"allocation rule {rule.name!r} (#{rule.pk}): {'; '.join(problems)}")
+    if messages:
+        raise RuleConfigurationError("cannot allocate: " + " | ".join(messages))
+
+
+def _rule_matches(rule: AllocationRule) -> Q:
+    """The rule's source and filters as a condition on ``UsageRecord``."""
+    if rule.source == AllocationRule.Source.TEAM:
+        condition = Q(team_id=rule.source_team_id)
+    else:
+        condition = Q(team__isnull=True)
+    if rule.match_resource_type:
+        condition &= Q(resource_type=rule.match_resource_type)
+    if rule.match_provider:
+        condition &= Q(provider=rule.match_provider)
+    if rule.match_service_name:
+        condition &= Q(service_name=rule.match_service_name)
+    if rule.match_tag_key:
+        if rule.match_tag_value:
+            # KeyTextTransform takes the key as one path element, so keys with "__" or dots work;
+            # it is ``tags ->> 'key'`` on PostgreSQL and JSON_EXTRACT on SQLite.
+            condition &= Q(Exact(KeyTextTransform(rule.match_tag_key, "tags"), rule.match_tag_value))
+        else:
+            condition &= Q(tags__has_key=rule.match_tag_key)
+    return condition
+
+
+@dataclass
+class _PoolSums:
+    amount: Decimal = ZERO
+    records: int = 0
+    holders: dict = field(default_factory=lambda: defaultdict(lambda: [ZERO, 0]))
+
+
+@dataclass
+class _Computed:
+    currency: str
+    total: Decimal
+    records: int
+    allocated: Decimal
+    unallocated: Decimal
+    rows: list[AllocatedCost]
+    warnings: list[dict]
+    groups: int
+
+
+def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
+    """Allocate the whole period in memory: unsaved rows, totals and warnings."""
+    rules = _period_rules(period, rule)
+    _check_rules(rules)
+    rules_by_pk = {r.pk: r for r in rules}
+
+    assigned = Case(
+        *[When(_rule_matches(r), then=Value(r.pk)) for r in rules],
+        default=Value(None), output_field=BigIntegerField(),
+    ) if rules else Value(None, output_field=BigIntegerField())
+    groups = list(
+        usage_records_of_period(period=period).order_by()
+        .annotate(service_key=Coalesce(NullIf("service_name", Value("")), "resource_type"), assigned_rule=assigned)
+        .values("team_id", "user_id", "service_key", "assigned_rule", "currency")
+        .annotate(amount=Sum("cost"), records=Count("id"))
+    )
+    if not groups:
+        raise NothingToAllocate(f"no usage records are billed in {period}: nothing to allocate")
+
+    totals: dict[str, list] = defaultdict(lambda: [ZERO, 0])
+    team_usage: dict[str, dict[int, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    user_usage: dict[str, dict[tuple[int, int], Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    direct: list[dict] = []
+    unallocated: dict[str, Decimal] = defaultdict(Decimal)
+    pools: dict[tuple[int, str], _PoolSums] = defaultdict(_PoolSums)
+    for g in groups:
+        currency, amount, records, team_id = g["currency"], g["amount"], g["records"], g["team_id"]
+        totals[currency][0] += amount
+        totals[currency][1] += records
+        if team_id is not None:
+            team_usage[currency][team_id] += amount
+            if g["user_id"] is not None:
+                user_usage[currency][(team_id, g["user_id"])] += amount
+        if g["assigned_rule"] is not None:
+            pool = pools[(g["assigned_rule"], currency)]
+            pool.amount += amount
+            pool.records += records
+            holder = pool.holders[(team_id, g["user_id"])]
+            holder[0] += amount
+            holder[1] += records
+        elif team_id is not None:
+            direct.append(g)
+        else:
+            unallocated[currency] += amount
+
+    if len(totals) > 1:
+        listed = ", ".join(f"{total} {cur}" for cur, (total, _n) in sorted(totals.items()))
+        raise MixedCurrencyError(
+            f"the usage of {period} is in several currencies ({listed}); an allocation run ties out in one "
+            "currency, so convert or separate the usage first"
+        )
+    (currency, (total, record_count)), = totals.items()
+
+    members = _members([r for r in rules if r.rule_type == AllocationRule.RuleType.BY_TEAM])
+    user_teams = _user_teams(pools, rules_by_pk)
+
+    rows: list[AllocatedCost] = []
+    for g in sorted(direct, key=lambda g: (g["team_id"], g["user_id"] or 0, g["service_key"])):
+        if g["amount"]:
+            rows.append(AllocatedCost(
+                rule=None, team_id=g["team_id"], user_id=g["user_id"], service=g["service_key"],
+                amount=g["amount"], currency=g["currency"], record_count=g["records"], details={},
+            ))
+
+    warnings = []
+    for r in rules:
+        for pool_currency in sorted(totals):
+            sums = pools.get((r.pk, pool_currency))
+            if sums is None:
+                continue
+            pool = strategies.Pool(
+                rule_type=r.rule_type, amount=sums.amount, currency=pool_currency, record_count=sums.records,
+                targets=_targets(r), team_usage=team_usage[pool_currency], user_usage=user_usage[pool_currency],
+                members=members.get(r.source_team_id, ()), source_team_id=r.source_team_id,
+                holders=[strategies.Holder(team_id=t, user_id=u, amount=a, record_count=n)
+                         for (t, u), (a, n) in sums.holders.items()],
+                user_teams=user_teams,
+            )
+            result = strategies.STRATEGIES[r.rule_type](pool)
+            for part in result.parts:
+                if part.amount:
+                    rows.append(AllocatedCost(
+                        rule=r, team_id=part.team_id, user_id=part.user_id, service="", amount=part.amount,
+                        currency=pool_currency, record_count=part.record_count, details=part.details,
+                    ))
+            unallocated[pool_currency] += result.unallocated
+            for reason in result.reasons:
+                warnings.append({
+                    "rule_id": r.pk, "rule": r.name, "currency": pool_currency,
+                    "unallocated": str(result.unallocated),
+                    "message": f"allocation rule {r.name!r}: {reason}; "
+                               f"{result.unallocated} {pool_currency} of its pool stays unallocated",
+                })
+
+    allocated = sum((row.amount for row in rows), ZERO)
+    left = unallocated[currency]
+    if allocated + left != total:  # the engine's own invariant; a failure here is a bug
+        raise AllocationError(
+            f"tie-out failed for {period}: allocated {allocated} + unallocated {left} != total {total} {currency}"
+        )
+    return _Computed(currency=currency, total=total, records=record_count, allocated=allocated, unallocated=left,
+                     rows=rows, warnings=warnings, groups=len(groups))
+
+
+def _members(rules: list[AllocationRule]) -> dict[int, tuple[int, ...]]:
+    """``{source team id: member user ids in pk order}`` for by_team rules (one query)."""
+    team_ids = {r.source_team_id for r in rules if r.source_team_id}
+    members: dict[int, list[int]] = defaultdict(list)
+    if team_ids:
+        for team_id, user_id in (
+            TeamMembership.objects.filter(team_id__in=team_ids).order_by("team_id", "user_id")
+            .values_list("team_id", "user_id")
+        ):
+            members[team_id].append(user_id)
+    return {team_id: tuple(users) for team_id, users in members.items()}
+
+
+def _user_teams(pools: Mapping[tuple[int, str], _PoolSums], rules_by_pk: Mapping[int, AllocationRule]) -> dict[int, int]:
+    """The billing team of users whose records carry no team, for by_user rules without targets.
+
+    A user in several teams is billed through the membership with the lowest team id, so the
+    answer does not depend on the order memberships were made in.
+    """
+    users = {
+        user_id
+        for (rule_pk, _currency), sums in pools.items()
+        if rules_by_pk[rule_pk].rule_type == AllocationRule.RuleType.BY_USER
+        for (team_id, user_id) in sums.holders
+        if team_id is None and user_id is not None
+    }
+    user_teams: dict[int, int] = {}
+    if users:
+        for user_id, team_id in (
+            TeamMembership.objects.filter(user_id__in=users).order_by("user_id", "team_id")
+            .values_list("user_id", "team_id")
+        ):
+            user_teams.setdefault(user_id, team_id)
+    return user_teams
+
+
+def allocation_run_create(
+    *,
+    period: BillingPeriod,
+    rule: AllocationRule | None = None,
+    team: Team | None = None,
+    dry_run: bool = False,
+    created_by=None,
+) -> AllocationRun:
+    """Allocate ``period``'s usage costs to teams by the allocation rules.
+
+    Args:
+        period: the billing period (whole months, ``[start, end)``); records are selected by
+            ``billing_period_start``.
+        rule: apply only this rule (plus the teams' direct costs); it must be enabled and valid in
+            the period. ``None``: every enabled rule valid in the period, by (priority, pk).
+        team: scope of the answer only. The whole period is always allocated, because shares (by
+            usage, …) depend on every team; ``run.preview`` then holds only this team's rows. The
+            saved rows of a non-dry run are always the whole period's (committing a run makes it
+            the period's allocation), and ``run.team`` records the scope asked for.
+        dry_run: compute and return an unsaved run; nothing is written.
+        created_by: the user asking (stored on the run).
+
+    Returns:
+        An ``AllocationRun``: with ``dry_run``, unsaved (``dry_run=True``); else a saved ``draft``
+        with its ``AllocatedCost`` rows. ``total_cost``, ``allocated_cost``, ``unallocated_cost``
+        (12 decimal places, in ``currency``), ``record_count`` and ``warnings`` (pools a rule
+        could not split: ``{"rule_id", "rule", "currency", "unallocated", "message"}``) are set,
+        and ``allocated + unallocated == total`` exactly. ``run.preview`` is the list of
+        ``AllocatedCost`` rows (saved or not), scoped to ``team``; ``run.group_count`` the number
+        of database groups the usage was summed into. Rows with a zero amount are not written.
+
+    Raises:
+        NothingToAllocate: the period has no usage records.
+        MixedCurrencyError: the period's usage is in more than one currency (a run's totals and
+            tie-out are in one currency; the demo and the FOCUS sample are USD only).
+        RuleConfigurationError: an applicable rule cannot be applied (fixed split not summing to
+            100, by_team without a source team, by_user target without a user…).
+        AllocationError: ``rule`` is disabled or not valid in the period.
+    """
+    computed = _compute(period, rule)
+    run = AllocationRun(
+        period_start=period.start, period_end=period.end, status=AllocationRun.Status.DRAFT, dry_run=dry_run,
+        rule=rule, team=team, currency=computed.currency, total_cost=computed.total,
+        allocated_cost=computed.allocated, unallocated_cost=computed.unallocated, record_count=computed.records,
+        warnings=computed.warnings, created_by=created_by,
+    )
+    for row in computed.rows:
+        row.run = run
+    if not dry_run:
+        with transaction.atomic():
+            run.save(force_insert=True)
+            for row in computed.rows:
+                row.run = run  # re-assign so the saved run's pk reaches run_id
+            AllocatedCost.objects.bulk_create(computed.rows, batch_size=2000)
+    run.preview = [row for row in computed.rows if team is None or row.team_id == team.pk]
+    run.group_count = computed.groups
+    return run
+
+
+def _lock_allocation_commits() -> None:
+    """Serialise allocation commits on PostgreSQL.
+
+    Row locks alone cannot: when a period has no committed run yet there is no row to lock, and two
+    commits would race to the partial unique index. A transaction-level advisory lock is released
+    at commit or rollback. SQLite allows one writer at a time anyway.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_COMMIT_LOCK_KEY])
+
+
+def allocation_run_commit(*, run: AllocationRun, committed_by=None) -> AllocationRun:
+    """Make a draft run its period's allocation, superseding the period's committed run.
+
+    In one transaction: lock (the commit lock, then the run and the period's committed run with
+    ``select_for_update``, by pk), re-read, then check that the run is a draft, that the period's
+    usage (record count and total cost, per currency) is what the draft was computed from, and the
+    tie-out (``Σ rows == allocated_cost``, ``allocated + unallocated == total``). The previous
+    committed run becomes ``superseded`` and this one ``committed`` with ``committed_at``: the
+    period's costs are never counted twice (the ``run_one_committed_per_period`` index backs it).
+
+    Args:
+        run: a saved ``draft`` run from :func:`allocation_run_create`.
+        committed_by: the user committing (accepted for the audit trail; the run stores
+            ``created_by`` only).
+
+    Returns:
+        The committed run, re-read from the database (``preview`` carried over when present).
+
+    Raises:
+        AllocationError: a dry run, a run that is not a draft, a committed run of an overlapping
+            but different period, or a failed tie-out.
+        StaleAllocationRun: the period's usage changed after the draft was computed; compute the
+            allocation again.
+    """
+    if run.pk is None:
+        raise AllocationError("a dry run is never saved and cannot be committed; run the allocation without dry run")
+    with transaction.atomic():
+        _lock_allocation_commits()
+        locked = AllocationRun.objects.select_for_update().get(pk=run.pk)
+        _check_transition(locked, AllocationRun.Status.COMMITTED)
+        period = BillingPeriod(locked.period_start, locked.period_end)
+        committed = list(
+            AllocationRun.objects.select_for_update().filter(
+                status=AllocationRun.Status.COMMITTED, period_start__lt=period.end, period_end__gt=period.start,
+            ).order_by("pk")
+        )
+        overlapping = [r for r in committed if (r.period_start, r.period_end) != (period.start, period.end)]
+        if overlapping:
+            other = overlapping[0]
+            raise AllocationError(
+                f"allocation run #{other.pk} is committed for {BillingPeriod(other.period_start, other.period_end)}, "
+                f"which overlaps {period}; allocate the same period again to replace it"
+            )
+
+        stats = usage_period_stats(period=period)
+        now_total, now_records = stats.get(locked.currency, (ZERO, 0))
+        if set(stats) - {locked.currency} or now_total != locked.total_cost or now_records != locked.record_count:
+            raise StaleAllocationRun(
+                f"the usage of {period} changed after allocation run #{locked.pk} was computed "
+                f"({locked.record_count} records, {locked.total_cost} {locked.currency} then; "
+                + ", ".join(f"{n} records, {t} {c}" for c, (t, n) in sorted(stats.items()))
+                + " now): run the allocation again"
+            )
+        rows_total = AllocatedCost.objects.filter(run=locked).aggregate(total=Sum("amount"))["total"] or ZERO
+        if rows_total != locked.allocated_cost or locked.allocated_cost + locked.unallocated_cost != locked.total_cost:
+            raise AllocationError(
+                f"allocation run #{locked.pk} does not tie out: rows {rows_total}, allocated {locked.allocated_cost}, "
+                f"unallocated {locked.unallocated_cost}, total {locked.total_cost} {locked.currency}"
+            )
+
+        for previous in committed:
+            _check_transition(previous, AllocationRun.Status.SUPERSEDED)
+            previous.status = AllocationRun.Status.SUPERSEDED
+            previous.save(update_fields=["status"])
+        locked.status = AllocationRun.Status.COMMITTED
+        locked.committed_at = timezone.now()
+        locked.save(update_fields=["status", "committed_at"])
+    if hasattr(run, "preview"):
+        locked.preview = run.preview
+        locked.group_count = getattr(run, "group_count", None)
+    return locked
+
+
+def allocation_run_execute(
+    *, period: BillingPeriod, rule: AllocationRule | None = None, team: Team | None = None, created_by=None
+) -> AllocationRun:
+    """Allocate ``period`` and commit the run, in one transaction (the month-end billing run).
+
+    Arguments, result and errors as :func:`allocation_run_create` followed by
+    :func:`allocation_run_commit`.
+    """
+    with transaction.atomic():
+        run = allocation_run_create(period=period, rule=rule, team=team, created_by=created_by)
+        return allocation_run_commit(run=run, committed_by=created_by)
