@@ -1,0 +1,315 @@
+"""Invoice PDFs: WeasyPrint from ``templates/invoices/invoice.html``, with no network access.
+
+Rendering never touches the network: :class:`StaticOnlyURLFetcher` refuses every URL but
+``data:`` and ``file://`` URLs inside the project's ``static/`` folder, and fonts come from the
+system (DejaVu, Debian package ``fonts-dejavu-core``); no web fonts. The stylesheet
+(``static/invoices/invoice.css``) is parsed once per process and reused with one
+``FontConfiguration``, which keeps a one-page invoice well under the 0.25 s target.
+
+Money in the PDF is formatted from Decimals only: invoice amounts with
+``billing_site.money.format_amount`` (the currency's minor units), metered amounts (unit prices,
+the tie-out) exactly, with :func:`format_metered`. No float is ever made.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import mimetypes
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.utils.text import slugify
+from weasyprint import CSS, HTML
+from weasyprint.text.fonts import FontConfiguration
+from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse, path2url
+
+from billing_site.money import ROUNDING, currency_exponent, format_amount, to_minor_units
+from chargeback.periods import BillingPeriod
+
+from .models import Invoice
+from .selectors import invoice_get_with_lines
+
+#: The only folder a rendering may read from.
+STATIC_DIR = Path(settings.BASE_DIR) / "static"
+STYLESHEET = STATIC_DIR / "invoices" / "invoice.css"
+TEMPLATE = "invoices/invoice.html"
+
+#: What each rule type means, in the words of the appendix.
+RULE_TYPE_EXPLANATIONS = {
+    "by_usage": "in proportion to each receiving team's own usage cost in the period",
+    "equal_split": "in equal parts across the receiving teams",
+    "fixed_split": "by fixed percentages agreed in advance",
+    "by_team": "in equal parts among the members of the source team",
+    "by_user": "to the users who caused it",
+}
+
+
+#: The rule types as the line table's "Service / rule" column names them.
+RULE_TYPE_LABELS = {
+    "by_usage": "Rule: by usage",
+    "equal_split": "Rule: equal split",
+    "fixed_split": "Rule: fixed split",
+    "by_team": "Rule: by team",
+    "by_user": "Rule: by user",
+}
+
+
+class UnsafeResourceError(ValueError):
+    """A rendering asked for a resource outside the project's static files (a remote or local URL)."""
+
+
+class InvoicePdfError(Exception):
+    """An invoice whose PDF may not be (re-)rendered: issued invoices keep the PDF they were issued with."""
+
+
+class StaticOnlyURLFetcher(URLFetcher):
+    """A WeasyPrint URL fetcher that reads the project's ``static/`` files and nothing else.
+
+    Allowed: ``data:`` URLs and ``file://`` URLs (on this host) whose resolved path lies inside
+    ``STATIC_DIR``. Everything else (``http(s)://``, ``ftp://``, ``file:///etc/passwd``, a
+    ``..`` escaping static/, a symlink pointing out of it) raises :class:`UnsafeResourceError`,
+    and because the fetcher is built with ``fail_on_errors=True`` WeasyPrint stops the rendering
+    instead of leaving a hole in the document.
+    """
+
+    def __init__(self, static_dir: Path = STATIC_DIR) -> None:
+        super().__init__(allowed_protocols=("file", "data"), fail_on_errors=True, allow_redirects=False)
+        self._static_dir = static_dir.resolve()
+
+    def fetch(self, url: str, headers=None) -> URLFetcherResponse:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme == "data":
+            return super().fetch(url, headers)
+        if scheme != "file" or parts.netloc not in ("", "localhost"):
+            raise UnsafeResourceError(
+                f"refused to fetch {url!r} while rendering an invoice PDF: rendering never uses the network, "
+                f"only files under {self._static_dir}"
+            )
+        path = Path(url2pathname(parts.path)).resolve()
+        if not path.is_relative_to(self._static_dir) or not path.is_file():
+            raise UnsafeResourceError(
+                f"refused to read {url!r} while rendering an invoice PDF: only files under {self._static_dir} "
+                "may be used"
+            )
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return URLFetcherResponse(path2url(str(path)), path.read_bytes(), {"Content-Type": content_type})
+
+
+@lru_cache(maxsize=1)
+def _renderer() -> tuple[StaticOnlyURLFetcher, FontConfiguration, CSS]:
+    """The fetcher, font configuration and parsed stylesheet, made once per process."""
+    fetcher = StaticOnlyURLFetcher()
+    fonts = FontConfiguration()
+    stylesheet = CSS(filename=str(STYLESHEET), url_fetcher=fetcher, font_config=fonts)
+    return fetcher, fonts, stylesheet
+
+
+# --- formatting (Decimal in, text out) ------------------------------------------------------------
+
+def format_metered(amount: Decimal, currency: str, *, code: bool = True) -> str:
+    """A metered amount written exactly, e.g. ``20.28022672899 USD`` (``code=False``: no currency code).
+
+    Trailing zeros are dropped down to the currency's minor units (``0.00 USD``, ``1.50 USD``), so
+    nothing is rounded: every non-zero digit of the 12-decimal value is shown.
+    """
+    value = amount.normalize()
+    if -value.as_tuple().exponent <= currency_exponent(currency):
+        # No more decimals than the currency has: widening it to minor units changes no digit.
+        value = to_minor_units(value, currency)
+    text = f"{value:,f}"
+    return f"{text} {currency.upper()}" if code else text
+
+
+def format_quantity(quantity: Decimal) -> str:
+    """A quantity without trailing zeros: ``1``, ``1,250``, ``0.5``."""
+    return f"{quantity.normalize():,f}" if quantity else "0"
+
+
+def format_percent(percent: Decimal | str | None) -> str:
+    """A share in percent to one decimal, ``37.2 %``; ``—`` when there is none.
+
+    Display only: the stored share keeps 12 decimal places; this rounds it with the product's
+    single rounding mode for people to read.
+    """
+    if percent in (None, ""):
+        return "—"
+    value = Decimal(percent)
+    if 0 < abs(value) < Decimal("0.05"):
+        # A share that one decimal would show as 0.0 % is not nothing.
+        return "< 0.1 %" if value > 0 else "> -0.1 %"
+    return f"{value.quantize(Decimal('0.1'), rounding=ROUNDING)} %"
+
+
+def format_date(day: dt.date | None) -> str:
+    """``1 September 2024``; ``—`` for a date not yet set (a draft's issue and due dates)."""
+    return f"{day.day} {day:%B %Y}" if day else "—"
+
+
+def format_period(start: dt.date, end: dt.date) -> str:
+    """The half-open period ``[start, end)`` as people write it: ``1 September 2024 – 30 September 2024``."""
+    return f"{format_date(start)} – {format_date(end - dt.timedelta(days=1))}"
+
+
+def _amount(value: Decimal, currency: str) -> str:
+    """An invoice amount in minor units without the currency code (the column header carries it)."""
+    return format_amount(value, currency).rsplit(" ", 1)[0]
+
+
+# --- context --------------------------------------------------------------------------------------
+
+def _stamp(invoice: Invoice) -> str:
+    if invoice.status == Invoice.Status.CANCELLED:
+        return "CANCELLED"
+    if invoice.status == Invoice.Status.DRAFT:
+        return "DRAFT"
+    return ""
+
+
+def invoice_pdf_context(invoice: Invoice) -> dict:
+    """The template context of ``invoice``'s PDF: every figure already formatted as text."""
+    currency = invoice.currency
+    lines = list(invoice.lines.all())
+    rows, allocations = [], []
+    direct_records = direct_count = 0
+    for line in lines:
+        details = line.details or {}
+        if line.rule_id is not None or line.rule_name:
+            share = format_percent(details.get("share_percent"))
+            pool = details.get("pool_amount")
+            pool_text = format_amount(Decimal(pool), currency) if pool not in (None, "") else "—"
+            rule_type = line.rule_type or details.get("rule_type", "")
+            note = f"{rule_type}, {share} of the shared pool of {pool_text}"
+            allocations.append({
+                "position": line.position,
+                "rule_name": line.rule_name,
+                "rule_type": rule_type,
+                "explanation": RULE_TYPE_EXPLANATIONS.get(rule_type, ""),
+                "share": share,
+                "pool": pool_text,
+                "note": note,
+                "records": int(details.get("source_records", line.record_count)),
+                "records_text": f"{int(details.get('source_records', line.record_count)):,}",
+                "amount": format_amount(line.amount, currency),
+                "amount_short": _amount(line.amount, currency),
+                "amount_precise": format_metered(line.amount_precise, currency),
+            })
+            service_rule = RULE_TYPE_LABELS.get(rule_type, "Rule")
+        else:
+            note = ""
+            service_rule = "Direct usage"
+            direct_count += 1
+            direct_records += line.record_count
+        rows.append({
+            "position": line.position,
+            "description": line.description,
+            "note": note,
+            "service_rule": service_rule,
+            "quantity": format_quantity(line.quantity),
+            "unit": line.unit,
+            "unit_price": format_metered(line.unit_price, currency, code=False),
+            "amount": _amount(line.amount, currency),
+        })
+    run = invoice.allocation_run
+    stamp = _stamp(invoice)
+    period = BillingPeriod(invoice.period_start, invoice.period_end)
+    return {
+        "invoice": invoice,
+        "company_name": settings.BILLING_COMPANY_NAME,
+        "company_address": [part for part in settings.BILLING_COMPANY_ADDRESS.splitlines() if part.strip()],
+        "billing_address": [part for part in invoice.billing_address.splitlines() if part.strip()],
+        "number": invoice.number or f"DRAFT (ref. {invoice.display_number})",
+        "reference": invoice.display_number,
+        "status": invoice.get_status_display(),
+        "stamp": stamp,
+        "issue_date": format_date(invoice.issue_date),
+        "due_date": format_date(invoice.due_date),
+        "period": format_period(invoice.period_start, invoice.period_end),
+        "period_label": period.label,
+        "currency": currency,
+        "rows": rows,
+        "subtotal": format_amount(invoice.subtotal, currency),
+        "tax_rate": format_percent(invoice.tax_rate).replace(".0 %", " %"),
+        "tax_amount": format_amount(invoice.tax_amount, currency),
+        "total": format_amount(invoice.total, currency),
+        "payment_terms_days": settings.BILLING_PAYMENT_TERMS_DAYS,
+        "allocations": allocations,
+        "direct_count": direct_count,
+        "direct_records": direct_records,
+        "direct_records_text": f"{direct_records:,}",
+        "is_chargeback": invoice.kind == Invoice.Kind.CHARGEBACK,
+        "run": run,
+        "run_date": format_date(run.committed_at.date()) if run is not None and run.committed_at else "",
+    }
+
+
+# --- rendering and storage ------------------------------------------------------------------------
+
+def invoice_render_pdf(invoice: Invoice) -> bytes:
+    """Render ``invoice`` (with its lines) to PDF bytes, without touching the network.
+
+    Raises:
+        UnsafeResourceError: the template asked for a remote URL or a file outside ``static/``.
+    """
+    fetcher, fonts, stylesheet = _renderer()
+    html = render_to_string(TEMPLATE, invoice_pdf_context(invoice))
+    document = HTML(string=html, base_url=path2url(str(STATIC_DIR) + "/"), url_fetcher=fetcher)
+    try:
+        return document.write_pdf(
+            stylesheets=[stylesheet], font_config=fonts, optimize_images=False, presentational_hints=False,
+        )
+    except FatalURLFetchingError as exc:
+        # WeasyPrint wraps the fetcher's refusal in a BaseException; hand callers the clear one.
+        cause = exc.__cause__
+        if isinstance(cause, UnsafeResourceError):
+            raise cause from None
+        raise UnsafeResourceError(str(exc)) from cause
+
+
+def invoice_pdf_filename(invoice: Invoice) -> str:
+    """``<number>.pdf`` for an issued invoice, else ``<team-slug>-<YYYY-MM>-draft.pdf`` (or ``-cancelled``)."""
+    if invoice.number:
+        return f"{slugify(invoice.number) or invoice.pk}.pdf"
+    period = BillingPeriod(invoice.period_start, invoice.period_end).label.replace("..", "_")
+    suffix = "cancelled" if invoice.status == Invoice.Status.CANCELLED else "draft"
+    return f"{invoice.team.slug}-{period}-{suffix}.pdf"
+
+
+def invoice_store_pdf(*, invoice: Invoice) -> Invoice:
+    """Render ``invoice``'s PDF and store it in ``invoice.pdf`` with its SHA-256 in ``pdf_sha256``.
+
+    The invoice row is locked while it is re-read, rendered and saved, so the PDF shows the
+    invoice as stored. A previous PDF file is deleted once the transaction commits.
+
+    Returns:
+        The invoice as stored, with ``pdf`` (under ``MEDIA_ROOT/invoices/YYYY/MM/``) and
+        ``pdf_sha256`` (64 hex digits) set.
+
+    Raises:
+        InvoicePdfError: the invoice is issued and already has its PDF (issued PDFs are final).
+        UnsafeResourceError: see :func:`invoice_render_pdf`.
+    """
+    with transaction.atomic():
+        locked = Invoice.objects.select_for_update(of=("self",)).get(pk=invoice.pk)
+        if locked.status not in (Invoice.Status.DRAFT, Invoice.Status.CANCELLED) and locked.pdf_sha256:
+            raise InvoicePdfError(
+                f"invoice {locked.display_number} is {locked.status}; its PDF was stored when it was issued"
+            )
+        full = invoice_get_with_lines(pk=locked.pk)
+        pdf = invoice_render_pdf(full)
+        old = locked.pdf.name if locked.pdf else ""
+        storage = locked.pdf.storage
+        locked.pdf.save(invoice_pdf_filename(full), ContentFile(pdf), save=False)
+        locked.pdf_sha256 = hashlib.sha256(pdf).hexdigest()
+        locked.save(update_fields=["pdf", "pdf_sha256", "updated_at"])
+        if old and old != locked.pdf.name:
+            transaction.on_commit(lambda: storage.delete(old))
+    return locked

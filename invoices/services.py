@@ -1,0 +1,363 @@
+"""Invoice writes: draft chargeback invoices generated from a committed allocation run.
+
+The billing run (``python manage.py billing_run``) allocates a period, then calls
+:func:`invoice_generate_for_run` to write one draft invoice per team, then renders
+each draft's PDF with :func:`invoices.pdf.invoice_store_pdf`. Issuing, numbering and credit notes
+are not here yet (the invoices issue).
+
+Rounding is the one boundary from metered to invoice amounts (``billing_site.money``):
+
+1. each team's precise total (Σ ``AllocatedCost.amount`` of the run, 12 decimal places) is rounded
+   to the currency's minor units *together with every other team of the run* by
+   ``round_preserving_sum`` (largest remainder), so the invoices of a period sum exactly to the
+   period's allocated cost rounded half-up to cents;
+2. within each invoice the lines are rounded the same way to that invoice's subtotal.
+
+Because step 1 always looks at all teams of the run, generating for one team gives that team
+exactly the amount a full generation would.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db import transaction
+
+from billing_site.money import minor_unit, quantize_metered, round_preserving_sum, to_minor_units
+from chargeback.models import AllocatedCost, AllocationRun, Team
+
+from .models import Invoice, InvoiceLine
+
+logger = logging.getLogger(__name__)
+
+#: Description of a line when a direct cost carries neither a FOCUS ServiceName nor a resource type.
+OTHER_USAGE = "Other usage"
+
+
+class InvoiceGenerationError(Exception):
+    """The run cannot be invoiced: it is a dry run, not saved, or not the period's committed run."""
+
+
+@dataclass(frozen=True)
+class TeamAmount:
+    """One team's bill in one currency, as a billing run sees it.
+
+    ``precise`` is Σ ``AllocatedCost.amount`` (metered, 12 decimal places); ``amount`` is its share
+    of the run's rounded total in the currency's minor units (largest remainder over all teams).
+    """
+
+    team_id: int
+    currency: str
+    precise: Decimal
+    amount: Decimal
+    record_count: int
+
+
+class InvoiceGenerationResult(list):
+    """The drafts written by :func:`invoice_generate_for_run` (a ``list[Invoice]``), with a report.
+
+    Attributes:
+        created: pks of the drafts created by this generation (the others in the list were refreshed).
+        cancelled: stale drafts set to ``cancelled`` because their team has nothing left to bill.
+        skipped: issued (not draft) invoices of the period that were left untouched, although the
+            run now gives their team another amount or none; they need a credit note (issue 4).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.created: set[int] = set()
+        self.cancelled: list[Invoice] = []
+        self.skipped: list[Invoice] = []
+
+
+def team_amounts(allocations: Iterable[AllocatedCost]) -> list[TeamAmount]:
+    """Round every team's precise total of a run to minor units, together, per currency.
+
+    Args:
+        allocations: all ``AllocatedCost`` rows of one run (saved, or a dry run's unsaved
+            ``run.preview``); amounts metered (12 decimal places) with their ``currency``.
+
+    Returns:
+        One ``TeamAmount`` per (team, currency), ordered by currency then team pk (the order that
+        breaks ties of the largest-remainder rounding). Per currency the ``amount``s sum exactly to
+        Σ ``precise`` rounded half-up to the currency's minor units. Teams whose amount rounds to
+        zero are included (with ``amount == 0``).
+    """
+    totals: dict[tuple[str, int], Decimal] = defaultdict(Decimal)
+    records: dict[tuple[str, int], int] = defaultdict(int)
+    for allocation in allocations:
+        key = (allocation.currency, allocation.team_id)
+        totals[key] += allocation.amount
+        records[key] += allocation.record_count
+    by_currency: dict[str, list[int]] = defaultdict(list)
+    for currency, team_id in sorted(totals):
+        by_currency[currency].append(team_id)
+    result = []
+    for currency, team_ids in by_currency.items():
+        precise = [totals[(currency, team_id)] for team_id in team_ids]
+        rounded = round_preserving_sum(precise, minor_unit(currency))
+        result.extend(
+            TeamAmount(team_id, currency, p, r, records[(currency, team_id)])
+            for team_id, p, r in zip(team_ids, precise, rounded)
+        )
+    return result
+
+
+def invoice_tax_rate(*, team: Team) -> Decimal:
+    """The tax rate of ``team``'s invoices in percent (``Decimal("19")`` for 19 %); 0 until per-team tax lands."""
+    return Decimal(0)
+
+
+def invoice_tax_amount(*, subtotal: Decimal, rate: Decimal, currency: str) -> Decimal:
+    """The tax on ``subtotal`` (minor units) at ``rate`` percent, rounded once, half-up, to minor units."""
+    return to_minor_units(subtotal * rate / Decimal(100), currency)
+
+
+@dataclass
+class _Line:
+    """An invoice line before it is saved: a (rule, service) group of one team's allocated costs."""
+
+    rule_id: int | None
+    service: str
+    rule_name: str = ""
+    rule_type: str = ""
+    rule_sort: tuple = ()
+    amount_precise: Decimal = Decimal(0)
+    record_count: int = 0
+    rows: int = 0
+    users: set = field(default_factory=set)
+    # The engine's driver record (``AllocatedCost.details``, chargeback.rules): the rule's whole
+    # pool (metered text), the records it came from, and the summed driver amounts / percentages.
+    pool_amount: str | None = None
+    pool_records: int | None = None
+    driver_amount: Decimal | None = None
+    percentage: Decimal | None = None
+
+
+def _pool_totals(allocations: list[AllocatedCost]) -> dict[tuple[int, str], Decimal]:
+    """What each rule handed out in the run, per currency: Σ of its rows over every team (its split pool)."""
+    pools: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
+    for allocation in allocations:
+        if allocation.rule_id is not None:
+            pools[(allocation.rule_id, allocation.currency)] += allocation.amount
+    return pools
+
+
+def _group_lines(rows: list[AllocatedCost]) -> list[_Line]:
+    """Group one team's rows by (rule, service): direct services first, then rules by priority."""
+    groups: dict[tuple[int | None, str], _Line] = {}
+    for row in rows:
+        service = row.service if row.rule_id is None else ""
+        key = (row.rule_id, service)
+        line = groups.get(key)
+        if line is None:
+            line = groups[key] = _Line(rule_id=row.rule_id, service=service)
+            if row.rule_id is not None:
+                line.rule_name = row.rule.name
+                line.rule_type = row.rule.rule_type
+                line.rule_sort = (row.rule.priority, row.rule_id)
+        line.amount_precise += row.amount
+        line.rows += 1
+        if row.user_id is not None:
+            line.users.add(row.user_id)
+        line.record_count += row.record_count
+        details = row.details or {}
+        if row.rule_id is not None:
+            line.pool_amount = details.get("pool_amount", line.pool_amount)
+            if details.get("source_records") is not None:
+                line.pool_records = int(details["source_records"])
+            if details.get("driver_amount") is not None:
+                line.driver_amount = (line.driver_amount or Decimal(0)) + Decimal(details["driver_amount"])
+            if details.get("percentage") is not None:
+                line.percentage = (line.percentage or Decimal(0)) + Decimal(details["percentage"])
+    for line in groups.values():
+        # The rows a split gives one team (one per member for by_team, per user for by_user) each
+        # name every source record of the pool; a line counts them once. Attributed rows (by_user
+        # without targets) carry their own records, whose sum stays within the pool's.
+        if line.pool_records is not None:
+            line.record_count = min(line.record_count, line.pool_records)
+    direct = sorted((g for g in groups.values() if g.rule_id is None), key=lambda g: (g.service or OTHER_USAGE).lower())
+    shared = sorted((g for g in groups.values() if g.rule_id is not None), key=lambda g: g.rule_sort)
+    return direct + shared
+
+
+def _line_rows(
+    invoice: Invoice, lines: list[_Line], subtotal: Decimal, pools: dict[tuple[int, str], Decimal]
+) -> list[InvoiceLine]:
+    """The unsaved ``InvoiceLine``s of ``invoice``: amounts rounded to sum exactly to ``subtotal``."""
+    currency = invoice.currency
+    rounded = round_preserving_sum([line.amount_precise for line in lines], minor_unit(currency), total=subtotal)
+    result = []
+    for position, (line, amount) in enumerate(zip(lines, rounded), start=1):
+        precise = quantize_metered(line.amount_precise)
+        if line.rule_id is None:
+            description = line.service or OTHER_USAGE
+            details = {"kind": "direct", "allocation_rows": line.rows}
+        else:
+            description = f"Shared costs: {line.rule_name}"
+            # The rule's whole pool as the engine recorded it; rows made without a driver record
+            # fall back to what the rule handed out in the run.
+            pool = quantize_metered(
+                Decimal(line.pool_amount) if line.pool_amount is not None
+                else pools.get((line.rule_id, currency), Decimal(0))
+            )
+            # The team's share of the pool, in percent at metered precision (the PDF shows one
+            # decimal). A pool whose credits cancel its charges has no share.
+            share = quantize_metered(line.amount_precise * 100 / pool) if pool else None
+            details = {
+                "kind": "allocation",
+                "rule_type": line.rule_type,
+                "pool_amount": str(pool),
+                "share_percent": None if share is None else str(share),
+                "source_records": line.pool_records if line.pool_records is not None else line.record_count,
+                "allocation_rows": line.rows,
+                "users": len(line.users),
+            }
+            if line.driver_amount is not None:
+                details["driver_amount"] = str(quantize_metered(line.driver_amount))
+            if line.percentage is not None:
+                details["percentage"] = str(line.percentage)
+        result.append(
+            InvoiceLine(
+                invoice=invoice, position=position, description=description[:500], service=line.service,
+                rule_id=line.rule_id, rule_name=line.rule_name, rule_type=line.rule_type,
+                quantity=Decimal(1), unit="", unit_price=precise, amount_precise=precise, amount=amount,
+                record_count=line.record_count, details=details,
+            )
+        )
+    return result
+
+
+def _delete_file_on_commit(invoice: Invoice) -> None:
+    """Forget ``invoice``'s stored PDF (now stale) and delete the file once the transaction commits."""
+    if not invoice.pdf:
+        return
+    storage, name = invoice.pdf.storage, invoice.pdf.name
+    transaction.on_commit(lambda: storage.delete(name))
+    invoice.pdf = ""
+    invoice.pdf_sha256 = ""
+
+
+def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) -> InvoiceGenerationResult:
+    """Create or refresh the draft chargeback invoices of a committed allocation run.
+
+    Args:
+        run: a saved, committed ``AllocationRun``; its period ``[period_start, period_end)``
+            becomes the invoices' period.
+        team: write (and cancel) only this team's invoices. The amounts are still rounded over all
+            teams of the run, so the team gets exactly what a full generation would give it.
+
+    Returns:
+        The drafts written, a ``list[Invoice]`` ordered by team name (an
+        :class:`InvoiceGenerationResult`, which also reports the drafts cancelled and the issued
+        invoices skipped). One draft per team whose rounded total is not zero, in the run's
+        currency (a run ties out in one currency; a team has one live invoice per period); amounts
+        in the currency's minor units, ``total = subtotal + tax_amount``, lines summing exactly to
+        ``subtotal``. PDFs are not rendered here: the stale PDF of a refreshed draft is removed
+        (the file is deleted after commit) and the caller renders new ones with
+        ``invoices.pdf.invoice_store_pdf`` after this transaction commits.
+
+    Refresh: a live draft of the same team, period and kind is updated in place (its
+    lines replaced), never duplicated (the partial unique constraint backs this). A team whose
+    rounded total is zero, or that the run no longer bills, gets no invoice, and a draft it had is
+    set to ``cancelled``. Issued invoices (any status but ``draft`` and ``cancelled``) are never
+    changed: they are reported in ``result.skipped``.
+
+    Raises:
+        InvoiceGenerationError: the run is unsaved, a dry run, or not committed, or it bills one
+            team in two currencies.
+    """
+    if run.pk is None or run.dry_run:
+        raise InvoiceGenerationError("a dry run writes nothing and cannot be invoiced")
+    result = InvoiceGenerationResult()
+    with transaction.atomic():
+        # Lock the run so two generations of it serialise, and re-read its status under the lock.
+        run = AllocationRun.objects.select_for_update().get(pk=run.pk)
+        if run.status != AllocationRun.Status.COMMITTED:
+            raise InvoiceGenerationError(
+                f"allocation run #{run.pk} for {run.period_start:%Y-%m} is {run.status}, not committed; "
+                "only the period's committed run is invoiced"
+            )
+        allocations = list(AllocatedCost.objects.filter(run=run).select_related("rule").order_by("pk"))
+        amounts = team_amounts(allocations)
+        pools = _pool_totals(allocations)
+        currencies: dict[int, set[str]] = defaultdict(set)
+        for amount in amounts:
+            currencies[amount.team_id].add(amount.currency)
+        mixed = sorted(team_id for team_id, codes in currencies.items() if len(codes) > 1)
+        if mixed:
+            # A run ties out in one currency (the engine refuses mixed periods), and a team has one
+            # live invoice per period: two currencies for one team cannot be invoiced.
+            raise InvoiceGenerationError(
+                f"allocation run #{run.pk} bills team(s) {mixed} in more than one currency"
+            )
+        if team is not None:
+            amounts = [a for a in amounts if a.team_id == team.pk]
+        billed = {a.team_id: a for a in amounts if a.amount != 0}
+        rows_by_team: dict[int, list[AllocatedCost]] = defaultdict(list)
+        for allocation in allocations:
+            if allocation.team_id in billed:
+                rows_by_team[allocation.team_id].append(allocation)
+
+        live = Invoice.objects.filter(
+            kind=Invoice.Kind.CHARGEBACK, user__isnull=True, period_start=run.period_start,
+            period_end=run.period_end,
+        ).exclude(status=Invoice.Status.CANCELLED)
+        if team is not None:
+            live = live.filter(team=team)
+        # Lock the period's live invoices in primary-key order (no deadlock between two runs).
+        existing = {i.team_id: i for i in live.select_for_update(of=("self",)).order_by("pk")}
+        teams = Team.objects.in_bulk(list(billed))
+
+        for team_id, invoice in existing.items():
+            if team_id in billed:
+                continue
+            if invoice.status == Invoice.Status.DRAFT:
+                invoice.status = Invoice.Status.CANCELLED
+                _delete_file_on_commit(invoice)
+                invoice.save(update_fields=["status", "pdf", "pdf_sha256", "updated_at"])
+                result.cancelled.append(invoice)
+            else:
+                result.skipped.append(invoice)
+
+        for team_id in sorted(billed, key=lambda pk: (teams[pk].name.lower(), pk)):
+            amount, owner = billed[team_id], teams[team_id]
+            invoice = existing.get(team_id)
+            if invoice is not None and invoice.status != Invoice.Status.DRAFT:
+                result.skipped.append(invoice)
+                continue
+            if invoice is None:
+                invoice = Invoice(
+                    team=owner, kind=Invoice.Kind.CHARGEBACK, status=Invoice.Status.DRAFT,
+                    period_start=run.period_start, period_end=run.period_end,
+                )
+            else:
+                _delete_file_on_commit(invoice)
+            rate = invoice_tax_rate(team=owner)
+            tax = invoice_tax_amount(subtotal=amount.amount, rate=rate, currency=amount.currency)
+            invoice.currency = amount.currency
+            invoice.subtotal, invoice.tax_rate, invoice.tax_amount = amount.amount, rate, tax
+            invoice.total = amount.amount + tax
+            invoice.allocation_run = run
+            invoice.team_name, invoice.cost_center = owner.name, owner.cost_center
+            invoice.billing_address = ""
+            created = invoice.pk is None
+            invoice.save()
+            if created:
+                result.created.add(invoice.pk)
+            else:
+                invoice.lines.all().delete()
+            InvoiceLine.objects.bulk_create(
+                _line_rows(invoice, _group_lines(rows_by_team[team_id]), amount.amount, pools)
+            )
+            result.append(invoice)
+    if result.skipped:
+        logger.warning(
+            "billing run %s: %d issued invoice(s) left unchanged: %s", run.pk, len(result.skipped),
+            ", ".join(i.display_number for i in result.skipped),
+        )
+    return result

@@ -1,0 +1,256 @@
+"""Draft invoices from a committed allocation run: grouping, rounding tie-out, refresh in place."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from billing_site.money import to_minor_units
+from chargeback.models import AllocationRule, AllocationRun
+from invoices.models import Invoice
+from invoices.services import InvoiceGenerationError, invoice_generate_for_run, invoice_tax_amount
+from tests.factories import (
+    AllocatedCostFactory,
+    AllocationRuleFactory,
+    AllocationRunFactory,
+    InvoiceFactory,
+    TeamFactory,
+    UserFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+D = Decimal
+
+
+def committed_run(rows, *, supersede=True):
+    """A committed September 2024 run whose ``AllocatedCost`` rows are ``rows``.
+
+    ``rows`` are dicts of ``AllocatedCostFactory`` fields (team, amount, rule, service, user,
+    record_count). The run's totals tie out (everything allocated). A committed run of the period
+    before it is superseded first, as the allocation services do.
+    """
+    if supersede:
+        AllocationRun.objects.filter(status=AllocationRun.Status.COMMITTED).update(
+            status=AllocationRun.Status.SUPERSEDED
+        )
+    total = sum((r["amount"] for r in rows), D(0))
+    run = AllocationRunFactory(total_cost=total, allocated_cost=total, unallocated_cost=D(0), record_count=len(rows))
+    for row in rows:
+        fields = {"service": "" if row.get("rule") else "Amazon Elastic Compute Cloud", **row}
+        AllocatedCostFactory(run=run, **fields)
+    return run
+
+
+def lines_of(invoice):
+    return list(invoice.lines.order_by("position"))
+
+
+def test_invoice_generate_for_run_groups_lines_by_rule_and_service():
+    # Given a team with direct EC2 costs of two users, direct S3 costs, and a rule's share split per user
+    team = TeamFactory(name="Checkout", cost_center="CC-4711")
+    ana, ben = UserFactory(), UserFactory()
+    rule = AllocationRuleFactory(name="Untagged pool", rule_type=AllocationRule.RuleType.BY_USAGE)
+    # (the engine's driver record: the whole pool and its records, on each row of the split)
+    pool = {"rule_type": "by_usage", "pool_amount": "5.000000000000", "source_records": 7}
+    run = committed_run([
+        {"team": team, "user": ana, "service": "Amazon Elastic Compute Cloud", "amount": D("3.250000000000"), "record_count": 4},
+        {"team": team, "user": ben, "service": "Amazon Elastic Compute Cloud", "amount": D("1.500000000000"), "record_count": 2},
+        {"team": team, "service": "Amazon Simple Storage Service", "amount": D("0.750000000000"), "record_count": 3},
+        {"team": team, "user": ana, "rule": rule, "amount": D("0.600000000000"), "record_count": 7, "details": pool},
+        {"team": team, "user": ben, "rule": rule, "amount": D("0.400000000000"), "record_count": 7, "details": pool},
+        {"team": TeamFactory(), "rule": rule, "amount": D("4.000000000000"), "record_count": 7, "details": pool},
+    ])
+
+    # When its invoice is generated
+    invoices = invoice_generate_for_run(run=run, team=team)
+
+    # Then one draft has one line per service and one for the rule, with its share of the pool
+    assert len(invoices) == 1
+    invoice = invoices[0]
+    assert (invoice.status, invoice.team_name, invoice.cost_center) == ("draft", "Checkout", "CC-4711")
+    assert invoice.allocation_run == run
+    lines = lines_of(invoice)
+    assert [(l.description, l.amount, l.record_count) for l in lines] == [
+        ("Amazon Elastic Compute Cloud", D("4.75"), 6),
+        ("Amazon Simple Storage Service", D("0.75"), 3),
+        ("Shared costs: Untagged pool", D("1.00"), 7),
+    ]
+    shared = lines[2]
+    assert (shared.rule_name, shared.rule_type, shared.quantity, shared.unit_price) == (
+        "Untagged pool", "by_usage", D(1), D("1.000000000000")
+    )
+    assert D(shared.details["share_percent"]) == D("20")
+    assert D(shared.details["pool_amount"]) == D("5")
+    assert (invoice.subtotal, invoice.tax_amount, invoice.total) == (D("6.50"), D("0.00"), D("6.50"))
+
+
+def test_invoice_generate_for_run_rounds_teams_together_to_the_run_total():
+    # Given three teams of 0.335 USD each: rounded alone they would make 1.02, the run is 1.005 → 1.01
+    teams = [TeamFactory(name=f"T{i}") for i in range(3)]
+    run = committed_run([{"team": t, "amount": D("0.335000000000")} for t in teams])
+
+    # When the run is invoiced
+    invoices = invoice_generate_for_run(run=run)
+
+    # Then the invoices sum exactly to the allocated total rounded to cents, each within a cent
+    assert sum(i.total for i in invoices) == to_minor_units(run.allocated_cost, "USD") == D("1.01")
+    assert sorted(i.subtotal for i in invoices) == [D("0.33"), D("0.34"), D("0.34")]
+
+
+def test_invoice_generate_for_run_rounds_lines_to_the_invoice_subtotal():
+    # Given one team with three lines of 0.335 in services that round up alone, and a tiny credit
+    team = TeamFactory()
+    services = ["Amazon EC2", "Amazon S3", "Amazon RDS"]
+    rows = [{"team": team, "service": s, "amount": D("0.335000000000")} for s in services]
+    rows.append({"team": team, "service": "Credits", "amount": D("-0.004000000000")})
+    run = committed_run(rows)
+
+    # When it is invoiced
+    (invoice,) = invoice_generate_for_run(run=run)
+
+    # Then its lines sum exactly to its subtotal, the rounded Σ of the precise amounts
+    lines = lines_of(invoice)
+    assert invoice.subtotal == D("1.00")  # 1.001 rounded
+    assert sum(l.amount for l in lines) == invoice.subtotal
+    assert sum(l.amount_precise for l in lines) == D("1.001")
+    assert all(abs(l.amount - l.amount_precise) < D("0.01") for l in lines)
+
+
+def test_invoice_generate_for_run_refreshes_the_draft_in_place():
+    # Given a team's draft from a first run
+    team = TeamFactory()
+    first = committed_run([{"team": team, "amount": D("10.000000000000")}])
+    (draft,) = invoice_generate_for_run(run=first)
+
+    # When the period is allocated again with other costs and invoiced again
+    second = committed_run([
+        {"team": team, "amount": D("7.000000000000")},
+        {"team": team, "service": "Amazon S3", "amount": D("2.500000000000")},
+    ])
+    (refreshed,) = invoice_generate_for_run(run=second)
+
+    # Then the same draft carries the new lines and totals; there is still one live invoice
+    assert refreshed.pk == draft.pk
+    draft.refresh_from_db()
+    assert (draft.total, draft.allocation_run_id) == (D("9.50"), second.pk)
+    assert [l.amount for l in lines_of(draft)] == [D("7.00"), D("2.50")]
+    assert Invoice.objects.exclude(status="cancelled").filter(team=team).count() == 1
+
+
+def test_invoice_generate_for_run_is_repeatable_without_doubling():
+    # Given a run invoiced once
+    team = TeamFactory()
+    run = committed_run([{"team": team, "amount": D("4.200000000000")}])
+    invoice_generate_for_run(run=run)
+
+    # When it is invoiced again
+    invoice_generate_for_run(run=run)
+
+    # Then the team still has one invoice with the same lines
+    (invoice,) = Invoice.objects.all()
+    assert invoice.total == D("4.20")
+    assert invoice.lines.count() == 1
+
+
+def test_invoice_generate_for_run_skips_teams_that_round_to_zero_and_cancels_their_draft():
+    # Given a team billed in a first run, whose costs round to nothing in the second
+    big, small = TeamFactory(name="Big"), TeamFactory(name="Small")
+    first = committed_run([{"team": big, "amount": D("1")}, {"team": small, "amount": D("2")}])
+    invoice_generate_for_run(run=first)
+    second = committed_run([
+        {"team": big, "amount": D("1.004000000000")}, {"team": small, "amount": D("0.001000000000")},
+    ])
+
+    # When the second run is invoiced
+    result = invoice_generate_for_run(run=second)
+
+    # Then only the big team has a live invoice; the small team's draft is cancelled, not deleted
+    assert [i.team_name for i in result] == ["Big"]
+    assert result[0].total == D("1.01")
+    stale = Invoice.objects.get(team=small)
+    assert stale.status == Invoice.Status.CANCELLED
+    assert [i.pk for i in result.cancelled] == [stale.pk]
+
+
+def test_invoice_generate_for_run_gives_no_invoice_to_a_team_whose_credits_cancel_its_costs():
+    # Given a team whose credit equals its charge
+    team = TeamFactory()
+    other = TeamFactory()
+    run = committed_run([
+        {"team": team, "amount": D("5")}, {"team": team, "service": "Credit", "amount": D("-5")},
+        {"team": other, "amount": D("1")},
+    ])
+
+    # When the run is invoiced
+    invoices = invoice_generate_for_run(run=run)
+
+    # Then that team gets no invoice
+    assert [i.team_id for i in invoices] == [other.pk]
+    assert not Invoice.objects.filter(team=team).exists()
+
+
+def test_invoice_generate_for_run_for_one_team_gives_the_amounts_of_a_full_run():
+    # Given five teams whose rounding depends on each other
+    teams = [TeamFactory(name=f"Team {i}") for i in range(5)]
+    amounts = [D("0.125000000000"), D("0.125000000000"), D("0.125000000000"), D("0.115000000000"), D("2.005")]
+    run = committed_run([{"team": t, "amount": a} for t, a in zip(teams, amounts)])
+
+    # When each team is invoiced on its own, and then all teams together
+    single = {t.pk: invoice_generate_for_run(run=run, team=t)[0].total for t in teams}
+    full = {i.team_id: i.total for i in invoice_generate_for_run(run=run)}
+
+    # Then every team gets the same amount both ways, and the amounts tie out to the run
+    assert single == full
+    assert sum(full.values()) == to_minor_units(run.allocated_cost, "USD")
+
+
+def test_invoice_generate_for_run_for_one_team_leaves_other_teams_alone():
+    # Given two teams with drafts
+    a, b = TeamFactory(), TeamFactory()
+    run = committed_run([{"team": a, "amount": D("1")}, {"team": b, "amount": D("2")}])
+    invoice_generate_for_run(run=run)
+    second = committed_run([{"team": a, "amount": D("3")}])
+
+    # When only team a is invoiced from a run in which team b has nothing
+    invoice_generate_for_run(run=second, team=a)
+
+    # Then b's draft stays as it was
+    assert Invoice.objects.get(team=b).status == Invoice.Status.DRAFT
+    assert Invoice.objects.get(team=a).total == D("3.00")
+
+
+def test_invoice_generate_for_run_never_touches_an_issued_invoice():
+    # Given an issued invoice for the team and period
+    team = TeamFactory()
+    issued = InvoiceFactory(team=team, status=Invoice.Status.PENDING, number="INV-20241001-0001",
+                            subtotal=D("8.00"), total=D("8.00"))
+    run = committed_run([{"team": team, "amount": D("9")}])
+
+    # When the run is invoiced
+    result = invoice_generate_for_run(run=run)
+
+    # Then nothing is written for that team and the issued invoice is reported as skipped
+    assert list(result) == []
+    assert [i.pk for i in result.skipped] == [issued.pk]
+    issued.refresh_from_db()
+    assert (issued.status, issued.total, issued.lines.count()) == ("pending", D("8.0000"), 0)
+    assert Invoice.objects.filter(team=team).count() == 1
+
+
+def test_invoice_generate_for_run_refuses_a_run_that_is_not_committed():
+    # Given a superseded run
+    run = committed_run([{"team": TeamFactory(), "amount": D("1")}])
+    AllocationRun.objects.filter(pk=run.pk).update(status=AllocationRun.Status.SUPERSEDED)
+
+    # When / then it cannot be invoiced
+    with pytest.raises(InvoiceGenerationError, match="superseded, not committed"):
+        invoice_generate_for_run(run=run)
+    assert not Invoice.objects.exists()
+
+
+def test_invoice_tax_amount_rounds_the_tax_once_half_up():
+    # Given / when a 19 % tax on 10.05 USD (1.9095) / then it is rounded once to 1.91
+    assert invoice_tax_amount(subtotal=D("10.05"), rate=D("19"), currency="USD") == D("1.91")
+    assert invoice_tax_amount(subtotal=D("10.05"), rate=D("0"), currency="USD") == D("0.00")

@@ -1,0 +1,163 @@
+"""Invoice PDFs: what a reader finds in them, page headers, storage, and the no-network fetcher."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from decimal import Decimal
+
+import pytest
+from pypdf import PdfReader
+
+from chargeback.models import AllocationRule
+from invoices.models import Invoice
+from invoices.pdf import StaticOnlyURLFetcher, UnsafeResourceError, invoice_render_pdf, invoice_store_pdf
+from invoices.selectors import invoice_get_with_lines
+from invoices.services import invoice_generate_for_run
+from tests.factories import AllocationRuleFactory, TeamFactory
+from tests.invoices.test_generation import committed_run
+
+pytestmark = pytest.mark.django_db
+
+D = Decimal
+
+
+def pages_text(pdf: bytes) -> list[str]:
+    return [page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages]
+
+
+def realistic_invoice() -> Invoice:
+    """A draft for "Checkout & Payments": three services, a credit and a shared-cost line."""
+    team = TeamFactory(name="Checkout & Payments", slug="checkout", cost_center="CC-4711")
+    rule = AllocationRuleFactory(name="Untagged cloud costs", rule_type=AllocationRule.RuleType.BY_USAGE)
+    run = committed_run([
+        {"team": team, "service": "Amazon Elastic Compute Cloud", "amount": D("1234.567891234567"), "record_count": 412},
+        {"team": team, "service": "Amazon Simple Storage Service", "amount": D("88.123456789012"), "record_count": 97},
+        {"team": team, "service": "AWS Support (Business)", "amount": D("-12.5"), "record_count": 1},
+        {"team": team, "rule": rule, "amount": D("3.720000000000"), "record_count": 289},
+        {"team": TeamFactory(name="Search"), "rule": rule, "amount": D("6.280000000000"), "record_count": 289},
+    ])
+    invoice = next(i for i in invoice_generate_for_run(run=run) if i.team_id == team.pk)
+    return invoice_get_with_lines(pk=invoice.pk)
+
+
+def test_invoice_render_pdf_shows_team_cost_center_lines_and_total():
+    # Given a realistic draft invoice
+    invoice = realistic_invoice()
+
+    # When it is rendered
+    (text,) = pages_text(invoice_render_pdf(invoice))
+
+    # Then a reader finds who is billed, for what, for when, and how much, on one page
+    for expected in [
+        "Example Corp, Finance", "Checkout & Payments", "CC-4711", "DRAFT",
+        "1 September 2024 – 30 September 2024",
+        "Amazon Elastic Compute Cloud", "1,234.57", "Amazon Simple Storage Service", "88.12", "-12.50",
+        "Shared costs: Untagged cloud costs", "3.72",
+        "Subtotal", "1,313.91 USD", "Total", "net 30 days", "Page 1 of 1",
+        "How these costs were allocated", "by_usage, 37.2 % of the shared pool of 10.00 USD", "289 source usage records",
+    ]:
+        assert expected in text, expected
+    assert invoice.total == D("1313.91")
+
+
+def test_invoice_render_pdf_stamps_a_cancelled_invoice():
+    # Given a cancelled draft
+    invoice = realistic_invoice()
+    Invoice.objects.filter(pk=invoice.pk).update(status=Invoice.Status.CANCELLED)
+
+    # When it is rendered / then it says so
+    (text,) = pages_text(invoice_render_pdf(invoice_get_with_lines(pk=invoice.pk)))
+    assert "CANCELLED" in text
+    assert "Nothing is due" in text
+
+
+@pytest.mark.slow
+def test_invoice_render_pdf_repeats_the_table_header_on_every_page_of_a_500_line_invoice():
+    # Given an invoice of 500 services with long names
+    team = TeamFactory(name="Data Platform")
+    run = committed_run([
+        {"team": team, "service": f"Amazon CloudWatch Logs and metrics, a long service name that wraps #{n:03d}",
+         "amount": D(n) + D("0.123456789012"), "record_count": n}
+        for n in range(1, 501)
+    ])
+    (invoice,) = invoice_generate_for_run(run=run)
+
+    # When it is rendered
+    pages = pages_text(invoice_render_pdf(invoice_get_with_lines(pk=invoice.pk)))
+
+    # Then it runs over many pages, each page of lines under the repeated table header, numbered "X of N"
+    assert len(pages) >= 5
+    line_pages = [text for text in pages if "wraps #" in text]
+    assert len(line_pages) >= 5
+    for text in line_pages:
+        assert "DESCRIPTION" in text and "UNIT PRICE" in text and "AMOUNT" in text
+    for number, text in enumerate(pages, start=1):
+        assert f"Page {number} of {len(pages)}" in text
+    # and every line is there once, the total on the last pages
+    found = {int(m) for text in pages for m in re.findall(r"wraps #(\d{3})", text)}
+    assert found == set(range(1, 501))
+    assert "125,311.73 USD" in "".join(pages[-2:])
+
+
+def test_invoice_store_pdf_saves_the_file_and_its_sha256():
+    # Given a draft invoice
+    invoice = realistic_invoice()
+
+    # When its PDF is stored
+    stored = invoice_store_pdf(invoice=invoice)
+
+    # Then the file is named after the team and period, opens as a PDF and matches its checksum
+    assert re.fullmatch(r"invoices/\d{4}/\d{2}/checkout-2024-09-draft\.pdf", stored.pdf.name)
+    with stored.pdf.open("rb") as handle:
+        content = handle.read()
+    assert hashlib.sha256(content).hexdigest() == stored.pdf_sha256
+    assert "Checkout & Payments" in pages_text(content)[0]
+    assert Invoice.objects.get(pk=invoice.pk).pdf_sha256 == stored.pdf_sha256
+
+
+@pytest.mark.parametrize("url", [
+    "http://example.com/logo.png",
+    "https://fonts.googleapis.com/css?family=Inter",
+    "ftp://example.com/a.css",
+    "file:///etc/passwd",
+    "file://example.com/static/invoices/invoice.css",
+])
+def test_static_only_url_fetcher_refuses_remote_and_outside_urls(url):
+    # Given / when / then: anything but the project's static files is refused with a clear error
+    with pytest.raises(UnsafeResourceError, match="refused"):
+        StaticOnlyURLFetcher().fetch(url)
+
+
+def test_static_only_url_fetcher_refuses_a_path_escaping_static(settings):
+    # Given a file URL that climbs out of static/ with ".."
+    url = f"file://{settings.BASE_DIR}/static/../manage.py"
+
+    # When / then it is refused
+    with pytest.raises(UnsafeResourceError, match="refused"):
+        StaticOnlyURLFetcher().fetch(url)
+
+
+def test_static_only_url_fetcher_reads_the_project_static_files(settings):
+    # Given the invoice stylesheet in static/ / when it is fetched / then it is served as CSS
+    response = StaticOnlyURLFetcher().fetch(f"file://{settings.BASE_DIR}/static/invoices/invoice.css")
+    assert response.content_type == "text/css"
+    assert b"@page" in response.read()
+
+
+@pytest.mark.parametrize("tag", [
+    '<img src="http://127.0.0.1:9/tracker.png">',
+    '<link rel="stylesheet" href="file:///etc/passwd">',
+])
+def test_invoice_render_pdf_stops_when_the_template_reaches_outside(tag, tmp_path, settings):
+    # Given an invoice template that asks for a remote image or a local file outside static/
+    folder = tmp_path / "templates" / "invoices"
+    folder.mkdir(parents=True)
+    (folder / "invoice.html").write_text(f"<html><body>{tag}<p>{{{{ invoice.team_name }}}}</p></body></html>")
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [tmp_path / "templates"], "APP_DIRS": False}]
+    invoice = realistic_invoice()
+
+    # When it is rendered / then the rendering stops with a clear error instead of fetching it
+    with pytest.raises(UnsafeResourceError, match="refused"):
+        invoice_render_pdf(invoice)
