@@ -14,6 +14,7 @@ from decimal import Decimal
 from django.db.models import Count, F, Max, Q, QuerySet, Sum, Window
 from django.db.models.functions import Coalesce, Lag, TruncDay, TruncMonth, TruncYear
 
+from billing_site.money import quantize_metered
 from chargeback.models import Team
 
 from .errors import InvalidRequest
@@ -149,12 +150,15 @@ def ledger_verify(*, wallet_ids: list[int] | None = None) -> list[WalletVerifica
             "wallet_id", "balance_after", "reserved_after"
         )
     }
+    holds, grants = Hold.objects.all(), CreditGrant.objects.all()
+    if wallet_ids is not None:
+        holds, grants = holds.filter(wallet_id__in=wallet_ids), grants.filter(wallet_id__in=wallet_ids)
     open_holds = dict(
-        Hold.objects.filter(status=Hold.Status.OPEN).values("wallet_id").order_by().annotate(t=Sum("amount"))
+        holds.filter(status=Hold.Status.OPEN).values("wallet_id").order_by().annotate(t=Sum("amount"))
         .values_list("wallet_id", "t")
     )
     granted = dict(
-        CreditGrant.objects.values("wallet_id").order_by().annotate(t=Sum("remaining")).values_list("wallet_id", "t")
+        grants.values("wallet_id").order_by().annotate(t=Sum("remaining")).values_list("wallet_id", "t")
     )
     broken = _broken_chain_links(entries)
 
@@ -164,19 +168,19 @@ def ledger_verify(*, wallet_ids: list[int] | None = None) -> list[WalletVerifica
         check = WalletVerification(
             wallet_id=wallet.pk,
             balance=wallet.balance,
-            ledger_balance=row.get("total") or ZERO,
+            ledger_balance=_metered(row.get("total")),
             reserved=wallet.reserved,
-            ledger_reserved=row.get("reserved_total") or ZERO,
+            ledger_reserved=_metered(row.get("reserved_total")),
             entry_count=row.get("count", 0),
         )
         if check.balance != check.ledger_balance:
             check.problems.append(f"balance {check.balance} != ledger sum {check.ledger_balance}")
         if check.reserved != check.ledger_reserved:
             check.problems.append(f"reserved {check.reserved} != ledger reserved sum {check.ledger_reserved}")
-        held = open_holds.get(wallet.pk) or ZERO
+        held = _metered(open_holds.get(wallet.pk))
         if check.reserved != held:
             check.problems.append(f"reserved {check.reserved} != open holds {held}")
-        grant_sum = granted.get(wallet.pk) or ZERO
+        grant_sum = _metered(granted.get(wallet.pk))
         if wallet.granted_balance != grant_sum:
             check.problems.append(f"granted balance {wallet.granted_balance} != grants remaining {grant_sum}")
         last = last_entries.get(wallet.pk)
@@ -189,6 +193,12 @@ def ledger_verify(*, wallet_ids: list[int] | None = None) -> list[WalletVerifica
             check.problems.append(f"chain broken at entry {entry_id}: starts from {found}, previous ended at {expected}")
         results.append(check)
     return results
+
+
+def _metered(value: Decimal | None) -> Decimal:
+    """A database sum at the ledger's precision (12 dp). Exact on PostgreSQL; on SQLite, which sums
+    decimals as floats, it drops the float noise below the metered quantum."""
+    return quantize_metered(value) if value is not None else ZERO
 
 
 def _broken_chain_links(entries: QuerySet[LedgerEntry]) -> dict[int, list[tuple[int, Decimal, Decimal]]]:
