@@ -382,6 +382,19 @@ def test_allocation_for_one_team_allocates_the_whole_period_and_previews_that_te
     assert run.total_cost == D(6) and run.allocated_cost == D(6) and run.team == a
 
 
+def test_allocation_saved_run_for_one_team_keeps_the_whole_period():
+    # given two teams' usage
+    a, b = TeamFactory(slug="a"), TeamFactory(slug="b")
+    usage(a, "3")
+    usage(b, "1")
+    # when a run asked for team a is saved
+    run = allocation_run_create(period=SEPT, team=a)
+    # then it holds every team's rows (committing it makes it the period's allocation)
+    assert {r.team_id for r in allocation_rows(run)} == {a.pk, b.pk}
+    assert [r.amount for r in allocation_rows(run, team=a)] == [D(3)]
+    assert allocation_team_totals(run) == {a.pk: D(3), b.pk: D(1)}
+
+
 # --- unsplittable pools ---------------------------------------------------------------------------
 
 def test_allocation_pool_that_cannot_be_split_stays_unallocated_with_a_warning():
