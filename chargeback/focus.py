@@ -1,0 +1,856 @@
+"""FOCUS 1.0 cost file import: cloud billing rows become ``UsageRecord`` rows (source ``focus_import``).
+
+The input is a FOCUS 1.0 CSV (the FinOps Open Cost and Usage Specification), plain or gzip-compressed
+(recognised by its magic bytes), in the variety providers really write: any column order, ``NULL``,
+``null`` or an empty field for a missing value, timestamps as ``2024-09-18 22:00:00`` or ISO 8601 with
+``Z`` or an offset (naive means UTC), negative costs (credits, adjustments), ``Tags`` as a JSON object.
+
+Column mapping (FOCUS column → ``UsageRecord`` field):
+
+* ``BilledCost`` → ``cost`` (Decimal, quantized with ``money.quantize_metered``; may be negative);
+  ``EffectiveCost`` → ``effective_cost``; ``BillingCurrency`` → ``currency``.
+* ``BillingPeriodStart`` → ``billing_period_start`` (the date as written, which must be the first day of
+  a month); ``ChargePeriodStart`` → ``occurred_at`` (UTC).
+* ``ChargeCategory`` → ``charge_category``; ``ServiceName`` → ``service_name``; ``ProviderName`` →
+  ``provider``; ``SubAccountName`` → ``sub_account_name``; ``ResourceId`` → ``resource_id``;
+  ``Tags`` → ``tags``; ``Id`` → ``external_reference``; ``ConsumedQuantity``/``ConsumedUnit`` →
+  ``quantity``/``unit``.
+* ``resource_type`` is always ``"cloud"`` (``ServiceCategory`` is kept in ``metadata``), so one
+  allocation rule can match every imported cloud cost.
+* ``metadata`` keeps the raw text of the columns in ``METADATA_COLUMNS`` that the row has.
+
+Rows are charged to a team by the value of one tag (``team_tag``, default ``business_unit``), or, with
+``subaccount_fallback``, by ``SubAccountName`` when the tag is absent; the rest go to the unallocated
+pool (``team`` empty). Teams are matched by name (case-insensitive) and created on first sight.
+
+The import is idempotent: each row's ``idempotency_key`` (unique with ``source``) is derived from the
+row itself, so importing the same file again adds nothing. The whole file is imported in one
+transaction; a bad file or value raises ``FocusImportError`` and nothing is written, unless
+``skip_bad_rows`` asks to skip (and report) bad rows.
+
+On PostgreSQL the rows are streamed with ``COPY`` into a temporary table and moved with one
+``INSERT … SELECT … ON CONFLICT DO NOTHING``; on SQLite they are written with ``bulk_create`` in
+batches. Both read the file as a stream, so memory does not grow with the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import hashlib
+import json
+import re
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from django.db import IntegrityError, connection, transaction
+from psycopg.copy import QueuedLibpqWriter
+from django.db.models.functions import Lower
+from django.utils.text import slugify
+
+from billing_site.money import MoneyError, quantize_metered
+from chargeback.models import Team, UsageRecord
+
+#: Columns a row cannot do without: what it cost, in which currency, when, in which billing period,
+#: what kind of charge, and from whom (provider and service). All are mandatory in FOCUS 1.0 and
+#: may not be null there; a missing value in one of them is a bad row.
+REQUIRED_COLUMNS = (
+    "BilledCost",
+    "BillingCurrency",
+    "BillingPeriodStart",
+    "ChargeCategory",
+    "ChargePeriodStart",
+    "ProviderName",
+    "ServiceName",
+)
+
+#: Columns copied, as written, into ``UsageRecord.metadata`` when the row has a value for them.
+METADATA_COLUMNS = (
+    "BillingAccountId",
+    "ChargeDescription",
+    "ChargePeriodEnd",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "RegionId",
+    "ServiceCategory",
+    "SkuId",
+    "SubAccountId",
+)
+
+#: FOCUS 1.0 ChargeCategory allowed values (matched case-insensitively, stored in this spelling).
+CHARGE_CATEGORIES = {
+    spelling: name
+    for name in ("Adjustment", "Credit", "Purchase", "Tax", "Usage")
+    for spelling in (name, name.lower())
+}
+
+#: Field values that mean "no value" (FOCUS writes null; CSV exports spell it in several ways).
+MISSING_VALUES = frozenset({"", "NULL", "null", "Null"})
+
+#: ``UsageRecord.resource_type`` of every imported FOCUS row.
+RESOURCE_TYPE = "cloud"
+
+#: How many skipped rows the result keeps in ``skipped`` (all are counted in ``rows_skipped``).
+MAX_REPORTED_SKIPS = 1000
+
+#: Rows per ``bulk_create`` batch on databases without COPY, and between progress reports.
+BATCH_SIZE = 2000
+PROGRESS_EVERY = 5000
+
+_MAX_LENGTHS = {
+    "ProviderName": 100,
+    "ServiceName": 200,
+    "SubAccountName": 200,
+    "ResourceId": 1000,
+    "ConsumedUnit": 50,
+    "Id": 255,
+}
+_TEAM_NAME_MAX = 200
+_SLUG_MAX = 100
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_ID_KEY_MAX = 255
+# Any 64-bit number will do: it only has to be the same for every FOCUS import.
+_ADVISORY_LOCK_KEY = 0x466F637573496D70  # "FocusImp"
+
+
+class FocusImportError(Exception):
+    """A FOCUS file that cannot be imported: unreadable, a missing required column, or a bad value.
+
+    ``file``, ``row`` (1-based data row, the header not counted; ``None`` for the whole file or its
+    header), ``line`` (physical line in the file) and ``column`` say where; the message names them.
+    """
+
+    def __init__(self, message: str, *, file: str, row: int | None = None, line: int | None = None,
+                 column: str | None = None) -> None:
+        self.file, self.row, self.line, self.column = file, row, line, column
+        self.reason = message
+        super().__init__(_locate(file, row, line, column) + message)
+
+
+@dataclass(frozen=True)
+class FocusRowError:
+    """One bad row: its 1-based data row number, the column at fault and what is wrong."""
+
+    row: int
+    column: str | None
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return _locate(None, self.row, self.line, self.column) + self.message
+
+
+@dataclass
+class PeriodTotal:
+    """The good rows of one billing period and currency: how many, and their ``BilledCost``."""
+
+    rows: int = 0
+    billed_cost: Decimal = Decimal(0)
+    unallocated_rows: int = 0
+    unallocated_cost: Decimal = Decimal(0)
+
+
+@dataclass
+class FocusImportResult:
+    """What an import did.
+
+    ``rows_read = rows_imported + rows_duplicate + rows_skipped``. ``periods`` counts every good row
+    of the file (new or imported before), keyed by ``(BillingPeriodStart, BillingCurrency)``; amounts
+    are exact Decimals at metered precision. ``skipped`` keeps the first ``MAX_REPORTED_SKIPS`` bad
+    rows; ``new_teams`` the names of the teams created, in the order first seen.
+    """
+
+    file: str
+    rows_read: int = 0
+    rows_imported: int = 0
+    rows_duplicate: int = 0
+    rows_skipped: int = 0
+    rows_unallocated: int = 0
+    skipped: list[FocusRowError] = field(default_factory=list)
+    new_teams: list[str] = field(default_factory=list)
+    periods: dict[tuple[dt.date, str], PeriodTotal] = field(default_factory=dict)
+    seconds: float = 0.0
+    #: Wall seconds per phase: ``read`` (parse the file and stage its rows), ``teams``, ``insert``,
+    #: ``commit``; for benchmarks.
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def teams_created(self) -> int:
+        return len(self.new_teams)
+
+    @property
+    def currencies(self) -> list[str]:
+        return sorted({currency for _, currency in self.periods})
+
+    @property
+    def billed_cost(self) -> dict[dt.date, Decimal]:
+        """Σ ``BilledCost`` of the file's good rows per ``BillingPeriodStart``, in its one currency.
+
+        Raises:
+            ValueError: the file bills in more than one currency (use ``periods``).
+        """
+        if len(self.currencies) > 1:
+            raise ValueError(f"{self.file} bills in several currencies ({', '.join(self.currencies)}): "
+                             "sums per billing period are in `periods`, per currency")
+        return {start: total.billed_cost for (start, _), total in sorted(self.periods.items())}
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_read / self.seconds if self.seconds else 0.0
+
+
+ProgressCallback = Callable[[int], Any]
+
+
+def focus_import(
+    *,
+    path: str | Path,
+    team_tag: str = "business_unit",
+    subaccount_fallback: bool = False,
+    skip_bad_rows: bool = False,
+    progress: ProgressCallback | Any | None = None,
+) -> FocusImportResult:
+    """Import a FOCUS 1.0 CSV file (plain or gzip) into ``UsageRecord`` rows, in one transaction.
+
+    Args:
+        path: the CSV file; gzip is recognised by its magic bytes, whatever the name.
+        team_tag: the ``Tags`` key whose value names the team a row is charged to.
+        subaccount_fallback: charge rows without that tag to a team named after ``SubAccountName``.
+        skip_bad_rows: skip rows with a bad value (each reported in ``result.skipped``) instead of
+            failing the whole file. Unreadable files and missing columns still fail.
+        progress: called with the number of rows read since the previous call (every few thousand
+            rows), or a tqdm bar (its ``update`` is called).
+
+    Returns:
+        A ``FocusImportResult`` with the counts, the teams created and ``BilledCost`` per billing
+        period and currency (Decimal, metered precision).
+
+    Raises:
+        FocusImportError: the file is missing or unreadable, is not UTF-8 CSV, lacks a column of
+            ``REQUIRED_COLUMNS``, or (without ``skip_bad_rows``) a row has a bad value: a decimal,
+            timestamp, currency (ISO 4217), ChargeCategory (FOCUS 1.0 values) or ``Tags`` (a JSON
+            object) that cannot be read, or a text too long for its column. The message names the
+            file, the data row and physical line, and the column. Nothing has been written.
+
+    Row identity (the idempotency key): with an ``Id`` value, ``id:<ProviderName>:<BillingAccountId>:
+    <Id>``; without, ``row:<SHA-256 of the row's values>:<n>`` where ``n`` counts identical rows
+    within the file, so repeated identical lines are all kept and a re-import maps to the same keys.
+    """
+    if not team_tag:
+        raise ValueError("team_tag must name a Tags key")
+    path = Path(path)
+    name = str(path)
+    started = time.perf_counter()
+    result = FocusImportResult(file=name)
+    report = _progress_reporter(progress)
+    with _open_text(path) as text:
+        reader = csv.reader(_checked_lines(text, name))
+        header = _read_header(reader, name)
+        parser = _RowParser(header, file=name, file_label=path.name, team_tag=team_tag,
+                            subaccount_fallback=subaccount_fallback)
+        rows = _good_rows(reader, parser, result, skip_bad_rows=skip_bad_rows, report=report)
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                _write_postgresql(rows, result)
+            else:
+                _write_batches(rows, result)
+            committing = time.perf_counter()
+        result.timings["commit"] = time.perf_counter() - committing
+    result.rows_duplicate = result.rows_read - result.rows_skipped - result.rows_imported
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def _locate(file: str | None, row: int | None, line: int | None, column: str | None) -> str:
+    parts = [file] if file else []
+    if row is not None:
+        parts.append(f"row {row}" + (f" (line {line})" if line is not None else ""))
+    elif line is not None:
+        parts.append(f"line {line}")
+    if column:
+        parts.append(f"column {column}")
+    return ", ".join(parts) + ": " if parts else ""
+
+
+def _open_text(path: Path):
+    """Open ``path`` as UTF-8 text (a BOM is dropped), through gzip when it starts with its magic."""
+    name = str(path)
+    try:
+        with path.open("rb") as probe:
+            magic = probe.read(2)
+    except FileNotFoundError:
+        raise FocusImportError("no such file", file=name) from None
+    except IsADirectoryError:
+        raise FocusImportError("is a directory, not a FOCUS CSV file", file=name) from None
+    except OSError as exc:
+        raise FocusImportError(f"cannot read the file: {exc.strerror or exc}", file=name) from None
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    if path.suffix.lower() == ".gz":
+        raise FocusImportError("the name ends in .gz but the file is not gzip-compressed", file=name)
+    return path.open("r", encoding="utf-8-sig", newline="")
+
+
+def _checked_lines(text: Iterable[str], file: str) -> Iterator[str]:
+    """The file's physical lines; a NUL character means a binary or corrupt file (PostgreSQL text
+    cannot hold one), so it stops the import whatever ``skip_bad_rows`` says."""
+    for number, line in enumerate(text, start=1):
+        if "\x00" in line:
+            raise FocusImportError("contains a NUL character: not a text CSV file", file=file, line=number)
+        yield line
+
+
+def _read_header(reader: Iterator[list[str]], file: str) -> list[str]:
+    try:
+        header = next(reader, None)
+    except (UnicodeDecodeError, csv.Error, OSError, EOFError, zlib.error) as exc:
+        raise FocusImportError(f"cannot read the header: {_read_error(exc)}", file=file, line=1) from None
+    if not header or not any(h.strip() for h in header):
+        raise FocusImportError("the file is empty: no header row", file=file, line=1)
+    header = [h.strip() for h in header]
+    seen: set[str] = set()
+    for column in header:
+        if column in seen:
+            raise FocusImportError("column appears twice in the header", file=file, line=1, column=column)
+        seen.add(column)
+    missing = [c for c in REQUIRED_COLUMNS if c not in seen]
+    if missing:
+        raise FocusImportError(
+            "required column missing from the header" + (f" (also missing: {', '.join(missing[1:])})"
+                                                          if len(missing) > 1 else ""),
+            file=file, line=1, column=missing[0],
+        )
+    return header
+
+
+def _read_error(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "the file is not UTF-8 text"
+    return str(exc) or type(exc).__name__
+
+
+class _RowError(Exception):
+    def __init__(self, column: str | None, message: str) -> None:
+        super().__init__(message)
+        self.column, self.message = column, message
+
+
+class _Row(NamedTuple):
+    """One good row, parsed, in the shape both writers need."""
+
+    rownum: int
+    team_key: str | None
+    id_key: str | None  # idempotency key from Id, or None when the row is identified by its hash
+    row_hash: str | None
+    provider: str
+    service_name: str
+    sub_account_name: str
+    resource_id: str
+    charge_category: str
+    cost: Decimal
+    effective_cost: Decimal | None
+    currency: str
+    occurred_at: dt.datetime
+    billing_period_start: dt.date
+    tags: dict
+    tags_json: str
+    metadata: dict
+    quantity: Decimal
+    unit: str
+    external_reference: str
+
+
+class _RowParser:
+    """Turns one CSV record into a ``_Row``, or raises ``_RowError(column, message)``.
+
+    Timestamps, currencies and ``Tags`` repeat a lot in a cost file, so their parsed forms are
+    cached (bounded): most rows cost a dictionary lookup for them.
+    """
+
+    _CACHE_LIMIT = 50_000
+
+    def __init__(self, header: list[str], *, file: str, file_label: str, team_tag: str,
+                 subaccount_fallback: bool) -> None:
+        self.file, self.file_label = file, file_label
+        self.team_tag, self.subaccount_fallback = team_tag, subaccount_fallback
+        self.width = len(header)
+        index = {name: i for i, name in enumerate(header)}
+        self.index = index
+        self.i_cost = index["BilledCost"]
+        self.i_currency = index["BillingCurrency"]
+        self.i_period = index["BillingPeriodStart"]
+        self.i_category = index["ChargeCategory"]
+        self.i_start = index["ChargePeriodStart"]
+        self.i_provider = index["ProviderName"]
+        self.i_service = index["ServiceName"]
+        # An optional column absent from the header points past the row's values, where parse()
+        # appends a NULL.
+        absent = self.width
+        self.i_effective = index.get("EffectiveCost", absent)
+        self.i_subaccount = index.get("SubAccountName", absent)
+        self.i_resource = index.get("ResourceId", absent)
+        self.i_tags = index.get("Tags", absent)
+        self.i_id = index.get("Id", absent)
+        self.i_account = index.get("BillingAccountId", absent)
+        self.i_quantity = index.get("ConsumedQuantity", absent)
+        self.i_unit = index.get("ConsumedUnit", absent)
+        self.metadata_columns = [(c, index[c]) for c in METADATA_COLUMNS if c in index]
+        # Row hashes ignore column order: values are taken in the order of the sorted column names.
+        self.hash_order = [index[c] for c in sorted(header)]
+        self.hash_seed = hashlib.sha256("\x1f".join(sorted(header)).encode() + b"\x1e")
+        self.timestamps: dict[str, dt.datetime] = {}
+        self.periods: dict[str, dt.date] = {}
+        self.tag_cache: dict[str, tuple[dict, str, str | None]] = {}
+        self.currencies: dict[str, str] = {}
+
+    def parse(self, values: list[str], rownum: int) -> _Row:
+        # Written for speed (it runs once per row of files with millions): locals, dictionary
+        # caches, and one membership test for the required values on the common path.
+        if len(values) != self.width:
+            raise _RowError(None, f"has {len(values)} values, the header has {self.width} columns")
+        values.append("NULL")  # index ``self.width``: where columns absent from the header point
+        missing = MISSING_VALUES
+        cost_text = values[self.i_cost]
+        currency_text = values[self.i_currency]
+        period_text = values[self.i_period]
+        start_text = values[self.i_start]
+        category_text = values[self.i_category]
+        provider = values[self.i_provider]
+        service = values[self.i_service]
+        if not missing.isdisjoint((cost_text, currency_text, period_text, start_text, category_text,
+                                   provider, service)):
+            for column in REQUIRED_COLUMNS:
+                if values[self.index[column]] in missing:
+                    raise _RowError(column, "required value is missing")
+
+        cost = self._amount(cost_text, "BilledCost")
+        currency = self.currencies.get(currency_text) or self._currency(currency_text)
+        period = self.periods.get(period_text) or self._period(period_text)
+        occurred_at = self.timestamps.get(start_text) or self._timestamp(start_text, "ChargePeriodStart")
+        category = CHARGE_CATEGORIES.get(category_text) or self._category(category_text)
+        if len(provider) > 100 or len(service) > 200:
+            self._text(provider, "ProviderName")
+            self._text(service, "ServiceName")
+
+        effective = values[self.i_effective]
+        effective_cost = None if effective in missing else self._amount(effective, "EffectiveCost")
+        sub_account = values[self.i_subaccount]
+        if sub_account in missing:
+            sub_account = ""
+        elif len(sub_account) > 200:
+            self._text(sub_account, "SubAccountName")
+        resource = values[self.i_resource]
+        if resource in missing:
+            resource = ""
+        elif len(resource) > 1000:
+            self._text(resource, "ResourceId")
+
+        raw_tags = values[self.i_tags]
+        if raw_tags in missing:
+            tags, tags_json, team_key = _NO_TAGS
+        else:
+            tags, tags_json, team_key = self.tag_cache.get(raw_tags) or self._tags(raw_tags)
+        if team_key is None and self.subaccount_fallback and sub_account:
+            team_key = sub_account.strip() or None
+
+        raw_quantity = values[self.i_quantity]
+        if raw_quantity in missing:
+            quantity = _ZERO
+        else:
+            quantity = self._amount(raw_quantity, "ConsumedQuantity")
+            if quantity < 0:  # not valid FOCUS, and the column may not be negative: kept in metadata
+                quantity = _ZERO
+        unit = values[self.i_unit]
+        if unit in missing:
+            unit = ""
+        elif len(unit) > 50:
+            self._text(unit, "ConsumedUnit")
+
+        record_id = values[self.i_id]
+        if record_id not in missing:
+            if len(record_id) > 255:
+                self._text(record_id, "Id")
+            account = values[self.i_account]
+            id_key = f"id:{provider}:{'' if account in missing else account}:{record_id}"
+            if len(id_key) > _ID_KEY_MAX:
+                id_key = "idh:" + hashlib.sha256(id_key.encode()).hexdigest()
+            row_hash = None
+        else:
+            record_id, id_key = "", None
+            hasher = self.hash_seed.copy()
+            hasher.update("\x1f".join(
+                "\x1e" if values[i] in missing else values[i] for i in self.hash_order
+            ).encode())
+            row_hash = hasher.hexdigest()
+
+        metadata = {c: values[i] for c, i in self.metadata_columns if values[i] not in missing}
+        return _Row(
+            rownum, team_key, id_key, row_hash, provider, service, sub_account, resource, category,
+            cost, effective_cost, currency, occurred_at, period, tags, tags_json, metadata, quantity,
+            unit, record_id,
+        )
+
+    def _category(self, text: str) -> str:
+        category = CHARGE_CATEGORIES.get(text.strip().lower())
+        if category is None:
+            raise _RowError("ChargeCategory", f"{text!r} is not a FOCUS 1.0 ChargeCategory "
+                                              f"({', '.join(sorted(set(CHARGE_CATEGORIES.values())))})")
+        return category
+
+    @staticmethod
+    def _text(value: str, column: str) -> str:
+        limit = _MAX_LENGTHS.get(column)
+        if limit is not None and len(value) > limit:
+            raise _RowError(column, f"value is {len(value)} characters long; at most {limit} are kept")
+        return value
+
+    @staticmethod
+    def _amount(text: str, column: str) -> Decimal:
+        try:
+            # NaN and infinities fail in quantize_metered (MoneyError), amounts of 10**16 or more in
+            # its quantize (the default context keeps 28 digits, 12 of them decimals).
+            return quantize_metered(Decimal(text))
+        except (InvalidOperation, MoneyError, ValueError):
+            raise _RowError(column, f"{text!r} is not a decimal amount (at most 15 digits before "
+                                    "the point)") from None
+
+    def _currency(self, text: str) -> str:
+        code = self.currencies.get(text)
+        if code is None:
+            code = text.strip().upper()
+            if not _CURRENCY.match(code):
+                raise _RowError("BillingCurrency", f"{text!r} is not an ISO 4217 currency code")
+            self.currencies[text] = code
+        return code
+
+    def _parse_datetime(self, text: str, column: str) -> dt.datetime:
+        try:
+            value = dt.datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise _RowError(column, f"{text!r} is not a timestamp (2024-09-18 22:00:00 or ISO 8601, "
+                                    "e.g. 2024-09-18T22:00:00Z)") from None
+        return value
+
+    def _timestamp(self, text: str, column: str) -> dt.datetime:
+        value = self.timestamps.get(text)
+        if value is None:
+            value = self._parse_datetime(text, column)
+            # FOCUS timestamps are UTC; a naive one is read as UTC, an offset is converted.
+            value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+            if len(self.timestamps) >= self._CACHE_LIMIT:
+                self.timestamps.clear()
+            self.timestamps[text] = value
+        return value
+
+    def _period(self, text: str) -> dt.date:
+        day = self.periods.get(text)
+        if day is None:
+            # The calendar date as written: a billing period starting at local midnight
+            # (2024-09-01T00:00:00+02:00) is still the September period.
+            day = self._parse_datetime(text, "BillingPeriodStart").date()
+            if day.day != 1:
+                raise _RowError("BillingPeriodStart", f"{text!r} is not the first day of a month "
+                                                      "(billing periods are calendar months)")
+            if len(self.periods) >= self._CACHE_LIMIT:
+                self.periods.clear()
+            self.periods[text] = day
+        return day
+
+    def _tags(self, raw: str) -> tuple[dict, str, str | None]:
+        cached = self.tag_cache.get(raw)
+        if cached is not None:
+            return cached
+        try:
+            tags = json.loads(raw, parse_constant=_reject_constant)
+        except ValueError as exc:
+            raise _RowError("Tags", f"is not valid JSON ({exc})") from None
+        if not isinstance(tags, dict):
+            raise _RowError("Tags", f"must be a JSON object, got {type(tags).__name__}")
+        tags_json = json.dumps(tags, ensure_ascii=False)
+        if "\\u0000" in tags_json:
+            raise _RowError("Tags", "contains a NUL character")
+        team_key = _team_key(tags.get(self.team_tag))
+        if team_key is not None and len(team_key) > _TEAM_NAME_MAX:
+            raise _RowError("Tags", f"the {self.team_tag} value is longer than {_TEAM_NAME_MAX} characters")
+        cached = (tags, tags_json, team_key)
+        if len(self.tag_cache) >= self._CACHE_LIMIT:
+            self.tag_cache.clear()
+        self.tag_cache[raw] = cached
+        return cached
+
+
+_NO_TAGS: tuple[dict, str, None] = ({}, "{}", None)
+_ZERO = Decimal(0)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _team_key(value: object) -> str | None:
+    """The team a tag value names: a non-blank string or a number; anything else names none."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return value.strip() or None
+    return None
+
+
+def _good_rows(reader: Iterator[list[str]], parser: _RowParser, result: FocusImportResult, *,
+               skip_bad_rows: bool, report: Callable[[int], None]) -> Iterator[_Row]:
+    """Yield the file's good rows; count every row; skip or raise on a bad one."""
+    file = parser.file
+    parse = parser.parse
+    periods = result.periods
+    rownum = 0
+    unreported = 0
+    try:
+        for values in reader:
+            if not values:
+                continue  # a blank line
+            rownum += 1
+            unreported += 1
+            if unreported == PROGRESS_EVERY:
+                result.rows_read = rownum
+                report(unreported)
+                unreported = 0
+            try:
+                row = parse(values, rownum)
+            except _RowError as bad:
+                if not skip_bad_rows:
+                    raise FocusImportError(bad.message, file=file, row=rownum, line=reader.line_num,
+                                           column=bad.column) from None
+                result.rows_skipped += 1
+                if len(result.skipped) < MAX_REPORTED_SKIPS:
+                    result.skipped.append(FocusRowError(rownum, bad.column, bad.message, reader.line_num))
+                continue
+            total = periods.get((row.billing_period_start, row.currency))
+            if total is None:
+                total = periods[(row.billing_period_start, row.currency)] = PeriodTotal()
+            total.rows += 1
+            total.billed_cost += row.cost
+            if row.team_key is None:
+                total.unallocated_rows += 1
+                total.unallocated_cost += row.cost
+            yield row
+    except (UnicodeDecodeError, csv.Error, OSError, EOFError, zlib.error) as exc:
+        raise FocusImportError(f"cannot read the file: {_read_error(exc)}", file=file,
+                               line=reader.line_num + 1) from None
+    result.rows_read = rownum
+    result.rows_unallocated = sum(t.unallocated_rows for t in periods.values())
+    if unreported:
+        report(unreported)
+
+
+def _progress_reporter(progress: Any) -> Callable[[int], None]:
+    if progress is None:
+        return lambda n: None
+    update = getattr(progress, "update", None)
+    return update if callable(update) else progress
+
+
+# --- teams -------------------------------------------------------------------------------------
+
+
+class _Teams:
+    """Resolves team keys (tag values, sub-account names) to team ids, creating teams on first sight.
+
+    A key names the team whose ``name`` equals it case-insensitively (the oldest such team); else a
+    team is created with ``name`` = the key and a slug from ``slugify(key)``, made unique with
+    ``-2``, ``-3``… when another team has it. The currency of a new team is the ``BillingCurrency``
+    of the first row naming it.
+    """
+
+    def __init__(self, result: FocusImportResult) -> None:
+        self.result = result
+        self.ids: dict[str, int] = {}
+
+    def prefetch(self, keys: Iterable[str]) -> None:
+        wanted = {k.lower(): k for k in keys if k not in self.ids}
+        if not wanted:
+            return
+        found = (
+            Team.objects.annotate(lname=Lower("name"))
+            .filter(lname__in=list(wanted))
+            .order_by("-pk")
+            .values_list("lname", "pk")
+        )
+        by_lower = dict(found)  # descending pk, so the oldest team wins
+        for lower, key in wanted.items():
+            if lower in by_lower:
+                self.ids[key] = by_lower[lower]
+
+    def resolve(self, key: str, currency: str) -> int:
+        team_id = self.ids.get(key)
+        if team_id is None:
+            team = Team.objects.filter(name__iexact=key).order_by("pk").first()
+            team_id = team.pk if team is not None else self._create(key, currency)
+            self.ids[key] = team_id
+        return team_id
+
+    def _create(self, name: str, currency: str) -> int:
+        base = slugify(name)[: _SLUG_MAX - 8].strip("-") or "team"
+        taken = set(Team.objects.filter(slug__startswith=base).values_list("slug", flat=True))
+        suffix = 1
+        while True:
+            slug = base if suffix == 1 else f"{base}-{suffix}"
+            suffix += 1
+            if slug in taken:
+                continue
+            try:
+                # A savepoint, so a slug taken meanwhile by another writer costs one retry, not the import.
+                with transaction.atomic():
+                    team = Team.objects.create(name=name, slug=slug, currency=currency)
+            except IntegrityError:
+                taken.add(slug)
+                continue
+            self.result.new_teams.append(name)
+            return team.pk
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+_STAGE_COLUMNS = (
+    "rownum", "team_key", "id_key", "row_hash", "provider", "service_name", "sub_account_name",
+    "resource_id", "charge_category", "cost", "effective_cost", "currency", "occurred_at",
+    "billing_period_start", "tags", "metadata", "quantity", "unit", "external_reference",
+)
+
+_STAGE_DDL = """
+CREATE TEMPORARY TABLE focus_stage (
+    rownum bigint NOT NULL,
+    team_key text,
+    id_key text,
+    row_hash text,
+    provider text NOT NULL,
+    service_name text NOT NULL,
+    sub_account_name text NOT NULL,
+    resource_id text NOT NULL,
+    charge_category text NOT NULL,
+    cost numeric(30, 12) NOT NULL,
+    effective_cost numeric(30, 12),
+    currency text NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    billing_period_start date NOT NULL,
+    tags jsonb NOT NULL,
+    metadata jsonb NOT NULL,
+    quantity numeric(30, 12) NOT NULL,
+    unit text NOT NULL,
+    external_reference text NOT NULL
+) ON COMMIT DROP
+"""
+
+_INSERT_COLUMNS = (
+    "team_id", "user_id", "agent_id", "resource_type", "provider", "model", "unit", "quantity", "cost",
+    "currency", "occurred_at", "billing_period_start", "source", "feature_key", "external_reference",
+    "idempotency_key", "metadata", "effective_cost", "charge_category", "service_name",
+    "sub_account_name", "resource_id", "tags", "created_at",
+)
+
+
+def _insert_sql(table: str, key_expression: str, where: str) -> str:
+    return f"""
+INSERT INTO {table} ({", ".join(_INSERT_COLUMNS)})
+SELECT t.team_id, NULL, '', %(resource_type)s, s.provider, '', s.unit, s.quantity, s.cost,
+       s.currency, s.occurred_at, s.billing_period_start, %(source)s, '', s.external_reference,
+       {key_expression}, s.metadata, s.effective_cost, s.charge_category, s.service_name,
+       s.sub_account_name, s.resource_id, s.tags, now()
+FROM focus_stage s LEFT JOIN focus_stage_team t ON t.team_key = s.team_key
+WHERE {where}
+ON CONFLICT (source, idempotency_key) DO NOTHING
+"""
+
+
+def _write_postgresql(rows: Iterator[_Row], result: FocusImportResult) -> None:
+    """COPY the rows into a temporary table, create the teams they name, then move them over with
+    one INSERT … SELECT per kind of key; rows whose key exists already are left out (ON CONFLICT)."""
+    table = UsageRecord._meta.db_table
+    teams = _Teams(result)
+    first_seen: dict[str, str] = {}  # team key → currency of its first row, in file order
+    with connection.cursor() as cursor:
+        # Serialize FOCUS imports: two files naming the same new team must not race to create it.
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK_KEY])
+        cursor.execute("DROP TABLE IF EXISTS focus_stage, focus_stage_team")
+        cursor.execute(_STAGE_DDL)
+        cursor.execute("CREATE TEMPORARY TABLE focus_stage_team (team_key text PRIMARY KEY, team_id bigint "
+                       "NOT NULL) ON COMMIT DROP")
+        dumps = json.dumps
+        started = time.perf_counter()
+        # The queued writer sends to the server from a thread, so parsing goes on while it ingests.
+        with cursor.cursor.copy(f"COPY focus_stage ({', '.join(_STAGE_COLUMNS)}) FROM STDIN",
+                                writer=QueuedLibpqWriter(cursor.cursor)) as copy:
+            write_row = copy.write_row
+            for row in rows:
+                if row.team_key is not None and row.team_key not in first_seen:
+                    first_seen[row.team_key] = row.currency
+                write_row((
+                    row.rownum, row.team_key, row.id_key, row.row_hash, row.provider, row.service_name,
+                    row.sub_account_name, row.resource_id, row.charge_category, row.cost,
+                    row.effective_cost, row.currency, row.occurred_at, row.billing_period_start,
+                    row.tags_json, dumps(row.metadata), row.quantity, row.unit, row.external_reference,
+                ))
+        staged = time.perf_counter()
+        result.timings["read"] = staged - started
+        teams.prefetch(first_seen)
+        team_rows = [(key, teams.resolve(key, currency)) for key, currency in first_seen.items()]
+        if team_rows:
+            with cursor.cursor.copy("COPY focus_stage_team (team_key, team_id) FROM STDIN") as copy:
+                for team_row in team_rows:
+                    copy.write_row(team_row)
+        inserting = time.perf_counter()
+        result.timings["teams"] = inserting - staged
+        params = {"resource_type": RESOURCE_TYPE, "source": UsageRecord.Source.FOCUS_IMPORT}
+        cursor.execute(_insert_sql(table, "s.id_key", "s.id_key IS NOT NULL"), params)
+        inserted = cursor.rowcount
+        # Rows without Id: the n-th copy of the same values in the file gets ordinal n.
+        ordinal = ("'row:' || s.row_hash || ':' || "
+                   "row_number() OVER (PARTITION BY s.row_hash ORDER BY s.rownum)")
+        cursor.execute(_insert_sql(table, ordinal, "s.row_hash IS NOT NULL"), params)
+        inserted += cursor.rowcount
+    result.rows_imported = inserted
+    result.timings["insert"] = time.perf_counter() - inserting
+
+
+def _write_batches(rows: Iterator[_Row], result: FocusImportResult) -> None:
+    """The portable path (SQLite): ``bulk_create(ignore_conflicts=True)`` in batches; the rows
+    inserted are counted before and after, since ignored conflicts are not reported per row."""
+    source = UsageRecord.Source.FOCUS_IMPORT
+    existing = UsageRecord.objects.filter(source=source)
+    before = existing.count()
+    teams = _Teams(result)
+    ordinals: dict[str, int] = {}
+    batch: list[UsageRecord] = []
+    for row in rows:
+        if row.id_key is not None:
+            key = row.id_key
+        else:
+            n = ordinals.get(row.row_hash, 0) + 1
+            ordinals[row.row_hash] = n
+            key = f"row:{row.row_hash}:{n}"
+        batch.append(UsageRecord(
+            team_id=teams.resolve(row.team_key, row.currency) if row.team_key is not None else None,
+            resource_type=RESOURCE_TYPE, provider=row.provider, unit=row.unit, quantity=row.quantity,
+            cost=row.cost, currency=row.currency, occurred_at=row.occurred_at,
+            billing_period_start=row.billing_period_start, source=source,
+            external_reference=row.external_reference, idempotency_key=key, metadata=row.metadata,
+            effective_cost=row.effective_cost, charge_category=row.charge_category,
+            service_name=row.service_name, sub_account_name=row.sub_account_name,
+            resource_id=row.resource_id, tags=row.tags,
+        ))
+        if len(batch) >= BATCH_SIZE:
+            UsageRecord.objects.bulk_create(batch, batch_size=BATCH_SIZE, ignore_conflicts=True)
+            batch = []
+    if batch:
+        UsageRecord.objects.bulk_create(batch, batch_size=BATCH_SIZE, ignore_conflicts=True)
+    result.rows_imported = existing.count() - before
