@@ -320,7 +320,10 @@ def _fixed_split_problems(targets: Sequence[Target]) -> list[str]:
     return []
 
 
-def rule_problems(*, rule_type: str, source: str, source_team_id: int | None, targets: Sequence[Target]) -> list[str]:
+def rule_problems(
+    *, rule_type: str, source: str, source_team_id: int | None, targets: Sequence[Target],
+    match_tag_key: str = "", match_tag_value: str = "",
+) -> list[str]:
     """Why a rule cannot be applied, as sentences (empty when it can).
 
     Args:
@@ -328,9 +331,11 @@ def rule_problems(*, rule_type: str, source: str, source_team_id: int | None, ta
         source: ``"unallocated"`` or ``"team"``.
         source_team_id: the team whose costs a ``team``-source rule takes.
         targets: the rule's targets.
+        match_tag_key, match_tag_value: the rule's tag filter.
 
     Checks: a known rule type; fixed splits sum to exactly 100 (AWS FIXED); ``by_team`` takes one
-    team's costs; ``by_user`` targets name users; a ``team`` source names its team.
+    team's costs; ``by_user`` targets name users; a ``team`` source names its team; a tag value
+    comes with its tag key (else the filter would silently match every record).
     """
     problems = []
     if rule_type not in STRATEGIES:
@@ -343,4 +348,6 @@ def rule_problems(*, rule_type: str, source: str, source_team_id: int | None, ta
         problems.append("a by_team rule splits one team's costs among its members: set source 'team' and a source team")
     if rule_type == BY_USER and any(t.user_id is None for t in targets):
         problems.append("every target of a by_user rule must name a user (and the team that bills them)")
+    if match_tag_value and not match_tag_key:
+        problems.append(f"the tag value {match_tag_value!r} needs the tag key it belongs to")
     return problems

@@ -273,7 +273,8 @@ def _check_rules(rules: list[AllocationRule]) -> None:
     messages = []
     for rule in rules:
         problems = strategies.rule_problems(
-            rule_type=rule.rule_type, source=rule.source, source_team_id=rule.source_team_id, targets=_targets(rule)
+            rule_type=rule.rule_type, source=rule.source, source_team_id=rule.source_team_id, targets=_targets(rule),
+            match_tag_key=rule.match_tag_key, match_tag_value=rule.match_tag_value,
         )
         if problems:
             messages.append(f"allocation rule {rule.name!r} (#{rule.pk}): {'; '.join(problems)}")

@@ -330,6 +330,13 @@ def test_allocation_rule_filters_select_the_records_they_take(filters, taken):
     assert run.unallocated_cost == D(15) - expected
 
 
+def test_allocation_rule_with_a_tag_value_but_no_tag_key_is_refused():
+    usage(None, "1")
+    rule("equal_split", targets=[TeamFactory()], match_tag_value="research")
+    with pytest.raises(RuleConfigurationError, match="tag value 'research' needs the tag key"):
+        allocation_run_create(period=SEPT)
+
+
 def test_allocation_ignores_disabled_rules_and_rules_not_valid_in_the_period():
     receiver = TeamFactory(slug="receiver")
     usage(None, "1")
