@@ -11,7 +11,7 @@ import threading
 from decimal import Decimal
 
 import pytest
-from django.db import connection, connections
+from django.db import IntegrityError, connection, connections, transaction
 
 from chargeback.errors import (
     AllocationError,
@@ -122,6 +122,23 @@ def test_allocation_unallocated_usage_without_rules_stays_visible():
     run = allocation_run_create(period=SEPT)
     assert (run.allocated_cost, run.unallocated_cost, run.total_cost) == (D(3), D(1), D(4))
     assert_ties_out(run)
+
+
+def test_allocation_commits_amounts_that_binary_floats_cannot_hold():
+    # 0.2 allocated + 0.1 unallocated: as floats 0.3 - 0.1 != 0.2, so the tie-out must be exact Decimal.
+    usage(TeamFactory(), "0.2")
+    usage(None, "0.1")
+    run = allocation_run_execute(period=SEPT)
+    run.refresh_from_db()
+    assert (run.status, run.allocated_cost, run.unallocated_cost) == ("committed", D("0.2"), D("0.1"))
+
+
+@pytest.mark.postgres
+def test_allocation_run_that_does_not_tie_out_is_refused_by_the_database():
+    usage(TeamFactory(), "3")
+    run = allocation_run_execute(period=SEPT)
+    with pytest.raises(IntegrityError, match="run_ties_out"), transaction.atomic():
+        AllocationRun.objects.filter(pk=run.pk).update(unallocated_cost=D("0.01"))
 
 
 def test_allocation_of_an_empty_period_is_refused_with_a_clear_message():
