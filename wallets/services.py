@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings as django_settings
 from django.core.mail import send_mail
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
@@ -149,20 +149,32 @@ def _check_key(idempotency_key: object) -> str:
 
 
 def _idempotency_claim(*, scope: str, key: str, operation: str, params: Mapping[str, Any]):
-    """Insert the key's record (in a savepoint), or return the existing one as a replay.
+    """Insert the key's record, or return the existing one as a replay.
 
-    Must run inside the transaction that moves the money. On PostgreSQL a concurrent insert of the
-    same ``(scope, key)`` blocks until the first transaction ends: if it committed, the insert
-    fails and we read its record (READ COMMITTED sees it); if it rolled back, ours succeeds.
+    Must run inside the transaction that moves the money. ``INSERT … ON CONFLICT (scope, key) DO
+    NOTHING RETURNING id`` (one round trip, no savepoint): on PostgreSQL a concurrent insert of the
+    same key waits until the first transaction ends; if it committed, nothing is inserted and we
+    read its record (READ COMMITTED sees it); if it rolled back, ours is inserted. The unique
+    constraint, not a prior ``exists()`` check, is what admits exactly one request.
     Returns ``(record, replayed)``. Raises :class:`IdempotencyError` on different parameters.
     """
     fingerprint = request_fingerprint(operation, params)
-    try:
-        with transaction.atomic():
-            record = IdempotencyRecord.objects.create(scope=scope, key=key, operation=operation, fingerprint=fingerprint)
+    created_at = timezone.now()
+    table = connection.ops.quote_name(IdempotencyRecord._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (scope, key, operation, fingerprint, result_type, result_id, response, created_at) "
+            "VALUES (%s, %s, %s, %s, '', '', '{}', %s) ON CONFLICT (scope, key) DO NOTHING RETURNING id",
+            [scope, key, operation, fingerprint, connection.ops.adapt_datetimefield_value(created_at)],
+        )
+        row = cursor.fetchone()
+    if row is not None:
+        record = IdempotencyRecord(
+            pk=row[0], scope=scope, key=key, operation=operation, fingerprint=fingerprint, created_at=created_at
+        )
+        record._state.adding = False
         return record, False
-    except IntegrityError:
-        record = IdempotencyRecord.objects.get(scope=scope, key=key)
+    record = IdempotencyRecord.objects.get(scope=scope, key=key)
     if record.fingerprint != fingerprint:
         raise IdempotencyError(
             f"Idempotency key {key!r} was already used for a {record.operation} request with different "

@@ -1,0 +1,201 @@
+"""Benchmark: wallet charges through the service layer on PostgreSQL (issue 3, section 6).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_wallets .venv/bin/python bench/wallet_charges.py
+
+Creates (drops first) the database named in DATABASE_URL through the server's maintenance database,
+migrates it, then prints:
+
+1. charges/s on 1,000 distinct wallets from 8 concurrent worker processes (target ≥ 1,000/s);
+2. charges/s on one hot wallet from 8 workers (target ≥ 300/s), with a lost-update check
+   (stored balance = ledger sum = start − charges) and the ratio to a bare SQL
+   ``UPDATE … SET balance = balance - x WHERE id = … AND balance >= x`` loop from 8 workers on the
+   same database in the same run.
+
+Every charge is ``wallets.services.wallet_charge`` with its own idempotency key: one transaction
+with the idempotency record, the row lock, the ledger entry and the balance update.
+Workers are processes (fork), so Python runs on every core; each opens its own connection.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+WORKERS = 8
+DISTINCT_WALLETS = 1000
+DISTINCT_CHARGES = 16_000
+HOT_CHARGES = 4_000
+AMOUNT = Decimal("0.01")
+
+
+def setup_database() -> str:
+    """Refuse anything but PostgreSQL, recreate the named database, configure Django and migrate."""
+    url = os.environ.get("DATABASE_URL", "")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("postgres", "postgresql", "pgsql"):
+        sys.exit("Refusing to run: DATABASE_URL must name a PostgreSQL database "
+                 "(e.g. postgres://postgres@127.0.0.1:5432/bench_wallets).")
+    name = parsed.path.lstrip("/")
+    if not name or name in ("postgres", "template0", "template1"):
+        sys.exit(f"Refusing to run: the benchmark drops and recreates {name!r}; name a scratch database.")
+    import psycopg
+
+    with psycopg.connect(host=parsed.hostname, port=parsed.port or 5432, user=parsed.username,
+                         password=parsed.password, dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    # Production-like settings: DEBUG off (no query log kept in memory).
+    os.environ["DEBUG"] = "false"
+    os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key-not-for-production")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_site.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    return name
+
+
+def server_facts() -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        version = cursor.fetchone()[0]
+        cursor.execute("SHOW synchronous_commit")
+        sync = cursor.fetchone()[0]
+    return f"PostgreSQL {version} (synchronous_commit={sync}), {os.cpu_count()} CPU cores, {WORKERS} workers"
+
+
+def make_wallets(label: str, count: int, balance: Decimal) -> list[int]:
+    """Teams and funded wallets, through the services."""
+    from chargeback.models import Team
+    from wallets import services
+
+    Team.objects.bulk_create(
+        [Team(name=f"Bench {i}", slug=f"bench-{label}-{i}", currency="USD") for i in range(count)]
+    )
+    ids = []
+    for team in Team.objects.filter(slug__startswith=f"bench-{label}-").order_by("pk"):
+        wallet = services.wallet_open(team=team)
+        services.wallet_top_up(wallet=wallet, amount=balance, idempotency_key=f"bench-fund-{wallet.pk}")
+        ids.append(wallet.pk)
+    return ids
+
+
+def _charge_worker(worker: int, wallet_ids: list[int], charges: int, prefix: str, start_at: float, out) -> None:
+    from django.db import connection
+
+    from wallets import services
+    from wallets.models import Wallet
+
+    connection.close()  # never share the parent's connection
+    wallets = {w.pk: w for w in Wallet.objects.filter(pk__in=wallet_ids)}
+    mine = range(worker, charges, WORKERS)
+    latencies = []
+    while time.time() < start_at:
+        time.sleep(0.001)
+    for i in mine:
+        wallet = wallets[wallet_ids[i % len(wallet_ids)]]
+        t0 = time.perf_counter()
+        services.wallet_charge(wallet=wallet, amount=AMOUNT, idempotency_key=f"{prefix}-{i}", feature_key="bench")
+        latencies.append(time.perf_counter() - t0)
+    connection.close()
+    out.put((time.time(), latencies))
+
+
+def _sql_worker(worker: int, wallet_id: int, updates: int, dsn: dict, start_at: float, out) -> None:
+    import psycopg
+
+    with psycopg.connect(**dsn, autocommit=True) as conn:
+        while time.time() < start_at:
+            time.sleep(0.001)
+        for _ in range(worker, updates, WORKERS):
+            conn.execute(
+                "UPDATE wallets_wallet SET balance = balance - %s WHERE id = %s AND balance >= %s",
+                (AMOUNT, wallet_id, AMOUNT),
+            )
+    out.put((time.time(), []))
+
+
+def run_parallel(target, args_for) -> tuple[float, list[float]]:
+    """Start WORKERS processes together; return wall seconds and all latencies."""
+    from django.db import connections
+
+    connections.close_all()
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    start_at = time.time() + 1.0
+    procs = [ctx.Process(target=target, args=(*args_for(w), start_at, out)) for w in range(WORKERS)]
+    for p in procs:
+        p.start()
+    results = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            sys.exit(f"a worker failed with exit code {p.exitcode}")
+    end = max(r[0] for r in results)
+    return end - start_at, [lat for r in results for lat in r[1]]
+
+
+def _pct(values: list[float], q: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000
+
+
+def main() -> None:
+    name = setup_database()
+    from django.db import connection
+
+    from wallets.models import Wallet
+    from wallets.selectors import ledger_verify
+
+    print(f"wallet charges benchmark on database {name}: {server_facts()}")
+
+    # 1. distinct wallets
+    ids = make_wallets("distinct", DISTINCT_WALLETS, Decimal(1000))
+    seconds, lat = run_parallel(_charge_worker, lambda w: (w, ids, DISTINCT_CHARGES, "distinct"))
+    rate = DISTINCT_CHARGES / seconds
+    print(f"distinct wallets: {DISTINCT_CHARGES} charges on {DISTINCT_WALLETS} wallets in {seconds:.2f} s = "
+          f"{rate:,.0f} charges/s (target >= 1,000/s); latency p50 {_pct(lat, .5):.1f} ms, "
+          f"p99 {_pct(lat, .99):.1f} ms")
+
+    # 2. one hot wallet, service layer
+    [hot] = make_wallets("hot", 1, Decimal(1_000_000))
+    seconds, lat = run_parallel(_charge_worker, lambda w: (w, [hot], HOT_CHARGES, "hot"))
+    hot_rate = HOT_CHARGES / seconds
+    wallet = Wallet.objects.get(pk=hot)
+    [check] = ledger_verify(wallet_ids=[hot])
+    expected = Decimal(1_000_000) - AMOUNT * HOT_CHARGES
+    lost = (expected - wallet.balance) / AMOUNT
+    print(f"hot wallet: {HOT_CHARGES} charges in {seconds:.2f} s = {hot_rate:,.0f} charges/s (target >= 300/s); "
+          f"latency p50 {_pct(lat, .5):.1f} ms, p99 {_pct(lat, .99):.1f} ms")
+    print(f"hot wallet: balance {wallet.balance.normalize():f} (expected {expected.normalize():f}), "
+          f"ledger sum {check.ledger_balance.normalize():f}, lost updates: {lost.normalize():f}, "
+          f"verify_ledger {'OK' if check.ok else 'MISMATCH ' + '; '.join(check.problems)}")
+
+    # 3. the same hot wallet, bare SQL
+    [bare] = make_wallets("bare", 1, Decimal(1_000_000))
+    params = connection.get_connection_params()
+    dsn = {k: params[k] for k in ("host", "port", "user", "dbname") if params.get(k)}
+    if params.get("password"):
+        dsn["password"] = params["password"]
+    seconds, _ = run_parallel(_sql_worker, lambda w: (w, bare, HOT_CHARGES, dsn))
+    bare_rate = HOT_CHARGES / seconds
+    print(f"bare SQL UPDATE loop on one wallet: {HOT_CHARGES} updates in {seconds:.2f} s = {bare_rate:,.0f}/s; "
+          f"service layer / bare SQL = {hot_rate / bare_rate:.2f}")
+    if not check.ok or lost != 0:
+        sys.exit("lost updates or a ledger mismatch")
+
+
+if __name__ == "__main__":
+    main()
