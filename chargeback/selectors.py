@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet
+
+from billing_site.db import MeteredSum
 
 from chargeback.errors import PriceNotFound
 from chargeback.models import AllocatedCost, AllocationRun, Price, Team, UsageRecord
@@ -73,7 +75,7 @@ def usage_period_stats(*, period: BillingPeriod) -> dict[str, tuple[Decimal, int
     """``{currency: (total cost, record count)}`` of the usage billed in ``period`` (one GROUP BY)."""
     rows = (
         usage_records_of_period(period=period).order_by().values("currency")
-        .annotate(total=Sum("cost"), records=Count("id"))
+        .annotate(total=MeteredSum("cost"), records=Count("id"))
     )
     return {row["currency"]: (row["total"], row["records"]) for row in rows}
 
@@ -117,5 +119,5 @@ def allocation_team_totals(run: AllocationRun) -> dict[int, Decimal]:
         for row in getattr(run, "preview", []):
             totals[row.team_id] = totals.get(row.team_id, Decimal(0)) + row.amount
         return totals
-    rows = AllocatedCost.objects.filter(run=run).order_by().values("team_id").annotate(total=Sum("amount"))
+    rows = AllocatedCost.objects.filter(run=run).order_by().values("team_id").annotate(total=MeteredSum("amount"))
     return {row["team_id"]: row["total"] for row in rows}

@@ -33,12 +33,13 @@ from typing import NamedTuple
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import BigIntegerField, Case, Count, Q, Sum, Value, When
+from django.db.models import BigIntegerField, Case, Count, Q, Value, When
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce, NullIf
 from django.db.models.lookups import Exact
 from django.utils import timezone
 
+from billing_site.db import MeteredSum
 from billing_site.money import MoneyError, currency_exponent, quantize_metered
 from chargeback import rules as strategies
 from chargeback.errors import (
@@ -356,7 +357,7 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
         usage_records_of_period(period=period).order_by()
         .annotate(service_key=Coalesce(NullIf("service_name", Value("")), "resource_type"), assigned_rule=assigned)
         .values("team_id", "user_id", "service_key", "assigned_rule", "currency")
-        .annotate(amount=Sum("cost"), records=Count("id"))
+        .annotate(amount=MeteredSum("cost"), records=Count("id"))
     )
     with transaction.atomic():
         _give_grouping_memory()
@@ -642,7 +643,7 @@ def allocation_run_commit(*, run: AllocationRun, committed_by=None) -> Allocatio
                 + ", ".join(f"{n} records, {t} {c}" for c, (t, n) in sorted(stats.items()))
                 + " now): run the allocation again"
             )
-        rows_total = AllocatedCost.objects.filter(run=locked).aggregate(total=Sum("amount"))["total"] or ZERO
+        rows_total = AllocatedCost.objects.filter(run=locked).aggregate(total=MeteredSum("amount"))["total"] or ZERO
         if rows_total != locked.allocated_cost or locked.allocated_cost + locked.unallocated_cost != locked.total_cost:
             raise AllocationError(
                 f"allocation run #{locked.pk} does not tie out: rows {rows_total}, allocated {locked.allocated_cost}, "

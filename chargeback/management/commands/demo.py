@@ -52,6 +52,22 @@ DEMO_AI_USAGE = [
     ("ml-platform", "gpu", "internal", "a100", "second", (60, 3600)),
 ]
 
+#: Display names and cost centers of the demo teams (the FOCUS import names a team by its tag value).
+DEMO_TEAMS = {
+    "checkout": ("Checkout", "CC-4100"),
+    "search": ("Search", "CC-4200"),
+    "recommendations": ("Recommendations", "CC-4210"),
+    "payments": ("Payments", "CC-4300"),
+    "identity": ("Identity & Access", "CC-4400"),
+    "ml-platform": ("ML Platform", "CC-5100"),
+    "data-warehouse": ("Data Warehouse", "CC-5200"),
+    "mobile-app": ("Mobile App", "CC-6100"),
+    "marketing-site": ("Marketing Site", "CC-7100"),
+    "logistics": ("Logistics", "CC-8100"),
+    "support": ("Customer Support", "CC-8200"),
+    "platform": ("Platform Engineering", "CC-9000"),
+}
+
 DEMO_MEMBERS = {
     "support": ["ana", "ben"],
     "search": ["chloe", "dev"],
@@ -137,6 +153,8 @@ class Command(BaseCommand):
         """Members for the demo teams, and a month of AI usage priced from the catalog."""
         users = get_user_model().objects
         with transaction.atomic():
+            for slug, (name, cost_center) in DEMO_TEAMS.items():
+                Team.objects.update_or_create(slug=slug, defaults={"name": name, "cost_center": cost_center})
             for slug, usernames in DEMO_MEMBERS.items():
                 team, _ = Team.objects.get_or_create(slug=slug, defaults={"name": slug.replace("-", " ").title()})
                 for i, username in enumerate(usernames):

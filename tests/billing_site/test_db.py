@@ -1,0 +1,42 @@
+"""MeteredSum adds metered amounts exactly, on SQLite (floats underneath) as on PostgreSQL."""
+
+from decimal import Decimal
+
+import pytest
+from django.db.models import Value
+from django.db.models.functions import Coalesce
+
+from billing_site.db import MeteredSum
+from chargeback.models import UsageRecord
+from tests.factories import TeamFactory, UsageRecordFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_metered_sum_adds_amounts_that_floats_cannot_hold_exactly():
+    # Given costs whose float sum carries noise past the 12th decimal (0.1 + 0.2 != 0.3 in binary)
+    costs = [Decimal("0.1"), Decimal("0.2"), Decimal("0.000000800000"), Decimal("123.456789012345")] * 250
+    team = TeamFactory()
+    for cost in costs:
+        UsageRecordFactory(team=team, cost=cost)
+    # When they are summed in the database
+    total = UsageRecord.objects.aggregate(total=MeteredSum("cost"))["total"]
+    grouped = UsageRecord.objects.values("team").annotate(total=MeteredSum("cost")).get()["total"]
+    # Then the sum is exactly the Decimal sum, with 12 places
+    assert total == grouped == sum(costs) == Decimal("30939.197453086250")
+    assert total.as_tuple().exponent == -12
+
+
+def test_metered_sum_of_no_rows_is_none_and_coalesces_to_zero():
+    result = UsageRecord.objects.aggregate(
+        total=MeteredSum("cost"), zero=Coalesce(MeteredSum("cost"), Value(Decimal(0)))
+    )
+    assert result["total"] is None
+    assert result["zero"] == 0
+
+
+def test_metered_sum_keeps_credits_negative():
+    team = TeamFactory()
+    for cost in ["-0.000000000001", "-5.25", "1.000000000000"]:
+        UsageRecordFactory(team=team, cost=Decimal(cost))
+    assert UsageRecord.objects.aggregate(total=MeteredSum("cost"))["total"] == Decimal("-4.250000000001")
