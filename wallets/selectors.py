@@ -11,10 +11,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db.models import Count, F, Max, Q, QuerySet, Sum, Window
+from django.db.models import Count, F, Max, Q, QuerySet, Window
 from django.db.models.functions import Coalesce, Lag, TruncDay, TruncMonth, TruncYear
 
-from billing_site.money import quantize_metered
+from billing_site.db import MeteredSum
 from chargeback.models import Team
 
 from .errors import InvalidRequest
@@ -141,7 +141,7 @@ def ledger_verify(*, wallet_ids: list[int] | None = None) -> list[WalletVerifica
     sums = {
         row["wallet_id"]: row
         for row in entries.values("wallet_id").order_by().annotate(
-            total=Sum("amount"), reserved_total=Sum("reserved_delta"), count=Count("pk"), last_id=Max("pk")
+            total=MeteredSum("amount"), reserved_total=MeteredSum("reserved_delta"), count=Count("pk"), last_id=Max("pk")
         )
     }
     last_ids = [row["last_id"] for row in sums.values()]
@@ -154,11 +154,11 @@ def ledger_verify(*, wallet_ids: list[int] | None = None) -> list[WalletVerifica
     if wallet_ids is not None:
         holds, grants = holds.filter(wallet_id__in=wallet_ids), grants.filter(wallet_id__in=wallet_ids)
     open_holds = dict(
-        holds.filter(status=Hold.Status.OPEN).values("wallet_id").order_by().annotate(t=Sum("amount"))
+        holds.filter(status=Hold.Status.OPEN).values("wallet_id").order_by().annotate(t=MeteredSum("amount"))
         .values_list("wallet_id", "t")
     )
     granted = dict(
-        grants.values("wallet_id").order_by().annotate(t=Sum("remaining")).values_list("wallet_id", "t")
+        grants.values("wallet_id").order_by().annotate(t=MeteredSum("remaining")).values_list("wallet_id", "t")
     )
     broken = _broken_chain_links(entries)
 
@@ -196,9 +196,8 @@ def ledger_verify(*, wallet_ids: list[int] | None = None) -> list[WalletVerifica
 
 
 def _metered(value: Decimal | None) -> Decimal:
-    """A database sum at the ledger's precision (12 dp). Exact on PostgreSQL; on SQLite, which sums
-    decimals as floats, it drops the float noise below the metered quantum."""
-    return quantize_metered(value) if value is not None else ZERO
+    """A ``MeteredSum`` (exact, 12 dp on every database), zero for no rows."""
+    return value if value is not None else ZERO
 
 
 def _broken_chain_links(entries: QuerySet[LedgerEntry]) -> dict[int, list[tuple[int, Decimal, Decimal]]]:
@@ -275,21 +274,21 @@ def usage_event_summary(
     items = UsageEventItem.objects.filter(event__in=charged)
     if provider:
         items = items.filter(provider=provider)
-    totals = charged.aggregate(cost=Coalesce(Sum("total"), ZERO), count=Count("pk"))
+    totals = charged.aggregate(cost=Coalesce(MeteredSum("total"), ZERO), count=Count("pk"))
     return {
         "event_count": events.count(),
         "charged_count": totals["count"],
         "total_cost": totals["cost"],
         "by_feature": list(
-            charged.values("feature_key").order_by("feature_key").annotate(count=Count("pk"), cost=Sum("total"))
+            charged.values("feature_key").order_by("feature_key").annotate(count=Count("pk"), cost=MeteredSum("total"))
         ),
-        "by_status": list(events.values("status").order_by("status").annotate(count=Count("pk"), cost=Sum("total"))),
+        "by_status": list(events.values("status").order_by("status").annotate(count=Count("pk"), cost=MeteredSum("total"))),
         "by_provider": list(
-            items.values("provider").order_by("provider").annotate(cost=Sum("cost"), quantity=Sum("quantity"))
+            items.values("provider").order_by("provider").annotate(cost=MeteredSum("cost"), quantity=MeteredSum("quantity"))
         ),
         "by_resource_type": [
             {"resource_type": row["category"], "cost": row["cost"]}
-            for row in items.values("category").order_by("category").annotate(cost=Sum("cost"))
+            for row in items.values("category").order_by("category").annotate(cost=MeteredSum("cost"))
         ],
     }
 
@@ -336,10 +335,10 @@ def usage_statistics(
     start, end = statistics_period(granularity=granularity, year=year, month=month)
     events = _events(team=team, start=start, end=end, user=user).filter(status=UsageEvent.Status.CHARGED)
     trunc = _GRANULARITIES[granularity]
-    totals = events.aggregate(cost=Coalesce(Sum("total"), ZERO), count=Count("pk"))
+    totals = events.aggregate(cost=Coalesce(MeteredSum("total"), ZERO), count=Count("pk"))
     rows = (
         events.annotate(bucket=trunc("created_at", tzinfo=dt.timezone.utc))
-        .values("bucket").order_by("bucket").annotate(cost=Sum("total"), count=Count("pk"))
+        .values("bucket").order_by("bucket").annotate(cost=MeteredSum("total"), count=Count("pk"))
     )
     found = {_as_date(r["bucket"]): (r["cost"], r["count"]) for r in rows}
     series = [
@@ -354,9 +353,9 @@ def usage_statistics(
         "transaction_count": totals["count"],
         "by_provider": list(
             UsageEventItem.objects.filter(event__in=events).values("provider").order_by("provider")
-            .annotate(cost=Sum("cost"))
+            .annotate(cost=MeteredSum("cost"))
         ),
-        "by_feature": list(events.values("feature_key").order_by("feature_key").annotate(cost=Sum("total"), count=Count("pk"))),
+        "by_feature": list(events.values("feature_key").order_by("feature_key").annotate(cost=MeteredSum("total"), count=Count("pk"))),
         "series": series,
     }
 

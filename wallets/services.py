@@ -34,9 +34,10 @@ from typing import Any, TypeVar
 from django.conf import settings as django_settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Sum
+from django.db.models import F
 from django.utils import timezone
 
+from billing_site.db import MeteredSum
 from billing_site.money import METERED_QUANTUM, quantize_metered
 from chargeback.errors import PriceNotFound as CatalogPriceNotFound
 from chargeback.models import Team, TeamMembership
@@ -572,7 +573,7 @@ def wallet_refund(*, entry: LedgerEntry, amount: Decimal, idempotency_key: str, 
         # Under the wallet lock no other refund of this entry can be posted concurrently.
         refunded = LedgerEntry.objects.filter(
             wallet=locked, entry_type=Entry.REFUND, reference_type="ledger_entry", reference_id=str(entry.pk)
-        ).aggregate(total=Sum("amount"))["total"] or ZERO
+        ).aggregate(total=MeteredSum("amount"))["total"] or ZERO
         left = -entry.amount - refunded
         if amount > left:
             raise InvalidAmount(f"amount {amount} exceeds what is left to refund of entry {entry.pk}: {left}",

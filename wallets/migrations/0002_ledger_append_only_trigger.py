@@ -15,6 +15,8 @@ On databases other than PostgreSQL both operations are no-ops.
 
 from django.db import migrations
 
+from billing_site.migration_ops import RunSQLOnPostgreSQL
+
 TRIGGER = """
 CREATE OR REPLACE FUNCTION wallets_ledgerentry_append_only() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -51,20 +53,11 @@ ALTER TABLE wallets_hold DROP CONSTRAINT IF EXISTS hold_captured_plus_released;
 """
 
 
-def _on_postgresql(sql):
-    def operation(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            # params=None: the SQL holds literal % signs that are not placeholders.
-            schema_editor.execute(sql, params=None)
-
-    return operation
-
-
 class Migration(migrations.Migration):
 
     dependencies = [("wallets", "0001_initial")]
 
     operations = [
-        migrations.RunPython(_on_postgresql(CHECKS), _on_postgresql(CHECKS_REVERSE), elidable=False),
-        migrations.RunPython(_on_postgresql(TRIGGER), _on_postgresql(TRIGGER_REVERSE), elidable=False),
+        RunSQLOnPostgreSQL(CHECKS, CHECKS_REVERSE),
+        RunSQLOnPostgreSQL(TRIGGER, TRIGGER_REVERSE),
     ]
