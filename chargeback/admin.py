@@ -6,6 +6,8 @@ made by the billing run. Rules and prices are edited by finance.
 
 from django.contrib import admin
 
+from billing_site.admin import ReadOnlyAdminMixin
+
 from .models import (
     AllocatedCost,
     AllocationRule,
@@ -16,19 +18,6 @@ from .models import (
     TeamMembership,
     UsageRecord,
 )
-
-
-class ReadOnlyAdminMixin:
-    """No add, change or delete for anyone: the rows are written by services only."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class TeamMembershipInline(admin.TabularInline):

@@ -56,9 +56,14 @@ def focus_sample() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _media_root(tmp_path, settings):
-    """Rendered PDFs go to a per-test folder, never into the project."""
+def _test_settings(tmp_path, settings):
+    """Rendered PDFs go to a per-test folder, never into the project; passwords hash fast.
+
+    PBKDF2 with Django's production iteration count costs ~0.3 s per factory user; tests are not
+    about password strength (Django's own advice for test suites).
+    """
     settings.MEDIA_ROOT = tmp_path / "media"
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

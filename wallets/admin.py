@@ -7,25 +7,9 @@ settings are plain configuration and are edited here.
 
 from django.contrib import admin
 
+from billing_site.admin import ReadOnlyAdminMixin
+
 from .models import BillingSettings, CreditGrant, Hold, IdempotencyRecord, LedgerEntry, UsageEvent, UsageEventItem, Wallet
-
-
-class ReadOnlyAdminMixin:
-    """No add, change or delete for anyone, and no bulk delete action: rows are written by services."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
 
 
 @admin.register(BillingSettings)

@@ -1,0 +1,56 @@
+"""The finance admin: every screen opens, immutable records cannot be edited, PDFs download."""
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import Permission
+from django.core.files.base import ContentFile
+from django.urls import reverse
+
+from tests.factories import InvoiceFactory, TeamFactory, UsageRecordFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+REGISTERED = sorted(
+    (model._meta.app_label, model._meta.model_name)
+    for model in admin.site._registry
+    if model._meta.app_label in {"chargeback", "wallets", "invoices"}
+)
+
+
+@pytest.fixture
+def superuser_client(client):
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    return client
+
+
+@pytest.mark.parametrize(("app_label", "model_name"), REGISTERED)
+def test_admin_changelist_opens_for_finance(superuser_client, app_label, model_name):
+    UsageRecordFactory()
+    response = superuser_client.get(reverse(f"admin:{app_label}_{model_name}_changelist"))
+    assert response.status_code == 200
+
+
+def test_admin_usage_records_cannot_be_added_or_deleted(superuser_client):
+    record = UsageRecordFactory()
+    assert superuser_client.get(reverse("admin:chargeback_usagerecord_add")).status_code == 403
+    assert superuser_client.post(reverse("admin:chargeback_usagerecord_delete", args=[record.pk])).status_code == 403
+    changelist = superuser_client.get(reverse("admin:chargeback_usagerecord_changelist"))
+    assert "delete_selected" not in changelist.content.decode()
+
+
+def test_admin_invoice_pdf_downloads_with_its_number_as_file_name(superuser_client):
+    invoice = InvoiceFactory(team=TeamFactory(name="Search"))
+    invoice.pdf.save("search.pdf", ContentFile(b"%PDF-1.7 test"), save=True)
+    response = superuser_client.get(reverse("admin:invoices_invoice_pdf", args=[invoice.pk]))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/pdf"
+    assert f'filename="{invoice.display_number}.pdf"' in response["Content-Disposition"]
+
+
+def test_admin_invoice_pdf_is_refused_to_staff_without_invoice_permission(client):
+    invoice = InvoiceFactory()
+    invoice.pdf.save("x.pdf", ContentFile(b"%PDF-1.7 test"), save=True)
+    clerk = UserFactory(is_staff=True)
+    clerk.user_permissions.add(Permission.objects.get(codename="view_team"))
+    client.force_login(clerk)
+    assert client.get(reverse("admin:invoices_invoice_pdf", args=[invoice.pk])).status_code == 404
