@@ -252,7 +252,7 @@ def focus_import(
     with _open_text(path) as text:
         reader = csv.reader(_checked_lines(text, name))
         header = _read_header(reader, name)
-        parser = _RowParser(header, file=name, file_label=path.name, team_tag=team_tag,
+        parser = _RowParser(header, file=name, team_tag=team_tag,
                             subaccount_fallback=subaccount_fallback)
         rows = _good_rows(reader, parser, result, skip_bad_rows=skip_bad_rows, report=report)
         with transaction.atomic():
@@ -378,9 +378,9 @@ class _RowParser:
 
     _CACHE_LIMIT = 50_000
 
-    def __init__(self, header: list[str], *, file: str, file_label: str, team_tag: str,
+    def __init__(self, header: list[str], *, file: str, team_tag: str,
                  subaccount_fallback: bool) -> None:
-        self.file, self.file_label = file, file_label
+        self.file = file
         self.team_tag, self.subaccount_fallback = team_tag, subaccount_fallback
         self.width = len(header)
         index = {name: i for i, name in enumerate(header)}
@@ -772,6 +772,22 @@ ON CONFLICT (source, idempotency_key) DO NOTHING
 """
 
 
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]").search
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: str) -> str:
+    """``value`` as a field of COPY's text format (backslash, tab and line breaks escaped)."""
+    return value.translate(_COPY_ESCAPES) if _COPY_SPECIAL(value) else value
+
+
+def _moment_text(cache: dict, value: dt.datetime | dt.date) -> str:
+    if len(cache) >= _RowParser._CACHE_LIMIT:
+        cache.clear()
+    cache[value] = value.isoformat()
+    return cache[value]
+
+
 def _write_postgresql(rows: Iterator[_Row], result: FocusImportResult) -> None:
     """COPY the rows into a temporary table, create the teams they name, then move them over with
     one INSERT … SELECT per kind of key; rows whose key exists already are left out (ON CONFLICT)."""
@@ -785,21 +801,48 @@ def _write_postgresql(rows: Iterator[_Row], result: FocusImportResult) -> None:
         cursor.execute(_STAGE_DDL)
         cursor.execute("CREATE TEMPORARY TABLE focus_stage_team (team_key text PRIMARY KEY, team_id bigint "
                        "NOT NULL) ON COMMIT DROP")
-        dumps = json.dumps
+        dumps, text, null = json.dumps, _copy_text, "\\N"
+        moments: dict[object, str] = {}  # occurred_at / billing period → text (few distinct values)
+        tags_text: dict[str, str] = {}
         started = time.perf_counter()
-        # The queued writer sends to the server from a thread, so parsing goes on while it ingests.
+        # Lines in COPY's text format, written by hand: several times cheaper than write_row()
+        # adapting 19 Python values per row, and the values are validated already. The queued
+        # writer sends from a thread, so the server ingests while Python parses the next rows.
         with cursor.cursor.copy(f"COPY focus_stage ({', '.join(_STAGE_COLUMNS)}) FROM STDIN",
                                 writer=QueuedLibpqWriter(cursor.cursor)) as copy:
-            write_row = copy.write_row
+            write = copy.write
+            lines: list[str] = []
             for row in rows:
-                if row.team_key is not None and row.team_key not in first_seen:
-                    first_seen[row.team_key] = row.currency
-                write_row((
-                    row.rownum, row.team_key, row.id_key, row.row_hash, row.provider, row.service_name,
-                    row.sub_account_name, row.resource_id, row.charge_category, row.cost,
-                    row.effective_cost, row.currency, row.occurred_at, row.billing_period_start,
-                    row.tags_json, dumps(row.metadata), row.quantity, row.unit, row.external_reference,
-                ))
+                team_key = row.team_key
+                if team_key is not None and team_key not in first_seen:
+                    first_seen[team_key] = row.currency
+                occurred, period = row.occurred_at, row.billing_period_start
+                effective = row.effective_cost
+                tags = tags_text.get(row.tags_json)
+                if tags is None:
+                    if len(tags_text) >= _RowParser._CACHE_LIMIT:
+                        tags_text.clear()
+                    tags = tags_text[row.tags_json] = text(row.tags_json)
+                lines.append("\t".join((
+                    str(row.rownum),
+                    null if team_key is None else text(team_key),
+                    null if row.id_key is None else text(row.id_key),
+                    null if row.row_hash is None else row.row_hash,
+                    text(row.provider), text(row.service_name), text(row.sub_account_name),
+                    text(row.resource_id), row.charge_category, f"{row.cost:f}",
+                    null if effective is None else f"{effective:f}", row.currency,
+                    moments.get(occurred) or _moment_text(moments, occurred),
+                    moments.get(period) or _moment_text(moments, period),
+                    tags, text(dumps(row.metadata)), f"{row.quantity:f}", text(row.unit),
+                    text(row.external_reference),
+                )))
+                if len(lines) == 1000:  # the writer's queue moves big blocks best
+                    lines.append("")
+                    write("\n".join(lines))
+                    lines = []
+            if lines:
+                lines.append("")
+                write("\n".join(lines))
         staged = time.perf_counter()
         result.timings["read"] = staged - started
         teams.prefetch(first_seen)

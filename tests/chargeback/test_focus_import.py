@@ -509,3 +509,20 @@ def test_import_focus_exit_code_is_2_from_the_shell(tmp_path):
     # then it exits with code 2 and one line naming the file
     assert completed.returncode == 2
     assert completed.stderr.strip() == f"CommandError: {missing}: no such file"
+
+
+def test_focus_import_keeps_special_characters_exactly(tmp_path):
+    # given values with a backslash, a tab, a line break inside quotes, quotes and non-ASCII text
+    service = 'Storage\\Blob "hot"\ttier\nUS-East – Zürich'
+    tags = '{"business_unit": "Équipe \\\\ data", "note": "a\\tb"}'
+    path = _write_csv(tmp_path / "special.csv", HEADER, [_row("1", service=service, tags=tags), _row("2", cost="x")])
+
+    # when it is imported, skipping the bad row after the multi-line one
+    result = focus_import(path=path, skip_bad_rows=True)
+
+    # then every character arrives as written, and the bad row's physical line counts the line break
+    record = UsageRecord.objects.select_related("team").get()
+    assert record.service_name == service
+    assert record.tags == {"business_unit": "Équipe \\ data", "note": "a\tb"}
+    assert record.team.name == "Équipe \\ data" and record.team.slug == "equipe-data"
+    assert [(e.row, e.line, e.column) for e in result.skipped] == [(2, 4, "BilledCost")]
