@@ -72,9 +72,15 @@ def server_facts() -> str:
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         version = cursor.fetchone()[0]
-        cursor.execute("SHOW synchronous_commit")
-        sync = cursor.fetchone()[0]
-    return f"PostgreSQL {version} (synchronous_commit={sync}), {os.cpu_count()} CPU cores, {WORKERS} workers"
+        cursor.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('synchronous_commit', 'commit_delay', 'commit_siblings', 'fsync', 'wal_sync_method') ORDER BY name"
+        )
+        pg = ", ".join(f"{name}={setting}" for name, setting in cursor.fetchall())
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    return (f"PostgreSQL {version} ({pg}), {os.cpu_count()} CPU cores, {WORKERS} worker processes, "
+            f"load average {load}")
 
 
 def make_wallets(label: str, count: int, balance: Decimal) -> list[int]:
@@ -120,12 +126,35 @@ def _sql_worker(worker: int, wallet_id: int, updates: int, dsn: dict, start_at: 
     with psycopg.connect(**dsn, autocommit=True) as conn:
         while time.time() < start_at:
             time.sleep(0.001)
+        latencies = []
         for _ in range(worker, updates, WORKERS):
+            t0 = time.perf_counter()
             conn.execute(
                 "UPDATE wallets_wallet SET balance = balance - %s WHERE id = %s AND balance >= %s",
                 (AMOUNT, wallet_id, AMOUNT),
             )
-    out.put((time.time(), []))
+            latencies.append(time.perf_counter() - t0)
+    out.put((time.time(), latencies))
+
+
+def sequential_profile(wallet_id: int, charges: int = 300) -> str:
+    """Queries of one charge and the Python CPU (this process only, not the server's) per charge, one at a time."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from wallets import services
+    from wallets.models import Wallet
+
+    wallet = Wallet.objects.get(pk=wallet_id)
+    with CaptureQueriesContext(connection) as queries:
+        services.wallet_charge(wallet=wallet, amount=AMOUNT, idempotency_key="seq-probe", feature_key="bench")
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for i in range(charges):
+        services.wallet_charge(wallet=wallet, amount=AMOUNT, idempotency_key=f"seq-{i}", feature_key="bench")
+    cpu = (time.process_time() - cpu0) / charges * 1000
+    wall = (time.perf_counter() - wall0) / charges * 1000
+    return (f"one charge = {len(queries)} statements incl. BEGIN/COMMIT; sequentially {cpu:.2f} ms Python CPU and "
+            f"{wall:.2f} ms wall per charge ({charges} charges)")
 
 
 def run_parallel(target, args_for) -> tuple[float, list[float]]:
@@ -161,6 +190,10 @@ def main() -> None:
 
     print(f"wallet charges benchmark on database {name}: {server_facts()}")
 
+    # 0. one charge at a time: statements and Python CPU per charge
+    [probe] = make_wallets("probe", 1, Decimal(1000))
+    print(f"sequential: {sequential_profile(probe)}")
+
     # 1. distinct wallets
     ids = make_wallets("distinct", DISTINCT_WALLETS, Decimal(1000))
     seconds, lat = run_parallel(_charge_worker, lambda w: (w, ids, DISTINCT_CHARGES, "distinct"))
@@ -189,10 +222,13 @@ def main() -> None:
     dsn = {k: params[k] for k in ("host", "port", "user", "dbname") if params.get(k)}
     if params.get("password"):
         dsn["password"] = params["password"]
-    seconds, _ = run_parallel(_sql_worker, lambda w: (w, bare, HOT_CHARGES, dsn))
+    seconds, lat = run_parallel(_sql_worker, lambda w: (w, bare, HOT_CHARGES, dsn))
     bare_rate = HOT_CHARGES / seconds
     print(f"bare SQL UPDATE loop on one wallet: {HOT_CHARGES} updates in {seconds:.2f} s = {bare_rate:,.0f}/s; "
+          f"latency p50 {_pct(lat, .5):.1f} ms, p99 {_pct(lat, .99):.1f} ms; "
           f"service layer / bare SQL = {hot_rate / bare_rate:.2f}")
+    with open("/proc/loadavg") as f:
+        print(f"load average at the end: {' '.join(f.read().split()[:3])}")
     if not check.ok or lost != 0:
         sys.exit("lost updates or a ledger mismatch")
 

@@ -380,13 +380,21 @@ class LedgerEntry(models.Model):
             raise LedgerImmutable(
                 f"Ledger entry {self.pk} is append-only: post a reversing entry instead of changing it."
             )
+        self.check_chain()
+        return super().save(*args, **kwargs)
+
+    def check_chain(self) -> None:
+        """Raise ``ValueError`` unless ``after = before + delta`` for the balance and the reserved amount.
+
+        Exact in Decimal on every database (on PostgreSQL migration 0002 also CHECKs it). Called by
+        ``save()`` and by the single-statement insert of ``wallets.services`` that bypasses it.
+        """
         if self.balance_after != self.balance_before + self.amount:
             raise ValueError(f"balance_after {self.balance_after} != balance_before {self.balance_before} + amount {self.amount}")
         if self.reserved_after != self.reserved_before + self.reserved_delta:
             raise ValueError(
                 f"reserved_after {self.reserved_after} != reserved_before {self.reserved_before} + {self.reserved_delta}"
             )
-        return super().save(*args, **kwargs)
 
     def delete(self, *args, **kwargs):
         raise LedgerImmutable(f"Ledger entry {self.pk} is append-only: it is never deleted.")

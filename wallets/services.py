@@ -23,6 +23,7 @@ wallet's currency; floats are refused. All services are keyword-only.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings as django_settings
 from django.core.mail import send_mail
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -175,13 +176,18 @@ def _idempotency_claim(*, scope: str, key: str, operation: str, params: Mapping[
         )
         record._state.adding = False
         return record, False
+    return _claimed_record(scope=scope, key=key, fingerprint=fingerprint), True
+
+
+def _claimed_record(*, scope: str, key: str, fingerprint: str) -> IdempotencyRecord:
+    """The record a committed request left for the key; ``IdempotencyError`` if its parameters differ."""
     record = IdempotencyRecord.objects.get(scope=scope, key=key)
     if record.fingerprint != fingerprint:
         raise IdempotencyError(
             f"Idempotency key {key!r} was already used for a {record.operation} request with different "
             f"parameters; use a new key for a new request."
         )
-    return record, True
+    return record
 
 
 _RESULT_MODELS: dict[str, type] = {"ledger_entry": LedgerEntry, "hold": Hold, "usage_event": UsageEvent}
@@ -210,17 +216,32 @@ def _response(result: Any) -> tuple[str, dict]:
     raise TypeError(f"no idempotent response shape for {type(result).__name__}")
 
 
-def _idempotent(*, team_id: int, idempotency_key: str, operation: str, params: Mapping[str, Any], body: Callable[[], T],
-                extra_response: Callable[[], dict] | None = None) -> tuple[T, IdempotencyRecord, bool]:
-    """Run ``body`` once per (team, key) in one transaction; replays return the first result."""
+def _idempotent(*, team_id: int, idempotency_key: str, operation: str, params: Mapping[str, Any],
+                body: Callable[..., T], extra_response: Callable[[], dict] | None = None,
+                wallet_id: int | None = None) -> tuple[T, IdempotencyRecord, bool]:
+    """Run ``body`` once per (team, key) in one transaction; replays return the first result.
+
+    With ``wallet_id``, the key is claimed and that wallet locked and re-read in one step
+    (:func:`_claim_and_lock`) and ``body(locked)`` is called with it; ``body`` may then return an
+    unsaved ``LedgerEntry`` (built by ``_post(..., write=False)``), which is inserted together with
+    the wallet's running totals and the record's result (:func:`_write_entry`).
+    Without ``wallet_id``, ``body()`` locks what it needs itself and saves its result.
+    """
     with transaction.atomic():
-        record, replayed = _idempotency_claim(
-            scope=f"team:{team_id}", key=_check_key(idempotency_key), operation=operation, params=params
-        )
+        scope, key = f"team:{team_id}", _check_key(idempotency_key)
+        if wallet_id is None:
+            record, replayed = _idempotency_claim(scope=scope, key=key, operation=operation, params=params)
+        else:
+            record, replayed, locked = _claim_and_lock(
+                scope=scope, key=key, operation=operation, params=params, wallet_id=wallet_id
+            )
         if replayed:
             result = _RESULT_MODELS[record.result_type].objects.get(pk=record.result_id)
             return result, record, True
-        result = body()
+        result = body() if wallet_id is None else body(locked)
+        if isinstance(result, LedgerEntry) and result._state.adding:
+            _write_entry(locked, result, record)
+            return result, record, False
         result_type, response = _response(result)
         if extra_response is not None:
             response.update(extra_response())
@@ -265,6 +286,154 @@ def _lock_wallets(wallet_ids: Sequence[int]) -> dict[int, Wallet]:
     return {w.pk: w for w in locked}
 
 
+# On PostgreSQL a charge (top-up, refund, adjustment) is two statements between BEGIN and COMMIT
+# instead of five: (1) claim the key and lock the wallet, (2) insert the entry, store the wallet's
+# totals and record the result. Same steps, same order, same locks; fewer round trips, and no ORM
+# query compilation per call (that was most of the ~5 ms of Python a charge cost). The SQL text is
+# built from the models' ``_meta`` once per process. Other databases (SQLite in tests) run the same
+# steps one statement each through the ORM.
+
+#: The wallet columns a money movement changes (the running totals and what goes with them).
+_WALLET_TOTALS = ("balance", "reserved", "granted_balance", "low_balance_warned", "last_top_up_amount", "updated_at")
+
+
+def _single_statement_paths() -> bool:
+    return connection.vendor == "postgresql"
+
+
+@functools.cache
+def _claim_and_lock_sql() -> str:
+    """``WITH claim AS (INSERT … ON CONFLICT DO NOTHING RETURNING id) SELECT claim, wallet, team, settings … FOR UPDATE``.
+
+    The claim is an uncorrelated sub-select of the target list, so PostgreSQL runs the insert (and
+    waits there for a concurrent request with the same key) before it locks the wallet row, as the
+    two-statement path does; the lock then returns the row's newest committed version (READ
+    COMMITTED re-reads a row it had to wait for). A replay (nothing claimed) locks the wallet too,
+    which costs it only the wait.
+    """
+    qn = connection.ops.quote_name
+
+    def columns(alias: str, model) -> str:
+        return ", ".join(f"{alias}.{qn(f.column)}" for f in model._meta.concrete_fields)
+
+    record, wallet = IdempotencyRecord._meta.db_table, Wallet._meta
+    team_fk, settings_fk = wallet.get_field("team").column, BillingSettings._meta.get_field("team").column
+    return (
+        f"WITH claim AS (INSERT INTO {qn(record)} (scope, key, operation, fingerprint, result_type, result_id, "
+        "response, created_at) VALUES (%s, %s, %s, %s, '', '', '{}', %s) "
+        "ON CONFLICT (scope, key) DO NOTHING RETURNING id) "
+        f"SELECT (SELECT id FROM claim), {columns('w', Wallet)}, {columns('t', Team)}, {columns('b', BillingSettings)} "
+        f"FROM {qn(wallet.db_table)} w JOIN {qn(Team._meta.db_table)} t ON t.{qn(Team._meta.pk.column)} = w.{qn(team_fk)} "
+        f"LEFT JOIN {qn(BillingSettings._meta.db_table)} b ON b.{qn(settings_fk)} = w.{qn(team_fk)} "
+        f"WHERE w.{qn(wallet.pk.column)} = %s FOR UPDATE OF w"
+    )
+
+
+@functools.cache
+def _json_fields(model) -> tuple[tuple[int, Any], ...]:
+    """``(position, field)`` of the concrete fields that convert their database value (JSON)."""
+    return tuple((i, f) for i, f in enumerate(model._meta.concrete_fields) if hasattr(f, "from_db_value"))
+
+
+def _from_row(model, values: Sequence[Any]):
+    """A model instance from its concrete columns in ``_meta`` order, as the ORM would load it."""
+    values = list(values)
+    for i, field in _json_fields(model):
+        values[i] = field.from_db_value(values[i], None, connection)
+    return model.from_db(connection.alias, [f.attname for f in model._meta.concrete_fields], values)
+
+
+def _claim_and_lock(*, scope: str, key: str, operation: str, params: Mapping[str, Any],
+                    wallet_id: int) -> tuple[IdempotencyRecord, bool, Wallet | None]:
+    """Claim the idempotency key, then lock and re-read the wallet with its team and billing settings.
+
+    Returns ``(record, replayed, locked wallet)``; the wallet is ``None`` for a replay on the ORM
+    path. Raises :class:`IdempotencyError` (same key, other parameters) and ``Wallet.DoesNotExist``.
+    """
+    if not _single_statement_paths():
+        record, replayed = _idempotency_claim(scope=scope, key=key, operation=operation, params=params)
+        return record, replayed, None if replayed else _lock_wallet(wallet_id)
+    fingerprint = request_fingerprint(operation, params)
+    created_at = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(_claim_and_lock_sql(), [scope, key, operation, fingerprint, created_at, wallet_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise Wallet.DoesNotExist(f"Wallet {wallet_id} does not exist.")
+    claimed_id, values = row[0], row[1:]
+    n_wallet, n_team = len(Wallet._meta.concrete_fields), len(Team._meta.concrete_fields)
+    wallet = _from_row(Wallet, values[:n_wallet])
+    team = _from_row(Team, values[n_wallet:n_wallet + n_team])
+    settings_values = values[n_wallet + n_team:]
+    billing = None if settings_values[0] is None else _from_row(BillingSettings, settings_values)
+    # As select_related("team__billing_settings") would: no further query for wallet.team or
+    # team.billing_settings (a missing row is cached as None, so billing_settings_get sees DoesNotExist).
+    Wallet.team.field.set_cached_value(wallet, team)
+    Team.billing_settings.related.set_cached_value(team, billing)
+    if billing is not None:
+        BillingSettings.team.field.set_cached_value(billing, team)
+    if claimed_id is None:
+        return _claimed_record(scope=scope, key=key, fingerprint=fingerprint), True, wallet
+    record = IdempotencyRecord(pk=claimed_id, scope=scope, key=key, operation=operation, fingerprint=fingerprint,
+                               created_at=created_at)
+    record._state.adding = False
+    return record, False, wallet
+
+
+@functools.cache
+def _wallet_total_fields() -> tuple:
+    return tuple(map(Wallet._meta.get_field, _WALLET_TOTALS))
+
+
+@functools.cache
+def _write_entry_sql() -> str:
+    """``WITH entry AS (INSERT ledger entry), totals AS (UPDATE wallet) UPDATE idempotency record … RETURNING entry id``."""
+    qn = connection.ops.quote_name
+    entry_fields = [f for f in LedgerEntry._meta.concrete_fields if not f.primary_key]
+    wallet, record = Wallet._meta, qn(IdempotencyRecord._meta.db_table)
+    totals = ", ".join(f"{qn(wallet.get_field(name).column)} = %s" for name in _WALLET_TOTALS)
+    return (
+        f"WITH entry AS (INSERT INTO {qn(LedgerEntry._meta.db_table)} ({', '.join(qn(f.column) for f in entry_fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(entry_fields))}) RETURNING id), "
+        f"totals AS (UPDATE {qn(wallet.db_table)} SET {totals} WHERE {qn(wallet.pk.column)} = %s) "
+        f"UPDATE {record} SET result_type = %s, result_id = entry.id::text, "
+        "response = %s::jsonb || jsonb_build_object('id', entry.id) "
+        f"FROM entry WHERE {record}.id = %s RETURNING entry.id"
+    )
+
+
+def _write_entry(wallet: Wallet, entry: LedgerEntry, record: IdempotencyRecord) -> None:
+    """Insert ``entry`` (unsaved, built under the lock), store ``wallet``'s totals, record the result.
+
+    One statement on PostgreSQL (the response's ``id`` is filled in from the inserted row); the
+    ORM's three elsewhere. The chain rule is checked in Decimal first either way.
+    """
+    entry.check_chain()
+    if not _single_statement_paths():
+        entry.save(force_insert=True)
+        _save_wallet(wallet)
+        result_type, response = _response(entry)
+        IdempotencyRecord.objects.filter(pk=record.pk).update(
+            result_type=result_type, result_id=str(entry.pk), response=response
+        )
+    else:
+        db = connections[DEFAULT_DB_ALIAS]  # the real connection: every access through the proxy costs
+        wallet.updated_at = timezone.now()
+        entry_values = [
+            f.get_db_prep_save(f.pre_save(entry, True), db) for f in LedgerEntry._meta.concrete_fields if not f.primary_key
+        ]
+        wallet_values = [f.get_db_prep_save(getattr(wallet, f.attname), db) for f in _wallet_total_fields()]
+        result_type, response = _response(entry)  # "id": null until the insert assigns it
+        with db.cursor() as cursor:
+            cursor.execute(_write_entry_sql(), [
+                *entry_values, *wallet_values, wallet.pk, result_type, json.dumps(response), record.pk,
+            ])
+            entry.pk = cursor.fetchone()[0]
+        entry._state.adding, entry._state.db = False, db.alias
+        response["id"] = entry.pk
+    record.result_type, record.result_id, record.response = result_type, str(entry.pk), response
+
+
 def _check_not_frozen(wallet: Wallet) -> None:
     if wallet.status != Wallet.Status.ACTIVE:
         raise WalletFrozen(f"Wallet {wallet.pk} is {wallet.status}: it accepts no charges, holds or captures.")
@@ -297,9 +466,12 @@ def _check_funds(wallet: Wallet, billing: BillingSettings, amount: Decimal) -> N
 
 def _post(wallet: Wallet, *, entry_type: str, amount: Decimal = ZERO, reserved_delta: Decimal = ZERO,
           idempotency_key: str = "", reference_type: str = "", reference_id: object = "", feature_key: str = "",
-          description: str = "", created_by=None, metadata: dict | None = None) -> LedgerEntry:
-    """Insert one ledger entry continuing the locked wallet's chain, and advance the wallet in memory."""
-    entry = LedgerEntry.objects.create(
+          description: str = "", created_by=None, metadata: dict | None = None, write: bool = True) -> LedgerEntry:
+    """Insert one ledger entry continuing the locked wallet's chain, and advance the wallet in memory.
+
+    ``write=False`` returns the entry unsaved, for ``_idempotent`` to insert with the wallet's totals.
+    """
+    entry = LedgerEntry(
         wallet=wallet, entry_type=entry_type, amount=amount, reserved_delta=reserved_delta,
         balance_before=wallet.balance, balance_after=wallet.balance + amount,
         reserved_before=wallet.reserved, reserved_after=wallet.reserved + reserved_delta,
@@ -307,15 +479,15 @@ def _post(wallet: Wallet, *, entry_type: str, amount: Decimal = ZERO, reserved_d
         reference_id=str(reference_id), feature_key=feature_key, description=description[:500],
         created_by=created_by, metadata=metadata or {},
     )
+    if write:
+        entry.save(force_insert=True)
     wallet.balance = entry.balance_after
     wallet.reserved = entry.reserved_after
     return entry
 
 
 def _save_wallet(wallet: Wallet) -> None:
-    wallet.save(update_fields=[
-        "balance", "reserved", "granted_balance", "low_balance_warned", "last_top_up_amount", "updated_at",
-    ])
+    wallet.save(update_fields=_WALLET_TOTALS)
 
 
 def _consume_grants(wallet: Wallet, amount: Decimal) -> None:
@@ -479,19 +651,16 @@ def wallet_top_up(*, wallet: Wallet, amount: Decimal, idempotency_key: str, desc
     params = {"wallet": wallet.pk, "amount": amount, "description": description, "reference_type": reference_type,
               "reference_id": reference_id, "metadata": metadata or {}}
 
-    def body() -> LedgerEntry:
-        locked = _lock_wallet(wallet.pk)
+    def body(locked: Wallet) -> LedgerEntry:
         _check_not_closed(locked)
         billing = billing_settings_get(team=locked.team)
         locked.last_top_up_amount = amount
-        entry = _credit(locked, billing, entry_type=Entry.TOP_UP, amount=amount, idempotency_key=idempotency_key,
-                        reference_type=reference_type, reference_id=reference_id, description=description,
-                        created_by=created_by, metadata=metadata)
-        _save_wallet(locked)
-        return entry
+        return _credit(locked, billing, entry_type=Entry.TOP_UP, amount=amount, idempotency_key=idempotency_key,
+                       reference_type=reference_type, reference_id=reference_id, description=description,
+                       created_by=created_by, metadata=metadata, write=False)
 
     return _idempotent(team_id=wallet.team_id, idempotency_key=idempotency_key, operation="wallet_top_up",
-                       params=params, body=body)[0]
+                       params=params, body=body, wallet_id=wallet.pk)[0]
 
 
 def wallet_grant(*, wallet: Wallet, amount: Decimal, idempotency_key: str, expires_at: dt.datetime | None = None,
@@ -538,19 +707,18 @@ def wallet_charge(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feat
     params = {"wallet": wallet.pk, "amount": amount, "feature_key": feature_key, "description": description,
               "reference_type": reference_type, "reference_id": reference_id, "metadata": metadata or {}}
 
-    def body() -> LedgerEntry:
-        locked = _lock_wallet(wallet.pk)
+    def body(locked: Wallet) -> LedgerEntry:
         _check_not_frozen(locked)
         billing = billing_settings_get(team=locked.team)
         _check_funds(locked, billing, amount)
-        entry = _debit(locked, billing, entry_type=Entry.CHARGE, amount=amount, idempotency_key=idempotency_key,
-                       feature_key=feature_key, reference_type=reference_type, reference_id=reference_id,
-                       description=description, created_by=created_by, metadata=metadata)
-        _save_wallet(locked)
-        return entry
+        # The entry, the wallet's totals and the idempotency record's result are written by
+        # _idempotent in one statement (PostgreSQL); granted lots are spent here (no query without any).
+        return _debit(locked, billing, entry_type=Entry.CHARGE, amount=amount, idempotency_key=idempotency_key,
+                      feature_key=feature_key, reference_type=reference_type, reference_id=reference_id,
+                      description=description, created_by=created_by, metadata=metadata, write=False)
 
     return _idempotent(team_id=wallet.team_id, idempotency_key=idempotency_key, operation="wallet_charge",
-                       params=params, body=body)[0]
+                       params=params, body=body, wallet_id=wallet.pk)[0]
 
 
 def wallet_refund(*, entry: LedgerEntry, amount: Decimal, idempotency_key: str, description: str = "",
@@ -567,8 +735,7 @@ def wallet_refund(*, entry: LedgerEntry, amount: Decimal, idempotency_key: str, 
                              param="entry")
     params = {"entry": entry.pk, "amount": amount, "description": description, "metadata": metadata or {}}
 
-    def body() -> LedgerEntry:
-        locked = _lock_wallet(entry.wallet_id)
+    def body(locked: Wallet) -> LedgerEntry:
         _check_not_closed(locked)
         # Under the wallet lock no other refund of this entry can be posted concurrently.
         refunded = LedgerEntry.objects.filter(
@@ -579,14 +746,12 @@ def wallet_refund(*, entry: LedgerEntry, amount: Decimal, idempotency_key: str, 
             raise InvalidAmount(f"amount {amount} exceeds what is left to refund of entry {entry.pk}: {left}",
                                 param="amount")
         billing = billing_settings_get(team=locked.team)
-        refund = _credit(locked, billing, entry_type=Entry.REFUND, amount=amount, idempotency_key=idempotency_key,
-                         reference_type="ledger_entry", reference_id=entry.pk, feature_key=entry.feature_key,
-                         description=description, created_by=created_by, metadata=metadata)
-        _save_wallet(locked)
-        return refund
+        return _credit(locked, billing, entry_type=Entry.REFUND, amount=amount, idempotency_key=idempotency_key,
+                       reference_type="ledger_entry", reference_id=entry.pk, feature_key=entry.feature_key,
+                       description=description, created_by=created_by, metadata=metadata, write=False)
 
     return _idempotent(team_id=entry.wallet.team_id, idempotency_key=idempotency_key, operation="wallet_refund",
-                       params=params, body=body)[0]
+                       params=params, body=body, wallet_id=entry.wallet_id)[0]
 
 
 def wallet_adjust(*, wallet: Wallet, amount: Decimal, idempotency_key: str, description: str, created_by=None,
@@ -606,21 +771,17 @@ def wallet_adjust(*, wallet: Wallet, amount: Decimal, idempotency_key: str, desc
     params = {"wallet": wallet.pk, "amount": amount, "description": description, "reference_type": reference_type,
               "reference_id": reference_id, "metadata": metadata or {}}
 
-    def body() -> LedgerEntry:
-        locked = _lock_wallet(wallet.pk)
+    def body(locked: Wallet) -> LedgerEntry:
         _check_not_closed(locked)
         billing = billing_settings_get(team=locked.team)
         fields = {"idempotency_key": idempotency_key, "reference_type": reference_type, "reference_id": reference_id,
-                  "description": description, "created_by": created_by, "metadata": metadata}
+                  "description": description, "created_by": created_by, "metadata": metadata, "write": False}
         if amount > 0:
-            entry = _credit(locked, billing, entry_type=Entry.ADJUSTMENT, amount=amount, **fields)
-        else:
-            entry = _debit(locked, billing, entry_type=Entry.ADJUSTMENT, amount=-amount, **fields)
-        _save_wallet(locked)
-        return entry
+            return _credit(locked, billing, entry_type=Entry.ADJUSTMENT, amount=amount, **fields)
+        return _debit(locked, billing, entry_type=Entry.ADJUSTMENT, amount=-amount, **fields)
 
     return _idempotent(team_id=wallet.team_id, idempotency_key=idempotency_key, operation="wallet_adjust",
-                       params=params, body=body)[0]
+                       params=params, body=body, wallet_id=wallet.pk)[0]
 
 
 def wallet_hold(*, wallet: Wallet, amount: Decimal, idempotency_key: str, expires_at: dt.datetime | None = None,
