@@ -23,7 +23,7 @@ Floats never enter: every public function refuses them with ``TypeError``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
 
 #: The single rounding mode of the product, used wherever a Decimal is quantized.
 ROUNDING = ROUND_HALF_UP
@@ -83,6 +83,32 @@ def minor_unit(currency: str) -> Decimal:
 def quantize_metered(amount: Decimal) -> Decimal:
     """Quantize a metered amount (quantity × unit price, an imported cost) to 12 decimal places."""
     return _check_decimal(amount, "amount").quantize(METERED_QUANTUM, rounding=ROUNDING)
+
+
+def unit_price_of(amount: Decimal, quantity: Decimal) -> Decimal:
+    """The average unit price of a metered ``amount`` for ``quantity`` units: ``amount / quantity``.
+
+    Args:
+        amount: a metered amount (12 decimal places) in some currency; may be negative (a credit).
+        quantity: the positive number of units the amount was charged for.
+
+    Returns:
+        The price of one unit in the amount's currency, quantized to 12 decimal places with
+        ``ROUNDING`` (the precision of ``Price.unit_price``). Display and invoice detail only:
+        ``unit price × quantity`` need not give back ``amount`` exactly, and nothing bills it.
+
+    Raises:
+        MoneyError: ``quantity`` is zero or negative.
+        TypeError: a float.
+    """
+    amount = _check_decimal(amount, "amount")
+    quantity = _check_decimal(quantity, "quantity")
+    if quantity <= 0:
+        raise MoneyError(f"a unit price needs a positive quantity, got {quantity}")
+    with localcontext() as context:
+        # Enough digits for 30-digit metered values, so only the final quantize rounds.
+        context.prec = 2 * METERED_MAX_DIGITS + METERED_DECIMAL_PLACES
+        return (amount / quantity).quantize(METERED_QUANTUM, rounding=ROUNDING)
 
 
 def to_minor_units(amount: Decimal, currency: str) -> Decimal:

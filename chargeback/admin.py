@@ -78,7 +78,7 @@ class AllocationRuleAdmin(admin.ModelAdmin):
 
 class AllocatedCostInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = AllocatedCost
-    fields = ["team", "user", "rule", "service", "amount", "currency", "record_count"]
+    fields = ["team", "user", "rule", "service", "quantity", "unit", "amount", "currency", "record_count"]
     readonly_fields = fields
     extra = 0
     show_change_link = False

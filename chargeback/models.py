@@ -392,9 +392,18 @@ class AllocatedCost(models.Model):
     """The cost a run assigns to one team (or one user within a team), for one line of its invoice.
 
     ``rule`` empty means the team's direct costs (records that carried the team and that no rule
-    took); ``service`` is then the FOCUS ServiceName or the resource type, one row each. For a rule,
-    ``service`` is empty and ``details`` records the driver: rule type, the target's share of the
-    pool, the pool amount, the driver amount and the number of source usage records.
+    took), one row per service:
+
+    * records with a FOCUS ServiceName: ``service`` is the ServiceName; ``quantity`` is empty and
+      ``unit`` blank (the units of one cloud service differ: hours, GB-months, requests…);
+    * API / AI usage (no ServiceName): one row per priced item (resource type, provider, model,
+      unit); ``service`` is a readable label (``LLM · openai gpt-4``), ``quantity`` the summed
+      quantity in ``unit`` (metered, 12 decimal places), and ``details`` names the item
+      (``resource_type``, ``provider``, ``model``) so the invoice can show its catalog price.
+
+    For a rule, ``service`` is empty, ``quantity`` empty, and ``details`` records the driver: rule
+    type, the target's share of the pool, the pool amount, the driver amount and the number of
+    source usage records.
     """
 
     run = models.ForeignKey(AllocationRun, on_delete=models.CASCADE, related_name="allocations")
@@ -404,6 +413,10 @@ class AllocatedCost(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="allocated_costs"
     )
     service = models.CharField(max_length=200, blank=True)
+    quantity = MeteredAmountField(
+        null=True, blank=True, help_text="Summed usage quantity in unit; empty for FOCUS services and rule shares."
+    )
+    unit = models.CharField(max_length=50, blank=True, help_text="Unit of quantity: token, second, character…")
     amount = MeteredAmountField()
     currency = CurrencyField()
     record_count = models.PositiveIntegerField(default=0, help_text="Source usage records behind this amount.")

@@ -24,6 +24,7 @@ __all__ = [
     "allocation_rows",
     "allocation_team_totals",
     "price_resolve",
+    "prices_of_period",
     "usage_period_stats",
     "usage_period_total",
     "usage_records_of_period",
@@ -64,6 +65,34 @@ def price_resolve(*, team: Team | None, category: str, provider: str, model: str
             "neither a team override nor a global catalog price is valid then"
         )
     return price
+
+
+def prices_of_period(
+    *, period: BillingPeriod, categories: set[str]
+) -> dict[tuple[str, str, str, str, str], list[tuple[int | None, Decimal]]]:
+    """The catalog prices of ``categories`` valid at some time in ``period`` (one query).
+
+    Args:
+        period: a billing period ``[start, end)``; a price counts if its validity
+            ``[valid_from, valid_to)`` overlaps the period's UTC days.
+        categories: the price categories (usage resource types) wanted, e.g. ``{"llm", "gpu"}``.
+
+    Returns:
+        ``{(category, provider, model, unit, currency): [(team id or None, unit price), …]}``: every
+        global price and team override of the item valid in the period, unit prices metered
+        (12 decimal places). Several entries mean the price changed in the period, or overrides.
+    """
+    start = dt.datetime.combine(period.start, dt.time(), dt.UTC)
+    end = dt.datetime.combine(period.end, dt.time(), dt.UTC)
+    prices: dict[tuple[str, str, str, str, str], list[tuple[int | None, Decimal]]] = {}
+    rows = (
+        Price.objects.filter(category__in=categories, valid_from__lt=end)
+        .filter(Q(valid_to__isnull=True) | Q(valid_to__gt=start)).order_by("pk")
+        .values_list("category", "provider", "model", "unit", "currency", "team_id", "unit_price")
+    )
+    for category, provider, model, unit, currency, team_id, unit_price in rows:
+        prices.setdefault((category, provider, model, unit, currency), []).append((team_id, unit_price))
+    return prices
 
 
 def usage_records_of_period(*, period: BillingPeriod) -> QuerySet[UsageRecord]:

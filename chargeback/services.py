@@ -10,10 +10,12 @@ The allocation engine (``docs/architecture.md``, "Allocation"):
 1. Rules enabled and valid in the period (validity ``[valid_from, valid_to)`` overlaps it), in
    ``(priority, pk)`` order. Each usage record is taken by the first rule whose source and filters
    match it; the assignment is one SQL ``CASE WHEN`` annotation and the records are summed in one
-   ``GROUP BY (team, user, service, assigned rule, currency)``. Python loops over groups, never over
-   usage records.
+   ``GROUP BY (team, user, service, item, assigned rule, currency)``. Python loops over groups,
+   never over usage records.
 2. Groups no rule took keep their team: direct costs, one ``AllocatedCost`` per (team, user,
-   service) with ``rule`` empty. Groups without a team that no rule took stay unallocated.
+   service) with ``rule`` empty. A service is the FOCUS ServiceName, or for API / AI usage (no
+   ServiceName) the priced item (resource type, provider, model, unit) with its summed quantity.
+   Groups without a team that no rule took stay unallocated.
 3. Each rule's pool (per currency) is split by its strategy (``chargeback.rules.STRATEGIES``) with
    ``money.split`` at ``METERED_QUANTUM``. A pool that cannot be split stays unallocated and the run
    gets a warning naming the rule.
@@ -33,7 +35,7 @@ from typing import NamedTuple
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import BigIntegerField, Case, Count, Q, Value, When
+from django.db.models import BigIntegerField, Case, CharField, Count, F, Q, Value, When
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce, NullIf
 from django.db.models.lookups import Exact
@@ -323,12 +325,41 @@ class _Row(NamedTuple):
     currency: str
     record_count: int
     details: dict
+    quantity: Decimal | None = None
+    unit: str = ""
 
     def model(self, run: AllocationRun) -> AllocatedCost:
         return AllocatedCost(
             run=run, rule=self.rule, team_id=self.team_id, user_id=self.user_id, service=self.service,
-            amount=self.amount, currency=self.currency, record_count=self.record_count, details=self.details,
+            quantity=self.quantity, unit=self.unit, amount=self.amount, currency=self.currency,
+            record_count=self.record_count, details=self.details,
         )
+
+
+#: How invoices name the resource types of API / AI usage; others are title-cased.
+RESOURCE_TYPE_LABELS = {
+    "llm": "LLM",
+    "stt": "Speech-to-text",
+    "tts": "Text-to-speech",
+    "telephony": "Telephony",
+    "gpu": "GPU",
+}
+
+
+def usage_item_label(*, resource_type: str, provider: str = "", model: str = "") -> str:
+    """The readable name of a priced item on an invoice: ``LLM · openai gpt-4``, ``Telephony · twilio``.
+
+    ``resource_type`` is the price category (``llm``, ``stt``…), named by ``RESOURCE_TYPE_LABELS``
+    or title-cased; provider and model follow as recorded, and are left out when empty.
+    """
+    kind = RESOURCE_TYPE_LABELS.get(resource_type) or resource_type.replace("_", " ").title()
+    item = " ".join(part for part in (provider, model) if part)
+    return f"{kind} · {item}" if item else kind
+
+
+def _item_key(column: str) -> Case:
+    """``column`` for API / AI usage, NULL for FOCUS rows, so a ServiceName stays one group."""
+    return Case(When(service_name="", then=F(column)), default=Value(None), output_field=CharField())
 
 
 @dataclass
@@ -353,11 +384,22 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
         *[When(_rule_matches(r), then=Value(r.pk)) for r in rules],
         default=Value(None), output_field=BigIntegerField(),
     ) if rules else Value(None, output_field=BigIntegerField())
+    # One GROUP BY. FOCUS rows group by ServiceName (their item keys are NULL); API / AI usage (no
+    # ServiceName) by its priced item, so its quantities share one unit and can be summed. The
+    # quantity of a FOCUS group is the SUM of NULLs, i.e. NULL: a service's units differ.
     grouped = (
         usage_records_of_period(period=period).order_by()
-        .annotate(service_key=Coalesce(NullIf("service_name", Value("")), "resource_type"), assigned_rule=assigned)
-        .values("team_id", "user_id", "service_key", "assigned_rule", "currency")
-        .annotate(amount=MeteredSum("cost"), records=Count("id"))
+        .annotate(
+            service_key=Coalesce(NullIf("service_name", Value("")), "resource_type"),
+            provider_key=_item_key("provider"), model_key=_item_key("model"), unit_key=_item_key("unit"),
+            assigned_rule=assigned,
+        )
+        .values("team_id", "user_id", "service_key", "provider_key", "model_key", "unit_key", "assigned_rule",
+                "currency")
+        .annotate(
+            amount=MeteredSum("cost"), records=Count("id"),
+            quantity=MeteredSum(Case(When(service_name="", then=F("quantity")), default=Value(None))),
+        )
     )
     with transaction.atomic():
         _give_grouping_memory()
@@ -402,11 +444,8 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
     members = _members([r for r in rules if r.rule_type == AllocationRule.RuleType.BY_TEAM])
     user_teams = _user_teams(pools, rules_by_pk)
 
-    rows: list[_Row] = [
-        _Row(None, g["team_id"], g["user_id"], g["service_key"], g["amount"], g["currency"], g["records"], {})
-        for g in sorted(direct, key=lambda g: (g["team_id"], g["user_id"] or 0, g["service_key"]))
-        if g["amount"]
-    ]
+    rows: list[_Row] = [_direct_row(g) for g in direct if g["amount"]]
+    rows.sort(key=lambda row: (row.team_id, row.user_id or 0, row.service, row.unit))
 
     warnings = []
     for r in rules:
@@ -444,6 +483,17 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
         )
     return _Computed(currency=currency, total=total, records=record_count, allocated=allocated, unallocated=left,
                      rows=rows, warnings=warnings, groups=len(groups))
+
+
+def _direct_row(group: dict) -> _Row:
+    """The ``AllocatedCost`` of one direct-cost group: a FOCUS service, or one priced API / AI item."""
+    team_id, user_id, amount = group["team_id"], group["user_id"], group["amount"]
+    currency, records = group["currency"], group["records"]
+    if group["unit_key"] is None:  # a FOCUS ServiceName
+        return _Row(None, team_id, user_id, group["service_key"], amount, currency, records, {})
+    item = {"resource_type": group["service_key"], "provider": group["provider_key"], "model": group["model_key"]}
+    label = usage_item_label(**item)[:AllocatedCost._meta.get_field("service").max_length]
+    return _Row(None, team_id, user_id, label, amount, currency, records, item, group["quantity"], group["unit_key"])
 
 
 #: Memory for the period's GROUP BY on PostgreSQL (``SET LOCAL``, this transaction only).
@@ -568,13 +618,14 @@ def _write_rows(run: AllocationRun, rows: list[_Row]) -> None:
         AllocatedCost.objects.bulk_create([row.model(run) for row in rows], batch_size=1000)
         return
     quote = connection.ops.quote_name
-    columns = ("run_id", "rule_id", "team_id", "user_id", "service", "amount", "currency", "record_count", "details")
+    columns = ("run_id", "rule_id", "team_id", "user_id", "service", "quantity", "unit", "amount", "currency",
+               "record_count", "details")
     sql = f"COPY {quote(AllocatedCost._meta.db_table)} ({', '.join(map(quote, columns))}) FROM STDIN"
     with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         for row in rows:
             copy.write_row((
-                run.pk, row.rule.pk if row.rule else None, row.team_id, row.user_id, row.service, row.amount,
-                row.currency, row.record_count, json.dumps(row.details),
+                run.pk, row.rule.pk if row.rule else None, row.team_id, row.user_id, row.service, row.quantity,
+                row.unit, row.amount, row.currency, row.record_count, json.dumps(row.details),
             ))
 
 

@@ -134,6 +134,27 @@ def format_quantity(quantity: Decimal) -> str:
     return f"{quantity.normalize():,f}" if quantity else "0"
 
 
+#: Plurals of the usage units the catalog prices in (``Price.unit``); other units are shown as recorded.
+UNIT_PLURALS = {
+    "token": "tokens",
+    "second": "seconds",
+    "minute": "minutes",
+    "hour": "hours",
+    "character": "characters",
+    "request": "requests",
+    "call": "calls",
+    "message": "messages",
+    "image": "images",
+    "page": "pages",
+    "query": "queries",
+}
+
+
+def format_unit(quantity: Decimal, unit: str) -> str:
+    """The unit of ``quantity`` as people write it: ``1 token``, ``1,234,567 tokens``, ``2.5 GB-Mo``."""
+    return unit if quantity == 1 else UNIT_PLURALS.get(unit, unit)
+
+
 def format_percent(percent: Decimal | str | None) -> str:
     """A share in percent to one decimal, ``37.2 %``; ``—`` when there is none.
 
@@ -205,6 +226,8 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
             service_rule = RULE_TYPE_LABELS.get(rule_type, "Rule")
         else:
             note = ""
+            if line.unit and details.get("unit_price_basis") == "average":
+                note = "Average unit price: the price changed during the period"
             service_rule = "Direct usage"
             direct_count += 1
             direct_records += line.record_count
@@ -214,8 +237,9 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
             "note": note,
             "service_rule": service_rule,
             "quantity": format_quantity(line.quantity),
-            "unit": line.unit,
+            "unit": format_unit(line.quantity, line.unit) if line.unit else "",
             "unit_price": format_metered(line.unit_price, currency, code=False),
+            "price_unit": f"per {line.unit}" if line.unit else "",
             "amount": _amount(line.amount, currency),
         })
     run = invoice.allocation_run

@@ -13,6 +13,11 @@ Rounding is the one boundary from metered to invoice amounts (``billing_site.mon
    period's allocated cost rounded half-up to cents;
 2. within each invoice the lines are rounded the same way to that invoice's subtotal.
 
+A direct line of API / AI usage (an ``AllocatedCost`` with a quantity) shows its summed quantity,
+unit and unit price: the catalog price when the line's amount is exactly what that price gives
+(every record was priced at it), else the average ``amount / quantity`` (the price changed in the
+period, or some records carried their own cost). Other lines are quantity 1 at their amount.
+
 Because step 1 always looks at all teams of the run, generating for one team gives that team
 exactly the amount a full generation would.
 """
@@ -27,8 +32,17 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from billing_site.money import minor_unit, quantize_metered, round_preserving_sum, to_minor_units
+from billing_site.money import (
+    METERED_QUANTUM,
+    minor_unit,
+    quantize_metered,
+    round_preserving_sum,
+    to_minor_units,
+    unit_price_of,
+)
 from chargeback.models import AllocatedCost, AllocationRun, Team
+from chargeback.periods import BillingPeriod
+from chargeback.selectors import prices_of_period
 
 from .models import Invoice, InvoiceLine
 
@@ -123,6 +137,7 @@ class _Line:
 
     rule_id: int | None
     service: str
+    unit: str = ""
     rule_name: str = ""
     rule_type: str = ""
     rule_sort: tuple = ()
@@ -136,6 +151,10 @@ class _Line:
     pool_records: int | None = None
     driver_amount: Decimal | None = None
     percentage: Decimal | None = None
+    # API / AI usage: the summed quantity of ``unit`` (None as soon as one row has none) and the
+    # priced item (``AllocatedCost.details``: resource_type, provider, model).
+    quantity: Decimal | None = None
+    item: dict | None = None
 
 
 def _pool_totals(allocations: list[AllocatedCost]) -> dict[tuple[int, str], Decimal]:
@@ -148,18 +167,24 @@ def _pool_totals(allocations: list[AllocatedCost]) -> dict[tuple[int, str], Deci
 
 
 def _group_lines(rows: list[AllocatedCost]) -> list[_Line]:
-    """Group one team's rows by (rule, service): direct services first, then rules by priority."""
-    groups: dict[tuple[int | None, str], _Line] = {}
+    """Group one team's rows by (rule, service, unit): direct costs first, then rules by priority."""
+    groups: dict[tuple[int | None, str, str], _Line] = {}
     for row in rows:
         service = row.service if row.rule_id is None else ""
-        key = (row.rule_id, service)
+        unit = row.unit if row.rule_id is None else ""
+        key = (row.rule_id, service, unit)
         line = groups.get(key)
         if line is None:
-            line = groups[key] = _Line(rule_id=row.rule_id, service=service)
+            line = groups[key] = _Line(rule_id=row.rule_id, service=service, unit=unit)
             if row.rule_id is not None:
                 line.rule_name = row.rule.name
                 line.rule_type = row.rule.rule_type
                 line.rule_sort = (row.rule.priority, row.rule_id)
+            elif row.quantity is not None:
+                line.quantity = Decimal(0)
+                line.item = {k: (row.details or {}).get(k, "") for k in ("resource_type", "provider", "model")}
+        if line.quantity is not None:
+            line.quantity = None if row.quantity is None else line.quantity + row.quantity
         line.amount_precise += row.amount
         line.rows += 1
         if row.user_id is not None:
@@ -180,13 +205,42 @@ def _group_lines(rows: list[AllocatedCost]) -> list[_Line]:
         # without targets) carry their own records, whose sum stays within the pool's.
         if line.pool_records is not None:
             line.record_count = min(line.record_count, line.pool_records)
-    direct = sorted((g for g in groups.values() if g.rule_id is None), key=lambda g: (g.service or OTHER_USAGE).lower())
+    # Cloud services (FOCUS) first, then metered API / AI usage, each by name.
+    direct = sorted(
+        (g for g in groups.values() if g.rule_id is None),
+        key=lambda g: (g.quantity is not None, (g.service or OTHER_USAGE).lower(), g.unit),
+    )
     shared = sorted((g for g in groups.values() if g.rule_id is not None), key=lambda g: g.rule_sort)
     return direct + shared
 
 
+#: A price → its candidates: ``(category, provider, model, unit, currency) → [(team id or None, unit price)]``.
+Prices = dict[tuple[str, str, str, str, str], list[tuple[int | None, Decimal]]]
+
+
+def _unit_price(line: _Line, team_id: int, currency: str, prices: Prices) -> tuple[Decimal, str]:
+    """The unit price of a line with a quantity, and its basis: ``"catalog"`` or ``"average"``.
+
+    Each usage record's cost is ``quantize_metered(quantity × unit price)``, within half a quantum
+    of the exact product. So when every record of the line was priced at one catalog price ``p``
+    (the team's override or the global price), ``|amount − quantity × p|`` is at most half a
+    quantum per record, and that is the test. Otherwise the price changed in the period or some
+    records carried their own cost: the line shows the average, ``amount / quantity``.
+    """
+    item = line.item or {}
+    key = (item.get("resource_type", ""), item.get("provider", ""), item.get("model", ""), line.unit, currency)
+    candidates = prices.get(key, [])
+    # The team's overrides first: they win over the global price when both are valid.
+    candidates = [p for t, p in candidates if t == team_id] + [p for t, p in candidates if t is None]
+    tolerance = METERED_QUANTUM * max(line.record_count, 1) / 2
+    for price in candidates:
+        if abs(line.amount_precise - line.quantity * price) <= tolerance:
+            return quantize_metered(price), "catalog"
+    return unit_price_of(line.amount_precise, line.quantity), "average"
+
+
 def _line_rows(
-    invoice: Invoice, lines: list[_Line], subtotal: Decimal, pools: dict[tuple[int, str], Decimal]
+    invoice: Invoice, lines: list[_Line], subtotal: Decimal, pools: dict[tuple[int, str], Decimal], prices: Prices,
 ) -> list[InvoiceLine]:
     """The unsaved ``InvoiceLine``s of ``invoice``: amounts rounded to sum exactly to ``subtotal``."""
     currency = invoice.currency
@@ -194,9 +248,15 @@ def _line_rows(
     result = []
     for position, (line, amount) in enumerate(zip(lines, rounded), start=1):
         precise = quantize_metered(line.amount_precise)
+        quantity, unit, unit_price = Decimal(1), "", precise
         if line.rule_id is None:
             description = line.service or OTHER_USAGE
             details = {"kind": "direct", "allocation_rows": line.rows}
+            if line.quantity is not None and line.quantity > 0 and line.unit:
+                quantity, unit = line.quantity, line.unit
+                unit_price, basis = _unit_price(line, invoice.team_id, currency, prices)
+                details.update(line.item or {})
+                details["unit_price_basis"] = basis
         else:
             description = f"Shared costs: {line.rule_name}"
             # The rule's whole pool as the engine recorded it; rows made without a driver record
@@ -225,7 +285,7 @@ def _line_rows(
             InvoiceLine(
                 invoice=invoice, position=position, description=description[:500], service=line.service,
                 rule_id=line.rule_id, rule_name=line.rule_name, rule_type=line.rule_type,
-                quantity=Decimal(1), unit="", unit_price=precise, amount_precise=precise, amount=amount,
+                quantity=quantity, unit=unit, unit_price=unit_price, amount_precise=precise, amount=amount,
                 record_count=line.record_count, details=details,
             )
         )
@@ -285,6 +345,12 @@ def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) ->
         allocations = list(AllocatedCost.objects.filter(run=run).select_related("rule").order_by("pk"))
         amounts = team_amounts(allocations)
         pools = _pool_totals(allocations)
+        categories = {a.details["resource_type"] for a in allocations
+                      if a.quantity is not None and (a.details or {}).get("resource_type")}
+        prices = (
+            prices_of_period(period=BillingPeriod(run.period_start, run.period_end), categories=categories)
+            if categories else {}
+        )
         currencies: dict[int, set[str]] = defaultdict(set)
         for amount in amounts:
             currencies[amount.team_id].add(amount.currency)
@@ -352,7 +418,7 @@ def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) ->
             else:
                 invoice.lines.all().delete()
             InvoiceLine.objects.bulk_create(
-                _line_rows(invoice, _group_lines(rows_by_team[team_id]), amount.amount, pools)
+                _line_rows(invoice, _group_lines(rows_by_team[team_id]), amount.amount, pools, prices)
             )
             result.append(invoice)
     if result.skipped:

@@ -16,6 +16,7 @@ from billing_site.money import (
     split,
     split_evenly,
     to_minor_units,
+    unit_price_of,
 )
 
 CENT = Decimal("0.01")
@@ -90,3 +91,18 @@ def test_currency_minor_units_follow_iso_4217():
 def test_format_amount_for_people():
     assert format_amount(Decimal("1234.5"), "USD") == "1,234.50 USD"
     assert format_amount(Decimal("1234.5"), "JPY") == "1,235 JPY"
+
+
+def test_unit_price_of_is_the_average_at_twelve_places_rounded_half_up():
+    # given an amount charged for a quantity / when / then
+    assert unit_price_of(Decimal("0.09"), Decimal("2000")) == Decimal("0.000045000000")
+    assert unit_price_of(Decimal("1"), Decimal("3")) == Decimal("0.333333333333")
+    assert unit_price_of(Decimal("2"), Decimal("3")) == Decimal("0.666666666667")
+    assert unit_price_of(Decimal("-2"), Decimal("3")) == Decimal("-0.666666666667")
+
+
+def test_unit_price_of_refuses_no_quantity_and_floats():
+    with pytest.raises(MoneyError, match="positive quantity"):
+        unit_price_of(Decimal("1"), Decimal("0"))
+    with pytest.raises(TypeError):
+        unit_price_of(0.5, Decimal("1"))

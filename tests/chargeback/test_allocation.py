@@ -32,10 +32,12 @@ from chargeback.services import (
     allocation_run_commit,
     allocation_run_create,
     allocation_run_execute,
+    usage_record_create,
 )
 from tests.factories import (
     AllocationRuleFactory,
     AllocationTargetFactory,
+    PriceFactory,
     TeamFactory,
     TeamMembershipFactory,
     UsageRecordFactory,
@@ -95,13 +97,86 @@ def test_allocation_direct_costs_stay_with_their_team_one_row_per_service_and_us
     # then
     rows = sorted((r.team.slug, r.user_id or 0, r.service, r.amount, r.record_count) for r in allocation_rows(run))
     assert rows == sorted([
-        ("a", 0, "Amazon S3", D("3.75"), 2), ("a", alice.pk, "Amazon S3", D("1"), 1), ("a", 0, "llm", D("0.25"), 1),
+        ("a", 0, "Amazon S3", D("3.75"), 2), ("a", alice.pk, "Amazon S3", D("1"), 1), ("a", 0, "LLM · AWS", D("0.25"), 1),
         ("b", 0, "Amazon Elastic Compute Cloud", D("4"), 1),
     ])
     assert all(r.rule_id is None for r in allocation_rows(run))
     assert (run.total_cost, run.allocated_cost, run.unallocated_cost, run.record_count) == (D(9), D(9), D(0), 5)
     assert run.status == AllocationRun.Status.DRAFT and run.currency == "USD"
     assert allocation_team_totals(run) == {a.pk: D(5), b.pk: D(4)}
+
+
+def api_usage(team, quantity, *, user=None, category="llm", provider="openai", model="gpt-4", unit="token",
+              day=15):
+    """One priced API / AI usage record of September 2024, through the usage service."""
+    return usage_record_create(
+        team=team, user=user, resource_type=category, provider=provider, model=model, unit=unit,
+        quantity=D(quantity), occurred_at=dt.datetime(2024, 9, day, 12, tzinfo=dt.UTC),
+        idempotency_key=f"{category}-{provider}-{model}-{quantity}-{day}-{team.pk if team else 0}-{user}",
+    )
+
+
+def test_allocation_groups_api_usage_by_priced_item_with_its_summed_quantity():
+    # given a team's AI usage of two LLM models and a GPU, priced from the catalog
+    team = TeamFactory(slug="ml")
+    PriceFactory(category="llm", provider="openai", model="gpt-4", unit="token", unit_price=D("0.00003"))
+    PriceFactory(category="llm", provider="openai", model="gpt-4o-mini", unit="token", unit_price=D("0.000001"))
+    PriceFactory(category="gpu", provider="internal", model="a100", unit="second", unit_price=D("0.00085"))
+    PriceFactory(category="vector_search", provider="acme", model="", unit="query", unit_price=D("0.0005"))
+    api_usage(team, "1000")
+    api_usage(team, "2500", day=16)
+    api_usage(team, "400000", model="gpt-4o-mini")
+    api_usage(team, "3600", category="gpu", provider="internal", model="a100", unit="second")
+    api_usage(team, "10", category="vector_search", provider="acme", model="", unit="query")
+
+    # when the period is allocated
+    run = allocation_run_create(period=SEPT)
+
+    # then each item is one row named for people, with its quantity summed in its unit
+    rows = sorted((r.service, r.quantity, r.unit, r.amount, r.record_count) for r in allocation_rows(run))
+    assert rows == [
+        ("GPU · internal a100", D("3600"), "second", D("3.06"), 1),
+        ("LLM · openai gpt-4", D("3500"), "token", D("0.105"), 2),
+        ("LLM · openai gpt-4o-mini", D("400000"), "token", D("0.4"), 1),
+        ("Vector Search · acme", D("10"), "query", D("0.005"), 1),
+    ]
+    item = next(r for r in allocation_rows(run) if r.service == "LLM · openai gpt-4").details
+    assert item == {"resource_type": "llm", "provider": "openai", "model": "gpt-4"}
+    assert_ties_out(run)
+
+
+def test_allocation_focus_rows_stay_one_row_per_service_without_quantity():
+    # given FOCUS rows of one service in different units and from two providers' regions
+    team = TeamFactory(slug="a")
+    usage(team, "1.5", service_name="Amazon S3", unit="GB-Mo", quantity=D("120"))
+    usage(team, "0.25", service_name="Amazon S3", unit="Requests", quantity=D("40000"), provider="AWS EU")
+    usage(team, "2", service_name="Amazon S3", resource_type="storage", unit="GB-Mo", quantity=D("5"))
+
+    # when
+    run = allocation_run_create(period=SEPT)
+
+    # then one row for the service, with no quantity (its units cannot be added up)
+    (row,) = allocation_rows(run)
+    assert (row.service, row.quantity, row.unit, row.amount, row.record_count) == ("Amazon S3", None, "", D("3.75"), 3)
+
+
+def test_allocation_rule_takes_api_usage_of_several_items_into_one_pool():
+    # given unallocated AI usage of two items and an equal split over two teams
+    a, b = TeamFactory(slug="a"), TeamFactory(slug="b")
+    PriceFactory(category="llm", provider="openai", model="gpt-4", unit="token", unit_price=D("0.00025"))
+    PriceFactory(category="stt", provider="openai", model="whisper-1", unit="second", unit_price=D("0.0005"))
+    api_usage(None, "1000")
+    api_usage(None, "500", category="stt", model="whisper-1", unit="second")
+    shared = rule(AllocationRule.RuleType.EQUAL_SPLIT, targets=[a, b])
+
+    # when
+    run = allocation_run_create(period=SEPT)
+
+    # then the rule splits one pool of 0.5 USD: one row per team, no quantity on a share
+    rows = allocation_rows(run)
+    assert by_team_amounts(rows, shared) == {"a": D("0.25"), "b": D("0.25")}
+    assert all(r.quantity is None and r.unit == "" for r in rows)
+    assert_ties_out(run)
 
 
 def test_allocation_only_counts_usage_billed_in_the_period():

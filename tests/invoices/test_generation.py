@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 
 import pytest
 
 from billing_site.money import to_minor_units
 from chargeback.models import AllocationRule, AllocationRun
+from chargeback.periods import BillingPeriod
+from chargeback.services import allocation_run_execute, usage_record_create
 from invoices.models import Invoice
 from invoices.services import InvoiceGenerationError, invoice_generate_for_run, invoice_tax_amount
 from tests.factories import (
@@ -15,7 +18,9 @@ from tests.factories import (
     AllocationRuleFactory,
     AllocationRunFactory,
     InvoiceFactory,
+    PriceFactory,
     TeamFactory,
+    UsageRecordFactory,
     UserFactory,
 )
 
@@ -84,6 +89,61 @@ def test_invoice_generate_for_run_groups_lines_by_rule_and_service():
     assert D(shared.details["share_percent"]) == D("20")
     assert D(shared.details["pool_amount"]) == D("5")
     assert (invoice.subtotal, invoice.tax_amount, invoice.total) == (D("6.50"), D("0.00"), D("6.50"))
+
+
+def record_api_usage(team, user, quantity, *, day=15, model="gpt-4"):
+    """One LLM usage record of September 2024, priced from the catalog by the usage service."""
+    return usage_record_create(
+        team=team, user=user, resource_type="llm", provider="openai", model=model, unit="token",
+        quantity=D(quantity), occurred_at=dt.datetime(2024, 9, day, 12, tzinfo=dt.UTC),
+        idempotency_key=f"llm-{model}-{user.pk}-{quantity}-{day}",
+    )
+
+
+def test_invoice_line_of_api_usage_shows_its_quantity_unit_and_catalog_unit_price():
+    # Given a team whose two members used gpt-4 (priced at 0.00003 USD a token) and an EC2 cost
+    team = TeamFactory(name="ML Platform")
+    ana, ben = UserFactory(), UserFactory()
+    PriceFactory(category="llm", provider="openai", model="gpt-4", unit="token", unit_price=D("0.00003"))
+    record_api_usage(team, ana, "1000000")
+    record_api_usage(team, ana, "200000", day=20)
+    record_api_usage(team, ben, "34567")
+    UsageRecordFactory(team=team, cost=D("12.5"), quantity=D("720"), unit="Hours")
+    run = allocation_run_execute(period=BillingPeriod.month("2024-09"))
+
+    # When its invoice is generated
+    (invoice,) = invoice_generate_for_run(run=run)
+
+    # Then the AI usage is one line with the month's tokens, the unit and the catalog price per token
+    lines = lines_of(invoice)
+    assert [(l.description, l.quantity, l.unit, l.unit_price, l.amount) for l in lines] == [
+        ("Amazon Elastic Compute Cloud", D(1), "", D("12.5"), D("12.50")),
+        ("LLM · openai gpt-4", D("1234567"), "token", D("0.00003"), D("37.04")),
+    ]
+    usage_line = lines[1]
+    assert (usage_line.amount_precise, usage_line.record_count) == (D("37.03701"), 3)
+    assert usage_line.details["unit_price_basis"] == "catalog"
+    assert invoice.subtotal == D("49.54")
+
+
+def test_invoice_line_unit_price_is_the_average_when_the_price_changed_in_the_period():
+    # Given gpt-4 at 0.00003 USD a token until 16 September, then 0.00006
+    team, ana = TeamFactory(), UserFactory()
+    PriceFactory(unit_price=D("0.00003"), valid_to=dt.datetime(2024, 9, 16, tzinfo=dt.UTC))
+    PriceFactory(unit_price=D("0.00006"), valid_from=dt.datetime(2024, 9, 16, tzinfo=dt.UTC))
+    record_api_usage(team, ana, "1000", day=10)
+    record_api_usage(team, ana, "2000", day=20)
+    run = allocation_run_execute(period=BillingPeriod.month("2024-09"))
+
+    # When its invoice is generated
+    (invoice,) = invoice_generate_for_run(run=run)
+
+    # Then the line shows 3,000 tokens for 0.15 USD, at the average price of 0.00005 USD a token
+    (line,) = lines_of(invoice)
+    assert (line.quantity, line.unit, line.amount_precise, line.unit_price) == (
+        D("3000"), "token", D("0.15"), D("0.00005")
+    )
+    assert line.details["unit_price_basis"] == "average"
 
 
 def test_invoice_generate_for_run_rounds_teams_together_to_the_run_total():

@@ -15,8 +15,10 @@ from invoices.models import Invoice
 from invoices.pdf import StaticOnlyURLFetcher, UnsafeResourceError, invoice_render_pdf, invoice_store_pdf
 from invoices.selectors import invoice_get_with_lines
 from invoices.services import invoice_generate_for_run
-from tests.factories import AllocationRuleFactory, TeamFactory
-from tests.invoices.test_generation import committed_run
+from tests.factories import AllocationRuleFactory, PriceFactory, TeamFactory, UserFactory
+from chargeback.periods import BillingPeriod
+from chargeback.services import allocation_run_execute
+from tests.invoices.test_generation import committed_run, record_api_usage
 
 pytestmark = pytest.mark.django_db
 
@@ -60,6 +62,21 @@ def test_invoice_render_pdf_shows_team_cost_center_lines_and_total():
     ]:
         assert expected in text, expected
     assert invoice.total == D("1313.91")
+
+
+def test_invoice_render_pdf_shows_the_quantity_unit_and_unit_price_of_api_usage():
+    # Given a team's month of gpt-4 usage, 1,234,567 tokens at 0.00003 USD a token
+    team, ana = TeamFactory(name="ML Platform"), UserFactory()
+    PriceFactory(category="llm", provider="openai", model="gpt-4", unit="token", unit_price=D("0.00003"))
+    record_api_usage(team, ana, "1234567")
+    (invoice,) = invoice_generate_for_run(run=allocation_run_execute(period=BillingPeriod.month("2024-09")))
+
+    # When its PDF is rendered
+    (text,) = pages_text(invoice_render_pdf(invoice_get_with_lines(pk=invoice.pk)))
+
+    # Then the reader finds the item, its quantity in tokens, the price per token and the amount
+    for expected in ["LLM · openai gpt-4", "1,234,567", "tokens", "0.00003", "per token", "37.04"]:
+        assert expected in text, expected
 
 
 def test_invoice_render_pdf_stamps_a_cancelled_invoice():
