@@ -144,8 +144,13 @@ def main() -> None:
             _recreate_database(config)
             subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], env=env, cwd=ROOT,
                            check=True)
+            load_before = os.getloadavg()
             first = _run_child(env, "import", path)
             again = _run_child(env, "import", path)
+            load_after = os.getloadavg()
+            # Python and PostgreSQL share the machine with whatever else runs: say how busy it was.
+            print(f"  load average (1, 5, 15 min) before {' '.join(f'{x:.2f}' for x in load_before)}, "
+                  f"after {' '.join(f'{x:.2f}' for x in load_after)}")
             assert first["rows_imported"] == rows and again["rows_duplicate"] == rows
             # the file imported to the generator's own total, exactly
             assert {k: Decimal(v) for k, v in first["billed_cost"].items()} == {

@@ -40,6 +40,7 @@ import datetime as dt
 import gzip
 import hashlib
 import json
+import operator
 import re
 import time
 import zlib
@@ -54,7 +55,7 @@ from psycopg.copy import QueuedLibpqWriter
 from django.db.models.functions import Lower
 from django.utils.text import slugify
 
-from billing_site.money import MoneyError, quantize_metered
+from billing_site.money import METERED_QUANTUM, ROUNDING
 from chargeback.models import Team, UsageRecord
 
 #: Columns a row cannot do without: what it cost, in which currency, when, in which billing period,
@@ -257,9 +258,9 @@ def focus_import(
         rows = _good_rows(reader, parser, result, skip_bad_rows=skip_bad_rows, report=report)
         with transaction.atomic():
             if connection.vendor == "postgresql":
-                _write_postgresql(rows, result)
+                _write_postgresql(rows, result, parser)
             else:
-                _write_batches(rows, result)
+                _write_batches(rows, result, parser)
             committing = time.perf_counter()
         result.timings["commit"] = time.perf_counter() - committing
     result.rows_duplicate = result.rows_read - result.rows_skipped - result.rows_imported
@@ -363,7 +364,7 @@ class _Row(NamedTuple):
     billing_period_start: dt.date
     tags: dict
     tags_json: str
-    metadata: dict
+    values: list[str]  # the raw record (metadata is taken from it by the writer that needs it)
     quantity: Decimal
     unit: str
     external_reference: str
@@ -492,12 +493,15 @@ class _RowParser:
             ).encode())
             row_hash = hasher.hexdigest()
 
-        metadata = {c: values[i] for c, i in self.metadata_columns if values[i] not in missing}
         return _Row(
             rownum, team_key, id_key, row_hash, provider, service, sub_account, resource, category,
-            cost, effective_cost, currency, occurred_at, period, tags, tags_json, metadata, quantity,
+            cost, effective_cost, currency, occurred_at, period, tags, tags_json, values, quantity,
             unit, record_id,
         )
+
+    def metadata(self, values: list[str]) -> dict[str, str]:
+        """``UsageRecord.metadata`` of a record: the ``METADATA_COLUMNS`` it has a value for, as written."""
+        return {c: values[i] for c, i in self.metadata_columns if values[i] not in MISSING_VALUES}
 
     def _category(self, text: str) -> str:
         category = CHARGE_CATEGORIES.get(text.strip().lower())
@@ -515,13 +519,18 @@ class _RowParser:
 
     @staticmethod
     def _amount(text: str, column: str) -> Decimal:
+        # money.quantize_metered inlined (it runs up to three times per row): the same quantum and
+        # rounding mode, without its type checks, since the value is a Decimal made here. Infinities
+        # and amounts of 10**16 or more fail in quantize (the default context keeps 28 digits, 12 of
+        # them decimals); a quiet NaN passes quantize, so it is refused by hand.
         try:
-            # NaN and infinities fail in quantize_metered (MoneyError), amounts of 10**16 or more in
-            # its quantize (the default context keeps 28 digits, 12 of them decimals).
-            return quantize_metered(Decimal(text))
-        except (InvalidOperation, MoneyError, ValueError):
+            value = Decimal(text).quantize(METERED_QUANTUM, ROUNDING)
+        except (InvalidOperation, ValueError):
+            value = None
+        if value is None or value.is_nan():
             raise _RowError(column, f"{text!r} is not a decimal amount (at most 15 digits before "
-                                    "the point)") from None
+                                    "the point)")
+        return value
 
     def _currency(self, text: str) -> str:
         code = self.currencies.get(text)
@@ -724,7 +733,7 @@ class _Teams:
 _STAGE_COLUMNS = (
     "rownum", "team_key", "id_key", "row_hash", "provider", "service_name", "sub_account_name",
     "resource_id", "charge_category", "cost", "effective_cost", "currency", "occurred_at",
-    "billing_period_start", "tags", "metadata", "quantity", "unit", "external_reference",
+    "billing_period_start", "tags", "quantity", "unit", "external_reference",
 )
 
 _STAGE_DDL = """
@@ -744,10 +753,9 @@ CREATE TEMPORARY TABLE focus_stage (
     occurred_at timestamptz NOT NULL,
     billing_period_start date NOT NULL,
     tags jsonb NOT NULL,
-    metadata jsonb NOT NULL,
     quantity numeric(30, 12) NOT NULL,
     unit text NOT NULL,
-    external_reference text NOT NULL
+    external_reference text NOT NULL{metadata_columns}
 ) ON COMMIT DROP
 """
 
@@ -759,12 +767,24 @@ _INSERT_COLUMNS = (
 )
 
 
-def _insert_sql(table: str, key_expression: str, where: str) -> str:
+def _metadata_sql(columns: list[str]) -> str:
+    """``UsageRecord.metadata`` built in SQL from the raw ``meta_<n>`` staging columns: the columns
+    with a value, as written (the missing-value spellings of ``MISSING_VALUES`` left out)."""
+    if not columns:
+        return "'{}'::jsonb"
+    missing = ", ".join(f"'{m}'" for m in sorted(MISSING_VALUES))
+    pairs = ", ".join(f"'{name}', CASE WHEN s.meta_{n} IN ({missing}) THEN NULL ELSE s.meta_{n} END"
+                      for n, name in enumerate(columns))
+    # Every value is a string or NULL, so jsonb_strip_nulls drops exactly the missing ones.
+    return f"jsonb_strip_nulls(jsonb_build_object({pairs}))"
+
+
+def _insert_sql(table: str, key_expression: str, where: str, metadata: str) -> str:
     return f"""
 INSERT INTO {table} ({", ".join(_INSERT_COLUMNS)})
 SELECT t.team_id, NULL, '', %(resource_type)s, s.provider, '', s.unit, s.quantity, s.cost,
        s.currency, s.occurred_at, s.billing_period_start, %(source)s, '', s.external_reference,
-       {key_expression}, s.metadata, s.effective_cost, s.charge_category, s.service_name,
+       {key_expression}, {metadata}, s.effective_cost, s.charge_category, s.service_name,
        s.sub_account_name, s.resource_id, s.tags, now()
 FROM focus_stage s LEFT JOIN focus_stage_team t ON t.team_key = s.team_key
 WHERE {where}
@@ -774,10 +794,13 @@ ON CONFLICT (source, idempotency_key) DO NOTHING
 
 _COPY_SPECIAL = re.compile(r"[\\\t\n\r]").search
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_NULL = "\\N"
 
 
-def _copy_text(value: str) -> str:
+def _copy_text(value: str | None) -> str:
     """``value`` as a field of COPY's text format (backslash, tab and line breaks escaped)."""
+    if value is None:
+        return _COPY_NULL
     return value.translate(_COPY_ESCAPES) if _COPY_SPECIAL(value) else value
 
 
@@ -788,60 +811,80 @@ def _moment_text(cache: dict, value: dt.datetime | dt.date) -> str:
     return cache[value]
 
 
-def _write_postgresql(rows: Iterator[_Row], result: FocusImportResult) -> None:
+def _raw_getter(indexes: list[int]) -> Callable[[list[str]], tuple[str, ...]]:
+    """A function giving the values at ``indexes`` of a record as a tuple (itemgetter when it can)."""
+    if len(indexes) >= 2:
+        return operator.itemgetter(*indexes)
+    if len(indexes) == 1:
+        only = indexes[0]
+        return lambda values: (values[only],)
+    return lambda values: ()
+
+
+def _write_postgresql(rows: Iterator[_Row], result: FocusImportResult, parser: _RowParser) -> None:
     """COPY the rows into a temporary table, create the teams they name, then move them over with
     one INSERT … SELECT per kind of key; rows whose key exists already are left out (ON CONFLICT)."""
     table = UsageRecord._meta.db_table
     teams = _Teams(result)
     first_seen: dict[str, str] = {}  # team key → currency of its first row, in file order
+    meta_names = [name for name, _ in parser.metadata_columns]
+    raw_metadata = _raw_getter([i for _, i in parser.metadata_columns])
+    stage_columns = (*_STAGE_COLUMNS, *(f"meta_{n}" for n in range(len(meta_names))))
+    tabs = len(stage_columns) - 1
     with connection.cursor() as cursor:
         # Serialize FOCUS imports: two files naming the same new team must not race to create it.
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK_KEY])
         cursor.execute("DROP TABLE IF EXISTS focus_stage, focus_stage_team")
-        cursor.execute(_STAGE_DDL)
+        cursor.execute(_STAGE_DDL.format(metadata_columns="".join(
+            f",\n    meta_{n} text" for n in range(len(meta_names)))))
         cursor.execute("CREATE TEMPORARY TABLE focus_stage_team (team_key text PRIMARY KEY, team_id bigint "
                        "NOT NULL) ON COMMIT DROP")
-        dumps, text, null = json.dumps, _copy_text, "\\N"
+        null = _COPY_NULL
         moments: dict[object, str] = {}  # occurred_at / billing period → text (few distinct values)
-        tags_text: dict[str, str] = {}
         started = time.perf_counter()
         # Lines in COPY's text format, written by hand: several times cheaper than write_row()
-        # adapting 19 Python values per row, and the values are validated already. The queued
-        # writer sends from a thread, so the server ingests while Python parses the next rows.
-        with cursor.cursor.copy(f"COPY focus_stage ({', '.join(_STAGE_COLUMNS)}) FROM STDIN",
+        # adapting 19 Python values per row, and the values are validated already. A line is joined
+        # as it is and then searched once for a character COPY would need escaped (a backslash
+        # beyond those of its NULLs, a line break, a tab inside a value: one tab too many); only
+        # such rare lines are built again field by field with escapes. The metadata columns go over raw and become JSON in SQL.
+        # The queued writer sends from a thread, so the server ingests while Python parses.
+        with cursor.cursor.copy(f"COPY focus_stage ({', '.join(stage_columns)}) FROM STDIN",
                                 writer=QueuedLibpqWriter(cursor.cursor)) as copy:
             write = copy.write
             lines: list[str] = []
+            append = lines.append
             for row in rows:
                 team_key = row.team_key
                 if team_key is not None and team_key not in first_seen:
                     first_seen[team_key] = row.currency
                 occurred, period = row.occurred_at, row.billing_period_start
                 effective = row.effective_cost
-                tags = tags_text.get(row.tags_json)
-                if tags is None:
-                    if len(tags_text) >= _RowParser._CACHE_LIMIT:
-                        tags_text.clear()
-                    tags = tags_text[row.tags_json] = text(row.tags_json)
-                lines.append("\t".join((
+                fields = (
                     str(row.rownum),
-                    null if team_key is None else text(team_key),
-                    null if row.id_key is None else text(row.id_key),
+                    null if team_key is None else team_key,
+                    null if row.id_key is None else row.id_key,
                     null if row.row_hash is None else row.row_hash,
-                    text(row.provider), text(row.service_name), text(row.sub_account_name),
-                    text(row.resource_id), row.charge_category, f"{row.cost:f}",
-                    null if effective is None else f"{effective:f}", row.currency,
+                    row.provider, row.service_name, row.sub_account_name, row.resource_id,
+                    row.charge_category, str(row.cost), null if effective is None else str(effective),
+                    row.currency,
                     moments.get(occurred) or _moment_text(moments, occurred),
                     moments.get(period) or _moment_text(moments, period),
-                    tags, text(dumps(row.metadata)), f"{row.quantity:f}", text(row.unit),
-                    text(row.external_reference),
-                )))
+                    row.tags_json, str(row.quantity), row.unit, row.external_reference,
+                    *raw_metadata(row.values),
+                )
+                line = "\t".join(fields)
+                # Each NULL (\N) brings one backslash; any other means a value needs escaping.
+                nulls = ((team_key is None) + (row.id_key is None) + (row.row_hash is None)
+                         + (effective is None))
+                if line.count("\\") != nulls or "\n" in line or "\r" in line or line.count("\t") != tabs:
+                    line = "\t".join(_copy_text(f) for f in _stage_fields(row, raw_metadata))
+                append(line)
                 if len(lines) == 1000:  # the writer's queue moves big blocks best
-                    lines.append("")
+                    append("")
                     write("\n".join(lines))
-                    lines = []
+                    lines.clear()
             if lines:
-                lines.append("")
+                append("")
                 write("\n".join(lines))
         staged = time.perf_counter()
         result.timings["read"] = staged - started
@@ -854,18 +897,31 @@ def _write_postgresql(rows: Iterator[_Row], result: FocusImportResult) -> None:
         inserting = time.perf_counter()
         result.timings["teams"] = inserting - staged
         params = {"resource_type": RESOURCE_TYPE, "source": UsageRecord.Source.FOCUS_IMPORT}
-        cursor.execute(_insert_sql(table, "s.id_key", "s.id_key IS NOT NULL"), params)
+        metadata = _metadata_sql(meta_names)
+        cursor.execute(_insert_sql(table, "s.id_key", "s.id_key IS NOT NULL", metadata), params)
         inserted = cursor.rowcount
         # Rows without Id: the n-th copy of the same values in the file gets ordinal n.
         ordinal = ("'row:' || s.row_hash || ':' || "
                    "row_number() OVER (PARTITION BY s.row_hash ORDER BY s.rownum)")
-        cursor.execute(_insert_sql(table, ordinal, "s.row_hash IS NOT NULL"), params)
+        cursor.execute(_insert_sql(table, ordinal, "s.row_hash IS NOT NULL", metadata), params)
         inserted += cursor.rowcount
     result.rows_imported = inserted
     result.timings["insert"] = time.perf_counter() - inserting
 
 
-def _write_batches(rows: Iterator[_Row], result: FocusImportResult) -> None:
+def _stage_fields(row: _Row, raw_metadata: Callable[[list[str]], tuple[str, ...]]) -> tuple[str | None, ...]:
+    """A row's staging values, ``None`` for NULL, in the order of the staging columns."""
+    effective = row.effective_cost
+    return (
+        str(row.rownum), row.team_key, row.id_key, row.row_hash, row.provider, row.service_name,
+        row.sub_account_name, row.resource_id, row.charge_category, str(row.cost),
+        None if effective is None else str(effective), row.currency, row.occurred_at.isoformat(),
+        row.billing_period_start.isoformat(), row.tags_json, str(row.quantity), row.unit,
+        row.external_reference, *raw_metadata(row.values),
+    )
+
+
+def _write_batches(rows: Iterator[_Row], result: FocusImportResult, parser: _RowParser) -> None:
     """The portable path (SQLite): ``bulk_create(ignore_conflicts=True)`` in batches; the rows
     inserted are counted before and after, since ignored conflicts are not reported per row."""
     source = UsageRecord.Source.FOCUS_IMPORT
@@ -886,7 +942,8 @@ def _write_batches(rows: Iterator[_Row], result: FocusImportResult) -> None:
             resource_type=RESOURCE_TYPE, provider=row.provider, unit=row.unit, quantity=row.quantity,
             cost=row.cost, currency=row.currency, occurred_at=row.occurred_at,
             billing_period_start=row.billing_period_start, source=source,
-            external_reference=row.external_reference, idempotency_key=key, metadata=row.metadata,
+            external_reference=row.external_reference, idempotency_key=key,
+            metadata=parser.metadata(row.values),
             effective_cost=row.effective_cost, charge_category=row.charge_category,
             service_name=row.service_name, sub_account_name=row.sub_account_name,
             resource_id=row.resource_id, tags=row.tags,

@@ -526,3 +526,24 @@ def test_focus_import_keeps_special_characters_exactly(tmp_path):
     assert record.tags == {"business_unit": "Équipe \\ data", "note": "a\tb"}
     assert record.team.name == "Équipe \\ data" and record.team.slug == "equipe-data"
     assert [(e.row, e.line, e.column) for e in result.skipped] == [(2, 4, "BilledCost")]
+
+
+def test_focus_import_metadata_as_written_and_missing_values_left_out(tmp_path):
+    # given metadata columns holding special characters, the missing-value spellings and a " NULL "
+    # that is a value (with spaces), in a file whose Id column is empty (rows identified by hash)
+    header = HEADER + ["ChargeDescription", "RegionId", "SkuId", "ServiceCategory", "SubAccountId"]
+    description = 'Blob \\ "hot"\ttier\r\nZürich \\N'
+    rows = [_row("NULL", "1.0") + [description, "null", "", " NULL ", "Null"],
+            _row("", "2.0") + ["plain", "eu-west-1", "SKU\\1", "Storage", "NULL"]]
+    path = _write_csv(tmp_path / "metadata.csv", header, rows)
+
+    # when it is imported
+    result = focus_import(path=path)
+
+    # then metadata holds exactly the values written, and no key for a missing one
+    assert result.rows_imported == 2
+    first, second = UsageRecord.objects.order_by("cost")
+    assert first.metadata == {"ChargeDescription": description, "ServiceCategory": " NULL "}
+    assert second.metadata == {"ChargeDescription": "plain", "RegionId": "eu-west-1", "SkuId": "SKU\\1",
+                               "ServiceCategory": "Storage"}
+    assert first.idempotency_key.startswith("row:") and first.external_reference == ""
