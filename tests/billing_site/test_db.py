@@ -40,3 +40,39 @@ def test_metered_sum_keeps_credits_negative():
     for cost in ["-0.000000000001", "-5.25", "1.000000000000"]:
         UsageRecordFactory(team=team, cost=Decimal(cost))
     assert UsageRecord.objects.aggregate(total=MeteredSum("cost"))["total"] == Decimal("-4.250000000001")
+
+
+def test_metered_sum_adds_a_month_of_llm_tokens_beyond_a_64_bit_count_of_quanta():
+    # 20 million tokens is 2 × 10^19 quanta of 10^-12: more than a 64-bit integer holds.
+    team = TeamFactory()
+    # (each within the 15 significant digits SQLite stores)
+    quantities = [Decimal("10000000.123456"), Decimal("10000000.000001"), Decimal("0.5")]
+    for quantity in quantities:
+        UsageRecordFactory(team=team, quantity=quantity)
+    total = UsageRecord.objects.aggregate(total=MeteredSum("quantity"))["total"]
+    assert total == Decimal("20000000.623457")
+
+
+def test_metered_sum_of_an_expression_with_parameters():
+    from django.db.models import Case, When
+
+    team = TeamFactory()
+    UsageRecordFactory(team=team, cost=Decimal("2.5"), resource_type="llm")
+    UsageRecordFactory(team=team, cost=Decimal("1.25"), resource_type="gpu")
+    only_llm = Case(When(resource_type="llm", then="cost"), default=Value(Decimal(0)))
+    assert UsageRecord.objects.aggregate(total=MeteredSum(only_llm))["total"] == Decimal("2.5")
+
+
+def test_metered_sum_is_exact_for_values_of_every_magnitude_sqlite_can_store():
+    import random
+
+    rng = random.Random(20240901)
+    team = TeamFactory()
+    costs = []
+    for _ in range(300):
+        integer_digits = rng.randint(0, 9)
+        places = min(12, 15 - max(integer_digits, 1))
+        cost = Decimal(rng.randint(-(10 ** (integer_digits + places)), 10 ** (integer_digits + places))).scaleb(-places)
+        costs.append(cost)
+        UsageRecordFactory(team=team, cost=cost)
+    assert UsageRecord.objects.aggregate(total=MeteredSum("cost"))["total"] == sum(costs)
