@@ -24,42 +24,16 @@ already loaded database (skips drop, migrate and load).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(BASE_DIR))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_site.settings")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _setup import bench_database, machine_facts  # noqa: E402
 
 BENCH_DB = "bench_allocate"
 USERS_PER_TEAM = 5
-
-
-def _bench_url() -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql", "pgsql", "postgis"):
-        sys.exit(
-            "bench/allocate.py runs on PostgreSQL only: set DATABASE_URL=postgres://user@host:5432/bench_allocate "
-            f"(got {url or 'nothing'!r})"
-        )
-    return urlunsplit(parts._replace(path=f"/{BENCH_DB}"))
-
-
-def _recreate_database() -> None:
-    import psycopg
-    from django.conf import settings
-
-    params = settings.DATABASES["default"]
-    with psycopg.connect(
-        host=params["HOST"] or None, port=params["PORT"] or None, user=params["USER"],
-        password=params["PASSWORD"] or None, dbname="postgres", autocommit=True,
-    ) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
 
 
 LOAD_SQL = [
@@ -170,19 +144,13 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="reuse the loaded database")
     args = parser.parse_args()
 
-    os.environ["DATABASE_URL"] = _bench_url()
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
+    bench_database(BENCH_DB, keep=args.keep)
+    print(machine_facts())
     from chargeback.models import AllocatedCost, AllocationRun, UsageRecord
     from chargeback.periods import BillingPeriod
     from chargeback.services import allocation_run_execute
 
     if not args.keep:
-        _recreate_database()
-        call_command("migrate", verbosity=0)
         seconds = _load(args.records, args.teams)
         _make_rules()
         print(f"loaded {args.records:,} usage records over {args.teams} teams in {seconds:.1f} s")

@@ -28,11 +28,10 @@ import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(BASE_DIR))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_site.settings")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _setup import bench_database, machine_facts  # noqa: E402
 
 BENCH_DB = "bench_billing"
 TEAMS = 200
@@ -40,30 +39,6 @@ SERVICES = ["Amazon Elastic Compute Cloud", "Amazon Simple Storage Service", "Am
 RECORDS_PER_SERVICE = 2
 POOL_RECORDS = 100
 BIG_LINES = 500
-
-
-def _bench_url() -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql", "pgsql", "postgis"):
-        sys.exit(
-            "bench/billing_run_pdf.py runs on PostgreSQL only: set "
-            f"DATABASE_URL=postgres://user@host:5432/{BENCH_DB} (got {url or 'nothing'!r})"
-        )
-    return urlunsplit(parts._replace(path=f"/{BENCH_DB}"))
-
-
-def _recreate_database() -> None:
-    import psycopg
-    from django.conf import settings
-
-    params = settings.DATABASES["default"]
-    with psycopg.connect(
-        host=params["HOST"] or None, port=params["PORT"] or None, user=params["USER"],
-        password=params["PASSWORD"] or None, dbname="postgres", autocommit=True,
-    ) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
 
 
 def _load() -> None:
@@ -114,17 +89,14 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 def main() -> None:
-    os.environ["DATABASE_URL"] = _bench_url()
     media = tempfile.TemporaryDirectory(prefix="bench-billing-media-")
     os.environ["MEDIA_ROOT"] = media.name
     import logging
 
-    import django
-
-    django.setup()
+    bench_database(BENCH_DB)
+    print(machine_facts())
     # WeasyPrint warns once per font when HarfBuzz-Subset is missing; the figure below says so anyway.
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
-    from django.core.management import call_command
     from pypdf import PdfReader
 
     from chargeback.models import Team
@@ -139,8 +111,6 @@ def main() -> None:
     except ImportError:  # pragma: no cover - older WeasyPrint
         harfbuzz_subset = None
 
-    _recreate_database()
-    call_command("migrate", verbosity=0)
     started = time.perf_counter()
     _load()
     print(f"loaded {TEAMS} teams, {TEAMS * len(SERVICES) * RECORDS_PER_SERVICE + POOL_RECORDS} usage records "

@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from wallet_charges import make_wallets, server_facts, setup_database  # noqa: E402
+from _setup import bench_database, machine_facts  # noqa: E402
+from wallet_charges import make_wallets  # noqa: E402
 
 BIG = 1_000_000
 READS = 2_000
@@ -39,14 +40,15 @@ def _time(fn, n: int = READS) -> tuple[float, float]:
 
 
 def main() -> None:
-    name = setup_database()
+    name = "bench_wallets"
+    bench_database(name)
     from django.db import connection
 
     from wallets import services
     from wallets.models import LedgerEntry, Wallet
     from wallets.selectors import ledger_entry_list, ledger_verify, wallet_balance_get
 
-    print(f"wallet balance read benchmark on database {name}: {server_facts()}")
+    print(f"wallet balance read benchmark on database {name}: {machine_facts()}")
     small, big = make_wallets("read", 2, Decimal(1))
     small_wallet = Wallet.objects.get(pk=small)
     for i in range(9):

@@ -19,16 +19,14 @@ Workers are processes (fork), so Python runs on every core; each opens its own c
 from __future__ import annotations
 
 import multiprocessing
-import os
-import statistics
 import sys
 import time
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlparse
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _setup import bench_database, machine_facts  # noqa: E402
 
 WORKERS = 8
 DISTINCT_WALLETS = 1000
@@ -37,50 +35,7 @@ HOT_CHARGES = 4_000
 AMOUNT = Decimal("0.01")
 
 
-def setup_database() -> str:
-    """Refuse anything but PostgreSQL, recreate the named database, configure Django and migrate."""
-    url = os.environ.get("DATABASE_URL", "")
-    parsed = urlparse(url)
-    if parsed.scheme not in ("postgres", "postgresql", "pgsql"):
-        sys.exit("Refusing to run: DATABASE_URL must name a PostgreSQL database "
-                 "(e.g. postgres://postgres@127.0.0.1:5432/bench_wallets).")
-    name = parsed.path.lstrip("/")
-    if not name or name in ("postgres", "template0", "template1"):
-        sys.exit(f"Refusing to run: the benchmark drops and recreates {name!r}; name a scratch database.")
-    import psycopg
-
-    with psycopg.connect(host=parsed.hostname, port=parsed.port or 5432, user=parsed.username,
-                         password=parsed.password, dbname="postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    # Production-like settings: DEBUG off (no query log kept in memory).
-    os.environ["DEBUG"] = "false"
-    os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key-not-for-production")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_site.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    return name
-
-
-def server_facts() -> str:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        version = cursor.fetchone()[0]
-        cursor.execute(
-            "SELECT name, setting FROM pg_settings WHERE name IN "
-            "('synchronous_commit', 'commit_delay', 'commit_siblings', 'fsync', 'wal_sync_method') ORDER BY name"
-        )
-        pg = ", ".join(f"{name}={setting}" for name, setting in cursor.fetchall())
-    with open("/proc/loadavg") as f:
-        load = " ".join(f.read().split()[:3])
-    return (f"PostgreSQL {version} ({pg}), {os.cpu_count()} CPU cores, {WORKERS} worker processes, "
-            f"load average {load}")
+BENCH_DB = "bench_wallets"
 
 
 def make_wallets(label: str, count: int, balance: Decimal) -> list[int]:
@@ -182,13 +137,13 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    name = setup_database()
+    bench_database(BENCH_DB)
     from django.db import connection
 
     from wallets.models import Wallet
     from wallets.selectors import ledger_verify
 
-    print(f"wallet charges benchmark on database {name}: {server_facts()}")
+    print(f"wallet charges benchmark on database {BENCH_DB}: {machine_facts()}")
 
     # 0. one charge at a time: statements and Python CPU per charge
     [probe] = make_wallets("probe", 1, Decimal(1000))
