@@ -6,6 +6,8 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from billing_site.money import format_amount
+
 from .models import Invoice, InvoiceLine
 
 
@@ -22,7 +24,8 @@ class InvoiceLineInline(admin.TabularInline):
 
 @admin.register(Invoice)
 class InvoiceAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "team", "period_start", "status", "subtotal", "tax_amount", "total", "currency", "pdf_link"]
+    list_display = ["__str__", "team", "period_start", "status", "subtotal_display", "tax_display", "total_display",
+                    "pdf_link"]
     list_filter = ["status", "kind", "period_start", "currency"]
     search_fields = ["number", "team__name", "team__slug", "team_name"]
     list_select_related = ["team", "user"]
@@ -58,6 +61,19 @@ class InvoiceAdmin(admin.ModelAdmin):
             invoice.pdf.open("rb"), as_attachment=True, filename=f"{invoice.display_number}.pdf",
             content_type="application/pdf",
         )
+
+    # Invoice amounts are stored with 4 places for every ISO 4217 exponent; people read minor units.
+    @admin.display(description="Subtotal", ordering="subtotal")
+    def subtotal_display(self, obj):
+        return format_amount(obj.subtotal, obj.currency)
+
+    @admin.display(description="Tax", ordering="tax_amount")
+    def tax_display(self, obj):
+        return format_amount(obj.tax_amount, obj.currency)
+
+    @admin.display(description="Total", ordering="total")
+    def total_display(self, obj):
+        return format_amount(obj.total, obj.currency)
 
     @admin.display(description="PDF")
     def pdf_link(self, obj):

@@ -54,3 +54,10 @@ def test_admin_invoice_pdf_is_refused_to_staff_without_invoice_permission(client
     clerk.user_permissions.add(Permission.objects.get(codename="view_team"))
     client.force_login(clerk)
     assert client.get(reverse("admin:invoices_invoice_pdf", args=[invoice.pk])).status_code == 404
+
+
+def test_admin_invoice_list_shows_amounts_in_the_currencys_minor_units(superuser_client):
+    InvoiceFactory(subtotal="1234.5", total="1234.5")
+    page = superuser_client.get(reverse("admin:invoices_invoice_changelist")).content.decode()
+    assert "1,234.50 USD" in page
+    assert "1234.5000" not in page
