@@ -503,6 +503,10 @@ class _RowParser:
         """``UsageRecord.metadata`` of a record: the ``METADATA_COLUMNS`` it has a value for, as written."""
         return {c: values[i] for c, i in self.metadata_columns if values[i] not in MISSING_VALUES}
 
+    def metadata_json(self, values: list[str]) -> str:
+        """``metadata(values)`` as JSON text."""
+        return json.dumps(self.metadata(values), ensure_ascii=False)
+
     def _category(self, text: str) -> str:
         category = CHARGE_CATEGORIES.get(text.strip().lower())
         if category is None:
@@ -733,7 +737,7 @@ class _Teams:
 _STAGE_COLUMNS = (
     "rownum", "team_key", "id_key", "row_hash", "provider", "service_name", "sub_account_name",
     "resource_id", "charge_category", "cost", "effective_cost", "currency", "occurred_at",
-    "billing_period_start", "tags", "quantity", "unit", "external_reference",
+    "billing_period_start", "tags", "metadata", "quantity", "unit", "external_reference",
 )
 
 _STAGE_DDL = """
@@ -753,9 +757,10 @@ CREATE TEMPORARY TABLE focus_stage (
     occurred_at timestamptz NOT NULL,
     billing_period_start date NOT NULL,
     tags jsonb NOT NULL,
+    metadata jsonb NOT NULL,
     quantity numeric(30, 12) NOT NULL,
     unit text NOT NULL,
-    external_reference text NOT NULL{metadata_columns}
+    external_reference text NOT NULL
 ) ON COMMIT DROP
 """
 
@@ -767,24 +772,12 @@ _INSERT_COLUMNS = (
 )
 
 
-def _metadata_sql(columns: list[str]) -> str:
-    """``UsageRecord.metadata`` built in SQL from the raw ``meta_<n>`` staging columns: the columns
-    with a value, as written (the missing-value spellings of ``MISSING_VALUES`` left out)."""
-    if not columns:
-        return "'{}'::jsonb"
-    missing = ", ".join(f"'{m}'" for m in sorted(MISSING_VALUES))
-    pairs = ", ".join(f"'{name}', CASE WHEN s.meta_{n} IN ({missing}) THEN NULL ELSE s.meta_{n} END"
-                      for n, name in enumerate(columns))
-    # Every value is a string or NULL, so jsonb_strip_nulls drops exactly the missing ones.
-    return f"jsonb_strip_nulls(jsonb_build_object({pairs}))"
-
-
-def _insert_sql(table: str, key_expression: str, where: str, metadata: str) -> str:
+def _insert_sql(table: str, key_expression: str, where: str) -> str:
     return f"""
 INSERT INTO {table} ({", ".join(_INSERT_COLUMNS)})
 SELECT t.team_id, NULL, '', %(resource_type)s, s.provider, '', s.unit, s.quantity, s.cost,
        s.currency, s.occurred_at, s.billing_period_start, %(source)s, '', s.external_reference,
-       {key_expression}, {metadata}, s.effective_cost, s.charge_category, s.service_name,
+       {key_expression}, s.metadata, s.effective_cost, s.charge_category, s.service_name,
        s.sub_account_name, s.resource_id, s.tags, now()
 FROM focus_stage s LEFT JOIN focus_stage_team t ON t.team_key = s.team_key
 WHERE {where}
@@ -795,6 +788,8 @@ ON CONFLICT (source, idempotency_key) DO NOTHING
 _COPY_SPECIAL = re.compile(r"[\\\t\n\r]").search
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _COPY_NULL = "\\N"
+# What a JSON string may not hold as it is, besides a quote: a backslash, a control character.
+_JSON_SPECIAL = re.compile(r"[\\\x00-\x1f]").search
 
 
 def _copy_text(value: str | None) -> str:
@@ -827,28 +822,31 @@ def _write_postgresql(rows: Iterator[_Row], result: FocusImportResult, parser: _
     table = UsageRecord._meta.db_table
     teams = _Teams(result)
     first_seen: dict[str, str] = {}  # team key → currency of its first row, in file order
-    meta_names = [name for name, _ in parser.metadata_columns]
     raw_metadata = _raw_getter([i for _, i in parser.metadata_columns])
-    stage_columns = (*_STAGE_COLUMNS, *(f"meta_{n}" for n in range(len(meta_names))))
-    tabs = len(stage_columns) - 1
+    # The metadata JSON of a record with every metadata column present and no character that JSON
+    # escapes is this template filled in (the column names are plain ASCII); others use json.dumps.
+    template = "{" + ", ".join(f'"{name}": "%s"' for name, _ in parser.metadata_columns) + "}"
+    quotes = 4 * len(parser.metadata_columns)  # a quote inside a value makes more
+    tabs = len(_STAGE_COLUMNS) - 1
     with connection.cursor() as cursor:
         # Serialize FOCUS imports: two files naming the same new team must not race to create it.
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK_KEY])
         cursor.execute("DROP TABLE IF EXISTS focus_stage, focus_stage_team")
-        cursor.execute(_STAGE_DDL.format(metadata_columns="".join(
-            f",\n    meta_{n} text" for n in range(len(meta_names)))))
+        cursor.execute(_STAGE_DDL)
         cursor.execute("CREATE TEMPORARY TABLE focus_stage_team (team_key text PRIMARY KEY, team_id bigint "
                        "NOT NULL) ON COMMIT DROP")
-        null = _COPY_NULL
+        null, missing, special, metadata_of = _COPY_NULL, MISSING_VALUES, _JSON_SPECIAL, parser.metadata_json
         moments: dict[object, str] = {}  # occurred_at / billing period → text (few distinct values)
         started = time.perf_counter()
         # Lines in COPY's text format, written by hand: several times cheaper than write_row()
         # adapting 19 Python values per row, and the values are validated already. A line is joined
         # as it is and then searched once for a character COPY would need escaped (a backslash
         # beyond those of its NULLs, a line break, a tab inside a value: one tab too many); only
-        # such rare lines are built again field by field with escapes. The metadata columns go over raw and become JSON in SQL.
-        # The queued writer sends from a thread, so the server ingests while Python parses.
-        with cursor.cursor.copy(f"COPY focus_stage ({', '.join(stage_columns)}) FROM STDIN",
+        # such rare lines are built again field by field with escapes. The metadata JSON is the
+        # template filled in when it can be; the server parses it (and Tags) during the COPY, while
+        # Python reads on: measured, that is cheaper than jsonb_build_object in the INSERT. The
+        # queued writer sends from a thread, so the server ingests while Python parses.
+        with cursor.cursor.copy(f"COPY focus_stage ({', '.join(_STAGE_COLUMNS)}) FROM STDIN",
                                 writer=QueuedLibpqWriter(cursor.cursor)) as copy:
             write = copy.write
             lines: list[str] = []
@@ -859,6 +857,13 @@ def _write_postgresql(rows: Iterator[_Row], result: FocusImportResult, parser: _
                     first_seen[team_key] = row.currency
                 occurred, period = row.occurred_at, row.billing_period_start
                 effective = row.effective_cost
+                values = raw_metadata(row.values)
+                if missing.isdisjoint(values):
+                    metadata = template % values
+                    if metadata.count('"') != quotes or special(metadata):
+                        metadata = metadata_of(row.values)
+                else:
+                    metadata = metadata_of(row.values)
                 fields = (
                     str(row.rownum),
                     null if team_key is None else team_key,
@@ -869,15 +874,14 @@ def _write_postgresql(rows: Iterator[_Row], result: FocusImportResult, parser: _
                     row.currency,
                     moments.get(occurred) or _moment_text(moments, occurred),
                     moments.get(period) or _moment_text(moments, period),
-                    row.tags_json, str(row.quantity), row.unit, row.external_reference,
-                    *raw_metadata(row.values),
+                    row.tags_json, metadata, str(row.quantity), row.unit, row.external_reference,
                 )
                 line = "\t".join(fields)
                 # Each NULL (\N) brings one backslash; any other means a value needs escaping.
                 nulls = ((team_key is None) + (row.id_key is None) + (row.row_hash is None)
                          + (effective is None))
                 if line.count("\\") != nulls or "\n" in line or "\r" in line or line.count("\t") != tabs:
-                    line = "\t".join(_copy_text(f) for f in _stage_fields(row, raw_metadata))
+                    line = "\t".join(_copy_text(f) for f in _stage_fields(row, parser))
                 append(line)
                 if len(lines) == 1000:  # the writer's queue moves big blocks best
                     append("")
@@ -897,27 +901,26 @@ def _write_postgresql(rows: Iterator[_Row], result: FocusImportResult, parser: _
         inserting = time.perf_counter()
         result.timings["teams"] = inserting - staged
         params = {"resource_type": RESOURCE_TYPE, "source": UsageRecord.Source.FOCUS_IMPORT}
-        metadata = _metadata_sql(meta_names)
-        cursor.execute(_insert_sql(table, "s.id_key", "s.id_key IS NOT NULL", metadata), params)
+        cursor.execute(_insert_sql(table, "s.id_key", "s.id_key IS NOT NULL"), params)
         inserted = cursor.rowcount
         # Rows without Id: the n-th copy of the same values in the file gets ordinal n.
         ordinal = ("'row:' || s.row_hash || ':' || "
                    "row_number() OVER (PARTITION BY s.row_hash ORDER BY s.rownum)")
-        cursor.execute(_insert_sql(table, ordinal, "s.row_hash IS NOT NULL", metadata), params)
+        cursor.execute(_insert_sql(table, ordinal, "s.row_hash IS NOT NULL"), params)
         inserted += cursor.rowcount
     result.rows_imported = inserted
     result.timings["insert"] = time.perf_counter() - inserting
 
 
-def _stage_fields(row: _Row, raw_metadata: Callable[[list[str]], tuple[str, ...]]) -> tuple[str | None, ...]:
+def _stage_fields(row: _Row, parser: _RowParser) -> tuple[str | None, ...]:
     """A row's staging values, ``None`` for NULL, in the order of the staging columns."""
     effective = row.effective_cost
     return (
         str(row.rownum), row.team_key, row.id_key, row.row_hash, row.provider, row.service_name,
         row.sub_account_name, row.resource_id, row.charge_category, str(row.cost),
         None if effective is None else str(effective), row.currency, row.occurred_at.isoformat(),
-        row.billing_period_start.isoformat(), row.tags_json, str(row.quantity), row.unit,
-        row.external_reference, *raw_metadata(row.values),
+        row.billing_period_start.isoformat(), row.tags_json, parser.metadata_json(row.values),
+        str(row.quantity), row.unit, row.external_reference,
     )
 
 

@@ -529,21 +529,26 @@ def test_focus_import_keeps_special_characters_exactly(tmp_path):
 
 
 def test_focus_import_metadata_as_written_and_missing_values_left_out(tmp_path):
-    # given metadata columns holding special characters, the missing-value spellings and a " NULL "
-    # that is a value (with spaces), in a file whose Id column is empty (rows identified by hash)
+    # given metadata columns holding special characters, quotes, the missing-value spellings and a
+    # " NULL " that is a value (with spaces); the first two rows without Id (identified by hash)
     header = HEADER + ["ChargeDescription", "RegionId", "SkuId", "ServiceCategory", "SubAccountId"]
     description = 'Blob \\ "hot"\ttier\r\nZürich \\N'
     rows = [_row("NULL", "1.0") + [description, "null", "", " NULL ", "Null"],
-            _row("", "2.0") + ["plain", "eu-west-1", "SKU\\1", "Storage", "NULL"]]
+            _row("", "2.0") + ["plain", "eu-west-1", "SKU\\1", "Storage", "NULL"],
+            _row("3", "3.0") + ['say "hi"', "r", "s", "c", "a"],
+            _row("4", "4.0") + ["Zürich – 100 %s", "r", "s", "c", "a"]]
     path = _write_csv(tmp_path / "metadata.csv", header, rows)
 
     # when it is imported
     result = focus_import(path=path)
 
     # then metadata holds exactly the values written, and no key for a missing one
-    assert result.rows_imported == 2
-    first, second = UsageRecord.objects.order_by("cost")
+    assert result.rows_imported == 4
+    first, second, third, fourth = UsageRecord.objects.order_by("cost")
     assert first.metadata == {"ChargeDescription": description, "ServiceCategory": " NULL "}
     assert second.metadata == {"ChargeDescription": "plain", "RegionId": "eu-west-1", "SkuId": "SKU\\1",
                                "ServiceCategory": "Storage"}
+    assert third.metadata == {"ChargeDescription": 'say "hi"', "RegionId": "r", "SkuId": "s",
+                              "ServiceCategory": "c", "SubAccountId": "a"}
+    assert fourth.metadata["ChargeDescription"] == "Zürich – 100 %s" and len(fourth.metadata) == 5
     assert first.idempotency_key.startswith("row:") and first.external_reference == ""
