@@ -7,7 +7,7 @@ The input is a FOCUS 1.0 CSV (the FinOps Open Cost and Usage Specification), pla
 
 Column mapping (FOCUS column → ``UsageRecord`` field):
 
-* ``BilledCost`` → ``cost`` (Decimal, quantized with ``money.quantize_metered``; may be negative);
+* ``BilledCost`` → ``cost`` (Decimal, quantized as ``money.quantize_metered`` does; may be negative);
   ``EffectiveCost`` → ``effective_cost``; ``BillingCurrency`` → ``currency``.
 * ``BillingPeriodStart`` → ``billing_period_start`` (the date as written, which must be the first day of
   a month); ``ChargePeriodStart`` → ``occurred_at`` (UTC).
