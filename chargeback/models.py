@@ -101,7 +101,11 @@ class UsageRecord(models.Model):
         CHARGE = "charge", "Wallet charge"
         FOCUS_IMPORT = "focus_import", "FOCUS import"
 
-    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.PROTECT, related_name="usage_records")
+    # No single-column index on team: usage_team_occurred (team, occurred_at) serves every lookup by
+    # team, and one index less makes a million-row FOCUS import ~8 % faster (docs/focus-import.md).
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.PROTECT, related_name="usage_records", db_index=False
+    )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="usage_records"
     )
