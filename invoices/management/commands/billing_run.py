@@ -17,6 +17,7 @@ Exit codes: 0 done; 1 nothing to bill or the allocation failed; 2 a bad ``--peri
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import contextmanager
 from decimal import Decimal
 
 from django.core.management.base import BaseCommand, CommandError
@@ -57,6 +58,17 @@ class _ProgressStream:
         self._wrapper.flush()
 
 
+
+@contextmanager
+def _allocation_errors(period: BillingPeriod):
+    """Turn the allocation's refusals into a clear message and exit code 1."""
+    try:
+        yield
+    except NothingToAllocate as exc:
+        raise CommandError(f"nothing to bill: {exc}", returncode=1) from exc
+    except AllocationError as exc:
+        raise CommandError(f"the allocation of {period} failed: {exc}", returncode=1) from exc
+
 class Command(BaseCommand):
     help = (
         "Month-end billing run: allocate the month, create or refresh each team's draft invoice, render the "
@@ -93,12 +105,8 @@ class Command(BaseCommand):
     # --- the real run ------------------------------------------------------------------------------
 
     def _run(self, period: BillingPeriod, team: Team | None, *, render: bool) -> None:
-        try:
+        with _allocation_errors(period):
             run = allocation_run_execute(period=period, team=team)
-        except NothingToAllocate as exc:
-            raise CommandError(f"nothing to bill: {exc}", returncode=1) from exc
-        except AllocationError as exc:
-            raise CommandError(f"the allocation of {period} failed: {exc}", returncode=1) from exc
         self.stdout.write(
             f"Allocation run #{run.pk} committed: {run.record_count:,} usage records, "
             f"{format_metered(run.total_cost, run.currency)}"
@@ -152,13 +160,9 @@ class Command(BaseCommand):
     # --- dry run -------------------------------------------------------------------------------------
 
     def _dry_run(self, period: BillingPeriod, team: Team | None) -> None:
-        try:
+        with _allocation_errors(period):
             # The whole period, whatever --team says: the rounding of one team depends on all teams.
             run = allocation_run_create(period=period, dry_run=True)
-        except NothingToAllocate as exc:
-            raise CommandError(f"nothing to bill: {exc}", returncode=1) from exc
-        except AllocationError as exc:
-            raise CommandError(f"the allocation of {period} failed: {exc}", returncode=1) from exc
         self.stdout.write(f"Would allocate {run.record_count:,} usage records, {format_metered(run.total_cost, run.currency)}")
         self._warnings(run)
         amounts = [a for a in team_amounts(run.preview) if team is None or a.team_id == team.pk]
