@@ -2,9 +2,9 @@
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_focus .venv/bin/python bench/import_focus.py [--rows 1000000]
 
-Runs on PostgreSQL only (it refuses anything else). It always works in a database named
-``bench_focus`` on the server of ``DATABASE_URL`` (whatever name the URL gives), which it drops and
-creates afresh, then migrates. For each size (``--small-rows``, default 100,000, then ``--rows``,
+Runs on PostgreSQL only (it refuses anything else). It works in a database named ``bench_focus``
+on the server of ``DATABASE_URL`` (or the URL's own name when that starts with ``bench_focus_``, so
+two checkouts can run it side by side), which it drops and creates afresh, then migrates. For each size (``--small-rows``, default 100,000, then ``--rows``,
 default 1,000,000) it writes a file with the project's FOCUS generator into a temporary folder (removed
 at the end, never in the repository), imports it into an empty database, then imports it again (every
 row a duplicate). Each generation and import runs in its own process, so ``ru_maxrss`` is that
@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -84,6 +85,9 @@ def _bench_url() -> tuple[str, dict]:
     user = quote(config.get("USER") or "", safe="")
     password = quote(str(config.get("PASSWORD") or ""), safe="")
     credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    global BENCH_DATABASE
+    if re.fullmatch(r"bench_focus_[a-z0-9_]+", config.get("NAME") or ""):
+        BENCH_DATABASE = config["NAME"]  # still a benchmark database: nothing else gets dropped
     host = config.get("HOST") or "127.0.0.1"
     port = config.get("PORT") or 5432
     return f"postgres://{credentials}{host}:{port}/{BENCH_DATABASE}", config

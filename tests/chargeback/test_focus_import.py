@@ -552,3 +552,45 @@ def test_focus_import_metadata_as_written_and_missing_values_left_out(tmp_path):
                               "ServiceCategory": "c", "SubAccountId": "a"}
     assert fourth.metadata["ChargeDescription"] == "Zürich – 100 %s" and len(fourth.metadata) == 5
     assert first.idempotency_key.startswith("row:") and first.external_reference == ""
+
+
+def test_focus_import_bad_value_in_a_later_block_rolls_back_earlier_blocks(tmp_path):
+    # given a file read in blocks of 2 rows (on PostgreSQL each block is inserted while the next is
+    # parsed), whose good first blocks name teams, and whose 7th row (the 4th block) has a bad cost
+    rows = [_row(str(i), tags=f'{{"business_unit": "unit-{i}"}}') for i in range(1, 7)]
+    rows += [_row("7", cost="12,50"), _row("8")]
+    path = _write_csv(tmp_path / "late-bad.csv", HEADER, rows)
+
+    # when it is imported
+    with pytest.raises(FocusImportError) as caught:
+        focus_import(path=path, block_rows=2)
+
+    # then the error is the one a whole-file import gives, and nothing of the earlier blocks is left
+    error = caught.value
+    assert (error.row, error.line, error.column) == (7, 8, "BilledCost")
+    assert "'12,50' is not a decimal amount" in str(error)
+    assert UsageRecord.objects.count() == 0
+    assert Team.objects.count() == 0
+
+    # and with --skip-bad-rows the same small blocks import every good row, once
+    result = focus_import(path=path, block_rows=2, skip_bad_rows=True)
+    assert (result.rows_read, result.rows_imported, result.rows_skipped) == (8, 7, 1)
+    assert result.teams_created == 7  # unit-1 … unit-6 and checkout (row 8)
+    again = focus_import(path=path, block_rows=2, skip_bad_rows=True)
+    assert (again.rows_imported, again.rows_duplicate) == (0, 7)
+
+
+def test_focus_import_rows_without_id_across_blocks_get_file_wide_ordinals(tmp_path):
+    # given identical rows without Id spread over several blocks of 2 rows
+    header = [h for h in HEADER if h != "Id"]
+    same = _row()[1:]
+    path = _write_csv(tmp_path / "no-id.csv", header, [same, _row(cost="2.0")[1:], same, same, same])
+
+    # when it is imported in small blocks, then again
+    first = focus_import(path=path, block_rows=2)
+    again = focus_import(path=path, block_rows=2)
+
+    # then all five are kept (the 4 copies get ordinals 1 to 4) and the re-import adds nothing
+    assert first.rows_imported == 5 and again.rows_duplicate == 5
+    keys = sorted(UsageRecord.objects.values_list("idempotency_key", flat=True))
+    assert sorted(k.rsplit(":", 1)[1] for k in keys) == ["1", "1", "2", "3", "4"]
