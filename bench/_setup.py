@@ -12,6 +12,7 @@ Usage, at the top of a script's ``main()`` (before any Django import)::
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -23,21 +24,42 @@ if str(ROOT) not in sys.path:
 _POSTGRES_SCHEMES = ("postgres", "postgresql", "pgsql")
 
 
-def bench_database(name: str, *, keep: bool = False) -> str:
-    """Point Django at the scratch database ``name`` on ``DATABASE_URL``'s server and set it up.
+def bench_url(name: str) -> str:
+    """The URL of the scratch database ``name`` on ``DATABASE_URL``'s server.
 
     Exits with a message unless ``DATABASE_URL`` names a PostgreSQL server (the production database;
-    SQLite figures would mean nothing). Only the database ``name`` is dropped and created (unless
-    ``keep``), whatever database the URL names. Django runs with ``DEBUG`` off, as in production (no
-    query log kept in memory). Returns the URL of the scratch database.
+    SQLite figures would mean nothing). The database is ``name``, whatever the URL names, except a
+    URL naming ``<name>_<suffix>`` (two checkouts side by side): still a scratch database, so nothing
+    but a benchmark database is ever dropped.
     """
     url = os.environ.get("DATABASE_URL", "")
     parts = urlsplit(url)
     if parts.scheme not in _POSTGRES_SCHEMES:
         sys.exit(f"{Path(sys.argv[0]).name} runs on PostgreSQL only: set "
                  f"DATABASE_URL=postgres://user@host:5432/{name} (got {url or 'nothing'!r})")
-    bench_url = urlunsplit(parts._replace(path=f"/{name}"))
-    os.environ["DATABASE_URL"] = bench_url
+    asked = parts.path.lstrip("/")
+    database = asked if re.fullmatch(rf"{re.escape(name)}_[a-z0-9_]+", asked) else name
+    return urlunsplit(parts._replace(scheme="postgresql", path=f"/{database}"))
+
+
+def recreate_database(url: str) -> None:
+    """Drop and create the (empty) database of ``url``, connected to its server's ``postgres`` database."""
+    import psycopg
+
+    parts = urlsplit(url)
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{parts.path.lstrip("/")}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{parts.path.lstrip("/")}"')
+
+
+def bench_database(name: str, *, keep: bool = False) -> str:
+    """Point Django at the scratch database ``name`` (see :func:`bench_url`) and set it up.
+
+    Drops, creates and migrates it unless ``keep``. Django runs with ``DEBUG`` off, as in production
+    (no query log kept in memory). Returns the URL of the scratch database.
+    """
+    url = bench_url(name)
+    os.environ["DATABASE_URL"] = url
     os.environ["DEBUG"] = "false"
     os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key-not-for-production")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_site.settings")
@@ -45,17 +67,11 @@ def bench_database(name: str, *, keep: bool = False) -> str:
 
     django.setup()
     if not keep:
-        import psycopg
         from django.core.management import call_command
 
-        with psycopg.connect(
-            host=parts.hostname, port=parts.port or 5432, user=parts.username, password=parts.password,
-            dbname="postgres", autocommit=True,
-        ) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
+        recreate_database(url)
         call_command("migrate", verbosity=0)
-    return bench_url
+    return url
 
 
 def machine_facts() -> str:

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import resource
 import subprocess
 import sys
@@ -25,9 +24,12 @@ import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _setup import bench_url, recreate_database  # noqa: E402
+
 BENCH_DATABASE = "bench_focus"
 TARGET_ROWS_PER_SECOND = 20_000
 
@@ -75,34 +77,6 @@ def _child_import(path: str) -> dict:
 # --- the driver -----------------------------------------------------------------------------------
 
 
-def _bench_url() -> tuple[str, dict]:
-    import environ
-
-    url = os.environ.get("DATABASE_URL", "")
-    config = environ.Env.db_url_config(url) if url else {}
-    if config.get("ENGINE") != "django.db.backends.postgresql":
-        sys.exit("bench/import_focus.py runs on PostgreSQL only: set DATABASE_URL=postgres://user@host:5432/bench_focus")
-    user = quote(config.get("USER") or "", safe="")
-    password = quote(str(config.get("PASSWORD") or ""), safe="")
-    credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-    global BENCH_DATABASE
-    if re.fullmatch(r"bench_focus_[a-z0-9_]+", config.get("NAME") or ""):
-        BENCH_DATABASE = config["NAME"]  # still a benchmark database: nothing else gets dropped
-    host = config.get("HOST") or "127.0.0.1"
-    port = config.get("PORT") or 5432
-    return f"postgres://{credentials}{host}:{port}/{BENCH_DATABASE}", config
-
-
-def _recreate_database(config: dict) -> None:
-    import psycopg
-
-    with psycopg.connect(host=config.get("HOST") or None, port=config.get("PORT") or None,
-                         user=config.get("USER") or None, password=config.get("PASSWORD") or None,
-                         dbname="postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
-
-
 def _run_child(env: dict, *args: str) -> dict:
     completed = subprocess.run([sys.executable, __file__, "--child", *args], env=env, cwd=ROOT,
                                capture_output=True, text=True)
@@ -111,12 +85,10 @@ def _run_child(env: dict, *args: str) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def _server_version(config: dict) -> str:
+def _server_version(url: str) -> str:
     import psycopg
 
-    with psycopg.connect(host=config.get("HOST") or None, port=config.get("PORT") or None,
-                         user=config.get("USER") or None, password=config.get("PASSWORD") or None,
-                         dbname="postgres") as conn:
+    with psycopg.connect(url) as conn:
         return conn.execute("SHOW server_version").fetchone()[0]
 
 
@@ -133,9 +105,10 @@ def main() -> None:
         print(json.dumps(out))
         return
 
-    url, config = _bench_url()
+    url = bench_url(BENCH_DATABASE)
+    recreate_database(url)
     env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "billing_site.settings"}
-    print(f"FOCUS import benchmark on PostgreSQL {_server_version(config)} ({url.rsplit('@', 1)[-1]}), "
+    print(f"FOCUS import benchmark on PostgreSQL {_server_version(url)} ({url.rsplit('@', 1)[-1]}), "
           f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}")
     sizes = sorted({args.small_rows, args.rows})
     summary = []
@@ -145,7 +118,7 @@ def main() -> None:
             generated = _run_child(env, "generate", path, str(rows), str(args.seed))
             print(f"\n{rows:,} rows: generated {generated['bytes'] / 2**20:,.0f} MiB in {generated['seconds']:.1f} s "
                   f"(peak {generated['peak_mib']:.0f} MiB), Σ BilledCost {generated['total_billed_cost']} USD")
-            _recreate_database(config)
+            recreate_database(url)
             subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], env=env, cwd=ROOT,
                            check=True)
             load_before = os.getloadavg()
@@ -164,7 +137,7 @@ def main() -> None:
                 print(f"  {label:<9} {run['rows_per_second']:>9,.0f} rows/s  {run['seconds']:7.1f} s wall  "
                       f"peak {run['peak_mib']:.0f} MiB (Django loaded: {run['baseline_mib']:.0f} MiB)  [{phases}]")
             summary.append((rows, first, again))
-        _recreate_database(config)  # leave an empty database behind, not gigabytes of benchmark rows
+        recreate_database(url)  # leave an empty database behind, not gigabytes of benchmark rows
     print("\nrows       import rows/s  wall s   peak MiB   re-import rows/s")
     for rows, first, again in summary:
         print(f"{rows:>9,}  {first['rows_per_second']:>12,.0f}  {first['seconds']:6.1f}  {first['peak_mib']:8.0f}   "
