@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from billing_site.money import to_minor_units
 from chargeback.models import AllocationRule, AllocationRun
@@ -285,7 +286,8 @@ def test_invoice_generate_for_run_never_touches_an_issued_invoice():
     # Given an issued invoice for the team and period
     team = TeamFactory()
     issued = InvoiceFactory(team=team, status=Invoice.Status.PENDING, number="INV-20241001-0001",
-                            subtotal=D("8.00"), total=D("8.00"))
+                            subtotal=D("8.00"), total=D("8.00"), issue_date=dt.date(2024, 10, 1),
+                            due_date=dt.date(2024, 10, 31), issued_at=timezone.now())
     run = committed_run([{"team": team, "amount": D("9")}])
 
     # When the run is invoiced
