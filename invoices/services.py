@@ -135,8 +135,12 @@ def team_amounts(allocations: Iterable[AllocatedCost]) -> list[TeamAmount]:
 
 
 def invoice_tax_rate(*, team: Team) -> Decimal:
-    """The tax rate of ``team``'s invoices in percent (``Decimal("19")`` for 19 %); 0 until per-team tax lands."""
-    return Decimal(0)
+    """The tax rate of ``team``'s invoices in percent (``Decimal("19")`` for 19 %).
+
+    From the team's billing settings (``BillingSettings.tax_rate``, 0 to 100, default 0; issue 4:
+    "a rate per team, from billing settings, default 0").
+    """
+    return billing_settings_get(team=team).tax_rate
 
 
 def invoice_tax_amount(*, subtotal: Decimal, rate: Decimal, currency: str) -> Decimal:
@@ -315,6 +319,29 @@ def _delete_file_on_commit(invoice: Invoice) -> None:
     invoice.pdf_sha256 = ""
 
 
+def _save_draft(invoice: Invoice, *, owner: Team, subtotal: Decimal, currency: str) -> bool:
+    """Set a draft's amounts and snapshots and save it, its old lines and stale PDF dropped; True if created.
+
+    ``subtotal`` is in the currency's minor units; the tax is the team's rate applied to it,
+    rounded once, half-up (:func:`invoice_tax_amount`). The team's name, cost center and billing
+    address are snapshots, so the invoice stays readable when the team changes.
+    """
+    rate = invoice_tax_rate(team=owner)
+    tax = invoice_tax_amount(subtotal=subtotal, rate=rate, currency=currency)
+    invoice.currency = currency
+    invoice.subtotal, invoice.tax_rate, invoice.tax_amount = subtotal, rate, tax
+    invoice.total = subtotal + tax
+    invoice.team_name, invoice.cost_center = owner.name, owner.cost_center
+    invoice.billing_address = billing_settings_get(team=owner).billing_address
+    created = invoice.pk is None
+    if not created:
+        _delete_file_on_commit(invoice)
+    invoice.save()
+    if not created:
+        invoice.lines.all().delete()
+    return created
+
+
 def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) -> InvoiceGenerationResult:
     """Create or refresh the draft chargeback invoices of a committed allocation run.
 
@@ -390,7 +417,7 @@ def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) ->
             live = live.filter(team=team)
         # Lock the period's live invoices in primary-key order (no deadlock between two runs).
         existing = {i.team_id: i for i in live.select_for_update(of=("self",)).order_by("pk")}
-        teams = Team.objects.in_bulk(list(billed))
+        teams = Team.objects.select_related("billing_settings").in_bulk(list(billed))
 
         for team_id, invoice in existing.items():
             if team_id in billed:
@@ -414,22 +441,9 @@ def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) ->
                     team=owner, kind=Invoice.Kind.CHARGEBACK, status=Invoice.Status.DRAFT,
                     period_start=run.period_start, period_end=run.period_end,
                 )
-            else:
-                _delete_file_on_commit(invoice)
-            rate = invoice_tax_rate(team=owner)
-            tax = invoice_tax_amount(subtotal=amount.amount, rate=rate, currency=amount.currency)
-            invoice.currency = amount.currency
-            invoice.subtotal, invoice.tax_rate, invoice.tax_amount = amount.amount, rate, tax
-            invoice.total = amount.amount + tax
             invoice.allocation_run = run
-            invoice.team_name, invoice.cost_center = owner.name, owner.cost_center
-            invoice.billing_address = ""
-            created = invoice.pk is None
-            invoice.save()
-            if created:
+            if _save_draft(invoice, owner=owner, subtotal=amount.amount, currency=amount.currency):
                 result.created.add(invoice.pk)
-            else:
-                invoice.lines.all().delete()
             InvoiceLine.objects.bulk_create(
                 _line_rows(invoice, _group_lines(rows_by_team[team_id]), amount.amount, pools, prices)
             )
@@ -440,6 +454,288 @@ def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) ->
             ", ".join(i.display_number for i in result.skipped),
         )
     return result
+
+
+# --- one invoice for a team or a user and a period (issue 4, section 1) -----------------------------
+
+#: Ledger entry types that a prepaid statement bills: usage drawn from the credit, less refunds.
+_STATEMENT_USAGE = ("charge", "hold_capture")
+#: Information lines of a prepaid statement: (entry type, description), in the order printed.
+_STATEMENT_INFO = (
+    ("top_up", "Top-ups"),
+    ("grant", "Grants"),
+    ("expiry", "Expired grants"),
+    ("adjustment", "Adjustments"),
+    ("invoice_settlement", "Invoice settlements"),
+)
+
+
+def _period_bounds(period: BillingPeriod) -> tuple[dt.datetime, dt.datetime]:
+    """``[start, end)`` of the period as aware datetimes at local midnight (``settings.TIME_ZONE``)."""
+    return (
+        timezone.make_aware(dt.datetime.combine(period.start, dt.time.min)),
+        timezone.make_aware(dt.datetime.combine(period.end, dt.time.min)),
+    )
+
+
+def _live_invoice(*, team: Team, user, period: BillingPeriod, kind: str) -> Invoice | None:
+    """The live (not cancelled) invoice of (team, user, period, kind), locked, or ``None``."""
+    return (
+        Invoice.objects.select_for_update(of=("self",))
+        .filter(team=team, user=user, period_start=period.start, period_end=period.end, kind=kind)
+        .exclude(status=Invoice.Status.CANCELLED).order_by("pk").first()
+    )
+
+
+def _statement_line(invoice: Invoice, position: int, description: str, section: str, *, figure: Decimal | None = None,
+                    entries: int = 0, precise: Decimal = Decimal(0), amount: Decimal = Decimal(0),
+                    feature_key: str = "") -> InvoiceLine:
+    details = {"kind": "statement", "section": section, "entries": entries}
+    if figure is not None:
+        details["figure"] = str(quantize_metered(figure))
+    if feature_key:
+        details["feature_key"] = feature_key
+    return InvoiceLine(
+        invoice=invoice, position=position, description=description[:500], quantity=Decimal(1),
+        unit_price=quantize_metered(precise), amount_precise=quantize_metered(precise), amount=amount,
+        record_count=entries, details=details,
+    )
+
+
+def _statement_lines(invoice: Invoice, *, wallets: list, period: BillingPeriod, currency: str) -> tuple[list[InvoiceLine], Decimal]:
+    """The lines of a prepaid statement and its subtotal (minor units); see :func:`invoice_generate`."""
+    from wallets.models import LedgerEntry
+
+    start, end = _period_bounds(period)
+    wallet_ids = [w.pk for w in wallets]
+    opening = Decimal(0)
+    for wallet_id in wallet_ids:
+        last = (
+            LedgerEntry.objects.filter(wallet_id=wallet_id, created_at__lt=start)
+            .order_by("-pk").values_list("balance_after", flat=True).first()
+        )
+        opening += last or Decimal(0)
+    entries = list(
+        LedgerEntry.objects.filter(wallet_id__in=wallet_ids, created_at__gte=start, created_at__lt=end)
+        .exclude(amount=0).order_by("pk").values_list("entry_type", "amount", "feature_key")
+    )
+    if not entries and opening == 0:
+        raise InvoiceGenerationError(
+            f"nothing to bill: no ledger activity and no balance in {period} for {invoice.team.name}"
+            + (f" / {invoice.user}" if invoice.user_id else "")
+        )
+    by_type: dict[str, list[Decimal]] = defaultdict(list)
+    usage: dict[str, list[Decimal]] = defaultdict(list)
+    for entry_type, amount, feature_key in entries:
+        if entry_type in _STATEMENT_USAGE:
+            usage[feature_key].append(-amount)  # a debit of the wallet is usage billed
+        else:
+            by_type[entry_type].append(amount)
+    closing = opening + sum((amount for _, amount, _ in entries), Decimal(0))
+
+    billed: list[tuple[str, str, Decimal, int]] = [
+        (f"Usage: {key or OTHER_USAGE}", key, sum(amounts, Decimal(0)), len(amounts))
+        for key, amounts in sorted(usage.items(), key=lambda kv: (kv[0] == "", kv[0].lower()))
+    ]
+    if by_type.get("refund"):
+        billed.append(("Refunds", "", sum(by_type["refund"], Decimal(0)) * -1, len(by_type["refund"])))
+    precise_total = sum((b[2] for b in billed), Decimal(0))
+    subtotal = to_minor_units(precise_total, currency)
+    rounded = round_preserving_sum([b[2] for b in billed], minor_unit(currency), total=subtotal)
+
+    def fmt(value: Decimal) -> str:
+        return format_amount(value, currency)
+
+    lines = [_statement_line(invoice, 1, f"Opening balance on {period.start:%Y-%m-%d}: {fmt(opening)}", "opening_balance",
+                             figure=opening)]
+    for entry_type, label in _STATEMENT_INFO[:2]:
+        amounts = by_type.get(entry_type, [])
+        total = sum(amounts, Decimal(0))
+        lines.append(_statement_line(invoice, len(lines) + 1, f"{label}: {fmt(total)}", entry_type, figure=total,
+                                     entries=len(amounts)))
+    for (description, key, precise, count), amount in zip(billed, rounded):
+        section = "refund" if description == "Refunds" else "usage"
+        lines.append(_statement_line(invoice, len(lines) + 1, description, section, entries=count, precise=precise,
+                                     amount=amount, feature_key=key))
+    for entry_type, label in _STATEMENT_INFO[2:]:
+        amounts = by_type.get(entry_type, [])
+        if amounts:
+            total = sum(amounts, Decimal(0))
+            lines.append(_statement_line(invoice, len(lines) + 1, f"{label}: {fmt(total)}", entry_type, figure=total,
+                                         entries=len(amounts)))
+    last_day = period.end - dt.timedelta(days=1)
+    lines.append(_statement_line(invoice, len(lines) + 1, f"Closing balance on {last_day:%Y-%m-%d}: {fmt(closing)}",
+                                 "closing_balance", figure=closing))
+    return lines, subtotal
+
+
+def _chargeback_user_rows(run: AllocationRun, team: Team, user) -> tuple[Decimal, str, list[AllocatedCost], dict, Prices]:
+    """One user's share of a team's chargeback: (amount in minor units, currency, rows, pools, prices).
+
+    The team's amount is rounded with every team of the run (as the team invoice would be); it is
+    then split over the team's users (rows without a user form one more group) by largest
+    remainder, so the per-user invoices of a team sum exactly to its team invoice's subtotal.
+    """
+    allocations = list(AllocatedCost.objects.filter(run=run).select_related("rule").order_by("pk"))
+    team_amount = next((a for a in team_amounts(allocations) if a.team_id == team.pk and a.amount != 0), None)
+    rows = [a for a in allocations if a.team_id == team.pk]
+    groups: dict[int | None, Decimal] = defaultdict(Decimal)
+    for row in rows:
+        groups[row.user_id] += row.amount
+    if team_amount is None or user.pk not in groups:
+        raise InvoiceGenerationError(
+            f"nothing to bill: allocation run #{run.pk} gives {user} no cost in team {team.name}", param="user"
+        )
+    keys = sorted(groups, key=lambda k: (k is None, k or 0))
+    rounded = dict(zip(keys, round_preserving_sum([groups[k] for k in keys], minor_unit(team_amount.currency),
+                                                  total=team_amount.amount)))
+    categories = {a.details["resource_type"] for a in rows
+                  if a.quantity is not None and (a.details or {}).get("resource_type")}
+    prices = prices_of_period(period=BillingPeriod(run.period_start, run.period_end), categories=categories) \
+        if categories else {}
+    return rounded[user.pk], team_amount.currency, [r for r in rows if r.user_id == user.pk], \
+        _pool_totals(allocations), prices
+
+
+def invoice_generate(
+    *, team: Team, period: BillingPeriod, user=None, number: str | None = None, kind: str | None = None,
+) -> Invoice:
+    """Create or refresh the draft invoice of ``team`` (or of one ``user`` of it) for ``period``.
+
+    Args:
+        team: the team billed.
+        period: a ``chargeback.periods.BillingPeriod`` (``[start, end)``, whole months).
+        user: bill one member of the team only (a per-user invoice); ``None`` for the team.
+        number: the caller's own invoice number, kept on the draft and used when it is issued
+            (refused at once if another invoice has it).
+        kind: ``"chargeback"`` or ``"prepaid_statement"``; by default a prepaid statement for a
+            team on a prepaid billing model (``prepaid_team``/``prepaid_user``) that has a wallet in
+            its currency, else a chargeback invoice.
+
+    Kinds:
+        * **chargeback**: from the period's committed allocation run: one line per service /
+          resource type and per allocation rule, each a snapshot (description, quantity, unit, unit
+          price, precise and rounded amount). A team invoice is exactly what the billing run writes
+          (:func:`invoice_generate_for_run`). A user's invoice bills the run's rows of that user
+          in the team: the team's rounded amount is split over its users by largest remainder, so
+          a team's per-user invoices sum to its team invoice.
+        * **prepaid_statement**: from the ledger of the team's wallets in its currency (a user's
+          wallet for a per-user statement, billing model ``prepaid_user``). Lines: opening balance,
+          top-ups, grants (information, amount 0, the figure in ``details["figure"]`` and the
+          description), then the billed lines, usage by feature key (charges and hold captures)
+          and refunds (negative), then expired grants, adjustments and settlements if any, and the
+          closing balance (information). The subtotal is the credit used in the period: Σ usage −
+          refunds, rounded once to minor units; closing = opening + every movement of the period.
+          Entry times are judged in ``settings.TIME_ZONE`` (local midnight to local midnight).
+
+    Amounts: lines in the currency's minor units, summing exactly to ``subtotal`` (largest
+    remainder); ``tax_amount`` = the team's tax rate (billing settings, default 0 %) applied to the
+    subtotal and rounded once, half-up; ``total = subtotal + tax_amount``. The due date is set at
+    issue (``issue_date + payment_terms_days``).
+
+    Refresh: the live draft of the same team, user, period and kind is updated in place (lines
+    replaced, stale PDF dropped); never a second live invoice (partial unique constraints back this).
+
+    Returns:
+        The draft ``Invoice``.
+
+    Raises:
+        InvoiceGenerationError: nothing to bill (no cost for the team or user, no ledger activity);
+            no committed allocation run for the period; the live invoice of the period is already
+            issued (correct it with a credit note); per-user statement of a team-wallet team.
+        DuplicateInvoiceNumber: ``number`` is used by another invoice.
+        InvalidInvoiceRequest: a user outside the team, a malformed ``number``, an unknown ``kind``.
+    """
+    from chargeback.models import TeamMembership
+    from chargeback.selectors import allocation_committed_run
+    from wallets.models import BillingSettings, Wallet
+
+    if number is not None:
+        number = _clean_number(number)
+    if kind is not None and kind not in Invoice.Kind.values:
+        raise InvalidInvoiceRequest(f"{kind!r} is not an invoice kind ({', '.join(Invoice.Kind.values)})", param="kind")
+    if user is not None and not TeamMembership.objects.filter(team=team, user=user).exists():
+        raise InvalidInvoiceRequest(f"user {user} is not a member of team {team.name}", param="user")
+    billing = billing_settings_get(team=team)
+    prepaid_models = (BillingSettings.BillingModel.PREPAID_TEAM, BillingSettings.BillingModel.PREPAID_USER)
+    wallets = Wallet.objects.filter(team=team, currency=team.currency, user=user) if user is not None \
+        else Wallet.objects.filter(team=team, currency=team.currency)
+    if kind is None:
+        prepaid = billing.billing_model in prepaid_models and wallets.exists()
+        kind = Invoice.Kind.PREPAID_STATEMENT if prepaid else Invoice.Kind.CHARGEBACK
+
+    with transaction.atomic():
+        # Two generations for one team serialise here, so they never race to create two drafts.
+        Team.objects.select_for_update().filter(pk=team.pk).first()
+        live = _live_invoice(team=team, user=user, period=period, kind=kind)
+        if live is not None and live.status != Invoice.Status.DRAFT:
+            raise InvoiceGenerationError(
+                f"invoice {live.display_number} for {team.name} and {period} is already {live.status}; "
+                "correct it with a credit note"
+            )
+        if number is not None and _number_taken(number, excluding=live.pk if live else None):
+            raise DuplicateInvoiceNumber(f"invoice number {number} is already used by another invoice")
+
+        if kind == Invoice.Kind.CHARGEBACK:
+            run = allocation_committed_run(period=period)
+            if run is None:
+                raise InvoiceGenerationError(
+                    f"no committed allocation run for {period}; run `manage.py billing_run --period {period}` first"
+                )
+            if user is None:
+                result = invoice_generate_for_run(run=run, team=team)
+                if not result:
+                    raise InvoiceGenerationError(f"nothing to bill: allocation run #{run.pk} gives {team.name} "
+                                                 f"no cost of a minor unit or more in {period}")
+                invoice = result[0]
+            else:
+                AllocationRun.objects.select_for_update().filter(pk=run.pk).first()
+                amount, currency, rows, pools, prices = _chargeback_user_rows(run, team, user)
+                invoice = live or Invoice(team=team, user=user, kind=kind, status=Invoice.Status.DRAFT,
+                                          period_start=period.start, period_end=period.end)
+                invoice.allocation_run = run
+                _save_draft(invoice, owner=team, subtotal=amount, currency=currency)
+                InvoiceLine.objects.bulk_create(_line_rows(invoice, _group_lines(rows), amount, pools, prices))
+        else:
+            if user is not None and billing.billing_model != BillingSettings.BillingModel.PREPAID_USER:
+                raise InvoiceGenerationError(
+                    f"{team.name} pays from one team wallet ({billing.billing_model}); per-user statements need "
+                    "the prepaid_user billing model", param="user",
+                )
+            wallet_list = list(wallets.order_by("pk"))
+            if not wallet_list:
+                raise InvoiceGenerationError(f"nothing to bill: {team.name} has no wallet in {team.currency}")
+            invoice = live or Invoice(team=team, user=user, kind=kind, status=Invoice.Status.DRAFT,
+                                      period_start=period.start, period_end=period.end)
+            invoice.team = team
+            lines, subtotal = _statement_lines(invoice, wallets=wallet_list, period=period, currency=team.currency)
+            invoice.allocation_run = None
+            _save_draft(invoice, owner=team, subtotal=subtotal, currency=team.currency)
+            for line in lines:
+                line.invoice = invoice
+            InvoiceLine.objects.bulk_create(lines)
+
+        if number is not None and invoice.number != number:
+            invoice.number = number
+            _save_numbered(invoice, ["number", "updated_at"])
+    return invoice
+
+
+def invoices_generate_per_user(*, team: Team, period: BillingPeriod, kind: str | None = None) -> list[Invoice]:
+    """One draft per member of ``team`` who has something to bill in ``period`` (see :func:`invoice_generate`).
+
+    Members with nothing to bill are left out. Returns the drafts by username.
+    """
+    from chargeback.models import TeamMembership
+
+    invoices = []
+    members = TeamMembership.objects.filter(team=team).select_related("user").order_by("user__username")
+    for membership in members:
+        try:
+            invoices.append(invoice_generate(team=team, period=period, user=membership.user, kind=kind))
+        except InvoiceGenerationError:
+            continue
+    return invoices
 
 
 # --- lifecycle: issue, send, pay, overdue, cancel (issue 4, section 2) ------------------------------
