@@ -4,9 +4,12 @@ Figures are metered ``Decimal`` amounts (12 decimal places) per currency, summed
 months are billing periods (``UsageRecord.billing_period_start``, ``[start, end)``). Every figure
 carries the admin URL of the filtered list behind it.
 
-Queries: usage of this and last month by team (1), committed runs of those months (1), usage per
-month for 12 months (1), wallets under their warning threshold (2: count and first rows), overdue
-invoices (2: totals and first rows), latest billing runs (1) — eight in all.
+A month with a committed allocation run is read from the run (its totals, its rows per team), not
+from its usage: the run is what was billed, and the usage of a closed month is the largest read
+of all. Queries: committed runs of the last 12 months (1); this and last month by team, from usage
+for a month without a committed run (≤ 1) and from the run's rows otherwise (≤ 1); usage of the
+other months without a committed run (≤ 1); team names (1); wallets under their warning threshold
+(2: count and first rows); overdue invoices (2: totals and first rows); latest billing runs (1).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from django.utils import timezone
 
 from billing_site.db import MeteredSum
 from billing_site.money import METERED_DECIMAL_PLACES, METERED_MAX_DIGITS, format_amount
-from chargeback.models import AllocationRun, Team, UsageRecord
+from chargeback.models import AllocatedCost, AllocationRun, Team, UsageRecord
 from chargeback.periods import month_start, next_month
 from invoices.models import Invoice
 from wallets.models import BillingSettings, Wallet
@@ -126,21 +129,40 @@ def dashboard_get(*, today: dt.date | None = None) -> Dashboard:
     last_start = month_start(this_start - dt.timedelta(days=1))
     board = Dashboard()
 
-    # 1. This and last month, by team (one GROUP BY over two months of usage).
-    rows = (
-        UsageRecord.objects.filter(billing_period_start__gte=last_start, billing_period_start__lt=next_month(today))
-        .order_by().values("billing_period_start", "currency", "team_id").annotate(total=MeteredSum("cost"))
-    )
-    by_month: dict[tuple[dt.date, str], dict[int | None, Decimal]] = defaultdict(dict)
-    for row in rows:
-        by_month[(row["billing_period_start"], row["currency"])][row["team_id"]] = row["total"]
+    first = this_start
+    for _ in range(CHART_MONTHS - 1):
+        first = month_start(first - dt.timedelta(days=1))
+    # A month with a committed allocation run shows the run's figures: the billed truth, read from
+    # the run and its rows instead of summing the month's usage again (hundreds of thousands of
+    # rows a month). Months without one are summed from usage.
     runs = {
         (run.period_start, run.currency): run
         for run in AllocationRun.objects.filter(
-            status=AllocationRun.Status.COMMITTED, period_start__in=[last_start, this_start],
-            period_end__in=[this_start, next_month(today)],
+            status=AllocationRun.Status.COMMITTED, period_start__gte=first, period_start__lte=this_start,
         )
+        if run.period_end == next_month(run.period_start)
     }
+    committed = {start for start, _ in runs}
+
+    # 1. This and last month, by team.
+    by_month: dict[tuple[dt.date, str], dict[int | None, Decimal]] = defaultdict(dict)
+    scan = [m for m in (last_start, this_start) if m not in committed]
+    if scan:
+        for row in (
+            UsageRecord.objects.filter(billing_period_start__in=scan).order_by()
+            .values("billing_period_start", "currency", "team_id").annotate(total=MeteredSum("cost"))
+        ):
+            by_month[(row["billing_period_start"], row["currency"])][row["team_id"]] = row["total"]
+    recent_runs = [run for (start, _), run in runs.items() if start in (last_start, this_start)]
+    if recent_runs:
+        for row in (
+            AllocatedCost.objects.filter(run__in=recent_runs).order_by()
+            .values("run__period_start", "currency", "team_id").annotate(total=MeteredSum("amount"))
+        ):
+            by_month[(row["run__period_start"], row["currency"])][row["team_id"]] = row["total"]
+        for run in recent_runs:
+            if run.unallocated_cost:
+                by_month[(run.period_start, run.currency)][None] = run.unallocated_cost
     currencies = sorted({c for _, c in by_month} | {c for _, c in runs}) or ["USD"]
     for start, label in ((this_start, "This month"), (last_start, "Last month")):
         for currency in currencies:
@@ -190,15 +212,23 @@ def dashboard_get(*, today: dt.date | None = None) -> Dashboard:
         ],
     }
 
-    # 2. Line chart: cost per month for the last 12 months (one GROUP BY).
-    first = this_start
-    for _ in range(CHART_MONTHS - 1):
-        first = month_start(first - dt.timedelta(days=1))
-    monthly = dict(
-        ((row["billing_period_start"], row["currency"]), row["total"])
-        for row in UsageRecord.objects.filter(billing_period_start__gte=first, billing_period_start__lt=next_month(today))
-        .order_by().values("billing_period_start", "currency").annotate(total=MeteredSum("cost"))
-    )
+    # 2. Line chart: cost per month for the last 12 months; usage is summed only for the months
+    # without a committed run and not already summed above.
+    monthly = {(start, currency): run.total_cost for (start, currency), run in runs.items()}
+    for (start, currency), teams in by_month.items():
+        monthly.setdefault((start, currency), sum(teams.values(), ZERO))
+    missing = []
+    day = first
+    while day <= this_start:
+        if day not in committed and day not in (last_start, this_start):
+            missing.append(day)
+        day = next_month(day)
+    if missing:
+        for row in (
+            UsageRecord.objects.filter(billing_period_start__in=missing).order_by()
+            .values("billing_period_start", "currency").annotate(total=MeteredSum("cost"))
+        ):
+            monthly[(row["billing_period_start"], row["currency"])] = row["total"]
     months, day = [], first
     while day <= this_start:
         months.append(day)

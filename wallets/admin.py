@@ -21,7 +21,13 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing_site.admin import AuditHistoryAdminMixin, BillingAdminMixin, ReadOnlyAdminMixin
+from billing_site.admin import (
+    AuditHistoryAdminMixin,
+    BillingAdminMixin,
+    ExactSearchMixin,
+    LargeTablePaginator,
+    ReadOnlyAdminMixin,
+)
 from invoices.pdf import format_metered
 
 from . import services
@@ -255,13 +261,29 @@ class LedgerTeamFilter(admin.SimpleListFilter):
         return queryset
 
 
+class LedgerCurrencyFilter(admin.SimpleListFilter):
+    """Currency, offered from the wallets (a small table), never by a DISTINCT over the ledger."""
+
+    title = "currency"
+    parameter_name = "currency"
+
+    def lookups(self, request, model_admin):
+        currencies = Wallet.objects.order_by("currency").values_list("currency", flat=True).distinct()
+        return [(c, c) for c in currencies]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(currency=self.value()) if self.value() else queryset
+
+
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class LedgerEntryAdmin(BillingAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["pk", "created_at", "wallet_team", "entry_type", "amount_display", "balance_after_display",
                     "reserved_delta", "reference_type", "reference_id", "idempotency_key"]
-    list_filter = ["entry_type", LedgerTeamFilter, "currency"]
-    search_fields = ["=idempotency_key", "=reference_id"]
+    list_filter = ["entry_type", LedgerTeamFilter, LedgerCurrencyFilter]
+    search_fields = ["idempotency_key", "reference_id"]  # searched exactly: ExactSearchMixin
+    exact_search_fields = ("idempotency_key", "reference_id")
     search_help_text = "Exact idempotency key or reference (payment, invoice number, hold)."
+    paginator = LargeTablePaginator
     date_hierarchy = "created_at"
     list_select_related = ["wallet__team", "wallet__user"]
     show_full_result_count = False

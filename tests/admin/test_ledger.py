@@ -76,3 +76,18 @@ def test_ledger_list_costs_the_same_queries_for_few_and_many_entries(finance, wa
     with CaptureQueriesContext(connection) as many:
         finance.get(url)
     assert len(many) == len(few)
+
+
+def test_ledger_date_drill_down_offers_the_days_of_the_entries_and_filters_by_them(finance, wallet):
+    from django.utils import timezone
+
+    today = timezone.localtime(LedgerEntry.objects.get(wallet=wallet).created_at).date()
+    url = reverse("admin:wallets_ledgerentry_changelist")
+    page = finance.get(url).content.decode()
+    day_link = f"created_at__day={today.day}&amp;created_at__month={today.month}&amp;created_at__year={today.year}"
+    assert day_link in page
+    response = finance.get(url, {"created_at__year": today.year, "created_at__month": today.month,
+                                 "created_at__day": today.day})
+    assert len(response.context["cl"].result_list) == 1
+    empty = finance.get(url, {"created_at__year": today.year - 1})
+    assert len(empty.context["cl"].result_list) == 0 and empty.status_code == 200
