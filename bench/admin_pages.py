@@ -97,13 +97,15 @@ def load() -> None:
             """
             INSERT INTO invoices_invoice (team_id, user_id, kind, status, number, period_start, period_end, currency,
                 subtotal, tax_rate, tax_amount, total, issue_date, due_date, allocation_run_id, team_name,
-                cost_center, billing_address, pdf, pdf_sha256, created_at, updated_at)
+                cost_center, billing_address, pdf, pdf_sha256, created_at, updated_at, issued_at, payment_reference,
+                credited_total)
             SELECT t.id, NULL, 'chargeback', CASE WHEN m.n = 3 THEN 'overdue' WHEN m.n > 3 THEN 'paid' ELSE 'draft' END,
                 CASE WHEN m.n >= 3 THEN 'INV-' || to_char(m.day, 'YYYYMM') || '-' || t.id END,
                 m.day::date, (m.day + interval '1 month')::date, 'USD', 100 + t.id, 0, 0, 100 + t.id,
                 CASE WHEN m.n >= 3 THEN (m.day + interval '1 month')::date END,
                 CASE WHEN m.n >= 3 THEN (m.day + interval '2 months')::date END,
-                NULL, t.name, t.cost_center, '', '', '', now(), now()
+                NULL, t.name, t.cost_center, '', '', '', now(), now(), CASE WHEN m.n >= 3 THEN now() END,
+                CASE WHEN m.n > 3 THEN 'TRX-' || t.id ELSE '' END, 0
             FROM chargeback_team AS t
             CROSS JOIN LATERAL (
                 SELECT n, date_trunc('month', now() AT TIME ZONE 'UTC') - (n || ' months')::interval AS day

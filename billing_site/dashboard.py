@@ -251,13 +251,15 @@ def dashboard_get(*, today: dt.date | None = None) -> Dashboard:
 
     # 4. Overdue invoices, with their amounts per currency.
     overdue = invoices_overdue(today=today)
+    # What is still owed: the total less what credit notes took off (Invoice.amount_due).
     board.overdue_totals = [
         (row["currency"], format_amount(row["amount"], row["currency"]), row["count"])
-        for row in overdue.order_by("currency").values("currency").annotate(amount=Sum("total"), count=Count("id"))
+        for row in overdue.order_by("currency").values("currency")
+        .annotate(amount=Sum(F("total") - F("credited_total")), count=Count("id"))
     ]
     board.overdue = list(overdue.select_related("team").order_by("due_date", "pk")[:LIST_ROWS])
     for invoice in board.overdue:
-        invoice.total_display = format_amount(invoice.total, invoice.currency)
+        invoice.total_display = format_amount(invoice.amount_due, invoice.currency)
     board.overdue_url = reverse("admin:invoices_invoice_changelist") + "?overdue=yes"
 
     # 5. The latest billing runs and their tie-out.
