@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
@@ -457,8 +458,22 @@ class AllocationRuleAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.Model
 # --- Allocation runs and the billing run ---------------------------------------------------------
 
 
+class _LargestRowsFormSet(forms.BaseInlineFormSet):
+    """The run's largest allocations only: a month has tens of thousands of rows (one per team,
+    user and service), far more than a page can show; the full list is the allocations changelist."""
+
+    LIMIT = 200
+
+    def get_queryset(self):
+        if not hasattr(self, "_largest"):
+            self._largest = super().get_queryset().order_by("-amount", "pk")[: self.LIMIT]
+        return self._largest
+
+
 class AllocatedCostInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
     model = AllocatedCost
+    formset = _LargestRowsFormSet
+    verbose_name_plural = f"allocations (the {_LargestRowsFormSet.LIMIT} largest; every row: “All allocations” above)"
     fields = ["team", "user", "rule", "service", "quantity", "unit", "amount", "currency", "record_count"]
     readonly_fields = fields
     extra = 0
@@ -466,6 +481,26 @@ class AllocatedCostInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularIn
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("team", "user", "rule")
+
+
+class AllocationTeamFilter(UsageTeamFilter):
+    """The team an allocation goes to (no unallocated pool here: every allocation has a team)."""
+
+    def lookups(self, request, model_admin):
+        return super().lookups(request, model_admin)[1:]
+
+
+@admin.register(AllocatedCost)
+class AllocatedCostAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every row of every run, read-only: the run page shows only its largest rows."""
+
+    list_display = ["run", "team", "user", "rule", "service", "quantity", "unit", "amount", "currency", "record_count"]
+    list_filter = ["run", AllocationTeamFilter, "rule"]
+    search_fields = ["service"]
+    list_select_related = ["run", "team", "user", "rule"]
+    show_full_result_count = False
+    paginator = LargeTablePaginator
+    ordering = ["-run", "-amount", "pk"]
 
 
 @admin.register(AllocationRun)
@@ -477,6 +512,12 @@ class AllocationRunAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
     list_filter = ["status", "period_start"]
     list_select_related = ["created_by"]
     inlines = [AllocatedCostInline]
+    readonly_fields = ["all_allocations"]
+
+    @admin.display(description="All allocations")
+    def all_allocations(self, obj):
+        url = reverse("admin:chargeback_allocatedcost_changelist") + f"?run__id__exact={obj.pk}"
+        return format_html('<a href="{}">Every row of this run, filterable by team and rule</a>', url)
     change_list_template = "admin/chargeback/allocationrun/change_list.html"
 
     @admin.display(description="Total", ordering="total_cost")

@@ -102,3 +102,18 @@ def test_run_page_shows_its_allocations_read_only(finance, september):
     page = finance.get(reverse("admin:chargeback_allocationrun_change", args=[run.pk])).content.decode()
     assert "Search" in page and "allocations-TOTAL_FORMS" in page
     assert 'name="allocations-0-amount"' not in page
+
+
+def test_run_page_shows_its_largest_allocations_and_links_to_every_row(finance, september, monkeypatch):
+    from chargeback.admin import _LargestRowsFormSet
+
+    monkeypatch.setattr(_LargestRowsFormSet, "LIMIT", 1)
+    finance.post(reverse(URL), _commit_data(_preview(finance)))
+    run = AllocationRun.objects.get()
+    response = finance.get(reverse("admin:chargeback_allocationrun_change", args=[run.pk]))
+    [formset] = [f.formset for f in response.context["inline_admin_formsets"]]
+    assert [form.instance.team.name for form in formset.forms] == ["Search"]  # the largest, 12.50
+    every_row = reverse("admin:chargeback_allocatedcost_changelist") + f"?run__id__exact={run.pk}"
+    assert every_row in response.content.decode()
+    rows = finance.get(every_row).context["cl"].result_list
+    assert sorted(r.team.name for r in rows) == ["Maps", "Search"]

@@ -41,7 +41,7 @@ def _usage(team, cost, day):
                        occurred_at=timezone.make_aware(dt.datetime.combine(day, dt.time(12))))
 
 
-def test_browser_billing_run_preview_commit_and_invoice_pdf(logged_in, live_server, artifacts):
+def test_browser_billing_run_then_issue_an_invoice_and_download_its_pdf(logged_in, live_server, artifacts):
     page = logged_in
     search, maps = TeamFactory(name="Search", slug="search"), TeamFactory(name="Maps", slug="maps")
     _usage(search, "1234.5", dt.date(2024, 9, 3))
@@ -64,10 +64,19 @@ def test_browser_billing_run_preview_commit_and_invoice_pdf(logged_in, live_serv
 
     invoice = Invoice.objects.get(team=search)
     page.goto(f"{live_server.url}/admin/invoices/invoice/{invoice.pk}/change/")
+    page.click("a.lifecycle-issue")
+    page.wait_for_selector("#lifecycle-invoices")
+    page.click("#lifecycle-form input[type=submit]")
+    page.wait_for_selector(".messagelist .success")
+    invoice.refresh_from_db()
+    assert invoice.status == "pending" and invoice.number
+    assert invoice.number in page.inner_text("#content")
     page.screenshot(path=str(artifacts / "invoice.png"), full_page=True)
+
     with page.expect_download() as download_info:
-        page.click(f"a[href='/admin/invoices/invoice/{invoice.pk}/pdf/']")
+        page.click("#content .object-tools a.pdf-download")
     download = download_info.value
+    assert download.suggested_filename == f"{invoice.number}.pdf"
     target = artifacts / download.suggested_filename
     download.save_as(target)
     assert target.read_bytes().startswith(b"%PDF")
