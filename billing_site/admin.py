@@ -12,6 +12,7 @@ from functools import cached_property
 
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Q, QuerySet
@@ -66,27 +67,74 @@ class BillingAdminMixin:
 
 
 class LargeTablePaginator(Paginator):
-    """Exact counts, except for the unfiltered list of a large PostgreSQL table: the planner's estimate.
+    """Counts that cost no extra scan of a large table.
 
     The admin counts the rows of every list it pages; ``COUNT(*)`` of a million-row table is a scan
-    (about 150 ms, ``bench/admin_pages.py``) on every view of its first page. ``pg_class.reltuples``
-    (kept by ``ANALYZE`` and autovacuum) is read instead when it says the table has at least
-    ``ESTIMATE_FROM`` rows; a filtered or searched list is always counted exactly.
+    (about 150 ms, ``bench/admin_pages.py``) on every page view, and a search that no index serves
+    would scan twice (rows, then count). So:
+
+    * an unfiltered list of a PostgreSQL table with at least ``ESTIMATE_FROM`` rows shows the
+      planner's estimate (``pg_class.reltuples``, kept by ``ANALYZE`` and autovacuum);
+    * a filtered or searched list first reads its first page and one row more (the page it shows
+      anyway): when that is all there is, the count is the number of rows read; else it is
+      counted exactly.
     """
 
     ESTIMATE_FROM = 100_000
 
+    def _head(self) -> list:
+        if not hasattr(self, "_head_rows"):
+            self._head_rows = list(self.object_list[: self.per_page + 1])
+        return self._head_rows
+
     @cached_property
     def count(self):
         queryset = self.object_list
-        if connection.vendor == "postgresql" and isinstance(queryset, QuerySet) and not queryset.query.where:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                               [queryset.model._meta.db_table])
-                row = cursor.fetchone()
-            if row and row[0] >= self.ESTIMATE_FROM:
-                return row[0]
+        if not isinstance(queryset, QuerySet):
+            return super().count
+        if not queryset.query.where:
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                                   [queryset.model._meta.db_table])
+                    row = cursor.fetchone()
+                if row and row[0] >= self.ESTIMATE_FROM:
+                    return row[0]
+            return super().count
+        head = self._head()
+        if len(head) <= self.per_page:
+            return len(head)
         return super().count
+
+    def page(self, number):
+        number = self.validate_number(number)
+        if number == 1 and hasattr(self, "_head_rows"):
+            return self._get_page(self._head_rows[: self.per_page], number, self)
+        return super().page(number)
+
+
+class LargeTableChangeList(ChangeList):
+    """A changelist that shows the rows its ``LargeTablePaginator`` already read.
+
+    Django reads a list that fits on one page again with the whole queryset; for a search no
+    index serves, that is a second scan of the table.
+    """
+
+    def get_results(self, request):
+        super().get_results(request)
+        head = getattr(self.paginator, "_head_rows", None)
+        if head is not None and not self.multi_page and not self.show_all:
+            self.result_list = head[: self.list_per_page]
+
+
+class LargeTableAdminMixin:
+    """``LargeTablePaginator`` and ``LargeTableChangeList`` for a ``ModelAdmin`` of a big table."""
+
+    paginator = LargeTablePaginator
+    show_full_result_count = False
+
+    def get_changelist(self, request, **kwargs):
+        return LargeTableChangeList
 
 
 class ExactSearchMixin:

@@ -207,8 +207,10 @@ def dashboard_get(*, today: dt.date | None = None) -> Dashboard:
     board.team_chart = {
         "currency": main, "labels": labels, "urls": urls,
         "datasets": [
-            {"label": f"{this_start:%B %Y}", "data": [str(v) for v in this_values]},
-            {"label": f"{last_start:%B %Y}", "data": [str(v) for v in last_values]},
+            {"label": f"{this_start:%B %Y}" + (" (billed)" if this_start in committed else " (so far)"),
+             "data": [str(v) for v in this_values]},
+            {"label": f"{last_start:%B %Y}" + (" (billed)" if last_start in committed else ""),
+             "data": [str(v) for v in last_values]},
         ],
     }
 

@@ -32,7 +32,7 @@ from billing_site.admin import (
     AuditHistoryAdminMixin,
     BillingAdminMixin,
     ExactSearchMixin,
-    LargeTablePaginator,
+    LargeTableAdminMixin,
     ReadOnlyAdminMixin,
 )
 from billing_site.money import format_amount
@@ -293,7 +293,7 @@ def focus_file_preview(*, path: Path, team_tag: str, subaccount_fallback: bool, 
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(BillingAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "occurred_at", "billing_period_start", "team", "resource_type", "provider", "service_name", "quantity",
         "unit", "cost_display", "source",
@@ -304,7 +304,6 @@ class UsageRecordAdmin(BillingAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, 
     search_help_text = "Exact idempotency key, external reference (FOCUS Id) or resource id."
     list_select_related = ["team"]
     show_full_result_count = False
-    paginator = LargeTablePaginator
     # Newest first by primary key (an index walk). The model's order, occurred_at then pk, has no
     # index of its own and sorts a million rows for every first page (about a second measured);
     # the column still sorts by a click.
@@ -491,7 +490,7 @@ class AllocationTeamFilter(UsageTeamFilter):
 
 
 @admin.register(AllocatedCost)
-class AllocatedCostAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class AllocatedCostAdmin(BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Every row of every run, read-only: the run page shows only its largest rows."""
 
     list_display = ["run", "team", "user", "rule", "service", "quantity", "unit", "amount", "currency", "record_count"]
@@ -499,7 +498,6 @@ class AllocatedCostAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
     search_fields = ["service"]
     list_select_related = ["run", "team", "user", "rule"]
     show_full_result_count = False
-    paginator = LargeTablePaginator
     ordering = ["-run", "-amount", "pk"]
 
 

@@ -25,7 +25,7 @@ from billing_site.admin import (
     AuditHistoryAdminMixin,
     BillingAdminMixin,
     ExactSearchMixin,
-    LargeTablePaginator,
+    LargeTableAdminMixin,
     ReadOnlyAdminMixin,
 )
 from invoices.pdf import format_metered
@@ -276,14 +276,13 @@ class LedgerCurrencyFilter(admin.SimpleListFilter):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(BillingAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class LedgerEntryAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["pk", "created_at", "wallet_team", "entry_type", "amount_display", "balance_after_display",
                     "reserved_delta", "reference_type", "reference_id", "idempotency_key"]
     list_filter = ["entry_type", LedgerTeamFilter, LedgerCurrencyFilter]
     search_fields = ["idempotency_key", "reference_id"]  # searched exactly: ExactSearchMixin
     exact_search_fields = ("idempotency_key", "reference_id")
     search_help_text = "Exact idempotency key or reference (payment, invoice number, hold)."
-    paginator = LargeTablePaginator
     date_hierarchy = "created_at"
     list_select_related = ["wallet__team", "wallet__user"]
     show_full_result_count = False

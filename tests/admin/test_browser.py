@@ -13,10 +13,13 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from chargeback.models import AllocationRun
+from chargeback.models import AllocationRun, Team
+from chargeback.periods import BillingPeriod
+from chargeback.services import allocation_run_execute
+from invoices import services as invoice_services
 from invoices.models import Invoice
 from tests.admin.conftest import new_key
-from tests.factories import TeamFactory, UsageRecordFactory
+from tests.factories import TeamFactory, UsageRecordFactory, draft_invoice
 from wallets import services
 from wallets.models import LedgerEntry
 
@@ -121,6 +124,15 @@ def test_browser_dashboard_draws_both_charts(logged_in, live_server, artifacts):
         _usage(team, costs[0], today.replace(day=1))
         _usage(team, costs[1], last_month)
     _usage(None, "33", today.replace(day=1))
+    # Something in every list: last month billed, a wallet running low, an overdue invoice.
+    allocation_run_execute(period=BillingPeriod(last_month.replace(day=1), today.replace(day=1)))
+    low = services.wallet_open(team=Team.objects.get(slug="search"))
+    services.wallet_top_up(wallet=low, amount=Decimal(100), idempotency_key=new_key())
+    services.wallet_charge(wallet=low, amount=Decimal(95), idempotency_key=new_key())
+    late = invoice_services.invoice_issue(invoice=draft_invoice(team=Team.objects.get(slug="maps"),
+                                                                amounts=("1250.00",)),
+                                          issue_date=today - dt.timedelta(days=60))
+    invoice_services.invoice_mark_overdue(invoice=late)
 
     page.goto(f"{live_server.url}/admin/")
     page.wait_for_selector("#dashboard[data-charts-drawn=true]")
@@ -134,4 +146,6 @@ def test_browser_dashboard_draws_both_charts(logged_in, live_server, artifacts):
     assert all(chart["width"] > 100 and chart["height"] > 100 and chart["painted"] > 1000 for chart in drawn), drawn
     labels = page.evaluate("() => window.billingCharts.team.data.labels")
     assert labels[:3] == ["Search", "Maps", "Ads"]
+    assert late.number in page.inner_text("#overdue-invoices") and "1,250.00 USD" in page.inner_text("#overdue-invoices")
+    assert "Search" in page.inner_text("#low-wallets") and "ties out" in page.inner_text("#latest-runs")
     page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)

@@ -91,3 +91,26 @@ def test_ledger_date_drill_down_offers_the_days_of_the_entries_and_filters_by_th
     assert len(response.context["cl"].result_list) == 1
     empty = finance.get(url, {"created_at__year": today.year - 1})
     assert len(empty.context["cl"].result_list) == 0 and empty.status_code == 200
+
+
+def test_ledger_search_that_fits_a_page_reads_the_ledger_once_and_counts_nothing(finance, wallet):
+    services.wallet_top_up(wallet=wallet, amount=Decimal("7"), idempotency_key="once-only")
+    url = reverse("admin:wallets_ledgerentry_changelist")
+    with CaptureQueriesContext(connection) as queries:
+        response = finance.get(url, {"q": "once-only"})
+    ledger_reads = [q["sql"] for q in queries if 'FROM "wallets_ledgerentry"' in q["sql"]]
+    assert len(ledger_reads) == 1 and "COUNT(" not in ledger_reads[0]
+    assert response.context["cl"].result_count == 1
+
+
+def test_ledger_filtered_over_several_pages_is_counted_exactly(finance, wallet, monkeypatch):
+    from wallets.admin import LedgerEntryAdmin
+
+    monkeypatch.setattr(LedgerEntryAdmin, "list_per_page", 2)
+    for n in range(4):
+        services.wallet_top_up(wallet=wallet, amount=Decimal(n + 1), idempotency_key=new_key())
+    response = finance.get(reverse("admin:wallets_ledgerentry_changelist"), {"entry_type__exact": "top_up"})
+    cl = response.context["cl"]
+    assert (cl.result_count, len(cl.result_list), cl.multi_page) == (5, 2, True)
+    second = finance.get(reverse("admin:wallets_ledgerentry_changelist"), {"entry_type__exact": "top_up", "p": 3})
+    assert len(second.context["cl"].result_list) == 1
