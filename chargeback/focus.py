@@ -950,6 +950,25 @@ def _team_fk_constraint(cursor: Any, table: str) -> str | None:
     return found[0] if found else None
 
 
+def _may_skip_fk_triggers(cursor: Any, table: str) -> bool:
+    """Whether the fast path may COPY with ``session_replication_role = replica`` (no trigger fires)
+    and check the team foreign key itself, once per team instead of once per row.
+
+    Only when this role may set that parameter (a superuser, or ``GRANT SET ON PARAMETER
+    session_replication_role``, PostgreSQL 15+) and ``table`` has no trigger but the internal ones
+    of its foreign keys, so that nothing else would be skipped.
+    """
+    if connection.pg_version < 150000:  # has_parameter_privilege() is new in 15
+        return False
+    cursor.execute(
+        "SELECT has_parameter_privilege('session_replication_role', 'SET') AND NOT EXISTS (SELECT 1 FROM "
+        "pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal) AND NOT EXISTS (SELECT 1 FROM "
+        "pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey) "
+        "WHERE c.conrelid = %s::regclass AND c.contype = 'f' AND a.attname NOT IN ('team_id', 'user_id'))",
+        [table, table])
+    return bool(cursor.fetchone()[0])
+
+
 def _write_postgresql(rows: Iterator[_Row], result: FocusImportResult, parser: _RowParser,
                       block_rows: int) -> None:
     """Write the rows block by block, parsing the next block while the server writes this one;
@@ -974,7 +993,12 @@ def _write_postgresql(rows: Iterator[_Row], result: FocusImportResult, parser: _
     The foreign key to the team is checked at the end of each statement (``SET CONSTRAINTS …
     IMMEDIATE``) rather than at commit: the same checks, but now they run while the parsing thread
     works instead of after it, and a wrong team id still fails the import. The team ids come from
-    ``_Teams`` in this same transaction.
+    ``_Teams`` in this same transaction. Where the role may (``_may_skip_fk_triggers``), the fast
+    path's COPY runs with ``session_replication_role = replica``, which skips the per-row foreign
+    key triggers (a query per row, about a quarter of the server's work), and the foreign key is
+    checked per team instead: each team id is read with ``FOR KEY SHARE`` as it is resolved, before
+    any line carries it, which is what the trigger does for each row (the team exists, and cannot be
+    deleted or have its id changed until this transaction ends). ``user_id`` is always NULL here.
 
     Everything still happens in the caller's one transaction: a bad value in any block (or any
     other failure of the parsing thread) is re-raised here, as it was raised there, before the
@@ -1038,6 +1062,10 @@ def _write_postgresql(rows: Iterator[_Row], result: FocusImportResult, parser: _
         team_fk = _team_fk_constraint(cursor, table)
         if team_fk:
             cursor.execute(f"SET CONSTRAINTS {connection.ops.quote_name(team_fk)} IMMEDIATE")
+        replica = _may_skip_fk_triggers(cursor, table)
+        if replica:
+            cursor.execute("SELECT current_setting('session_replication_role')")
+            role = cursor.fetchone()[0]
         render = _line_renderer(parser, created_at)
 
         def produce() -> None:
@@ -1065,8 +1093,14 @@ def _write_postgresql(rows: Iterator[_Row], result: FocusImportResult, parser: _
                 waited += clock - before
                 if block.new_teams:
                     teams.prefetch(key for key, _ in block.new_teams)
-                    for key, currency in block.new_teams:
-                        team_ids[key] = str(teams.resolve(key, currency))
+                    resolved = {key: teams.resolve(key, currency) for key, currency in block.new_teams}
+                    if replica:  # the foreign key check, once per team (see the docstring)
+                        cursor.execute(f"SELECT id FROM {Team._meta.db_table} WHERE id = ANY(%s) FOR KEY SHARE",
+                                       [sorted(set(resolved.values()))])
+                        missing = set(resolved.values()) - {found for found, in cursor.fetchall()}
+                        if missing:
+                            raise IntegrityError(f"teams {sorted(missing)} disappeared during the FOCUS import")
+                    team_ids.update((key, str(team_id)) for key, team_id in resolved.items())
                 data, count, hashed = block.data, block.rows, block.hashed
                 if block.pending:  # every team named so far has an id now
                     with_id = [team_ids[key] + rest for key, prefix, rest in block.pending if not prefix]
@@ -1082,7 +1116,11 @@ def _write_postgresql(rows: Iterator[_Row], result: FocusImportResult, parser: _
                 if count and fast:
                     try:
                         with transaction.atomic():
+                            if replica:  # reverted by the savepoint's rollback too
+                                cursor.execute("SET LOCAL session_replication_role = replica")
                             copy(copy_usage, data)
+                            if replica:
+                                cursor.execute("SELECT set_config('session_replication_role', %s, true)", [role])
                         inserted += count
                         count = 0
                     except psycopg.errors.UniqueViolation:

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count
 
 from chargeback.focus import FocusImportError, focus_import
 from chargeback.models import Team, UsageRecord
-from tests.factories import TeamFactory
+from tests.factories import TeamFactory, UsageRecordFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -647,3 +648,26 @@ def test_focus_import_same_id_twice_in_a_file_keeps_the_first(tmp_path):
     assert UsageRecord.objects.get(external_reference="2").cost == Decimal("2")
     # and BilledCost per period still sums every good row of the file, as read
     assert result.billed_cost == {SEPTEMBER: Decimal("1.5") * 3 + 2 + 99 + 77}
+
+
+@pytest.mark.postgres
+def test_focus_import_leaves_foreign_keys_checked_and_rows_on_existing_teams(tmp_path):
+    # given a file naming two new teams and an existing one, in blocks of one row (on PostgreSQL
+    # the fast path may COPY without the per-row foreign key triggers and check each team instead)
+    TeamFactory(name="Search")
+    rows = [_row("1"), _row("2", tags='{"business_unit": "search"}'), _row("3", tags='{"business_unit": "ads"}')]
+    path = _write_csv(tmp_path / "teams.csv", HEADER, rows)
+
+    # when it is imported
+    result = focus_import(path=path, block_rows=1)
+
+    # then every row is on an existing team
+    assert (result.rows_imported, result.teams_created) == (3, 2)
+    assert set(UsageRecord.objects.values_list("team__name", flat=True)) == {"checkout", "Search", "ads"}
+    # and afterwards the session checks foreign keys as before: triggers on, a missing team refused
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW session_replication_role")
+        assert cursor.fetchone()[0] == "origin"
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        UsageRecordFactory(team_id=10**12)
