@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count
 
 from chargeback.focus import FocusImportError, focus_import
 from chargeback.models import Team, UsageRecord
-from tests.factories import TeamFactory
+from tests.factories import TeamFactory, UsageRecordFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -594,3 +595,79 @@ def test_focus_import_rows_without_id_across_blocks_get_file_wide_ordinals(tmp_p
     assert first.rows_imported == 5 and again.rows_duplicate == 5
     keys = sorted(UsageRecord.objects.values_list("idempotency_key", flat=True))
     assert sorted(k.rsplit(":", 1)[1] for k in keys) == ["1", "1", "2", "3", "4"]
+
+
+def test_focus_import_reimport_in_blocks_counts_every_row_as_duplicate(tmp_path):
+    # given a file of 3 blocks of 2 rows, imported once (on PostgreSQL each block is COPYed
+    # straight into the usage table, since none of its rows exists yet)
+    rows = [_row(str(i), cost=f"{i}.25", tags=f'{{"business_unit": "unit-{i % 2}"}}') for i in range(1, 7)]
+    path = _write_csv(tmp_path / "blocks.csv", HEADER, rows)
+    first = focus_import(path=path, block_rows=2)
+
+    # when the same file is imported again
+    again = focus_import(path=path, block_rows=2)
+
+    # then the first import wrote every row, and the second counts every row as a duplicate
+    assert (first.rows_imported, first.rows_duplicate, first.teams_created) == (6, 0, 2)
+    assert (again.rows_read, again.rows_imported, again.rows_duplicate) == (6, 0, 6)
+    assert UsageRecord.objects.count() == 6
+    assert _costs() == Decimal("22.5")
+    assert set(UsageRecord.objects.values_list("team__name", flat=True)) == {"unit-0", "unit-1"}
+
+
+def test_focus_import_partial_overlap_imports_only_the_new_rows(tmp_path):
+    # given rows 1 to 6 imported, and a second file with rows 4 to 11: its first blocks overlap the
+    # first file, its later blocks are new
+    first = _write_csv(tmp_path / "first.csv", HEADER, [_row(str(i), cost=f"{i}") for i in range(1, 7)])
+    second = _write_csv(tmp_path / "second.csv", HEADER, [_row(str(i), cost=f"{i}") for i in range(4, 12)])
+    focus_import(path=first, block_rows=2)
+
+    # when the second file is imported in blocks of 2 rows (4-5, 6-7, 8-9, 10-11)
+    result = focus_import(path=second, block_rows=2)
+
+    # then the 3 rows seen before are duplicates, the 5 new ones are imported, each row once
+    assert (result.rows_read, result.rows_imported, result.rows_duplicate) == (8, 5, 3)
+    assert sorted(int(r) for r in UsageRecord.objects.values_list("external_reference", flat=True)) == list(
+        range(1, 12))
+    assert _costs() == Decimal(sum(range(1, 12)))
+    # and a third, fully new file after the overlap is imported whole
+    third = _write_csv(tmp_path / "third.csv", HEADER, [_row(str(i), cost="1") for i in range(12, 17)])
+    assert focus_import(path=third, block_rows=2).rows_imported == 5
+
+
+def test_focus_import_same_id_twice_in_a_file_keeps_the_first(tmp_path):
+    # given a file in which the Id 2 appears twice within one block, then again in a later block
+    rows = [_row("1"), _row("2", cost="2"), _row("2", cost="99"), _row("3"), _row("4"), _row("2", cost="77")]
+    path = _write_csv(tmp_path / "same-id.csv", HEADER, rows)
+
+    # when it is imported in blocks of 3 rows
+    result = focus_import(path=path, block_rows=3)
+
+    # then the later copies are duplicates of the first: the row identity is the Id
+    assert (result.rows_read, result.rows_imported, result.rows_duplicate) == (6, 4, 2)
+    assert UsageRecord.objects.get(external_reference="2").cost == Decimal("2")
+    # and BilledCost per period still sums every good row of the file, as read
+    assert result.billed_cost == {SEPTEMBER: Decimal("1.5") * 3 + 2 + 99 + 77}
+
+
+@pytest.mark.postgres
+def test_focus_import_leaves_foreign_keys_checked_and_rows_on_existing_teams(tmp_path):
+    # given a file naming two new teams and an existing one, in blocks of one row (on PostgreSQL
+    # the fast path may COPY without the per-row foreign key triggers and check each team instead)
+    TeamFactory(name="Search")
+    rows = [_row("1"), _row("2", tags='{"business_unit": "search"}'), _row("3", tags='{"business_unit": "ads"}')]
+    path = _write_csv(tmp_path / "teams.csv", HEADER, rows)
+
+    # when it is imported
+    result = focus_import(path=path, block_rows=1)
+
+    # then every row is on an existing team
+    assert (result.rows_imported, result.teams_created) == (3, 2)
+    assert set(UsageRecord.objects.values_list("team__name", flat=True)) == {"checkout", "Search", "ads"}
+    # and afterwards the session checks foreign keys as before: triggers on, a missing team refused
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW session_replication_role")
+        assert cursor.fetchone()[0] == "origin"
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        UsageRecordFactory(team_id=10**12)
