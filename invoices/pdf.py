@@ -52,16 +52,6 @@ RULE_TYPE_EXPLANATIONS = {
 }
 
 
-#: The rule types as the line table's "Service / rule" column names them.
-RULE_TYPE_LABELS = {
-    "by_usage": "Rule: by usage",
-    "equal_split": "Rule: equal split",
-    "fixed_split": "Rule: fixed split",
-    "by_team": "Rule: by team",
-    "by_user": "Rule: by user",
-}
-
-
 class UnsafeResourceError(ValueError):
     """A rendering asked for a resource outside the project's static files (a remote or local URL)."""
 
@@ -150,9 +140,22 @@ UNIT_PLURALS = {
 }
 
 
+#: The same units the other way round, for FOCUS ``PricingUnit`` values recorded in the plural ("Hours").
+UNIT_SINGULARS = {plural: singular for singular, plural in UNIT_PLURALS.items()}
+
+
+def _unit_word(unit: str, *, plural: bool) -> str:
+    """``unit`` in the singular or plural when it is a known unit (keeping a leading capital), else as recorded."""
+    lower = unit.lower()
+    word = UNIT_PLURALS.get(lower, lower) if plural else UNIT_SINGULARS.get(lower, lower)
+    if word == lower:
+        return unit
+    return word[:1].upper() + word[1:] if unit[:1].isupper() else word
+
+
 def format_unit(quantity: Decimal, unit: str) -> str:
-    """The unit of ``quantity`` as people write it: ``1 token``, ``1,234,567 tokens``, ``2.5 GB-Mo``."""
-    return unit if quantity == 1 else UNIT_PLURALS.get(unit, unit)
+    """The unit of ``quantity`` as people write it: ``1 token``, ``1,234,567 tokens``, ``1 Hour``, ``2.5 GB-Mo``."""
+    return _unit_word(unit, plural=quantity != 1)
 
 
 def format_percent(percent: Decimal | str | None) -> str:
@@ -223,23 +226,22 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
                 "amount_short": _amount(line.amount, currency),
                 "amount_precise": format_metered(line.amount_precise, currency),
             })
-            service_rule = RULE_TYPE_LABELS.get(rule_type, "Rule")
+            average = False
         else:
             note = ""
-            if line.unit and details.get("unit_price_basis") == "average":
-                note = "Average unit price: the price changed during the period"
-            service_rule = "Direct usage"
+            # Marked "avg." on the row and explained once under the table, not on every row: a
+            # long invoice of averaged prices would otherwise repeat the sentence 500 times.
+            average = bool(line.unit) and details.get("unit_price_basis") == "average"
             direct_count += 1
             direct_records += line.record_count
         rows.append({
             "position": line.position,
             "description": line.description,
             "note": note,
-            "service_rule": service_rule,
             "quantity": format_quantity(line.quantity),
             "unit": format_unit(line.quantity, line.unit) if line.unit else "",
             "unit_price": format_metered(line.unit_price, currency, code=False),
-            "price_unit": f"per {line.unit}" if line.unit else "",
+            "average": average,
             "amount": _amount(line.amount, currency),
         })
     run = invoice.allocation_run
@@ -260,11 +262,19 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
         "period_label": period.label,
         "currency": currency,
         "rows": rows,
+        "has_average_prices": any(row["average"] for row in rows),
         "subtotal": format_amount(invoice.subtotal, currency),
         "tax_rate": format_percent(invoice.tax_rate).replace(".0 %", " %"),
         "tax_amount": format_amount(invoice.tax_amount, currency),
         "total": format_amount(invoice.total, currency),
-        "payment_terms_days": settings.BILLING_PAYMENT_TERMS_DAYS,
+        # The terms the invoice was issued with (its due date counts from its issue date); a
+        # draft shows the default terms it will be issued with.
+        "payment_terms_days": (
+            (invoice.due_date - invoice.issue_date).days if invoice.issue_date and invoice.due_date
+            else settings.BILLING_PAYMENT_TERMS_DAYS
+        ),
+        "title": "Statement" if invoice.kind == Invoice.Kind.PREPAID_STATEMENT else "Invoice",
+        "kind_label": invoice.get_kind_display(),
         "allocations": allocations,
         "direct_count": direct_count,
         "direct_records": direct_records,
