@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import mimetypes
 from decimal import Decimal
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,6 +26,7 @@ from urllib.request import url2pathname
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.template.loader import render_to_string
 from django.utils.text import slugify
 from weasyprint import CSS, HTML
@@ -32,6 +34,7 @@ from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse, path2url
 
 from billing_site.money import ROUNDING, currency_exponent, format_amount, to_minor_units
+from chargeback.models import Team
 from chargeback.periods import BillingPeriod
 
 from .models import Invoice
@@ -50,6 +53,10 @@ RULE_TYPE_EXPLANATIONS = {
     "by_team": "in equal parts among the members of the source team",
     "by_user": "to the users who caused it",
 }
+
+
+#: The statuses of an issued invoice: its number, amounts and PDF are final (issue 4, "Lifecycle").
+ISSUED_STATUSES = (Invoice.Status.PENDING, Invoice.Status.SENT, Invoice.Status.PAID, Invoice.Status.OVERDUE)
 
 
 class UnsafeResourceError(ValueError):
@@ -285,6 +292,43 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
     }
 
 
+# --- which PDFs may be (re-)rendered ---------------------------------------------------------------
+
+def _issued_q() -> Q:
+    """Invoices that were issued: an issued status, or cancelled after issue (by a full credit note)."""
+    issued = Q(status__in=ISSUED_STATUSES)
+    if any(field.name == "issued_at" for field in Invoice._meta.concrete_fields):
+        issued |= Q(status=Invoice.Status.CANCELLED, issued_at__isnull=False)
+    return issued
+
+
+def invoice_pdf_is_final(invoice: Invoice) -> bool:
+    """Whether ``invoice`` was issued and has its PDF: that PDF is the document sent out, never rendered again."""
+    issued = invoice.status in ISSUED_STATUSES or (
+        invoice.status == Invoice.Status.CANCELLED and getattr(invoice, "issued_at", None) is not None
+    )
+    return issued and bool(invoice.pdf_sha256)
+
+
+def invoice_list_to_render(
+    *, period: BillingPeriod, statuses: Iterable[str] = (), team: Team | None = None,
+) -> tuple[QuerySet[Invoice], int]:
+    """The invoices of exactly ``period`` (``[start, end)``) whose PDF may be rendered, by pk; and how many
+    matched but were left out because they were issued and already have their PDF.
+
+    Drafts and cancelled drafts render on demand (again and again); an issued invoice renders once,
+    when it has no PDF yet. Every kind (chargeback, prepaid statement) and every user invoice of the
+    period is included; ``statuses`` (``Invoice.Status`` values) and ``team`` narrow the selection.
+    """
+    invoices = Invoice.objects.filter(period_start=period.start, period_end=period.end)
+    if statuses:
+        invoices = invoices.filter(status__in=list(statuses))
+    if team is not None:
+        invoices = invoices.filter(team=team)
+    final = _issued_q() & ~Q(pdf_sha256="")
+    return invoices.exclude(final).order_by("pk"), invoices.filter(final).count()
+
+
 # --- rendering and storage ------------------------------------------------------------------------
 
 def invoice_render_pdf(invoice: Invoice) -> bytes:
@@ -333,7 +377,7 @@ def invoice_store_pdf(*, invoice: Invoice) -> Invoice:
     """
     with transaction.atomic():
         locked = Invoice.objects.select_for_update(of=("self",)).get(pk=invoice.pk)
-        if locked.status not in (Invoice.Status.DRAFT, Invoice.Status.CANCELLED) and locked.pdf_sha256:
+        if invoice_pdf_is_final(locked):
             raise InvoicePdfError(
                 f"invoice {locked.display_number} is {locked.status}; its PDF was stored when it was issued"
             )
