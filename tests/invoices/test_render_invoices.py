@@ -12,8 +12,7 @@ from django.core.management import CommandError, call_command
 from pypdf import PdfReader
 
 from invoices.models import Invoice
-from invoices.pdf import invoice_store_pdf
-from invoices.services import invoice_generate_for_run
+from invoices.services import invoice_generate_for_run, invoice_issue
 from tests.factories import InvoiceFactory, InvoiceLineFactory, TeamFactory
 from tests.invoices.test_generation import committed_run
 
@@ -31,12 +30,15 @@ def september_drafts(count: int) -> list[Invoice]:
     return sorted(invoice_generate_for_run(run=run), key=lambda i: i.team_name)
 
 
-def issue(invoice: Invoice, number: str) -> Invoice:
-    """Mark ``invoice`` issued (pending, numbered, dated), as the lifecycle service leaves it."""
-    Invoice.objects.filter(pk=invoice.pk).update(
-        status=Invoice.Status.PENDING, number=number, issue_date=dt.date(2024, 10, 1), due_date=dt.date(2024, 10, 31),
-    )
-    return Invoice.objects.get(pk=invoice.pk)
+def issue(invoice: Invoice, number: str, *, pdf: bool = True) -> Invoice:
+    """Issue ``invoice`` through the lifecycle service (which stores its PDF); ``pdf=False``: an issued
+    invoice whose PDF was never stored (issued before PDFs were kept, or its rendering was lost)."""
+    issued = invoice_issue(invoice=invoice, number=number, issue_date=dt.date(2024, 10, 1))
+    if not pdf:
+        issued.pdf.storage.delete(issued.pdf.name)
+        Invoice.objects.filter(pk=issued.pk).update(pdf="", pdf_sha256="")
+        issued.refresh_from_db()
+    return issued
 
 
 def render(*args: str) -> str:
@@ -75,9 +77,9 @@ def test_render_invoices_stores_the_pdf_of_every_draft_of_the_period():
 def test_render_invoices_renders_an_issued_invoice_once_and_never_again():
     # Given an issued invoice with its PDF, an issued invoice without one, and a draft
     with_pdf, without_pdf, draft = september_drafts(3)
-    with_pdf = issue(invoice_store_pdf(invoice=with_pdf), "INV-20241001-0001")
+    with_pdf = issue(with_pdf, "INV-20241001-0001")
     sent_sha, sent_file = with_pdf.pdf_sha256, with_pdf.pdf.name
-    without_pdf = issue(without_pdf, "INV-20241001-0002")
+    without_pdf = issue(without_pdf, "INV-20241001-0002", pdf=False)
 
     # When the month is rendered, twice
     first = render("--period", "2024-09", "--workers", "1")
@@ -100,7 +102,7 @@ def test_render_invoices_renders_an_issued_invoice_once_and_never_again():
 def test_render_invoices_renders_only_the_status_and_team_asked_for():
     # Given two drafts and an issued invoice without a PDF
     first, second, issued = september_drafts(3)
-    issued = issue(issued, "INV-20241001-0007")
+    issued = issue(issued, "INV-20241001-0007", pdf=False)
 
     # When only pending invoices are rendered, then only team 01's
     pending = render("--period", "2024-09", "--status", "pending", "--workers", "1")
@@ -142,7 +144,7 @@ def test_render_invoices_refuses_bad_arguments_with_a_clear_message(args, return
 def test_render_invoices_spreads_the_work_over_worker_processes():
     # Given six committed September drafts and an issued invoice with its PDF
     *drafts, issued = september_drafts(7)
-    issued = issue(invoice_store_pdf(invoice=issued), "INV-20241001-0001")
+    issued = issue(issued, "INV-20241001-0001")
 
     # When they are rendered by two worker processes
     output = render("--period", "2024-09", "--workers", "2")
