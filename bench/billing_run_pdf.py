@@ -164,7 +164,8 @@ def main() -> None:
         renders_cpu.append(time.process_time() - c0)
     print(f"500-line invoice PDF ({invoice.lines.count()} lines, {len(PdfReader(io.BytesIO(pdf)).pages)} pages, "
           f"{len(pdf) // 1024} KiB): median {statistics.median(renders):.2f} s of 3 renders "
-          f"(min {min(renders):.2f}, max {max(renders):.2f}); CPU median {statistics.median(renders_cpu):.2f} s")
+          f"(min {min(renders):.2f}, max {max(renders):.2f}); CPU median {statistics.median(renders_cpu):.2f} s; "
+          f"load average {os.getloadavg()[0]:.2f} (target: ≤ 5 s)")
     media.cleanup()
 
 

@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import mimetypes
 from decimal import Decimal
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,6 +26,7 @@ from urllib.request import url2pathname
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.template.loader import render_to_string
 from django.utils.text import slugify
 from weasyprint import CSS, HTML
@@ -32,15 +34,21 @@ from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse, path2url
 
 from billing_site.money import ROUNDING, currency_exponent, format_amount, to_minor_units
+from chargeback.models import Team
 from chargeback.periods import BillingPeriod
 
-from .models import Invoice
-from .selectors import invoice_get_with_lines
+from .models import CreditNote, Invoice
+from .selectors import credit_note_get_with_lines, invoice_get_with_lines
 
 #: The only folder a rendering may read from.
 STATIC_DIR = Path(settings.BASE_DIR) / "static"
 STYLESHEET = STATIC_DIR / "invoices" / "invoice.css"
 TEMPLATE = "invoices/invoice.html"
+CREDIT_NOTE_TEMPLATE = "invoices/credit_note.html"
+
+#: The sections of a prepaid statement's lines that are billed; the others (balances, top-ups,
+#: grants…) are there for information (``invoices.services._statement_lines``).
+STATEMENT_BILLED_SECTIONS = ("usage", "refund")
 
 #: What each rule type means, in the words of the appendix.
 RULE_TYPE_EXPLANATIONS = {
@@ -52,22 +60,13 @@ RULE_TYPE_EXPLANATIONS = {
 }
 
 
-#: The rule types as the line table's "Service / rule" column names them.
-RULE_TYPE_LABELS = {
-    "by_usage": "Rule: by usage",
-    "equal_split": "Rule: equal split",
-    "fixed_split": "Rule: fixed split",
-    "by_team": "Rule: by team",
-    "by_user": "Rule: by user",
-}
-
-
 class UnsafeResourceError(ValueError):
     """A rendering asked for a resource outside the project's static files (a remote or local URL)."""
 
 
 class InvoicePdfError(Exception):
-    """An invoice whose PDF may not be (re-)rendered: issued invoices keep the PDF they were issued with."""
+    """A document whose PDF may not be rendered again: issued invoices and credit notes keep the PDF
+    they were issued with."""
 
 
 class StaticOnlyURLFetcher(URLFetcher):
@@ -150,9 +149,22 @@ UNIT_PLURALS = {
 }
 
 
+#: The same units the other way round, for FOCUS ``PricingUnit`` values recorded in the plural ("Hours").
+UNIT_SINGULARS = {plural: singular for singular, plural in UNIT_PLURALS.items()}
+
+
+def _unit_word(unit: str, *, plural: bool) -> str:
+    """``unit`` in the singular or plural when it is a known unit (keeping a leading capital), else as recorded."""
+    lower = unit.lower()
+    word = UNIT_PLURALS.get(lower, lower) if plural else UNIT_SINGULARS.get(lower, lower)
+    if word == lower:
+        return unit
+    return word[:1].upper() + word[1:] if unit[:1].isupper() else word
+
+
 def format_unit(quantity: Decimal, unit: str) -> str:
-    """The unit of ``quantity`` as people write it: ``1 token``, ``1,234,567 tokens``, ``2.5 GB-Mo``."""
-    return unit if quantity == 1 else UNIT_PLURALS.get(unit, unit)
+    """The unit of ``quantity`` as people write it: ``1 token``, ``1,234,567 tokens``, ``1 Hour``, ``2.5 GB-Mo``."""
+    return _unit_word(unit, plural=quantity != 1)
 
 
 def format_percent(percent: Decimal | str | None) -> str:
@@ -203,7 +215,9 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
     direct_records = direct_count = 0
     for line in lines:
         details = line.details or {}
-        if line.rule_id is not None or line.rule_name:
+        if details.get("kind") == "statement":
+            pass
+        elif line.rule_id is not None or line.rule_name:
             share = format_percent(details.get("share_percent"))
             pool = details.get("pool_amount")
             pool_text = format_amount(Decimal(pool), currency) if pool not in (None, "") else "—"
@@ -223,23 +237,34 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
                 "amount_short": _amount(line.amount, currency),
                 "amount_precise": format_metered(line.amount_precise, currency),
             })
-            service_rule = RULE_TYPE_LABELS.get(rule_type, "Rule")
+            average = False
         else:
             note = ""
-            if line.unit and details.get("unit_price_basis") == "average":
-                note = "Average unit price: the price changed during the period"
-            service_rule = "Direct usage"
+            # Marked "avg." on the row and explained once under the table, not on every row: a
+            # long invoice of averaged prices would otherwise repeat the sentence 500 times.
+            average = bool(line.unit) and details.get("unit_price_basis") == "average"
             direct_count += 1
             direct_records += line.record_count
+        if details.get("kind") == "statement":
+            # A prepaid statement's lines have no quantity or price: balances and top-ups are
+            # information (their figure is in the description, nothing billed), usage and refunds
+            # are billed amounts.
+            info = details.get("section") not in STATEMENT_BILLED_SECTIONS
+            rows.append({
+                "position": line.position, "description": line.description, "note": "", "info": info,
+                "quantity": "", "unit": "", "unit_price": "", "average": False,
+                "amount": "" if info else _amount(line.amount, currency),
+            })
+            continue
         rows.append({
             "position": line.position,
             "description": line.description,
             "note": note,
-            "service_rule": service_rule,
+            "info": False,
             "quantity": format_quantity(line.quantity),
             "unit": format_unit(line.quantity, line.unit) if line.unit else "",
             "unit_price": format_metered(line.unit_price, currency, code=False),
-            "price_unit": f"per {line.unit}" if line.unit else "",
+            "average": average,
             "amount": _amount(line.amount, currency),
         })
     run = invoice.allocation_run
@@ -260,31 +285,63 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
         "period_label": period.label,
         "currency": currency,
         "rows": rows,
+        "has_average_prices": any(row["average"] for row in rows),
         "subtotal": format_amount(invoice.subtotal, currency),
         "tax_rate": format_percent(invoice.tax_rate).replace(".0 %", " %"),
         "tax_amount": format_amount(invoice.tax_amount, currency),
         "total": format_amount(invoice.total, currency),
-        "payment_terms_days": settings.BILLING_PAYMENT_TERMS_DAYS,
+        # The terms the invoice was issued with (its due date counts from its issue date); a
+        # draft shows the default terms it will be issued with.
+        "payment_terms_days": (
+            (invoice.due_date - invoice.issue_date).days if invoice.issue_date and invoice.due_date
+            else settings.BILLING_PAYMENT_TERMS_DAYS
+        ),
+        "title": "Statement" if invoice.kind == Invoice.Kind.PREPAID_STATEMENT else "Invoice",
+        "kind_label": invoice.get_kind_display(),
         "allocations": allocations,
         "direct_count": direct_count,
         "direct_records": direct_records,
         "direct_records_text": f"{direct_records:,}",
         "is_chargeback": invoice.kind == Invoice.Kind.CHARGEBACK,
+        "is_statement": invoice.kind == Invoice.Kind.PREPAID_STATEMENT,
         "run": run,
         "run_date": format_date(run.committed_at.date()) if run is not None and run.committed_at else "",
     }
 
 
+# --- which PDFs may be (re-)rendered ---------------------------------------------------------------
+
+def invoice_pdf_is_final(invoice: Invoice) -> bool:
+    """Whether ``invoice`` was issued (``issued_at`` set) and has its PDF: that PDF is the document
+    sent out, never rendered again, whatever the invoice's status becomes (paid, cancelled)."""
+    return invoice.issued_at is not None and bool(invoice.pdf_sha256)
+
+
+def invoice_list_to_render(
+    *, period: BillingPeriod, statuses: Iterable[str] = (), team: Team | None = None,
+) -> tuple[QuerySet[Invoice], int]:
+    """The invoices of exactly ``period`` (``[start, end)``) whose PDF may be rendered, by pk; and how many
+    matched but were left out because they were issued and already have their PDF.
+
+    Drafts and cancelled drafts render on demand (again and again); an issued invoice renders once,
+    when it has no PDF yet. Every kind (chargeback, prepaid statement) and every user invoice of the
+    period is included; ``statuses`` (``Invoice.Status`` values) and ``team`` narrow the selection.
+    """
+    invoices = Invoice.objects.filter(period_start=period.start, period_end=period.end)
+    if statuses:
+        invoices = invoices.filter(status__in=list(statuses))
+    if team is not None:
+        invoices = invoices.filter(team=team)
+    final = Q(issued_at__isnull=False) & ~Q(pdf_sha256="")
+    return invoices.exclude(final).order_by("pk"), invoices.filter(final).count()
+
+
 # --- rendering and storage ------------------------------------------------------------------------
 
-def invoice_render_pdf(invoice: Invoice) -> bytes:
-    """Render ``invoice`` (with its lines) to PDF bytes, without touching the network.
-
-    Raises:
-        UnsafeResourceError: the template asked for a remote URL or a file outside ``static/``.
-    """
+def _render(template: str, context: dict) -> bytes:
+    """``template`` rendered with ``context`` and the invoice stylesheet, as PDF bytes, without the network."""
     fetcher, fonts, stylesheet = _renderer()
-    html = render_to_string(TEMPLATE, invoice_pdf_context(invoice))
+    html = render_to_string(template, context)
     document = HTML(string=html, base_url=path2url(str(STATIC_DIR) + "/"), url_fetcher=fetcher)
     try:
         return document.write_pdf(
@@ -296,6 +353,15 @@ def invoice_render_pdf(invoice: Invoice) -> bytes:
         if isinstance(cause, UnsafeResourceError):
             raise cause from None
         raise UnsafeResourceError(str(exc)) from cause
+
+
+def invoice_render_pdf(invoice: Invoice) -> bytes:
+    """Render ``invoice`` (with its lines) to PDF bytes, without touching the network.
+
+    Raises:
+        UnsafeResourceError: the template asked for a remote URL or a file outside ``static/``.
+    """
+    return _render(TEMPLATE, invoice_pdf_context(invoice))
 
 
 def invoice_pdf_filename(invoice: Invoice) -> str:
@@ -323,7 +389,7 @@ def invoice_store_pdf(*, invoice: Invoice) -> Invoice:
     """
     with transaction.atomic():
         locked = Invoice.objects.select_for_update(of=("self",)).get(pk=invoice.pk)
-        if locked.status not in (Invoice.Status.DRAFT, Invoice.Status.CANCELLED) and locked.pdf_sha256:
+        if invoice_pdf_is_final(locked):
             raise InvoicePdfError(
                 f"invoice {locked.display_number} is {locked.status}; its PDF was stored when it was issued"
             )
@@ -336,4 +402,94 @@ def invoice_store_pdf(*, invoice: Invoice) -> Invoice:
         locked.save(update_fields=["pdf", "pdf_sha256", "updated_at"])
         if old and old != locked.pdf.name:
             transaction.on_commit(lambda: storage.delete(old))
+    return locked
+
+
+# --- credit notes ---------------------------------------------------------------------------------
+
+def credit_note_pdf_context(credit_note: CreditNote) -> dict:
+    """The template context of ``credit_note``'s PDF (every figure formatted as text).
+
+    What is left on the invoice is computed from the credit notes numbered up to this one, so the
+    document says the same whenever it is rendered: before = the totals of the invoice's earlier
+    credit notes (by pk), after = before + this note's total, left = invoice total − after.
+    """
+    invoice = credit_note.invoice
+    currency = credit_note.currency
+    earlier = CreditNote.objects.filter(invoice=invoice, pk__lt=credit_note.pk).values_list("total", flat=True)
+    before = sum(earlier, Decimal(0))
+    after = before + credit_note.total
+    left = invoice.total - after
+    lines = [
+        {
+            "position": line.position,
+            "description": line.description,
+            "invoice_line": line.invoice_line.position if line.invoice_line_id else "",
+            "amount": _amount(line.amount, currency),
+        }
+        for line in credit_note.lines.all()
+    ]
+    reference = invoice.number or invoice.display_number
+    return {
+        "note": credit_note,
+        "invoice": invoice,
+        "company_name": settings.BILLING_COMPANY_NAME,
+        "company_address": [part for part in settings.BILLING_COMPANY_ADDRESS.splitlines() if part.strip()],
+        "billing_address": [part for part in invoice.billing_address.splitlines() if part.strip()],
+        "number": credit_note.number,
+        "invoice_number": reference,
+        "invoice_date": format_date(invoice.issue_date),
+        "issue_date": format_date(credit_note.issue_date),
+        "period": format_period(invoice.period_start, invoice.period_end),
+        "period_label": BillingPeriod(invoice.period_start, invoice.period_end).label,
+        "reason": credit_note.get_reason_display(),
+        "description": credit_note.description,
+        "currency": currency,
+        "lines": lines,
+        "subtotal": format_amount(credit_note.subtotal, currency),
+        "tax_rate": format_percent(invoice.tax_rate).replace(".0 %", " %"),
+        "tax_amount": format_amount(credit_note.tax_amount, currency),
+        "total": format_amount(credit_note.total, currency),
+        "invoice_total": format_amount(invoice.total, currency),
+        "credited_before": format_amount(before, currency),
+        "credited_after": format_amount(after, currency),
+        "left": format_amount(left, currency),
+        "has_earlier": before > 0,
+        "cancels": left == 0,
+    }
+
+
+def credit_note_render_pdf(credit_note: CreditNote) -> bytes:
+    """Render ``credit_note`` (with its lines and its invoice) to PDF bytes, without touching the network.
+
+    Raises:
+        UnsafeResourceError: the template asked for a remote URL or a file outside ``static/``.
+    """
+    return _render(CREDIT_NOTE_TEMPLATE, credit_note_pdf_context(credit_note))
+
+
+def credit_note_store_pdf(*, credit_note: CreditNote) -> CreditNote:
+    """Render ``credit_note``'s PDF once and store it in ``credit_note.pdf`` (``MEDIA_ROOT/credit_notes/YYYY/MM/<number>.pdf``)
+    with its SHA-256 (64 hex digits) in ``pdf_sha256``.
+
+    Called by ``invoices.services.credit_note_issue`` after the credit note commits. The credit
+    note row is locked while it is re-read, rendered and saved. A credit note is an issued
+    document: its PDF is never rendered again.
+
+    Returns:
+        The credit note as stored.
+
+    Raises:
+        InvoicePdfError: the credit note already has its PDF.
+        UnsafeResourceError: see :func:`credit_note_render_pdf`.
+    """
+    with transaction.atomic():
+        locked = CreditNote.objects.select_for_update(of=("self",)).get(pk=credit_note.pk)
+        if locked.pdf_sha256:
+            raise InvoicePdfError(f"credit note {locked.number} already has its PDF; issued documents are final")
+        full = credit_note_get_with_lines(pk=locked.pk)
+        pdf = credit_note_render_pdf(full)
+        locked.pdf.save(f"{slugify(locked.number) or locked.pk}.pdf", ContentFile(pdf), save=False)
+        locked.pdf_sha256 = hashlib.sha256(pdf).hexdigest()
+        locked.save(update_fields=["pdf", "pdf_sha256"])
     return locked

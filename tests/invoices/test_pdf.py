@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import re
@@ -11,13 +12,21 @@ import pytest
 from pypdf import PdfReader
 
 from chargeback.models import AllocationRule
-from invoices.models import Invoice
-from invoices.pdf import StaticOnlyURLFetcher, UnsafeResourceError, invoice_render_pdf, invoice_store_pdf
-from invoices.selectors import invoice_get_with_lines
-from invoices.services import invoice_generate_for_run
-from tests.factories import AllocationRuleFactory, PriceFactory, TeamFactory, UserFactory
+from invoices.models import CreditNote, Invoice
+from invoices.pdf import (
+    InvoicePdfError,
+    StaticOnlyURLFetcher,
+    UnsafeResourceError,
+    credit_note_render_pdf,
+    credit_note_store_pdf,
+    invoice_render_pdf,
+    invoice_store_pdf,
+)
+from invoices.selectors import credit_note_get_with_lines, invoice_get_with_lines
+from invoices.services import credit_note_issue, invoice_generate_for_run, invoice_issue
+from tests.factories import AllocationRuleFactory, PriceFactory, TeamFactory, UserFactory, draft_invoice
 from chargeback.periods import BillingPeriod
-from chargeback.services import allocation_run_execute
+from chargeback.services import allocation_run_execute, usage_record_create
 from tests.invoices.test_generation import committed_run, record_api_usage
 
 pytestmark = pytest.mark.django_db
@@ -74,9 +83,29 @@ def test_invoice_render_pdf_shows_the_quantity_unit_and_unit_price_of_api_usage(
     # When its PDF is rendered
     (text,) = pages_text(invoice_render_pdf(invoice_get_with_lines(pk=invoice.pk)))
 
-    # Then the reader finds the item, its quantity in tokens, the price per token and the amount
-    for expected in ["LLM · openai gpt-4", "1,234,567", "tokens", "0.00003", "per token", "37.04"]:
-        assert expected in text, expected
+    # Then the reader finds, on one row, the item, its quantity in tokens, the price per token and the amount
+    assert re.search(r"LLM · openai gpt-4 1,234,567 tokens 0\.00003 37\.04", text), text
+    assert "UNIT PRICE" in text and "avg. 0.00003" not in text and "an average unit price" not in text
+
+
+def test_invoice_render_pdf_marks_an_average_unit_price_and_explains_it_once():
+    # Given two metered items without a catalog price, one used for 1 hour, one for 3 hours
+    team = TeamFactory(name="Batch Jobs")
+    at = dt.datetime(2024, 9, 15, 12, tzinfo=dt.UTC)
+    for n, hours in enumerate(["1", "3"]):
+        usage_record_create(
+            team=team, resource_type=f"batch-{n}", provider="AWS", unit="Hours", quantity=D(hours),
+            occurred_at=at, idempotency_key=f"batch-{n}", cost=D("2.5") * D(hours),
+        )
+    (invoice,) = invoice_generate_for_run(run=allocation_run_execute(period=BillingPeriod.month("2024-09")))
+
+    # When its PDF is rendered
+    (text,) = pages_text(invoice_render_pdf(invoice_get_with_lines(pk=invoice.pk)))
+
+    # Then each row reads "1 Hour" / "3 Hours" with its average unit price marked, explained once below
+    assert re.search(r"1 Hour avg\. 2\.50 2\.50", text), text
+    assert re.search(r"3 Hours avg\. 2\.50 7\.50", text), text
+    assert text.count("an average unit price") == 1
 
 
 def test_invoice_render_pdf_stamps_a_cancelled_invoice():
@@ -178,3 +207,116 @@ def test_invoice_render_pdf_stops_when_the_template_reaches_outside(tag, tmp_pat
     # When it is rendered / then the rendering stops with a clear error instead of fetching it
     with pytest.raises(UnsafeResourceError, match="refused"):
         invoice_render_pdf(invoice)
+
+
+# --- credit notes ---------------------------------------------------------------------------------
+
+def issued_invoice_of_three_lines() -> Invoice:
+    """INV-20241001-0001, issued 1 October 2024: three lines, 60.00 + 30.00 + 10.00, 19 % tax: 119.00 USD."""
+    invoice = draft_invoice(team=TeamFactory(name="Checkout & Payments", cost_center="CC-4711"),
+                            amounts=("60.00", "30.00", "10.00"), tax_rate=D(19))
+    return invoice_issue(invoice=invoice, number="INV-20241001-0001", issue_date=dt.date(2024, 10, 1))
+
+
+def test_credit_note_pdf_is_stored_when_a_credit_note_is_issued(django_capture_on_commit_callbacks):
+    # Given an issued invoice of 119.00 USD
+    invoice = issued_invoice_of_three_lines()
+    line = invoice.lines.get(position=2)
+
+    # When a partial credit note of its second line is issued (and its transaction commits)
+    with django_capture_on_commit_callbacks(execute=True):
+        note = credit_note_issue(
+            invoice=invoice, reason="allocation_correction", lines=[{"invoice_line": line.pk, "amount": D("30.00")}],
+            description="Storage was allocated to the wrong team.",
+        )
+
+    # Then its PDF is stored under its number with its checksum
+    note = CreditNote.objects.get(pk=note.pk)
+    assert note.pdf.name.endswith(f"{note.number.lower()}.pdf")
+    with note.pdf.open("rb") as handle:
+        content = handle.read()
+    assert hashlib.sha256(content).hexdigest() == note.pdf_sha256
+    # and it shows the credit note number, the invoice it credits, the line, the amounts and what is left
+    (text,) = pages_text(content)
+    assert re.search(r"CN-\d{8}-\d{4}", text) and note.number in text
+    for expected in [
+        "CREDIT NOTE", "Credits invoice INV-20241001-0001", "Checkout & Payments", "CC-4711",
+        "Allocation correction", "Storage was allocated to the wrong team.", "Service 2", "30.00",
+        "Tax (19 %) 5.70 USD", "Total credited 35.70 USD", "Invoice INV-20241001-0001 total 119.00 USD",
+        "Left to pay on the invoice 83.30 USD",
+    ]:
+        assert expected in text, expected
+
+
+def test_credit_note_render_pdf_of_a_full_credit_says_the_invoice_is_cancelled():
+    # Given an issued invoice already credited 35.70 USD, then credited in full
+    invoice = issued_invoice_of_three_lines()
+    credit_note_issue(invoice=invoice, reason="other", amount=D("35.70"))
+    full = credit_note_issue(invoice=invoice, reason="duplicated_charge")
+
+    # When the full credit note is rendered
+    text = "".join(pages_text(credit_note_render_pdf(credit_note_get_with_lines(pk=full.pk))))
+
+    # Then it credits what was left, counts the earlier note, and says the invoice is cancelled
+    for expected in [
+        full.number, "Duplicated charge", "Total credited 83.30 USD", "Credited by earlier credit notes 35.70 USD",
+        "Credited up to and including this note 119.00 USD", "Left to pay on the invoice 0.00 USD",
+        "credits invoice INV-20241001-0001 in full: the invoice is cancelled",
+    ]:
+        assert expected in text, expected
+
+
+def test_credit_note_store_pdf_never_renders_a_credit_note_again(django_capture_on_commit_callbacks):
+    # Given a credit note whose PDF was stored when it was issued
+    invoice = issued_invoice_of_three_lines()
+    with django_capture_on_commit_callbacks(execute=True):
+        note = credit_note_issue(invoice=invoice, reason="other", amount=D("11.90"))
+    stored = CreditNote.objects.get(pk=note.pk)
+
+    # When it is stored again / then it is refused and the PDF stays as it was
+    with pytest.raises(InvoicePdfError, match="already has its PDF"):
+        credit_note_store_pdf(credit_note=stored)
+    assert CreditNote.objects.get(pk=note.pk).pdf_sha256 == stored.pdf_sha256
+
+
+def test_invoice_store_pdf_keeps_the_pdf_of_an_invoice_cancelled_by_a_credit_note():
+    # Given an issued invoice (its PDF stored at issue) cancelled by a full credit note
+    invoice = issued_invoice_of_three_lines()
+    sha = invoice.pdf_sha256
+    credit_note_issue(invoice=invoice, reason="duplicated_charge")
+    assert Invoice.objects.get(pk=invoice.pk).status == Invoice.Status.CANCELLED
+
+    # When its PDF is stored again / then it is refused: the PDF sent out is final
+    with pytest.raises(InvoicePdfError, match="issued"):
+        invoice_store_pdf(invoice=invoice)
+    assert Invoice.objects.get(pk=invoice.pk).pdf_sha256 == sha
+
+
+def test_invoice_render_pdf_of_a_prepaid_statement_bills_usage_and_shows_balances_for_information():
+    # Given a prepaid team's September: 100 USD before, a 50 USD top-up, 30.12 + 5.00 used, 2.00 refunded
+    import time_machine
+
+    from invoices.services import invoice_generate
+    from wallets import services as wallets
+
+    team = TeamFactory(name="Support Bots", currency="USD")
+    wallet = wallets.wallet_open(team=team)
+    with time_machine.travel(dt.datetime(2024, 8, 20, 12, tzinfo=dt.UTC), tick=False):
+        wallets.wallet_top_up(wallet=wallet, amount=D(100), idempotency_key="aug")
+    with time_machine.travel(dt.datetime(2024, 9, 10, 12, tzinfo=dt.UTC), tick=False):
+        wallets.wallet_top_up(wallet=wallet, amount=D(50), idempotency_key="sep")
+        chat = wallets.wallet_charge(wallet=wallet, amount=D("30.123456"), feature_key="chat", idempotency_key="c1")
+        wallets.wallet_charge(wallet=wallet, amount=D("5"), feature_key="transcribe", idempotency_key="c2")
+        wallets.wallet_refund(entry=chat, amount=D(2), idempotency_key="r1")
+    statement = invoice_generate(team=team, period=BillingPeriod.month("2024-09"))
+
+    # When its PDF is rendered
+    (text,) = pages_text(invoice_render_pdf(invoice_get_with_lines(pk=statement.pk)))
+
+    # Then it is a statement billing the credit used, the balances listed without a billed amount
+    assert "STATEMENT" in text and "INVOICE" not in text
+    assert re.search(r"Usage: chat 30\.12", text) and re.search(r"Refunds -2\.00", text)
+    assert re.search(r"Opening balance on 2024-09-01: 100\.00 USD\s*\n", text), text
+    assert re.search(r"Top-ups: 50\.00 USD\s*\n", text), text
+    assert "Total 33.12 USD" in text and "not billed" in text
+    assert "How these costs were allocated" not in text
