@@ -124,6 +124,10 @@ BILLING_COMPANY_ADDRESS = env.str(
 )
 # Payment terms in days, counted from the issue date.
 BILLING_PAYMENT_TERMS_DAYS = env.int("BILLING_PAYMENT_TERMS_DAYS", default=30)
+# Invoice and credit note numbers (invoices.numbering): str.format templates with {date} (the issue
+# date), {year} and {seq} (gap-free per year, from 1).
+BILLING_INVOICE_NUMBER_FORMAT = env.str("BILLING_INVOICE_NUMBER_FORMAT", default="INV-{date:%Y%m%d}-{seq:04d}")
+BILLING_CREDIT_NOTE_NUMBER_FORMAT = env.str("BILLING_CREDIT_NOTE_NUMBER_FORMAT", default="CN-{date:%Y%m%d}-{seq:04d}")
 
 # --- REST API (issue 5) ---------------------------------------------------------------------
 # Environment:

@@ -2,8 +2,9 @@
 
 The billing run (``python manage.py billing_run``) allocates a period, then calls
 :func:`invoice_generate_for_run` to write one draft invoice per team, then renders
-each draft's PDF with :func:`invoices.pdf.invoice_store_pdf`. Issuing, numbering and credit notes
-are not here yet (the invoices issue).
+each draft's PDF with :func:`invoices.pdf.invoice_store_pdf`. The lifecycle (issue, send, pay,
+overdue, cancel; ``Invoice.TRANSITIONS``) and credit notes follow below; numbers come from
+:mod:`invoices.numbering`.
 
 Rounding is the one boundary from metered to invoice amounts (``billing_site.money``):
 
@@ -24,19 +25,24 @@ exactly the amount a full generation would.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from billing_site.money import (
     METERED_QUANTUM,
+    format_amount,
     minor_unit,
     quantize_metered,
     round_preserving_sum,
+    split,
     to_minor_units,
     unit_price_of,
 )
@@ -44,16 +50,23 @@ from chargeback.models import AllocatedCost, AllocationRun, Team
 from chargeback.periods import BillingPeriod
 from chargeback.selectors import prices_of_period
 
-from .models import Invoice, InvoiceLine
+from wallets.selectors import billing_settings_get
+
+from .errors import (
+    CreditNoteLimitExceeded,
+    DuplicateInvoiceNumber,
+    InvalidInvoiceRequest,
+    InvalidTransition,
+    InvoiceGenerationError,
+    InvoiceImmutable,
+)
+from .models import CreditNote, CreditNoteLine, DocumentSequence, Invoice, InvoiceLine
+from .numbering import document_number_next
 
 logger = logging.getLogger(__name__)
 
 #: Description of a line when a direct cost carries neither a FOCUS ServiceName nor a resource type.
 OTHER_USAGE = "Other usage"
-
-
-class InvoiceGenerationError(Exception):
-    """The run cannot be invoiced: it is a dry run, not saved, or not the period's committed run."""
 
 
 @dataclass(frozen=True)
@@ -122,8 +135,12 @@ def team_amounts(allocations: Iterable[AllocatedCost]) -> list[TeamAmount]:
 
 
 def invoice_tax_rate(*, team: Team) -> Decimal:
-    """The tax rate of ``team``'s invoices in percent (``Decimal("19")`` for 19 %); 0 until per-team tax lands."""
-    return Decimal(0)
+    """The tax rate of ``team``'s invoices in percent (``Decimal("19")`` for 19 %).
+
+    From the team's billing settings (``BillingSettings.tax_rate``, 0 to 100, default 0; issue 4:
+    "a rate per team, from billing settings, default 0").
+    """
+    return billing_settings_get(team=team).tax_rate
 
 
 def invoice_tax_amount(*, subtotal: Decimal, rate: Decimal, currency: str) -> Decimal:
@@ -302,6 +319,29 @@ def _delete_file_on_commit(invoice: Invoice) -> None:
     invoice.pdf_sha256 = ""
 
 
+def _save_draft(invoice: Invoice, *, owner: Team, subtotal: Decimal, currency: str) -> bool:
+    """Set a draft's amounts and snapshots and save it, its old lines and stale PDF dropped; True if created.
+
+    ``subtotal`` is in the currency's minor units; the tax is the team's rate applied to it,
+    rounded once, half-up (:func:`invoice_tax_amount`). The team's name, cost center and billing
+    address are snapshots, so the invoice stays readable when the team changes.
+    """
+    rate = invoice_tax_rate(team=owner)
+    tax = invoice_tax_amount(subtotal=subtotal, rate=rate, currency=currency)
+    invoice.currency = currency
+    invoice.subtotal, invoice.tax_rate, invoice.tax_amount = subtotal, rate, tax
+    invoice.total = subtotal + tax
+    invoice.team_name, invoice.cost_center = owner.name, owner.cost_center
+    invoice.billing_address = billing_settings_get(team=owner).billing_address
+    created = invoice.pk is None
+    if not created:
+        _delete_file_on_commit(invoice)
+    invoice.save()
+    if not created:
+        invoice.lines.all().delete()
+    return created
+
+
 def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) -> InvoiceGenerationResult:
     """Create or refresh the draft chargeback invoices of a committed allocation run.
 
@@ -377,7 +417,7 @@ def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) ->
             live = live.filter(team=team)
         # Lock the period's live invoices in primary-key order (no deadlock between two runs).
         existing = {i.team_id: i for i in live.select_for_update(of=("self",)).order_by("pk")}
-        teams = Team.objects.in_bulk(list(billed))
+        teams = Team.objects.select_related("billing_settings").in_bulk(list(billed))
 
         for team_id, invoice in existing.items():
             if team_id in billed:
@@ -401,22 +441,9 @@ def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) ->
                     team=owner, kind=Invoice.Kind.CHARGEBACK, status=Invoice.Status.DRAFT,
                     period_start=run.period_start, period_end=run.period_end,
                 )
-            else:
-                _delete_file_on_commit(invoice)
-            rate = invoice_tax_rate(team=owner)
-            tax = invoice_tax_amount(subtotal=amount.amount, rate=rate, currency=amount.currency)
-            invoice.currency = amount.currency
-            invoice.subtotal, invoice.tax_rate, invoice.tax_amount = amount.amount, rate, tax
-            invoice.total = amount.amount + tax
             invoice.allocation_run = run
-            invoice.team_name, invoice.cost_center = owner.name, owner.cost_center
-            invoice.billing_address = ""
-            created = invoice.pk is None
-            invoice.save()
-            if created:
+            if _save_draft(invoice, owner=owner, subtotal=amount.amount, currency=amount.currency):
                 result.created.add(invoice.pk)
-            else:
-                invoice.lines.all().delete()
             InvoiceLine.objects.bulk_create(
                 _line_rows(invoice, _group_lines(rows_by_team[team_id]), amount.amount, pools, prices)
             )
@@ -427,3 +454,779 @@ def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) ->
             ", ".join(i.display_number for i in result.skipped),
         )
     return result
+
+
+# --- one invoice for a team or a user and a period (issue 4, section 1) -----------------------------
+
+#: Ledger entry types that a prepaid statement bills: usage drawn from the credit, less refunds.
+_STATEMENT_USAGE = ("charge", "hold_capture")
+#: Information lines of a prepaid statement: (entry type, description), in the order printed.
+_STATEMENT_INFO = (
+    ("top_up", "Top-ups"),
+    ("grant", "Grants"),
+    ("expiry", "Expired grants"),
+    ("adjustment", "Adjustments"),
+    ("invoice_settlement", "Invoice settlements"),
+)
+
+
+def _period_bounds(period: BillingPeriod) -> tuple[dt.datetime, dt.datetime]:
+    """``[start, end)`` of the period as aware datetimes at local midnight (``settings.TIME_ZONE``)."""
+    return (
+        timezone.make_aware(dt.datetime.combine(period.start, dt.time.min)),
+        timezone.make_aware(dt.datetime.combine(period.end, dt.time.min)),
+    )
+
+
+def _live_invoice(*, team: Team, user, period: BillingPeriod, kind: str) -> Invoice | None:
+    """The live (not cancelled) invoice of (team, user, period, kind), locked, or ``None``."""
+    return (
+        Invoice.objects.select_for_update(of=("self",))
+        .filter(team=team, user=user, period_start=period.start, period_end=period.end, kind=kind)
+        .exclude(status=Invoice.Status.CANCELLED).order_by("pk").first()
+    )
+
+
+def _statement_line(invoice: Invoice, position: int, description: str, section: str, *, figure: Decimal | None = None,
+                    entries: int = 0, precise: Decimal = Decimal(0), amount: Decimal = Decimal(0),
+                    feature_key: str = "") -> InvoiceLine:
+    details = {"kind": "statement", "section": section, "entries": entries}
+    if figure is not None:
+        details["figure"] = str(quantize_metered(figure))
+    if feature_key:
+        details["feature_key"] = feature_key
+    return InvoiceLine(
+        invoice=invoice, position=position, description=description[:500], quantity=Decimal(1),
+        unit_price=quantize_metered(precise), amount_precise=quantize_metered(precise), amount=amount,
+        record_count=entries, details=details,
+    )
+
+
+def _statement_lines(invoice: Invoice, *, wallets: list, period: BillingPeriod, currency: str) -> tuple[list[InvoiceLine], Decimal]:
+    """The lines of a prepaid statement and its subtotal (minor units); see :func:`invoice_generate`."""
+    from wallets.models import LedgerEntry
+
+    start, end = _period_bounds(period)
+    wallet_ids = [w.pk for w in wallets]
+    opening = Decimal(0)
+    for wallet_id in wallet_ids:
+        last = (
+            LedgerEntry.objects.filter(wallet_id=wallet_id, created_at__lt=start)
+            .order_by("-pk").values_list("balance_after", flat=True).first()
+        )
+        opening += last or Decimal(0)
+    entries = list(
+        LedgerEntry.objects.filter(wallet_id__in=wallet_ids, created_at__gte=start, created_at__lt=end)
+        .exclude(amount=0).order_by("pk").values_list("entry_type", "amount", "feature_key")
+    )
+    if not entries and opening == 0:
+        raise InvoiceGenerationError(
+            f"nothing to bill: no ledger activity and no balance in {period} for {invoice.team.name}"
+            + (f" / {invoice.user}" if invoice.user_id else "")
+        )
+    by_type: dict[str, list[Decimal]] = defaultdict(list)
+    usage: dict[str, list[Decimal]] = defaultdict(list)
+    for entry_type, amount, feature_key in entries:
+        if entry_type in _STATEMENT_USAGE:
+            usage[feature_key].append(-amount)  # a debit of the wallet is usage billed
+        else:
+            by_type[entry_type].append(amount)
+    closing = opening + sum((amount for _, amount, _ in entries), Decimal(0))
+
+    billed: list[tuple[str, str, Decimal, int]] = [
+        (f"Usage: {key or OTHER_USAGE}", key, sum(amounts, Decimal(0)), len(amounts))
+        for key, amounts in sorted(usage.items(), key=lambda kv: (kv[0] == "", kv[0].lower()))
+    ]
+    if by_type.get("refund"):
+        billed.append(("Refunds", "", sum(by_type["refund"], Decimal(0)) * -1, len(by_type["refund"])))
+    precise_total = sum((b[2] for b in billed), Decimal(0))
+    subtotal = to_minor_units(precise_total, currency)
+    rounded = round_preserving_sum([b[2] for b in billed], minor_unit(currency), total=subtotal)
+
+    def fmt(value: Decimal) -> str:
+        return format_amount(value, currency)
+
+    lines = [_statement_line(invoice, 1, f"Opening balance on {period.start:%Y-%m-%d}: {fmt(opening)}", "opening_balance",
+                             figure=opening)]
+    for entry_type, label in _STATEMENT_INFO[:2]:
+        amounts = by_type.get(entry_type, [])
+        total = sum(amounts, Decimal(0))
+        lines.append(_statement_line(invoice, len(lines) + 1, f"{label}: {fmt(total)}", entry_type, figure=total,
+                                     entries=len(amounts)))
+    for (description, key, precise, count), amount in zip(billed, rounded):
+        section = "refund" if description == "Refunds" else "usage"
+        lines.append(_statement_line(invoice, len(lines) + 1, description, section, entries=count, precise=precise,
+                                     amount=amount, feature_key=key))
+    for entry_type, label in _STATEMENT_INFO[2:]:
+        amounts = by_type.get(entry_type, [])
+        if amounts:
+            total = sum(amounts, Decimal(0))
+            lines.append(_statement_line(invoice, len(lines) + 1, f"{label}: {fmt(total)}", entry_type, figure=total,
+                                         entries=len(amounts)))
+    last_day = period.end - dt.timedelta(days=1)
+    lines.append(_statement_line(invoice, len(lines) + 1, f"Closing balance on {last_day:%Y-%m-%d}: {fmt(closing)}",
+                                 "closing_balance", figure=closing))
+    return lines, subtotal
+
+
+def _chargeback_user_rows(run: AllocationRun, team: Team, user) -> tuple[Decimal, str, list[AllocatedCost], dict, Prices]:
+    """One user's share of a team's chargeback: (amount in minor units, currency, rows, pools, prices).
+
+    The team's amount is rounded with every team of the run (as the team invoice would be); it is
+    then split over the team's users (rows without a user form one more group) by largest
+    remainder, so the per-user invoices of a team sum exactly to its team invoice's subtotal.
+    """
+    allocations = list(AllocatedCost.objects.filter(run=run).select_related("rule").order_by("pk"))
+    team_amount = next((a for a in team_amounts(allocations) if a.team_id == team.pk and a.amount != 0), None)
+    rows = [a for a in allocations if a.team_id == team.pk]
+    groups: dict[int | None, Decimal] = defaultdict(Decimal)
+    for row in rows:
+        groups[row.user_id] += row.amount
+    if team_amount is None or user.pk not in groups:
+        raise InvoiceGenerationError(
+            f"nothing to bill: allocation run #{run.pk} gives {user} no cost in team {team.name}", param="user"
+        )
+    keys = sorted(groups, key=lambda k: (k is None, k or 0))
+    rounded = dict(zip(keys, round_preserving_sum([groups[k] for k in keys], minor_unit(team_amount.currency),
+                                                  total=team_amount.amount)))
+    categories = {a.details["resource_type"] for a in rows
+                  if a.quantity is not None and (a.details or {}).get("resource_type")}
+    prices = prices_of_period(period=BillingPeriod(run.period_start, run.period_end), categories=categories) \
+        if categories else {}
+    return rounded[user.pk], team_amount.currency, [r for r in rows if r.user_id == user.pk], \
+        _pool_totals(allocations), prices
+
+
+def invoice_generate(
+    *, team: Team, period: BillingPeriod, user=None, number: str | None = None, kind: str | None = None,
+) -> Invoice:
+    """Create or refresh the draft invoice of ``team`` (or of one ``user`` of it) for ``period``.
+
+    Args:
+        team: the team billed.
+        period: a ``chargeback.periods.BillingPeriod`` (``[start, end)``, whole months).
+        user: bill one member of the team only (a per-user invoice); ``None`` for the team.
+        number: the caller's own invoice number, kept on the draft and used when it is issued
+            (refused at once if another invoice has it).
+        kind: ``"chargeback"`` or ``"prepaid_statement"``; by default a prepaid statement for a
+            team on a prepaid billing model (``prepaid_team``/``prepaid_user``) that has a wallet in
+            its currency, else a chargeback invoice.
+
+    Kinds:
+        * **chargeback**: from the period's committed allocation run: one line per service /
+          resource type and per allocation rule, each a snapshot (description, quantity, unit, unit
+          price, precise and rounded amount). A team invoice is exactly what the billing run writes
+          (:func:`invoice_generate_for_run`). A user's invoice bills the run's rows of that user
+          in the team: the team's rounded amount is split over its users by largest remainder, so
+          a team's per-user invoices sum to its team invoice.
+        * **prepaid_statement**: from the ledger of the team's wallets in its currency (a user's
+          wallet for a per-user statement, billing model ``prepaid_user``). Lines: opening balance,
+          top-ups, grants (information, amount 0, the figure in ``details["figure"]`` and the
+          description), then the billed lines, usage by feature key (charges and hold captures)
+          and refunds (negative), then expired grants, adjustments and settlements if any, and the
+          closing balance (information). The subtotal is the credit used in the period: Σ usage −
+          refunds, rounded once to minor units; closing = opening + every movement of the period.
+          Entry times are judged in ``settings.TIME_ZONE`` (local midnight to local midnight).
+
+    Amounts: lines in the currency's minor units, summing exactly to ``subtotal`` (largest
+    remainder); ``tax_amount`` = the team's tax rate (billing settings, default 0 %) applied to the
+    subtotal and rounded once, half-up; ``total = subtotal + tax_amount``. The due date is set at
+    issue (``issue_date + payment_terms_days``).
+
+    Refresh: the live draft of the same team, user, period and kind is updated in place (lines
+    replaced, stale PDF dropped); never a second live invoice (partial unique constraints back this).
+
+    Returns:
+        The draft ``Invoice``.
+
+    Raises:
+        InvoiceGenerationError: nothing to bill (no cost for the team or user, no ledger activity);
+            no committed allocation run for the period; the live invoice of the period is already
+            issued (correct it with a credit note); per-user statement of a team-wallet team.
+        DuplicateInvoiceNumber: ``number`` is used by another invoice.
+        InvalidInvoiceRequest: a user outside the team, a malformed ``number``, an unknown ``kind``.
+    """
+    from chargeback.models import TeamMembership
+    from chargeback.selectors import allocation_committed_run
+    from wallets.models import BillingSettings, Wallet
+
+    if number is not None:
+        number = _clean_number(number)
+    if kind is not None and kind not in Invoice.Kind.values:
+        raise InvalidInvoiceRequest(f"{kind!r} is not an invoice kind ({', '.join(Invoice.Kind.values)})", param="kind")
+    if user is not None and not TeamMembership.objects.filter(team=team, user=user).exists():
+        raise InvalidInvoiceRequest(f"user {user} is not a member of team {team.name}", param="user")
+    billing = billing_settings_get(team=team)
+    prepaid_models = (BillingSettings.BillingModel.PREPAID_TEAM, BillingSettings.BillingModel.PREPAID_USER)
+    wallets = Wallet.objects.filter(team=team, currency=team.currency, user=user) if user is not None \
+        else Wallet.objects.filter(team=team, currency=team.currency)
+    if kind is None:
+        prepaid = billing.billing_model in prepaid_models and wallets.exists()
+        kind = Invoice.Kind.PREPAID_STATEMENT if prepaid else Invoice.Kind.CHARGEBACK
+
+    with transaction.atomic():
+        # Two generations for one team serialise here, so they never race to create two drafts.
+        Team.objects.select_for_update().filter(pk=team.pk).first()
+        live = _live_invoice(team=team, user=user, period=period, kind=kind)
+        if live is not None and live.status != Invoice.Status.DRAFT:
+            raise InvoiceGenerationError(
+                f"invoice {live.display_number} for {team.name} and {period} is already {live.status}; "
+                "correct it with a credit note"
+            )
+        if number is not None and _number_taken(number, excluding=live.pk if live else None):
+            raise DuplicateInvoiceNumber(f"invoice number {number} is already used by another invoice")
+
+        if kind == Invoice.Kind.CHARGEBACK:
+            run = allocation_committed_run(period=period)
+            if run is None:
+                raise InvoiceGenerationError(
+                    f"no committed allocation run for {period}; run `manage.py billing_run --period {period}` first"
+                )
+            if user is None:
+                result = invoice_generate_for_run(run=run, team=team)
+                if not result:
+                    raise InvoiceGenerationError(f"nothing to bill: allocation run #{run.pk} gives {team.name} "
+                                                 f"no cost of a minor unit or more in {period}")
+                invoice = result[0]
+            else:
+                AllocationRun.objects.select_for_update().filter(pk=run.pk).first()
+                amount, currency, rows, pools, prices = _chargeback_user_rows(run, team, user)
+                invoice = live or Invoice(team=team, user=user, kind=kind, status=Invoice.Status.DRAFT,
+                                          period_start=period.start, period_end=period.end)
+                invoice.allocation_run = run
+                _save_draft(invoice, owner=team, subtotal=amount, currency=currency)
+                InvoiceLine.objects.bulk_create(_line_rows(invoice, _group_lines(rows), amount, pools, prices))
+        else:
+            if user is not None and billing.billing_model != BillingSettings.BillingModel.PREPAID_USER:
+                raise InvoiceGenerationError(
+                    f"{team.name} pays from one team wallet ({billing.billing_model}); per-user statements need "
+                    "the prepaid_user billing model", param="user",
+                )
+            wallet_list = list(wallets.order_by("pk"))
+            if not wallet_list:
+                raise InvoiceGenerationError(f"nothing to bill: {team.name} has no wallet in {team.currency}")
+            invoice = live or Invoice(team=team, user=user, kind=kind, status=Invoice.Status.DRAFT,
+                                      period_start=period.start, period_end=period.end)
+            invoice.team = team
+            lines, subtotal = _statement_lines(invoice, wallets=wallet_list, period=period, currency=team.currency)
+            invoice.allocation_run = None
+            _save_draft(invoice, owner=team, subtotal=subtotal, currency=team.currency)
+            for line in lines:
+                line.invoice = invoice
+            InvoiceLine.objects.bulk_create(lines)
+
+        if number is not None and invoice.number != number:
+            invoice.number = number
+            _save_numbered(invoice, ["number", "updated_at"])
+    return invoice
+
+
+def invoices_generate_per_user(*, team: Team, period: BillingPeriod, kind: str | None = None) -> list[Invoice]:
+    """One draft per member of ``team`` who has something to bill in ``period`` (see :func:`invoice_generate`).
+
+    Members with nothing to bill are left out. Returns the drafts by username.
+    """
+    from chargeback.models import TeamMembership
+
+    invoices = []
+    members = TeamMembership.objects.filter(team=team).select_related("user").order_by("user__username")
+    for membership in members:
+        try:
+            invoices.append(invoice_generate(team=team, period=period, user=membership.user, kind=kind))
+        except InvoiceGenerationError:
+            continue
+    return invoices
+
+
+# --- lifecycle: issue, send, pay, overdue, cancel (issue 4, section 2) ------------------------------
+
+#: What a status is called in an error message when a move is refused.
+_NONE = "none"
+
+
+def _lock_invoice(pk: int) -> Invoice:
+    """Lock the invoice row (``SELECT … FOR UPDATE`` of the invoice only) and re-read it, team joined."""
+    return Invoice.objects.select_for_update(of=("self",)).select_related("team").get(pk=pk)
+
+
+def _allowed_text(current: str) -> str:
+    allowed = [
+        f"{to} (by a full credit note)" if (current, to) in Invoice.CREDIT_NOTE_ONLY else to
+        for to in Invoice.TRANSITIONS.get(current, ())
+    ]
+    return ", ".join(allowed) or _NONE
+
+
+def invoice_check_transition(*, invoice: Invoice, to_status: str, by_credit_note: bool = False) -> None:
+    """Refuse a status move that ``Invoice.TRANSITIONS`` does not allow: the one place it is checked.
+
+    Args:
+        invoice: the invoice as read under its row lock.
+        to_status: the requested status (a ``Invoice.Status`` value).
+        by_credit_note: the move is made by issuing a full credit note; only then are the moves in
+            ``Invoice.CREDIT_NOTE_ONLY`` (an issued invoice to ``cancelled``) allowed.
+
+    Raises:
+        InvalidTransition: the move is not allowed; the message names the invoice, its current
+            status, the requested one and the allowed ones, e.g. "Invoice INV-20261122-0003 is
+            paid; it cannot move to draft (allowed: none)".
+        InvalidInvoiceRequest: ``to_status`` is no status at all (``param`` ``status``).
+    """
+    current = invoice.status
+    if to_status not in Invoice.Status.values:
+        raise InvalidInvoiceRequest(
+            f"{to_status!r} is not an invoice status (statuses: {', '.join(Invoice.Status.values)})", param="status"
+        )
+    if to_status not in Invoice.TRANSITIONS.get(current, ()):
+        raise InvalidTransition(
+            f"Invoice {invoice.display_number} is {current}; it cannot move to {to_status} "
+            f"(allowed: {_allowed_text(current)})",
+            current=current, requested=to_status, param="status",
+        )
+    if (current, to_status) in Invoice.CREDIT_NOTE_ONLY and not by_credit_note:
+        raise InvalidTransition(
+            f"Invoice {invoice.display_number} is {current}; it cannot move to {to_status} except by issuing a "
+            f"full credit note (allowed: {_allowed_text(current)})",
+            current=current, requested=to_status, param="status",
+        )
+
+
+def _clean_number(number: object) -> str:
+    if not isinstance(number, str) or not number.strip():
+        raise InvalidInvoiceRequest("an invoice number must be non-empty text", param="invoice_number")
+    number = number.strip()
+    if len(number) > Invoice._meta.get_field("number").max_length:
+        raise InvalidInvoiceRequest(
+            f"invoice number {number[:20]!r}… is longer than {Invoice._meta.get_field('number').max_length} characters",
+            param="invoice_number",
+        )
+    return number
+
+
+def _number_taken(number: str, *, excluding: int | None = None) -> bool:
+    return Invoice.objects.filter(number=number).exclude(pk=excluding).exists()
+
+
+def _save_numbered(invoice: Invoice, fields: list[str]) -> None:
+    """Save ``invoice``; a number another invoice holds (a race the unique constraint catches) is refused."""
+    try:
+        with transaction.atomic():
+            invoice.save(update_fields=fields)
+    except IntegrityError as exc:
+        if _number_taken(invoice.number, excluding=invoice.pk):
+            raise DuplicateInvoiceNumber(f"invoice number {invoice.number} is already used by another invoice") from exc
+        raise
+
+
+def invoice_issue(
+    *, invoice: Invoice, issued_by=None, number: str | None = None, issue_date: dt.date | None = None,
+) -> Invoice:
+    """Issue a draft invoice (``draft`` → ``pending``): number it, date it, freeze it, store its PDF.
+
+    Args:
+        invoice: a draft ``Invoice`` (re-read under its row lock).
+        issued_by: the user who issues it (kept in ``issued_by``), or ``None`` for the system.
+        number: the caller's own invoice number (text, at most 64 characters); by default the number
+            given at generation (``invoice_generate(number=…)``), else the next gap-free number of
+            the issue date's year (``settings.BILLING_INVOICE_NUMBER_FORMAT``, default
+            ``INV-YYYYMMDD-NNNN``, :mod:`invoices.numbering`).
+        issue_date: the date printed on the invoice (default: today, local time zone); the due
+            date is ``issue_date + payment_terms_days`` (the team's billing settings, default 30).
+
+    Returns:
+        The invoice as stored: ``status`` pending, ``number``, ``issue_date``, ``due_date``,
+        ``issued_at``, ``issued_by``, and ``pdf`` / ``pdf_sha256`` of the PDF rendered once, in the
+        same transaction (``invoices.pdf.invoice_store_pdf``). From now on its amounts and lines
+        never change (model, queryset and, on PostgreSQL, a trigger refuse).
+
+    Raises:
+        InvalidTransition: the invoice is not a draft.
+        DuplicateInvoiceNumber: ``number`` is used by another invoice (``param`` ``invoice_number``).
+        InvalidInvoiceRequest: ``number`` is empty or too long.
+        Nothing is written when any error is raised (the sequence number is given back).
+    """
+    from .pdf import invoice_store_pdf  # the PDF module imports the models and selectors
+
+    if number is not None:
+        number = _clean_number(number)
+    with transaction.atomic():
+        locked = _lock_invoice(invoice.pk)
+        invoice_check_transition(invoice=locked, to_status=Invoice.Status.PENDING)
+        if locked.total != locked.subtotal + locked.tax_amount:  # PostgreSQL CHECKs it; SQLite does not
+            raise InvoiceImmutable(f"invoice {locked.display_number}: total is not subtotal + tax; regenerate it")
+        billing = billing_settings_get(team=locked.team)
+        issue_date = issue_date or timezone.localdate()
+        number = number or locked.number
+        if number:
+            if _number_taken(number, excluding=locked.pk):
+                raise DuplicateInvoiceNumber(f"invoice number {number} is already used by another invoice")
+        else:
+            number = document_number_next(
+                kind=DocumentSequence.Kind.INVOICE, date=issue_date, is_taken=_number_taken
+            )
+        locked.number = number
+        locked.status = Invoice.Status.PENDING
+        locked.issue_date = issue_date
+        locked.due_date = issue_date + dt.timedelta(days=billing.payment_terms_days)
+        locked.issued_at = timezone.now()
+        locked.issued_by = issued_by
+        if not locked.billing_address:
+            locked.billing_address = billing.billing_address
+        # The draft's PDF (if any) is replaced: invoice_store_pdf deletes its file after commit.
+        locked.pdf_sha256 = ""
+        _save_numbered(locked, [
+            "number", "status", "issue_date", "due_date", "issued_at", "issued_by", "billing_address",
+            "pdf_sha256", "updated_at",
+        ])
+        issued = invoice_store_pdf(invoice=locked)
+    return issued
+
+
+def invoice_mark_sent(*, invoice: Invoice, by=None) -> Invoice:
+    """Record that an issued invoice was sent to the team (``pending`` → ``sent``, ``sent_at`` now).
+
+    Raises:
+        InvalidTransition: the invoice is not ``pending``.
+    """
+    with transaction.atomic():
+        locked = _lock_invoice(invoice.pk)
+        invoice_check_transition(invoice=locked, to_status=Invoice.Status.SENT)
+        locked.status, locked.sent_at = Invoice.Status.SENT, timezone.now()
+        locked.save(update_fields=["status", "sent_at", "updated_at"])
+    return locked
+
+
+def invoice_mark_paid(*, invoice: Invoice, payment_reference: str, by=None, paid_at: dt.datetime | None = None) -> Invoice:
+    """Record the payment of an issued invoice (``pending``/``sent``/``overdue`` → ``paid``).
+
+    Args:
+        payment_reference: the bank or transfer reference (text, at most 200 characters; may be
+            empty), stored on the invoice.
+        by: the user recording the payment; the author of the settlement entry.
+        paid_at: when it was paid (aware datetime; default now).
+
+    For a team on the ``postpaid`` billing model the payment also settles its team wallet: one
+    ``invoice_settlement`` ledger entry crediting ``amount_due`` (``total − credited_total``, in
+    the invoice's currency), idempotent by invoice (``wallets.services.wallet_settle_invoice``).
+    Prepaid teams' invoices record the payment only (their credit was bought up front).
+
+    Raises:
+        InvalidTransition: the invoice is a draft, already paid or cancelled.
+        InvalidInvoiceRequest: ``payment_reference`` is longer than 200 characters.
+    """
+    from wallets.models import BillingSettings
+    from wallets.services import wallet_settle_invoice
+
+    payment_reference = (payment_reference or "").strip()
+    if len(payment_reference) > Invoice._meta.get_field("payment_reference").max_length:
+        raise InvalidInvoiceRequest("payment_reference is longer than 200 characters", param="payment_reference")
+    with transaction.atomic():
+        locked = _lock_invoice(invoice.pk)
+        invoice_check_transition(invoice=locked, to_status=Invoice.Status.PAID)
+        due = locked.amount_due
+        billing = billing_settings_get(team=locked.team)
+        if billing.billing_model == BillingSettings.BillingModel.POSTPAID and due > 0:
+            wallet_settle_invoice(invoice=locked, amount=due, payment_reference=payment_reference, created_by=by)
+        locked.status = Invoice.Status.PAID
+        locked.paid_at = paid_at or timezone.now()
+        locked.payment_reference = payment_reference
+        locked.save(update_fields=["status", "paid_at", "payment_reference", "updated_at"])
+    return locked
+
+
+def invoice_mark_overdue(*, invoice: Invoice, by=None) -> Invoice:
+    """Move one issued invoice to ``overdue`` (``pending``/``sent`` → ``overdue``), whatever its due date.
+
+    Raises:
+        InvalidTransition: the invoice is not ``pending`` or ``sent``.
+    """
+    with transaction.atomic():
+        locked = _lock_invoice(invoice.pk)
+        invoice_check_transition(invoice=locked, to_status=Invoice.Status.OVERDUE)
+        locked.status = Invoice.Status.OVERDUE
+        locked.save(update_fields=["status", "updated_at"])
+    return locked
+
+
+def invoices_mark_overdue(*, today: dt.date | None = None) -> list[Invoice]:
+    """Move every ``pending`` or ``sent`` invoice whose due date is before ``today`` to ``overdue``.
+
+    ``today`` defaults to the local date; an invoice is overdue the day after its due date (the
+    due date itself is the last day to pay). Idempotent: a second run the same day finds nothing.
+    Rows are locked in primary-key order and re-checked under the lock, so a payment recorded at
+    the same moment wins or waits, never gets overwritten.
+
+    Returns:
+        The invoices moved, by pk.
+    """
+    today = today or timezone.localdate()
+    moved = []
+    with transaction.atomic():
+        candidates = (
+            Invoice.objects.select_for_update(of=("self",))
+            .filter(status__in=[Invoice.Status.PENDING, Invoice.Status.SENT], due_date__lt=today)
+            .order_by("pk")
+        )
+        for invoice in candidates:
+            invoice_check_transition(invoice=invoice, to_status=Invoice.Status.OVERDUE)
+            invoice.status = Invoice.Status.OVERDUE
+            invoice.save(update_fields=["status", "updated_at"])
+            moved.append(invoice)
+    return moved
+
+
+def invoice_cancel(*, invoice: Invoice, by=None) -> Invoice:
+    """Cancel a draft (``draft`` → ``cancelled``); its stored draft PDF is deleted after commit.
+
+    Issued invoices are cancelled only by a full credit note (:func:`credit_note_issue`).
+
+    Raises:
+        InvalidTransition: the invoice is issued (the message says a full credit note cancels it),
+            or already cancelled.
+    """
+    with transaction.atomic():
+        locked = _lock_invoice(invoice.pk)
+        invoice_check_transition(invoice=locked, to_status=Invoice.Status.CANCELLED)
+        locked.status = Invoice.Status.CANCELLED
+        _delete_file_on_commit(locked)
+        locked.save(update_fields=["status", "pdf", "pdf_sha256", "updated_at"])
+    return locked
+
+
+def invoice_transition(*, invoice: Invoice, to_status: str, by=None, payment_reference: str = "") -> Invoice:
+    """The one entry point for "change the status" (API ``POST invoices/{id}/status/``, admin actions).
+
+    Dispatches ``pending`` → :func:`invoice_issue`, ``sent`` → :func:`invoice_mark_sent`, ``paid``
+    → :func:`invoice_mark_paid` (with ``payment_reference``), ``overdue`` →
+    :func:`invoice_mark_overdue`, ``cancelled`` → :func:`invoice_cancel` (drafts only).
+
+    Raises:
+        InvalidTransition: ``Invoice.TRANSITIONS`` does not allow the move (``draft`` is never a
+            target; an issued invoice is cancelled only by a full credit note).
+        InvalidInvoiceRequest: ``to_status`` is not a status.
+        and whatever the dispatched service raises.
+    """
+    if to_status not in Invoice.Status.values:
+        invoice_check_transition(invoice=invoice, to_status=to_status)  # raises InvalidInvoiceRequest
+    if to_status == Invoice.Status.PENDING:
+        return invoice_issue(invoice=invoice, issued_by=by)
+    if to_status == Invoice.Status.SENT:
+        return invoice_mark_sent(invoice=invoice, by=by)
+    if to_status == Invoice.Status.PAID:
+        return invoice_mark_paid(invoice=invoice, payment_reference=payment_reference, by=by)
+    if to_status == Invoice.Status.OVERDUE:
+        return invoice_mark_overdue(invoice=invoice, by=by)
+    if to_status == Invoice.Status.CANCELLED:
+        return invoice_cancel(invoice=invoice, by=by)
+    # draft: no status moves back to draft; let the one check word the refusal.
+    with transaction.atomic():
+        invoice_check_transition(invoice=_lock_invoice(invoice.pk), to_status=to_status)
+    raise AssertionError("unreachable: nothing moves to draft")  # pragma: no cover
+
+
+# --- credit notes (issue 4, section 3) ---------------------------------------------------------------
+
+
+def _minor_amount(value: object, currency: str, param: str) -> Decimal:
+    """A positive Decimal in whole minor units of ``currency``; floats and sub-cent digits refused."""
+    if isinstance(value, bool) or not isinstance(value, (Decimal, int, str)):
+        raise InvalidInvoiceRequest(f"{param} must be a decimal amount (a string or Decimal, never a float)", param=param)
+    try:
+        amount = Decimal(value)
+    except ArithmeticError:
+        raise InvalidInvoiceRequest(f"{param} {value!r} is not a number", param=param) from None
+    if not amount.is_finite() or amount <= 0:
+        raise InvalidInvoiceRequest(f"{param} must be a positive amount, got {value}", param=param)
+    if amount != to_minor_units(amount, currency):
+        raise InvalidInvoiceRequest(
+            f"{param} {value} has more decimals than {currency}'s minor unit ({minor_unit(currency)})", param=param
+        )
+    return to_minor_units(amount, currency)
+
+
+def _credited_per_line(invoice: Invoice) -> dict[int, Decimal]:
+    credited: dict[int, Decimal] = defaultdict(Decimal)
+    rows = CreditNoteLine.objects.filter(credit_note__invoice=invoice, invoice_line__isnull=False)
+    for line_id, amount in rows.values_list("invoice_line_id", "amount"):
+        credited[line_id] += amount
+    return credited
+
+
+def _credit_split(invoice: Invoice, left_subtotal: Decimal, left_tax: Decimal, amount: Decimal) -> tuple[Decimal, Decimal]:
+    """Split a tax-inclusive ``amount`` into (subtotal, tax) at the invoice's rate, within what is left of each."""
+    if amount == left_subtotal + left_tax:
+        return left_subtotal, left_tax
+    subtotal = to_minor_units(amount * 100 / (100 + invoice.tax_rate), invoice.currency)
+    subtotal = min(subtotal, left_subtotal)
+    tax = amount - subtotal
+    if tax > left_tax:
+        tax = left_tax
+        subtotal = amount - tax
+    return subtotal, tax
+
+
+def credit_note_issue(
+    *, invoice: Invoice, reason: str, amount: Decimal | None = None, lines: Sequence[Mapping[str, Any]] | None = None,
+    description: str = "", issued_by=None,
+) -> CreditNote:
+    """Issue a credit note on an issued invoice: a full credit (cancels it) or a partial one (reduces what is due).
+
+    Args:
+        invoice: an issued invoice awaiting payment (``pending``, ``sent`` or ``overdue``).
+        reason: a ``CreditNote.Reason`` value: ``duplicated_charge``, ``order_change``,
+            ``allocation_correction`` or ``other``.
+        amount: a partial credit, tax-inclusive, a positive Decimal in whole minor units of the
+            invoice's currency; split into subtotal and tax at the invoice's tax rate.
+        lines: a partial credit of invoice lines, ``[{"invoice_line": <InvoiceLine pk>, "amount":
+            Decimal}]``, each amount before tax (like the invoice's lines), positive, whole minor
+            units, at most what is left of that line; tax is added at the invoice's rate, rounded once.
+            With neither ``amount`` nor ``lines`` the credit note credits everything left
+            (``total − credited_total``), line by line, and cancels the invoice.
+        description: free text printed on the credit note.
+        issued_by: the user who issues it.
+
+    Returns:
+        The ``CreditNote``, numbered gap-free per year (``settings.BILLING_CREDIT_NOTE_NUMBER_FORMAT``,
+        default ``CN-YYYYMMDD-NNNN``), with its lines. The invoice's ``credited_total`` grows by its
+        total, checked under the invoice's row lock never to exceed the invoice's ``total``; when
+        it reaches it, the invoice becomes ``cancelled``. Its PDF is rendered after commit by
+        ``invoices.pdf.credit_note_store_pdf`` when that exists.
+
+    Raises:
+        InvalidTransition: the invoice is a draft, paid or cancelled.
+        CreditNoteLimitExceeded: the credit exceeds what is left on the invoice (``param``
+            ``amount``) or on a line (``param`` ``lines``).
+        InvalidInvoiceRequest: both ``amount`` and ``lines``, an unknown reason, a line of another
+            invoice, a malformed amount.
+    """
+    if reason not in CreditNote.Reason.values:
+        raise InvalidInvoiceRequest(
+            f"{reason!r} is not a credit note reason (reasons: {', '.join(CreditNote.Reason.values)})", param="reason"
+        )
+    if amount is not None and lines is not None:
+        raise InvalidInvoiceRequest("give either amount or lines, not both", param="amount")
+    if lines is not None and not lines:
+        raise InvalidInvoiceRequest("lines is empty: give at least one line, or neither amount nor lines", param="lines")
+    with transaction.atomic():
+        locked = _lock_invoice(invoice.pk)
+        if locked.status not in Invoice.OPEN_STATUSES:
+            raise InvalidTransition(
+                f"Invoice {locked.display_number} is {locked.status}; only an issued invoice awaiting payment "
+                f"({', '.join(Invoice.OPEN_STATUSES)}) can be credited",
+                current=locked.status, requested="credited", param="invoice",
+            )
+        currency = locked.currency
+
+        def _fmt(value: Decimal) -> str:
+            return format_amount(value, currency)
+
+        # Summed in Decimal (SQLite would sum floats); an invoice has a handful of credit notes.
+        credited = list(CreditNote.objects.filter(invoice=locked).values_list("subtotal", "tax_amount"))
+        left_total = locked.total - locked.credited_total
+        left_subtotal = locked.subtotal - sum((s for s, _ in credited), Decimal(0))
+        left_tax = locked.tax_amount - sum((t for _, t in credited), Decimal(0))
+        invoice_lines = list(locked.lines.order_by("position"))
+        per_line = _credited_per_line(locked)
+        label = CreditNote.Reason(reason).label
+        note_lines: list[tuple[InvoiceLine | None, str, Decimal]] = []
+
+        if left_total <= 0:
+            raise CreditNoteLimitExceeded(
+                f"invoice {locked.display_number} has nothing left to credit "
+                f"(total {_fmt(locked.total)}, credited {_fmt(locked.credited_total)})", param="amount",
+            )
+        if amount is None and lines is None:
+            subtotal, tax = left_subtotal, left_tax
+            remaining = [(line, line.amount - per_line[line.pk]) for line in invoice_lines]
+            if sum((r for _, r in remaining), Decimal(0)) == subtotal:
+                parts = [r for _, r in remaining]
+            else:
+                # Credits not tied to lines were given before: spread what is left over the lines.
+                weights = [max(r, Decimal(0)) for _, r in remaining]
+                parts = split(subtotal, weights, minor_unit(currency)) if sum(weights) > 0 else []
+            note_lines = [(line, line.description, part) for (line, _), part in zip(remaining, parts) if part != 0]
+            if not note_lines and subtotal:
+                note_lines = [(None, description or f"Credit: {label}", subtotal)]
+        elif amount is not None:
+            total = _minor_amount(amount, currency, "amount")
+            if total > left_total:
+                raise CreditNoteLimitExceeded(
+                    f"credit of {_fmt(total)} exceeds what is left on invoice {locked.display_number}: "
+                    f"{_fmt(left_total)} (total {_fmt(locked.total)}, credited {_fmt(locked.credited_total)})",
+                    param="amount",
+                )
+            subtotal, tax = _credit_split(locked, left_subtotal, left_tax, total)
+            note_lines = [(None, description or f"Credit: {label}", subtotal)]
+        else:
+            by_pk = {line.pk: line for line in invoice_lines}
+            seen: set[int] = set()
+            for index, item in enumerate(lines):
+                if not isinstance(item, Mapping) or "invoice_line" not in item or "amount" not in item:
+                    raise InvalidInvoiceRequest(
+                        f"lines[{index}] must be {{'invoice_line': id, 'amount': Decimal}}", param="lines"
+                    )
+                line_id = item["invoice_line"]
+                line_id = getattr(line_id, "pk", line_id)
+                line = by_pk.get(line_id) if isinstance(line_id, int) else None
+                if line is None:
+                    raise InvalidInvoiceRequest(
+                        f"lines[{index}]: invoice line {line_id!r} is not a line of invoice {locked.display_number}",
+                        param="lines",
+                    )
+                if line.pk in seen:
+                    raise InvalidInvoiceRequest(f"lines[{index}]: invoice line {line.pk} is given twice", param="lines")
+                seen.add(line.pk)
+                part = _minor_amount(item["amount"], currency, f"lines[{index}].amount")
+                left_on_line = line.amount - per_line[line.pk]
+                if part > left_on_line:
+                    raise CreditNoteLimitExceeded(
+                        f"lines[{index}]: credit of {_fmt(part)} exceeds what is left on line {line.position} "
+                        f"({line.description}): {_fmt(max(left_on_line, Decimal(0)))}",
+                        param="lines",
+                    )
+                note_lines.append((line, line.description, part))
+            subtotal = sum((part for _, _, part in note_lines), Decimal(0))
+            if subtotal == left_subtotal:
+                tax = left_tax
+            else:
+                tax = min(invoice_tax_amount(subtotal=subtotal, rate=locked.tax_rate, currency=currency), left_tax)
+            if subtotal + tax > left_total:
+                raise CreditNoteLimitExceeded(
+                    f"credit of {_fmt(subtotal + tax)} (with tax) exceeds what is left on invoice "
+                    f"{locked.display_number}: {_fmt(left_total)}", param="lines",
+                )
+
+        total = subtotal + tax
+        fully_credited = locked.credited_total + total == locked.total
+        if fully_credited:
+            invoice_check_transition(invoice=locked, to_status=Invoice.Status.CANCELLED, by_credit_note=True)
+        issue_date = timezone.localdate()
+        note = CreditNote(
+            invoice=locked, reason=reason, description=description, currency=currency, subtotal=subtotal,
+            tax_amount=tax, total=total, issue_date=issue_date, issued_by=issued_by,
+            number=document_number_next(
+                kind=DocumentSequence.Kind.CREDIT_NOTE, date=issue_date,
+                is_taken=lambda n: CreditNote.objects.filter(number=n).exists(),
+            ),
+        )
+        note.save(force_insert=True)
+        CreditNoteLine.objects.bulk_create([
+            CreditNoteLine(credit_note=note, position=position, description=text[:500], invoice_line=line, amount=part)
+            for position, (line, text, part) in enumerate(note_lines, start=1)
+        ])
+        locked.credited_total += total
+        fields = ["credited_total", "updated_at"]
+        if fully_credited:
+            locked.status = Invoice.Status.CANCELLED
+            fields.append("status")
+        locked.save(update_fields=fields)
+        invoice.status, invoice.credited_total = locked.status, locked.credited_total
+
+        from . import pdf as invoice_pdf
+
+        store = getattr(invoice_pdf, "credit_note_store_pdf", None)
+        if store is not None:
+            # After commit, in its own transaction: a credit note is valid without its PDF, and a
+            # rendering failure is logged (robust) rather than undoing the credit.
+            transaction.on_commit(lambda: store(credit_note=note), robust=True)
+    return note

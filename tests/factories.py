@@ -148,3 +148,27 @@ class InvoiceLineFactory(factory.django.DjangoModelFactory):
     service = "Amazon Elastic Compute Cloud"
     amount_precise = Decimal("1.000000000000")
     amount = Decimal("1.00")
+
+
+# --- invoices issue 4 (lifecycle, credit notes) -----------------------------------------------------
+
+
+def draft_invoice(*, team=None, amounts=("10.00",), tax_rate=Decimal(0), **fields) -> Invoice:
+    """A draft invoice with one line per amount (minor units, as text), its subtotal, tax and total tied out.
+
+    Tax is ``tax_rate`` percent of the subtotal rounded once, half-up (``billing_site.money``), as the
+    generation does. Each call makes a new team unless ``team`` is given (one live invoice per team
+    and period).
+    """
+    from billing_site.money import to_minor_units
+
+    team = team or TeamFactory()
+    currency = fields.pop("currency", "USD")
+    subtotal = sum((Decimal(a) for a in amounts), Decimal(0))
+    tax = to_minor_units(subtotal * Decimal(tax_rate) / 100, currency)
+    invoice = InvoiceFactory(team=team, currency=currency, subtotal=subtotal, tax_rate=Decimal(tax_rate),
+                             tax_amount=tax, total=subtotal + tax, **fields)
+    for position, amount in enumerate(amounts, start=1):
+        InvoiceLineFactory(invoice=invoice, position=position, description=f"Service {position}",
+                           service=f"Service {position}", amount_precise=Decimal(amount), amount=Decimal(amount))
+    return invoice

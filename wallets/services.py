@@ -786,6 +786,44 @@ def wallet_adjust(*, wallet: Wallet, amount: Decimal, idempotency_key: str, desc
                        params=params, body=body, wallet_id=wallet.pk)[0]
 
 
+def wallet_settle_invoice(*, invoice, amount: Decimal, payment_reference: str = "", created_by=None) -> LedgerEntry:
+    """Settle a postpaid team's wallet with a paid invoice: one ``invoice_settlement`` entry crediting ``amount``.
+
+    Args:
+        invoice: the ``invoices.models.Invoice`` being paid (its team's wallet in its currency is
+            credited; the wallet is opened if the team has none).
+        amount: what was paid, a positive Decimal in the invoice's currency (the invoice's
+            ``amount_due``, minor units).
+        payment_reference: the bank or transfer reference, kept in the entry's metadata.
+        created_by: the user recording the payment.
+
+    Idempotent by invoice: the key ``invoice-settlement-<pk>`` is claimed like any idempotency key,
+    and the ledger's unique ``(wallet, entry_type, idempotency_key)`` stops a second entry even after
+    the key's record is purged; a replay returns the first entry. Allowed on frozen wallets (a
+    payment must always be recordable), refused on closed ones. The rule: issue 3, "the debt is
+    settled by invoice"; the caller (``invoices.services.invoice_mark_paid``) holds the invoice lock.
+
+    Raises ``InvalidAmount``, ``WalletFrozen`` (closed), ``IdempotencyError`` (a second settlement
+    of the invoice with another amount).
+    """
+    amount = _positive(amount, "amount")
+    wallet = wallet_open(team=invoice.team, currency=invoice.currency)
+    key = f"invoice-settlement-{invoice.pk}"
+    params = {"invoice": invoice.pk, "amount": amount}
+
+    def body(locked: Wallet) -> LedgerEntry:
+        _check_not_closed(locked)
+        billing = billing_settings_get(team=locked.team)
+        return _credit(locked, billing, entry_type=Entry.INVOICE_SETTLEMENT, amount=amount, idempotency_key=key,
+                       reference_type="invoice", reference_id=invoice.pk,
+                       description=f"Settlement of invoice {invoice.number}", created_by=created_by,
+                       metadata={"invoice_number": invoice.number, "payment_reference": payment_reference},
+                       write=False)
+
+    return _idempotent(team_id=invoice.team_id, idempotency_key=key, operation="wallet_settle_invoice",
+                       params=params, body=body, wallet_id=wallet.pk)[0]
+
+
 def wallet_hold(*, wallet: Wallet, amount: Decimal, idempotency_key: str, expires_at: dt.datetime | None = None,
                 feature_key: str = "", description: str = "", reference_type: str = "", reference_id: str = "",
                 created_by=None, metadata: dict | None = None) -> Hold:

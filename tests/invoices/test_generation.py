@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from billing_site.money import to_minor_units
 from chargeback.models import AllocationRule, AllocationRun
@@ -285,7 +286,8 @@ def test_invoice_generate_for_run_never_touches_an_issued_invoice():
     # Given an issued invoice for the team and period
     team = TeamFactory()
     issued = InvoiceFactory(team=team, status=Invoice.Status.PENDING, number="INV-20241001-0001",
-                            subtotal=D("8.00"), total=D("8.00"))
+                            subtotal=D("8.00"), total=D("8.00"), issue_date=dt.date(2024, 10, 1),
+                            due_date=dt.date(2024, 10, 31), issued_at=timezone.now())
     run = committed_run([{"team": team, "amount": D("9")}])
 
     # When the run is invoiced
@@ -314,3 +316,185 @@ def test_invoice_tax_amount_rounds_the_tax_once_half_up():
     # Given / when a 19 % tax on 10.05 USD (1.9095) / then it is rounded once to 1.91
     assert invoice_tax_amount(subtotal=D("10.05"), rate=D("19"), currency="USD") == D("1.91")
     assert invoice_tax_amount(subtotal=D("10.05"), rate=D("0"), currency="USD") == D("0.00")
+
+
+# --- invoice_generate: one team or one user, chargeback or prepaid statement (issue 4, §1) ---------
+
+SEPTEMBER = BillingPeriod.month("2024-09")
+
+
+def test_invoice_generate_chargeback_refreshes_the_one_live_draft():
+    # Given a team billed 9.00 by the period's committed run
+    from invoices.services import invoice_generate
+
+    team = TeamFactory()
+    committed_run([{"team": team, "amount": D("9")}])
+
+    # When its invoice is generated twice
+    first = invoice_generate(team=team, period=SEPTEMBER)
+    again = invoice_generate(team=team, period=SEPTEMBER)
+
+    # Then one chargeback draft of 9.00 exists, refreshed in place
+    assert first.pk == again.pk
+    assert (again.kind, again.status, again.total) == ("chargeback", "draft", D("9.00"))
+    assert Invoice.objects.filter(team=team).count() == 1
+
+
+def test_invoice_generate_applies_the_team_tax_rate_rounded_once():
+    from invoices.services import invoice_generate
+    from wallets.services import billing_settings_update
+
+    team = TeamFactory()
+    billing_settings_update(team=team, billing_model="postpaid", tax_rate=D("19"))
+    committed_run([{"team": team, "amount": D("6.005")}, {"team": team, "amount": D("4.004")}])
+
+    invoice = invoice_generate(team=team, period=SEPTEMBER)
+
+    # 10.009 → subtotal 10.01; 10.01 × 19 % = 1.9019 → 1.90, rounded once on the subtotal
+    assert (invoice.subtotal, invoice.tax_rate, invoice.tax_amount, invoice.total) == (
+        D("10.01"), D("19"), D("1.90"), D("11.91"))
+
+
+def test_invoice_generate_refuses_a_period_without_a_committed_run():
+    from invoices.services import invoice_generate
+
+    with pytest.raises(InvoiceGenerationError, match="no committed allocation run for 2024-09") as refused:
+        invoice_generate(team=TeamFactory(), period=SEPTEMBER, kind="chargeback")
+    assert refused.value.code == "invoice_generation_error"
+
+
+def test_invoice_generate_refuses_a_team_with_nothing_to_bill():
+    from invoices.services import invoice_generate
+
+    committed_run([{"team": TeamFactory(), "amount": D("5")}])
+    with pytest.raises(InvoiceGenerationError, match="nothing to bill"):
+        invoice_generate(team=TeamFactory(), period=SEPTEMBER)
+
+
+def test_invoice_generate_never_replaces_an_issued_invoice():
+    from invoices.services import invoice_generate, invoice_issue
+
+    team = TeamFactory()
+    committed_run([{"team": team, "amount": D("9")}])
+    issued = invoice_issue(invoice=invoice_generate(team=team, period=SEPTEMBER), issue_date=dt.date(2024, 10, 2))
+
+    with pytest.raises(InvoiceGenerationError, match=f"{issued.number} .* is already pending; correct it with a credit note"):
+        invoice_generate(team=team, period=SEPTEMBER)
+    assert Invoice.objects.filter(team=team).count() == 1
+
+
+def test_invoice_generate_keeps_the_callers_number_for_the_issue():
+    from invoices.errors import DuplicateInvoiceNumber
+    from invoices.services import invoice_generate, invoice_issue
+
+    team, other = TeamFactory(), TeamFactory()
+    committed_run([{"team": team, "amount": D("9")}, {"team": other, "amount": D("1")}])
+
+    draft = invoice_generate(team=team, period=SEPTEMBER, number="PO-2024-77")
+    assert draft.display_number == f"DRAFT-{draft.pk}"  # not issued yet
+    with pytest.raises(DuplicateInvoiceNumber):
+        invoice_generate(team=other, period=SEPTEMBER, number="PO-2024-77")
+
+    assert invoice_issue(invoice=draft).number == "PO-2024-77"
+
+
+def test_invoice_generate_per_user_bills_each_users_rows_and_ties_out_to_the_team():
+    # Given a team whose run rows belong to two members and to nobody in particular
+    from invoices.services import invoice_generate, invoices_generate_per_user
+    from tests.factories import TeamMembershipFactory
+
+    team = TeamFactory()
+    ana = TeamMembershipFactory(team=team, user=UserFactory(username="ana")).user
+    ben = TeamMembershipFactory(team=team, user=UserFactory(username="ben")).user
+    TeamMembershipFactory(team=team, user=UserFactory(username="cyd"))  # nothing to bill
+    committed_run([
+        {"team": team, "user": ana, "amount": D("1.005")},
+        {"team": team, "user": ben, "amount": D("1.005")},
+        {"team": team, "amount": D("1.000")},
+        {"team": TeamFactory(), "user": UserFactory(), "amount": D("7")},
+    ])
+
+    # When per-user invoices are generated
+    invoices = invoices_generate_per_user(team=team, period=SEPTEMBER)
+
+    # Then ana and ben get one invoice each (cyd none) with their own rows, and with the unassigned
+    # share the amounts sum exactly to the team's rounded amount (3.01)
+    assert [i.user for i in invoices] == [ana, ben]
+    assert [i.subtotal for i in invoices] == [D("1.01"), D("1.00")]
+    team_invoice = invoice_generate(team=team, period=SEPTEMBER)
+    assert team_invoice.subtotal == D("3.01")
+    assert all(sum(li.amount for li in i.lines.all()) == i.subtotal for i in invoices)
+    # And generating ana's again refreshes hers
+    assert invoice_generate(team=team, period=SEPTEMBER, user=ana).pk == invoices[0].pk
+
+
+def test_invoice_generate_refuses_a_user_outside_the_team():
+    from invoices.errors import InvalidInvoiceRequest
+    from invoices.services import invoice_generate
+
+    team = TeamFactory()
+    committed_run([{"team": team, "amount": D("1")}])
+    with pytest.raises(InvalidInvoiceRequest) as refused:
+        invoice_generate(team=team, period=SEPTEMBER, user=UserFactory())
+    assert refused.value.param == "user"
+
+
+def test_invoice_generate_prepaid_statement_from_the_ledger():
+    # Given a prepaid team wallet with 100 before September, then top-ups, a grant, charges by
+    # feature and a refund in September
+    import time_machine
+
+    from invoices.services import invoice_generate
+    from wallets import services as wallets
+
+    team = TeamFactory(currency="USD")
+    wallet = wallets.wallet_open(team=team)
+    with time_machine.travel(dt.datetime(2024, 8, 20, 12, tzinfo=dt.UTC), tick=False):
+        wallets.wallet_top_up(wallet=wallet, amount=D(100), idempotency_key="aug")
+    with time_machine.travel(dt.datetime(2024, 9, 10, 12, tzinfo=dt.UTC), tick=False):
+        wallets.wallet_top_up(wallet=wallet, amount=D(50), idempotency_key="sep")
+        wallets.wallet_grant(wallet=wallet, amount=D(10), idempotency_key="promo")
+        chat = wallets.wallet_charge(wallet=wallet, amount=D("30.123456"), feature_key="chat", idempotency_key="c1")
+        wallets.wallet_charge(wallet=wallet, amount=D("5"), feature_key="transcribe", idempotency_key="c2")
+        wallets.wallet_refund(entry=chat, amount=D(2), idempotency_key="r1")
+    with time_machine.travel(dt.datetime(2024, 10, 1, 0, 0, 1, tzinfo=dt.UTC), tick=False):
+        wallets.wallet_charge(wallet=wallet, amount=D(1), feature_key="chat", idempotency_key="october")
+
+    # When the September statement is generated
+    statement = invoice_generate(team=team, period=SEPTEMBER)
+
+    # Then it lists the balances and movements, and bills the credit used: 30.12 + 5.00 − 2.00
+    assert statement.kind == "prepaid_statement"
+    lines = [(li.description, li.amount, li.details.get("figure")) for li in statement.lines.order_by("position")]
+    assert lines == [
+        ("Opening balance on 2024-09-01: 100.00 USD", D(0), "100.000000000000"),
+        ("Top-ups: 50.00 USD", D(0), "50.000000000000"),
+        ("Grants: 10.00 USD", D(0), "10.000000000000"),
+        ("Usage: chat", D("30.12"), None),
+        ("Usage: transcribe", D("5.00"), None),
+        ("Refunds", D("-2.00"), None),
+        ("Closing balance on 2024-09-30: 126.88 USD", D(0), "126.876544000000"),
+    ]
+    assert (statement.subtotal, statement.total) == (D("33.12"), D("33.12"))
+
+
+def test_invoice_generate_prepaid_statement_refuses_a_quiet_period():
+    from invoices.services import invoice_generate
+    from wallets import services as wallets
+
+    team = TeamFactory()
+    wallets.wallet_open(team=team)
+    with pytest.raises(InvoiceGenerationError, match="no ledger activity"):
+        invoice_generate(team=team, period=SEPTEMBER)
+
+
+def test_invoice_generate_per_user_statement_needs_user_wallets():
+    from invoices.services import invoice_generate
+    from tests.factories import TeamMembershipFactory
+    from wallets import services as wallets
+
+    team = TeamFactory()
+    member = TeamMembershipFactory(team=team).user
+    wallets.wallet_open(team=team)
+    with pytest.raises(InvoiceGenerationError, match="per-user statements need the prepaid_user billing model"):
+        invoice_generate(team=team, period=SEPTEMBER, user=member, kind="prepaid_statement")
