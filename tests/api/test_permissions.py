@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.api.conftest import CALL_ITEMS
-from tests.factories import AllocationTargetFactory, UsageRecordFactory
+from tests.factories import AllocationTargetFactory, UsageRecordFactory, draft_invoice
 
 pytestmark = pytest.mark.django_db
 
@@ -18,8 +18,8 @@ ROLES = ["anonymous", "finance", "auditor", "member", "manager", "outsider", "ke
 USAGE = {"resource_type": "llm", "provider": "openai", "model": "gpt-4", "unit": "token", "quantity": "10",
          "occurred_at": "2024-09-15T12:00:00Z"}
 
-#: (name, method, path, body, expected status per role in ROLES order). {team}, {wallet}, {rule}
-#: are team A's objects.
+#: (name, method, path, body, expected status per role in ROLES order). {team}, {wallet}, {rule},
+#: {invoice} are team A's objects; {member} is team A's member (the user report).
 MATRIX = [
     ("teams", "get", "/api/v1/teams/", None, [401, 200, 200, 200, 200, 200, 403]),
     ("team", "get", "/api/v1/teams/{team}/", None, [401, 200, 200, 200, 200, 404, 403]),
@@ -55,6 +55,22 @@ MATRIX = [
     ("allocations", "get", "/api/v1/allocations/", None, [401, 200, 200, 200, 200, 200, 403]),
     ("allocation run", "post", "/api/v1/allocations/",
      {"period_start": "2024-09-01", "period_end": "2024-10-01", "dry_run": True}, [401, 200, 403, 403, 403, 403, 403]),
+    ("invoices", "get", "/api/v1/invoices/", None, [401, 200, 200, 200, 200, 200, 403]),
+    ("invoice", "get", "/api/v1/invoices/{invoice}/", None, [401, 200, 200, 200, 200, 404, 403]),
+    ("invoice pdf", "get", "/api/v1/invoices/{invoice}/pdf/", None, [401, 200, 200, 200, 200, 404, 403]),
+    # finance: no committed run for 2030-01 (422); everybody else is refused before that
+    ("invoice generate", "post", "/api/v1/invoices/",
+     {"team": "{team}", "period_start": "2030-01-01", "period_end": "2030-02-01", "kind": "chargeback"},
+     [401, 422, 403, 403, 403, 403, 403]),
+    ("invoice status", "post", "/api/v1/invoices/{invoice}/status/", {"status": "pending"},
+     [401, 200, 403, 403, 403, 403, 403]),
+    # finance: a draft takes no credit note (409 invalid_transition)
+    ("credit note", "post", "/api/v1/invoices/{invoice}/credit-notes/", {"reason": "other"},
+     [401, 409, 403, 403, 403, 403, 403]),
+    ("team report", "get", "/api/v1/reports/teams/{team}/?period_start=2024-09-01&period_end=2024-10-01", None,
+     [401, 200, 200, 200, 200, 404, 403]),
+    ("user report", "get", "/api/v1/reports/users/{member}/?period_start=2024-09-01&period_end=2024-10-01", None,
+     [401, 200, 200, 200, 200, 404, 403]),
 ]
 
 
@@ -80,8 +96,9 @@ def test_permission_matrix(request, role, name, method, path, body, expected, te
     top_up(wallet_a, "10")
     UsageRecordFactory(team=team_a)
     rule = AllocationTargetFactory(team=team_a).rule
+    invoice = draft_invoice(team=team_a)
     client = request.getfixturevalue(role)
-    ids = {"team": team_a.pk, "wallet": wallet_a.pk, "rule": rule.pk}
+    ids = {"team": team_a.pk, "wallet": wallet_a.pk, "rule": rule.pk, "invoice": invoice.pk, "member": member_user.pk}
     # when the caller calls the endpoint
     call = getattr(client, method)
     response = call(_fill(path, ids), _fill(body, ids), format="json") if body is not None else call(_fill(path, ids))
