@@ -977,8 +977,41 @@ def _usage_records_insert(team, rows: list[dict], source: str, Price, PriceNotFo
         results[i] = record
     if new:
         with transaction.atomic():
-            UsageRecord.objects.bulk_create(new, batch_size=USAGE_BATCH_MAX)
+            _usage_records_write(new)
     return results
+
+
+def _usage_records_write(records: list[UsageRecord]) -> None:
+    """Insert ``records`` and set their pks: ``COPY`` on PostgreSQL, ``bulk_create`` elsewhere.
+
+    ``bulk_create`` spends most of a 1,000-row batch preparing values in Python (about 0.2 s); on
+    PostgreSQL the ids are drawn from the table's sequence in one query and the rows streamed with
+    ``COPY`` (as ``_write_rows`` does for allocation rows). A duplicate idempotency key still fails
+    on the unique constraint (``IntegrityError``).
+    """
+    if connection.vendor != "postgresql":
+        UsageRecord.objects.bulk_create(records, batch_size=USAGE_BATCH_MAX)
+        return
+    table = UsageRecord._meta.db_table
+    fields = [f for f in UsageRecord._meta.concrete_fields]
+    quote = connection.ops.quote_name
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, len(records)]
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        sql = f"COPY {quote(table)} ({', '.join(quote(f.column) for f in fields)}) FROM STDIN"
+        # The raw psycopg cursor: wrap its errors as Django's, so a duplicate key is an IntegrityError.
+        with connection.wrap_database_errors, cursor.cursor.copy(sql) as copy:
+            for pk, record in zip(ids, records):
+                record.pk, record.created_at = pk, now
+                copy.write_row([
+                    json.dumps(value) if isinstance(value, (dict, list)) else value
+                    for value in (getattr(record, f.attname) for f in fields)
+                ])
+    for record in records:
+        record._state.adding, record._state.db = False, connection.alias
 
 
 # --- Allocation rules (configuration written by finance through the API) ----------------------------

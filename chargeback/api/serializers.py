@@ -272,3 +272,122 @@ class AllocationRunResultSerializer(serializers.Serializer):
     run = AllocationRunSerializer()
     allocations = AllocatedCostSerializer(many=True, help_text="A dry run's rows (the team's when one was asked for); "
                                                                 "empty for a saved run: read them with GET allocations/?run=.")
+
+
+# --- the batch's fast path --------------------------------------------------------------------
+
+import datetime as _dt  # noqa: E402
+import re as _re  # noqa: E402
+from decimal import Decimal as _Decimal, InvalidOperation as _InvalidOperation  # noqa: E402
+
+_TEXT = {  # name: (max length, required)
+    "agent_id": (200, False), "resource_type": (50, True), "provider": (100, False), "model": (100, False),
+    "unit": (50, False), "idempotency_key": (255, True), "feature_key": (100, False),
+    "external_reference": (255, False),
+}
+_BATCH_FIELDS = set(_TEXT) | {"user", "quantity", "cost", "currency", "occurred_at", "metadata"}
+_CURRENCY = _re.compile(r"^[A-Z]{3}$")
+
+
+def _record_error(index: int, field: str | None, message: str) -> serializers.ValidationError:
+    detail = {field: [message]} if field else [message]
+    return serializers.ValidationError({"records": {index: detail}})
+
+
+def _metered(value, index: int, field: str, *, minimum=None) -> _Decimal:
+    if isinstance(value, bool) or not isinstance(value, (str, int, _Decimal)):
+        raise _record_error(index, field, "A valid number is required.")
+    try:
+        number = _Decimal(value) if not isinstance(value, _Decimal) else value
+    except _InvalidOperation:
+        raise _record_error(index, field, "A valid number is required.") from None
+    if not number.is_finite():
+        raise _record_error(index, field, "A valid number is required.")
+    sign, digits, exponent = number.as_tuple()
+    if exponent < -12:
+        raise _record_error(index, field, "Ensure that there are no more than 12 decimal places.")
+    if len(digits) + min(exponent, 0) > 18 or max(len(digits), -exponent) > 30:
+        raise _record_error(index, field, "Ensure that there are no more than 30 digits in total.")
+    if minimum is not None and number < minimum:
+        raise _record_error(index, field, f"Ensure this value is greater than or equal to {minimum}.")
+    return number
+
+
+def batch_records_validate(raw) -> list[dict]:
+    """Validate ``POST usage/batch/``'s ``records`` as :class:`UsageInputSerializer` would, ~50× faster.
+
+    A DRF serializer costs about a millisecond per record; a batch of 1,000 records must take a
+    fraction of a second (issue 5: ≥ 5,000 records/s). Same fields, types, limits and messages;
+    an error names the row and field (``records[3].quantity``). Users are read in one query.
+    """
+    if not isinstance(raw, list):
+        raise serializers.ValidationError({"records": ["Expected a list of items."]})
+    if not raw:
+        raise serializers.ValidationError({"records": ["This list may not be empty."]})
+    if len(raw) > USAGE_BATCH_MAX:
+        raise serializers.ValidationError({"records": [f"Ensure this field has no more than {USAGE_BATCH_MAX} elements."]})
+    rows, user_ids = [], {}
+    for i, record in enumerate(raw):
+        if not isinstance(record, dict):
+            raise _record_error(i, None, "Expected an object.")
+        unknown = record.keys() - _BATCH_FIELDS
+        if unknown:
+            raise _record_error(i, sorted(unknown)[0], "Unknown field.")
+        row: dict = {}
+        for name, (max_length, required) in _TEXT.items():
+            value = record.get(name)
+            if value is None:
+                if required:
+                    raise _record_error(i, name, "This field is required.")
+                row[name] = ""
+                continue
+            if not isinstance(value, str):
+                raise _record_error(i, name, "Not a valid string.")
+            value = value.strip()
+            if required and not value:
+                raise _record_error(i, name, "This field may not be blank.")
+            if len(value) > max_length:
+                raise _record_error(i, name, f"Ensure this field has no more than {max_length} characters.")
+            row[name] = value
+        if "quantity" not in record:
+            raise _record_error(i, "quantity", "This field is required.")
+        row["quantity"] = _metered(record["quantity"], i, "quantity", minimum=0)
+        if record.get("cost") is not None:
+            row["cost"] = _metered(record["cost"], i, "cost")
+        currency = record.get("currency")
+        if currency is not None:
+            if not isinstance(currency, str) or not _CURRENCY.match(currency):
+                raise _record_error(i, "currency", "A three-letter ISO 4217 code, e.g. USD.")
+            row["currency"] = currency
+        occurred_at = record.get("occurred_at")
+        if occurred_at is not None:
+            try:
+                parsed = _dt.datetime.fromisoformat(occurred_at) if isinstance(occurred_at, str) else None
+            except ValueError:
+                parsed = None
+            if parsed is None:
+                raise _record_error(i, "occurred_at", "Datetime has wrong format. Use ISO 8601, e.g. 2024-09-15T12:00:00Z.")
+            if parsed.tzinfo is None:
+                raise _record_error(i, "occurred_at", "Give the time zone, e.g. 2024-09-15T12:00:00Z.")
+            row["occurred_at"] = parsed
+        metadata = record.get("metadata")
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise _record_error(i, "metadata", "Expected a dictionary of items.")
+            row["metadata"] = metadata
+        user = record.get("user")
+        if user is not None:
+            if isinstance(user, bool) or not isinstance(user, int):
+                raise _record_error(i, "user", "Incorrect type. Expected pk value.")
+            user_ids.setdefault(user, i)
+            row["user"] = user
+        rows.append(row)
+    if user_ids:
+        users = User.objects.in_bulk(list(user_ids))
+        for user_id, first in user_ids.items():
+            if user_id not in users:
+                raise _record_error(first, "user", f'Invalid pk "{user_id}" - object does not exist.')
+        for row in rows:
+            if "user" in row:
+                row["user"] = users[row["user"]]
+    return rows

@@ -214,3 +214,32 @@ def test_usage_summary_of_another_team_answers_404(member, team_b):
     response = member.get("/api/v1/usage/summary/", {"period_start": "2024-09-01", "period_end": "2024-10-01",
                                                      "team": team_b.pk})
     assert response.status_code == 404
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("occurred_at", "2024-09-15T12:00:00"),
+    ("occurred_at", "soon"),
+    ("quantity", "1.0000000000001"),
+    ("quantity", True),
+    ("cost", "abc"),
+    ("currency", "usd"),
+    ("user", 999999),
+    ("resource_type", ""),
+    ("metadata", "x"),
+    ("colour", "red"),
+])
+def test_usage_batch_bad_field_names_row_and_field(key, catalog, field, value):
+    records = _records(3)
+    records[1][field] = value
+    response = key.post("/api/v1/usage/batch/", {"records": records}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == f"records[1].{field}"
+    assert not UsageRecord.objects.exists()
+
+
+def test_usage_batch_user_of_another_team_names_the_row(key, catalog, outsider_user):
+    records = _records(2)
+    records[1]["user"] = outsider_user.pk
+    response = key.post("/api/v1/usage/batch/", {"records": records}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "records[1].user"
