@@ -233,11 +233,6 @@ class RequestTooLarge(exceptions.APIException):
     default_detail = "The request body is too large."
 
 
-class IdempotencyConflict(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "idempotency_error"
-
-
 #: Domain error code → HTTP status (wallets/errors.py's table, chargeback and invoices errors).
 STATUS_BY_CODE = {
     "invalid_amount": 400,

@@ -26,7 +26,10 @@ The allocation engine (``docs/architecture.md``, "Allocation"):
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import json
+import secrets
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -740,8 +743,6 @@ API_KEY_TOUCH_INTERVAL = dt.timedelta(minutes=1)
 
 
 def _api_key_hash(raw_key: str) -> str:
-    import hashlib
-
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
@@ -752,8 +753,6 @@ def api_key_create(*, team: Team, name: str, created_by=None) -> ApiKey:
     43-character URL-safe secret (256 bits). Only the SHA-256 of the whole key is stored.
     Raises ``InvalidUsage`` for an empty name or an inactive team.
     """
-    import secrets
-
     if not name or not name.strip():
         raise InvalidUsage("an API key needs a name saying what uses it")
     if not team.is_active:
@@ -786,8 +785,6 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
     Looks the key up by its SHA-256 (unique index) and compares in constant time; refreshes
     ``last_used_at`` at most once per ``API_KEY_TOUCH_INTERVAL``.
     """
-    import hmac
-
     if not isinstance(raw_key, str) or "." not in raw_key or len(raw_key) > 200:
         return None
     digest = _api_key_hash(raw_key)
@@ -871,12 +868,18 @@ def usage_records_create(
             row["quantity"] = _as_decimal(row.get("quantity"), "quantity")
             if row["quantity"] < 0:
                 raise InvalidUsage(f"quantity must not be negative, got {row['quantity']}")
+        except InvalidUsage as exc:
+            raise _row_error(exc, i, "quantity") from None
+        try:
             if row.get("cost") is not None:
                 row["cost"] = quantize_metered(_as_decimal(row["cost"], "cost"))
+        except InvalidUsage as exc:
+            raise _row_error(exc, i, "cost") from None
+        try:
             if row.get("currency") is not None:
                 row["currency"] = _check_currency(row["currency"])
         except InvalidUsage as exc:
-            raise _row_error(exc, i, "quantity" if "quantity" in str(exc) else "cost" if "cost" in str(exc) else "currency") from None
+            raise _row_error(exc, i, "currency") from None
         for name in ("resource_type", "idempotency_key"):
             if not row.get(name):
                 raise _row_error(InvalidUsage(f"{name} is required"), i, name)

@@ -130,10 +130,11 @@ class CreditNoteCreateSerializer(StrictSerializerMixin, serializers.Serializer):
 class CreditNoteLineSerializer(_MinorUnitsMixin, serializers.ModelSerializer):
     minor_unit_fields = ("amount",)
     amount = InvoiceAmountField()
+    currency = serializers.CharField(source="credit_note.currency", read_only=True)
 
     class Meta:
         model = CreditNoteLine
-        fields = ["position", "description", "invoice_line", "amount"]
+        fields = ["position", "description", "invoice_line", "amount", "currency"]
         read_only_fields = fields
 
 

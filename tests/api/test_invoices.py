@@ -178,3 +178,15 @@ def test_user_report_for_the_user_and_their_manager_only(member, manager, outsid
     assert mine.json()["total_cost"] == [{"currency": "USD", "amount": "4.000000000000"}]
     assert manager.get(f"/api/v1/reports/users/{member_user.pk}/", query).status_code == 200
     assert outsider.get(f"/api/v1/reports/users/{member_user.pk}/", query).status_code == 404
+
+
+def test_credit_note_by_lines_shows_each_line_with_its_currency(finance, invoice_a):
+    invoice_issue(invoice=invoice_a)
+    line = invoice_a.lines.order_by("position").first()
+    response = finance.post(f"/api/v1/invoices/{invoice_a.pk}/credit-notes/",
+                            {"reason": "allocation_correction", "lines": [{"invoice_line": line.pk, "amount": "4.00"}]},
+                            format="json")
+    assert response.status_code == 201, response.json()
+    assert [(l["invoice_line"], l["amount"], l["currency"]) for l in response.json()["lines"]] == [
+        (line.pk, "4.00", "USD")]
+    assert Invoice.objects.get(pk=invoice_a.pk).amount_due == Decimal("8.50")
