@@ -6,7 +6,6 @@ Money moves only through ``wallets.services``; their idempotency keys are the AP
 
 from __future__ import annotations
 
-from django.db.models import Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -20,13 +19,10 @@ from billing_site.api import (
     idempotency_key_of,
     is_api_key,
     replayable,
-    sees_all_teams,
     team_for_read,
     team_for_write,
-    visible_team_ids,
 )
 from chargeback.models import TeamMembership
-from chargeback.selectors import team_ids_managed_by
 from wallets import selectors, services
 from wallets.api import serializers as s
 from wallets.models import Wallet
@@ -46,17 +42,9 @@ class WalletViewSet(viewsets.ReadOnlyModelViewSet):
     money_actions = ("top_up",)
 
     def get_queryset(self):
-        wallets = Wallet.objects.select_related("team__billing_settings").order_by("pk")
         if getattr(self, "swagger_fake_view", False):  # the schema generator has no caller
-            return wallets.none()
-        if sees_all_teams(self.request):
-            return wallets
-        user = self.request.user
-        teams = visible_team_ids(self.request) or set()
-        managed = team_ids_managed_by(user=user)
-        return wallets.filter(
-            Q(team_id__in=teams, user__isnull=True) | Q(team_id__in=teams, user=user) | Q(team_id__in=managed)
-        )
+            return Wallet.objects.none()
+        return selectors.wallet_list_for_user(user=self.request.user)
 
     def get_serializer_class(self):
         return {"top_up": s.TopUpSerializer, "transactions": s.LedgerEntrySerializer}.get(self.action, s.WalletSerializer)
