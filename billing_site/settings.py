@@ -31,7 +31,7 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "testserver"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "billing_site.apps.BillingAdminConfig",  # django.contrib.admin with the finance dashboard as its index
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "chargeback",
     "wallets",
     "invoices",
+    "auditlog",
 ]
 
 MIDDLEWARE = [
@@ -52,6 +53,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "auditlog.middleware.AuditlogMiddleware",
 ]
 
 ROOT_URLCONF = "billing_site.urls"
@@ -128,6 +130,23 @@ BILLING_PAYMENT_TERMS_DAYS = env.int("BILLING_PAYMENT_TERMS_DAYS", default=30)
 # date), {year} and {seq} (gap-free per year, from 1).
 BILLING_INVOICE_NUMBER_FORMAT = env.str("BILLING_INVOICE_NUMBER_FORMAT", default="INV-{date:%Y%m%d}-{seq:04d}")
 BILLING_CREDIT_NOTE_NUMBER_FORMAT = env.str("BILLING_CREDIT_NOTE_NUMBER_FORMAT", default="CN-{date:%Y%m%d}-{seq:04d}")
+
+# --- Finance admin (issue 6) ----------------------------------------------------------------
+# Audit trail of admin changes (django-auditlog): who changed what, when, with the diff. Registered
+# here rather than in models.py so no app needs a migration; auditlog keeps its own table.
+AUDITLOG_INCLUDE_TRACKING_MODELS = (
+    "chargeback.Team",
+    "chargeback.TeamMembership",
+    "chargeback.Price",
+    "chargeback.AllocationRule",
+    # Targets carry their rule's id in serialized_data, so a rule's history can show them.
+    {"model": "chargeback.AllocationTarget", "serialize_data": True},
+    "wallets.BillingSettings",
+)
+# Not Wallet: its running totals change with every charge, and auditing them would cost each
+# charge a read and a write; the ledger is its audit trail.
+# Folder where browser tests leave their screenshots (gitignored).
+TEST_ARTIFACTS_DIR = env.path("TEST_ARTIFACTS_DIR", default=BASE_DIR / "test-artifacts")
 
 # --- REST API (issue 5) ---------------------------------------------------------------------
 # Environment:

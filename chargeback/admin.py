@@ -1,12 +1,55 @@
-"""Finance admin for the chargeback core: teams, usage, the price catalog, rules and runs.
+"""Finance admin for the chargeback core: teams, usage, the price catalog, rules and billing runs.
 
-Usage records and allocation runs are read-only here: usage arrives by import or API, and runs are
-made by the billing run. Rules and prices are edited by finance.
+Usage records and allocation runs are read-only here: usage arrives by import ("Import FOCUS
+file…") or the API, and runs are made by "Run billing for a period…", which calls the allocation
+and invoice services. Rules, prices, teams and billing settings are edited by finance; their
+changes are in the audit trail (django-auditlog, the objects' "History").
 """
 
-from django.contrib import admin
+from __future__ import annotations
 
-from billing_site.admin import ReadOnlyAdminMixin
+import csv
+import datetime as dt
+import re
+import uuid
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q
+from django.db.models.functions import Lower
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from billing_site.admin import (
+    AuditHistoryAdminMixin,
+    BillingAdminMixin,
+    ExactSearchMixin,
+    LargeTableAdminMixin,
+    ReadOnlyAdminMixin,
+)
+from billing_site.money import format_amount
+from chargeback import focus
+from chargeback.errors import AllocationError, NothingToAllocate
+from chargeback.forms import (
+    AllocationTargetFormSet,
+    BillingRunCommitForm,
+    BillingRunForm,
+    FocusUploadForm,
+    PriceAdminForm,
+)
+from chargeback.periods import month_start
+from chargeback.selectors import usage_period_stats, user_is_finance
+from invoices.pdf import format_metered
+from wallets.models import BillingSettings
+from wallets.services import billing_settings_update
 
 from .models import (
     AllocatedCost,
@@ -20,53 +63,372 @@ from .models import (
 )
 
 
-class TeamMembershipInline(admin.TabularInline):
+# --- Teams ---------------------------------------------------------------------------------------
+
+
+class TeamMembershipInline(BillingAdminMixin, admin.TabularInline):
     model = TeamMembership
     extra = 0
     autocomplete_fields = ["user"]
 
 
+class BillingSettingsInline(BillingAdminMixin, admin.StackedInline):
+    """The team's billing settings, saved through ``wallets.services.billing_settings_update``."""
+
+    model = BillingSettings
+    can_delete = False
+    max_num = 1
+    extra = 0
+    fields = ["billing_model", "credit_limit", "block_on_zero_balance", "warning_threshold_type",
+              "warning_threshold_value", "notify_on_warning", "notify_emails", "billing_address",
+              "allowed_providers", "tax_rate", "payment_terms_days"]
+
+
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "cost_center", "parent", "currency", "is_active"]
+class TeamAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
+    list_display = ["name", "slug", "cost_center", "parent", "currency", "is_active", "wallet_balances"]
     list_filter = ["is_active", "currency"]
     search_fields = ["name", "slug", "cost_center"]
+    search_help_text = "Name, slug or cost center."
     prepopulated_fields = {"slug": ["name"]}
     autocomplete_fields = ["parent"]
     list_select_related = ["parent"]
-    inlines = [TeamMembershipInline]
+    readonly_fields = ["wallet_balances", "money_links"]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "cost_center", "parent", "currency", "is_active"]}),
+        ("Money", {"fields": ["wallet_balances", "money_links"]}),
+    ]
+    inlines = [TeamMembershipInline, BillingSettingsInline]
+
+    def get_queryset(self, request):
+        # One query for every shown team's wallets, not one per row.
+        return super().get_queryset(request).prefetch_related("wallets")
+
+    @admin.display(description="Wallet balances")
+    def wallet_balances(self, obj):
+        if obj.pk is None:
+            return "—"
+        wallets = [w for w in obj.wallets.all() if w.status != "closed"]
+        if not wallets:
+            return "no wallet"
+        return format_html_join(
+            ", ", '<a href="{}">{}{}</a>',
+            (
+                (reverse("admin:wallets_wallet_change", args=[w.pk]), format_metered(w.balance, w.currency),
+                 f" ({w.user})" if w.user_id else "" if w.status == "active" else f" ({w.status})")
+                for w in sorted(wallets, key=lambda w: (w.user_id or 0, w.currency))
+            ),
+        )
+
+    @admin.display(description="See")
+    def money_links(self, obj):
+        if obj.pk is None:
+            return "—"
+        links = [
+            ("Ledger", reverse("admin:wallets_ledgerentry_changelist") + f"?team={obj.pk}"),
+            ("Usage", reverse("admin:chargeback_usagerecord_changelist") + f"?team={obj.pk}"),
+            ("Invoices", reverse("admin:invoices_invoice_changelist") + f"?team__id__exact={obj.pk}"),
+            ("Price overrides", reverse("admin:chargeback_price_changelist") + f"?team__id__exact={obj.pk}"),
+        ]
+        return format_html_join(" · ", '<a href="{}">{}</a>', ((url, label) for label, url in links))
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not BillingSettings:
+            return super().save_formset(request, form, formset, change)
+        # Billing settings change through their service (validation, row lock), never a raw save.
+        for inline_form in formset.forms:
+            if not inline_form.has_changed() or not inline_form.cleaned_data:
+                continue
+            changes = {name: inline_form.cleaned_data[name] for name in BillingSettingsInline.fields}
+            billing_settings_update(team=form.instance, **changes)
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+
+
+# --- Usage ---------------------------------------------------------------------------------------
+
+
+class UsageTeamFilter(admin.SimpleListFilter):
+    """The record's team by name, or the unallocated pool; one query on teams, none on usage."""
+
+    title = "team"
+    parameter_name = "team"
+    NONE = "none"
+
+    def lookups(self, request, model_admin):
+        return [(self.NONE, "No team (unallocated pool)")] + [
+            (str(pk), name) for pk, name in Team.objects.order_by("name").values_list("pk", "name")
+        ]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if not value:
+            return queryset
+        if value == self.NONE:
+            return queryset.filter(team__isnull=True)
+        if not value.isdigit():
+            raise IncorrectLookupParameters(f"team must be a team number or 'none', got {value!r}")
+        return queryset.filter(team_id=int(value))
+
+
+class UsagePeriodFilter(admin.SimpleListFilter):
+    """Billing period (``billing_period_start``): the last 24 months, computed, not read from usage."""
+
+    title = "billing period"
+    parameter_name = "period"
+    MONTHS = 24
+
+    def lookups(self, request, model_admin):
+        months, day = [], month_start(dt.date.today())
+        for _ in range(self.MONTHS):
+            months.append((f"{day:%Y-%m}", f"{day:%B %Y}"))
+            day = month_start(day - dt.timedelta(days=1))
+        return months
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        try:
+            start = dt.date.fromisoformat(f"{self.value()}-01")
+        except ValueError:
+            raise IncorrectLookupParameters(f"period must be YYYY-MM, got {self.value()!r}") from None
+        return queryset.filter(billing_period_start=start)
+
+
+class _CachedValuesFilter(admin.SimpleListFilter):
+    """Distinct values of one usage column; the DISTINCT scans the table, so it is cached ten minutes."""
+
+    column = ""
+
+    def lookups(self, request, model_admin):
+        from django.core.cache import cache
+
+        key = f"admin:usage-distinct:{self.column}"
+        values = cache.get(key)
+        if values is None:
+            values = list(
+                UsageRecord.objects.order_by(self.column).values_list(self.column, flat=True).distinct()[:200]
+            )
+            cache.set(key, values, 600)
+        if self.value() is not None and self.value() not in values:
+            values = [*values, self.value()]  # a value newer than the cached list still filters
+        return [(v, v or "(empty)") for v in values]
+
+    def has_output(self):
+        return True  # even while the cached list is empty: the filter must still apply
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        return queryset.filter(**{self.column: self.value()})
+
+
+class UsageProviderFilter(_CachedValuesFilter):
+    title = "provider"
+    parameter_name = "provider"
+    column = "provider"
+
+
+class UsageResourceTypeFilter(_CachedValuesFilter):
+    title = "resource type"
+    parameter_name = "resource_type"
+    column = "resource_type"
+
+
+#: Where uploaded FOCUS files wait between preview and import (below MEDIA_ROOT, never served).
+FOCUS_UPLOAD_DIR = "focus_uploads"
+_UPLOAD_TOKEN = re.compile(r"^[0-9a-f]{32}$")
+#: Rows shown in the preview of an uploaded FOCUS file.
+FOCUS_PREVIEW_ROWS = 10
+
+
+def _upload_path(token: str) -> Path:
+    if not _UPLOAD_TOKEN.match(token or ""):
+        raise PermissionDenied("bad upload token")
+    return Path(settings.MEDIA_ROOT) / FOCUS_UPLOAD_DIR / f"{token}.csv"
+
+
+def focus_file_preview(*, path: Path, team_tag: str, subaccount_fallback: bool, rows: int = FOCUS_PREVIEW_ROWS) -> dict:
+    """What importing ``path`` would do, read with the importer's own parser; nothing is written.
+
+    Returns ``{"rows": [{"row", "period", "service", "cost", "currency", "team", "error"}…]`` (the
+    first ``rows`` data rows), ``"teams"``: ``[(team key, rows, existing Team or None)…]`` over the
+    whole file (``None``: the import creates the team), ``"unallocated"`` (rows without a team),
+    ``"bad"`` (rows with a bad value) and ``"total"`` (data rows).
+    Raises ``focus.FocusImportError`` for an unreadable file or a missing column.
+    """
+    name = path.name
+    shown, keys, unallocated, bad, total = [], Counter(), 0, 0, 0
+    with focus._open_text(path) as text:
+        reader = csv.reader(focus._checked_lines(text, name))
+        parser = focus._RowParser(focus._read_header(reader, name), file=name, team_tag=team_tag,
+                                  subaccount_fallback=subaccount_fallback)
+        try:
+            for values in reader:
+                if not values:
+                    continue
+                total += 1
+                try:
+                    row = parser.parse(values, total)
+                except focus._RowError as exc:
+                    bad += 1
+                    if len(shown) < rows:
+                        shown.append({"row": total, "error": str(focus.FocusRowError(total, exc.column, exc.message))})
+                    continue
+                if row.team_key is None:
+                    unallocated += 1
+                else:
+                    keys[row.team_key] += 1
+                if len(shown) < rows:
+                    shown.append({"row": total, "period": row.billing_period_start, "service": row.service_name,
+                                  "provider": row.provider, "cost": row.cost, "currency": row.currency,
+                                  "team": row.team_key})
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise focus.FocusImportError(f"cannot read the file: {exc}", file=name, line=reader.line_num + 1) from None
+    existing = {}
+    lowered = [key.lower() for key in keys]
+    for team in Team.objects.annotate(lname=Lower("name")).filter(lname__in=lowered).order_by("-pk"):
+        existing[team.lname] = team  # descending pk: the oldest team wins, as in the import
+    teams = [(key, count, existing.get(key.lower())) for key, count in sorted(keys.items(), key=lambda kv: kv[0].lower())]
+    return {"rows": shown, "teams": teams, "unallocated": unallocated, "bad": bad, "total": total}
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
-        "occurred_at", "team", "resource_type", "provider", "service_name", "quantity", "unit", "cost", "currency",
-        "source",
+        "occurred_at", "billing_period_start", "team", "resource_type", "provider", "service_name", "quantity",
+        "unit", "cost_display", "source",
     ]
-    list_filter = ["source", "resource_type", "provider", "charge_category", "billing_period_start"]
-    search_fields = ["idempotency_key", "external_reference", "resource_id", "team__name", "service_name"]
-    date_hierarchy = "occurred_at"
-    list_select_related = ["team", "user"]
+    list_filter = [UsageTeamFilter, UsageProviderFilter, UsageResourceTypeFilter, "source", UsagePeriodFilter]
+    search_fields = ["idempotency_key", "external_reference", "resource_id"]  # exactly: ExactSearchMixin
+    exact_search_fields = ("idempotency_key", "external_reference", "resource_id")
+    search_help_text = "Exact idempotency key, external reference (FOCUS Id) or resource id."
+    list_select_related = ["team"]
     show_full_result_count = False
+    # Newest first by primary key (an index walk). The model's order, occurred_at then pk, has no
+    # index of its own and sorts a million rows for every first page (about a second measured);
+    # the column still sorts by a click.
+    ordering = ["-pk"]
+    change_list_template = "admin/chargeback/usagerecord/change_list.html"
+
+    @admin.display(description="Cost", ordering="cost")
+    def cost_display(self, obj):
+        return format_metered(obj.cost, obj.currency)
+
+    def has_import_permission(self, request):
+        return user_is_finance(request.user) and request.user.has_perm("chargeback.add_usagerecord")
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_import": self.has_import_permission(request)}
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self):
+        return [
+            path("import-focus/", self.admin_site.admin_view(self.import_focus_view),
+                 name="chargeback_usagerecord_import_focus"),
+        ] + super().get_urls()
+
+    def import_focus_view(self, request):
+        """Upload → preview (first rows, team mapping) → import, with the per-row error report."""
+        if not self.has_import_permission(request):
+            raise PermissionDenied
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
+                   "title": "Import a FOCUS file"}
+        step = request.POST.get("step", "upload")
+        if request.method == "POST" and step == "import":
+            return self._import(request, context)
+        form = FocusUploadForm(request.POST, request.FILES) if request.method == "POST" else FocusUploadForm()
+        if request.method == "POST" and form.is_valid():
+            token = uuid.uuid4().hex
+            target = _upload_path(token)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("wb") as out:
+                for chunk in form.cleaned_data["file"].chunks():
+                    out.write(chunk)
+            options = {k: form.cleaned_data[k] for k in ("team_tag", "subaccount_fallback", "skip_bad_rows")}
+            try:
+                preview = focus_file_preview(path=target, team_tag=options["team_tag"],
+                                             subaccount_fallback=options["subaccount_fallback"])
+            except focus.FocusImportError as exc:
+                target.unlink(missing_ok=True)
+                form.add_error("file", f"{form.cleaned_data['file'].name}: {exc.reason}"
+                               + (f" (line {exc.line}, column {exc.column})" if exc.column else ""))
+            else:
+                context.update(preview=preview, token=token, options=options,
+                               file_name=form.cleaned_data["file"].name, title="Import a FOCUS file: preview")
+                return TemplateResponse(request, "admin/chargeback/usagerecord/import_focus.html", context)
+        context["form"] = form
+        return TemplateResponse(request, "admin/chargeback/usagerecord/import_focus.html", context)
+
+    def _import(self, request, context):
+        target = _upload_path(request.POST.get("token", ""))
+        file_name = request.POST.get("file_name", target.name)[:200]
+        if not target.exists():
+            self.message_user(request, "That upload is gone (imported already, or expired); upload the file again.",
+                              messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:chargeback_usagerecord_import_focus"))
+        try:
+            result = focus.focus_import(
+                path=target, team_tag=request.POST.get("team_tag") or "business_unit",
+                subaccount_fallback=request.POST.get("subaccount_fallback") == "True",
+                skip_bad_rows=request.POST.get("skip_bad_rows") == "True",
+            )
+        except focus.FocusImportError as exc:
+            context.update(error=str(exc).replace(str(target), file_name), title="Import a FOCUS file: refused",
+                           form=FocusUploadForm())
+            return TemplateResponse(request, "admin/chargeback/usagerecord/import_focus.html", context)
+        finally:
+            target.unlink(missing_ok=True)
+        self.message_user(
+            request, f"{file_name}: {result.rows_imported:,} rows imported, {result.rows_duplicate:,} already "
+            f"imported, {result.rows_skipped:,} skipped, {result.teams_created} team(s) created.",
+            messages.SUCCESS if not result.rows_skipped else messages.WARNING,
+        )
+        context.update(result=result, file_name=file_name, title="Import a FOCUS file: done")
+        return TemplateResponse(request, "admin/chargeback/usagerecord/import_focus.html", context)
+
+
+# --- Price catalog -------------------------------------------------------------------------------
+
+
+class PriceScopeFilter(admin.SimpleListFilter):
+    """Global catalog prices or team overrides: the overrides are their own view."""
+
+    title = "scope"
+    parameter_name = "scope"
+
+    def lookups(self, request, model_admin):
+        return [("global", "Global catalog"), ("override", "Team overrides")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "global":
+            return queryset.filter(team__isnull=True)
+        if self.value() == "override":
+            return queryset.filter(team__isnull=False)
+        return queryset
 
 
 @admin.register(Price)
-class PriceAdmin(admin.ModelAdmin):
+class PriceAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
+    form = PriceAdminForm
     list_display = ["category", "provider", "model", "unit", "unit_price", "currency", "team", "valid_from", "valid_to"]
-    list_filter = ["category", "provider", ("team", admin.EmptyFieldListFilter)]
+    list_filter = [PriceScopeFilter, "category", "provider", "team"]
     search_fields = ["category", "provider", "model", "team__name"]
     autocomplete_fields = ["team"]
     list_select_related = ["team"]
 
 
-class AllocationTargetInline(admin.TabularInline):
+# --- Allocation rules ----------------------------------------------------------------------------
+
+
+class AllocationTargetInline(BillingAdminMixin, admin.TabularInline):
     model = AllocationTarget
+    formset = AllocationTargetFormSet
     extra = 0
     autocomplete_fields = ["team", "user"]
 
 
 @admin.register(AllocationRule)
-class AllocationRuleAdmin(admin.ModelAdmin):
+class AllocationRuleAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
     list_display = ["name", "rule_type", "source", "source_team", "priority", "enabled", "valid_from", "valid_to"]
     list_filter = ["rule_type", "enabled", "source"]
     search_fields = ["name", "description"]
@@ -75,24 +437,204 @@ class AllocationRuleAdmin(admin.ModelAdmin):
     readonly_fields = ["created_by", "created_at", "updated_at"]
     inlines = [AllocationTargetInline]
 
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
 
-class AllocatedCostInline(ReadOnlyAdminMixin, admin.TabularInline):
+    def audit_log_entries(self, obj):
+        """The rule's own changes and its targets' (added, changed, removed), newest first."""
+        from auditlog.models import LogEntry
+        from django.contrib.contenttypes.models import ContentType
+
+        target_type = ContentType.objects.get_for_model(AllocationTarget)
+        return LogEntry.objects.filter(
+            Q(content_type=ContentType.objects.get_for_model(AllocationRule), object_pk=str(obj.pk))
+            | Q(content_type=target_type, serialized_data__fields__rule=obj.pk)
+        )
+
+
+# --- Allocation runs and the billing run ---------------------------------------------------------
+
+
+class _LargestRowsFormSet(forms.BaseInlineFormSet):
+    """The run's largest allocations only: a month has tens of thousands of rows (one per team,
+    user and service), far more than a page can show; the full list is the allocations changelist."""
+
+    LIMIT = 200
+
+    def get_queryset(self):
+        if not hasattr(self, "_largest"):
+            self._largest = super().get_queryset().order_by("-amount", "pk")[: self.LIMIT]
+        return self._largest
+
+
+class AllocatedCostInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
     model = AllocatedCost
+    formset = _LargestRowsFormSet
+    verbose_name_plural = f"allocations (the {_LargestRowsFormSet.LIMIT} largest; every row: “All allocations” above)"
     fields = ["team", "user", "rule", "service", "quantity", "unit", "amount", "currency", "record_count"]
     readonly_fields = fields
     extra = 0
     show_change_link = False
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("team", "user", "rule")
+
+
+class AllocationTeamFilter(UsageTeamFilter):
+    """The team an allocation goes to (no unallocated pool here: every allocation has a team)."""
+
+    def lookups(self, request, model_admin):
+        return super().lookups(request, model_admin)[1:]
+
+
+@admin.register(AllocatedCost)
+class AllocatedCostAdmin(BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every row of every run, read-only: the run page shows only its largest rows."""
+
+    list_display = ["run", "team", "user", "rule", "service", "quantity", "unit", "amount", "currency", "record_count"]
+    list_filter = ["run", AllocationTeamFilter, "rule"]
+    search_fields = ["service"]
+    list_select_related = ["run", "team", "user", "rule"]
+    show_full_result_count = False
+    ordering = ["-run", "-amount", "pk"]
+
 
 @admin.register(AllocationRun)
-class AllocationRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AllocationRunAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
-        "__str__", "period_start", "period_end", "status", "total_cost", "allocated_cost", "unallocated_cost",
-        "currency", "committed_at",
+        "__str__", "period_start", "period_end", "status", "total_display", "allocated_display",
+        "unallocated_display", "ties_out", "committed_at", "invoices_link",
     ]
     list_filter = ["status", "period_start"]
     list_select_related = ["created_by"]
     inlines = [AllocatedCostInline]
+    readonly_fields = ["all_allocations"]
+
+    @admin.display(description="All allocations")
+    def all_allocations(self, obj):
+        url = reverse("admin:chargeback_allocatedcost_changelist") + f"?run__id__exact={obj.pk}"
+        return format_html('<a href="{}">Every row of this run, filterable by team and rule</a>', url)
+    change_list_template = "admin/chargeback/allocationrun/change_list.html"
+
+    @admin.display(description="Total", ordering="total_cost")
+    def total_display(self, obj):
+        return format_metered(obj.total_cost, obj.currency)
+
+    @admin.display(description="Allocated", ordering="allocated_cost")
+    def allocated_display(self, obj):
+        return format_metered(obj.allocated_cost, obj.currency)
+
+    @admin.display(description="Unallocated", ordering="unallocated_cost")
+    def unallocated_display(self, obj):
+        return format_metered(obj.unallocated_cost, obj.currency)
+
+    @admin.display(description="Ties out", boolean=True)
+    def ties_out(self, obj):
+        return obj.allocated_cost + obj.unallocated_cost == obj.total_cost
+
+    @admin.display(description="Invoices")
+    def invoices_link(self, obj):
+        url = reverse("admin:invoices_invoice_changelist") + f"?allocation_run__id__exact={obj.pk}"
+        return format_html('<a href="{}">Invoices</a>', url)
+
+    def has_billing_run_permission(self, request):
+        user = request.user
+        return user_is_finance(user) and user.has_perm("chargeback.add_allocationrun") and user.has_perm(
+            "invoices.add_invoice")
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_run_billing": self.has_billing_run_permission(request)}
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self):
+        return [
+            path("billing-run/", self.admin_site.admin_view(self.billing_run_view),
+                 name="chargeback_allocationrun_billing_run"),
+        ] + super().get_urls()
+
+    def billing_run_view(self, request):
+        """Choose a month and teams → dry-run preview (per team, tie-out, unallocated) → commit.
+
+        Commit calls ``allocation_run_execute`` (allocate and commit in one transaction, superseding
+        the month's previous run), then ``invoice_generate_for_run`` for the chosen teams (all when
+        none), then renders the drafts' PDFs. It commits only if the month's usage is still what
+        the preview showed (record count and total), else it shows the new preview.
+        """
+        if not self.has_billing_run_permission(request):
+            raise PermissionDenied
+        from chargeback.services import allocation_run_create, allocation_run_execute
+        from invoices.services import InvoiceGenerationError, invoice_generate_for_run, team_amounts
+
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
+                   "title": "Run billing for a period"}
+        commit = request.method == "POST" and request.POST.get("step") == "commit"
+        form_class = BillingRunCommitForm if commit else BillingRunForm
+        form = form_class(request.POST) if request.method == "POST" else BillingRunForm()
+        context["form"] = form
+        if request.method != "POST" or not form.is_valid():
+            return TemplateResponse(request, "admin/chargeback/allocationrun/billing_run.html", context)
+        period, teams = form.cleaned_data["period"], list(form.cleaned_data["teams"])
+        context["period"] = period
+        if commit:
+            data = form.cleaned_data
+            now_total, now_records = usage_period_stats(period=period).get(data["previewed_currency"], (None, 0))
+            if now_total != data["previewed_total"] or now_records != data["previewed_records"]:
+                self.message_user(request, f"The usage of {period} changed since the preview; check the new "
+                                           "preview and commit again.", messages.WARNING)
+            else:
+                try:
+                    run = allocation_run_execute(period=period, created_by=request.user)
+                    result = invoice_generate_for_run(run=run, team=teams[0] if len(teams) == 1 else None)
+                except (AllocationError, InvoiceGenerationError) as exc:
+                    self.message_user(request, f"The billing run of {period} was refused: {exc}", messages.ERROR)
+                    return TemplateResponse(request, "admin/chargeback/allocationrun/billing_run.html", context)
+                invoices = [i for i in result if not teams or i.team_id in {t.pk for t in teams}]
+                if data.get("render_pdfs"):
+                    from invoices.pdf import invoice_store_pdf
+
+                    invoices = [invoice_store_pdf(invoice=invoice) for invoice in invoices]
+                self.message_user(
+                    request,
+                    f"Allocation run #{run.pk} committed for {period}: allocated "
+                    f"{format_metered(run.allocated_cost, run.currency)} of {format_metered(run.total_cost, run.currency)}"
+                    f", unallocated {format_metered(run.unallocated_cost, run.currency)}. "
+                    f"{len(invoices)} draft invoice(s) written"
+                    + (f"; {len(result.skipped)} issued invoice(s) left unchanged" if result.skipped else "") + ".",
+                    messages.SUCCESS,
+                )
+                for warning in run.warnings:
+                    self.message_user(request, warning.get("message", str(warning)), messages.WARNING)
+                return HttpResponseRedirect(reverse("admin:chargeback_allocationrun_change", args=[run.pk]))
+        try:
+            run = allocation_run_create(period=period, dry_run=True, created_by=request.user)
+        except (AllocationError, NothingToAllocate) as exc:
+            context["refused"] = f"Nothing can be billed for {period}: {exc}"
+            return TemplateResponse(request, "admin/chargeback/allocationrun/billing_run.html", context)
+        amounts = team_amounts(run.preview)
+        chosen = {t.pk for t in teams}
+        names = Team.objects.in_bulk([a.team_id for a in amounts])
+        rows = sorted(
+            ({"team": names[a.team_id], "amount": format_amount(a.amount, a.currency),
+              "precise": format_metered(a.precise, a.currency), "records": a.record_count, "billed": bool(a.amount)}
+             for a in amounts if not chosen or a.team_id in chosen),
+            key=lambda r: r["team"].name.lower(),
+        )
+        invoiced = sum((a.amount for a in amounts if not chosen or a.team_id in chosen), Decimal(0))
+        context.update(
+            run=run, rows=rows, invoiced=format_amount(invoiced, run.currency),
+            total=format_metered(run.total_cost, run.currency),
+            allocated=format_metered(run.allocated_cost, run.currency),
+            unallocated=format_metered(run.unallocated_cost, run.currency),
+            ties_out=run.allocated_cost + run.unallocated_cost == run.total_cost,
+            commit_form=BillingRunCommitForm(initial={
+                "period": f"{period.start:%Y-%m}", "teams": teams, "render_pdfs": form.cleaned_data["render_pdfs"],
+                "previewed_records": run.record_count, "previewed_total": run.total_cost,
+                "previewed_currency": run.currency,
+            }),
+        )
+        return TemplateResponse(request, "admin/chargeback/allocationrun/billing_run.html", context)
 
 
 # --- API keys (issue 5): a self-contained block, appended; nothing above depends on it. -------------

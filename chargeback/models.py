@@ -195,7 +195,9 @@ class Price(models.Model):
         return f"{self.category}/{self.provider}/{self.model}/{self.unit} {self.unit_price} {self.currency}{who}"
 
     def clean(self) -> None:
-        if self.valid_to is not None and self.valid_from is not None and self.valid_to <= self.valid_from:
+        if self.valid_from is None:
+            return  # the field's own validation reports the missing or malformed date
+        if self.valid_to is not None and self.valid_to <= self.valid_from:
             raise ValidationError({"valid_to": "Valid to must be after valid from."})
         overlapping = Price.objects.filter(
             category=self.category, provider=self.provider, model=self.model, unit=self.unit, team=self.team,
@@ -203,7 +205,7 @@ class Price(models.Model):
         if self.valid_to is not None:
             overlapping = overlapping.filter(valid_from__lt=self.valid_to)
         overlapping = overlapping.filter(Q(valid_to__isnull=True) | Q(valid_to__gt=self.valid_from))
-        if self.valid_from is not None and overlapping.exists():
+        if overlapping.exists():
             raise ValidationError({"valid_from": "This price's validity overlaps another period of the same price."})
 
 

@@ -214,7 +214,15 @@ class Invoice(models.Model):
                     f"invoice {self.number} is issued; its {', '.join(changed)} never change (issue a credit note)"
                 )
         super().save(*args, **kwargs)
-        self._loaded_frozen = {name: getattr(self, name) for name in _FROZEN_ATTNAMES}
+        self._remember_frozen()
+
+    def refresh_from_db(self, *args, **kwargs):
+        super().refresh_from_db(*args, **kwargs)
+        self._remember_frozen()
+
+    def _remember_frozen(self) -> None:
+        # Loaded (not deferred) values only: reading a deferred field here would cost a query.
+        self._loaded_frozen = {name: self.__dict__[name] for name in _FROZEN_ATTNAMES if name in self.__dict__}
 
     def delete(self, *args, **kwargs):
         if self.issued_at is not None:

@@ -7,7 +7,7 @@ from django.db.models import Prefetch, QuerySet
 from chargeback.models import Team
 from chargeback.periods import BillingPeriod
 
-from .models import Invoice, InvoiceLine
+from .models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 
 
 def invoice_list_for_period(
@@ -38,5 +38,46 @@ def invoice_get_with_lines(*, pk: int) -> Invoice:
     return (
         Invoice.objects.select_related("team", "allocation_run")
         .prefetch_related(Prefetch("lines", queryset=InvoiceLine.objects.order_by("position")))
+        .get(pk=pk)
+    )
+
+
+def invoice_list_for_user(*, user, status: str | None = None, period: BillingPeriod | None = None) -> QuerySet[Invoice]:
+    """The invoices ``user`` may see (``chargeback.selectors.team_list_for_user``), newest period first.
+
+    Every kind and status (cancelled included) unless ``status`` is given; ``period`` keeps exactly
+    that ``[start, end)``. Team, user and issuer are joined in the same query.
+    """
+    from chargeback.selectors import team_list_for_user
+
+    invoices = Invoice.objects.filter(team__in=team_list_for_user(user=user)).select_related("team", "user", "issued_by")
+    if status is not None:
+        invoices = invoices.filter(status=status)
+    if period is not None:
+        invoices = invoices.filter(period_start=period.start, period_end=period.end)
+    return invoices.order_by("-period_start", "team_name", "pk")
+
+
+def credit_note_list(*, invoice: Invoice) -> QuerySet[CreditNote]:
+    """The credit notes of ``invoice``, oldest first, with their lines prefetched."""
+    return (
+        CreditNote.objects.filter(invoice=invoice)
+        .prefetch_related(Prefetch("lines", queryset=CreditNoteLine.objects.order_by("position")))
+        .order_by("pk")
+    )
+
+
+def credit_note_get_with_lines(*, pk: int) -> CreditNote:
+    """One credit note with its invoice (and team) and its lines (position order, with the invoice
+    line each credits), for rendering.
+
+    Raises:
+        CreditNote.DoesNotExist: no credit note has this pk.
+    """
+    return (
+        CreditNote.objects.select_related("invoice", "invoice__team", "issued_by")
+        .prefetch_related(Prefetch(
+            "lines", queryset=CreditNoteLine.objects.select_related("invoice_line").order_by("position")
+        ))
         .get(pk=pk)
     )

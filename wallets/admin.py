@@ -1,19 +1,44 @@
-"""Finance admin for wallets: read-only views of wallets, the ledger, grants, holds and usage events.
+"""Finance admin for wallets: balances, money-moving actions, the ledger and its CSV export.
 
-Money never moves from a form here: the ledger is append-only (no add, change or delete, no delete
-action), and wallets, grants, holds and events are written by ``wallets.services`` only. Billing
-settings are plain configuration and are edited here.
+Money moves only through ``wallets.services``: the "Top up…" and "Grant credits…" actions open an
+intermediate form whose idempotency key is made when the form is rendered, so a double-submitted
+form credits once. The ledger is append-only (no add, change or delete, no delete action); grants,
+holds and events are written by the services only. Billing settings are plain configuration and
+are edited here (their changes are in the audit trail).
 """
 
-from django.contrib import admin
+from __future__ import annotations
 
-from billing_site.admin import ReadOnlyAdminMixin
+import csv
 
+from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
+from django.db.models import F
+from django.http import HttpResponseBadRequest, HttpResponseRedirect, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from billing_site.admin import (
+    AuditHistoryAdminMixin,
+    BillingAdminMixin,
+    ExactSearchMixin,
+    LargeTableAdminMixin,
+    ReadOnlyAdminMixin,
+)
+from invoices.pdf import format_metered
+
+from . import services
+from .errors import WalletError
+from .forms import GrantForm, TopUpForm
 from .models import BillingSettings, CreditGrant, Hold, IdempotencyRecord, LedgerEntry, UsageEvent, UsageEventItem, Wallet
+from .selectors import billing_settings_get
 
 
 @admin.register(BillingSettings)
-class BillingSettingsAdmin(admin.ModelAdmin):
+class BillingSettingsAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
     list_display = ["team", "billing_model", "credit_limit", "block_on_zero_balance", "warning_threshold_type",
                     "warning_threshold_value", "tax_rate", "payment_terms_days"]
     list_filter = ["billing_model", "block_on_zero_balance"]
@@ -22,29 +47,316 @@ class BillingSettingsAdmin(admin.ModelAdmin):
     list_select_related = ["team"]
 
 
+class BelowWarningFilter(admin.SimpleListFilter):
+    """Wallets whose balance is under their team's warning threshold (the dashboard's list)."""
+
+    title = "balance"
+    parameter_name = "below_warning"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Below the warning threshold")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            from billing_site.dashboard import wallets_below_warning
+
+            return wallets_below_warning(queryset)
+        return queryset
+
+
 @admin.register(Wallet)
-class WalletAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["pk", "team", "user", "currency", "balance", "reserved", "granted_balance", "status",
-                    "low_balance_warned", "updated_at"]
-    list_filter = ["status", "currency", "low_balance_warned"]
+class WalletAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["pk", "team", "user", "status", "balance_display", "reserved_display", "available_display",
+                    "granted_display", "low_balance_warned", "updated_at"]
+    list_display_links = ["pk", "team"]
+    list_filter = ["status", BelowWarningFilter, "currency", "low_balance_warned"]
     search_fields = ["team__name", "team__slug", "user__username"]
-    list_select_related = ["team", "user"]
+    list_select_related = ["team__billing_settings", "user"]
+    readonly_fields = ["team", "user", "currency", "status", "balance_display", "reserved_display",
+                       "available_display", "granted_display", "last_top_up_amount", "low_balance_warned",
+                       "created_at", "updated_at", "ledger_link"]
+    fields = readonly_fields
+    actions = ["top_up_action", "grant_action", "freeze_action", "unfreeze_action"]
+    change_form_template = "admin/wallets/wallet/change_form.html"
+
+    # --- figures -----------------------------------------------------------------------------
+    @admin.display(description="Balance", ordering="balance")
+    def balance_display(self, obj):
+        return format_metered(obj.balance, obj.currency)
+
+    @admin.display(description="Reserved", ordering="reserved")
+    def reserved_display(self, obj):
+        return format_metered(obj.reserved, obj.currency)
+
+    @admin.display(description="Available")
+    def available_display(self, obj):
+        return format_metered(obj.available(billing_settings_get(team=obj.team)), obj.currency)
+
+    @admin.display(description="Granted (unspent)", ordering="granted_balance")
+    def granted_display(self, obj):
+        return format_metered(obj.granted_balance, obj.currency)
+
+    @admin.display(description="Ledger")
+    def ledger_link(self, obj):
+        url = reverse("admin:wallets_ledgerentry_changelist") + f"?wallet__id__exact={obj.pk}"
+        return format_html('<a href="{}">Ledger entries of this wallet</a>', url)
+
+    # --- permissions of the custom actions ---------------------------------------------------
+    def _has(self, request, codename: str) -> bool:
+        from chargeback.selectors import user_is_finance
+
+        return user_is_finance(request.user) and request.user.has_perm(f"wallets.{codename}")
+
+    def has_top_up_permission(self, request):
+        return self._has(request, "top_up")
+
+    def has_grant_permission(self, request):
+        return self._has(request, "grant")
+
+    def has_freeze_permission(self, request):
+        return self._has(request, "freeze")
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "has_top_up": self.has_top_up_permission(request),
+                         "has_grant": self.has_grant_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    # --- actions -----------------------------------------------------------------------------
+    def _to_form(self, queryset, url_name):
+        ids = ",".join(str(pk) for pk in queryset.order_by("pk").values_list("pk", flat=True))
+        return HttpResponseRedirect(f"{reverse(url_name)}?ids={ids}")
+
+    @admin.action(description="Top up…", permissions=["top_up"])
+    def top_up_action(self, request, queryset):
+        return self._to_form(queryset, "admin:wallets_wallet_top_up")
+
+    @admin.action(description="Grant credits…", permissions=["grant"])
+    def grant_action(self, request, queryset):
+        return self._to_form(queryset, "admin:wallets_wallet_grant")
+
+    def _set_status(self, request, queryset, service, done: str):
+        changed = 0
+        for wallet in queryset.order_by("pk"):
+            try:
+                service(wallet=wallet)
+                changed += 1
+            except WalletError as exc:
+                self.message_user(request, f"Wallet #{wallet.pk} ({wallet.team}): {exc.message}", messages.ERROR)
+        if changed:
+            self.message_user(request, f"{changed} wallet(s) {done}.", messages.SUCCESS)
+
+    @admin.action(description="Freeze selected wallets", permissions=["freeze"])
+    def freeze_action(self, request, queryset):
+        self._set_status(request, queryset, services.wallet_freeze, "frozen: charges and holds are refused")
+
+    @admin.action(description="Unfreeze selected wallets", permissions=["freeze"])
+    def unfreeze_action(self, request, queryset):
+        self._set_status(request, queryset, services.wallet_unfreeze, "active again")
+
+    # --- the intermediate forms --------------------------------------------------------------
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("top-up/", view(self.top_up_view), name="wallets_wallet_top_up"),
+            path("grant/", view(self.grant_view), name="wallets_wallet_grant"),
+        ] + super().get_urls()
+
+    def top_up_view(self, request):
+        if not self.has_top_up_permission(request):
+            raise PermissionDenied
+        return self._credit_view(request, TopUpForm, "Top up", LedgerEntry.EntryType.TOP_UP, self._top_up)
+
+    def grant_view(self, request):
+        if not self.has_grant_permission(request):
+            raise PermissionDenied
+        return self._credit_view(request, GrantForm, "Grant credits", LedgerEntry.EntryType.GRANT, self._grant)
+
+    @staticmethod
+    def _top_up(request, form, wallet):
+        data = form.cleaned_data
+        return services.wallet_top_up(
+            wallet=wallet, amount=data["amount"], idempotency_key=form.key_for(wallet.pk),
+            description=data["description"],
+            reference_type="external_payment" if data["reference_id"] else "admin_action",
+            reference_id=data["reference_id"], created_by=request.user,
+        )
+
+    @staticmethod
+    def _grant(request, form, wallet):
+        data = form.cleaned_data
+        return services.wallet_grant(
+            wallet=wallet, amount=data["amount"], idempotency_key=form.key_for(wallet.pk),
+            expires_at=data["expires_at"], description=data["description"], created_by=request.user,
+        )
+
+    def _credit_view(self, request, form_class, title, entry_type, credit):
+        source = request.POST if request.method == "POST" else request.GET
+        try:
+            ids = [int(part) for part in source.get("ids", "").split(",") if part]
+        except ValueError:
+            return HttpResponseBadRequest("ids must be wallet numbers separated by commas")
+        wallets = list(self.get_queryset(request).filter(pk__in=ids).order_by("pk"))
+        changelist = reverse("admin:wallets_wallet_changelist")
+        if not wallets:
+            self.message_user(request, "Choose at least one wallet first.", messages.WARNING)
+            return HttpResponseRedirect(changelist)
+        form = form_class(request.POST) if request.method == "POST" else form_class()
+        if request.method == "POST" and form.is_valid():
+            done = []
+            for wallet in wallets:
+                key = form.key_for(wallet.pk)
+                # A read for the message only: the service itself makes the replay harmless.
+                seen = LedgerEntry.objects.filter(wallet=wallet, entry_type=entry_type, idempotency_key=key).exists()
+                try:
+                    entry = credit(request, form, wallet)
+                except WalletError as exc:
+                    form.add_error(exc.param if exc.param in form.fields else None,
+                                   f"Wallet #{wallet.pk} ({wallet.team}): {exc.message}")
+                    break
+                done.append((wallet, entry, seen))
+            for wallet, entry, seen in done:
+                amount = format_metered(entry.amount, entry.currency)
+                if seen:
+                    self.message_user(
+                        request, f"This form was already submitted: {title.lower()} of {amount} to {wallet.team} "
+                        f"is recorded once (ledger entry #{entry.pk}).", messages.WARNING,
+                    )
+                else:
+                    self.message_user(
+                        request, f"{title} of {amount} to {wallet.team}: ledger entry #{entry.pk}, balance now "
+                        f"{format_metered(entry.balance_after, entry.currency)}.", messages.SUCCESS,
+                    )
+            if form.is_valid():
+                return HttpResponseRedirect(changelist)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{title}: {len(wallets)} wallet(s)",
+            "opts": self.model._meta,
+            "form": form,
+            "wallets": wallets,
+            "ids": ",".join(str(w.pk) for w in wallets),
+            "submit_label": title,
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/wallets/wallet/credit_form.html", context)
+
+
+class LedgerTeamFilter(admin.SimpleListFilter):
+    """The wallet's team, by name; one query on teams, none on the (large) ledger."""
+
+    title = "team"
+    parameter_name = "team"
+
+    def lookups(self, request, model_admin):
+        from chargeback.models import Team
+
+        return [(str(pk), name) for pk, name in Team.objects.order_by("name").values_list("pk", "name")]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            try:
+                return queryset.filter(wallet__team_id=int(self.value()))
+            except ValueError:
+                raise IncorrectLookupParameters(f"team must be a number, got {self.value()!r}") from None
+        return queryset
+
+
+class LedgerCurrencyFilter(admin.SimpleListFilter):
+    """Currency, offered from the wallets (a small table), never by a DISTINCT over the ledger."""
+
+    title = "currency"
+    parameter_name = "currency"
+
+    def lookups(self, request, model_admin):
+        currencies = Wallet.objects.order_by("currency").values_list("currency", flat=True).distinct()
+        return [(c, c) for c in currencies]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(currency=self.value()) if self.value() else queryset
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["pk", "created_at", "wallet", "entry_type", "amount", "reserved_delta", "balance_after",
-                    "currency", "feature_key", "reference_type", "reference_id"]
-    list_filter = ["entry_type", "currency"]
-    search_fields = ["idempotency_key", "reference_id", "feature_key", "description"]
+class LedgerEntryAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["pk", "created_at", "wallet_team", "entry_type", "amount_display", "balance_after_display",
+                    "reserved_delta", "reference_type", "reference_id", "idempotency_key"]
+    list_filter = ["entry_type", LedgerTeamFilter, LedgerCurrencyFilter]
+    search_fields = ["idempotency_key", "reference_id"]  # searched exactly: ExactSearchMixin
+    exact_search_fields = ("idempotency_key", "reference_id")
+    search_help_text = "Exact idempotency key or reference (payment, invoice number, hold)."
     date_hierarchy = "created_at"
     list_select_related = ["wallet__team", "wallet__user"]
     show_full_result_count = False
     raw_id_fields = ["wallet", "created_by"]
+    change_list_template = "admin/wallets/ledgerentry/change_list.html"
+
+    #: CSV columns: (header, value of an entry). Amounts exactly as stored (12 decimal places).
+    CSV_COLUMNS = [
+        ("id", lambda e: e.pk),
+        ("created_at", lambda e: e.created_at.isoformat()),
+        ("team", lambda e: e.team_slug),
+        ("wallet", lambda e: e.wallet_id),
+        ("entry_type", lambda e: e.entry_type),
+        ("amount", lambda e: f"{e.amount:f}"),  # fixed-point: str() would write 1E-12
+        ("reserved_delta", lambda e: f"{e.reserved_delta:f}"),
+        ("balance_after", lambda e: f"{e.balance_after:f}"),
+        ("currency", lambda e: e.currency),
+        ("reference_type", lambda e: e.reference_type),
+        ("reference_id", lambda e: e.reference_id),
+        ("idempotency_key", lambda e: e.idempotency_key),
+        ("feature_key", lambda e: e.feature_key),
+        ("description", lambda e: e.description),
+    ]
+
+    @admin.display(description="Team", ordering="wallet__team__name")
+    def wallet_team(self, obj):
+        wallet = obj.wallet
+        return f"{wallet.team} / {wallet.user}" if wallet.user_id else str(wallet.team)
+
+    @admin.display(description="Amount", ordering="amount")
+    def amount_display(self, obj):
+        return format_metered(obj.amount, obj.currency)
+
+    @admin.display(description="Balance after", ordering="balance_after")
+    def balance_after_display(self, obj):
+        return format_metered(obj.balance_after, obj.currency)
+
+    def get_urls(self):
+        return [
+            path("export.csv", self.admin_site.admin_view(self.export_csv_view), name="wallets_ledgerentry_export"),
+        ] + super().get_urls()
+
+    def export_csv_view(self, request):
+        """The changelist's filtered, searched entries as CSV (UTF-8, one header row), streamed."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters as exc:
+            return HttpResponseBadRequest(f"Bad filter: {exc}")
+        entries = (
+            changelist.get_queryset(request).select_related(None).annotate(team_slug=F("wallet__team__slug"))
+            .order_by("pk")
+        )
+
+        class Echo:
+            def write(self, value):
+                return value
+
+        writer = csv.writer(Echo())
+
+        def rows():
+            yield writer.writerow([header for header, _ in self.CSV_COLUMNS])
+            for entry in entries.iterator(chunk_size=2000):
+                yield writer.writerow([value(entry) for _, value in self.CSV_COLUMNS])
+
+        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="ledger-{stamp}.csv"'
+        return response
 
 
 @admin.register(CreditGrant)
-class CreditGrantAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class CreditGrantAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["pk", "wallet", "amount", "remaining", "expires_at", "expired_at", "created_at"]
     list_filter = [("expires_at", admin.EmptyFieldListFilter)]
     list_select_related = ["wallet__team"]
@@ -52,14 +364,14 @@ class CreditGrantAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Hold)
-class HoldAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class HoldAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["pk", "wallet", "amount", "captured_amount", "released_amount", "status", "expires_at", "created_at"]
     list_filter = ["status"]
     list_select_related = ["wallet__team"]
     raw_id_fields = ["wallet", "created_by"]
 
 
-class UsageEventItemInline(admin.TabularInline):
+class UsageEventItemInline(BillingAdminMixin, admin.TabularInline):
     model = UsageEventItem
     extra = 0
     can_delete = False
@@ -75,7 +387,7 @@ class UsageEventItemInline(admin.TabularInline):
 
 
 @admin.register(UsageEvent)
-class UsageEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class UsageEventAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["pk", "created_at", "team", "user", "feature_key", "status", "rejection_code", "total", "currency"]
     list_filter = ["status", "rejection_code", "currency"]
     search_fields = ["idempotency_key", "external_reference_id", "feature_key", "team__name"]
@@ -86,8 +398,9 @@ class UsageEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(IdempotencyRecord)
-class IdempotencyRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class IdempotencyRecordAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "scope", "key", "operation", "result_type", "result_id"]
     search_fields = ["key", "scope"]
     date_hierarchy = "created_at"
     show_full_result_count = False
+

@@ -220,6 +220,12 @@ class Wallet(models.Model):
 
     class Meta:
         ordering = ["team", "user", "currency"]
+        # Money-moving admin actions need these on top of view_wallet (the finance group has them).
+        permissions = [
+            ("top_up", "Can top up wallets"),
+            ("grant", "Can grant promotional credit"),
+            ("freeze", "Can freeze and unfreeze wallets"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["team", "currency"], condition=Q(user__isnull=True) & ~Q(status="closed"),

@@ -7,7 +7,10 @@ from decimal import Decimal
 
 import pytest
 
+from django.core.exceptions import ValidationError
+
 from chargeback.errors import PriceNotFound
+from chargeback.models import Price
 from chargeback.selectors import price_resolve
 from tests.factories import PriceFactory, TeamFactory
 
@@ -71,3 +74,23 @@ def test_price_resolve_does_not_use_another_teams_override():
     PriceFactory(valid_from=at(2024, 1, 1), team=owner)
     with pytest.raises(PriceNotFound):
         resolve(other, at(2024, 9, 15))
+
+
+def test_price_full_clean_without_valid_from_names_the_field_not_a_crash():
+    # given a price form submitted without its start date
+    price = Price(category="llm_prompt", provider="openai", model="gpt-4o", unit="1k_tokens",
+                  unit_price=Decimal("0.0025"), currency="USD", valid_from=None)
+    # when it is validated, then the error names the field (a 400 in a form, never a 500)
+    with pytest.raises(ValidationError) as raised:
+        price.full_clean()
+    assert "valid_from" in raised.value.message_dict
+
+
+def test_price_full_clean_refuses_an_overlapping_period_of_the_same_price():
+    PriceFactory(category="llm_prompt", provider="openai", model="gpt-4o", unit="1k_tokens",
+                 valid_from=at(2024, 1, 1), valid_to=None)
+    clash = Price(category="llm_prompt", provider="openai", model="gpt-4o", unit="1k_tokens",
+                  unit_price=Decimal("0.003"), currency="USD", valid_from=at(2024, 6, 1))
+    with pytest.raises(ValidationError) as raised:
+        clash.full_clean()
+    assert "overlaps" in raised.value.message_dict["valid_from"][0]

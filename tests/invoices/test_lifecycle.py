@@ -271,3 +271,21 @@ def test_mark_overdue_command_refuses_a_bad_date_with_exit_code_2():
 def test_overdue_invoice_can_still_be_paid():
     invoice = invoice_mark_paid(invoice=invoice_in("overdue"), payment_reference="late")
     assert invoice.status == "paid"
+
+
+def test_invoice_list_for_user_shows_members_only_their_teams_invoices():
+    # Given invoices of two teams and a member of the first
+    from django.contrib.auth.models import Group
+
+    from invoices.selectors import invoice_list_for_user
+    from tests.factories import TeamMembershipFactory
+
+    mine, theirs = invoice_in("pending"), invoice_in("draft")
+    member = TeamMembershipFactory(team=mine.team).user
+    finance = UserFactory()
+    finance.groups.add(Group.objects.get_or_create(name="finance")[0])
+
+    # Then the member sees only their team's invoice, finance sees both
+    assert list(invoice_list_for_user(user=member)) == [mine]
+    assert {i.pk for i in invoice_list_for_user(user=finance)} == {mine.pk, theirs.pk}
+    assert list(invoice_list_for_user(user=finance, status="draft")) == [theirs]

@@ -241,3 +241,18 @@ def test_concurrent_issues_get_distinct_consecutive_numbers():
     # Then the 20 numbers are distinct and consecutive, 1 to 20, and each invoice has its PDF
     assert sorted(numbers) == [f"INV-20261122-{n:04d}" for n in range(1, 21)]
     assert Invoice.objects.filter(status="pending").exclude(pdf_sha256="").count() == 20
+
+
+@pytest.mark.django_db
+def test_a_refreshed_copy_of_an_invoice_issued_elsewhere_refuses_changes():
+    # Given a copy of a draft read before the invoice was issued through the service
+    stale = draft_invoice()
+    invoice_issue(invoice=Invoice.objects.get(pk=stale.pk), issue_date=ISSUED_ON)
+
+    # When the copy is refreshed and its total changed
+    stale.refresh_from_db()
+    stale.total = D("0.01")
+
+    # Then saving it is refused
+    with pytest.raises(InvoiceImmutable):
+        stale.save()

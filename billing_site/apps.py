@@ -1,0 +1,13 @@
+"""App configuration of the project package: the admin site with the finance dashboard."""
+
+from django.contrib.admin.apps import AdminConfig
+
+
+class BillingAdminConfig(AdminConfig):
+    """``django.contrib.admin`` whose default site is :class:`billing_site.admin.BillingAdminSite`.
+
+    Every ``admin.register`` of the apps lands on that site (``admin.site`` is it), so the apps need
+    no changes to appear under the dashboard.
+    """
+
+    default_site = "billing_site.admin.BillingAdminSite"

@@ -1,0 +1,275 @@
+"""Reads behind the finance dashboard (the admin index): a fixed number of queries, whatever the data size.
+
+Figures are metered ``Decimal`` amounts (12 decimal places) per currency, summed in the database;
+months are billing periods (``UsageRecord.billing_period_start``, ``[start, end)``). Every figure
+carries the admin URL of the filtered list behind it.
+
+A month with a committed allocation run is read from the run (its totals, its rows per team), not
+from its usage: the run is what was billed, and the usage of a closed month is the largest read
+of all. Queries: committed runs of the last 12 months (1); this and last month by team, from usage
+for a month without a committed run (≤ 1) and from the run's rows otherwise (≤ 1); usage of the
+other months without a committed run (≤ 1); team names (1); wallets under their warning threshold
+(2: count and first rows); overdue invoices (2: totals and first rows); latest billing runs (1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db.models import Case, Count, DecimalField, F, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import Coalesce
+from django.urls import reverse
+from django.utils import timezone
+
+from billing_site.db import MeteredSum
+from billing_site.money import METERED_DECIMAL_PLACES, METERED_MAX_DIGITS, format_amount
+from chargeback.models import AllocatedCost, AllocationRun, Team, UsageRecord
+from chargeback.periods import month_start, next_month
+from invoices.models import Invoice
+from wallets.models import BillingSettings, Wallet
+
+ZERO = Decimal(0)
+#: Teams shown in the bar chart (the largest cost first); the rest are summed as "Other teams".
+CHART_TEAMS = 12
+#: Rows of the to-do lists (wallets under threshold, overdue invoices, latest runs).
+LIST_ROWS = 8
+#: Months of the line chart, the current one included.
+CHART_MONTHS = 12
+
+_METERED = DecimalField(max_digits=METERED_MAX_DIGITS, decimal_places=METERED_DECIMAL_PLACES)
+
+
+def _usage_url(**params: object) -> str:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return reverse("admin:chargeback_usagerecord_changelist") + (f"?{query}" if query else "")
+
+
+@dataclass
+class MonthFigures:
+    """One month's cost in one currency: usage total, allocated and unallocated, with their lists.
+
+    With a committed allocation run, allocated and unallocated are the run's (rules applied);
+    without one, "allocated" is the usage that carries a team and "unallocated" the pool without.
+    """
+
+    label: str
+    period: str  # YYYY-MM
+    currency: str
+    total: Decimal = ZERO
+    allocated: Decimal = ZERO
+    unallocated: Decimal = ZERO
+    run: AllocationRun | None = None
+    total_url: str = ""
+    allocated_url: str = ""
+    unallocated_url: str = ""
+
+    # Shown rounded to the currency's minor units (money.format_amount); the lists behind them are exact.
+    @property
+    def total_display(self) -> str:
+        return format_amount(self.total, self.currency)
+
+    @property
+    def allocated_display(self) -> str:
+        return format_amount(self.allocated, self.currency)
+
+    @property
+    def unallocated_display(self) -> str:
+        return format_amount(self.unallocated, self.currency)
+
+
+@dataclass
+class Dashboard:
+    months: list[MonthFigures] = field(default_factory=list)
+    team_chart: dict = field(default_factory=dict)
+    month_chart: dict = field(default_factory=dict)
+    low_wallets: list[Wallet] = field(default_factory=list)
+    low_wallet_count: int = 0
+    low_wallets_url: str = ""
+    overdue: list[Invoice] = field(default_factory=list)
+    overdue_totals: list[tuple[str, str, int]] = field(default_factory=list)
+    overdue_url: str = ""
+    runs: list[AllocationRun] = field(default_factory=list)
+    runs_url: str = ""
+
+
+def wallets_below_warning(queryset: QuerySet[Wallet] | None = None) -> QuerySet[Wallet]:
+    """Live wallets whose balance is below their team's warning threshold.
+
+    The threshold is ``BillingSettings.warning_threshold`` written in SQL: an absolute amount, or a
+    percentage of the wallet's last top-up (a team without settings: 10 % of it; no top-up yet: no
+    threshold, as ``warning_threshold`` returns ``None``).
+    """
+    queryset = Wallet.objects.all() if queryset is None else queryset
+    percent = Coalesce(F("team__billing_settings__warning_threshold_value"), Value(Decimal(10), output_field=_METERED))
+    return queryset.exclude(status=Wallet.Status.CLOSED).annotate(
+        warning_threshold=Case(
+            When(team__billing_settings__warning_threshold_type=BillingSettings.ThresholdType.ABSOLUTE,
+                 then=F("team__billing_settings__warning_threshold_value")),
+            default=F("last_top_up_amount") * percent / Value(Decimal(100), output_field=_METERED),
+            output_field=_METERED,
+        )
+    ).filter(balance__lt=F("warning_threshold"))
+
+
+def invoices_overdue(*, today: dt.date) -> QuerySet[Invoice]:
+    """Invoices marked overdue, and issued ones (pending, sent) whose due date has passed."""
+    return Invoice.objects.filter(
+        Q(status=Invoice.Status.OVERDUE)
+        | Q(status__in=[Invoice.Status.PENDING, Invoice.Status.SENT], due_date__lt=today)
+    )
+
+
+def dashboard_get(*, today: dt.date | None = None) -> Dashboard:
+    """The dashboard's figures for ``today`` (default: today in UTC)."""
+    today = today or timezone.now().date()
+    this_start = month_start(today)
+    last_start = month_start(this_start - dt.timedelta(days=1))
+    board = Dashboard()
+
+    first = this_start
+    for _ in range(CHART_MONTHS - 1):
+        first = month_start(first - dt.timedelta(days=1))
+    # A month with a committed allocation run shows the run's figures: the billed truth, read from
+    # the run and its rows instead of summing the month's usage again (hundreds of thousands of
+    # rows a month). Months without one are summed from usage.
+    runs = {
+        (run.period_start, run.currency): run
+        for run in AllocationRun.objects.filter(
+            status=AllocationRun.Status.COMMITTED, period_start__gte=first, period_start__lte=this_start,
+        )
+        if run.period_end == next_month(run.period_start)
+    }
+    committed = {start for start, _ in runs}
+
+    # 1. This and last month, by team.
+    by_month: dict[tuple[dt.date, str], dict[int | None, Decimal]] = defaultdict(dict)
+    scan = [m for m in (last_start, this_start) if m not in committed]
+    if scan:
+        for row in (
+            UsageRecord.objects.filter(billing_period_start__in=scan).order_by()
+            .values("billing_period_start", "currency", "team_id").annotate(total=MeteredSum("cost"))
+        ):
+            by_month[(row["billing_period_start"], row["currency"])][row["team_id"]] = row["total"]
+    recent_runs = [run for (start, _), run in runs.items() if start in (last_start, this_start)]
+    if recent_runs:
+        for row in (
+            AllocatedCost.objects.filter(run__in=recent_runs).order_by()
+            .values("run__period_start", "currency", "team_id").annotate(total=MeteredSum("amount"))
+        ):
+            by_month[(row["run__period_start"], row["currency"])][row["team_id"]] = row["total"]
+        for run in recent_runs:
+            if run.unallocated_cost:
+                by_month[(run.period_start, run.currency)][None] = run.unallocated_cost
+    currencies = sorted({c for _, c in by_month} | {c for _, c in runs}) or ["USD"]
+    for start, label in ((this_start, "This month"), (last_start, "Last month")):
+        for currency in currencies:
+            teams = by_month.get((start, currency), {})
+            period = f"{start:%Y-%m}"
+            figures = MonthFigures(label=f"{label} ({start:%B %Y})", period=period, currency=currency,
+                                   total=sum(teams.values(), ZERO))
+            run = runs.get((start, currency))
+            figures.total_url = _usage_url(period=period)
+            if run is not None:
+                figures.run = run
+                figures.allocated, figures.unallocated = run.allocated_cost, run.unallocated_cost
+                figures.allocated_url = reverse("admin:chargeback_allocationrun_change", args=[run.pk])
+            else:
+                figures.unallocated = teams.get(None, ZERO)
+                figures.allocated = figures.total - figures.unallocated
+                figures.allocated_url = figures.total_url
+            figures.unallocated_url = _usage_url(period=period, team="none")
+            board.months.append(figures)
+
+    # Bar chart: cost per team, this month and last, the largest teams by the two months together.
+    main = max(currencies, key=lambda c: sum(by_month.get((this_start, c), {}).values(), ZERO)
+               + sum(by_month.get((last_start, c), {}).values(), ZERO))
+    this, last = by_month.get((this_start, main), {}), by_month.get((last_start, main), {})
+    team_ids = sorted({t for t in (*this, *last) if t is not None},
+                      key=lambda t: -(this.get(t, ZERO) + last.get(t, ZERO)))
+    shown = team_ids[:CHART_TEAMS]
+    names = dict(Team.objects.filter(pk__in=shown).values_list("pk", "name")) if shown else {}
+    labels, urls = [names[t] for t in shown], [_usage_url(team=t, period=f"{this_start:%Y-%m}") for t in shown]
+    this_values, last_values = [this.get(t, ZERO) for t in shown], [last.get(t, ZERO) for t in shown]
+    rest = team_ids[CHART_TEAMS:]
+    if rest:
+        labels.append(f"{len(rest)} other teams")
+        urls.append(_usage_url(period=f"{this_start:%Y-%m}"))
+        this_values.append(sum((this.get(t, ZERO) for t in rest), ZERO))
+        last_values.append(sum((last.get(t, ZERO) for t in rest), ZERO))
+    if None in this or None in last:
+        labels.append("No team (unallocated)")
+        urls.append(_usage_url(team="none", period=f"{this_start:%Y-%m}"))
+        this_values.append(this.get(None, ZERO))
+        last_values.append(last.get(None, ZERO))
+    board.team_chart = {
+        "currency": main, "labels": labels, "urls": urls,
+        "datasets": [
+            {"label": f"{this_start:%B %Y}" + (" (billed)" if this_start in committed else " (so far)"),
+             "data": [str(v) for v in this_values]},
+            {"label": f"{last_start:%B %Y}" + (" (billed)" if last_start in committed else ""),
+             "data": [str(v) for v in last_values]},
+        ],
+    }
+
+    # 2. Line chart: cost per month for the last 12 months; usage is summed only for the months
+    # without a committed run and not already summed above.
+    monthly = {(start, currency): run.total_cost for (start, currency), run in runs.items()}
+    for (start, currency), teams in by_month.items():
+        monthly.setdefault((start, currency), sum(teams.values(), ZERO))
+    missing = []
+    day = first
+    while day <= this_start:
+        if day not in committed and day not in (last_start, this_start):
+            missing.append(day)
+        day = next_month(day)
+    if missing:
+        for row in (
+            UsageRecord.objects.filter(billing_period_start__in=missing).order_by()
+            .values("billing_period_start", "currency").annotate(total=MeteredSum("cost"))
+        ):
+            monthly[(row["billing_period_start"], row["currency"])] = row["total"]
+    months, day = [], first
+    while day <= this_start:
+        months.append(day)
+        day = next_month(day)
+    board.month_chart = {
+        "currency": main,
+        "labels": [f"{m:%b %Y}" for m in months],
+        "urls": [_usage_url(period=f"{m:%Y-%m}") for m in months],
+        "data": [str(monthly.get((m, main), ZERO)) for m in months],
+    }
+
+    # 3. Wallets under their warning threshold.
+    low = wallets_below_warning()
+    board.low_wallet_count = low.count()
+    board.low_wallets = list(low.select_related("team", "user").order_by("balance", "pk")[:LIST_ROWS])
+    for wallet in board.low_wallets:
+        wallet.balance_display = format_amount(wallet.balance, wallet.currency)
+        wallet.threshold_display = format_amount(wallet.warning_threshold, wallet.currency)
+    board.low_wallets_url = reverse("admin:wallets_wallet_changelist") + "?below_warning=yes"
+
+    # 4. Overdue invoices, with their amounts per currency.
+    overdue = invoices_overdue(today=today)
+    # What is still owed: the total less what credit notes took off (Invoice.amount_due).
+    board.overdue_totals = [
+        (row["currency"], format_amount(row["amount"], row["currency"]), row["count"])
+        for row in overdue.order_by("currency").values("currency")
+        .annotate(amount=Sum(F("total") - F("credited_total")), count=Count("id"))
+    ]
+    board.overdue = list(overdue.select_related("team").order_by("due_date", "pk")[:LIST_ROWS])
+    for invoice in board.overdue:
+        invoice.total_display = format_amount(invoice.amount_due, invoice.currency)
+    board.overdue_url = reverse("admin:invoices_invoice_changelist") + "?overdue=yes"
+
+    # 5. The latest billing runs and their tie-out.
+    board.runs = list(AllocationRun.objects.order_by("-created_at", "-pk")[:LIST_ROWS])
+    for run in board.runs:
+        run.ties_out = run.allocated_cost + run.unallocated_cost == run.total_cost
+        run.total_display = format_amount(run.total_cost, run.currency)
+        run.allocated_display = format_amount(run.allocated_cost, run.currency)
+        run.unallocated_display = format_amount(run.unallocated_cost, run.currency)
+    board.runs_url = reverse("admin:chargeback_allocationrun_changelist")
+    return board

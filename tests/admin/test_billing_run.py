@@ -1,0 +1,119 @@
+"""The "Run billing for a period…" page: a dry-run preview, then commit (allocation and draft invoices)."""
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from chargeback.models import AllocationRun
+from invoices.models import Invoice
+from tests.factories import TeamFactory, UsageRecordFactory
+
+pytestmark = pytest.mark.django_db
+
+URL = "admin:chargeback_allocationrun_billing_run"
+
+
+@pytest.fixture
+def september(db):
+    """September 2024: Search 12.50, Maps 0.25, and 3.00 without a team."""
+    search, maps = TeamFactory(name="Search", slug="search"), TeamFactory(name="Maps", slug="maps")
+    UsageRecordFactory(team=search, cost=Decimal("12.5"))
+    UsageRecordFactory(team=maps, cost=Decimal("0.25"))
+    UsageRecordFactory(team=None, cost=Decimal("3"))
+    return search, maps
+
+
+def _preview(client, **data):
+    return client.post(reverse(URL), {"step": "preview", "period": "2024-09", "render_pdfs": "", **data})
+
+
+def _commit_data(preview) -> dict:
+    form = preview.context["commit_form"]
+    data = {"step": "commit", "period": form.initial["period"],
+            "previewed_records": form.initial["previewed_records"],
+            "previewed_total": str(form.initial["previewed_total"]),
+            "previewed_currency": form.initial["previewed_currency"]}
+    teams = [t.pk for t in form.initial["teams"]]
+    if teams:
+        data["teams"] = teams
+    return data
+
+
+def test_preview_shows_each_team_the_tie_out_and_unallocated_and_writes_nothing(finance, september):
+    response = _preview(finance)
+    assert response.status_code == 200
+    page = response.content.decode()
+    rows = {row["team"].name: row["amount"] for row in response.context["rows"]}
+    assert rows == {"Maps": "0.25 USD", "Search": "12.50 USD"}
+    assert "ties out" in page and "3.00 USD" in page and "15.75 USD" in page
+    assert not AllocationRun.objects.exists() and not Invoice.objects.exists()
+
+
+def test_commit_after_preview_commits_the_run_and_writes_draft_invoices(finance, finance_user, september):
+    preview = _preview(finance)
+    response = finance.post(reverse(URL), _commit_data(preview), follow=True)
+    assert response.status_code == 200
+    run = AllocationRun.objects.get()
+    assert run.status == AllocationRun.Status.COMMITTED and run.created_by == finance_user
+    assert sorted((i.team_name, i.total) for i in Invoice.objects.all()) == [
+        ("Maps", Decimal("0.25")), ("Search", Decimal("12.50"))]
+    assert any("committed" in str(m) for m in response.context["messages"])
+
+
+def test_commit_for_chosen_teams_writes_only_their_invoices(finance, september):
+    search, _maps = september
+    preview = _preview(finance, teams=[search.pk])
+    assert [row["team"].name for row in preview.context["rows"]] == ["Search"]
+    finance.post(reverse(URL), _commit_data(preview))
+    assert [i.team_name for i in Invoice.objects.all()] == ["Search"]
+
+
+def test_commit_is_refused_when_usage_changed_after_the_preview(finance, september):
+    preview = _preview(finance)
+    UsageRecordFactory(team=september[0], cost=Decimal("1"))
+    response = finance.post(reverse(URL), _commit_data(preview))
+    assert response.status_code == 200
+    assert any("changed since the preview" in str(m) for m in response.context["messages"])
+    assert not AllocationRun.objects.exists()
+    assert response.context["rows"][1]["amount"] == "13.50 USD"
+
+
+def test_period_without_usage_says_nothing_can_be_billed(finance, db):
+    response = _preview(finance, period="2023-01")
+    assert response.status_code == 200
+    assert "Nothing can be billed for 2023-01" in response.context["refused"]
+
+
+def test_bad_period_is_a_form_error(finance, db):
+    response = _preview(finance, period="September")
+    assert response.status_code == 200
+    assert "YYYY-MM" in str(response.context["form"].errors["period"])
+
+
+def test_billing_run_page_is_refused_to_auditors(auditor, september):
+    assert auditor.get(reverse(URL)).status_code == 403
+    assert _preview(auditor).status_code == 403
+
+
+def test_run_page_shows_its_allocations_read_only(finance, september):
+    finance.post(reverse(URL), _commit_data(_preview(finance)))
+    run = AllocationRun.objects.get()
+    page = finance.get(reverse("admin:chargeback_allocationrun_change", args=[run.pk])).content.decode()
+    assert "Search" in page and "allocations-TOTAL_FORMS" in page
+    assert 'name="allocations-0-amount"' not in page
+
+
+def test_run_page_shows_its_largest_allocations_and_links_to_every_row(finance, september, monkeypatch):
+    from chargeback.admin import _LargestRowsFormSet
+
+    monkeypatch.setattr(_LargestRowsFormSet, "LIMIT", 1)
+    finance.post(reverse(URL), _commit_data(_preview(finance)))
+    run = AllocationRun.objects.get()
+    response = finance.get(reverse("admin:chargeback_allocationrun_change", args=[run.pk]))
+    [formset] = [f.formset for f in response.context["inline_admin_formsets"]]
+    assert [form.instance.team.name for form in formset.forms] == ["Search"]  # the largest, 12.50
+    every_row = reverse("admin:chargeback_allocatedcost_changelist") + f"?run__id__exact={run.pk}"
+    assert every_row in response.content.decode()
+    rows = finance.get(every_row).context["cl"].result_list
+    assert sorted(r.team.name for r in rows) == ["Maps", "Search"]
