@@ -640,14 +640,18 @@ class AllocationRunAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
 # --- API keys (issue 5): a self-contained block, appended; nothing above depends on it. -------------
 from django.contrib import messages as _messages  # noqa: E402 - kept inside this block on purpose
 
+from billing_site.admin import BillingAdminMixin as _BillingAdminMixin  # noqa: E402
 from chargeback.models import ApiKey as _ApiKey  # noqa: E402
 from chargeback.services import api_key_create as _api_key_create  # noqa: E402
 from chargeback.services import api_key_revoke as _api_key_revoke  # noqa: E402
 
 
 @admin.register(_ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(_BillingAdminMixin, admin.ModelAdmin):
     """Team API keys: finance creates one (team and name), sees the full key once, and revokes it.
+
+    Scoped like every billing admin (``BillingAdminMixin``): finance writes, auditors read, other
+    staff see nothing.
 
     Only the SHA-256 of a key is stored; the admin shows its prefix. Keys are never edited or
     deleted (revoking keeps who used what auditable).

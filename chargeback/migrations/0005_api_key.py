@@ -4,12 +4,16 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
+from billing_site.groups import billing_groups_sync
+
 
 class Migration(migrations.Migration):
 
     dependencies = [
         ('chargeback', '0004_usage_team_index_covered_by_team_occurred'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
+        # The finance and auditor groups exist from here; the key's permissions are granted below.
+        ('wallets', '0005_groups_get_invoice_lifecycle_permissions'),
     ]
 
     operations = [
@@ -31,4 +35,6 @@ class Migration(migrations.Migration):
                 'ordering': ['team', '-created_at'],
             },
         ),
+        # finance may add, change and view keys; auditors view them (billing_site.groups).
+        migrations.RunPython(billing_groups_sync, migrations.RunPython.noop),
     ]

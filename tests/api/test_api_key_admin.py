@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
 from chargeback.models import ApiKey
@@ -13,7 +14,10 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def admin_client(client):
-    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    """A finance staff user: the group's permissions come from the data migrations."""
+    user = UserFactory(username="fin", is_staff=True)
+    user.groups.add(Group.objects.get(name="finance"))
+    client.force_login(user)
     return client
 
 
@@ -40,3 +44,11 @@ def test_api_key_revoked_by_the_admin_action_stops_working(admin_client, api_key
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Api-Key {api_key.raw_key}")
     assert api.post("/api/v1/quotes/", {"items": []}, format="json").status_code == 401
+
+
+def test_api_key_admin_is_read_only_for_auditors(client, api_key):
+    user = UserFactory(username="aud", is_staff=True)
+    user.groups.add(Group.objects.get(name="auditor"))
+    client.force_login(user)
+    assert client.get("/admin/chargeback/apikey/").status_code == 200
+    assert client.get("/admin/chargeback/apikey/add/").status_code == 403
