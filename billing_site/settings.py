@@ -147,3 +147,65 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
 # charge a read and a write; the ledger is its audit trail.
 # Folder where browser tests leave their screenshots (gitignored).
 TEST_ARTIFACTS_DIR = env.path("TEST_ARTIFACTS_DIR", default=BASE_DIR / "test-artifacts")
+
+# --- REST API (issue 5) ---------------------------------------------------------------------
+# Environment:
+#   API_THROTTLE_RATE        requests per principal (user or team key) for reads and other calls;
+#                            default "1200/min".
+#   API_THROTTLE_RATE_MONEY  requests per principal for calls that move money or write usage;
+#                            default "300/min".
+#   CACHE_URL                the cache that holds throttle counters; default locmem (one per
+#                            process: with several gunicorn workers each keeps its own counts, so
+#                            production names a shared cache, e.g. redis://…).
+#   API_MAX_BODY_BYTES       largest request body accepted (DATA_UPLOAD_MAX_MEMORY_SIZE); default
+#                            5 MiB, enough for a batch of 1,000 usage records.
+INSTALLED_APPS += [
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+]
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=5 * 1024 * 1024)
+
+REST_FRAMEWORK.update({
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "billing_site.api.ApiKeyAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["billing_site.api.BillingAccess"],
+    "DEFAULT_THROTTLE_CLASSES": ["billing_site.api.PrincipalThrottle", "billing_site.api.MoneyThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["billing_site.api.LimitedJSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "billing_site.api.PagePagination",
+    "DEFAULT_SCHEMA_CLASS": "billing_site.api_schema.BillingAutoSchema",
+    "EXCEPTION_HANDLER": "billing_site.api.exception_handler",
+    "DATETIME_FORMAT": "iso-8601",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+})
+API_THROTTLE_RATES = {
+    "principal": env.str("API_THROTTLE_RATE", default="1200/min"),
+    "money": env.str("API_THROTTLE_RATE_MONEY", default="300/min"),
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Billing API",
+    "DESCRIPTION": (
+        "Chargeback and prepaid-credit billing. Money is a decimal string with its currency beside it; "
+        "errors have one shape: {\"error\": {\"type\", \"code\", \"message\", \"param\"}}. See docs/api.md."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "InvoiceStatusEnum": "invoices.models.Invoice.Status",
+        "WalletStatusEnum": "wallets.models.Wallet.Status",
+        "UsageEventStatusEnum": "wallets.models.UsageEvent.Status",
+        "AllocationRunStatusEnum": "chargeback.models.AllocationRun.Status",
+    },
+    # Swagger UI from the project's own static files (drf-spectacular-sidecar), never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}

@@ -1,11 +1,17 @@
-"""URL configuration: the finance admin at /admin/ (the API arrives under /api/v1/).
+"""URL configuration: the finance admin at /admin/, the REST API under /api/v1/ (issue 5).
+
+``/api/schema/`` is the OpenAPI 3 schema (drf-spectacular) and ``/api/docs/`` its Swagger UI,
+served from the project's own static files (drf-spectacular-sidecar), never from a CDN.
 
 Rendered PDFs are never served as public media files: they are downloaded through views that
 check who may see the invoice.
 """
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from billing_site.api import api_urlpatterns
 
 admin.site.site_header = "Billing — finance"
 admin.site.site_title = "Billing"
@@ -13,4 +19,11 @@ admin.site.index_title = "Chargeback, wallets and invoices"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", include(api_urlpatterns())),
+    path("api/schema/", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[], authentication_classes=[]),
+        name="swagger-ui",
+    ),
 ]

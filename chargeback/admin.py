@@ -635,3 +635,65 @@ class AllocationRunAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
             }),
         )
         return TemplateResponse(request, "admin/chargeback/allocationrun/billing_run.html", context)
+
+
+# --- API keys (issue 5): a self-contained block, appended; nothing above depends on it. -------------
+from django.contrib import messages as _messages  # noqa: E402 - kept inside this block on purpose
+
+from billing_site.admin import BillingAdminMixin as _BillingAdminMixin  # noqa: E402
+from chargeback.models import ApiKey as _ApiKey  # noqa: E402
+from chargeback.services import api_key_create as _api_key_create  # noqa: E402
+from chargeback.services import api_key_revoke as _api_key_revoke  # noqa: E402
+
+
+@admin.register(_ApiKey)
+class ApiKeyAdmin(_BillingAdminMixin, admin.ModelAdmin):
+    """Team API keys: finance creates one (team and name), sees the full key once, and revokes it.
+
+    Scoped like every billing admin (``BillingAdminMixin``): finance writes, auditors read, other
+    staff see nothing.
+
+    Only the SHA-256 of a key is stored; the admin shows its prefix. Keys are never edited or
+    deleted (revoking keeps who used what auditable).
+    """
+
+    list_display = ["prefix", "name", "team", "created_by", "created_at", "last_used_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["prefix", "name", "team__name", "team__slug"]
+    list_select_related = ["team", "created_by"]
+    autocomplete_fields = ["team"]
+    actions = ["revoke_keys"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["team", "name"]
+        return ["prefix", "name", "team", "created_by", "created_at", "last_used_at", "revoked_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.get_fields(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return  # nothing on a key is editable
+        key = _api_key_create(team=obj.team, name=obj.name, created_by=request.user)
+        obj.pk, obj.prefix, obj._state.adding = key.pk, key.prefix, False
+        self.message_user(
+            request,
+            f"The API key for {key.team} is {key.raw_key} — copy it now: it is shown only this once "
+            f"(only its hash is stored). Send it as 'Authorization: Api-Key {key.raw_key}'.",
+            _messages.WARNING,
+        )
+
+    @admin.action(description="Revoke the selected API keys", permissions=["change"])
+    def revoke_keys(self, request, queryset):
+        for key in queryset.filter(revoked_at__isnull=True).order_by("pk"):
+            _api_key_revoke(api_key=key)
+        self.message_user(request, "Revoked.", _messages.SUCCESS)

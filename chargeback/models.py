@@ -439,3 +439,36 @@ class AllocatedCost(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team} {self.amount} {self.currency}"
+
+
+class ApiKey(models.Model):
+    """A team's API key for services: ``Authorization: Api-Key <prefix>.<secret>``.
+
+    Created by finance in the admin (``chargeback.services.api_key_create``), which shows the full
+    key once; only its SHA-256 is stored (the secret is 256 random bits, so a fast hash is as safe
+    as a slow one and keeps authentication at one indexed read). ``prefix`` is shown to tell keys
+    apart. A key acts only for its team and is revoked, never deleted (``revoked_at`` set).
+    """
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="api_keys")
+    name = models.CharField(max_length=100, help_text="What uses the key, e.g. 'voice agent (production)'.")
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False, help_text="SHA-256 (hex) of the key.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["team", "-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        state = " (revoked)" if self.revoked_at else ""
+        return f"{self.prefix}… {self.name} [{self.team}]{state}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -217,3 +217,51 @@ def team_ids_managed_by(*, user) -> set[int]:
     return set(
         TeamMembership.objects.filter(user=user, role=TeamMembership.Role.MANAGER).values_list("team_id", flat=True)
     )
+
+
+# --- API reads (issue 5) ----------------------------------------------------------------------------
+
+
+def usage_summary(*, records: QuerySet[UsageRecord]) -> dict[str, list[dict]]:
+    """Totals of ``records`` (already scoped and filtered), each grouped in the database by currency.
+
+    Returns ``{"totals": [{"currency", "cost", "quantity", "records"}], "by_resource_type": [...],
+    "by_agent": [...], "by_provider": [...], "by_feature": [...]}``, every row with ``cost`` and
+    ``quantity`` (metered Decimals, 12 dp; a quantity sums the rows' units as recorded) and the
+    ``records`` counted. Rows are ordered by their key, then currency.
+    """
+
+    def grouped(*fields: str) -> list[dict]:
+        return list(
+            records.order_by().values(*fields, "currency")
+            .annotate(cost=MeteredSum("cost"), quantity=MeteredSum("quantity"), records=Count("id"))
+            .order_by(*fields, "currency")
+        )
+
+    return {
+        "totals": grouped(),
+        "by_resource_type": grouped("resource_type"),
+        "by_agent": grouped("agent_id"),
+        "by_provider": grouped("provider"),
+        "by_feature": grouped("feature_key"),
+    }
+
+
+def provider_list(*, team: Team | None) -> list[dict]:
+    """Providers of the price catalog ``team`` may use: ``[{"provider", "categories": [...]}]``, by name.
+
+    Global prices and the team's overrides count (every team's overrides when ``team`` is ``None``);
+    a team whose billing settings list ``allowed_providers`` gets only those.
+    """
+    prices = Price.objects.all()
+    if team is not None:
+        prices = prices.filter(Q(team__isnull=True) | Q(team=team))
+    found: dict[str, set[str]] = {}
+    for provider, category in prices.order_by().values_list("provider", "category").distinct():
+        found.setdefault(provider, set()).add(category)
+    if team is not None:
+        from wallets.selectors import billing_settings_get
+
+        billing = billing_settings_get(team=team)
+        found = {p: c for p, c in found.items() if billing.provider_allowed(p)}
+    return [{"provider": p, "categories": sorted(c)} for p, c in sorted(found.items())]

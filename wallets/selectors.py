@@ -377,3 +377,24 @@ def _buckets(granularity: str, start, end, found: dict) -> list[dt.date]:
         else:
             day = dt.date(day.year + 1, 1, 1)
     return buckets
+
+
+def wallet_list_for_user(*, user) -> QuerySet[Wallet]:
+    """The wallets ``user`` may see (issue 5), with team and billing settings joined, by pk.
+
+    Finance and auditors: every wallet. Anybody else: the team wallets of their teams, their own
+    wallets, and, in teams they manage, every member's wallet
+    (``chargeback.selectors.team_list_for_user`` and ``team_ids_managed_by``). Nobody else's.
+    """
+    from chargeback.selectors import team_ids_managed_by, team_list_for_user, user_sees_all_teams
+
+    wallets = Wallet.objects.select_related("team__billing_settings", "user").order_by("pk")
+    if user is None or not user.is_authenticated or not user.is_active:
+        return wallets.none()
+    if user_sees_all_teams(user):
+        return wallets
+    teams = team_list_for_user(user=user).values("pk")
+    managed = team_ids_managed_by(user=user)
+    return wallets.filter(
+        Q(team_id__in=teams, user__isnull=True) | Q(team_id__in=teams, user=user) | Q(team_id__in=managed)
+    )

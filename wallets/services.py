@@ -237,8 +237,10 @@ def _idempotent(*, team_id: int, idempotency_key: str, operation: str, params: M
             )
         if replayed:
             result = _RESULT_MODELS[record.result_type].objects.get(pk=record.result_id)
+            result.replayed = True  # the API answers a replay with ``Idempotent-Replayed: true``
             return result, record, True
         result = body() if wallet_id is None else body(locked)
+        result.replayed = False
         if isinstance(result, LedgerEntry) and result._state.adding:
             _write_entry(locked, result, record)
             return result, record, False
@@ -1159,8 +1161,34 @@ def usage_event_charge(*, team: Team, user, feature_key: str, external_reference
     return event
 
 
+def idempotent_request_run(*, scope: str, idempotency_key: str, operation: str, params: Mapping[str, Any],
+                           body: Callable[[], tuple[int, Any]]) -> tuple[int, Any, bool]:
+    """Run an API request that has no idempotency of its own once per ``(scope, idempotency_key)``.
+
+    For the API's money-moving POSTs whose services take no key (usage batches, allocation runs,
+    invoices, credit notes): ``body()`` returns ``(HTTP status, JSON-ready response)``; it runs in
+    the same transaction as the key's claim, and the response is stored on the
+    ``IdempotencyRecord`` (result type ``api_response``). A later call with the key and the same
+    ``params`` (Decimals, dates and model instances compared canonically) returns the stored
+    status and response without running ``body``; the record is purged after 24 hours like the
+    wallets' keys. If ``body`` raises, nothing is kept (the key may be retried).
+
+    Returns ``(status, response, replayed)``. Raises :class:`InvalidRequest` (bad key),
+    :class:`IdempotencyError` (the key was used with other parameters or another operation).
+    """
+    key = _check_key(idempotency_key)
+    with transaction.atomic():
+        record, replayed = _idempotency_claim(scope=scope, key=key, operation=operation, params=params)
+        if replayed:
+            return record.response["status"], record.response["body"], True
+        status, response = body()
+        stored = {"status": status, "body": response}
+        IdempotencyRecord.objects.filter(pk=record.pk).update(result_type="api_response", response=stored)
+        return status, response, False
+
+
 __all__ = [
-    "Quote", "QuoteItem", "billing_settings_update", "grants_expire", "hold_capture", "hold_release",
+    "Quote", "QuoteItem", "billing_settings_update", "idempotent_request_run", "grants_expire", "hold_capture", "hold_release",
     "holds_release_expired", "idempotency_records_purge", "quote", "request_fingerprint", "usage_event_charge",
     "wallet_adjust", "wallet_charge", "wallet_freeze", "wallet_grant", "wallet_hold", "wallet_open",
     "wallet_refund", "wallet_top_up", "wallet_unfreeze",

@@ -1,0 +1,325 @@
+"""Views of the chargeback API: teams, usage, prices, providers, allocation rules and allocations.
+
+Thin: each view validates with a serializer, scopes with ``billing_site.api`` (which uses
+``chargeback.selectors``), and calls a service or selector. Another team's object answers 404.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db.models import Q
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing_site.api import (
+    NewestFirstCursorPagination,
+    PagePagination,
+    idempotency_key_of,
+    is_api_key,
+    is_finance,
+    replayable,
+    run_idempotent,
+    scope_by_team,
+    team_for_read,
+    team_for_write,
+    visible_team_ids,
+)
+from chargeback import selectors, services
+from chargeback.api import serializers as s
+from chargeback.api.filters import AllocatedCostFilter, AllocationRuleFilter, UsageRecordFilter
+from chargeback.models import AllocatedCost, AllocationRule, Team, TeamMembership, UsageRecord
+from chargeback.periods import BillingPeriod
+
+
+def _check_user_in_team(user, team: Team, param: str = "user") -> None:
+    """A usage record's user must belong to its team (else 400 naming the field)."""
+    if user is not None and not TeamMembership.objects.filter(team=team, user=user).exists():
+        raise ValidationError({param: [f"User {user.pk} is not a member of team {team.pk}."]})
+
+
+# --- teams ------------------------------------------------------------------------------------
+
+
+class TeamViewSet(viewsets.ReadOnlyModelViewSet):
+    """Teams the caller may see (finance and auditors: all; members: their own)."""
+
+    serializer_class = s.TeamSerializer
+    pagination_class = PagePagination
+
+    def get_queryset(self):
+        return scope_by_team(Team.objects.all(), self.request, field="pk").order_by("name", "pk")
+
+    @extend_schema(responses=s.TeamMemberSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def members(self, request, pk=None):
+        team = self.get_object()
+        memberships = TeamMembership.objects.filter(team=team).select_related("user").order_by("user__username", "pk")
+        page = self.paginate_queryset(memberships)
+        return self.get_paginated_response(s.TeamMemberSerializer(page, many=True).data)
+
+    def get_serializer_class(self):
+        if self.action == "billing_settings":
+            from wallets.api.serializers import BillingSettingsSerializer
+
+            return BillingSettingsSerializer
+        return super().get_serializer_class()
+
+    @action(detail=True, methods=["get", "put"], url_path="billing-settings", pagination_class=None)
+    def billing_settings(self, request, pk=None):
+        """The team's billing settings (read: its members; change: finance). PUT changes the fields sent."""
+        from wallets.api.serializers import BillingSettingsSerializer
+        from wallets.selectors import billing_settings_get
+        from wallets.services import billing_settings_update
+
+        team = self.get_object()
+        if request.method == "PUT":
+            serializer = BillingSettingsSerializer(data=request.data, partial=True)
+            serializer.is_valid(raise_exception=True)
+            billing = billing_settings_update(team=team, **serializer.validated_data)
+        else:
+            billing = billing_settings_get(team=team)
+        return Response(BillingSettingsSerializer(billing).data)
+
+
+# --- usage ------------------------------------------------------------------------------------
+
+
+class UsageViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Usage records: record one (key or member), a batch of up to 1,000 (key, finance), list, summarise."""
+
+    key_actions = ("create", "batch")
+    member_actions = ("create",)
+    money_actions = ("create", "batch")
+    serializer_class = s.UsageRecordSerializer
+    pagination_class = NewestFirstCursorPagination
+    filterset_class = UsageRecordFilter
+
+    def get_queryset(self):
+        return scope_by_team(UsageRecord.objects.all(), self.request)
+
+    def get_serializer_class(self):
+        return {"create": s.UsageCreateSerializer, "batch": s.UsageBatchSerializer,
+                "summary": s.UsageSummarySerializer}.get(self.action, s.UsageRecordSerializer)
+
+    @extend_schema(
+        request=s.UsageCreateSerializer, responses={201: s.UsageRecordSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+                                     description="Required unless the body has idempotency_key.")],
+    )
+    def create(self, request):
+        """Record one usage record, priced from the catalog unless ``cost`` is given.
+
+        The idempotency key (header or body) is the record's key: a replay with the same fields
+        answers the recorded row with ``Idempotent-Replayed: true``; other fields, 409.
+        """
+        serializer = s.UsageCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        data["idempotency_key"] = idempotency_key_of(request, required=True)
+        team = team_for_write(request, data.pop("team", None))
+        _check_user_in_team(data.get("user"), team)
+        data.setdefault("occurred_at", timezone.now())
+        record = services.usage_record_create(team=team, **data)
+        response = Response(s.UsageRecordSerializer(record).data, status=status.HTTP_201_CREATED)
+        return replayable(response, record.replayed)
+
+    @extend_schema(
+        request=s.UsageBatchSerializer, responses={201: s.UsageBatchResultSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+                                     description="Optional: replays the whole batch's response.")],
+    )
+    @action(detail=False, methods=["post"])
+    def batch(self, request):
+        """Record up to 1,000 usage records for one team, all or none (a team key, or finance).
+
+        Every record carries its own ``idempotency_key``: sending a batch again records nothing
+        twice (``replayed`` counts those rows). An error names the row: ``records[3].quantity``.
+        """
+        if not is_api_key(request) and not is_finance(request):
+            raise PermissionDenied("Batches are sent by a team API key (or finance).")
+        if not isinstance(request.data, dict):
+            raise ValidationError({"records": ["Send an object: {\"team\": …, \"records\": […]}."]})
+        unknown = sorted(set(request.data) - {"team", "records", "idempotency_key"})
+        if unknown:
+            raise ValidationError({unknown[0]: ["Unknown field."]})
+        # The team through the serializer; the 1,000 records through the fast validator (same rules).
+        header = s.UsageBatchSerializer(data={"team": request.data.get("team")}, partial=True)
+        header.is_valid(raise_exception=True)
+        team = team_for_write(request, header.validated_data.get("team"))
+        records = s.batch_records_validate(request.data.get("records"))
+        members = set(TeamMembership.objects.filter(team=team).values_list("user_id", flat=True))
+        now = timezone.now()
+        for index, record in enumerate(records):
+            user = record.get("user")
+            if user is not None and user.pk not in members:
+                raise ValidationError({"records": {index: {"user": [
+                    f"User {user.pk} is not a member of team {team.pk}."]}}})
+            record.setdefault("occurred_at", now)
+
+        def body():
+            rows = services.usage_records_create(team=team, records=records)
+            created = sum(1 for r in rows if not r.replayed)
+            return status.HTTP_201_CREATED, {
+                "object": "usage_batch", "team": team.pk, "count": len(rows), "created": created,
+                "replayed": len(rows) - created, "ids": [r.pk for r in rows],
+            }
+
+        params = {"team": team.pk, "records": request.data.get("records")}
+        return run_idempotent(request, operation="usage_batch", params=params, body=body)
+
+    @extend_schema(parameters=[s.UsageSummaryQuerySerializer], responses=s.UsageSummarySerializer)
+    @action(detail=False, methods=["get"], pagination_class=None, filterset_class=None)
+    def summary(self, request):
+        """Total cost and quantity of the usage in ``[period_start, period_end)`` (by ``occurred_at``, UTC),
+        by resource type, agent, provider and feature; each figure per currency."""
+        query = s.UsageSummaryQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        records = self.get_queryset()
+        team = data.get("team")
+        if team is not None:
+            team = team_for_read(request, team)
+            records = records.filter(team=team)
+        user = data.get("user")
+        if user is not None:
+            records = records.filter(user=user)
+        start = dt.datetime.combine(data["period_start"], dt.time(), dt.timezone.utc)
+        end = dt.datetime.combine(data["period_end"], dt.time(), dt.timezone.utc)
+        summary = selectors.usage_summary(records=records.filter(occurred_at__gte=start, occurred_at__lt=end))
+        body = {"period_start": data["period_start"], "period_end": data["period_end"],
+                "team": team.pk if team else None, "user": user.pk if user else None, **summary}
+        return Response(s.UsageSummarySerializer(body).data)
+
+
+# --- prices and providers ---------------------------------------------------------------------
+
+
+class PriceView(APIView):
+    """Resolve a catalog price: the team's override valid at ``at`` (default now), else the global one."""
+
+    @extend_schema(parameters=[s.PriceQuerySerializer], responses=s.PriceSerializer)
+    def get(self, request):
+        query = s.PriceQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        team = data.get("team")
+        if team is not None or not is_finance(request):
+            ids = visible_team_ids(request)
+            if team is None and ids is not None and len(ids) != 1:
+                team = None  # several teams and none named: the global price
+            else:
+                team = team_for_read(request, team)
+        price = selectors.price_resolve(
+            team=team, category=data["category"], provider=data["provider"], model=data["model"], unit=data["unit"],
+            at=data.get("at") or timezone.now(),
+        )
+        return Response(s.PriceSerializer(price).data)
+
+
+class ProviderView(APIView):
+    """Providers of the price catalog the caller may use (for ``team``, or the caller's only team)."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("team", OpenApiTypes.INT, required=False)], responses=s.ProviderListSerializer
+    )
+    def get(self, request):
+        raw = request.query_params.get("team")
+        team = None
+        if raw not in (None, ""):
+            if not raw.isdigit():
+                raise ValidationError({"team": ["A team id."]})
+            found = Team.objects.filter(pk=int(raw)).first()
+            if found is None:
+                raise NotFound(f"No team {raw}.")
+            team = team_for_read(request, found)
+        elif not is_finance(request):
+            ids = visible_team_ids(request)
+            if ids is not None and len(ids) == 1:
+                team = Team.objects.get(pk=next(iter(ids)))
+        body = {"team": team.pk if team else None, "results": selectors.provider_list(team=team)}
+        return Response(s.ProviderListSerializer(body).data)
+
+
+# --- allocation rules -------------------------------------------------------------------------
+
+
+class AllocationRuleViewSet(viewsets.ModelViewSet):
+    """Allocation rules: finance changes them; members read the rules that own, take from or give to
+    their teams."""
+
+    serializer_class = s.AllocationRuleSerializer
+    pagination_class = PagePagination
+    filterset_class = AllocationRuleFilter
+    http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        rules = AllocationRule.objects.prefetch_related("targets").order_by("priority", "pk")
+        ids = visible_team_ids(self.request)
+        if ids is None:
+            return rules
+        return rules.filter(
+            Q(scope_team_id__in=ids) | Q(source_team_id__in=ids) | Q(targets__team_id__in=ids)
+        ).distinct()
+
+    def perform_create(self, serializer):
+        data = dict(serializer.validated_data)
+        serializer.instance = services.allocation_rule_create(created_by=self.request.user, **data)
+
+    def perform_update(self, serializer):
+        data = dict(serializer.validated_data)
+        targets = data.pop("targets", None)
+        serializer.instance = services.allocation_rule_update(rule=serializer.instance, targets=targets, **data)
+
+    def perform_destroy(self, instance):
+        services.allocation_rule_delete(rule=instance)
+
+
+# --- allocations ------------------------------------------------------------------------------
+
+
+class AllocationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Allocated costs (GET, scoped to the caller's teams) and allocation runs (POST, finance)."""
+
+    serializer_class = s.AllocatedCostSerializer
+    pagination_class = PagePagination
+    filterset_class = AllocatedCostFilter
+    money_actions = ("create",)
+
+    def get_queryset(self):
+        rows = AllocatedCost.objects.select_related("run").order_by("-run_id", "team_id", "pk")
+        if not self.request.query_params.get("run"):
+            rows = rows.filter(run__status="committed")
+        return scope_by_team(rows, self.request)
+
+    @extend_schema(
+        request=s.AllocationRunCreateSerializer,
+        responses={201: s.AllocationRunResultSerializer, 200: s.AllocationRunResultSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+    )
+    def create(self, request):
+        """Allocate a period (whole months) and commit the run; ``dry_run`` computes and writes nothing (200)."""
+        serializer = s.AllocationRunCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        period = BillingPeriod(data["period_start"], data["period_end"])
+
+        def body():
+            if data["dry_run"]:
+                run = services.allocation_run_create(period=period, rule=data.get("rule"), team=data.get("team"),
+                                                     dry_run=True, created_by=request.user)
+                rows = selectors.allocation_rows(run)
+                return status.HTTP_200_OK, s.AllocationRunResultSerializer({"run": run, "allocations": rows}).data
+            run = services.allocation_run_execute(period=period, rule=data.get("rule"), team=data.get("team"),
+                                                  created_by=request.user)
+            return status.HTTP_201_CREATED, s.AllocationRunResultSerializer({"run": run, "allocations": []}).data
+
+        params = {"period_start": data["period_start"], "period_end": data["period_end"], "rule": data.get("rule"),
+                  "team": data.get("team"), "dry_run": data["dry_run"]}
+        return run_idempotent(request, operation="allocation_run", params=params, body=body)

@@ -1,0 +1,197 @@
+"""Serializers of the invoices API. Invoice amounts are decimal strings in the currency's minor
+units (``"12.34"`` for USD, ``"1234"`` for JPY) with ``currency`` beside them; metered figures
+(``amount_precise``, ``unit_price``, ``quantity``) keep 12 decimal places."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+
+from billing_site.api import MoneyField, StrictSerializerMixin, date_range
+from billing_site.money import to_minor_units
+from chargeback.api.serializers import _ByAgent, _ByFeature, _ByProvider, _ByResourceType, _SummaryRow
+from chargeback.models import Team
+from invoices.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
+
+User = get_user_model()
+
+
+def InvoiceAmountField(**kwargs) -> serializers.DecimalField:  # noqa: N802 - reads as a field class
+    """An invoice amount; serializers below print it in the currency's minor units."""
+    return serializers.DecimalField(max_digits=20, decimal_places=4, read_only=True, **kwargs)
+
+
+class _MinorUnitsMixin:
+    """Re-print the ``minor_unit_fields`` in the instance's currency's minor units (``12.3400`` → ``12.34``)."""
+
+    minor_unit_fields: tuple[str, ...] = ()
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        currency = getattr(instance, "currency", None) or getattr(getattr(instance, "invoice", None), "currency", None)
+        if currency is None and hasattr(instance, "credit_note"):
+            currency = instance.credit_note.currency
+        for name in self.minor_unit_fields:
+            value = getattr(instance, name, None)
+            if value is not None and currency:
+                data[name] = str(to_minor_units(value, currency))
+        return data
+
+
+class InvoiceLineSerializer(_MinorUnitsMixin, serializers.ModelSerializer):
+    minor_unit_fields = ("amount",)
+    quantity = MoneyField(read_only=True)
+    unit_price = MoneyField(read_only=True)
+    amount_precise = MoneyField(read_only=True)
+    amount = InvoiceAmountField()
+    currency = serializers.CharField(source="invoice.currency", read_only=True)
+
+    class Meta:
+        model = InvoiceLine
+        fields = ["id", "position", "description", "service", "rule", "rule_name", "rule_type", "quantity", "unit",
+                  "unit_price", "amount_precise", "amount", "currency", "record_count"]
+        read_only_fields = fields
+
+
+class InvoiceSerializer(_MinorUnitsMixin, serializers.ModelSerializer):
+    """An invoice; ``amount_due`` = total − credited_total (0 once paid or cancelled)."""
+
+    minor_unit_fields = ("subtotal", "tax_amount", "total", "credited_total", "amount_due")
+    subtotal = InvoiceAmountField()
+    tax_amount = InvoiceAmountField()
+    total = InvoiceAmountField()
+    credited_total = InvoiceAmountField()
+    amount_due = InvoiceAmountField()
+    number = serializers.CharField(read_only=True, allow_null=True)
+    display_number = serializers.CharField(read_only=True)
+    has_pdf = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Invoice
+        fields = ["id", "number", "display_number", "kind", "status", "team", "user", "team_name", "cost_center",
+                  "period_start", "period_end", "currency", "subtotal", "tax_rate", "tax_amount", "total",
+                  "credited_total", "amount_due", "issue_date", "due_date", "issued_at", "sent_at", "paid_at",
+                  "payment_reference", "allocation_run", "has_pdf", "pdf_sha256", "created_at", "updated_at"]
+        read_only_fields = fields
+
+    def get_has_pdf(self, invoice) -> bool:
+        return bool(invoice.pdf)
+
+
+class InvoiceDetailSerializer(InvoiceSerializer):
+    lines = InvoiceLineSerializer(many=True, read_only=True)
+
+    class Meta(InvoiceSerializer.Meta):
+        fields = [*InvoiceSerializer.Meta.fields, "lines"]
+        read_only_fields = fields
+
+
+class InvoiceGenerateSerializer(StrictSerializerMixin, serializers.Serializer):
+    """Generate (or refresh) the draft invoice of a team, or of one user of it, for whole months."""
+
+    team = serializers.PrimaryKeyRelatedField(queryset=Team.objects.all(), required=False,
+                                              help_text="Required unless user is given with exactly one team.")
+    user = serializers.PrimaryKeyRelatedField(queryset=User.objects.all(), required=False, allow_null=True)
+    period_start = serializers.DateField(help_text="First day of a month (inclusive).")
+    period_end = serializers.DateField(help_text="First day of a later month (exclusive).")
+    invoice_number = serializers.CharField(max_length=64, required=False, allow_null=True,
+                                           help_text="Your own number, used when the invoice is issued.")
+    kind = serializers.ChoiceField(choices=Invoice.Kind.choices, required=False, allow_null=True)
+
+    def validate(self, data):
+        date_range(data)
+        for name in ("period_start", "period_end"):
+            if data[name].day != 1:
+                raise serializers.ValidationError({name: ["Must be the first day of a month (periods are whole months)."]})
+        return data
+
+
+class InvoiceStatusSerializer(StrictSerializerMixin, serializers.Serializer):
+    status = serializers.ChoiceField(choices=Invoice.Status.choices)
+    payment_reference = serializers.CharField(max_length=200, required=False, allow_blank=True, default="",
+                                              help_text="Required to mark an invoice paid.")
+
+
+class CreditNoteLineInputSerializer(StrictSerializerMixin, serializers.Serializer):
+    invoice_line = serializers.IntegerField(min_value=1)
+    amount = serializers.DecimalField(max_digits=20, decimal_places=4, help_text="Before tax, in minor units.")
+
+
+class CreditNoteCreateSerializer(StrictSerializerMixin, serializers.Serializer):
+    """Neither ``amount`` nor ``lines``: a full credit that cancels the invoice."""
+
+    reason = serializers.ChoiceField(choices=CreditNote.Reason.choices)
+    amount = serializers.DecimalField(max_digits=20, decimal_places=4, required=False, allow_null=True,
+                                      help_text="A partial credit, tax-inclusive, in the invoice's minor units.")
+    lines = CreditNoteLineInputSerializer(many=True, required=False, allow_null=True)
+    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class CreditNoteLineSerializer(_MinorUnitsMixin, serializers.ModelSerializer):
+    minor_unit_fields = ("amount",)
+    amount = InvoiceAmountField()
+    currency = serializers.CharField(source="credit_note.currency", read_only=True)
+
+    class Meta:
+        model = CreditNoteLine
+        fields = ["position", "description", "invoice_line", "amount", "currency"]
+        read_only_fields = fields
+
+
+class CreditNoteSerializer(_MinorUnitsMixin, serializers.ModelSerializer):
+    minor_unit_fields = ("subtotal", "tax_amount", "total")
+    subtotal = InvoiceAmountField()
+    tax_amount = InvoiceAmountField()
+    total = InvoiceAmountField()
+    lines = CreditNoteLineSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = CreditNote
+        fields = ["id", "number", "invoice", "reason", "description", "currency", "subtotal", "tax_amount", "total",
+                  "issue_date", "issued_by", "lines", "created_at"]
+        read_only_fields = fields
+
+
+# --- reports ----------------------------------------------------------------------------------
+
+
+class ReportQuerySerializer(StrictSerializerMixin, serializers.Serializer):
+    period_start = serializers.DateField(help_text="First day (inclusive).")
+    period_end = serializers.DateField(help_text="Day after the last (exclusive).")
+
+    def validate(self, data):
+        date_range(data)
+        return data
+
+
+class _AllocationLine(serializers.Serializer):
+    rule = serializers.IntegerField(allow_null=True)
+    service = serializers.CharField()
+    currency = serializers.CharField()
+    amount = MoneyField()
+
+
+class _Total(serializers.Serializer):
+    currency = serializers.CharField()
+    amount = MoneyField()
+
+
+class _UsageBlock(serializers.Serializer):
+    totals = _SummaryRow(many=True)
+    by_resource_type = _ByResourceType(many=True)
+    by_agent = _ByAgent(many=True)
+    by_provider = _ByProvider(many=True)
+    by_feature = _ByFeature(many=True)
+
+
+class ReportSerializer(serializers.Serializer):
+    """Usage, allocated cost and invoices of a team (or a user) in ``[period_start, period_end)``."""
+
+    team = serializers.IntegerField(allow_null=True)
+    user = serializers.IntegerField(allow_null=True)
+    period_start = serializers.DateField()
+    period_end = serializers.DateField()
+    usage = _UsageBlock(help_text="As GET usage/summary/ (cost and quantity per currency).")
+    allocations = _AllocationLine(many=True, help_text="Allocated cost of committed runs within the period.")
+    invoices = InvoiceSerializer(many=True)
+    total_cost = _Total(many=True, help_text="Usage cost in the period, per currency (12 dp).")

@@ -1,0 +1,172 @@
+"""Fixtures of the API tests: one caller per role, teams A and B, the demo price catalog.
+
+Roles: ``finance`` (the finance group), ``auditor`` (the auditor group), ``member`` and
+``manager`` of team A, ``outsider`` (a member of team B only), and ``key`` (team A's API key).
+Balances are built through the wallet services.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Group
+from django.core.cache import cache
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from chargeback.models import TeamMembership
+from chargeback.services import api_key_create
+from tests.factories import PriceFactory, TeamFactory, TeamMembershipFactory, UserFactory
+from wallets import services as wallet_services
+
+_keys = itertools.count(1)
+
+#: The demo catalog (USD): category, provider, model, unit, unit price.
+CATALOG = [
+    ("stt", "openai", "whisper-1", "second", Decimal("0.0001")),
+    ("llm", "openai", "gpt-4", "token", Decimal("0.00003")),
+    ("tts", "openai", "tts-1", "character", Decimal("0.000015")),
+    ("telephony", "twilio", "voice", "minute", Decimal("0.013")),
+]
+
+#: One call: 0.006 + 0.015 + 0.003 + 0.013 = 0.037 USD.
+CALL_ITEMS = [
+    {"category": "stt", "provider": "openai", "model": "whisper-1", "unit": "second", "quantity": "60"},
+    {"category": "llm", "provider": "openai", "model": "gpt-4", "unit": "token", "quantity": "500"},
+    {"category": "tts", "provider": "openai", "model": "tts-1", "unit": "character", "quantity": "200"},
+    {"category": "telephony", "provider": "twilio", "model": "voice", "unit": "minute", "quantity": "1"},
+]
+
+
+def new_key(prefix: str = "key") -> str:
+    return f"{prefix}-{next(_keys)}"
+
+
+@pytest.fixture(autouse=True)
+def _api_settings(settings):
+    """Fresh throttle counters per test, and rates no functional test reaches (the throttle test lowers them)."""
+    cache.clear()
+    settings.API_THROTTLE_RATES = {"principal": "100000/min", "money": "100000/min"}
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def catalog(db):
+    valid_from = timezone.make_aware(dt.datetime(2024, 1, 1))
+    return [
+        PriceFactory(category=c, provider=p, model=m, unit=u, unit_price=price, currency="USD", valid_from=valid_from)
+        for c, p, m, u, price in CATALOG
+    ]
+
+
+@pytest.fixture
+def team_a(db):
+    return TeamFactory(name="Team A", slug="team-a", currency="USD")
+
+
+@pytest.fixture
+def team_b(db):
+    return TeamFactory(name="Team B", slug="team-b", currency="USD")
+
+
+def _token_client(user) -> APIClient:
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.user = user
+    return client
+
+
+@pytest.fixture
+def anonymous() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def finance_user(db):
+    user = UserFactory(username="fiona-finance")
+    user.groups.add(Group.objects.get_or_create(name="finance")[0])
+    return user
+
+
+@pytest.fixture
+def finance(finance_user) -> APIClient:
+    return _token_client(finance_user)
+
+
+@pytest.fixture
+def auditor(db) -> APIClient:
+    user = UserFactory(username="audrey-auditor")
+    user.groups.add(Group.objects.get_or_create(name="auditor")[0])
+    return _token_client(user)
+
+
+@pytest.fixture
+def member_user(team_a):
+    return TeamMembershipFactory(team=team_a, user=UserFactory(username="mia-member")).user
+
+
+@pytest.fixture
+def member(member_user) -> APIClient:
+    return _token_client(member_user)
+
+
+@pytest.fixture
+def manager_user(team_a):
+    return TeamMembershipFactory(team=team_a, user=UserFactory(username="max-manager"),
+                                 role=TeamMembership.Role.MANAGER).user
+
+
+@pytest.fixture
+def manager(manager_user) -> APIClient:
+    return _token_client(manager_user)
+
+
+@pytest.fixture
+def outsider_user(team_b):
+    return TeamMembershipFactory(team=team_b, user=UserFactory(username="otto-outsider")).user
+
+
+@pytest.fixture
+def outsider(outsider_user) -> APIClient:
+    return _token_client(outsider_user)
+
+
+@pytest.fixture
+def api_key(team_a, finance_user):
+    return api_key_create(team=team_a, name="voice agent", created_by=finance_user)
+
+
+@pytest.fixture
+def key(api_key) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {api_key.raw_key}")
+    client.user = None
+    return client
+
+
+@pytest.fixture
+def wallet_a(team_a):
+    return wallet_services.wallet_open(team=team_a)
+
+
+@pytest.fixture
+def wallet_b(team_b):
+    return wallet_services.wallet_open(team=team_b)
+
+
+@pytest.fixture
+def top_up():
+    """``top_up(wallet, "50")``: credit the wallet through the service and return it refreshed."""
+
+    def _top_up(wallet, amount):
+        wallet_services.wallet_top_up(wallet=wallet, amount=Decimal(amount), idempotency_key=new_key("top-up"))
+        wallet.refresh_from_db()
+        return wallet
+
+    return _top_up
