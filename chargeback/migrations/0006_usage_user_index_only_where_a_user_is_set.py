@@ -14,7 +14,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chargeback', '0004_usage_team_index_covered_by_team_occurred'),
+        ('chargeback', '0005_api_key'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
