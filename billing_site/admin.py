@@ -159,8 +159,8 @@ class ExactSearchMixin:
 class ReadOnlyAdminMixin:
     """No add, change or delete for anyone, and no bulk delete action: rows are written by services.
 
-    For immutable records (ledger entries, usage, allocation runs): the admin shows them, it never
-    edits them (HOUSE_STYLE, "Admin").
+    For immutable records (ledger entries, usage, allocation runs) and read-only inlines (invoice
+    lines, credit notes): the admin shows them, it never edits them (HOUSE_STYLE, "Admin").
     """
 
     def has_add_permission(self, request, obj=None):

@@ -20,7 +20,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing_site.admin import BillingAdminMixin
+from billing_site.admin import BillingAdminMixin, ReadOnlyAdminMixin
 from billing_site.money import format_amount
 from chargeback.selectors import user_is_finance
 from invoices.pdf import format_metered, format_percent, format_quantity
@@ -31,7 +31,7 @@ from .forms import CreditNoteForm, MarkPaidForm
 from .models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 
 
-class InvoiceLineInline(BillingAdminMixin, admin.TabularInline):
+class InvoiceLineInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
     """The lines, read-only: drafts are rewritten by the billing run, issued invoices never change."""
 
     model = InvoiceLine
@@ -39,13 +39,6 @@ class InvoiceLineInline(BillingAdminMixin, admin.TabularInline):
               "amount_precise_display", "amount_display", "record_count"]
     readonly_fields = fields
     extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="Quantity")
     def quantity_display(self, obj):
@@ -67,18 +60,11 @@ class InvoiceLineInline(BillingAdminMixin, admin.TabularInline):
         return super().get_queryset(request).select_related("invoice")
 
 
-class CreditNoteInline(BillingAdminMixin, admin.TabularInline):
+class CreditNoteInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
     model = CreditNote
     fields = ["number_link", "issue_date", "reason", "total_display", "pdf_link"]
     readonly_fields = fields
     extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="Credit note")
     def number_link(self, obj):
@@ -347,18 +333,11 @@ class InvoiceAdmin(BillingAdminMixin, admin.ModelAdmin):
                            reverse("admin:invoices_invoice_pdf", args=[obj.pk]))
 
 
-class CreditNoteLineInline(BillingAdminMixin, admin.TabularInline):
+class CreditNoteLineInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
     model = CreditNoteLine
     fields = ["position", "description", "invoice_line", "amount_display"]
     readonly_fields = fields
     extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="Amount")
     def amount_display(self, obj):

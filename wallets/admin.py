@@ -371,19 +371,12 @@ class HoldAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     raw_id_fields = ["wallet", "created_by"]
 
 
-class UsageEventItemInline(BillingAdminMixin, admin.TabularInline):
+class UsageEventItemInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
     model = UsageEventItem
     extra = 0
-    can_delete = False
     fields = ["position", "category", "provider", "model", "unit", "quantity", "unit_price", "cost", "currency",
               "usage_record"]
     readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(UsageEvent)
