@@ -91,7 +91,7 @@ def load() -> dict:
         wallets.append(wallet.pk)
         keys.append(api_key_create(team=team, name="bench").raw_key)
     finance = User.objects.create_user("finance")
-    finance.groups.add(Group.objects.create(name="finance"))
+    finance.groups.add(Group.objects.get_or_create(name="finance")[0])
     member = User.objects.create_user("member")
     TeamMembership.objects.create(team=teams[0], user=member)
     print(f"loaded {TEAMS:,} teams with wallets and keys through the services in {time.perf_counter() - t0:.1f} s")
