@@ -5,8 +5,32 @@ from __future__ import annotations
 import django_filters
 from django.db.models import Q
 
+from rest_framework.exceptions import ValidationError
+
 from chargeback.models import AllocatedCost, AllocationRule, UsageRecord
 from chargeback.periods import BillingPeriod, PeriodError
+
+
+class BillingPeriodFilter(django_filters.CharFilter):
+    """A billing period given as a month ``YYYY-MM``: rows whose ``[period_start, period_end)`` is exactly it.
+
+    ``field_prefix`` points at the model that carries the two dates (``"run__"`` for allocated
+    costs, ``""`` for invoices). A malformed month answers 400 naming the filter.
+    """
+
+    def __init__(self, *args, field_prefix: str = "", **kwargs):
+        kwargs.setdefault("help_text", "A month, YYYY-MM.")
+        super().__init__(*args, **kwargs)
+        self.field_prefix = field_prefix
+
+    def filter(self, qs, value):
+        if value in django_filters.constants.EMPTY_VALUES:
+            return qs
+        try:
+            period = BillingPeriod.month(value)
+        except PeriodError as exc:
+            raise ValidationError({self.field_name: [str(exc)]}) from None
+        return qs.filter(**{f"{self.field_prefix}period_start": period.start, f"{self.field_prefix}period_end": period.end})
 
 
 class UsageRecordFilter(django_filters.FilterSet):
@@ -57,17 +81,8 @@ class AllocatedCostFilter(django_filters.FilterSet):
     run = django_filters.NumberFilter(field_name="run_id")
     team = django_filters.NumberFilter(field_name="team_id")
     user = django_filters.NumberFilter(field_name="user_id")
-    period = django_filters.CharFilter(method="filter_period", help_text="A month, YYYY-MM: runs of exactly that month.")
+    period = BillingPeriodFilter(field_prefix="run__", help_text="A month, YYYY-MM: runs of exactly that month.")
 
     class Meta:
         model = AllocatedCost
         fields = []
-
-    def filter_period(self, queryset, name, value):
-        from rest_framework.exceptions import ValidationError
-
-        try:
-            period = BillingPeriod.month(value)
-        except PeriodError as exc:
-            raise ValidationError({"period": [str(exc)]}) from None
-        return queryset.filter(run__period_start=period.start, run__period_end=period.end)

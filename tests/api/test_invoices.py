@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 
 import pytest
@@ -190,3 +191,25 @@ def test_credit_note_by_lines_shows_each_line_with_its_currency(finance, invoice
     assert [(l["invoice_line"], l["amount"], l["currency"]) for l in response.json()["lines"]] == [
         (line.pk, "4.00", "USD")]
     assert Invoice.objects.get(pk=invoice_a.pk).amount_due == Decimal("8.50")
+
+
+def test_invoice_list_period_filter_keeps_only_that_month(finance, team_a):
+    # given a team's invoices for September and October 2024
+    september = draft_invoice(team=team_a, period_start=dt.date(2024, 9, 1), period_end=dt.date(2024, 10, 1))
+    draft_invoice(team=team_a, period_start=dt.date(2024, 10, 1), period_end=dt.date(2024, 11, 1))
+    # when finance lists September's
+    listed = finance.get("/api/v1/invoices/?period=2024-09").json()["results"]
+    # then only September's invoice is there
+    assert [row["id"] for row in listed] == [september.pk]
+
+
+def test_invoice_list_malformed_period_answers_400_naming_the_filter(finance):
+    response = finance.get("/api/v1/invoices/?period=2024-13")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "period"
+
+
+def test_allocation_list_malformed_period_answers_400_naming_the_filter(finance):
+    response = finance.get("/api/v1/allocations/?period=September")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "period"
