@@ -650,6 +650,14 @@ def date_range(data: dict, start: str = "period_start", end: str = "period_end")
         raise exceptions.ValidationError({end: [f"Must be after {start} (the end is exclusive)."]})
 
 
+def month_range(data: dict, start: str = "period_start", end: str = "period_end") -> None:
+    """``date_range``, and both ends on the first day of a month: billing periods are whole months."""
+    date_range(data, start, end)
+    for name in (start, end):
+        if data.get(name) and data[name].day != 1:
+            raise exceptions.ValidationError({name: ["Must be the first day of a month (periods are whole months)."]})
+
+
 # --- the router -------------------------------------------------------------------------------
 
 

@@ -31,6 +31,25 @@ from .forms import CreditNoteForm, MarkPaidForm
 from .models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 
 
+class DocumentAmountsMixin:
+    """Subtotal, tax and total of an invoice or credit note in the currency's minor units.
+
+    The amounts are stored with 4 places for every ISO 4217 exponent; people read minor units.
+    """
+
+    @admin.display(description="Subtotal", ordering="subtotal")
+    def subtotal_display(self, obj):
+        return format_amount(obj.subtotal, obj.currency)
+
+    @admin.display(description="Tax", ordering="tax_amount")
+    def tax_display(self, obj):
+        return format_amount(obj.tax_amount, obj.currency)
+
+    @admin.display(description="Total", ordering="total")
+    def total_display(self, obj):
+        return format_amount(obj.total, obj.currency)
+
+
 class InvoiceLineInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
     """The lines, read-only: drafts are rewritten by the billing run, issued invoices never change."""
 
@@ -60,7 +79,7 @@ class InvoiceLineInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInli
         return super().get_queryset(request).select_related("invoice")
 
 
-class CreditNoteInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
+class CreditNoteInline(DocumentAmountsMixin, BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
     model = CreditNote
     fields = ["number_link", "issue_date", "reason", "total_display", "pdf_link"]
     readonly_fields = fields
@@ -70,10 +89,6 @@ class CreditNoteInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInlin
     def number_link(self, obj):
         return format_html('<a href="{}">{}</a>', reverse("admin:invoices_creditnote_change", args=[obj.pk]),
                            obj.display_number)
-
-    @admin.display(description="Total")
-    def total_display(self, obj):
-        return format_amount(obj.total, obj.currency)
 
     @admin.display(description="PDF")
     def pdf_link(self, obj):
@@ -114,7 +129,7 @@ LIFECYCLE = {
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(BillingAdminMixin, admin.ModelAdmin):
+class InvoiceAdmin(DocumentAmountsMixin, BillingAdminMixin, admin.ModelAdmin):
     list_display = ["__str__", "team", "period_start", "status", "total_display", "amount_due_display", "due_date",
                     "pdf_link"]
     list_filter = ["status", OverdueFilter, "team", "period_start", "kind", "currency"]
@@ -300,22 +315,9 @@ class InvoiceAdmin(BillingAdminMixin, admin.ModelAdmin):
         extra_context = {**(extra_context or {}), "lifecycle_moves": moves}
         return super().change_view(request, object_id, form_url, extra_context)
 
-    # Invoice amounts are stored with 4 places for every ISO 4217 exponent; people read minor units.
-    @admin.display(description="Subtotal", ordering="subtotal")
-    def subtotal_display(self, obj):
-        return format_amount(obj.subtotal, obj.currency)
-
-    @admin.display(description="Tax", ordering="tax_amount")
-    def tax_display(self, obj):
-        return format_amount(obj.tax_amount, obj.currency)
-
     @admin.display(description="Tax rate")
     def tax_rate_display(self, obj):
         return format_percent(obj.tax_rate)
-
-    @admin.display(description="Total", ordering="total")
-    def total_display(self, obj):
-        return format_amount(obj.total, obj.currency)
 
     @admin.display(description="Credited")
     def credited_display(self, obj):
@@ -348,7 +350,7 @@ class CreditNoteLineInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularI
 
 
 @admin.register(CreditNote)
-class CreditNoteAdmin(BillingAdminMixin, admin.ModelAdmin):
+class CreditNoteAdmin(DocumentAmountsMixin, BillingAdminMixin, admin.ModelAdmin):
     """Credit notes are issued from their invoice ("Cancel…" or the API) and never change."""
 
     list_display = ["__str__", "invoice", "issue_date", "reason", "total_display", "pdf_link"]
@@ -381,18 +383,6 @@ class CreditNoteAdmin(BillingAdminMixin, admin.ModelAdmin):
         if not note.pdf:
             raise Http404("This credit note has no PDF yet.")
         return _pdf_response(note, f"{note.display_number}.pdf")
-
-    @admin.display(description="Subtotal")
-    def subtotal_display(self, obj):
-        return format_amount(obj.subtotal, obj.currency)
-
-    @admin.display(description="Tax")
-    def tax_display(self, obj):
-        return format_amount(obj.tax_amount, obj.currency)
-
-    @admin.display(description="Total", ordering="total")
-    def total_display(self, obj):
-        return format_amount(obj.total, obj.currency)
 
     @admin.display(description="PDF")
     def pdf_link(self, obj):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from billing_site.api import AwareDateTimeField, MoneyField, StrictSerializerMixin, date_range
+from billing_site.api import AwareDateTimeField, MoneyField, StrictSerializerMixin, date_range, month_range
 from chargeback.models import (
     AllocatedCost,
     AllocationRule,
@@ -234,10 +234,7 @@ class AllocationRunCreateSerializer(StrictSerializerMixin, serializers.Serialize
     dry_run = serializers.BooleanField(required=False, default=False)
 
     def validate(self, data):
-        date_range(data)
-        for name in ("period_start", "period_end"):
-            if data[name].day != 1:
-                raise serializers.ValidationError({name: ["Must be the first day of a month (periods are whole months)."]})
+        month_range(data)
         return data
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from billing_site.api import MoneyField, StrictSerializerMixin, date_range
+from billing_site.api import MoneyField, StrictSerializerMixin, date_range, month_range
 from billing_site.money import to_minor_units
 from chargeback.api.serializers import _ByAgent, _ByFeature, _ByProvider, _ByResourceType, _SummaryRow
 from chargeback.models import Team
@@ -99,10 +99,7 @@ class InvoiceGenerateSerializer(StrictSerializerMixin, serializers.Serializer):
     kind = serializers.ChoiceField(choices=Invoice.Kind.choices, required=False, allow_null=True)
 
     def validate(self, data):
-        date_range(data)
-        for name in ("period_start", "period_end"):
-            if data[name].day != 1:
-                raise serializers.ValidationError({name: ["Must be the first day of a month (periods are whole months)."]})
+        month_range(data)
         return data
 
 
