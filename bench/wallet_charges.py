@@ -12,7 +12,8 @@ migrates it, then prints:
    same database in the same run.
 
 Every charge is ``wallets.services.wallet_charge`` with its own idempotency key: one transaction
-with the idempotency record, the row lock, the ledger entry and the balance update.
+with the idempotency record, the row lock, the ledger entry and the balance update; on PostgreSQL
+one call of the SQL function ``wallets_charge`` (wallets migration 0006) in autocommit.
 Workers are processes (fork), so Python runs on every core; each opens its own connection.
 """
 
@@ -108,8 +109,8 @@ def sequential_profile(wallet_id: int, charges: int = 300) -> str:
         services.wallet_charge(wallet=wallet, amount=AMOUNT, idempotency_key=f"seq-{i}", feature_key="bench")
     cpu = (time.process_time() - cpu0) / charges * 1000
     wall = (time.perf_counter() - wall0) / charges * 1000
-    return (f"one charge = {len(queries)} statements incl. BEGIN/COMMIT; sequentially {cpu:.2f} ms Python CPU and "
-            f"{wall:.2f} ms wall per charge ({charges} charges)")
+    return (f"one charge = {len(queries)} statement(s) sent, BEGIN/COMMIT included (autocommit); sequentially "
+            f"{cpu:.2f} ms Python CPU and {wall:.2f} ms wall per charge ({charges} charges)")
 
 
 def run_parallel(target, args_for) -> tuple[float, list[float]]:

@@ -8,6 +8,7 @@ a usage record belongs to the period of its ``billing_period_start``.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
 from django.db.models import Count, Q, QuerySet
@@ -25,6 +26,10 @@ __all__ = [
     "allocation_committed_run",
     "allocation_rows",
     "allocation_team_totals",
+    "PriceItem",
+    "price_candidates",
+    "price_not_found",
+    "price_pick",
     "price_resolve",
     "prices_of_period",
     "team_ids_managed_by",
@@ -38,6 +43,10 @@ __all__ = [
 ]
 
 
+#: A priced item: ``(category, provider, model, unit)``, e.g. ``("llm", "openai", "gpt-4", "token")``.
+PriceItem = tuple[str, str, str, str]
+
+
 def price_resolve(*, team: Team | None, category: str, provider: str, model: str, unit: str, at: dt.datetime) -> Price:
     """The catalog price of one unit of ``category/provider/model/unit`` for ``team`` at time ``at``.
 
@@ -48,30 +57,66 @@ def price_resolve(*, team: Team | None, category: str, provider: str, model: str
         at: an aware datetime, the time of the usage.
 
     Returns:
-        The team's override if one is valid at ``at``, else the global price valid at ``at``.
-        Validity is the half-open range ``[valid_from, valid_to)``, ``valid_to`` empty = open-ended;
-        if two rows of one level were valid at once (``Price.clean`` refuses that), the latest
-        ``valid_from`` wins.
+        The team's override if one is valid at ``at``, else the global price valid at ``at``
+        (:func:`price_pick`). Validity is the half-open range ``[valid_from, valid_to)``,
+        ``valid_to`` empty = open-ended. One query.
 
     Raises:
         PriceNotFound: neither an override nor a global price is valid at ``at``; the message names
             the item (``category/provider/model/unit``), the team and the time.
     """
-    valid = Price.objects.filter(
-        category=category, provider=provider, model=model, unit=unit, valid_from__lte=at,
-    ).filter(Q(valid_to__isnull=True) | Q(valid_to__gt=at))
-    if team is not None:
-        override = valid.filter(team=team).order_by("-valid_from", "-pk").first()
-        if override is not None:
-            return override
-    price = valid.filter(team__isnull=True).order_by("-valid_from", "-pk").first()
+    item = (category, provider, model, unit)
+    price = price_pick(price_candidates(team=team, items=[item], at=at).get(item, []), team=team, at=at)
     if price is None:
-        who = f"team {team.slug!r}" if team is not None else "usage without a team"
-        raise PriceNotFound(
-            f"no price for {category}/{provider}/{model}/{unit} ({who}) at {at.isoformat()}: "
-            "neither a team override nor a global catalog price is valid then"
-        )
+        raise price_not_found(team=team, item=item, at=at)
     return price
+
+
+def price_candidates(*, team: Team | None, items: Iterable[PriceItem],
+                     at: dt.datetime | None = None) -> dict[PriceItem, list[Price]]:
+    """The catalog rows that may price ``items`` for ``team``, by item, in one query.
+
+    The global rows and ``team``'s overrides of each item; with ``at``, only those valid at ``at``.
+    Pick from them with :func:`price_pick` (a batch of usage at several times reads them once).
+    """
+    items = set(items)
+    candidates: dict[PriceItem, list[Price]] = {item: [] for item in items}
+    if not items:
+        return candidates
+    wanted = Q()
+    for category, provider, model, unit in items:
+        wanted |= Q(category=category, provider=provider, model=model, unit=unit)
+    rows = Price.objects.filter(wanted).filter(Q(team__isnull=True) | Q(team=team))
+    if at is not None:
+        rows = rows.filter(Q(valid_to__isnull=True) | Q(valid_to__gt=at), valid_from__lte=at)
+    for price in rows:
+        candidates[(price.category, price.provider, price.model, price.unit)].append(price)
+    return candidates
+
+
+def price_pick(candidates: Sequence[Price], *, team: Team | None, at: dt.datetime) -> Price | None:
+    """The price rule over rows already read: the team's override valid at ``at``, else the global one.
+
+    Valid means ``valid_from <= at < valid_to`` (open-ended when ``valid_to`` is empty). If two rows
+    of one level were valid at once (``Price.clean`` refuses that), the latest ``valid_from`` wins,
+    then the highest id. ``None`` when nothing is valid.
+    """
+    valid = [p for p in candidates if p.valid_from <= at and (p.valid_to is None or p.valid_to > at)]
+    if team is not None:
+        overrides = [p for p in valid if p.team_id == team.pk]
+        if overrides:
+            return max(overrides, key=lambda p: (p.valid_from, p.pk))
+    globals_ = [p for p in valid if p.team_id is None]
+    return max(globals_, key=lambda p: (p.valid_from, p.pk)) if globals_ else None
+
+
+def price_not_found(*, team: Team | None, item: PriceItem, at: dt.datetime) -> PriceNotFound:
+    """The error for an item without a valid price, naming the item, the team and the time."""
+    who = f"team {team.slug!r}" if team is not None else "usage without a team"
+    return PriceNotFound(
+        f"no price for {'/'.join(item)} ({who}) at {at.isoformat()}: "
+        "neither a team override nor a global catalog price is valid then"
+    )
 
 
 def prices_of_period(

@@ -66,7 +66,14 @@ from chargeback.models import (
     UsageRecord,
 )
 from chargeback.periods import BillingPeriod
-from chargeback.selectors import price_resolve, usage_period_stats, usage_records_of_period
+from chargeback.selectors import (
+    price_candidates,
+    price_not_found,
+    price_pick,
+    price_resolve,
+    usage_period_stats,
+    usage_records_of_period,
+)
 
 __all__ = [
     "AllocationError",
@@ -811,17 +818,6 @@ def _row_error(error: ValueError, index: int, param: str | None = None) -> Value
     return named
 
 
-def _catalog_price(candidates: list, team: Team | None, at: dt.datetime):
-    """``price_resolve`` over prices already read: the team's override valid at ``at``, else the global one."""
-    valid = [p for p in candidates if p.valid_from <= at and (p.valid_to is None or p.valid_to > at)]
-    if team is not None:
-        overrides = [p for p in valid if p.team_id == team.pk]
-        if overrides:
-            return max(overrides, key=lambda p: (p.valid_from, p.pk))
-    globals_ = [p for p in valid if p.team_id is None]
-    return max(globals_, key=lambda p: (p.valid_from, p.pk)) if globals_ else None
-
-
 def usage_records_create(
     *, team: Team | None, records: list[Mapping[str, object]], source: str = UsageRecord.Source.API
 ) -> list[UsageRecord]:
@@ -851,9 +847,6 @@ def usage_records_create(
         concurrent call inserting one of the keys first makes this call start over once, so its
         rows then replay.
     """
-    from chargeback.errors import PriceNotFound
-    from chargeback.models import Price
-
     if not isinstance(records, list) or not records:
         raise InvalidUsage("records must be a non-empty list")
     if len(records) > USAGE_BATCH_MAX:
@@ -890,7 +883,7 @@ def usage_records_create(
 
     for _attempt in range(2):
         try:
-            return _usage_records_insert(team, rows, source, Price, PriceNotFound)
+            return _usage_records_insert(team, rows, source)
         except IntegrityError:
             # A concurrent call recorded one of these keys first; start over so those rows replay.
             continue
@@ -914,20 +907,14 @@ def _usage_request(team: Team | None, row: Mapping[str, object]) -> dict:
     return requested
 
 
-def _usage_records_insert(team, rows: list[dict], source: str, Price, PriceNotFound) -> list[UsageRecord]:  # noqa: N803
+def _usage_records_insert(team: Team | None, rows: list[dict], source: str) -> list[UsageRecord]:
     keys = [row["idempotency_key"] for row in rows]
     existing = {r.idempotency_key: r for r in UsageRecord.objects.filter(source=source, idempotency_key__in=keys)}
     items = {
         (row["resource_type"], row.get("provider") or "", row.get("model") or "", row.get("unit") or "")
         for row in rows if row.get("cost") is None
     }
-    candidates: dict[tuple, list] = defaultdict(list)
-    if items:
-        query = Q()
-        for category, provider, model, unit in items:
-            query |= Q(category=category, provider=provider, model=model, unit=unit)
-        for price in Price.objects.filter(query).filter(Q(team__isnull=True) | Q(team=team)):
-            candidates[(price.category, price.provider, price.model, price.unit)].append(price)
+    candidates = price_candidates(team=team, items=items)
 
     results: list[UsageRecord | None] = [None] * len(rows)
     new: list[UsageRecord] = []
@@ -952,13 +939,9 @@ def _usage_records_insert(team, rows: list[dict], source: str, Price, PriceNotFo
         cost, currency = row.get("cost"), row.get("currency")
         item = (row["resource_type"], row.get("provider") or "", row.get("model") or "", row.get("unit") or "")
         if cost is None:
-            price = _catalog_price(candidates.get(item, []), team, row["occurred_at"])
+            price = price_pick(candidates[item], team=team, at=row["occurred_at"])
             if price is None:
-                who = f"team {team.slug!r}" if team is not None else "usage without a team"
-                raise _row_error(PriceNotFound(
-                    f"no price for {'/'.join(item)} ({who}) at {row['occurred_at'].isoformat()}: "
-                    "neither a team override nor a global catalog price is valid then"
-                ), i, "resource_type")
+                raise _row_error(price_not_found(team=team, item=item, at=row["occurred_at"]), i, "resource_type")
             if currency is not None and currency != price.currency:
                 raise _row_error(InvalidUsage(f"the price of {'/'.join(item)} is in {price.currency}, not {currency}"),
                                  i, "currency")

@@ -315,7 +315,9 @@ class LedgerEntry(models.Model):
         EXPIRY = "expiry", "Expiry"
         INVOICE_SETTLEMENT = "invoice_settlement", "Invoice settlement"
 
-    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="entries")
+    # No index of its own: ledger_wallet_newest (wallet, -id) serves every lookup by wallet, and one
+    # index fewer is one write fewer per entry.
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="entries", db_index=False)
     entry_type = models.CharField(max_length=20, choices=EntryType.choices)
     amount = MeteredAmountField(help_text="Signed change of the balance.")
     reserved_delta = MeteredAmountField(default=ZERO, help_text="Signed change of the reserved amount.")

@@ -22,6 +22,7 @@ wallet's currency; floats are refused. All services are keyword-only.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -34,16 +35,15 @@ from typing import Any, TypeVar
 
 from django.conf import settings as django_settings
 from django.core.mail import send_mail
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from billing_site.db import MeteredSum
 from billing_site.money import METERED_QUANTUM, quantize_metered
-from chargeback.errors import PriceNotFound as CatalogPriceNotFound
 from chargeback.models import Team, TeamMembership
-from chargeback.selectors import price_resolve
-from chargeback.services import usage_record_create
+from chargeback.selectors import price_candidates, price_not_found, price_pick
+from chargeback.services import usage_records_create
 
 from .errors import (
     HoldNotOpen,
@@ -193,13 +193,21 @@ def _claimed_record(*, scope: str, key: str, fingerprint: str) -> IdempotencyRec
 _RESULT_MODELS: dict[str, type] = {"ledger_entry": LedgerEntry, "hold": Hold, "usage_event": UsageEvent}
 
 
+def _replay(record: IdempotencyRecord):
+    """The first result of a replayed key, marked ``replayed`` (the API answers ``Idempotent-Replayed: true``)."""
+    result = _RESULT_MODELS[record.result_type].objects.get(pk=record.result_id)
+    result.replayed = True
+    return result
+
+
 def _response(result: Any) -> tuple[str, dict]:
     """The result type and the JSON the API answers with (and replays)."""
     if isinstance(result, LedgerEntry):
         return "ledger_entry", {
             "object": "ledger_entry", "id": result.pk, "wallet": result.wallet_id, "entry_type": result.entry_type,
-            "amount": str(result.amount), "currency": result.currency, "balance_after": str(result.balance_after),
-            "reserved_after": str(result.reserved_after), "created_at": result.created_at.isoformat(),
+            "amount": format(result.amount, "f"), "currency": result.currency,
+            "balance_after": format(result.balance_after, "f"), "reserved_after": format(result.reserved_after, "f"),
+            "created_at": result.created_at.isoformat(),
         }
     if isinstance(result, Hold):
         return "hold", {
@@ -236,9 +244,7 @@ def _idempotent(*, team_id: int, idempotency_key: str, operation: str, params: M
                 scope=scope, key=key, operation=operation, params=params, wallet_id=wallet_id
             )
         if replayed:
-            result = _RESULT_MODELS[record.result_type].objects.get(pk=record.result_id)
-            result.replayed = True  # the API answers a replay with ``Idempotent-Replayed: true``
-            return result, record, True
+            return _replay(record), record, True
         result = body() if wallet_id is None else body(locked)
         result.replayed = False
         if isinstance(result, LedgerEntry) and result._state.adding:
@@ -436,9 +442,20 @@ def _write_entry(wallet: Wallet, entry: LedgerEntry, record: IdempotencyRecord) 
     record.result_type, record.result_id, record.response = result_type, str(entry.pk), response
 
 
+def _wallet_frozen(wallet_id: int, status: str) -> WalletFrozen:
+    return WalletFrozen(f"Wallet {wallet_id} is {status}: it accepts no charges, holds or captures.")
+
+
+def _insufficient_funds(wallet_id: int, available: Decimal, amount: Decimal, currency: str) -> InsufficientFunds:
+    return InsufficientFunds(
+        f"Insufficient funds: wallet {wallet_id} has {available} {currency} available, {amount} {currency} needed.",
+        requested=amount, available=available, currency=currency,
+    )
+
+
 def _check_not_frozen(wallet: Wallet) -> None:
     if wallet.status != Wallet.Status.ACTIVE:
-        raise WalletFrozen(f"Wallet {wallet.pk} is {wallet.status}: it accepts no charges, holds or captures.")
+        raise _wallet_frozen(wallet.pk, wallet.status)
 
 
 def _check_not_closed(wallet: Wallet) -> None:
@@ -459,11 +476,7 @@ def _funds_shortfall(wallet: Wallet, billing: BillingSettings, amount: Decimal) 
 def _check_funds(wallet: Wallet, billing: BillingSettings, amount: Decimal) -> None:
     available = _funds_shortfall(wallet, billing, amount)
     if available is not None:
-        raise InsufficientFunds(
-            f"Insufficient funds: wallet {wallet.pk} has {available} {wallet.currency} available, "
-            f"{amount} {wallet.currency} needed.",
-            requested=amount, available=available, currency=wallet.currency,
-        )
+        raise _insufficient_funds(wallet.pk, available, amount, wallet.currency)
 
 
 def _post(wallet: Wallet, *, entry_type: str, amount: Decimal = ZERO, reserved_delta: Decimal = ZERO,
@@ -537,14 +550,19 @@ def _after_debit(wallet: Wallet, billing: BillingSettings, balance_before: Decim
         return
     if balance_before >= threshold > wallet.balance:
         wallet.low_balance_warned = True
-        recipients = billing.notify_email_list
-        if billing.notify_on_warning and recipients:
-            subject, body = _low_balance_message(wallet, threshold)
-            # After commit only: a rolled-back charge must not warn. robust: a mail failure is
-            # logged, it cannot undo a committed charge.
-            transaction.on_commit(
-                lambda: send_mail(subject, body, django_settings.DEFAULT_FROM_EMAIL, recipients), robust=True
-            )
+        _low_balance_warn(wallet, billing, threshold)
+
+
+def _low_balance_warn(wallet: Wallet, billing: BillingSettings, threshold: Decimal) -> None:
+    """Mail the team's notify addresses (if it wants them) that ``wallet`` fell below ``threshold``."""
+    recipients = billing.notify_email_list
+    if billing.notify_on_warning and recipients:
+        subject, body = _low_balance_message(wallet, threshold)
+        # After commit only: a rolled-back charge must not warn. robust: a mail failure is
+        # logged, it cannot undo a committed charge.
+        transaction.on_commit(
+            lambda: send_mail(subject, body, django_settings.DEFAULT_FROM_EMAIL, recipients), robust=True
+        )
 
 
 def _after_credit(wallet: Wallet, billing: BillingSettings) -> None:
@@ -704,10 +722,29 @@ def wallet_charge(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feat
     for postpaid, none for unlimited or without block); spends granted credit first; may send the
     low-balance e-mail after commit. Raises ``InvalidAmount``, ``WalletFrozen``,
     ``InsufficientFunds`` (nothing moved, nothing recorded), ``IdempotencyError``.
+
+    On PostgreSQL one call of the SQL function ``wallets_charge`` (migration 0006) does it all in
+    one statement; elsewhere the same steps run through the ORM (:func:`_charge_in_python`).
     """
     amount = _positive(amount, "amount")
-    params = {"wallet": wallet.pk, "amount": amount, "feature_key": feature_key, "description": description,
-              "reference_type": reference_type, "reference_id": reference_id, "metadata": metadata or {}}
+    charge = _charge_by_function if _single_statement_paths() else _charge_in_python
+    return charge(wallet=wallet, amount=amount, idempotency_key=_check_key(idempotency_key), feature_key=feature_key,
+                  description=description, reference_type=reference_type, reference_id=str(reference_id),
+                  created_by=created_by, metadata=metadata or {})
+
+
+def _charge_params(*, wallet: Wallet, amount: Decimal, feature_key: str, description: str, reference_type: str,
+                   reference_id: str, metadata: dict) -> dict:
+    """What a ``wallet_charge`` key is bound to (its fingerprint's parameters)."""
+    return {"wallet": wallet.pk, "amount": amount, "feature_key": feature_key, "description": description,
+            "reference_type": reference_type, "reference_id": reference_id, "metadata": metadata}
+
+
+def _charge_in_python(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feature_key: str, description: str,
+                      reference_type: str, reference_id: str, created_by, metadata: dict) -> LedgerEntry:
+    """``wallet_charge`` step by step through the ORM: SQLite's path, and the reference for the SQL function."""
+    params = _charge_params(wallet=wallet, amount=amount, feature_key=feature_key, description=description,
+                            reference_type=reference_type, reference_id=reference_id, metadata=metadata)
 
     def body(locked: Wallet) -> LedgerEntry:
         _check_not_frozen(locked)
@@ -721,6 +758,71 @@ def wallet_charge(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feat
 
     return _idempotent(team_id=wallet.team_id, idempotency_key=idempotency_key, operation="wallet_charge",
                        params=params, body=body, wallet_id=wallet.pk)[0]
+
+
+#: ``wallets_charge(...)``, the SQL function of migration 0006: see its docstring for the steps.
+_CHARGE_FUNCTION_SQL = f"SELECT * FROM wallets_charge({', '.join(['%s'] * 18)})"
+#: SQLSTATEs the function raises (RAISE … USING ERRCODE), and what they mean here.
+_CHARGE_FUNCTION_ERRORS = {"WL402": "insufficient_funds", "WL404": "no_wallet", "WL409": "wallet_frozen"}
+
+
+@functools.cache
+def _billing_defaults() -> tuple:
+    """What a team without a ``BillingSettings`` row is charged under: the model's field defaults."""
+    field = BillingSettings._meta.get_field
+    return (str(field("billing_model").get_default()), field("credit_limit").get_default(),
+            str(field("warning_threshold_type").get_default()), field("warning_threshold_value").get_default(),
+            field("block_on_zero_balance").get_default())
+
+
+def _charge_by_function(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feature_key: str, description: str,
+                        reference_type: str, reference_id: str, created_by, metadata: dict) -> LedgerEntry:
+    """``wallet_charge`` on PostgreSQL: one call of ``wallets_charge`` (one statement, one round trip).
+
+    In autocommit mode the statement is the transaction; inside a caller's transaction it runs in a
+    savepoint, so a refusal leaves the caller's transaction usable, as the Python path's nested
+    ``atomic`` does. The function raises with its own SQLSTATEs; they become the same errors, with
+    the same messages, as the Python path's.
+    """
+    params = _charge_params(wallet=wallet, amount=amount, feature_key=feature_key, description=description,
+                            reference_type=reference_type, reference_id=reference_id, metadata=metadata)
+    scope, fingerprint, now = f"team:{wallet.team_id}", request_fingerprint("wallet_charge", params), timezone.now()
+    description = description[:500]
+    args = [
+        wallet.pk, scope, idempotency_key, fingerprint, amount, feature_key, description, reference_type,
+        reference_id, getattr(created_by, "pk", None),
+        LedgerEntry._meta.get_field("metadata").get_db_prep_save(metadata, connection), now, now.isoformat(),
+        *_billing_defaults(),
+    ]
+    try:
+        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+            with connection.cursor() as cursor:
+                cursor.execute(_CHARGE_FUNCTION_SQL, args)
+                replayed, entry_id, before, after, reserved, crossed, notify = cursor.fetchone()
+    except DatabaseError as exc:
+        reason = _CHARGE_FUNCTION_ERRORS.get(getattr(exc.__cause__, "sqlstate", None))
+        if reason == "insufficient_funds":
+            raise _insufficient_funds(wallet.pk, Decimal(exc.__cause__.diag.message_detail), amount,
+                                      wallet.currency) from None
+        if reason == "wallet_frozen":
+            raise _wallet_frozen(wallet.pk, exc.__cause__.diag.message_detail) from None
+        if reason == "no_wallet":
+            raise Wallet.DoesNotExist(f"Wallet {wallet.pk} does not exist.") from None
+        raise
+    if replayed:
+        return _replay(_claimed_record(scope=scope, key=idempotency_key, fingerprint=fingerprint))
+    entry = LedgerEntry(
+        pk=entry_id, wallet_id=wallet.pk, entry_type=Entry.CHARGE, amount=-amount, reserved_delta=ZERO,
+        balance_before=before, balance_after=after, reserved_before=reserved, reserved_after=reserved,
+        currency=wallet.currency, idempotency_key=idempotency_key, reference_type=reference_type,
+        reference_id=reference_id, feature_key=feature_key, description=description, created_by=created_by,
+        created_at=now, metadata=metadata,
+    )
+    entry._state.adding, entry._state.db, entry.replayed = False, connection.alias, False
+    if crossed is not None and notify:  # rare: read what the e-mail says
+        locked = Wallet.objects.select_related("team__billing_settings", "user").get(pk=wallet.pk)
+        _low_balance_warn(locked, billing_settings_get(team=locked.team), crossed)
+    return entry
 
 
 def wallet_refund(*, entry: LedgerEntry, amount: Decimal, idempotency_key: str, description: str = "",
@@ -1037,17 +1139,19 @@ def _parse_items(items: Sequence[Mapping[str, Any]]) -> list[dict]:
 
 
 def _quote(team: Team, billing: BillingSettings, parsed: list[dict], at: dt.datetime) -> Quote:
-    priced = []
+    """Price the parsed items at ``at`` (one catalog query for all of them, ``price_resolve``'s rule)."""
     for i, row in enumerate(parsed):
         if not billing.provider_allowed(row["provider"]):
             raise ProviderNotAllowed(
                 f"provider {row['provider']!r} is not allowed for team {team.slug}", param=f"items[{i}].provider"
             )
-        try:
-            price = price_resolve(team=team, category=row["category"], provider=row["provider"], model=row["model"],
-                                  unit=row["unit"], at=at)
-        except CatalogPriceNotFound as exc:
-            raise PriceNotFound(str(exc), param=f"items[{i}]") from exc
+    items = [(row["category"], row["provider"], row["model"], row["unit"]) for row in parsed]
+    candidates = price_candidates(team=team, items=items, at=at)
+    priced = []
+    for i, (row, item) in enumerate(zip(parsed, items)):
+        price = price_pick(candidates[item], team=team, at=at)
+        if price is None:
+            raise PriceNotFound(str(price_not_found(team=team, item=item, at=at)), param=f"items[{i}]")
         priced.append(QuoteItem(
             category=row["category"], provider=row["provider"], model=row["model"], unit=row["unit"],
             quantity=row["quantity"], unit_price=price.unit_price,
@@ -1127,15 +1231,14 @@ def usage_event_charge(*, team: Team, user, feature_key: str, external_reference
         if event.rejection_code:
             event.status = UsageEvent.Status.REJECTED
         else:
-            occurred_at = event.created_at
-            for position, item in enumerate(priced.items):
-                records[position] = usage_record_create(
-                    team=team, user=user, resource_type=item.category, provider=item.provider, model=item.model,
-                    unit=item.unit, quantity=item.quantity, occurred_at=occurred_at,
-                    idempotency_key=f"usage-event-{event.pk}-{position}", source="charge", cost=item.cost,
-                    currency=item.currency, feature_key=feature_key, external_reference=external_reference_id,
-                    metadata={"usage_event_id": event.pk},
-                )
+            records = usage_records_create(team=team, source="charge", records=[
+                {"user": user, "resource_type": item.category, "provider": item.provider, "model": item.model,
+                 "unit": item.unit, "quantity": item.quantity, "occurred_at": event.created_at,
+                 "idempotency_key": f"usage-event-{event.pk}-{position}", "cost": item.cost,
+                 "currency": item.currency, "feature_key": feature_key, "external_reference": external_reference_id,
+                 "metadata": {"usage_event_id": event.pk}}
+                for position, item in enumerate(priced.items)
+            ])
             if priced.total > 0:
                 event.ledger_entry = _debit(
                     locked, billing, entry_type=Entry.CHARGE, amount=priced.total, idempotency_key=idempotency_key,

@@ -1,8 +1,8 @@
 """The work of one charge is pinned: a change that adds a query to the hot path fails here.
 
-On PostgreSQL a charge is BEGIN, one statement that claims the idempotency key and locks the wallet
-(with its team and billing settings), one that inserts the entry, stores the wallet's totals and
-records the result, and COMMIT. On SQLite the same steps run one ORM statement each.
+On PostgreSQL a charge is one statement, a call of the SQL function ``wallets_charge`` (migration
+0006), wrapped in a savepoint when the caller has a transaction open (as these tests do). On SQLite
+the same steps run one ORM statement each.
 """
 
 from __future__ import annotations
@@ -23,14 +23,19 @@ pytestmark = pytest.mark.django_db
 
 D = Decimal
 
-#: BEGIN, claim + lock, entry + totals + record, COMMIT.
-POSTGRES_QUERIES_PER_CHARGE = 4
-#: BEGIN (savepoint-free atomic), claim, lock, entry, wallet, record, COMMIT.
+#: SAVEPOINT, SELECT wallets_charge(…), RELEASE SAVEPOINT (in autocommit: the SELECT alone).
+POSTGRES_QUERIES_PER_CHARGE = 3
+#: SAVEPOINT, claim, lock, entry, wallet, record, RELEASE SAVEPOINT.
 SQLITE_QUERIES_PER_CHARGE = 7
 
 
 def _queries_per_charge() -> int:
     return POSTGRES_QUERIES_PER_CHARGE if connection.vendor == "postgresql" else SQLITE_QUERIES_PER_CHARGE
+
+
+def _queries_per_granted_lot_spent() -> int:
+    """Inside the function on PostgreSQL; read the lots and update the one spent elsewhere."""
+    return 0 if connection.vendor == "postgresql" else 2
 
 
 def _charge(wallet, amount="1", key=None):
@@ -84,7 +89,7 @@ def test_wallet_charge_records_the_result_it_replays(wallet, top_up):
     assert replayed.pk == entry.pk
     assert LedgerEntry.objects.filter(wallet=wallet, entry_type="charge").count() == 1
     assert Wallet.objects.get(pk=wallet.pk).balance == D("7.5")
-    # BEGIN, the claim (with the lock on PostgreSQL), the stored record, the entry, COMMIT
+    # the charge's statements, less those that write, plus reading the stored record and the entry
     assert len(replay_queries) == 5, [q["sql"][:80] for q in replay_queries]
 
 
@@ -97,8 +102,9 @@ def test_wallet_charge_spending_grants_adds_the_lots_queries_only(wallet, top_up
     # when a charge spends part of the lot
     _, queries = _charge(wallet, "2")
 
-    # then two more queries (read the lots, update the one spent), and the lot is down by 2
-    assert len(queries) == _queries_per_charge() + 2
+    # then no more statements on PostgreSQL (two elsewhere: read the lots, update the one spent), and
+    # the lot is down by 2
+    assert len(queries) == _queries_per_charge() + _queries_per_granted_lot_spent()
     wallet.refresh_from_db()
     assert wallet.granted_balance == D(1) and wallet.balance == D(11)
     assert all(check.ok for check in ledger_verify())
@@ -119,3 +125,43 @@ def test_wallet_charge_crossing_the_threshold_mails_once_after_commit(team, wall
     # then one e-mail, and the wallet remembers it warned
     assert len(mail.outbox) == 1
     assert Wallet.objects.get(pk=wallet.pk).low_balance_warned is True
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_wallet_charge_in_autocommit_is_one_statement_on_postgresql(wallet, top_up):
+    # given a funded wallet and no transaction open (a service or API worker calling the service)
+    wallet = top_up(wallet, "10")
+    assert not connection.in_atomic_block
+
+    # when it is charged
+    entry, queries = _charge(wallet, "4")
+
+    # then one statement did it all: no BEGIN, no COMMIT, nothing after; and it is committed
+    assert len(queries) == 1 and queries[0]["sql"].startswith("SELECT * FROM wallets_charge(")
+    assert entry.balance_after == D(6)
+    assert Wallet.objects.get(pk=wallet.pk).balance == D(6)
+    assert all(check.ok for check in ledger_verify())
+
+
+def test_usage_event_charge_takes_as_many_queries_for_four_items_as_for_one(team, wallet, top_up, catalog):
+    # given a funded team wallet and the demo catalog
+    from tests.wallets.conftest import CALL_ITEMS
+
+    top_up(wallet, "10")
+
+    def charge(items):
+        with CaptureQueriesContext(connection) as queries:
+            event = services.usage_event_charge(team=team, user=None, feature_key="call", external_reference_id="",
+                                                idempotency_key=new_key("event"), items=items)
+        return event, queries
+
+    # when one call is charged with one item, then another with the four of the issue's example
+    one, one_queries = charge(CALL_ITEMS[:1])
+    four, four_queries = charge(CALL_ITEMS)
+
+    # then the items are priced with one catalog query and recorded with one insert: the count does
+    # not grow with the items, and the four-item call costs the issue's 0.037 USD
+    assert len(four_queries) == len(one_queries), [q["sql"][:60] for q in four_queries]
+    assert four.total == D("0.037") and four.status == "charged"
+    assert four.items.count() == 4 and all(item.usage_record_id for item in four.items.all())
