@@ -83,14 +83,19 @@ def price_candidates(*, team: Team | None, items: Iterable[PriceItem],
     candidates: dict[PriceItem, list[Price]] = {item: [] for item in items}
     if not items:
         return candidates
-    wanted = Q()
-    for category, provider, model, unit in items:
-        wanted |= Q(category=category, provider=provider, model=model, unit=unit)
-    rows = Price.objects.filter(wanted).filter(Q(team__isnull=True) | Q(team=team))
+    # One IN per column (a short query to compile), then the exact items are kept: the cross
+    # product of a few categories, providers, models and units adds at most a few catalog rows.
+    category, provider, model, unit = (sorted(set(column)) for column in zip(*items))
+    rows = Price.objects.filter(
+        Q(team__isnull=True) | Q(team=team), category__in=category, provider__in=provider, model__in=model,
+        unit__in=unit,
+    )
     if at is not None:
         rows = rows.filter(Q(valid_to__isnull=True) | Q(valid_to__gt=at), valid_from__lte=at)
     for price in rows:
-        candidates[(price.category, price.provider, price.model, price.unit)].append(price)
+        item = (price.category, price.provider, price.model, price.unit)
+        if item in candidates:
+            candidates[item].append(price)
     return candidates
 
 
