@@ -85,6 +85,28 @@ def quantize_metered(amount: Decimal) -> Decimal:
     return _check_decimal(amount, "amount").quantize(METERED_QUANTUM, rounding=ROUNDING)
 
 
+def percent_of(amount: Decimal, percent: Decimal) -> Decimal:
+    """``amount × percent / 100``, computed exactly and quantized once to 12 decimal places.
+
+    Args:
+        amount: a metered amount (12 decimal places, up to 30 digits) in some currency.
+        percent: a percentage, e.g. ``Decimal(10)`` for 10 %.
+
+    Returns:
+        The share in ``amount``'s currency, rounded with ``ROUNDING`` only at the end (Decimal's
+        default 28 digits would round the product first for large amounts; PostgreSQL's
+        ``round(amount * percent / 100, 12)`` does not, and both must agree).
+
+    Raises:
+        TypeError: a float.
+    """
+    amount = _check_decimal(amount, "amount")
+    percent = _check_decimal(percent, "percent")
+    with localcontext() as context:
+        context.prec = 2 * METERED_MAX_DIGITS + METERED_DECIMAL_PLACES
+        return (amount * percent / 100).quantize(METERED_QUANTUM, rounding=ROUNDING)
+
+
 def unit_price_of(amount: Decimal, quantity: Decimal) -> Decimal:
     """The average unit price of a metered ``amount`` for ``quantity`` units: ``amount / quantity``.
 

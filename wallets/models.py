@@ -19,7 +19,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
-from billing_site.money import quantize_metered
+from billing_site.money import percent_of
 from chargeback.models import CurrencyField, MeteredAmountField, Team
 
 from .errors import LedgerImmutable
@@ -176,7 +176,7 @@ class BillingSettings(models.Model):
             return self.warning_threshold_value
         if not last_top_up_amount:
             return None
-        return quantize_metered(last_top_up_amount * self.warning_threshold_value / 100)
+        return percent_of(last_top_up_amount, self.warning_threshold_value)
 
 
 class Wallet(models.Model):

@@ -729,19 +729,19 @@ def wallet_charge(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feat
     amount = _positive(amount, "amount")
     charge = _charge_by_function if _single_statement_paths() else _charge_in_python
     return charge(wallet=wallet, amount=amount, idempotency_key=_check_key(idempotency_key), feature_key=feature_key,
-                  description=description, reference_type=reference_type, reference_id=str(reference_id),
+                  description=description, reference_type=reference_type, reference_id=reference_id,
                   created_by=created_by, metadata=metadata or {})
 
 
 def _charge_params(*, wallet: Wallet, amount: Decimal, feature_key: str, description: str, reference_type: str,
-                   reference_id: str, metadata: dict) -> dict:
-    """What a ``wallet_charge`` key is bound to (its fingerprint's parameters)."""
+                   reference_id: object, metadata: dict) -> dict:
+    """What a ``wallet_charge`` key is bound to (its fingerprint's parameters, ``reference_id`` as given)."""
     return {"wallet": wallet.pk, "amount": amount, "feature_key": feature_key, "description": description,
             "reference_type": reference_type, "reference_id": reference_id, "metadata": metadata}
 
 
 def _charge_in_python(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feature_key: str, description: str,
-                      reference_type: str, reference_id: str, created_by, metadata: dict) -> LedgerEntry:
+                      reference_type: str, reference_id: object, created_by, metadata: dict) -> LedgerEntry:
     """``wallet_charge`` step by step through the ORM: SQLite's path, and the reference for the SQL function."""
     params = _charge_params(wallet=wallet, amount=amount, feature_key=feature_key, description=description,
                             reference_type=reference_type, reference_id=reference_id, metadata=metadata)
@@ -776,7 +776,7 @@ def _billing_defaults() -> tuple:
 
 
 def _charge_by_function(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feature_key: str, description: str,
-                        reference_type: str, reference_id: str, created_by, metadata: dict) -> LedgerEntry:
+                        reference_type: str, reference_id: object, created_by, metadata: dict) -> LedgerEntry:
     """``wallet_charge`` on PostgreSQL: one call of ``wallets_charge`` (one statement, one round trip).
 
     In autocommit mode the statement is the transaction; inside a caller's transaction it runs in a
@@ -787,7 +787,7 @@ def _charge_by_function(*, wallet: Wallet, amount: Decimal, idempotency_key: str
     params = _charge_params(wallet=wallet, amount=amount, feature_key=feature_key, description=description,
                             reference_type=reference_type, reference_id=reference_id, metadata=metadata)
     scope, fingerprint, now = f"team:{wallet.team_id}", request_fingerprint("wallet_charge", params), timezone.now()
-    description = description[:500]
+    description, reference_id = description[:500], str(reference_id)  # as _post stores them
     args = [
         wallet.pk, scope, idempotency_key, fingerprint, amount, feature_key, description, reference_type,
         reference_id, getattr(created_by, "pk", None),
@@ -819,9 +819,11 @@ def _charge_by_function(*, wallet: Wallet, amount: Decimal, idempotency_key: str
         created_at=now, metadata=metadata,
     )
     entry._state.adding, entry._state.db, entry.replayed = False, connection.alias, False
-    if crossed is not None and notify:  # rare: read what the e-mail says
-        locked = Wallet.objects.select_related("team__billing_settings", "user").get(pk=wallet.pk)
-        _low_balance_warn(locked, billing_settings_get(team=locked.team), crossed)
+    if crossed is not None and notify:  # rare: read the team and its addresses for the e-mail
+        current = Wallet.objects.select_related("team__billing_settings", "user").get(pk=wallet.pk)
+        # The e-mail states the figures this charge left, not those of a charge committed since.
+        current.balance, current.reserved = after, reserved
+        _low_balance_warn(current, billing_settings_get(team=current.team), crossed)
     return entry
 
 
@@ -1140,15 +1142,14 @@ def _parse_items(items: Sequence[Mapping[str, Any]]) -> list[dict]:
 
 def _quote(team: Team, billing: BillingSettings, parsed: list[dict], at: dt.datetime) -> Quote:
     """Price the parsed items at ``at`` (one catalog query for all of them, ``price_resolve``'s rule)."""
-    for i, row in enumerate(parsed):
-        if not billing.provider_allowed(row["provider"]):
-            raise ProviderNotAllowed(
-                f"provider {row['provider']!r} is not allowed for team {team.slug}", param=f"items[{i}].provider"
-            )
     items = [(row["category"], row["provider"], row["model"], row["unit"]) for row in parsed]
     candidates = price_candidates(team=team, items=items, at=at)
     priced = []
     for i, (row, item) in enumerate(zip(parsed, items)):
+        if not billing.provider_allowed(row["provider"]):
+            raise ProviderNotAllowed(
+                f"provider {row['provider']!r} is not allowed for team {team.slug}", param=f"items[{i}].provider"
+            )
         price = price_pick(candidates[item], team=team, at=at)
         if price is None:
             raise PriceNotFound(str(price_not_found(team=team, item=item, at=at)), param=f"items[{i}]")

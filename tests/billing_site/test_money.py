@@ -12,6 +12,7 @@ from billing_site.money import (
     currency_exponent,
     format_amount,
     minor_unit,
+    percent_of,
     round_preserving_sum,
     split,
     split_evenly,
@@ -106,3 +107,14 @@ def test_unit_price_of_refuses_no_quantity_and_floats():
         unit_price_of(Decimal("1"), Decimal("0"))
     with pytest.raises(TypeError):
         unit_price_of(0.5, Decimal("1"))
+
+
+def test_percent_of_rounds_once_at_twelve_places_even_for_amounts_beyond_28_digits():
+    # given a 15-digit top-up with 12 decimal places and a 12-place percentage: the product has 41
+    # digits, more than Decimal's default context keeps
+    top_up, percent = Decimal("522543169273883.776354259453"), Decimal("94.338570904412")
+    # when the share is taken, then it is the exact value rounded half-up once (as PostgreSQL's
+    # round(top_up * percent / 100, 12) gives it), not a value rounded twice
+    assert percent_of(top_up, percent) == Decimal("492959758251604.466167924241")
+    assert percent_of(Decimal("0.07"), Decimal("33.333333")) == Decimal("0.023333333100")
+    assert percent_of(Decimal("0.000000000001"), Decimal(50)) == Decimal("0.000000000001")  # half up
