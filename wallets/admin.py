@@ -381,13 +381,17 @@ class UsageEventItemInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularI
 
 @admin.register(UsageEvent)
 class UsageEventAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["pk", "created_at", "team", "user", "feature_key", "status", "rejection_code", "total", "currency"]
+    list_display = ["pk", "created_at", "team", "user", "feature_key", "status", "rejection_code", "total_display"]
     list_filter = ["status", "rejection_code", "currency"]
     search_fields = ["idempotency_key", "external_reference_id", "feature_key", "team__name"]
     date_hierarchy = "created_at"
     list_select_related = ["team", "user"]
     show_full_result_count = False
     inlines = [UsageEventItemInline]
+
+    @admin.display(description="Total", ordering="total")
+    def total_display(self, obj):
+        return format_metered(obj.total, obj.currency)
 
 
 @admin.register(IdempotencyRecord)

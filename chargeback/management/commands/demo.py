@@ -3,7 +3,7 @@
 Creates a development admin user (its name and password are printed), the demo price catalog,
 a few teams with members, a realistic FOCUS 1.0 cost file from the deterministic generator (or
 imports the FOCUS file given with ``--focus``), AI usage priced from the catalog, the allocation
-rules, and then runs the month-end billing run for the demo month. Running it again changes
+rules, prepaid and postpaid wallets with today's charges, and then runs the month-end billing run for the demo month. Running it again changes
 nothing but the admin password: every step is idempotent.
 """
 
@@ -68,6 +68,14 @@ DEMO_TEAMS = {
     "platform": ("Platform Engineering", "CC-9000"),
 }
 
+#: The issue's example call (0.037 USD with the demo catalog), charged to prepaid wallets.
+DEMO_CALL_ITEMS = [
+    {"category": "stt", "provider": "openai", "model": "whisper-1", "unit": "second", "quantity": Decimal(60)},
+    {"category": "llm", "provider": "openai", "model": "gpt-4", "unit": "token", "quantity": Decimal(500)},
+    {"category": "tts", "provider": "openai", "model": "tts-1", "unit": "character", "quantity": Decimal(200)},
+    {"category": "telephony", "provider": "twilio", "model": "voice", "unit": "minute", "quantity": Decimal(1)},
+]
+
 DEMO_MEMBERS = {
     "support": ["ana", "ben"],
     "search": ["chloe", "dev"],
@@ -103,6 +111,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc), returncode=2) from exc
         self._teams_and_ai_usage(billing_period)
         self._rules()
+        self._wallets()
         if not options["no_billing_run"]:
             self.stdout.write(self.style.MIGRATE_HEADING(f"Month-end billing run for {billing_period}"))
             call_command("billing_run", "--period", billing_period.label, stdout=self.stdout, stderr=self.stderr)
@@ -181,6 +190,83 @@ class Command(BaseCommand):
                     )
                     count += 1
         self.stdout.write(f"AI usage: {count} records priced from the catalog")
+
+    def _wallets(self) -> None:
+        """Prepaid credit in use: a team wallet, per-user wallets, a postpaid team and a low balance.
+
+        Through the wallet services only, with fixed idempotency keys. The charges are today's (they
+        do not touch the demo month's invoices); a second run finds the wallets and adds nothing.
+        """
+        from wallets import services as wallets
+        from wallets.errors import InsufficientFunds
+        from wallets.models import LedgerEntry, UsageEvent, Wallet
+
+        slugs = ["support", "search", "ml-platform", "checkout"]
+        if Wallet.objects.filter(team__slug__in=slugs).exists():
+            self.stdout.write("Wallets: already loaded")
+            return
+        teams = {t.slug: t for t in Team.objects.filter(slug__in=slugs)}
+        members = {slug: list(get_user_model().objects.filter(team_memberships__team=teams[slug]).order_by("username"))
+                   for slug in ("support", "search")}
+        rng = random.Random(11)
+        rejected = 0
+
+        def charge(team, user, feature_key, n, items):
+            nonlocal rejected
+            try:
+                wallets.usage_event_charge(team=team, user=user, feature_key=feature_key,
+                                           external_reference_id=f"{feature_key}-{n:04d}",
+                                           idempotency_key=f"demo-{team.slug}-{feature_key}-{n}", items=items)
+            except InsufficientFunds:
+                rejected += 1  # recorded as a rejected usage event, with its reason
+
+        # Customer Support: one team wallet, a purchase, pilot credits (spent first), calls, a hold.
+        support = teams["support"]
+        wallets.billing_settings_update(team=support, billing_model="prepaid_team", warning_threshold_type="absolute",
+                                        warning_threshold_value=Decimal(25))
+        wallet = wallets.wallet_open(team=support)
+        wallets.wallet_top_up(wallet=wallet, amount=Decimal(200), idempotency_key="demo-support-top-up-1",
+                              reference_id="PO-2026-118", description="Purchase order PO-2026-118")
+        wallets.wallet_grant(wallet=wallet, amount=Decimal(5), idempotency_key="demo-support-grant-1",
+                             expires_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC), description="Voice pilot credits")
+        for n in range(120):
+            charge(support, rng.choice(members["support"]), "voice-assistant", n, DEMO_CALL_ITEMS)
+        wallets.wallet_hold(wallet=wallet, amount=Decimal(15), idempotency_key="demo-support-hold-1",
+                            description="Nightly transcription batch")
+
+        # Search: a wallet per member; dev's small top-up runs out and later calls are refused.
+        search = teams["search"]
+        wallets.billing_settings_update(team=search, billing_model="prepaid_user")
+        for user, amount in zip(members["search"], (Decimal(25), Decimal(5))):
+            user_wallet = wallets.wallet_open(team=search, user=user)
+            wallets.wallet_top_up(wallet=user_wallet, amount=amount, idempotency_key=f"demo-search-top-up-{user.username}")
+            for n in range(30):
+                tokens = Decimal(rng.randint(2000, 20000))
+                charge(search, user, f"query-rewrite-{user.username}", n,
+                       [{"category": "llm", "provider": "openai", "model": "gpt-4", "unit": "token", "quantity": tokens}])
+
+        # ML Platform: postpaid, spends on credit up to its limit and settles by invoice.
+        ml = teams["ml-platform"]
+        wallets.billing_settings_update(team=ml, billing_model="postpaid", credit_limit=Decimal(2000))
+        wallets.wallet_open(team=ml)
+        for n in range(40):
+            seconds = Decimal(rng.randint(600, 7200))
+            charge(ml, None, "fine-tuning", n,
+                   [{"category": "gpu", "provider": "internal", "model": "a100", "unit": "second", "quantity": seconds}])
+
+        # Checkout: below its warning threshold (50 % of the last top-up) — on the dashboard.
+        checkout = teams["checkout"]
+        wallets.billing_settings_update(team=checkout, billing_model="prepaid_team", warning_threshold_value=Decimal(50))
+        wallet = wallets.wallet_open(team=checkout)
+        wallets.wallet_top_up(wallet=wallet, amount=Decimal(5), idempotency_key="demo-checkout-top-up-1")
+        for n in range(220):
+            charge(checkout, None, "fraud-check", n, DEMO_CALL_ITEMS[1:2])  # 500 gpt-4 tokens: 0.015 USD
+
+        self.stdout.write(
+            f"Wallets: {Wallet.objects.count()} wallets, {LedgerEntry.objects.count()} ledger entries, "
+            f"{UsageEvent.objects.filter(status=UsageEvent.Status.CHARGED).count()} charged usage events, "
+            f"{rejected} refused for insufficient funds (kept as rejected events)"
+        )
 
     def _rules(self) -> None:
         """Shared costs: the untagged pool by usage, the platform team's costs by fixed shares."""
