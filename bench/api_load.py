@@ -29,7 +29,6 @@ import http.client
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -51,18 +50,6 @@ BATCHES, BATCH_SIZE, BATCH_THREADS = 30, 1000, 2
 CHARGES, CHARGE_THREADS = 1000, 4
 READS = 400
 
-CATALOG = [
-    ("stt", "openai", "whisper-1", "second", Decimal("0.0001")),
-    ("llm", "openai", "gpt-4", "token", Decimal("0.00003")),
-    ("tts", "openai", "tts-1", "character", Decimal("0.000015")),
-    ("telephony", "twilio", "voice", "minute", Decimal("0.013")),
-]
-CALL_ITEMS = [
-    {"category": "stt", "provider": "openai", "model": "whisper-1", "unit": "second", "quantity": "60"},
-    {"category": "llm", "provider": "openai", "model": "gpt-4", "unit": "token", "quantity": "500"},
-    {"category": "tts", "provider": "openai", "model": "tts-1", "unit": "character", "quantity": "200"},
-    {"category": "telephony", "provider": "twilio", "model": "voice", "unit": "minute", "quantity": "1"},
-]
 
 
 def load() -> dict:
@@ -74,6 +61,7 @@ def load() -> dict:
     from django.utils import timezone
     from rest_framework.authtoken.models import Token
 
+    from chargeback.management.commands.demo import ISSUE_PRICES
     from chargeback.models import Price, Team, TeamMembership
     from chargeback.services import api_key_create
     from wallets import services
@@ -81,7 +69,7 @@ def load() -> dict:
     t0 = time.perf_counter()
     valid_from = timezone.make_aware(dt.datetime(2024, 1, 1))
     Price.objects.bulk_create([Price(category=c, provider=p, model=m, unit=u, unit_price=price, currency="USD",
-                                     valid_from=valid_from) for c, p, m, u, price in CATALOG])
+                                     valid_from=valid_from) for c, p, m, u, price in ISSUE_PRICES])
     Team.objects.bulk_create([Team(name=f"Team {i}", slug=f"team-{i}", currency="USD") for i in range(TEAMS)])
     teams = list(Team.objects.order_by("pk"))
     keys, wallets = [], []
@@ -213,6 +201,9 @@ def summary(statuses: list[int]) -> str:
 
 def main() -> None:
     url = bench_database(BENCH_DB)
+    from chargeback.management.commands.demo import DEMO_CALL_ITEMS
+
+    call_items = [{**item, "quantity": str(item["quantity"])} for item in DEMO_CALL_ITEMS]  # as JSON sends it
     print(f"API load benchmark on database {BENCH_DB}: {machine_facts()}")
     data = load()
     from django.db import connections
@@ -242,7 +233,7 @@ def main() -> None:
         def charge(i):
             team = i % len(data["keys"])
             return request("POST", "/api/v1/charges/", f"Api-Key {data['keys'][team]}",
-                           {"feature_key": "call", "items": CALL_ITEMS}, {"Idempotency-Key": f"charge-{i}"})
+                           {"feature_key": "call", "items": call_items}, {"Idempotency-Key": f"charge-{i}"})
 
         wall, lat, statuses = run_threads(CHARGE_THREADS, list(range(CHARGES)), charge)
         print(f"POST charges/ (distinct wallets, {CHARGE_THREADS} threads): {CHARGES / wall:,.0f} requests/s, "

@@ -50,6 +50,37 @@ class DocumentAmountsMixin:
         return format_amount(obj.total, obj.currency)
 
 
+def _pdf_response(document, filename: str):
+    return FileResponse(document.pdf.open("rb"), as_attachment=True, filename=filename,
+                        content_type="application/pdf")
+
+
+class DocumentPdfMixin:
+    """The stored PDF of an invoice or a credit note: its link in lists and forms, and its download.
+
+    The download view is routed by the admin as ``admin:invoices_<model>_pdf``.
+    """
+
+    #: The 404's message for a document whose PDF is not rendered yet.
+    pdf_missing_message = "This document has no PDF yet."
+
+    @admin.display(description="PDF")
+    def pdf_link(self, obj):
+        if not obj.pdf:
+            return "—"
+        url = reverse(f"admin:invoices_{obj._meta.model_name}_pdf", args=[obj.pk])
+        return format_html('<a href="{}" class="pdf-download">PDF</a>', url)
+
+    def pdf_view(self, request, pk):
+        """The stored PDF as a download, for staff who may view the document."""
+        document = get_object_or_404(self.model, pk=pk)
+        if not self.has_view_permission(request, document):
+            raise Http404
+        if not document.pdf:
+            raise Http404(self.pdf_missing_message)
+        return _pdf_response(document, f"{document.display_number}.pdf")
+
+
 class InvoiceLineInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
     """The lines, read-only: drafts are rewritten by the billing run, issued invoices never change."""
 
@@ -79,7 +110,8 @@ class InvoiceLineInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInli
         return super().get_queryset(request).select_related("invoice")
 
 
-class CreditNoteInline(DocumentAmountsMixin, BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
+class CreditNoteInline(DocumentPdfMixin, DocumentAmountsMixin, BillingAdminMixin, ReadOnlyAdminMixin,
+                       admin.TabularInline):
     model = CreditNote
     fields = ["number_link", "issue_date", "reason", "total_display", "pdf_link"]
     readonly_fields = fields
@@ -90,11 +122,6 @@ class CreditNoteInline(DocumentAmountsMixin, BillingAdminMixin, ReadOnlyAdminMix
         return format_html('<a href="{}">{}</a>', reverse("admin:invoices_creditnote_change", args=[obj.pk]),
                            obj.display_number)
 
-    @admin.display(description="PDF")
-    def pdf_link(self, obj):
-        if not obj.pdf:
-            return "—"
-        return format_html('<a href="{}">PDF</a>', reverse("admin:invoices_creditnote_pdf", args=[obj.pk]))
 
 
 class OverdueFilter(admin.SimpleListFilter):
@@ -114,11 +141,6 @@ class OverdueFilter(admin.SimpleListFilter):
         return queryset
 
 
-def _pdf_response(document, filename: str):
-    return FileResponse(document.pdf.open("rb"), as_attachment=True, filename=filename,
-                        content_type="application/pdf")
-
-
 #: The lifecycle moves offered as actions: (action name, label, permission codename, needs a form).
 LIFECYCLE = {
     "issue": ("Issue", "issue", None),
@@ -129,7 +151,8 @@ LIFECYCLE = {
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(DocumentAmountsMixin, BillingAdminMixin, admin.ModelAdmin):
+class InvoiceAdmin(DocumentPdfMixin, DocumentAmountsMixin, BillingAdminMixin, admin.ModelAdmin):
+    pdf_missing_message = "This invoice has no PDF yet; run the billing run."
     list_display = ["__str__", "team", "period_start", "status", "total_display", "amount_due_display", "due_date",
                     "pdf_link"]
     list_filter = ["status", OverdueFilter, "team", "period_start", "kind", "currency"]
@@ -227,15 +250,6 @@ class InvoiceAdmin(DocumentAmountsMixin, BillingAdminMixin, admin.ModelAdmin):
             path("lifecycle/<str:move>/", view(self.lifecycle_view), name="invoices_invoice_lifecycle"),
         ] + super().get_urls()
 
-    def pdf_view(self, request, pk):
-        """The stored PDF as a download, for staff who may view the invoice."""
-        invoice = get_object_or_404(Invoice, pk=pk)
-        if not self.has_view_permission(request, invoice):
-            raise Http404
-        if not invoice.pdf:
-            raise Http404("This invoice has no PDF yet; run the billing run.")
-        return _pdf_response(invoice, f"{invoice.display_number}.pdf")
-
     def lifecycle_view(self, request, move):
         """Confirm a lifecycle move for the chosen invoices (with its form), then apply it to each.
 
@@ -327,12 +341,6 @@ class InvoiceAdmin(DocumentAmountsMixin, BillingAdminMixin, admin.ModelAdmin):
     def amount_due_display(self, obj):
         return format_amount(obj.amount_due, obj.currency)
 
-    @admin.display(description="PDF")
-    def pdf_link(self, obj):
-        if not obj.pdf:
-            return "—"
-        return format_html('<a href="{}" class="pdf-download">PDF</a>',
-                           reverse("admin:invoices_invoice_pdf", args=[obj.pk]))
 
 
 class CreditNoteLineInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
@@ -350,8 +358,10 @@ class CreditNoteLineInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularI
 
 
 @admin.register(CreditNote)
-class CreditNoteAdmin(DocumentAmountsMixin, BillingAdminMixin, admin.ModelAdmin):
+class CreditNoteAdmin(DocumentPdfMixin, DocumentAmountsMixin, BillingAdminMixin, admin.ModelAdmin):
     """Credit notes are issued from their invoice ("Cancel…" or the API) and never change."""
+
+    pdf_missing_message = "This credit note has no PDF yet."
 
     list_display = ["__str__", "invoice", "issue_date", "reason", "total_display", "pdf_link"]
     list_filter = ["reason", "issue_date", "currency"]
@@ -376,16 +386,3 @@ class CreditNoteAdmin(DocumentAmountsMixin, BillingAdminMixin, admin.ModelAdmin)
             path("<int:pk>/pdf/", self.admin_site.admin_view(self.pdf_view), name="invoices_creditnote_pdf"),
         ] + super().get_urls()
 
-    def pdf_view(self, request, pk):
-        note = get_object_or_404(CreditNote, pk=pk)
-        if not self.has_view_permission(request, note):
-            raise Http404
-        if not note.pdf:
-            raise Http404("This credit note has no PDF yet.")
-        return _pdf_response(note, f"{note.display_number}.pdf")
-
-    @admin.display(description="PDF")
-    def pdf_link(self, obj):
-        if not obj.pdf:
-            return "—"
-        return format_html('<a href="{}">PDF</a>', reverse("admin:invoices_creditnote_pdf", args=[obj.pk]))

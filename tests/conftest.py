@@ -7,6 +7,7 @@ a PostgreSQL server that answers: in CI nothing is skipped for want of PostgreSQ
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -64,6 +65,19 @@ def _test_settings(tmp_path, settings):
     """
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def catalog(db):
+    """The catalog of issue 3's example (``ISSUE_PRICES``, USD), valid since 2024-01-01."""
+    from chargeback.management.commands.demo import ISSUE_PRICES
+    from tests.factories import PriceFactory
+
+    valid_from = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    return [
+        PriceFactory(category=c, provider=p, model=m, unit=u, unit_price=price, currency="USD", valid_from=valid_from)
+        for c, p, m, u, price in ISSUE_PRICES
+    ]
 
 
 @pytest.fixture

@@ -762,8 +762,10 @@ def _charge_in_python(*, wallet: Wallet, amount: Decimal, idempotency_key: str, 
 
 #: ``wallets_charge(...)``, the SQL function of migration 0006: see its docstring for the steps.
 _CHARGE_FUNCTION_SQL = f"SELECT * FROM wallets_charge({', '.join(['%s'] * 18)})"
-#: SQLSTATEs the function raises (RAISE … USING ERRCODE), and what they mean here.
-_CHARGE_FUNCTION_ERRORS = {"WL402": "insufficient_funds", "WL404": "no_wallet", "WL409": "wallet_frozen"}
+#: SQLSTATEs the function raises (RAISE … USING ERRCODE; DETAIL carries the figure named).
+SQLSTATE_INSUFFICIENT_FUNDS = "WL402"  # DETAIL: the available credit
+SQLSTATE_NO_WALLET = "WL404"
+SQLSTATE_WALLET_NOT_ACTIVE = "WL409"  # DETAIL: the wallet's status
 
 
 @functools.cache
@@ -800,13 +802,13 @@ def _charge_by_function(*, wallet: Wallet, amount: Decimal, idempotency_key: str
                 cursor.execute(_CHARGE_FUNCTION_SQL, args)
                 replayed, entry_id, before, after, reserved, crossed, notify = cursor.fetchone()
     except DatabaseError as exc:
-        reason = _CHARGE_FUNCTION_ERRORS.get(getattr(exc.__cause__, "sqlstate", None))
-        if reason == "insufficient_funds":
-            raise _insufficient_funds(wallet.pk, Decimal(exc.__cause__.diag.message_detail), amount,
-                                      wallet.currency) from None
-        if reason == "wallet_frozen":
+        sqlstate = getattr(exc.__cause__, "sqlstate", None)
+        if sqlstate == SQLSTATE_INSUFFICIENT_FUNDS:
+            available = Decimal(exc.__cause__.diag.message_detail)
+            raise _insufficient_funds(wallet.pk, available, amount, wallet.currency) from None
+        if sqlstate == SQLSTATE_WALLET_NOT_ACTIVE:
             raise _wallet_frozen(wallet.pk, exc.__cause__.diag.message_detail) from None
-        if reason == "no_wallet":
+        if sqlstate == SQLSTATE_NO_WALLET:
             raise Wallet.DoesNotExist(f"Wallet {wallet.pk} does not exist.") from None
         raise
     if replayed:

@@ -7,39 +7,25 @@ Balances are built through the wallet services.
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Group
 from django.core.cache import cache
-from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from chargeback.management.commands.demo import DEMO_CALL_ITEMS
 from chargeback.models import TeamMembership
 from chargeback.services import api_key_create
-from tests.factories import PriceFactory, TeamFactory, TeamMembershipFactory, UserFactory
+from tests.factories import TeamFactory, TeamMembershipFactory, UserFactory
 from wallets import services as wallet_services
 
 _keys = itertools.count(1)
 
-#: The demo catalog (USD): category, provider, model, unit, unit price.
-CATALOG = [
-    ("stt", "openai", "whisper-1", "second", Decimal("0.0001")),
-    ("llm", "openai", "gpt-4", "token", Decimal("0.00003")),
-    ("tts", "openai", "tts-1", "character", Decimal("0.000015")),
-    ("telephony", "twilio", "voice", "minute", Decimal("0.013")),
-]
-
-#: One call: 0.006 + 0.015 + 0.003 + 0.013 = 0.037 USD.
-CALL_ITEMS = [
-    {"category": "stt", "provider": "openai", "model": "whisper-1", "unit": "second", "quantity": "60"},
-    {"category": "llm", "provider": "openai", "model": "gpt-4", "unit": "token", "quantity": "500"},
-    {"category": "tts", "provider": "openai", "model": "tts-1", "unit": "character", "quantity": "200"},
-    {"category": "telephony", "provider": "twilio", "model": "voice", "unit": "minute", "quantity": "1"},
-]
+#: One call, as JSON sends it: 0.006 + 0.015 + 0.003 + 0.013 = 0.037 USD (the ``catalog`` fixture).
+CALL_ITEMS = [{**item, "quantity": str(item["quantity"])} for item in DEMO_CALL_ITEMS]
 
 
 def new_key(prefix: str = "key") -> str:
@@ -53,15 +39,6 @@ def _api_settings(settings):
     settings.API_THROTTLE_RATES = {"principal": "100000/min", "money": "100000/min"}
     yield
     cache.clear()
-
-
-@pytest.fixture
-def catalog(db):
-    valid_from = timezone.make_aware(dt.datetime(2024, 1, 1))
-    return [
-        PriceFactory(category=c, provider=p, model=m, unit=u, unit_price=price, currency="USD", valid_from=valid_from)
-        for c, p, m, u, price in CATALOG
-    ]
 
 
 @pytest.fixture

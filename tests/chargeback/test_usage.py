@@ -17,20 +17,10 @@ pytestmark = pytest.mark.django_db
 UTC = dt.timezone.utc
 SEPT = dt.datetime(2024, 9, 15, 12, 0, tzinfo=UTC)
 
-#: The demo catalog of the issue.
-DEMO_CATALOG = [
-    ("stt", "openai", "whisper-1", "second", "0.0001"),
-    ("llm", "openai", "gpt-4", "token", "0.00003"),
-    ("tts", "openai", "tts-1", "character", "0.000015"),
-    ("telephony", "twilio", "voice", "minute", "0.013"),
-]
-
-
 @pytest.fixture
-def demo_catalog():
-    for category, provider, model, unit, price in DEMO_CATALOG:
-        PriceFactory(category=category, provider=provider, model=model, unit=unit, unit_price=Decimal(price),
-                     valid_from=dt.datetime(2024, 1, 1, tzinfo=UTC))
+def demo_catalog(catalog):
+    """The demo catalog of the issue (the shared ``catalog`` fixture)."""
+    return catalog
 
 
 def record(team, **kwargs):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 from decimal import Decimal
 
 import pytest
-from django.utils import timezone
 
-from tests.factories import PriceFactory, TeamFactory, TeamMembershipFactory, UserFactory
+from chargeback.management.commands.demo import DEMO_CALL_ITEMS
+from tests.factories import TeamFactory, TeamMembershipFactory, UserFactory
 from wallets import services
 
 _keys = itertools.count(1)
@@ -20,30 +19,8 @@ def new_key(prefix: str = "key") -> str:
     return f"{prefix}-{next(_keys)}"
 
 
-#: The demo catalog of issue 3 (USD): category, provider, model, unit, unit price.
-CATALOG = [
-    ("stt", "openai", "whisper-1", "second", Decimal("0.0001")),
-    ("llm", "openai", "gpt-4", "token", Decimal("0.00003")),
-    ("tts", "openai", "tts-1", "character", Decimal("0.000015")),
-    ("telephony", "twilio", "voice", "minute", Decimal("0.013")),
-]
-
-#: The example call of the issue: 0.006 + 0.015 + 0.003 + 0.013 = 0.037 USD.
-CALL_ITEMS = [
-    {"category": "stt", "provider": "openai", "model": "whisper-1", "unit": "second", "quantity": Decimal(60)},
-    {"category": "llm", "provider": "openai", "model": "gpt-4", "unit": "token", "quantity": Decimal(500)},
-    {"category": "tts", "provider": "openai", "model": "tts-1", "unit": "character", "quantity": Decimal(200)},
-    {"category": "telephony", "provider": "twilio", "model": "voice", "unit": "minute", "quantity": Decimal(1)},
-]
-
-
-@pytest.fixture
-def catalog(db):
-    valid_from = timezone.make_aware(dt.datetime(2024, 1, 1))
-    return [
-        PriceFactory(category=c, provider=p, model=m, unit=u, unit_price=price, currency="USD", valid_from=valid_from)
-        for c, p, m, u, price in CATALOG
-    ]
+#: The example call of the issue: 0.006 + 0.015 + 0.003 + 0.013 = 0.037 USD (the ``catalog`` fixture).
+CALL_ITEMS = DEMO_CALL_ITEMS
 
 
 @pytest.fixture

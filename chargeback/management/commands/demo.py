@@ -33,14 +33,17 @@ from chargeback.services import usage_record_create
 #: The month the generated demo data covers.
 DEMO_PERIOD = "2026-10"
 
-#: The demo price catalog (unit prices in USD). The first four are the catalog of the issue.
-DEMO_PRICES = [
+#: The catalog of issue 3's example (category, provider, model, unit, unit price in USD); the tests,
+#: the API benchmark and the demo all price from it.
+ISSUE_PRICES = [
     ("stt", "openai", "whisper-1", "second", Decimal("0.0001")),
     ("llm", "openai", "gpt-4", "token", Decimal("0.00003")),
     ("tts", "openai", "tts-1", "character", Decimal("0.000015")),
     ("telephony", "twilio", "voice", "minute", Decimal("0.013")),
-    ("gpu", "internal", "a100", "second", Decimal("0.00085")),
 ]
+
+#: The demo price catalog: the issue's, and GPU time.
+DEMO_PRICES = [*ISSUE_PRICES, ("gpu", "internal", "a100", "second", Decimal("0.00085"))]
 
 #: AI usage of the demo month: (team slug, category, provider, model, unit, quantity range).
 DEMO_AI_USAGE = [
@@ -68,7 +71,7 @@ DEMO_TEAMS = {
     "platform": ("Platform Engineering", "CC-9000"),
 }
 
-#: The issue's example call (0.037 USD with the demo catalog), charged to prepaid wallets.
+#: The issue's example call: 0.006 + 0.015 + 0.003 + 0.013 = 0.037 USD with ``ISSUE_PRICES``.
 DEMO_CALL_ITEMS = [
     {"category": "stt", "provider": "openai", "model": "whisper-1", "unit": "second", "quantity": Decimal(60)},
     {"category": "llm", "provider": "openai", "model": "gpt-4", "unit": "token", "quantity": Decimal(500)},
