@@ -8,17 +8,33 @@ Staff outside these groups see nothing of billing, whatever model permissions th
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import cached_property
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Q, QuerySet
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
-from chargeback.selectors import user_is_finance, user_sees_all_teams
+from billing_site.money import format_amount, format_metered
+from chargeback.errors import AllocationError
+from chargeback.forms import BillingRunCommitForm, BillingRunForm
+from chargeback.models import AllocationRun
+from chargeback.selectors import usage_period_stats, user_is_finance, user_sees_all_teams
+from invoices.errors import InvoiceGenerationError
+from invoices.services.billing_run import billing_run_execute
+
+
+def user_may_run_billing(user) -> bool:
+    """Finance with the rights to write allocation runs and invoices may run billing for a period."""
+    return user_is_finance(user) and user.has_perm("chargeback.add_allocationrun") and user.has_perm(
+        "invoices.add_invoice")
 
 
 class BillingAdminSite(admin.AdminSite):
@@ -40,6 +56,83 @@ class BillingAdminSite(admin.AdminSite):
 
             extra_context["dashboard"] = dashboard_get(today=None)
         return super().index(request, extra_context)
+
+    def get_urls(self):
+        return [
+            path("chargeback/allocationrun/billing-run/", self.admin_view(self.billing_run_view),
+                 name="chargeback_allocationrun_billing_run"),
+        ] + super().get_urls()
+
+    def billing_run_view(self, request):
+        """"Run billing for a period…": a month and teams → dry-run preview (per team, tie-out) → commit.
+
+        Both steps call ``invoices.services.billing_run.billing_run_execute`` (the command's and the
+        API's service), the preview with ``dry_run``. Commit goes ahead only if the month's usage is
+        still what the preview showed (record count and total), else it shows the new preview.
+        """
+        if not user_may_run_billing(request.user):
+            raise PermissionDenied
+        template = "admin/chargeback/allocationrun/billing_run.html"
+        context = {**self.each_context(request), "opts": AllocationRun._meta, "title": "Run billing for a period"}
+        commit = request.method == "POST" and request.POST.get("step") == "commit"
+        form_class = BillingRunCommitForm if commit else BillingRunForm
+        form = form_class(request.POST) if request.method == "POST" else BillingRunForm()
+        context["form"] = form
+        if request.method != "POST" or not form.is_valid():
+            return TemplateResponse(request, template, context)
+        data = form.cleaned_data
+        period, teams = data["period"], list(data["teams"])
+        context["period"] = period
+        if commit:
+            now_total, now_records = usage_period_stats(period=period).get(data["previewed_currency"], (None, 0))
+            if now_total != data["previewed_total"] or now_records != data["previewed_records"]:
+                self._message(request, f"The usage of {period} changed since the preview; check the new preview and "
+                                       "commit again.", messages.WARNING)
+            else:
+                try:
+                    result = billing_run_execute(period=period, teams=teams, render_pdfs=data.get("render_pdfs"),
+                                                 created_by=request.user)
+                except (AllocationError, InvoiceGenerationError) as exc:
+                    self._message(request, f"The billing run of {period} was refused: {exc}", messages.ERROR)
+                    return TemplateResponse(request, template, context)
+                run = result.run
+                self._message(
+                    request,
+                    f"Allocation run #{run.pk} committed for {period}: {result.tie_out}. "
+                    f"{len(result.invoices)} draft invoice(s) written"
+                    + (f"; {len(result.skipped)} issued invoice(s) left unchanged" if result.skipped else "") + ".",
+                    messages.SUCCESS,
+                )
+                for warning in result.warnings:
+                    self._message(request, warning, messages.WARNING)
+                return HttpResponseRedirect(reverse("admin:chargeback_allocationrun_change", args=[run.pk]))
+        try:
+            result = billing_run_execute(period=period, teams=teams, dry_run=True, created_by=request.user)
+        except AllocationError as exc:
+            context["refused"] = f"Nothing can be billed for {period}: {exc}"
+            return TemplateResponse(request, template, context)
+        run = result.run
+        context.update(
+            run=run,
+            rows=[{"team": row.team, "amount": format_amount(row.amount, row.currency),
+                   "precise": format_metered(row.precise, row.currency), "records": row.record_count,
+                   "billed": bool(row.amount)} for row in result.rows()],
+            invoiced=format_amount(result.totals().get(run.currency, Decimal(0)), run.currency),
+            total=format_metered(run.total_cost, run.currency),
+            allocated=format_metered(run.allocated_cost, run.currency),
+            unallocated=format_metered(run.unallocated_cost, run.currency),
+            ties_out=run.allocated_cost + run.unallocated_cost == run.total_cost,
+            commit_form=BillingRunCommitForm(initial={
+                "period": f"{period.start:%Y-%m}", "teams": teams, "render_pdfs": data["render_pdfs"],
+                "previewed_records": run.record_count, "previewed_total": run.total_cost,
+                "previewed_currency": run.currency,
+            }),
+        )
+        return TemplateResponse(request, template, context)
+
+    @staticmethod
+    def _message(request, text: str, level: int) -> None:
+        messages.add_message(request, level, text, fail_silently=True)
 
 
 class BillingAdminMixin:

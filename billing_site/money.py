@@ -18,10 +18,15 @@ on the inputs and their order. All of it is done in integer arithmetic, so no in
 division can lose a digit.
 
 Floats never enter: every public function refuses them with ``TypeError``.
+
+The formatting helpers at the end (``format_*``) turn Decimals, quantities and dates into the text
+people read on invoices, credit notes, the admin and the command line; they never round a stored
+figure, except :func:`format_percent`, which shows a share to one decimal for reading.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
 
@@ -266,3 +271,88 @@ def format_amount(amount: Decimal, currency: str) -> str:
     """Format an invoice amount for people: ``1,234.50 USD`` (the currency's minor units)."""
     rounded = to_minor_units(amount, currency)
     return f"{rounded:,.{currency_exponent(currency)}f} {currency.upper()}"
+
+
+# --- formatting for people (Decimal in, text out) --------------------------------------------------
+
+def format_metered(amount: Decimal, currency: str, *, code: bool = True) -> str:
+    """A metered amount written exactly, e.g. ``20.28022672899 USD`` (``code=False``: no currency code).
+
+    Trailing zeros are dropped down to the currency's minor units (``0.00 USD``, ``1.50 USD``), so
+    nothing is rounded: every non-zero digit of the 12-decimal value is shown.
+    """
+    value = amount.normalize()
+    if -value.as_tuple().exponent <= currency_exponent(currency):
+        # No more decimals than the currency has: widening it to minor units changes no digit.
+        value = to_minor_units(value, currency)
+    text = f"{value:,f}"
+    return f"{text} {currency.upper()}" if code else text
+
+
+def format_quantity(quantity: Decimal) -> str:
+    """A quantity without trailing zeros: ``1``, ``1,250``, ``0.5``."""
+    return f"{quantity.normalize():,f}" if quantity else "0"
+
+
+#: Plurals of the usage units the catalog prices in (``Price.unit``); other units are shown as recorded.
+UNIT_PLURALS = {
+    "token": "tokens",
+    "second": "seconds",
+    "minute": "minutes",
+    "hour": "hours",
+    "character": "characters",
+    "request": "requests",
+    "call": "calls",
+    "message": "messages",
+    "image": "images",
+    "page": "pages",
+    "query": "queries",
+}
+
+
+#: The same units the other way round, for FOCUS ``PricingUnit`` values recorded in the plural ("Hours").
+UNIT_SINGULARS = {plural: singular for singular, plural in UNIT_PLURALS.items()}
+
+
+def _unit_word(unit: str, *, plural: bool) -> str:
+    """``unit`` in the singular or plural when it is a known unit (keeping a leading capital), else as recorded."""
+    lower = unit.lower()
+    word = UNIT_PLURALS.get(lower, lower) if plural else UNIT_SINGULARS.get(lower, lower)
+    if word == lower:
+        return unit
+    return word[:1].upper() + word[1:] if unit[:1].isupper() else word
+
+
+def format_unit(quantity: Decimal, unit: str) -> str:
+    """The unit of ``quantity`` as people write it: ``1 token``, ``1,234,567 tokens``, ``1 Hour``, ``2.5 GB-Mo``."""
+    return _unit_word(unit, plural=quantity != 1)
+
+
+def format_percent(percent: Decimal | str | None) -> str:
+    """A share in percent to one decimal, ``37.2 %``; ``—`` when there is none.
+
+    Display only: the stored share keeps 12 decimal places; this rounds it with the product's
+    single rounding mode for people to read.
+    """
+    if percent in (None, ""):
+        return "—"
+    value = Decimal(percent)
+    if 0 < abs(value) < Decimal("0.05"):
+        # A share that one decimal would show as 0.0 % is not nothing.
+        return "< 0.1 %" if value > 0 else "> -0.1 %"
+    return f"{value.quantize(Decimal('0.1'), rounding=ROUNDING)} %"
+
+
+def format_date(day: dt.date | None) -> str:
+    """``1 September 2024``; ``—`` for a date not yet set (a draft's issue and due dates)."""
+    return f"{day.day} {day:%B %Y}" if day else "—"
+
+
+def format_period(start: dt.date, end: dt.date) -> str:
+    """The half-open period ``[start, end)`` as people write it: ``1 September 2024 – 30 September 2024``."""
+    return f"{format_date(start)} – {format_date(end - dt.timedelta(days=1))}"
+
+
+def format_amount_short(value: Decimal, currency: str) -> str:
+    """An invoice amount in minor units without the currency code (the column header carries it)."""
+    return format_amount(value, currency).rsplit(" ", 1)[0]

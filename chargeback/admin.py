@@ -1,8 +1,8 @@
 """Finance admin for the chargeback core: teams, usage, the price catalog, rules and billing runs.
 
 Usage records and allocation runs are read-only here: usage arrives by import ("Import FOCUS
-file…") or the API, and runs are made by "Run billing for a period…", which calls the allocation
-and invoice services. Rules, prices, teams and billing settings are edited by finance; their
+file…") or the API, and runs are made by "Run billing for a period…" (the admin site's view,
+``billing_site.admin``, calling the billing run service). Rules, prices, teams and billing settings are edited by finance; their
 changes are in the audit trail (django-auditlog, the objects' "History").
 """
 
@@ -13,7 +13,6 @@ import datetime as dt
 import re
 import uuid
 from collections import Counter
-from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -34,20 +33,13 @@ from billing_site.admin import (
     ExactSearchMixin,
     LargeTableAdminMixin,
     ReadOnlyAdminMixin,
+    user_may_run_billing,
 )
-from billing_site.money import format_amount
+from billing_site.money import format_metered
 from chargeback import focus
-from chargeback.errors import AllocationError, NothingToAllocate
-from chargeback.forms import (
-    AllocationTargetFormSet,
-    BillingRunCommitForm,
-    BillingRunForm,
-    FocusUploadForm,
-    PriceAdminForm,
-)
+from chargeback.forms import AllocationTargetFormSet, FocusUploadForm, PriceAdminForm
 from chargeback.periods import month_start
-from chargeback.selectors import usage_period_stats, user_is_finance
-from invoices.pdf import format_metered
+from chargeback.selectors import user_is_finance
 from wallets.models import BillingSettings
 from wallets.services import billing_settings_update
 
@@ -539,102 +531,9 @@ class AllocationRunAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
         url = reverse("admin:invoices_invoice_changelist") + f"?allocation_run__id__exact={obj.pk}"
         return format_html('<a href="{}">Invoices</a>', url)
 
-    def has_billing_run_permission(self, request):
-        user = request.user
-        return user_is_finance(user) and user.has_perm("chargeback.add_allocationrun") and user.has_perm(
-            "invoices.add_invoice")
-
     def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "can_run_billing": self.has_billing_run_permission(request)}
+        extra_context = {**(extra_context or {}), "can_run_billing": user_may_run_billing(request.user)}
         return super().changelist_view(request, extra_context)
-
-    def get_urls(self):
-        return [
-            path("billing-run/", self.admin_site.admin_view(self.billing_run_view),
-                 name="chargeback_allocationrun_billing_run"),
-        ] + super().get_urls()
-
-    def billing_run_view(self, request):
-        """Choose a month and teams → dry-run preview (per team, tie-out, unallocated) → commit.
-
-        Commit calls ``allocation_run_execute`` (allocate and commit in one transaction, superseding
-        the month's previous run), then ``invoice_generate_for_run`` for the chosen teams (all when
-        none), then renders the drafts' PDFs. It commits only if the month's usage is still what
-        the preview showed (record count and total), else it shows the new preview.
-        """
-        if not self.has_billing_run_permission(request):
-            raise PermissionDenied
-        from chargeback.services import allocation_run_create, allocation_run_execute
-        from invoices.services import InvoiceGenerationError, invoice_generate_for_run, team_amounts
-
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
-                   "title": "Run billing for a period"}
-        commit = request.method == "POST" and request.POST.get("step") == "commit"
-        form_class = BillingRunCommitForm if commit else BillingRunForm
-        form = form_class(request.POST) if request.method == "POST" else BillingRunForm()
-        context["form"] = form
-        if request.method != "POST" or not form.is_valid():
-            return TemplateResponse(request, "admin/chargeback/allocationrun/billing_run.html", context)
-        period, teams = form.cleaned_data["period"], list(form.cleaned_data["teams"])
-        context["period"] = period
-        if commit:
-            data = form.cleaned_data
-            now_total, now_records = usage_period_stats(period=period).get(data["previewed_currency"], (None, 0))
-            if now_total != data["previewed_total"] or now_records != data["previewed_records"]:
-                self.message_user(request, f"The usage of {period} changed since the preview; check the new "
-                                           "preview and commit again.", messages.WARNING)
-            else:
-                try:
-                    run = allocation_run_execute(period=period, created_by=request.user)
-                    result = invoice_generate_for_run(run=run, team=teams[0] if len(teams) == 1 else None)
-                except (AllocationError, InvoiceGenerationError) as exc:
-                    self.message_user(request, f"The billing run of {period} was refused: {exc}", messages.ERROR)
-                    return TemplateResponse(request, "admin/chargeback/allocationrun/billing_run.html", context)
-                invoices = [i for i in result if not teams or i.team_id in {t.pk for t in teams}]
-                if data.get("render_pdfs"):
-                    from invoices.pdf import invoice_store_pdf
-
-                    invoices = [invoice_store_pdf(invoice=invoice) for invoice in invoices]
-                self.message_user(
-                    request,
-                    f"Allocation run #{run.pk} committed for {period}: allocated "
-                    f"{format_metered(run.allocated_cost, run.currency)} of {format_metered(run.total_cost, run.currency)}"
-                    f", unallocated {format_metered(run.unallocated_cost, run.currency)}. "
-                    f"{len(invoices)} draft invoice(s) written"
-                    + (f"; {len(result.skipped)} issued invoice(s) left unchanged" if result.skipped else "") + ".",
-                    messages.SUCCESS,
-                )
-                for warning in run.warnings:
-                    self.message_user(request, warning.get("message", str(warning)), messages.WARNING)
-                return HttpResponseRedirect(reverse("admin:chargeback_allocationrun_change", args=[run.pk]))
-        try:
-            run = allocation_run_create(period=period, dry_run=True, created_by=request.user)
-        except (AllocationError, NothingToAllocate) as exc:
-            context["refused"] = f"Nothing can be billed for {period}: {exc}"
-            return TemplateResponse(request, "admin/chargeback/allocationrun/billing_run.html", context)
-        amounts = team_amounts(run.preview)
-        chosen = {t.pk for t in teams}
-        names = Team.objects.in_bulk([a.team_id for a in amounts])
-        rows = sorted(
-            ({"team": names[a.team_id], "amount": format_amount(a.amount, a.currency),
-              "precise": format_metered(a.precise, a.currency), "records": a.record_count, "billed": bool(a.amount)}
-             for a in amounts if not chosen or a.team_id in chosen),
-            key=lambda r: r["team"].name.lower(),
-        )
-        invoiced = sum((a.amount for a in amounts if not chosen or a.team_id in chosen), Decimal(0))
-        context.update(
-            run=run, rows=rows, invoiced=format_amount(invoiced, run.currency),
-            total=format_metered(run.total_cost, run.currency),
-            allocated=format_metered(run.allocated_cost, run.currency),
-            unallocated=format_metered(run.unallocated_cost, run.currency),
-            ties_out=run.allocated_cost + run.unallocated_cost == run.total_cost,
-            commit_form=BillingRunCommitForm(initial={
-                "period": f"{period.start:%Y-%m}", "teams": teams, "render_pdfs": form.cleaned_data["render_pdfs"],
-                "previewed_records": run.record_count, "previewed_total": run.total_cost,
-                "previewed_currency": run.currency,
-            }),
-        )
-        return TemplateResponse(request, "admin/chargeback/allocationrun/billing_run.html", context)
 
 
 # --- API keys (issue 5): a self-contained block, appended; nothing above depends on it. -------------

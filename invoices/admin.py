@@ -21,11 +21,11 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from billing_site.admin import BillingAdminMixin, ReadOnlyAdminMixin
-from billing_site.money import format_amount
+from billing_site.money import format_amount, format_metered, format_percent, format_quantity
 from chargeback.selectors import user_is_finance
-from invoices.pdf import format_metered, format_percent, format_quantity
 
-from . import services
+from .services.credit_notes import credit_note_issue
+from .services.lifecycle import invoice_cancel, invoice_issue, invoice_mark_paid, invoice_mark_sent
 from .errors import InvoiceError
 from .forms import CreditNoteForm, MarkPaidForm
 from .models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
@@ -306,15 +306,15 @@ class InvoiceAdmin(DocumentPdfMixin, DocumentAmountsMixin, BillingAdminMixin, ad
     def _apply(request, move, invoice, data):
         user = request.user
         if move == "issue":
-            return services.invoice_issue(invoice=invoice, issued_by=user)
+            return invoice_issue(invoice=invoice, issued_by=user)
         if move == "mark_sent":
-            return services.invoice_mark_sent(invoice=invoice, by=user)
+            return invoice_mark_sent(invoice=invoice, by=user)
         if move == "mark_paid":
-            return services.invoice_mark_paid(invoice=invoice, payment_reference=data["payment_reference"], by=user)
+            return invoice_mark_paid(invoice=invoice, payment_reference=data["payment_reference"], by=user)
         # cancel: a draft is cancelled; an issued invoice is credited in full, which cancels it.
         if invoice.status == Invoice.Status.DRAFT:
-            return services.invoice_cancel(invoice=invoice, by=user)
-        return services.credit_note_issue(invoice=invoice, reason=data["reason"], description=data["description"],
+            return invoice_cancel(invoice=invoice, by=user)
+        return credit_note_issue(invoice=invoice, reason=data["reason"], description=data["description"],
                                           issued_by=user)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):

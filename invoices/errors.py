@@ -81,3 +81,8 @@ class InvalidInvoiceRequest(InvoiceError, ValueError):
     reason or status); ``param`` names the field. HTTP 400, code ``invalid_request``."""
 
     code = "invalid_request"
+
+
+class InvoicePdfError(Exception):
+    """A document whose PDF may not be rendered again: issued invoices and credit notes keep the PDF
+    they were issued with (``invoices.services.pdf_storage``)."""

@@ -22,7 +22,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 
-from .models import DocumentSequence
+from .errors import DuplicateInvoiceNumber, InvalidInvoiceRequest
+from .models import DocumentSequence, Invoice
 
 DEFAULT_FORMATS = {
     DocumentSequence.Kind.INVOICE: "INV-{date:%Y%m%d}-{seq:04d}",
@@ -91,3 +92,34 @@ def document_number_next(*, kind: str, date: dt.date, is_taken: Callable[[str], 
             break
     sequence.save(update_fields=["last_value"])
     return number
+
+
+# --- invoice numbers chosen by a caller ------------------------------------------------------------
+
+def invoice_number_clean(number: object) -> str:
+    """``number`` stripped; refused when it is not non-empty text of at most 64 characters (``param`` ``invoice_number``)."""
+    if not isinstance(number, str) or not number.strip():
+        raise InvalidInvoiceRequest("an invoice number must be non-empty text", param="invoice_number")
+    number = number.strip()
+    if len(number) > Invoice._meta.get_field("number").max_length:
+        raise InvalidInvoiceRequest(
+            f"invoice number {number[:20]!r}… is longer than {Invoice._meta.get_field('number').max_length} characters",
+            param="invoice_number",
+        )
+    return number
+
+
+def invoice_number_taken(number: str, *, excluding: int | None = None) -> bool:
+    """Whether another invoice (not ``excluding``, a pk) holds ``number``."""
+    return Invoice.objects.filter(number=number).exclude(pk=excluding).exists()
+
+
+def invoice_save_numbered(invoice: Invoice, fields: list[str]) -> None:
+    """Save ``invoice``; a number another invoice holds (a race the unique constraint catches) is refused."""
+    try:
+        with transaction.atomic():
+            invoice.save(update_fields=fields)
+    except IntegrityError as exc:
+        if invoice_number_taken(invoice.number, excluding=invoice.pk):
+            raise DuplicateInvoiceNumber(f"invoice number {invoice.number} is already used by another invoice") from exc
+        raise

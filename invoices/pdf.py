@@ -6,39 +6,41 @@ system (DejaVu, Debian package ``fonts-dejavu-core``); no web fonts. The stylesh
 (``static/invoices/invoice.css``) is parsed once per process and reused with one
 ``FontConfiguration``, which keeps a one-page invoice well under the 0.25 s target.
 
-Money in the PDF is formatted from Decimals only: invoice amounts with
-``billing_site.money.format_amount`` (the currency's minor units), metered amounts (unit prices,
-the tie-out) exactly, with :func:`format_metered`. No float is ever made.
+This module renders bytes only; storing a PDF on its invoice or credit note is the service
+``invoices.services.pdf_storage``. Money in the PDF is formatted from Decimals only, by the
+helpers of ``billing_site.money``: invoice amounts with ``format_amount`` (the currency's minor
+units), metered amounts (unit prices, the tie-out) exactly, with ``format_metered``. No float is
+ever made.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import mimetypes
 from decimal import Decimal
-from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from django.conf import settings
-from django.core.files.base import ContentFile
-from django.db import transaction
-from django.db.models import Q, QuerySet
 from django.template.loader import render_to_string
-from django.utils.text import slugify
 from weasyprint import CSS, HTML
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse, path2url
 
-from billing_site.money import ROUNDING, currency_exponent, format_amount, to_minor_units
-from chargeback.models import Team
+from billing_site.money import (
+    format_amount,
+    format_amount_short,
+    format_date,
+    format_metered,
+    format_percent,
+    format_period,
+    format_quantity,
+    format_unit,
+)
 from chargeback.periods import BillingPeriod
 
 from .models import CreditNote, Invoice
-from .selectors import credit_note_get_with_lines, invoice_get_with_lines
 
 #: The only folder a rendering may read from.
 STATIC_DIR = Path(settings.BASE_DIR) / "static"
@@ -47,7 +49,7 @@ TEMPLATE = "invoices/invoice.html"
 CREDIT_NOTE_TEMPLATE = "invoices/credit_note.html"
 
 #: The sections of a prepaid statement's lines that are billed; the others (balances, top-ups,
-#: grants…) are there for information (``invoices.services._statement_lines``).
+#: grants…) are there for information (``invoices.services.generation``).
 STATEMENT_BILLED_SECTIONS = ("usage", "refund")
 
 #: What each rule type means, in the words of the appendix.
@@ -62,11 +64,6 @@ RULE_TYPE_EXPLANATIONS = {
 
 class UnsafeResourceError(ValueError):
     """A rendering asked for a resource outside the project's static files (a remote or local URL)."""
-
-
-class InvoicePdfError(Exception):
-    """A document whose PDF may not be rendered again: issued invoices and credit notes keep the PDF
-    they were issued with."""
 
 
 class StaticOnlyURLFetcher(URLFetcher):
@@ -112,91 +109,6 @@ def _renderer() -> tuple[StaticOnlyURLFetcher, FontConfiguration, CSS]:
     return fetcher, fonts, stylesheet
 
 
-# --- formatting (Decimal in, text out) ------------------------------------------------------------
-
-def format_metered(amount: Decimal, currency: str, *, code: bool = True) -> str:
-    """A metered amount written exactly, e.g. ``20.28022672899 USD`` (``code=False``: no currency code).
-
-    Trailing zeros are dropped down to the currency's minor units (``0.00 USD``, ``1.50 USD``), so
-    nothing is rounded: every non-zero digit of the 12-decimal value is shown.
-    """
-    value = amount.normalize()
-    if -value.as_tuple().exponent <= currency_exponent(currency):
-        # No more decimals than the currency has: widening it to minor units changes no digit.
-        value = to_minor_units(value, currency)
-    text = f"{value:,f}"
-    return f"{text} {currency.upper()}" if code else text
-
-
-def format_quantity(quantity: Decimal) -> str:
-    """A quantity without trailing zeros: ``1``, ``1,250``, ``0.5``."""
-    return f"{quantity.normalize():,f}" if quantity else "0"
-
-
-#: Plurals of the usage units the catalog prices in (``Price.unit``); other units are shown as recorded.
-UNIT_PLURALS = {
-    "token": "tokens",
-    "second": "seconds",
-    "minute": "minutes",
-    "hour": "hours",
-    "character": "characters",
-    "request": "requests",
-    "call": "calls",
-    "message": "messages",
-    "image": "images",
-    "page": "pages",
-    "query": "queries",
-}
-
-
-#: The same units the other way round, for FOCUS ``PricingUnit`` values recorded in the plural ("Hours").
-UNIT_SINGULARS = {plural: singular for singular, plural in UNIT_PLURALS.items()}
-
-
-def _unit_word(unit: str, *, plural: bool) -> str:
-    """``unit`` in the singular or plural when it is a known unit (keeping a leading capital), else as recorded."""
-    lower = unit.lower()
-    word = UNIT_PLURALS.get(lower, lower) if plural else UNIT_SINGULARS.get(lower, lower)
-    if word == lower:
-        return unit
-    return word[:1].upper() + word[1:] if unit[:1].isupper() else word
-
-
-def format_unit(quantity: Decimal, unit: str) -> str:
-    """The unit of ``quantity`` as people write it: ``1 token``, ``1,234,567 tokens``, ``1 Hour``, ``2.5 GB-Mo``."""
-    return _unit_word(unit, plural=quantity != 1)
-
-
-def format_percent(percent: Decimal | str | None) -> str:
-    """A share in percent to one decimal, ``37.2 %``; ``—`` when there is none.
-
-    Display only: the stored share keeps 12 decimal places; this rounds it with the product's
-    single rounding mode for people to read.
-    """
-    if percent in (None, ""):
-        return "—"
-    value = Decimal(percent)
-    if 0 < abs(value) < Decimal("0.05"):
-        # A share that one decimal would show as 0.0 % is not nothing.
-        return "< 0.1 %" if value > 0 else "> -0.1 %"
-    return f"{value.quantize(Decimal('0.1'), rounding=ROUNDING)} %"
-
-
-def format_date(day: dt.date | None) -> str:
-    """``1 September 2024``; ``—`` for a date not yet set (a draft's issue and due dates)."""
-    return f"{day.day} {day:%B %Y}" if day else "—"
-
-
-def format_period(start: dt.date, end: dt.date) -> str:
-    """The half-open period ``[start, end)`` as people write it: ``1 September 2024 – 30 September 2024``."""
-    return f"{format_date(start)} – {format_date(end - dt.timedelta(days=1))}"
-
-
-def _amount(value: Decimal, currency: str) -> str:
-    """An invoice amount in minor units without the currency code (the column header carries it)."""
-    return format_amount(value, currency).rsplit(" ", 1)[0]
-
-
 # --- context --------------------------------------------------------------------------------------
 
 def _stamp(invoice: Invoice) -> str:
@@ -234,7 +146,7 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
                 "records": int(details.get("source_records", line.record_count)),
                 "records_text": f"{int(details.get('source_records', line.record_count)):,}",
                 "amount": format_amount(line.amount, currency),
-                "amount_short": _amount(line.amount, currency),
+                "amount_short": format_amount_short(line.amount, currency),
                 "amount_precise": format_metered(line.amount_precise, currency),
             })
             average = False
@@ -253,7 +165,7 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
             rows.append({
                 "position": line.position, "description": line.description, "note": "", "info": info,
                 "quantity": "", "unit": "", "unit_price": "", "average": False,
-                "amount": "" if info else _amount(line.amount, currency),
+                "amount": "" if info else format_amount_short(line.amount, currency),
             })
             continue
         rows.append({
@@ -265,7 +177,7 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
             "unit": format_unit(line.quantity, line.unit) if line.unit else "",
             "unit_price": format_metered(line.unit_price, currency, code=False),
             "average": average,
-            "amount": _amount(line.amount, currency),
+            "amount": format_amount_short(line.amount, currency),
         })
     run = invoice.allocation_run
     stamp = _stamp(invoice)
@@ -309,34 +221,7 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
     }
 
 
-# --- which PDFs may be (re-)rendered ---------------------------------------------------------------
-
-def invoice_pdf_is_final(invoice: Invoice) -> bool:
-    """Whether ``invoice`` was issued (``issued_at`` set) and has its PDF: that PDF is the document
-    sent out, never rendered again, whatever the invoice's status becomes (paid, cancelled)."""
-    return invoice.issued_at is not None and bool(invoice.pdf_sha256)
-
-
-def invoice_list_to_render(
-    *, period: BillingPeriod, statuses: Iterable[str] = (), team: Team | None = None,
-) -> tuple[QuerySet[Invoice], int]:
-    """The invoices of exactly ``period`` (``[start, end)``) whose PDF may be rendered, by pk; and how many
-    matched but were left out because they were issued and already have their PDF.
-
-    Drafts and cancelled drafts render on demand (again and again); an issued invoice renders once,
-    when it has no PDF yet. Every kind (chargeback, prepaid statement) and every user invoice of the
-    period is included; ``statuses`` (``Invoice.Status`` values) and ``team`` narrow the selection.
-    """
-    invoices = Invoice.objects.filter(period_start=period.start, period_end=period.end)
-    if statuses:
-        invoices = invoices.filter(status__in=list(statuses))
-    if team is not None:
-        invoices = invoices.filter(team=team)
-    final = Q(issued_at__isnull=False) & ~Q(pdf_sha256="")
-    return invoices.exclude(final).order_by("pk"), invoices.filter(final).count()
-
-
-# --- rendering and storage ------------------------------------------------------------------------
+# --- rendering -------------------------------------------------------------------------------------
 
 def _render(template: str, context: dict) -> bytes:
     """``template`` rendered with ``context`` and the invoice stylesheet, as PDF bytes, without the network."""
@@ -364,47 +249,6 @@ def invoice_render_pdf(invoice: Invoice) -> bytes:
     return _render(TEMPLATE, invoice_pdf_context(invoice))
 
 
-def invoice_pdf_filename(invoice: Invoice) -> str:
-    """``<number>.pdf`` for an issued invoice, else ``<team-slug>-<YYYY-MM>-draft.pdf`` (or ``-cancelled``)."""
-    if invoice.number:
-        return f"{slugify(invoice.number) or invoice.pk}.pdf"
-    period = BillingPeriod(invoice.period_start, invoice.period_end).label.replace("..", "_")
-    suffix = "cancelled" if invoice.status == Invoice.Status.CANCELLED else "draft"
-    return f"{invoice.team.slug}-{period}-{suffix}.pdf"
-
-
-def invoice_store_pdf(*, invoice: Invoice) -> Invoice:
-    """Render ``invoice``'s PDF and store it in ``invoice.pdf`` with its SHA-256 in ``pdf_sha256``.
-
-    The invoice row is locked while it is re-read, rendered and saved, so the PDF shows the
-    invoice as stored. A previous PDF file is deleted once the transaction commits.
-
-    Returns:
-        The invoice as stored, with ``pdf`` (under ``MEDIA_ROOT/invoices/YYYY/MM/``) and
-        ``pdf_sha256`` (64 hex digits) set.
-
-    Raises:
-        InvoicePdfError: the invoice is issued and already has its PDF (issued PDFs are final).
-        UnsafeResourceError: see :func:`invoice_render_pdf`.
-    """
-    with transaction.atomic():
-        locked = Invoice.objects.select_for_update(of=("self",)).get(pk=invoice.pk)
-        if invoice_pdf_is_final(locked):
-            raise InvoicePdfError(
-                f"invoice {locked.display_number} is {locked.status}; its PDF was stored when it was issued"
-            )
-        full = invoice_get_with_lines(pk=locked.pk)
-        pdf = invoice_render_pdf(full)
-        old = locked.pdf.name if locked.pdf else ""
-        storage = locked.pdf.storage
-        locked.pdf.save(invoice_pdf_filename(full), ContentFile(pdf), save=False)
-        locked.pdf_sha256 = hashlib.sha256(pdf).hexdigest()
-        locked.save(update_fields=["pdf", "pdf_sha256", "updated_at"])
-        if old and old != locked.pdf.name:
-            transaction.on_commit(lambda: storage.delete(old))
-    return locked
-
-
 # --- credit notes ---------------------------------------------------------------------------------
 
 def credit_note_pdf_context(credit_note: CreditNote) -> dict:
@@ -425,7 +269,7 @@ def credit_note_pdf_context(credit_note: CreditNote) -> dict:
             "position": line.position,
             "description": line.description,
             "invoice_line": line.invoice_line.position if line.invoice_line_id else "",
-            "amount": _amount(line.amount, currency),
+            "amount": format_amount_short(line.amount, currency),
         }
         for line in credit_note.lines.all()
     ]
@@ -466,30 +310,3 @@ def credit_note_render_pdf(credit_note: CreditNote) -> bytes:
         UnsafeResourceError: the template asked for a remote URL or a file outside ``static/``.
     """
     return _render(CREDIT_NOTE_TEMPLATE, credit_note_pdf_context(credit_note))
-
-
-def credit_note_store_pdf(*, credit_note: CreditNote) -> CreditNote:
-    """Render ``credit_note``'s PDF once and store it in ``credit_note.pdf`` (``MEDIA_ROOT/credit_notes/YYYY/MM/<number>.pdf``)
-    with its SHA-256 (64 hex digits) in ``pdf_sha256``.
-
-    Called by ``invoices.services.credit_note_issue`` after the credit note commits. The credit
-    note row is locked while it is re-read, rendered and saved. A credit note is an issued
-    document: its PDF is never rendered again.
-
-    Returns:
-        The credit note as stored.
-
-    Raises:
-        InvoicePdfError: the credit note already has its PDF.
-        UnsafeResourceError: see :func:`credit_note_render_pdf`.
-    """
-    with transaction.atomic():
-        locked = CreditNote.objects.select_for_update(of=("self",)).get(pk=credit_note.pk)
-        if locked.pdf_sha256:
-            raise InvoicePdfError(f"credit note {locked.number} already has its PDF; issued documents are final")
-        full = credit_note_get_with_lines(pk=locked.pk)
-        pdf = credit_note_render_pdf(full)
-        locked.pdf.save(f"{slugify(locked.number) or locked.pk}.pdf", ContentFile(pdf), save=False)
-        locked.pdf_sha256 = hashlib.sha256(pdf).hexdigest()
-        locked.save(update_fields=["pdf", "pdf_sha256"])
-    return locked

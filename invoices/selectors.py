@@ -1,8 +1,11 @@
-"""Invoice reads: the invoices of a billing period, and one invoice with its lines for the PDF."""
+"""Invoice reads: the invoices of a billing period, one invoice with its lines for the PDF, and which
+PDFs may be rendered (again)."""
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from collections.abc import Iterable
+
+from django.db.models import Prefetch, Q, QuerySet
 
 from chargeback.models import Team
 from chargeback.periods import BillingPeriod
@@ -81,3 +84,30 @@ def credit_note_get_with_lines(*, pk: int) -> CreditNote:
         ))
         .get(pk=pk)
     )
+
+
+# --- which PDFs may be (re-)rendered ---------------------------------------------------------------
+
+def invoice_pdf_is_final(invoice: Invoice) -> bool:
+    """Whether ``invoice`` was issued (``issued_at`` set) and has its PDF: that PDF is the document
+    sent out, never rendered again, whatever the invoice's status becomes (paid, cancelled)."""
+    return invoice.issued_at is not None and bool(invoice.pdf_sha256)
+
+
+def invoice_list_to_render(
+    *, period: BillingPeriod, statuses: Iterable[str] = (), team: Team | None = None,
+) -> tuple[QuerySet[Invoice], int]:
+    """The invoices of exactly ``period`` (``[start, end)``) whose PDF may be rendered, by pk; and how many
+    matched but were left out because they were issued and already have their PDF.
+
+    Drafts and cancelled drafts render on demand (again and again); an issued invoice renders once,
+    when it has no PDF yet. Every kind (chargeback, prepaid statement) and every user invoice of the
+    period is included; ``statuses`` (``Invoice.Status`` values) and ``team`` narrow the selection.
+    """
+    invoices = Invoice.objects.filter(period_start=period.start, period_end=period.end)
+    if statuses:
+        invoices = invoices.filter(status__in=list(statuses))
+    if team is not None:
+        invoices = invoices.filter(team=team)
+    final = Q(issued_at__isnull=False) & ~Q(pdf_sha256="")
+    return invoices.exclude(final).order_by("pk"), invoices.filter(final).count()

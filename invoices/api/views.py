@@ -33,10 +33,15 @@ from chargeback import selectors as chargeback_selectors
 from chargeback.models import AllocatedCost, Team, TeamMembership, UsageRecord
 from chargeback.periods import BillingPeriod
 from chargeback.selectors import team_ids_managed_by
-from invoices import services
 from invoices.api import serializers as s
 from invoices.api.filters import InvoiceFilter
 from invoices.models import Invoice, InvoiceLine
+from invoices.pdf import invoice_render_pdf
+from invoices.selectors import invoice_get_with_lines
+from invoices.services.credit_notes import credit_note_issue
+from invoices.services.generation import invoice_generate
+from invoices.services.lifecycle import invoice_transition
+from invoices.services.pdf_storage import invoice_pdf_filename
 
 User = get_user_model()
 IDEMPOTENCY_HEADER = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
@@ -83,8 +88,8 @@ class InvoiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         period = BillingPeriod(data["period_start"], data["period_end"])
 
         def body():
-            invoice = services.invoice_generate(team=team, period=period, user=user, number=data.get("invoice_number"),
-                                                kind=data.get("kind"))
+            invoice = invoice_generate(team=team, period=period, user=user, number=data.get("invoice_number"),
+                                       kind=data.get("kind"))
             invoice = self.get_queryset().prefetch_related("lines").get(pk=invoice.pk)
             return status.HTTP_201_CREATED, s.InvoiceDetailSerializer(invoice).data
 
@@ -106,8 +111,8 @@ class InvoiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             raise ValidationError({"payment_reference": ["Required to mark an invoice paid."]})
 
         def body():
-            changed = services.invoice_transition(invoice=invoice, to_status=data["status"], by=request.user,
-                                                  payment_reference=data["payment_reference"])
+            changed = invoice_transition(invoice=invoice, to_status=data["status"], by=request.user,
+                                         payment_reference=data["payment_reference"])
             fresh = self.get_queryset().prefetch_related("lines").get(pk=changed.pk)
             return status.HTTP_200_OK, s.InvoiceDetailSerializer(fresh).data
 
@@ -120,15 +125,11 @@ class InvoiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     def pdf(self, request, pk=None):
         """The PDF: the stored one of an issued invoice (its SHA-256 is ``pdf_sha256``), rendered now for a
         draft. ``Content-Disposition`` names the file after the invoice number."""
-        from invoices.pdf import invoice_pdf_filename, invoice_render_pdf
-
         invoice = self.get_object()
         filename = f"{invoice.number}.pdf" if invoice.number else invoice_pdf_filename(invoice)
         if invoice.pdf:
             return FileResponse(invoice.pdf.open("rb"), as_attachment=True, filename=filename,
                                 content_type="application/pdf")
-        from invoices.selectors import invoice_get_with_lines
-
         response = HttpResponse(invoice_render_pdf(invoice_get_with_lines(pk=invoice.pk)), content_type="application/pdf")
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
@@ -153,8 +154,8 @@ class InvoiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             lines = [dict(line) for line in lines]
 
         def body():
-            note = services.credit_note_issue(invoice=invoice, reason=data["reason"], amount=data.get("amount"),
-                                              lines=lines, description=data["description"], issued_by=request.user)
+            note = credit_note_issue(invoice=invoice, reason=data["reason"], amount=data.get("amount"),
+                                     lines=lines, description=data["description"], issued_by=request.user)
             note = type(note).objects.prefetch_related("lines").select_related("invoice").get(pk=note.pk)
             return status.HTTP_201_CREATED, s.CreditNoteSerializer(note).data
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from chargeback.models import AllocationRun, Team
 from chargeback.periods import BillingPeriod
 from chargeback.services import allocation_run_execute
-from invoices import services as invoice_services
+from invoices.services.lifecycle import invoice_issue, invoice_mark_overdue
 from invoices.models import Invoice
 from tests.admin.conftest import new_key
 from tests.factories import TeamFactory, UsageRecordFactory, draft_invoice
@@ -129,10 +129,10 @@ def test_browser_dashboard_draws_both_charts(logged_in, live_server, artifacts):
     low = services.wallet_open(team=Team.objects.get(slug="search"))
     services.wallet_top_up(wallet=low, amount=Decimal(100), idempotency_key=new_key())
     services.wallet_charge(wallet=low, amount=Decimal(95), idempotency_key=new_key())
-    late = invoice_services.invoice_issue(invoice=draft_invoice(team=Team.objects.get(slug="maps"),
+    late = invoice_issue(invoice=draft_invoice(team=Team.objects.get(slug="maps"),
                                                                 amounts=("1250.00",)),
                                           issue_date=today - dt.timedelta(days=60))
-    invoice_services.invoice_mark_overdue(invoice=late)
+    invoice_mark_overdue(invoice=late)
 
     page.goto(f"{live_server.url}/admin/")
     page.wait_for_selector("#dashboard[data-charts-drawn=true]")

@@ -13,7 +13,7 @@ from billing_site.dashboard import dashboard_get
 from chargeback.services import allocation_run_execute
 from chargeback.periods import BillingPeriod
 from tests.admin.conftest import new_key
-from invoices import services as invoice_services
+from invoices.services.lifecycle import invoice_issue, invoice_mark_overdue, invoice_mark_sent
 from tests.factories import TeamFactory, UsageRecordFactory, draft_invoice
 from wallets import services
 
@@ -62,12 +62,12 @@ def test_dashboard_lists_wallets_under_their_threshold_and_overdue_invoices(mont
     services.wallet_charge(wallet=low, amount=Decimal(95), idempotency_key=new_key())  # 5 < 10 % of 100
     fine = services.wallet_open(team=maps)
     services.wallet_top_up(wallet=fine, amount=Decimal(100), idempotency_key=new_key())
-    overdue = invoice_services.invoice_issue(invoice=draft_invoice(team=search, amounts=("12.50",)),
-                                             issue_date=dt.date(2024, 9, 1))
-    overdue = invoice_services.invoice_mark_overdue(invoice=overdue)
-    not_due = invoice_services.invoice_issue(invoice=draft_invoice(team=maps, amounts=("3.00",)),
-                                             issue_date=dt.date(2024, 10, 10))
-    invoice_services.invoice_mark_sent(invoice=not_due)
+    overdue = invoice_issue(invoice=draft_invoice(team=search, amounts=("12.50",)),
+                            issue_date=dt.date(2024, 9, 1))
+    overdue = invoice_mark_overdue(invoice=overdue)
+    not_due = invoice_issue(invoice=draft_invoice(team=maps, amounts=("3.00",)),
+                            issue_date=dt.date(2024, 10, 10))
+    invoice_mark_sent(invoice=not_due)
 
     board = dashboard_get(today=TODAY)
 

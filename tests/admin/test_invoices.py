@@ -6,7 +6,7 @@ import zipfile
 import pytest
 from django.urls import reverse
 
-from invoices import services
+from invoices.services.lifecycle import invoice_issue
 from invoices.models import CreditNote, Invoice
 from tests.factories import draft_invoice
 
@@ -47,7 +47,7 @@ def test_issue_action_asks_for_confirmation_then_numbers_the_invoice_and_stores_
 
 
 def test_refused_transition_shows_a_message_naming_the_invoice_not_an_error_page(finance):
-    invoice = services.invoice_issue(invoice=draft_invoice())
+    invoice = invoice_issue(invoice=draft_invoice())
     response = _move(finance, "issue", [invoice])
     assert response.status_code == 200
     [message] = [m for m in _messages(response) if invoice.number in m]
@@ -57,7 +57,7 @@ def test_refused_transition_shows_a_message_naming_the_invoice_not_an_error_page
 
 
 def test_mark_sent_then_paid_with_its_payment_reference(finance):
-    invoice = services.invoice_issue(invoice=draft_invoice())
+    invoice = invoice_issue(invoice=draft_invoice())
     _move(finance, "mark_sent", [invoice])
     invoice.refresh_from_db()
     assert invoice.status == Invoice.Status.SENT
@@ -68,7 +68,7 @@ def test_mark_sent_then_paid_with_its_payment_reference(finance):
 
 
 def test_mark_paid_needs_a_payment_reference(finance):
-    invoice = services.invoice_issue(invoice=draft_invoice())
+    invoice = invoice_issue(invoice=draft_invoice())
     response = finance.post(reverse(LIFECYCLE, args=["mark_paid"]), {"ids": str(invoice.pk), "payment_reference": ""})
     assert response.status_code == 200 and "payment_reference" in response.context["form"].errors
     invoice.refresh_from_db()
@@ -85,7 +85,7 @@ def test_mark_paid_of_a_draft_is_refused_with_a_message(finance):
 
 def test_cancel_cancels_a_draft_and_credits_an_issued_invoice_in_full(finance, finance_user):
     draft = draft_invoice()
-    issued = services.invoice_issue(invoice=draft_invoice(amounts=("80.00",)))
+    issued = invoice_issue(invoice=draft_invoice(amounts=("80.00",)))
 
     _move(finance, "cancel", [draft, issued], reason="order_change", description="Project stopped")
 
@@ -99,8 +99,8 @@ def test_cancel_cancels_a_draft_and_credits_an_issued_invoice_in_full(finance, f
 
 
 def test_selected_pdfs_download_as_one_zip(finance):
-    first = services.invoice_issue(invoice=draft_invoice())
-    second = services.invoice_issue(invoice=draft_invoice())
+    first = invoice_issue(invoice=draft_invoice())
+    second = invoice_issue(invoice=draft_invoice())
     response = finance.post(reverse("admin:invoices_invoice_changelist"),
                             {"action": "download_pdfs_action", "_selected_action": [first.pk, second.pk]})
     assert response["Content-Type"] == "application/zip"
@@ -110,7 +110,7 @@ def test_selected_pdfs_download_as_one_zip(finance):
 
 
 def test_invoice_page_offers_only_the_moves_its_status_allows(finance):
-    invoice = services.invoice_issue(invoice=draft_invoice())
+    invoice = invoice_issue(invoice=draft_invoice())
     page = finance.get(reverse("admin:invoices_invoice_change", args=[invoice.pk])).content.decode()
     assert "lifecycle-mark_sent" in page and "lifecycle-mark_paid" in page and "lifecycle-cancel" in page
     assert "lifecycle-issue" not in page and "Download PDF" in page

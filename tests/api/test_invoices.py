@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from invoices.models import CreditNote, Invoice
-from invoices.services import invoice_issue
+from invoices.services.lifecycle import invoice_issue
 from tests.factories import UsageRecordFactory, draft_invoice
 
 pytestmark = pytest.mark.django_db

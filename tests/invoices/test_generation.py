@@ -13,7 +13,8 @@ from chargeback.models import AllocationRule, AllocationRun
 from chargeback.periods import BillingPeriod
 from chargeback.services import allocation_run_execute, usage_record_create
 from invoices.models import Invoice
-from invoices.services import InvoiceGenerationError, invoice_generate_for_run, invoice_tax_amount
+from invoices.errors import InvoiceGenerationError
+from invoices.services.generation import invoice_generate_for_run, invoice_tax_amount
 from tests.factories import (
     AllocatedCostFactory,
     AllocationRuleFactory,
@@ -325,7 +326,7 @@ SEPTEMBER = BillingPeriod.month("2024-09")
 
 def test_invoice_generate_chargeback_refreshes_the_one_live_draft():
     # Given a team billed 9.00 by the period's committed run
-    from invoices.services import invoice_generate
+    from invoices.services.generation import invoice_generate
 
     team = TeamFactory()
     committed_run([{"team": team, "amount": D("9")}])
@@ -341,7 +342,7 @@ def test_invoice_generate_chargeback_refreshes_the_one_live_draft():
 
 
 def test_invoice_generate_applies_the_team_tax_rate_rounded_once():
-    from invoices.services import invoice_generate
+    from invoices.services.generation import invoice_generate
     from wallets.services import billing_settings_update
 
     team = TeamFactory()
@@ -356,7 +357,7 @@ def test_invoice_generate_applies_the_team_tax_rate_rounded_once():
 
 
 def test_invoice_generate_refuses_a_period_without_a_committed_run():
-    from invoices.services import invoice_generate
+    from invoices.services.generation import invoice_generate
 
     with pytest.raises(InvoiceGenerationError, match="no committed allocation run for 2024-09") as refused:
         invoice_generate(team=TeamFactory(), period=SEPTEMBER, kind="chargeback")
@@ -364,7 +365,7 @@ def test_invoice_generate_refuses_a_period_without_a_committed_run():
 
 
 def test_invoice_generate_refuses_a_team_with_nothing_to_bill():
-    from invoices.services import invoice_generate
+    from invoices.services.generation import invoice_generate
 
     committed_run([{"team": TeamFactory(), "amount": D("5")}])
     with pytest.raises(InvoiceGenerationError, match="nothing to bill"):
@@ -372,7 +373,8 @@ def test_invoice_generate_refuses_a_team_with_nothing_to_bill():
 
 
 def test_invoice_generate_never_replaces_an_issued_invoice():
-    from invoices.services import invoice_generate, invoice_issue
+    from invoices.services.generation import invoice_generate
+    from invoices.services.lifecycle import invoice_issue
 
     team = TeamFactory()
     committed_run([{"team": team, "amount": D("9")}])
@@ -385,7 +387,8 @@ def test_invoice_generate_never_replaces_an_issued_invoice():
 
 def test_invoice_generate_keeps_the_callers_number_for_the_issue():
     from invoices.errors import DuplicateInvoiceNumber
-    from invoices.services import invoice_generate, invoice_issue
+    from invoices.services.generation import invoice_generate
+    from invoices.services.lifecycle import invoice_issue
 
     team, other = TeamFactory(), TeamFactory()
     committed_run([{"team": team, "amount": D("9")}, {"team": other, "amount": D("1")}])
@@ -400,7 +403,7 @@ def test_invoice_generate_keeps_the_callers_number_for_the_issue():
 
 def test_invoice_generate_per_user_bills_each_users_rows_and_ties_out_to_the_team():
     # Given a team whose run rows belong to two members and to nobody in particular
-    from invoices.services import invoice_generate, invoices_generate_per_user
+    from invoices.services.generation import invoice_generate, invoices_generate_per_user
     from tests.factories import TeamMembershipFactory
 
     team = TeamFactory()
@@ -430,7 +433,7 @@ def test_invoice_generate_per_user_bills_each_users_rows_and_ties_out_to_the_tea
 
 def test_invoice_generate_refuses_a_user_outside_the_team():
     from invoices.errors import InvalidInvoiceRequest
-    from invoices.services import invoice_generate
+    from invoices.services.generation import invoice_generate
 
     team = TeamFactory()
     committed_run([{"team": team, "amount": D("1")}])
@@ -444,7 +447,7 @@ def test_invoice_generate_prepaid_statement_from_the_ledger():
     # feature and a refund in September
     import time_machine
 
-    from invoices.services import invoice_generate
+    from invoices.services.generation import invoice_generate
     from wallets import services as wallets
 
     team = TeamFactory(currency="USD")
@@ -479,7 +482,7 @@ def test_invoice_generate_prepaid_statement_from_the_ledger():
 
 
 def test_invoice_generate_prepaid_statement_refuses_a_quiet_period():
-    from invoices.services import invoice_generate
+    from invoices.services.generation import invoice_generate
     from wallets import services as wallets
 
     team = TeamFactory()
@@ -489,7 +492,7 @@ def test_invoice_generate_prepaid_statement_refuses_a_quiet_period():
 
 
 def test_invoice_generate_per_user_statement_needs_user_wallets():
-    from invoices.services import invoice_generate
+    from invoices.services.generation import invoice_generate
     from tests.factories import TeamMembershipFactory
     from wallets import services as wallets
 

@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from invoices.errors import InvalidInvoiceRequest, InvalidTransition
 from invoices.models import Invoice
-from invoices.services import (
-    credit_note_issue,
+from invoices.services.credit_notes import credit_note_issue
+from invoices.services.lifecycle import (
     invoice_cancel,
     invoice_issue,
     invoice_mark_overdue,
@@ -114,12 +114,12 @@ def test_invoice_transition_refuses_an_unknown_status():
 
 def test_invoice_issue_numbers_dates_and_stores_the_pdf(settings):
     # Given a draft of a team with 14-day payment terms, and its draft PDF
-    from invoices.pdf import invoice_store_pdf
+    from invoices.services.pdf_storage import invoice_pdf_store
     from tests.factories import TeamFactory
 
     team = TeamFactory(name="Checkout")
     wallet_services.billing_settings_update(team=team, payment_terms_days=14, billing_address="2 Team Road")
-    draft = invoice_store_pdf(invoice=draft_invoice(team=team, amounts=("12.34", "0.66")))
+    draft = invoice_pdf_store(invoice=draft_invoice(team=team, amounts=("12.34", "0.66")))
     draft_pdf = draft.pdf.name
     clerk = UserFactory()
 

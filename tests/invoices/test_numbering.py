@@ -13,7 +13,8 @@ from django.db import DatabaseError, connection, transaction
 
 from invoices.errors import DuplicateInvoiceNumber, InvalidInvoiceRequest, InvoiceImmutable
 from invoices.models import Invoice, InvoiceLine
-from invoices.services import invoice_generate_for_run, invoice_issue, invoice_mark_sent
+from invoices.services.generation import invoice_generate_for_run
+from invoices.services.lifecycle import invoice_issue, invoice_mark_sent
 from tests.factories import InvoiceLineFactory, TeamFactory, draft_invoice
 
 D = Decimal

@@ -13,17 +13,13 @@ from pypdf import PdfReader
 
 from chargeback.models import AllocationRule
 from invoices.models import CreditNote, Invoice
-from invoices.pdf import (
-    InvoicePdfError,
-    StaticOnlyURLFetcher,
-    UnsafeResourceError,
-    credit_note_render_pdf,
-    credit_note_store_pdf,
-    invoice_render_pdf,
-    invoice_store_pdf,
-)
+from invoices.errors import InvoicePdfError
+from invoices.pdf import StaticOnlyURLFetcher, UnsafeResourceError, credit_note_render_pdf, invoice_render_pdf
+from invoices.services.pdf_storage import credit_note_pdf_store, invoice_pdf_store
 from invoices.selectors import credit_note_get_with_lines, invoice_get_with_lines
-from invoices.services import credit_note_issue, invoice_generate_for_run, invoice_issue
+from invoices.services.credit_notes import credit_note_issue
+from invoices.services.generation import invoice_generate_for_run
+from invoices.services.lifecycle import invoice_issue
 from tests.factories import AllocationRuleFactory, PriceFactory, TeamFactory, UserFactory, draft_invoice
 from chargeback.periods import BillingPeriod
 from chargeback.services import allocation_run_execute, usage_record_create
@@ -152,7 +148,7 @@ def test_invoice_store_pdf_saves_the_file_and_its_sha256():
     invoice = realistic_invoice()
 
     # When its PDF is stored
-    stored = invoice_store_pdf(invoice=invoice)
+    stored = invoice_pdf_store(invoice=invoice)
 
     # Then the file is named after the team and period, opens as a PDF and matches its checksum
     assert re.fullmatch(r"invoices/\d{4}/\d{2}/checkout-2024-09-draft\.pdf", stored.pdf.name)
@@ -275,7 +271,7 @@ def test_credit_note_store_pdf_never_renders_a_credit_note_again(django_capture_
 
     # When it is stored again / then it is refused and the PDF stays as it was
     with pytest.raises(InvoicePdfError, match="already has its PDF"):
-        credit_note_store_pdf(credit_note=stored)
+        credit_note_pdf_store(credit_note=stored)
     assert CreditNote.objects.get(pk=note.pk).pdf_sha256 == stored.pdf_sha256
 
 
@@ -288,7 +284,7 @@ def test_invoice_store_pdf_keeps_the_pdf_of_an_invoice_cancelled_by_a_credit_not
 
     # When its PDF is stored again / then it is refused: the PDF sent out is final
     with pytest.raises(InvoicePdfError, match="issued"):
-        invoice_store_pdf(invoice=invoice)
+        invoice_pdf_store(invoice=invoice)
     assert Invoice.objects.get(pk=invoice.pk).pdf_sha256 == sha
 
 
@@ -296,7 +292,7 @@ def test_invoice_render_pdf_of_a_prepaid_statement_bills_usage_and_shows_balance
     # Given a prepaid team's September: 100 USD before, a 50 USD top-up, 30.12 + 5.00 used, 2.00 refunded
     import time_machine
 
-    from invoices.services import invoice_generate
+    from invoices.services.generation import invoice_generate
     from wallets import services as wallets
 
     team = TeamFactory(name="Support Bots", currency="USD")

@@ -12,7 +12,8 @@ from django.core.management import CommandError, call_command
 from pypdf import PdfReader
 
 from invoices.models import Invoice
-from invoices.services import invoice_generate_for_run, invoice_issue
+from invoices.services.generation import invoice_generate_for_run
+from invoices.services.lifecycle import invoice_issue
 from tests.factories import InvoiceFactory, InvoiceLineFactory, TeamFactory
 from tests.invoices.test_generation import committed_run
 

@@ -14,7 +14,7 @@ import datetime as dt
 from django.core.management.base import BaseCommand, CommandError
 
 from billing_site.money import format_amount
-from invoices.services import invoices_mark_overdue
+from invoices.services.lifecycle import invoices_mark_overdue
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 """``python manage.py render_invoices --period YYYY-MM [--status S] [--team SLUG] [--workers N]``: PDFs in bulk.
 
-Renders and stores (``invoices.pdf.invoice_store_pdf``: the file under ``MEDIA_ROOT`` and its
+Renders and stores (``invoices.services.pdf_storage.invoice_pdf_store``: the file under ``MEDIA_ROOT`` and its
 SHA-256 on the invoice) the PDF of every invoice of the calendar month ``--period`` that may be
 rendered: drafts and cancelled drafts every time (they render on demand), issued invoices only
 when they have no PDF yet. An issued invoice's PDF is the document that was sent out and is never
@@ -25,11 +25,14 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, connections
 from tqdm import tqdm
 
+from billing_site.money import format_period
 from chargeback.models import Team
 from chargeback.periods import BillingPeriod, PeriodError
 from invoices.management.commands.billing_run import PROGRESS_MIN_INVOICES, _ProgressStream
 from invoices.models import Invoice
-from invoices.pdf import InvoicePdfError, format_period, invoice_list_to_render, invoice_store_pdf
+from invoices.errors import InvoicePdfError
+from invoices.selectors import invoice_list_to_render
+from invoices.services.pdf_storage import invoice_pdf_store
 
 #: What one rendering reports back (plain strings, so it crosses from a worker process unchanged):
 #: ``(pk, outcome, status, text)``; outcome ``rendered`` / ``skipped`` / ``failed``, text the
@@ -40,7 +43,7 @@ Result = tuple[int, str, str, str]
 def render_one(pk: int) -> Result:
     """Render and store invoice ``pk``'s PDF; never raises, so one bad invoice does not stop a batch."""
     try:
-        invoice = invoice_store_pdf(invoice=Invoice(pk=pk))
+        invoice = invoice_pdf_store(invoice=Invoice(pk=pk))
     except InvoicePdfError as exc:
         # Issued (and rendered) between the selection and now: its PDF stays as it is.
         return pk, "skipped", "", str(exc)

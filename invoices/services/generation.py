@@ -28,12 +28,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from billing_site.money import (
@@ -42,26 +41,20 @@ from billing_site.money import (
     minor_unit,
     quantize_metered,
     round_preserving_sum,
-    split,
     to_minor_units,
     unit_price_of,
 )
-from chargeback.models import AllocatedCost, AllocationRun, Team
+from chargeback.models import AllocatedCost, AllocationRun, Team, TeamMembership
 from chargeback.periods import BillingPeriod
-from chargeback.selectors import prices_of_period
-
+from chargeback.selectors import allocation_committed_run, prices_of_period
+from wallets.models import BillingSettings, LedgerEntry, Wallet
 from wallets.selectors import billing_settings_get
 
-from .errors import (
-    CreditNoteLimitExceeded,
-    DuplicateInvoiceNumber,
-    InvalidInvoiceRequest,
-    InvalidTransition,
-    InvoiceGenerationError,
-    InvoiceImmutable,
-)
-from .models import CreditNote, CreditNoteLine, DocumentSequence, Invoice, InvoiceLine
-from .numbering import document_number_next
+from ..errors import DuplicateInvoiceNumber, InvalidInvoiceRequest, InvoiceGenerationError
+from ..models import Invoice, InvoiceLine
+from ..numbering import invoice_number_clean, invoice_number_taken, invoice_save_numbered
+from .lifecycle import invoice_check_transition
+from .pdf_storage import invoice_pdf_discard
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +84,7 @@ class InvoiceGenerationResult(list):
         created: pks of the drafts created by this generation (the others in the list were refreshed).
         cancelled: stale drafts set to ``cancelled`` because their team has nothing left to bill.
         skipped: issued (not draft) invoices of the period that were left untouched, although the
-            run now gives their team another amount or none; they need a credit note (issue 4).
+            run now gives their team another amount or none; they need a credit note.
     """
 
     def __init__(self) -> None:
@@ -137,8 +130,7 @@ def team_amounts(allocations: Iterable[AllocatedCost]) -> list[TeamAmount]:
 def invoice_tax_rate(*, team: Team) -> Decimal:
     """The tax rate of ``team``'s invoices in percent (``Decimal("19")`` for 19 %).
 
-    From the team's billing settings (``BillingSettings.tax_rate``, 0 to 100, default 0; issue 4:
-    "a rate per team, from billing settings, default 0").
+    From the team's billing settings (``BillingSettings.tax_rate``, 0 to 100, default 0).
     """
     return billing_settings_get(team=team).tax_rate
 
@@ -309,16 +301,6 @@ def _line_rows(
     return result
 
 
-def _delete_file_on_commit(invoice: Invoice) -> None:
-    """Forget ``invoice``'s stored PDF (now stale) and delete the file once the transaction commits."""
-    if not invoice.pdf:
-        return
-    storage, name = invoice.pdf.storage, invoice.pdf.name
-    transaction.on_commit(lambda: storage.delete(name))
-    invoice.pdf = ""
-    invoice.pdf_sha256 = ""
-
-
 def _save_draft(invoice: Invoice, *, owner: Team, subtotal: Decimal, currency: str) -> bool:
     """Set a draft's amounts and snapshots and save it, its old lines and stale PDF dropped; True if created.
 
@@ -335,14 +317,16 @@ def _save_draft(invoice: Invoice, *, owner: Team, subtotal: Decimal, currency: s
     invoice.billing_address = billing_settings_get(team=owner).billing_address
     created = invoice.pk is None
     if not created:
-        _delete_file_on_commit(invoice)
+        invoice_pdf_discard(invoice)
     invoice.save()
     if not created:
         invoice.lines.all().delete()
     return created
 
 
-def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) -> InvoiceGenerationResult:
+def invoice_generate_for_run(
+    *, run: AllocationRun, team: Team | None = None, teams: Iterable[Team] | None = None,
+) -> InvoiceGenerationResult:
     """Create or refresh the draft chargeback invoices of a committed allocation run.
 
     Args:
@@ -350,6 +334,8 @@ def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) ->
             becomes the invoices' period.
         team: write (and cancel) only this team's invoices. The amounts are still rounded over all
             teams of the run, so the team gets exactly what a full generation would give it.
+        teams: the same for several teams (``team`` and ``teams`` together name their union);
+            neither, or an empty ``teams``: every team of the run.
 
     Returns:
         The drafts written, a ``list[Invoice]`` ordered by team name (an
@@ -359,7 +345,7 @@ def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) ->
         in the currency's minor units, ``total = subtotal + tax_amount``, lines summing exactly to
         ``subtotal``. PDFs are not rendered here: the stale PDF of a refreshed draft is removed
         (the file is deleted after commit) and the caller renders new ones with
-        ``invoices.pdf.invoice_store_pdf`` after this transaction commits.
+        ``invoices.services.pdf_storage.invoice_pdf_store`` after this transaction commits.
 
     Refresh: a live draft of the same team, period and kind is updated in place (its
     lines replaced), never duplicated (the partial unique constraint backs this). A team whose
@@ -373,6 +359,7 @@ def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) ->
     """
     if run.pk is None or run.dry_run:
         raise InvoiceGenerationError("a dry run writes nothing and cannot be invoiced")
+    chosen = {t.pk for t in teams or ()} | ({team.pk} if team is not None else set())
     result = InvoiceGenerationResult()
     with transaction.atomic():
         # Lock the run so two generations of it serialise, and re-read its status under the lock.
@@ -401,8 +388,8 @@ def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) ->
             raise InvoiceGenerationError(
                 f"allocation run #{run.pk} bills team(s) {mixed} in more than one currency"
             )
-        if team is not None:
-            amounts = [a for a in amounts if a.team_id == team.pk]
+        if chosen:
+            amounts = [a for a in amounts if a.team_id in chosen]
         billed = {a.team_id: a for a in amounts if a.amount != 0}
         rows_by_team: dict[int, list[AllocatedCost]] = defaultdict(list)
         for allocation in allocations:
@@ -413,8 +400,8 @@ def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) ->
             kind=Invoice.Kind.CHARGEBACK, user__isnull=True, period_start=run.period_start,
             period_end=run.period_end,
         ).exclude(status=Invoice.Status.CANCELLED)
-        if team is not None:
-            live = live.filter(team=team)
+        if chosen:
+            live = live.filter(team_id__in=chosen)
         # Lock the period's live invoices in primary-key order (no deadlock between two runs).
         existing = {i.team_id: i for i in live.select_for_update(of=("self",)).order_by("pk")}
         teams = Team.objects.select_related("billing_settings").in_bulk(list(billed))
@@ -423,8 +410,9 @@ def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) ->
             if team_id in billed:
                 continue
             if invoice.status == Invoice.Status.DRAFT:
+                invoice_check_transition(invoice=invoice, to_status=Invoice.Status.CANCELLED)
                 invoice.status = Invoice.Status.CANCELLED
-                _delete_file_on_commit(invoice)
+                invoice_pdf_discard(invoice)
                 invoice.save(update_fields=["status", "pdf", "pdf_sha256", "updated_at"])
                 result.cancelled.append(invoice)
             else:
@@ -456,7 +444,7 @@ def invoice_generate_for_run(*, run: AllocationRun, team: Team | None = None) ->
     return result
 
 
-# --- one invoice for a team or a user and a period (issue 4, section 1) -----------------------------
+# --- one invoice for a team or a user and a period ------------------------------------------------
 
 #: Ledger entry types that a prepaid statement bills: usage drawn from the credit, less refunds.
 _STATEMENT_USAGE = ("charge", "hold_capture")
@@ -504,8 +492,6 @@ def _statement_line(invoice: Invoice, position: int, description: str, section: 
 
 def _statement_lines(invoice: Invoice, *, wallets: list, period: BillingPeriod, currency: str) -> tuple[list[InvoiceLine], Decimal]:
     """The lines of a prepaid statement and its subtotal (minor units); see :func:`invoice_generate`."""
-    from wallets.models import LedgerEntry
-
     start, end = _period_bounds(period)
     wallet_ids = [w.pk for w in wallets]
     opening = Decimal(0)
@@ -646,12 +632,8 @@ def invoice_generate(
         DuplicateInvoiceNumber: ``number`` is used by another invoice.
         InvalidInvoiceRequest: a user outside the team, a malformed ``number``, an unknown ``kind``.
     """
-    from chargeback.models import TeamMembership
-    from chargeback.selectors import allocation_committed_run
-    from wallets.models import BillingSettings, Wallet
-
     if number is not None:
-        number = _clean_number(number)
+        number = invoice_number_clean(number)
     if kind is not None and kind not in Invoice.Kind.values:
         raise InvalidInvoiceRequest(f"{kind!r} is not an invoice kind ({', '.join(Invoice.Kind.values)})", param="kind")
     if user is not None and not TeamMembership.objects.filter(team=team, user=user).exists():
@@ -673,7 +655,7 @@ def invoice_generate(
                 f"invoice {live.display_number} for {team.name} and {period} is already {live.status}; "
                 "correct it with a credit note"
             )
-        if number is not None and _number_taken(number, excluding=live.pk if live else None):
+        if number is not None and invoice_number_taken(number, excluding=live.pk if live else None):
             raise DuplicateInvoiceNumber(f"invoice number {number} is already used by another invoice")
 
         if kind == Invoice.Kind.CHARGEBACK:
@@ -717,7 +699,7 @@ def invoice_generate(
 
         if number is not None and invoice.number != number:
             invoice.number = number
-            _save_numbered(invoice, ["number", "updated_at"])
+            invoice_save_numbered(invoice, ["number", "updated_at"])
     return invoice
 
 
@@ -726,8 +708,6 @@ def invoices_generate_per_user(*, team: Team, period: BillingPeriod, kind: str |
 
     Members with nothing to bill are left out. Returns the drafts by username.
     """
-    from chargeback.models import TeamMembership
-
     invoices = []
     members = TeamMembership.objects.filter(team=team).select_related("user").order_by("user__username")
     for membership in members:
@@ -738,495 +718,3 @@ def invoices_generate_per_user(*, team: Team, period: BillingPeriod, kind: str |
     return invoices
 
 
-# --- lifecycle: issue, send, pay, overdue, cancel (issue 4, section 2) ------------------------------
-
-#: What a status is called in an error message when a move is refused.
-_NONE = "none"
-
-
-def _lock_invoice(pk: int) -> Invoice:
-    """Lock the invoice row (``SELECT … FOR UPDATE`` of the invoice only) and re-read it, team joined."""
-    return Invoice.objects.select_for_update(of=("self",)).select_related("team").get(pk=pk)
-
-
-def _allowed_text(current: str) -> str:
-    allowed = [
-        f"{to} (by a full credit note)" if (current, to) in Invoice.CREDIT_NOTE_ONLY else to
-        for to in Invoice.TRANSITIONS.get(current, ())
-    ]
-    return ", ".join(allowed) or _NONE
-
-
-def invoice_check_transition(*, invoice: Invoice, to_status: str, by_credit_note: bool = False) -> None:
-    """Refuse a status move that ``Invoice.TRANSITIONS`` does not allow: the one place it is checked.
-
-    Args:
-        invoice: the invoice as read under its row lock.
-        to_status: the requested status (a ``Invoice.Status`` value).
-        by_credit_note: the move is made by issuing a full credit note; only then are the moves in
-            ``Invoice.CREDIT_NOTE_ONLY`` (an issued invoice to ``cancelled``) allowed.
-
-    Raises:
-        InvalidTransition: the move is not allowed; the message names the invoice, its current
-            status, the requested one and the allowed ones, e.g. "Invoice INV-20261122-0003 is
-            paid; it cannot move to draft (allowed: none)".
-        InvalidInvoiceRequest: ``to_status`` is no status at all (``param`` ``status``).
-    """
-    current = invoice.status
-    if to_status not in Invoice.Status.values:
-        raise InvalidInvoiceRequest(
-            f"{to_status!r} is not an invoice status (statuses: {', '.join(Invoice.Status.values)})", param="status"
-        )
-    if to_status not in Invoice.TRANSITIONS.get(current, ()):
-        raise InvalidTransition(
-            f"Invoice {invoice.display_number} is {current}; it cannot move to {to_status} "
-            f"(allowed: {_allowed_text(current)})",
-            current=current, requested=to_status, param="status",
-        )
-    if (current, to_status) in Invoice.CREDIT_NOTE_ONLY and not by_credit_note:
-        raise InvalidTransition(
-            f"Invoice {invoice.display_number} is {current}; it cannot move to {to_status} except by issuing a "
-            f"full credit note (allowed: {_allowed_text(current)})",
-            current=current, requested=to_status, param="status",
-        )
-
-
-def _clean_number(number: object) -> str:
-    if not isinstance(number, str) or not number.strip():
-        raise InvalidInvoiceRequest("an invoice number must be non-empty text", param="invoice_number")
-    number = number.strip()
-    if len(number) > Invoice._meta.get_field("number").max_length:
-        raise InvalidInvoiceRequest(
-            f"invoice number {number[:20]!r}… is longer than {Invoice._meta.get_field('number').max_length} characters",
-            param="invoice_number",
-        )
-    return number
-
-
-def _number_taken(number: str, *, excluding: int | None = None) -> bool:
-    return Invoice.objects.filter(number=number).exclude(pk=excluding).exists()
-
-
-def _save_numbered(invoice: Invoice, fields: list[str]) -> None:
-    """Save ``invoice``; a number another invoice holds (a race the unique constraint catches) is refused."""
-    try:
-        with transaction.atomic():
-            invoice.save(update_fields=fields)
-    except IntegrityError as exc:
-        if _number_taken(invoice.number, excluding=invoice.pk):
-            raise DuplicateInvoiceNumber(f"invoice number {invoice.number} is already used by another invoice") from exc
-        raise
-
-
-def invoice_issue(
-    *, invoice: Invoice, issued_by=None, number: str | None = None, issue_date: dt.date | None = None,
-) -> Invoice:
-    """Issue a draft invoice (``draft`` → ``pending``): number it, date it, freeze it, store its PDF.
-
-    Args:
-        invoice: a draft ``Invoice`` (re-read under its row lock).
-        issued_by: the user who issues it (kept in ``issued_by``), or ``None`` for the system.
-        number: the caller's own invoice number (text, at most 64 characters); by default the number
-            given at generation (``invoice_generate(number=…)``), else the next gap-free number of
-            the issue date's year (``settings.BILLING_INVOICE_NUMBER_FORMAT``, default
-            ``INV-YYYYMMDD-NNNN``, :mod:`invoices.numbering`).
-        issue_date: the date printed on the invoice (default: today, local time zone); the due
-            date is ``issue_date + payment_terms_days`` (the team's billing settings, default 30).
-
-    Returns:
-        The invoice as stored: ``status`` pending, ``number``, ``issue_date``, ``due_date``,
-        ``issued_at``, ``issued_by``, and ``pdf`` / ``pdf_sha256`` of the PDF rendered once, in the
-        same transaction (``invoices.pdf.invoice_store_pdf``). From now on its amounts and lines
-        never change (model, queryset and, on PostgreSQL, a trigger refuse).
-
-    Raises:
-        InvalidTransition: the invoice is not a draft.
-        DuplicateInvoiceNumber: ``number`` is used by another invoice (``param`` ``invoice_number``).
-        InvalidInvoiceRequest: ``number`` is empty or too long.
-        Nothing is written when any error is raised (the sequence number is given back).
-    """
-    from .pdf import invoice_store_pdf  # the PDF module imports the models and selectors
-
-    if number is not None:
-        number = _clean_number(number)
-    with transaction.atomic():
-        locked = _lock_invoice(invoice.pk)
-        invoice_check_transition(invoice=locked, to_status=Invoice.Status.PENDING)
-        if locked.total != locked.subtotal + locked.tax_amount:  # PostgreSQL CHECKs it; SQLite does not
-            raise InvoiceImmutable(f"invoice {locked.display_number}: total is not subtotal + tax; regenerate it")
-        billing = billing_settings_get(team=locked.team)
-        issue_date = issue_date or timezone.localdate()
-        number = number or locked.number
-        if number:
-            if _number_taken(number, excluding=locked.pk):
-                raise DuplicateInvoiceNumber(f"invoice number {number} is already used by another invoice")
-        else:
-            number = document_number_next(
-                kind=DocumentSequence.Kind.INVOICE, date=issue_date, is_taken=_number_taken
-            )
-        locked.number = number
-        locked.status = Invoice.Status.PENDING
-        locked.issue_date = issue_date
-        locked.due_date = issue_date + dt.timedelta(days=billing.payment_terms_days)
-        locked.issued_at = timezone.now()
-        locked.issued_by = issued_by
-        if not locked.billing_address:
-            locked.billing_address = billing.billing_address
-        # The draft's PDF (if any) is replaced: invoice_store_pdf deletes its file after commit.
-        locked.pdf_sha256 = ""
-        _save_numbered(locked, [
-            "number", "status", "issue_date", "due_date", "issued_at", "issued_by", "billing_address",
-            "pdf_sha256", "updated_at",
-        ])
-        issued = invoice_store_pdf(invoice=locked)
-    return issued
-
-
-def invoice_mark_sent(*, invoice: Invoice, by=None) -> Invoice:
-    """Record that an issued invoice was sent to the team (``pending`` → ``sent``, ``sent_at`` now).
-
-    Raises:
-        InvalidTransition: the invoice is not ``pending``.
-    """
-    with transaction.atomic():
-        locked = _lock_invoice(invoice.pk)
-        invoice_check_transition(invoice=locked, to_status=Invoice.Status.SENT)
-        locked.status, locked.sent_at = Invoice.Status.SENT, timezone.now()
-        locked.save(update_fields=["status", "sent_at", "updated_at"])
-    return locked
-
-
-def invoice_mark_paid(*, invoice: Invoice, payment_reference: str, by=None, paid_at: dt.datetime | None = None) -> Invoice:
-    """Record the payment of an issued invoice (``pending``/``sent``/``overdue`` → ``paid``).
-
-    Args:
-        payment_reference: the bank or transfer reference (text, at most 200 characters; may be
-            empty), stored on the invoice.
-        by: the user recording the payment; the author of the settlement entry.
-        paid_at: when it was paid (aware datetime; default now).
-
-    For a team on the ``postpaid`` billing model the payment also settles its team wallet: one
-    ``invoice_settlement`` ledger entry crediting ``amount_due`` (``total − credited_total``, in
-    the invoice's currency), idempotent by invoice (``wallets.services.wallet_settle_invoice``).
-    Prepaid teams' invoices record the payment only (their credit was bought up front).
-
-    Raises:
-        InvalidTransition: the invoice is a draft, already paid or cancelled.
-        InvalidInvoiceRequest: ``payment_reference`` is longer than 200 characters.
-    """
-    from wallets.models import BillingSettings
-    from wallets.services import wallet_settle_invoice
-
-    payment_reference = (payment_reference or "").strip()
-    if len(payment_reference) > Invoice._meta.get_field("payment_reference").max_length:
-        raise InvalidInvoiceRequest("payment_reference is longer than 200 characters", param="payment_reference")
-    with transaction.atomic():
-        locked = _lock_invoice(invoice.pk)
-        invoice_check_transition(invoice=locked, to_status=Invoice.Status.PAID)
-        due = locked.amount_due
-        billing = billing_settings_get(team=locked.team)
-        if billing.billing_model == BillingSettings.BillingModel.POSTPAID and due > 0:
-            wallet_settle_invoice(invoice=locked, amount=due, payment_reference=payment_reference, created_by=by)
-        locked.status = Invoice.Status.PAID
-        locked.paid_at = paid_at or timezone.now()
-        locked.payment_reference = payment_reference
-        locked.save(update_fields=["status", "paid_at", "payment_reference", "updated_at"])
-    return locked
-
-
-def invoice_mark_overdue(*, invoice: Invoice, by=None) -> Invoice:
-    """Move one issued invoice to ``overdue`` (``pending``/``sent`` → ``overdue``), whatever its due date.
-
-    Raises:
-        InvalidTransition: the invoice is not ``pending`` or ``sent``.
-    """
-    with transaction.atomic():
-        locked = _lock_invoice(invoice.pk)
-        invoice_check_transition(invoice=locked, to_status=Invoice.Status.OVERDUE)
-        locked.status = Invoice.Status.OVERDUE
-        locked.save(update_fields=["status", "updated_at"])
-    return locked
-
-
-def invoices_mark_overdue(*, today: dt.date | None = None) -> list[Invoice]:
-    """Move every ``pending`` or ``sent`` invoice whose due date is before ``today`` to ``overdue``.
-
-    ``today`` defaults to the local date; an invoice is overdue the day after its due date (the
-    due date itself is the last day to pay). Idempotent: a second run the same day finds nothing.
-    Rows are locked in primary-key order and re-checked under the lock, so a payment recorded at
-    the same moment wins or waits, never gets overwritten.
-
-    Returns:
-        The invoices moved, by pk.
-    """
-    today = today or timezone.localdate()
-    moved = []
-    with transaction.atomic():
-        candidates = (
-            Invoice.objects.select_for_update(of=("self",))
-            .filter(status__in=[Invoice.Status.PENDING, Invoice.Status.SENT], due_date__lt=today)
-            .order_by("pk")
-        )
-        for invoice in candidates:
-            invoice_check_transition(invoice=invoice, to_status=Invoice.Status.OVERDUE)
-            invoice.status = Invoice.Status.OVERDUE
-            invoice.save(update_fields=["status", "updated_at"])
-            moved.append(invoice)
-    return moved
-
-
-def invoice_cancel(*, invoice: Invoice, by=None) -> Invoice:
-    """Cancel a draft (``draft`` → ``cancelled``); its stored draft PDF is deleted after commit.
-
-    Issued invoices are cancelled only by a full credit note (:func:`credit_note_issue`).
-
-    Raises:
-        InvalidTransition: the invoice is issued (the message says a full credit note cancels it),
-            or already cancelled.
-    """
-    with transaction.atomic():
-        locked = _lock_invoice(invoice.pk)
-        invoice_check_transition(invoice=locked, to_status=Invoice.Status.CANCELLED)
-        locked.status = Invoice.Status.CANCELLED
-        _delete_file_on_commit(locked)
-        locked.save(update_fields=["status", "pdf", "pdf_sha256", "updated_at"])
-    return locked
-
-
-def invoice_transition(*, invoice: Invoice, to_status: str, by=None, payment_reference: str = "") -> Invoice:
-    """The one entry point for "change the status" (API ``POST invoices/{id}/status/``, admin actions).
-
-    Dispatches ``pending`` → :func:`invoice_issue`, ``sent`` → :func:`invoice_mark_sent`, ``paid``
-    → :func:`invoice_mark_paid` (with ``payment_reference``), ``overdue`` →
-    :func:`invoice_mark_overdue`, ``cancelled`` → :func:`invoice_cancel` (drafts only).
-
-    Raises:
-        InvalidTransition: ``Invoice.TRANSITIONS`` does not allow the move (``draft`` is never a
-            target; an issued invoice is cancelled only by a full credit note).
-        InvalidInvoiceRequest: ``to_status`` is not a status.
-        and whatever the dispatched service raises.
-    """
-    if to_status not in Invoice.Status.values:
-        invoice_check_transition(invoice=invoice, to_status=to_status)  # raises InvalidInvoiceRequest
-    if to_status == Invoice.Status.PENDING:
-        return invoice_issue(invoice=invoice, issued_by=by)
-    if to_status == Invoice.Status.SENT:
-        return invoice_mark_sent(invoice=invoice, by=by)
-    if to_status == Invoice.Status.PAID:
-        return invoice_mark_paid(invoice=invoice, payment_reference=payment_reference, by=by)
-    if to_status == Invoice.Status.OVERDUE:
-        return invoice_mark_overdue(invoice=invoice, by=by)
-    if to_status == Invoice.Status.CANCELLED:
-        return invoice_cancel(invoice=invoice, by=by)
-    # draft: no status moves back to draft; let the one check word the refusal.
-    with transaction.atomic():
-        invoice_check_transition(invoice=_lock_invoice(invoice.pk), to_status=to_status)
-    raise AssertionError("unreachable: nothing moves to draft")  # pragma: no cover
-
-
-# --- credit notes (issue 4, section 3) ---------------------------------------------------------------
-
-
-def _minor_amount(value: object, currency: str, param: str) -> Decimal:
-    """A positive Decimal in whole minor units of ``currency``; floats and sub-cent digits refused."""
-    if isinstance(value, bool) or not isinstance(value, (Decimal, int, str)):
-        raise InvalidInvoiceRequest(f"{param} must be a decimal amount (a string or Decimal, never a float)", param=param)
-    try:
-        amount = Decimal(value)
-    except ArithmeticError:
-        raise InvalidInvoiceRequest(f"{param} {value!r} is not a number", param=param) from None
-    if not amount.is_finite() or amount <= 0:
-        raise InvalidInvoiceRequest(f"{param} must be a positive amount, got {value}", param=param)
-    if amount != to_minor_units(amount, currency):
-        raise InvalidInvoiceRequest(
-            f"{param} {value} has more decimals than {currency}'s minor unit ({minor_unit(currency)})", param=param
-        )
-    return to_minor_units(amount, currency)
-
-
-def _credited_per_line(invoice: Invoice) -> dict[int, Decimal]:
-    credited: dict[int, Decimal] = defaultdict(Decimal)
-    rows = CreditNoteLine.objects.filter(credit_note__invoice=invoice, invoice_line__isnull=False)
-    for line_id, amount in rows.values_list("invoice_line_id", "amount"):
-        credited[line_id] += amount
-    return credited
-
-
-def _credit_split(invoice: Invoice, left_subtotal: Decimal, left_tax: Decimal, amount: Decimal) -> tuple[Decimal, Decimal]:
-    """Split a tax-inclusive ``amount`` into (subtotal, tax) at the invoice's rate, within what is left of each."""
-    if amount == left_subtotal + left_tax:
-        return left_subtotal, left_tax
-    subtotal = to_minor_units(amount * 100 / (100 + invoice.tax_rate), invoice.currency)
-    subtotal = min(subtotal, left_subtotal)
-    tax = amount - subtotal
-    if tax > left_tax:
-        tax = left_tax
-        subtotal = amount - tax
-    return subtotal, tax
-
-
-def credit_note_issue(
-    *, invoice: Invoice, reason: str, amount: Decimal | None = None, lines: Sequence[Mapping[str, Any]] | None = None,
-    description: str = "", issued_by=None,
-) -> CreditNote:
-    """Issue a credit note on an issued invoice: a full credit (cancels it) or a partial one (reduces what is due).
-
-    Args:
-        invoice: an issued invoice awaiting payment (``pending``, ``sent`` or ``overdue``).
-        reason: a ``CreditNote.Reason`` value: ``duplicated_charge``, ``order_change``,
-            ``allocation_correction`` or ``other``.
-        amount: a partial credit, tax-inclusive, a positive Decimal in whole minor units of the
-            invoice's currency; split into subtotal and tax at the invoice's tax rate.
-        lines: a partial credit of invoice lines, ``[{"invoice_line": <InvoiceLine pk>, "amount":
-            Decimal}]``, each amount before tax (like the invoice's lines), positive, whole minor
-            units, at most what is left of that line; tax is added at the invoice's rate, rounded once.
-            With neither ``amount`` nor ``lines`` the credit note credits everything left
-            (``total − credited_total``), line by line, and cancels the invoice.
-        description: free text printed on the credit note.
-        issued_by: the user who issues it.
-
-    Returns:
-        The ``CreditNote``, numbered gap-free per year (``settings.BILLING_CREDIT_NOTE_NUMBER_FORMAT``,
-        default ``CN-YYYYMMDD-NNNN``), with its lines. The invoice's ``credited_total`` grows by its
-        total, checked under the invoice's row lock never to exceed the invoice's ``total``; when
-        it reaches it, the invoice becomes ``cancelled``. Its PDF is rendered after commit by
-        ``invoices.pdf.credit_note_store_pdf`` when that exists.
-
-    Raises:
-        InvalidTransition: the invoice is a draft, paid or cancelled.
-        CreditNoteLimitExceeded: the credit exceeds what is left on the invoice (``param``
-            ``amount``) or on a line (``param`` ``lines``).
-        InvalidInvoiceRequest: both ``amount`` and ``lines``, an unknown reason, a line of another
-            invoice, a malformed amount.
-    """
-    if reason not in CreditNote.Reason.values:
-        raise InvalidInvoiceRequest(
-            f"{reason!r} is not a credit note reason (reasons: {', '.join(CreditNote.Reason.values)})", param="reason"
-        )
-    if amount is not None and lines is not None:
-        raise InvalidInvoiceRequest("give either amount or lines, not both", param="amount")
-    if lines is not None and not lines:
-        raise InvalidInvoiceRequest("lines is empty: give at least one line, or neither amount nor lines", param="lines")
-    with transaction.atomic():
-        locked = _lock_invoice(invoice.pk)
-        if locked.status not in Invoice.OPEN_STATUSES:
-            raise InvalidTransition(
-                f"Invoice {locked.display_number} is {locked.status}; only an issued invoice awaiting payment "
-                f"({', '.join(Invoice.OPEN_STATUSES)}) can be credited",
-                current=locked.status, requested="credited", param="invoice",
-            )
-        currency = locked.currency
-
-        def _fmt(value: Decimal) -> str:
-            return format_amount(value, currency)
-
-        # Summed in Decimal (SQLite would sum floats); an invoice has a handful of credit notes.
-        credited = list(CreditNote.objects.filter(invoice=locked).values_list("subtotal", "tax_amount"))
-        left_total = locked.total - locked.credited_total
-        left_subtotal = locked.subtotal - sum((s for s, _ in credited), Decimal(0))
-        left_tax = locked.tax_amount - sum((t for _, t in credited), Decimal(0))
-        invoice_lines = list(locked.lines.order_by("position"))
-        per_line = _credited_per_line(locked)
-        label = CreditNote.Reason(reason).label
-        note_lines: list[tuple[InvoiceLine | None, str, Decimal]] = []
-
-        if left_total <= 0:
-            raise CreditNoteLimitExceeded(
-                f"invoice {locked.display_number} has nothing left to credit "
-                f"(total {_fmt(locked.total)}, credited {_fmt(locked.credited_total)})", param="amount",
-            )
-        if amount is None and lines is None:
-            subtotal, tax = left_subtotal, left_tax
-            remaining = [(line, line.amount - per_line[line.pk]) for line in invoice_lines]
-            if sum((r for _, r in remaining), Decimal(0)) == subtotal:
-                parts = [r for _, r in remaining]
-            else:
-                # Credits not tied to lines were given before: spread what is left over the lines.
-                weights = [max(r, Decimal(0)) for _, r in remaining]
-                parts = split(subtotal, weights, minor_unit(currency)) if sum(weights) > 0 else []
-            note_lines = [(line, line.description, part) for (line, _), part in zip(remaining, parts) if part != 0]
-            if not note_lines and subtotal:
-                note_lines = [(None, description or f"Credit: {label}", subtotal)]
-        elif amount is not None:
-            total = _minor_amount(amount, currency, "amount")
-            if total > left_total:
-                raise CreditNoteLimitExceeded(
-                    f"credit of {_fmt(total)} exceeds what is left on invoice {locked.display_number}: "
-                    f"{_fmt(left_total)} (total {_fmt(locked.total)}, credited {_fmt(locked.credited_total)})",
-                    param="amount",
-                )
-            subtotal, tax = _credit_split(locked, left_subtotal, left_tax, total)
-            note_lines = [(None, description or f"Credit: {label}", subtotal)]
-        else:
-            by_pk = {line.pk: line for line in invoice_lines}
-            seen: set[int] = set()
-            for index, item in enumerate(lines):
-                if not isinstance(item, Mapping) or "invoice_line" not in item or "amount" not in item:
-                    raise InvalidInvoiceRequest(
-                        f"lines[{index}] must be {{'invoice_line': id, 'amount': Decimal}}", param="lines"
-                    )
-                line_id = item["invoice_line"]
-                line_id = getattr(line_id, "pk", line_id)
-                line = by_pk.get(line_id) if isinstance(line_id, int) else None
-                if line is None:
-                    raise InvalidInvoiceRequest(
-                        f"lines[{index}]: invoice line {line_id!r} is not a line of invoice {locked.display_number}",
-                        param="lines",
-                    )
-                if line.pk in seen:
-                    raise InvalidInvoiceRequest(f"lines[{index}]: invoice line {line.pk} is given twice", param="lines")
-                seen.add(line.pk)
-                part = _minor_amount(item["amount"], currency, f"lines[{index}].amount")
-                left_on_line = line.amount - per_line[line.pk]
-                if part > left_on_line:
-                    raise CreditNoteLimitExceeded(
-                        f"lines[{index}]: credit of {_fmt(part)} exceeds what is left on line {line.position} "
-                        f"({line.description}): {_fmt(max(left_on_line, Decimal(0)))}",
-                        param="lines",
-                    )
-                note_lines.append((line, line.description, part))
-            subtotal = sum((part for _, _, part in note_lines), Decimal(0))
-            if subtotal == left_subtotal:
-                tax = left_tax
-            else:
-                tax = min(invoice_tax_amount(subtotal=subtotal, rate=locked.tax_rate, currency=currency), left_tax)
-            if subtotal + tax > left_total:
-                raise CreditNoteLimitExceeded(
-                    f"credit of {_fmt(subtotal + tax)} (with tax) exceeds what is left on invoice "
-                    f"{locked.display_number}: {_fmt(left_total)}", param="lines",
-                )
-
-        total = subtotal + tax
-        fully_credited = locked.credited_total + total == locked.total
-        if fully_credited:
-            invoice_check_transition(invoice=locked, to_status=Invoice.Status.CANCELLED, by_credit_note=True)
-        issue_date = timezone.localdate()
-        note = CreditNote(
-            invoice=locked, reason=reason, description=description, currency=currency, subtotal=subtotal,
-            tax_amount=tax, total=total, issue_date=issue_date, issued_by=issued_by,
-            number=document_number_next(
-                kind=DocumentSequence.Kind.CREDIT_NOTE, date=issue_date,
-                is_taken=lambda n: CreditNote.objects.filter(number=n).exists(),
-            ),
-        )
-        note.save(force_insert=True)
-        CreditNoteLine.objects.bulk_create([
-            CreditNoteLine(credit_note=note, position=position, description=text[:500], invoice_line=line, amount=part)
-            for position, (line, text, part) in enumerate(note_lines, start=1)
-        ])
-        locked.credited_total += total
-        fields = ["credited_total", "updated_at"]
-        if fully_credited:
-            locked.status = Invoice.Status.CANCELLED
-            fields.append("status")
-        locked.save(update_fields=fields)
-        invoice.status, invoice.credited_total = locked.status, locked.credited_total
-
-        from . import pdf as invoice_pdf
-
-        store = getattr(invoice_pdf, "credit_note_store_pdf", None)
-        if store is not None:
-            # After commit, in its own transaction: a credit note is valid without its PDF, and a
-            # rendering failure is logged (robust) rather than undoing the credit.
-            transaction.on_commit(lambda: store(credit_note=note), robust=True)
-    return note

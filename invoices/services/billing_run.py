@@ -1,0 +1,226 @@
+"""The month-end billing run: allocate a period, write each team's draft invoice, store the PDFs.
+
+:func:`billing_run_execute` is the one service behind every door: the ``billing_run`` command,
+the admin's "Run billing for a period…" and the API's ``POST /api/v1/billing-runs/``. Each door
+only reads its input and shows the :class:`BillingRunResult`, so one team billed through any of
+them gets the same allocation run and the same invoice (``docs/billing-run.md``).
+
+Figures: invoice amounts in the currency's minor units (largest remainder over every team of the
+run, ``invoices.services.generation.team_amounts``); allocation totals and the tie-out line at
+metered precision (12 decimal places), written exactly, so ``allocated + unallocated = total`` to
+the last digit.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db import transaction
+
+from billing_site.money import format_metered, to_minor_units
+from chargeback.models import AllocationRun, Team
+from chargeback.periods import BillingPeriod
+from chargeback.services import allocation_run_create, allocation_run_execute
+
+from ..models import Invoice
+from .generation import TeamAmount, invoice_generate_for_run, team_amounts
+from .pdf_storage import invoice_pdf_store
+
+
+@dataclass(frozen=True)
+class BillingRunRow:
+    """One team's line of a billing run's summary.
+
+    ``amount`` is the invoice total (a real run; tax included) or the amount that would be
+    invoiced (a dry run), in the currency's minor units; ``precise`` the team's metered cost and
+    ``team`` the team itself (dry run only). ``state`` says what happened: ``new``, ``refreshed``, ``issued: not changed``,
+    ``cancelled`` (nothing left to bill), or for a dry run ``would be invoiced`` / ``rounds to zero``.
+    """
+
+    team_id: int
+    team_name: str
+    currency: str
+    amount: Decimal | None
+    state: str
+    precise: Decimal | None = None
+    record_count: int = 0
+    invoice: Invoice | None = None
+    team: Team | None = None
+
+
+@dataclass
+class BillingRunResult:
+    """What a billing run did (or, for a dry run, would do).
+
+    Attributes:
+        period: the billing period ``[start, end)``.
+        dry_run: nothing was written.
+        run: the committed ``AllocationRun``, or the dry run's unsaved one (with ``run.preview``).
+        teams: the teams asked for (empty: every team).
+        amounts: each chosen team's ``TeamAmount`` (rounded with every team of the run); dry run only.
+        team_by_id: the teams of ``amounts``, by pk; dry run only.
+        invoices: the drafts written (new or refreshed), by team name, their PDFs stored when asked.
+        created: pks of the drafts created by this run.
+        cancelled: drafts cancelled because their team has nothing left to bill.
+        skipped: issued invoices left unchanged (they need a credit note if the run bills otherwise).
+        warnings: the allocation's warnings (pools a rule could not split), then one per skipped invoice.
+        problems: broken invariants (the drafts do not sum to the allocated cost rounded); empty normally.
+    """
+
+    period: BillingPeriod
+    dry_run: bool
+    run: AllocationRun
+    teams: list[Team] = field(default_factory=list)
+    amounts: list[TeamAmount] = field(default_factory=list)
+    team_by_id: dict[int, Team] = field(default_factory=dict)
+    invoices: list[Invoice] = field(default_factory=list)
+    created: set[int] = field(default_factory=set)
+    cancelled: list[Invoice] = field(default_factory=list)
+    skipped: list[Invoice] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def tie_out(self) -> str:
+        """``allocated X of Y, unallocated Z``: the run's totals written exactly, in its currency."""
+        return billing_run_tie_out(self.run)
+
+    @property
+    def live_invoices(self) -> list[Invoice]:
+        """The period's live invoices of the chosen teams: the drafts written, then the issued ones left."""
+        return self.invoices + self.skipped
+
+    @property
+    def billed(self) -> int:
+        """How many invoices the run writes (a dry run: would write): amounts of a minor unit or more."""
+        return sum(1 for a in self.amounts if a.amount) if self.dry_run else len(self.invoices)
+
+    @property
+    def nothing_to_bill(self) -> bool:
+        """No team's cost comes to a minor unit: no invoice was (or would be) written or left standing."""
+        return not self.billed if self.dry_run else not self.invoices and not self.skipped
+
+    def totals(self) -> dict[str, Decimal]:
+        """``{currency: total}`` invoiced (tax included) or, for a dry run, that would be invoiced."""
+        totals: dict[str, Decimal] = defaultdict(Decimal)
+        if self.dry_run:
+            for amount in self.amounts:
+                totals[amount.currency] += amount.amount
+        else:
+            for invoice in self.live_invoices:
+                totals[invoice.currency] += invoice.total
+        return dict(sorted(totals.items()))
+
+    def rows(self) -> list[BillingRunRow]:
+        """One row per team: a dry run's by team name; a real run's drafts, then skipped, then cancelled."""
+        if self.dry_run:
+            return [
+                BillingRunRow(
+                    team_id=a.team_id, team_name=self.team_by_id[a.team_id].name, currency=a.currency,
+                    amount=a.amount, precise=a.precise, record_count=a.record_count, team=self.team_by_id[a.team_id],
+                    state="would be invoiced" if a.amount else "rounds to zero",
+                )
+                for a in sorted(self.amounts, key=lambda a: (self.team_by_id[a.team_id].name.lower(), a.team_id))
+            ]
+        rows = [
+            BillingRunRow(team_id=i.team_id, team_name=i.team_name, currency=i.currency, amount=i.total,
+                          state="new" if i.pk in self.created else "refreshed", invoice=i)
+            for i in self.invoices
+        ]
+        rows += [BillingRunRow(team_id=i.team_id, team_name=i.team_name, currency=i.currency, amount=i.total,
+                               state="issued: not changed", invoice=i) for i in self.skipped]
+        rows += [BillingRunRow(team_id=i.team_id, team_name=i.team_name, currency=i.currency, amount=None,
+                               state="cancelled", invoice=i) for i in self.cancelled]
+        return rows
+
+
+def billing_run_tie_out(run: AllocationRun) -> str:
+    """``allocated X of Y, unallocated Z`` for ``run``, each figure written exactly in its currency."""
+    currency = run.currency
+    return (
+        f"allocated {format_metered(run.allocated_cost, currency)} of {format_metered(run.total_cost, currency)}, "
+        f"unallocated {format_metered(run.unallocated_cost, currency)}"
+    )
+
+
+def billing_run_execute(
+    *,
+    period: BillingPeriod,
+    teams: Iterable[Team] | None = None,
+    render_pdfs: bool = True,
+    dry_run: bool = False,
+    created_by=None,
+    progress: Callable[[list[Invoice]], Iterable[Invoice]] | None = None,
+) -> BillingRunResult:
+    """Bill ``period``: allocate it, write the chosen teams' draft invoices, store their PDFs.
+
+    Args:
+        period: the calendar month billed, ``[start, end)``; usage belongs to it by
+            ``billing_period_start`` (FOCUS ``BillingPeriodStart``).
+        teams: write (and cancel) only these teams' invoices; ``None`` or empty: every team. The
+            whole period is allocated whatever ``teams`` says, because shares (by usage…) and the
+            rounding of one team depend on every team: a team billed alone gets exactly what a
+            run of every team gives it. With exactly one team the run records it (``run.team``).
+        render_pdfs: store each written draft's PDF (``invoice_pdf_store``), after the run commits.
+        dry_run: allocate in memory and report what would be invoiced; nothing is written.
+        created_by: the user running it (stored on the allocation run).
+        progress: wraps the list of drafts while their PDFs render (the command's progress bar).
+
+    Returns:
+        A :class:`BillingRunResult`: the run, the chosen teams' amounts, the drafts written, those
+        cancelled and the issued invoices left unchanged, warnings, and the tie-out line.
+
+    Raises:
+        NothingToAllocate: the period has no usage.
+        AllocationError (and its subclasses ``MixedCurrencyError``, ``RuleConfigurationError``,
+            ``StaleAllocationRun``): the allocation failed; nothing is written.
+        InvoiceGenerationError: the run bills one team in two currencies; nothing is written.
+
+    The allocation and the drafts are written in one ``transaction.atomic(durable=True)``: the run
+    is committed (superseding the period's previous one) only with its invoices. PDFs are rendered
+    after that commit, each in its own transaction, so a rendering failure never undoes the run.
+    """
+    chosen = sorted({team.pk: team for team in teams or ()}.values(), key=lambda t: t.pk)
+    chosen_ids = {team.pk for team in chosen}
+    single = chosen[0] if len(chosen) == 1 else None
+    if dry_run:
+        # The whole period, whatever the teams: the rounding of one team depends on all teams.
+        run = allocation_run_create(period=period, dry_run=True, created_by=created_by)
+        amounts = [a for a in team_amounts(run.preview) if not chosen_ids or a.team_id in chosen_ids]
+        result = BillingRunResult(period=period, dry_run=True, run=run, teams=chosen, amounts=amounts,
+                                  team_by_id=Team.objects.in_bulk([a.team_id for a in amounts]))
+        result.warnings = _run_warnings(run)
+        return result
+
+    with transaction.atomic(durable=True):
+        run = allocation_run_execute(period=period, team=single, created_by=created_by)
+        generated = invoice_generate_for_run(run=run, teams=chosen)
+    result = BillingRunResult(
+        period=period, dry_run=False, run=run, teams=chosen, invoices=list(generated), created=set(generated.created),
+        cancelled=list(generated.cancelled), skipped=list(generated.skipped),
+    )
+    if render_pdfs and result.invoices:
+        drafts = progress(result.invoices) if progress is not None else result.invoices
+        result.invoices = [invoice_pdf_store(invoice=invoice) for invoice in drafts]
+    result.warnings = _run_warnings(run) + [
+        f"{invoice.display_number} ({invoice.team_name}) was issued before this run and was not changed; "
+        "correct it with a credit note if this run bills the team differently"
+        for invoice in result.skipped
+    ]
+    if not chosen and not result.skipped:
+        # Every cent allocated is on some invoice: the drafts sum to the allocated cost rounded.
+        expected = to_minor_units(run.allocated_cost, run.currency)
+        invoiced = sum((i.total - i.tax_amount for i in result.invoices), Decimal(0))
+        if invoiced != expected:
+            result.problems.append(
+                f"the invoices ({invoiced}) do not sum to the allocated cost rounded ({expected} {run.currency})"
+            )
+    return result
+
+
+def _run_warnings(run: AllocationRun) -> list[str]:
+    return [warning.get("message", str(warning)) if isinstance(warning, dict) else str(warning)
+            for warning in run.warnings or []]

@@ -1,0 +1,104 @@
+"""Storing PDFs: render an invoice's or a credit note's PDF and keep it with its SHA-256.
+
+The renderer (``invoices.pdf``) makes bytes only; these services decide whether a document may
+be rendered (an issued invoice's PDF is final, a credit note's is made once), lock the row,
+store the file under ``MEDIA_ROOT`` and delete a replaced file once the transaction commits.
+They open a plain ``transaction.atomic()``: the billing run calls them on their own, and
+``invoice_issue`` stores the issued PDF inside its own transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils.text import slugify
+
+from chargeback.periods import BillingPeriod
+
+from ..errors import InvoicePdfError
+from ..models import CreditNote, Invoice
+from ..pdf import credit_note_render_pdf, invoice_render_pdf
+from ..selectors import credit_note_get_with_lines, invoice_get_with_lines, invoice_pdf_is_final
+
+
+def invoice_pdf_discard(invoice: Invoice) -> None:
+    """Forget ``invoice``'s stored PDF (now stale) and delete the file once the transaction commits.
+
+    Sets ``pdf`` and ``pdf_sha256`` empty on the instance; the caller saves them with its change.
+    """
+    if not invoice.pdf:
+        return
+    storage, name = invoice.pdf.storage, invoice.pdf.name
+    transaction.on_commit(lambda: storage.delete(name))
+    invoice.pdf = ""
+    invoice.pdf_sha256 = ""
+
+
+def invoice_pdf_filename(invoice: Invoice) -> str:
+    """``<number>.pdf`` for an issued invoice, else ``<team-slug>-<YYYY-MM>-draft.pdf`` (or ``-cancelled``)."""
+    if invoice.number:
+        return f"{slugify(invoice.number) or invoice.pk}.pdf"
+    period = BillingPeriod(invoice.period_start, invoice.period_end).label.replace("..", "_")
+    suffix = "cancelled" if invoice.status == Invoice.Status.CANCELLED else "draft"
+    return f"{invoice.team.slug}-{period}-{suffix}.pdf"
+
+
+def invoice_pdf_store(*, invoice: Invoice) -> Invoice:
+    """Render ``invoice``'s PDF and store it in ``invoice.pdf`` with its SHA-256 in ``pdf_sha256``.
+
+    The invoice row is locked while it is re-read, rendered and saved, so the PDF shows the
+    invoice as stored. A previous PDF file is deleted once the transaction commits.
+
+    Returns:
+        The invoice as stored, with ``pdf`` (under ``MEDIA_ROOT/invoices/YYYY/MM/``) and
+        ``pdf_sha256`` (64 hex digits) set.
+
+    Raises:
+        InvoicePdfError: the invoice is issued and already has its PDF (issued PDFs are final).
+        UnsafeResourceError: see ``invoices.pdf.invoice_render_pdf``.
+    """
+    with transaction.atomic():
+        locked = Invoice.objects.select_for_update(of=("self",)).get(pk=invoice.pk)
+        if invoice_pdf_is_final(locked):
+            raise InvoicePdfError(
+                f"invoice {locked.display_number} is {locked.status}; its PDF was stored when it was issued"
+            )
+        full = invoice_get_with_lines(pk=locked.pk)
+        pdf = invoice_render_pdf(full)
+        old = locked.pdf.name if locked.pdf else ""
+        storage = locked.pdf.storage
+        locked.pdf.save(invoice_pdf_filename(full), ContentFile(pdf), save=False)
+        locked.pdf_sha256 = hashlib.sha256(pdf).hexdigest()
+        locked.save(update_fields=["pdf", "pdf_sha256", "updated_at"])
+        if old and old != locked.pdf.name:
+            transaction.on_commit(lambda: storage.delete(old))
+    return locked
+
+
+def credit_note_pdf_store(*, credit_note: CreditNote) -> CreditNote:
+    """Render ``credit_note``'s PDF once and store it in ``credit_note.pdf`` (``MEDIA_ROOT/credit_notes/YYYY/MM/<number>.pdf``)
+    with its SHA-256 (64 hex digits) in ``pdf_sha256``.
+
+    Called by ``invoices.services.credit_notes.credit_note_issue`` after the credit note commits. The credit
+    note row is locked while it is re-read, rendered and saved. A credit note is an issued
+    document: its PDF is never rendered again.
+
+    Returns:
+        The credit note as stored.
+
+    Raises:
+        InvoicePdfError: the credit note already has its PDF.
+        UnsafeResourceError: see ``invoices.pdf.credit_note_render_pdf``.
+    """
+    with transaction.atomic():
+        locked = CreditNote.objects.select_for_update(of=("self",)).get(pk=credit_note.pk)
+        if locked.pdf_sha256:
+            raise InvoicePdfError(f"credit note {locked.number} already has its PDF; issued documents are final")
+        full = credit_note_get_with_lines(pk=locked.pk)
+        pdf = credit_note_render_pdf(full)
+        locked.pdf.save(f"{slugify(locked.number) or locked.pk}.pdf", ContentFile(pdf), save=False)
+        locked.pdf_sha256 = hashlib.sha256(pdf).hexdigest()
+        locked.save(update_fields=["pdf", "pdf_sha256"])
+    return locked
