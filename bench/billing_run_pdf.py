@@ -9,7 +9,7 @@ first; whatever database name the URL carries, only ``bench_billing`` is touched
 records September 2024 usage through ``usage_record_create``: 200 teams, each with three services
 of direct cloud cost, plus an untagged pool shared by a ``by_usage`` rule. It then runs what
 ``billing_run`` runs, timing each step: ``allocation_run_execute``, ``invoice_generate_for_run``,
-and ``invoice_store_pdf`` for every draft (render + SHA-256 + file write + row update). It prints
+and ``invoice_pdf_store`` for every draft (render + SHA-256 + file write + row update). It prints
 the median and p95 seconds per one-page invoice PDF (wall clock, and the process's CPU time, which
 is what the wall time comes to on an otherwise idle core), the PDF pages, and the totals. Then it adds a
 team with 500 services and times the PDF of its 500-line invoice (median of 3 renders).
@@ -102,9 +102,11 @@ def main() -> None:
     from chargeback.models import Team
     from chargeback.periods import BillingPeriod
     from chargeback.services import allocation_run_execute
-    from invoices.pdf import format_metered, invoice_render_pdf, invoice_store_pdf
+    from billing_site.money import format_metered
+    from invoices.pdf import invoice_render_pdf
+    from invoices.services.pdf_storage import invoice_pdf_store
     from invoices.selectors import invoice_get_with_lines
-    from invoices.services import invoice_generate_for_run
+    from invoices.services.generation import invoice_generate_for_run
 
     try:
         from weasyprint.text.ffi import harfbuzz_subset
@@ -128,7 +130,7 @@ def main() -> None:
     seconds, cpu, pages = [], [], []
     for invoice in invoices:
         t0, c0 = time.perf_counter(), time.process_time()
-        stored = invoice_store_pdf(invoice=invoice)
+        stored = invoice_pdf_store(invoice=invoice)
         seconds.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         with stored.pdf.open("rb") as handle:

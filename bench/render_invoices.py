@@ -159,7 +159,7 @@ def main() -> None:
     from chargeback.periods import BillingPeriod
     from chargeback.services import allocation_run_execute
     from invoices.models import Invoice
-    from invoices.services import invoice_generate_for_run
+    from invoices.services.generation import invoice_generate_for_run
 
     started = time.perf_counter()
     _load()

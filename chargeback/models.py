@@ -344,9 +344,9 @@ class AllocationTarget(models.Model):
 class AllocationRun(models.Model):
     """One allocation of a billing period's costs, and its tie-out.
 
-    Status: ``draft`` (computed, rows written, not yet the period's truth) → ``committed`` (the
-    period's allocation) → ``superseded`` (replaced by a later committed run). At most one run per
-    period is committed (a partial unique constraint). A dry run is never saved.
+    Status (``TRANSITIONS``): ``draft`` (computed, rows written, not yet the period's truth) →
+    ``committed`` (the period's allocation) → ``superseded`` (replaced by a later committed run).
+    At most one run per period is committed (a partial unique constraint). A dry run is never saved.
 
     Tie-out invariant, checked before commit: ``allocated_cost + unallocated_cost == total_cost``
     exactly, where ``total_cost`` is the period's total usage cost. On PostgreSQL a CHECK
@@ -357,6 +357,14 @@ class AllocationRun(models.Model):
         DRAFT = "draft", "Draft"
         COMMITTED = "committed", "Committed"
         SUPERSEDED = "superseded", "Superseded"
+
+    #: Allowed status moves, the one place they are written (django-oscar's ``Order.pipeline``).
+    #: Checked by ``chargeback.services.allocation_run_check_transition``.
+    TRANSITIONS: dict[str, tuple[str, ...]] = {
+        "draft": ("committed",),
+        "committed": ("superseded",),
+        "superseded": (),
+    }
 
     period_start = models.DateField(help_text="First day of the period (inclusive).")
     period_end = models.DateField(help_text="First day after the period (exclusive).")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db.models import Count, Q, QuerySet
 
 from billing_site.db import MeteredSum
+from billing_site.money import quantize_metered
 
 from chargeback.errors import PriceNotFound
 from chargeback.models import AllocatedCost, AllocationRun, Price, Team, TeamMembership, UsageRecord
@@ -27,7 +29,11 @@ __all__ = [
     "allocation_rows",
     "allocation_team_totals",
     "PriceItem",
+    "PricedItem",
+    "price_apply",
     "price_candidates",
+    "price_item",
+    "price_items",
     "price_not_found",
     "price_pick",
     "price_resolve",
@@ -122,6 +128,68 @@ def price_not_found(*, team: Team | None, item: PriceItem, at: dt.datetime) -> P
         f"no price for {'/'.join(item)} ({who}) at {at.isoformat()}: "
         "neither a team override nor a global catalog price is valid then"
     )
+
+
+@dataclass(frozen=True)
+class PricedItem:
+    """``quantity`` units of ``item`` at a catalog price: what they cost.
+
+    ``amount = quantize_metered(quantity × unit_price)``: metered, 12 decimal places, rounded
+    half-up once (``billing_site.money``), in ``currency`` (the price's). ``price`` is the catalog
+    row applied (the team's override or the global price, :func:`price_pick`).
+    """
+
+    item: PriceItem
+    quantity: Decimal
+    unit_price: Decimal
+    amount: Decimal
+    currency: str
+    price: Price
+
+
+def price_apply(*, price: Price, quantity: Decimal) -> PricedItem:
+    """``quantity`` (a Decimal ≥ 0 of ``price.unit``) priced at the catalog row ``price``.
+
+    The one place a price is applied: usage records, usage batches, quotes and usage events all
+    cost ``quantize_metered(quantity × unit_price)``. Reads nothing.
+    """
+    item = (price.category, price.provider, price.model, price.unit)
+    return PricedItem(item=item, quantity=quantity, unit_price=price.unit_price,
+                      amount=quantize_metered(quantity * price.unit_price), currency=price.currency, price=price)
+
+
+def price_item(*, team: Team | None, item: PriceItem, quantity: Decimal, at: dt.datetime) -> PricedItem:
+    """Price ``quantity`` units of ``item`` (``(category, provider, model, unit)``) for ``team`` at ``at``.
+
+    The price is :func:`price_resolve`'s (the team's override valid at ``at``, else the global one;
+    one query) and the amount :func:`price_apply`'s.
+
+    Raises:
+        PriceNotFound: no price of the item is valid at ``at`` (the message names item, team and time).
+    """
+    (priced,) = price_items(team=team, lines=[(item, quantity, at)])
+    if priced is None:
+        raise price_not_found(team=team, item=item, at=at)
+    return priced
+
+
+def price_items(
+    *, team: Team | None, lines: Sequence[tuple[PriceItem, Decimal, dt.datetime]],
+) -> list[PricedItem | None]:
+    """Price many ``(item, quantity, at)`` lines for ``team`` with one catalog query.
+
+    Each line is priced as :func:`price_item` prices it; a line whose item has no price valid at
+    its ``at`` gives ``None``, so the caller names the line in its own error (``price_not_found``).
+    Lines all at one time read only the rows valid then.
+    """
+    times = {at for _item, _quantity, at in lines}
+    candidates = price_candidates(team=team, items=[item for item, _q, _at in lines],
+                                  at=next(iter(times)) if len(times) == 1 else None)
+    priced: list[PricedItem | None] = []
+    for item, quantity, at in lines:
+        price = price_pick(candidates.get(item, []), team=team, at=at)
+        priced.append(None if price is None else price_apply(price=price, quantity=quantity))
+    return priced
 
 
 def prices_of_period(

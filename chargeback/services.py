@@ -67,10 +67,9 @@ from chargeback.models import (
 )
 from chargeback.periods import BillingPeriod
 from chargeback.selectors import (
-    price_candidates,
+    price_item,
+    price_items,
     price_not_found,
-    price_pick,
-    price_resolve,
     usage_period_stats,
     usage_records_of_period,
 )
@@ -83,6 +82,7 @@ __all__ = [
     "NothingToAllocate",
     "RuleConfigurationError",
     "StaleAllocationRun",
+    "allocation_run_check_transition",
     "allocation_run_commit",
     "allocation_run_create",
     "allocation_rule_create",
@@ -154,8 +154,8 @@ def usage_record_create(
         idempotency_key: unique per ``source``; replaying it returns the recorded row.
         source: ``api`` (default), ``charge`` or ``focus_import``.
         cost: the cost at metered precision (quantized to 12 places); ``None`` prices the usage
-            as ``quantity × unit_price`` of :func:`chargeback.selectors.price_resolve` at
-            ``occurred_at`` (the team's override first, then the global price).
+            with :func:`chargeback.selectors.price_item` at ``occurred_at``
+            (``quantity × unit_price``) (the team's override first, then the global price).
         currency: ISO 4217 code. Priced usage is in the price's currency (a different ``currency``
             is refused); a given ``cost`` defaults to the team's currency, else
             ``settings.BILLING_DEFAULT_CURRENCY``.
@@ -211,14 +211,12 @@ def usage_record_create(
         return _replayed(existing, requested)
 
     if cost is None:
-        price = price_resolve(team=team, category=resource_type, provider=provider, model=model, unit=unit,
-                              at=occurred_at)
-        if currency is not None and currency != price.currency:
+        priced = price_item(team=team, item=(resource_type, provider, model, unit), quantity=quantity, at=occurred_at)
+        if currency is not None and currency != priced.currency:
             raise InvalidUsage(
-                f"the price of {resource_type}/{provider}/{model}/{unit} is in {price.currency}, not {currency}"
+                f"the price of {resource_type}/{provider}/{model}/{unit} is in {priced.currency}, not {currency}"
             )
-        cost = quantize_metered(quantity * price.unit_price)
-        currency = price.currency
+        cost, currency = priced.amount, priced.currency
     elif currency is None:
         currency = team.currency if team is not None else settings.BILLING_DEFAULT_CURRENCY
 
@@ -256,20 +254,23 @@ def _replayed(existing: UsageRecord, requested: Mapping[str, object]) -> UsageRe
 
 # --- Allocation ----------------------------------------------------------------------------------
 
-#: Allowed status transitions of an allocation run (django-oscar's ``Order.pipeline``).
-RUN_TRANSITIONS: dict[str, frozenset[str]] = {
-    AllocationRun.Status.DRAFT: frozenset({AllocationRun.Status.COMMITTED}),
-    AllocationRun.Status.COMMITTED: frozenset({AllocationRun.Status.SUPERSEDED}),
-    AllocationRun.Status.SUPERSEDED: frozenset(),
-}
-
 #: ``pg_advisory_xact_lock`` key that serialises commits of allocation runs (any period).
 _COMMIT_LOCK_KEY = 0x63_62_61_6C_6C_6F_63  # "cballoc"
 
 
-def _check_transition(run: AllocationRun, to: str) -> None:
-    if to not in RUN_TRANSITIONS[run.status]:
-        raise AllocationError(f"allocation run #{run.pk} is {run.status}; it cannot become {to}")
+def allocation_run_check_transition(*, run: AllocationRun, to_status: str) -> None:
+    """Refuse a status move that ``AllocationRun.TRANSITIONS`` does not allow: the one place it is checked.
+
+    Args:
+        run: the run as read under its row lock.
+        to_status: the requested ``AllocationRun.Status`` value.
+
+    Raises:
+        AllocationError: the move is not allowed, e.g. "allocation run #7 is superseded; it cannot
+            become committed".
+    """
+    if to_status not in AllocationRun.TRANSITIONS.get(run.status, ()):
+        raise AllocationError(f"allocation run #{run.pk} is {run.status}; it cannot become {to_status}")
 
 
 def _period_rules(period: BillingPeriod, rule: AllocationRule | None) -> list[AllocationRule]:
@@ -688,7 +689,7 @@ def allocation_run_commit(*, run: AllocationRun, committed_by=None) -> Allocatio
     with transaction.atomic():
         _lock_allocation_commits()
         locked = AllocationRun.objects.select_for_update().get(pk=run.pk)
-        _check_transition(locked, AllocationRun.Status.COMMITTED)
+        allocation_run_check_transition(run=locked, to_status=AllocationRun.Status.COMMITTED)
         period = BillingPeriod(locked.period_start, locked.period_end)
         committed = list(
             AllocationRun.objects.select_for_update().filter(
@@ -720,7 +721,7 @@ def allocation_run_commit(*, run: AllocationRun, committed_by=None) -> Allocatio
             )
 
         for previous in committed:
-            _check_transition(previous, AllocationRun.Status.SUPERSEDED)
+            allocation_run_check_transition(run=previous, to_status=AllocationRun.Status.SUPERSEDED)
             previous.status = AllocationRun.Status.SUPERSEDED
             previous.save(update_fields=["status"])
         locked.status = AllocationRun.Status.COMMITTED
@@ -842,8 +843,8 @@ def usage_records_create(
             the message starts with ``records[i]:`` and ``error.param`` names the row and field.
         PriceNotFound: a row without ``cost`` has no price valid at its ``occurred_at``.
         IdempotencyError: a row's key was used before (or earlier in the batch) with other parameters.
-        Nothing is written when anything is raised. Prices are resolved as ``price_resolve`` does,
-        from one query for the batch's items; rows are inserted with one ``bulk_create``. A
+        Nothing is written when anything is raised. Prices are applied as ``price_item`` applies
+        them, from one query for the batch's items (``price_items``); rows are inserted with one ``bulk_create``. A
         concurrent call inserting one of the keys first makes this call start over once, so its
         rows then replay.
     """
@@ -910,11 +911,12 @@ def _usage_request(team: Team | None, row: Mapping[str, object]) -> dict:
 def _usage_records_insert(team: Team | None, rows: list[dict], source: str) -> list[UsageRecord]:
     keys = [row["idempotency_key"] for row in rows]
     existing = {r.idempotency_key: r for r in UsageRecord.objects.filter(source=source, idempotency_key__in=keys)}
-    items = {
-        (row["resource_type"], row.get("provider") or "", row.get("model") or "", row.get("unit") or "")
-        for row in rows if row.get("cost") is None
-    }
-    candidates = price_candidates(team=team, items=items)
+    unpriced = [i for i, row in enumerate(rows) if row.get("cost") is None]
+    priced = dict(zip(unpriced, price_items(team=team, lines=[
+        ((rows[i]["resource_type"], rows[i].get("provider") or "", rows[i].get("model") or "",
+          rows[i].get("unit") or ""), rows[i]["quantity"], rows[i]["occurred_at"])
+        for i in unpriced
+    ])))
 
     results: list[UsageRecord | None] = [None] * len(rows)
     new: list[UsageRecord] = []
@@ -939,13 +941,13 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str) -> l
         cost, currency = row.get("cost"), row.get("currency")
         item = (row["resource_type"], row.get("provider") or "", row.get("model") or "", row.get("unit") or "")
         if cost is None:
-            price = price_pick(candidates[item], team=team, at=row["occurred_at"])
-            if price is None:
+            line = priced[i]
+            if line is None:
                 raise _row_error(price_not_found(team=team, item=item, at=row["occurred_at"]), i, "resource_type")
-            if currency is not None and currency != price.currency:
-                raise _row_error(InvalidUsage(f"the price of {'/'.join(item)} is in {price.currency}, not {currency}"),
+            if currency is not None and currency != line.currency:
+                raise _row_error(InvalidUsage(f"the price of {'/'.join(item)} is in {line.currency}, not {currency}"),
                                  i, "currency")
-            cost, currency = quantize_metered(row["quantity"] * price.unit_price), price.currency
+            cost, currency = line.amount, line.currency
         elif currency is None:
             currency = team.currency if team is not None else settings.BILLING_DEFAULT_CURRENCY
         occurred_at = row["occurred_at"]
