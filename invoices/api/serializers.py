@@ -11,6 +11,7 @@ from billing_site.api import MoneyField, StrictSerializerMixin, date_range, mont
 from billing_site.money import to_minor_units
 from chargeback.api.serializers import _ByAgent, _ByFeature, _ByProvider, _ByResourceType, _SummaryRow
 from chargeback.models import Team
+from chargeback.periods import BillingPeriod, PeriodError
 from invoices.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 
 User = get_user_model()
@@ -192,3 +193,76 @@ class ReportSerializer(serializers.Serializer):
     allocations = _AllocationLine(many=True, help_text="Allocated cost of committed runs within the period.")
     invoices = InvoiceSerializer(many=True)
     total_cost = _Total(many=True, help_text="Usage cost in the period, per currency (12 dp).")
+
+
+# --- billing runs -------------------------------------------------------------------------------------
+
+
+class BillingRunCreateSerializer(StrictSerializerMixin, serializers.Serializer):
+    period = serializers.CharField(max_length=20, help_text="The calendar month billed, YYYY-MM.")
+    teams = serializers.PrimaryKeyRelatedField(
+        queryset=Team.objects.all(), many=True, required=False,
+        help_text="Write only these teams' invoices (the whole month is still allocated); empty: every team.",
+    )
+    dry_run = serializers.BooleanField(required=False, default=False)
+    render_pdfs = serializers.BooleanField(required=False, default=True)
+
+    def validate_period(self, value: str) -> BillingPeriod:
+        try:
+            return BillingPeriod.month(value.strip())
+        except PeriodError as exc:
+            raise serializers.ValidationError(f"Enter a month as YYYY-MM ({exc}).") from None
+
+
+class BillingRunTeamSerializer(serializers.Serializer):
+    """One team's line of a billing run: its invoice amount (minor units) and, for a dry run, its metered cost."""
+
+    team = serializers.IntegerField(source="team_id")
+    team_name = serializers.CharField()
+    currency = serializers.CharField()
+    amount = serializers.SerializerMethodField(help_text="Invoice total (dry run: to invoice), minor units.")
+    precise = MoneyField(allow_null=True, help_text="Metered cost, 12 dp (dry run only).")
+    invoice = serializers.SerializerMethodField()
+    invoice_number = serializers.SerializerMethodField()
+    status = serializers.SerializerMethodField()
+    state = serializers.CharField(help_text="new, refreshed, issued: not changed, cancelled; dry run: "
+                                            "would be invoiced, rounds to zero.")
+
+    def get_amount(self, row) -> str | None:
+        return None if row.amount is None else str(to_minor_units(row.amount, row.currency))
+
+    def get_invoice(self, row) -> int | None:
+        return row.invoice.pk if row.invoice is not None else None
+
+    def get_invoice_number(self, row) -> str | None:
+        return row.invoice.display_number if row.invoice is not None else None
+
+    def get_status(self, row) -> str | None:
+        return row.invoice.status if row.invoice is not None else None
+
+
+class BillingRunResultSerializer(serializers.Serializer):
+    """The summary of ``invoices.services.billing_run.billing_run_execute``'s ``BillingRunResult``."""
+
+    period = serializers.CharField(source="period.label")
+    period_start = serializers.DateField(source="period.start")
+    period_end = serializers.DateField(source="period.end")
+    dry_run = serializers.BooleanField()
+    allocation_run = serializers.IntegerField(source="run.pk", allow_null=True)
+    currency = serializers.CharField(source="run.currency")
+    record_count = serializers.IntegerField(source="run.record_count")
+    total_cost = MoneyField(source="run.total_cost")
+    allocated_cost = MoneyField(source="run.allocated_cost")
+    unallocated_cost = MoneyField(source="run.unallocated_cost")
+    tie_out = serializers.CharField(help_text="allocated X of Y, unallocated Z (metered, exact)")
+    teams = serializers.SerializerMethodField()
+    totals = serializers.SerializerMethodField()
+    invoices = serializers.IntegerField(source="billed", help_text="Invoices written (dry run: that would be).")
+    nothing_to_bill = serializers.BooleanField()
+    warnings = serializers.ListField(child=serializers.CharField())
+
+    def get_teams(self, result) -> list[dict]:
+        return BillingRunTeamSerializer(result.rows(), many=True).data
+
+    def get_totals(self, result) -> list[dict]:
+        return [{"currency": c, "amount": str(to_minor_units(t, c))} for c, t in result.totals().items()]

@@ -38,6 +38,7 @@ from invoices.api.filters import InvoiceFilter
 from invoices.models import Invoice, InvoiceLine
 from invoices.pdf import invoice_render_pdf
 from invoices.selectors import invoice_get_with_lines
+from invoices.services.billing_run import billing_run_execute
 from invoices.services.credit_notes import credit_note_issue
 from invoices.services.generation import invoice_generate
 from invoices.services.lifecycle import invoice_transition
@@ -164,6 +165,31 @@ class InvoiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         return run_idempotent(request, operation="credit_note_issue", params=params, body=body)
 
 
+# --- billing runs -------------------------------------------------------------------------------
+
+
+class BillingRunView(APIView):
+    """``POST billing-runs/`` (finance): the month-end billing run, the command's and the admin's service."""
+
+    money_actions = ("post",)
+
+    @extend_schema(request=s.BillingRunCreateSerializer,
+                   responses={201: s.BillingRunResultSerializer, 200: s.BillingRunResultSerializer})
+    def post(self, request):
+        """Allocate ``period`` (``YYYY-MM``), write the draft invoices of ``teams`` (all when empty) and
+        store their PDFs (``render_pdfs``); ``dry_run`` reports what would be invoiced and writes nothing
+        (200). Running a month again supersedes its run and refreshes the drafts, never doubling a cost,
+        so a retry is safe without an ``Idempotency-Key``."""
+        serializer = s.BillingRunCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = billing_run_execute(period=data["period"], teams=data.get("teams") or None,
+                                     render_pdfs=data["render_pdfs"], dry_run=data["dry_run"],
+                                     created_by=request.user)
+        code = status.HTTP_200_OK if result.dry_run else status.HTTP_201_CREATED
+        return Response(s.BillingRunResultSerializer(result).data, status=code)
+
+
 # --- reports ------------------------------------------------------------------------------------
 
 
@@ -235,9 +261,10 @@ class UserReportView(APIView):
 
 
 def urlpatterns(router) -> list:
-    """Register the invoice routes on the API's router; return the report paths."""
+    """Register the invoice routes on the API's router; return the billing run and report paths."""
     router.register("invoices", InvoiceViewSet, basename="invoice")
     return [
+        path("billing-runs/", BillingRunView.as_view(), name="billing-run-create"),
         path("reports/teams/<int:pk>/", TeamReportView.as_view(), name="report-team"),
         path("reports/users/<int:pk>/", UserReportView.as_view(), name="report-user"),
     ]
