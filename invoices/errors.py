@@ -2,7 +2,7 @@
 
 Every error carries ``code`` (a stable machine-readable string, the ``error.code`` of the API's
 error body), ``message`` and ``param`` (the request field at fault, or ``None``), like
-``wallets.errors``. Nothing was written when one is raised. The API (issue 5) maps them:
+``wallets.errors``. Nothing was written when one is raised. The API maps them:
 
 ========================  ===========  ============================================================
 code                      HTTP status  meaning

@@ -57,9 +57,9 @@ class Invoice(models.Model):
 
     Invariants: at most one live (not cancelled) invoice per team, user and period (partial unique
     constraints); ``total = subtotal + tax_amount`` (a CHECK on PostgreSQL, migration 0002); ``number`` is unique once assigned (at issue).
-    Drafts are refreshed in place by the billing run; issued invoices never change (issue 4).
+    Drafts are refreshed in place by the billing run; issued invoices never change.
 
-    Lifecycle (issue 4, ``TRANSITIONS``): ``draft`` → ``pending`` (issued: numbered, frozen, PDF
+    Lifecycle (``TRANSITIONS``): ``draft`` → ``pending`` (issued: numbered, frozen, PDF
     stored) → ``sent`` → ``paid``; ``pending``/``sent`` → ``overdue`` → ``paid``; ``draft`` →
     ``cancelled``; an issued invoice becomes ``cancelled`` only through a full credit note.
     Issued means ``issued_at`` is set: from then on the fields in ``INVOICE_FROZEN_FIELDS`` and the
@@ -69,7 +69,7 @@ class Invoice(models.Model):
     """
 
     #: Allowed status moves, the one place they are written (django-oscar's ``Order.pipeline``).
-    #: Checked by ``invoices.services.invoice_check_transition``.
+    #: Checked by ``invoices.services.lifecycle.invoice_check_transition``.
     TRANSITIONS: dict[str, tuple[str, ...]] = {
         "draft": ("pending", "cancelled"),
         "pending": ("sent", "overdue", "paid", "cancelled"),
@@ -346,7 +346,7 @@ class CreditNote(models.Model):
     Amounts are invoice amounts (the currency's minor units), positive:
     ``total = subtotal + tax_amount`` (a CHECK on PostgreSQL), and its lines sum to ``subtotal``.
     The credit notes of an invoice never total more than the invoice (``credited_total <= total``,
-    checked under the invoice's row lock by ``invoices.services.credit_note_issue``). A credit
+    checked under the invoice's row lock by ``invoices.services.credit_notes.credit_note_issue``). A credit
     note that brings the invoice's ``credited_total`` to its ``total`` cancels the invoice.
     ``number`` is gap-free per year (``CN-YYYYMMDD-NNNN`` by default).
     """

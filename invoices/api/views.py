@@ -1,7 +1,7 @@
 """Views of the invoices API: generate, list and read invoices, change their status, download the
 PDF, issue credit notes; and the team and user reports.
 
-Thin: the invoice lifecycle is ``invoices.services`` (issue 4); errors map through
+Thin: the work is ``invoices.services`` (generation, lifecycle, credit notes, the billing run); errors map through
 ``billing_site.api.exception_handler`` (409 invalid_transition, 422 credit_exceeds_invoice, …).
 """
 

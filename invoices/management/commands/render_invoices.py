@@ -4,7 +4,7 @@ Renders and stores (``invoices.services.pdf_storage.invoice_pdf_store``: the fil
 SHA-256 on the invoice) the PDF of every invoice of the calendar month ``--period`` that may be
 rendered: drafts and cancelled drafts every time (they render on demand), issued invoices only
 when they have no PDF yet. An issued invoice's PDF is the document that was sent out and is never
-rendered again: such invoices are counted as skipped (issue 4, "The PDF").
+rendered again: such invoices are counted as skipped.
 
 The work is spread over ``--workers`` processes (default: one per CPU core), each with its own
 database connection and its own parsed stylesheet; a progress bar shows on an interactive
