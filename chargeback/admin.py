@@ -49,7 +49,7 @@ from chargeback.periods import month_start
 from chargeback.selectors import usage_period_stats, user_is_finance
 from invoices.pdf import format_metered
 from wallets.models import BillingSettings
-from wallets.services import billing_settings_update
+from wallets.services.billing_settings import billing_settings_update
 
 from .models import (
     AllocatedCost,

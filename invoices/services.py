@@ -51,6 +51,7 @@ from chargeback.periods import BillingPeriod
 from chargeback.selectors import prices_of_period
 
 from wallets.selectors import billing_settings_get
+from wallets.services.posting import wallet_settle_invoice
 
 from .errors import (
     CreditNoteLimitExceeded,
@@ -915,7 +916,6 @@ def invoice_mark_paid(*, invoice: Invoice, payment_reference: str, by=None, paid
         InvalidInvoiceRequest: ``payment_reference`` is longer than 200 characters.
     """
     from wallets.models import BillingSettings
-    from wallets.services import wallet_settle_invoice
 
     payment_reference = (payment_reference or "").strip()
     if len(payment_reference) > Invoice._meta.get_field("payment_reference").max_length:
