@@ -64,7 +64,8 @@ def load() -> dict:
     from chargeback.management.commands.demo import ISSUE_PRICES
     from chargeback.models import Price, Team, TeamMembership
     from chargeback.services import api_key_create
-    from wallets import services
+    from wallets.services.posting import wallet_top_up
+    from wallets.services.wallets import wallet_open
 
     t0 = time.perf_counter()
     valid_from = timezone.make_aware(dt.datetime(2024, 1, 1))
@@ -74,8 +75,8 @@ def load() -> dict:
     teams = list(Team.objects.order_by("pk"))
     keys, wallets = [], []
     for team in teams:
-        wallet = services.wallet_open(team=team)
-        services.wallet_top_up(wallet=wallet, amount=Decimal(1000), idempotency_key=f"fund-{wallet.pk}")
+        wallet = wallet_open(team=team)
+        wallet_top_up(wallet=wallet, amount=Decimal(1000), idempotency_key=f"fund-{wallet.pk}")
         wallets.append(wallet.pk)
         keys.append(api_key_create(team=team, name="bench").raw_key)
     finance = User.objects.create_user("finance")

@@ -44,15 +44,15 @@ def main() -> None:
     bench_database(name)
     from django.db import connection
 
-    from wallets import services
     from wallets.models import LedgerEntry, Wallet
     from wallets.selectors import ledger_entry_list, ledger_verify, wallet_balance_get
+    from wallets.services.charges import wallet_charge
 
     print(f"wallet balance read benchmark on database {name}: {machine_facts()}")
     small, big = make_wallets("read", 2, Decimal(1))
     small_wallet = Wallet.objects.get(pk=small)
     for i in range(9):
-        services.wallet_charge(wallet=small_wallet, amount=Decimal("0.01"), idempotency_key=f"small-{i}")
+        wallet_charge(wallet=small_wallet, amount=Decimal("0.01"), idempotency_key=f"small-{i}")
 
     t0 = time.perf_counter()
     with connection.cursor() as cursor:

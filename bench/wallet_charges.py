@@ -42,15 +42,16 @@ BENCH_DB = "bench_wallets"
 def make_wallets(label: str, count: int, balance: Decimal) -> list[int]:
     """Teams and funded wallets, through the services."""
     from chargeback.models import Team
-    from wallets import services
+    from wallets.services.posting import wallet_top_up
+    from wallets.services.wallets import wallet_open
 
     Team.objects.bulk_create(
         [Team(name=f"Bench {i}", slug=f"bench-{label}-{i}", currency="USD") for i in range(count)]
     )
     ids = []
     for team in Team.objects.filter(slug__startswith=f"bench-{label}-").order_by("pk"):
-        wallet = services.wallet_open(team=team)
-        services.wallet_top_up(wallet=wallet, amount=balance, idempotency_key=f"bench-fund-{wallet.pk}")
+        wallet = wallet_open(team=team)
+        wallet_top_up(wallet=wallet, amount=balance, idempotency_key=f"bench-fund-{wallet.pk}")
         ids.append(wallet.pk)
     return ids
 
@@ -58,8 +59,8 @@ def make_wallets(label: str, count: int, balance: Decimal) -> list[int]:
 def _charge_worker(worker: int, wallet_ids: list[int], charges: int, prefix: str, start_at: float, out) -> None:
     from django.db import connection
 
-    from wallets import services
     from wallets.models import Wallet
+    from wallets.services.charges import wallet_charge
 
     connection.close()  # never share the parent's connection
     wallets = {w.pk: w for w in Wallet.objects.filter(pk__in=wallet_ids)}
@@ -70,7 +71,7 @@ def _charge_worker(worker: int, wallet_ids: list[int], charges: int, prefix: str
     for i in mine:
         wallet = wallets[wallet_ids[i % len(wallet_ids)]]
         t0 = time.perf_counter()
-        services.wallet_charge(wallet=wallet, amount=AMOUNT, idempotency_key=f"{prefix}-{i}", feature_key="bench")
+        wallet_charge(wallet=wallet, amount=AMOUNT, idempotency_key=f"{prefix}-{i}", feature_key="bench")
         latencies.append(time.perf_counter() - t0)
     connection.close()
     out.put((time.time(), latencies))
@@ -98,15 +99,15 @@ def sequential_profile(wallet_id: int, charges: int = 300) -> str:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from wallets import services
     from wallets.models import Wallet
+    from wallets.services.charges import wallet_charge
 
     wallet = Wallet.objects.get(pk=wallet_id)
     with CaptureQueriesContext(connection) as queries:
-        services.wallet_charge(wallet=wallet, amount=AMOUNT, idempotency_key="seq-probe", feature_key="bench")
+        wallet_charge(wallet=wallet, amount=AMOUNT, idempotency_key="seq-probe", feature_key="bench")
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for i in range(charges):
-        services.wallet_charge(wallet=wallet, amount=AMOUNT, idempotency_key=f"seq-{i}", feature_key="bench")
+        wallet_charge(wallet=wallet, amount=AMOUNT, idempotency_key=f"seq-{i}", feature_key="bench")
     cpu = (time.process_time() - cpu0) / charges * 1000
     wall = (time.perf_counter() - wall0) / charges * 1000
     return (f"one charge = {len(queries)} statement(s) sent, BEGIN/COMMIT included (autocommit); sequentially "

@@ -43,6 +43,7 @@ from chargeback import errors as chargeback_errors
 from chargeback.models import Team, TeamMembership
 from chargeback.periods import PeriodError
 from chargeback.selectors import team_list_for_user, user_is_auditor, user_is_finance
+from billing_site.idempotency import idempotent_request_run
 from billing_site.money import MoneyError
 from wallets import errors as wallet_errors
 
@@ -578,8 +579,6 @@ def replayable(response: Response, replayed: bool) -> Response:
 
 def run_idempotent(request, *, operation: str, params: dict, body) -> Response:
     """Run ``body() -> (status, data)`` once per Idempotency-Key (stored response); without a key, just run it."""
-    from wallets.services import idempotent_request_run
-
     key = idempotency_key_of(request, required=False)
     if key is None:
         status_code, data = body()

@@ -41,7 +41,7 @@ from chargeback.forms import AllocationTargetFormSet, FocusUploadForm, PriceAdmi
 from chargeback.periods import month_start
 from chargeback.selectors import user_is_finance
 from wallets.models import BillingSettings
-from wallets.services import billing_settings_update
+from wallets.services.billing_settings import billing_settings_update
 
 from .models import (
     AllocatedCost,

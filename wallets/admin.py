@@ -30,11 +30,12 @@ from billing_site.admin import (
 )
 from invoices.pdf import format_metered
 
-from . import services
 from .errors import WalletError
 from .forms import GrantForm, TopUpForm
 from .models import BillingSettings, CreditGrant, Hold, IdempotencyRecord, LedgerEntry, UsageEvent, UsageEventItem, Wallet
 from .selectors import billing_settings_get
+from .services.posting import wallet_grant, wallet_top_up
+from .services.wallets import wallet_freeze, wallet_unfreeze
 
 
 @admin.register(BillingSettings)
@@ -147,11 +148,11 @@ class WalletAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Freeze selected wallets", permissions=["freeze"])
     def freeze_action(self, request, queryset):
-        self._set_status(request, queryset, services.wallet_freeze, "frozen: charges and holds are refused")
+        self._set_status(request, queryset, wallet_freeze, "frozen: charges and holds are refused")
 
     @admin.action(description="Unfreeze selected wallets", permissions=["freeze"])
     def unfreeze_action(self, request, queryset):
-        self._set_status(request, queryset, services.wallet_unfreeze, "active again")
+        self._set_status(request, queryset, wallet_unfreeze, "active again")
 
     # --- the intermediate forms --------------------------------------------------------------
     def get_urls(self):
@@ -174,7 +175,7 @@ class WalletAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     @staticmethod
     def _top_up(request, form, wallet):
         data = form.cleaned_data
-        return services.wallet_top_up(
+        return wallet_top_up(
             wallet=wallet, amount=data["amount"], idempotency_key=form.key_for(wallet.pk),
             description=data["description"],
             reference_type="external_payment" if data["reference_id"] else "admin_action",
@@ -184,7 +185,7 @@ class WalletAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     @staticmethod
     def _grant(request, form, wallet):
         data = form.cleaned_data
-        return services.wallet_grant(
+        return wallet_grant(
             wallet=wallet, amount=data["amount"], idempotency_key=form.key_for(wallet.pk),
             expires_at=data["expires_at"], description=data["description"], created_by=request.user,
         )

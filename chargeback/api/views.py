@@ -76,7 +76,7 @@ class TeamViewSet(viewsets.ReadOnlyModelViewSet):
         """The team's billing settings (read: its members; change: finance). PUT changes the fields sent."""
         from wallets.api.serializers import BillingSettingsSerializer
         from wallets.selectors import billing_settings_get
-        from wallets.services import billing_settings_update
+        from wallets.services.billing_settings import billing_settings_update
 
         team = self.get_object()
         if request.method == "PUT":

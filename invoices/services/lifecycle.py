@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from wallets.models import BillingSettings
 from wallets.selectors import billing_settings_get
-from wallets.services import wallet_settle_invoice
+from wallets.services.posting import wallet_settle_invoice
 
 from ..errors import DuplicateInvoiceNumber, InvalidInvoiceRequest, InvalidTransition
 from ..models import DocumentSequence, Invoice

@@ -12,7 +12,8 @@ import pytest
 from billing_site.groups import billing_groups_sync
 from chargeback.selectors import AUDITOR_GROUP, FINANCE_GROUP
 from tests.factories import TeamFactory, UserFactory
-from wallets import services
+from wallets.services.posting import wallet_top_up
+from wallets.services.wallets import wallet_open
 
 _keys = itertools.count(1)
 
@@ -80,8 +81,8 @@ def new_key(prefix: str = "test") -> str:
 def wallet(db):
     """The team wallet of "Search", topped up with 100 USD through the service."""
     team = TeamFactory(name="Search", slug="search")
-    wallet = services.wallet_open(team=team)
-    services.wallet_top_up(wallet=wallet, amount=Decimal("100"), idempotency_key=new_key())
+    wallet = wallet_open(team=team)
+    wallet_top_up(wallet=wallet, amount=Decimal("100"), idempotency_key=new_key())
     wallet.refresh_from_db()
     return wallet
 

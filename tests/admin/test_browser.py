@@ -20,8 +20,10 @@ from invoices.services.lifecycle import invoice_issue, invoice_mark_overdue
 from invoices.models import Invoice
 from tests.admin.conftest import new_key
 from tests.factories import TeamFactory, UsageRecordFactory, draft_invoice
-from wallets import services
 from wallets.models import LedgerEntry
+from wallets.services.charges import wallet_charge
+from wallets.services.posting import wallet_top_up
+from wallets.services.wallets import wallet_open
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -87,8 +89,8 @@ def test_browser_billing_run_then_issue_an_invoice_and_download_its_pdf(logged_i
 
 def test_browser_top_up_form_submitted_twice_moves_money_once(logged_in, live_server):
     page = logged_in
-    wallet = services.wallet_open(team=TeamFactory(name="Search", slug="search"))
-    services.wallet_top_up(wallet=wallet, amount=Decimal(10), idempotency_key=new_key())
+    wallet = wallet_open(team=TeamFactory(name="Search", slug="search"))
+    wallet_top_up(wallet=wallet, amount=Decimal(10), idempotency_key=new_key())
 
     page.goto(f"{live_server.url}/admin/wallets/wallet/")
     page.check(f"input[name=_selected_action][value='{wallet.pk}']")
@@ -126,9 +128,9 @@ def test_browser_dashboard_draws_both_charts(logged_in, live_server, artifacts):
     _usage(None, "33", today.replace(day=1))
     # Something in every list: last month billed, a wallet running low, an overdue invoice.
     allocation_run_execute(period=BillingPeriod(last_month.replace(day=1), today.replace(day=1)))
-    low = services.wallet_open(team=Team.objects.get(slug="search"))
-    services.wallet_top_up(wallet=low, amount=Decimal(100), idempotency_key=new_key())
-    services.wallet_charge(wallet=low, amount=Decimal(95), idempotency_key=new_key())
+    low = wallet_open(team=Team.objects.get(slug="search"))
+    wallet_top_up(wallet=low, amount=Decimal(100), idempotency_key=new_key())
+    wallet_charge(wallet=low, amount=Decimal(95), idempotency_key=new_key())
     late = invoice_issue(invoice=draft_invoice(team=Team.objects.get(slug="maps"),
                                                                 amounts=("1250.00",)),
                                           issue_date=today - dt.timedelta(days=60))

@@ -15,7 +15,9 @@ from chargeback.periods import BillingPeriod
 from tests.admin.conftest import new_key
 from invoices.services.lifecycle import invoice_issue, invoice_mark_overdue, invoice_mark_sent
 from tests.factories import TeamFactory, UsageRecordFactory, draft_invoice
-from wallets import services
+from wallets.services.charges import wallet_charge
+from wallets.services.posting import wallet_top_up
+from wallets.services.wallets import wallet_open
 
 pytestmark = pytest.mark.django_db
 
@@ -57,16 +59,16 @@ def test_dashboard_charts_per_team_and_per_month(months):
 
 def test_dashboard_lists_wallets_under_their_threshold_and_overdue_invoices(months):
     search, maps = months
-    low = services.wallet_open(team=search)
-    services.wallet_top_up(wallet=low, amount=Decimal(100), idempotency_key=new_key())
-    services.wallet_charge(wallet=low, amount=Decimal(95), idempotency_key=new_key())  # 5 < 10 % of 100
-    fine = services.wallet_open(team=maps)
-    services.wallet_top_up(wallet=fine, amount=Decimal(100), idempotency_key=new_key())
+    low = wallet_open(team=search)
+    wallet_top_up(wallet=low, amount=Decimal(100), idempotency_key=new_key())
+    wallet_charge(wallet=low, amount=Decimal(95), idempotency_key=new_key())  # 5 < 10 % of 100
+    fine = wallet_open(team=maps)
+    wallet_top_up(wallet=fine, amount=Decimal(100), idempotency_key=new_key())
     overdue = invoice_issue(invoice=draft_invoice(team=search, amounts=("12.50",)),
-                            issue_date=dt.date(2024, 9, 1))
+                                             issue_date=dt.date(2024, 9, 1))
     overdue = invoice_mark_overdue(invoice=overdue)
     not_due = invoice_issue(invoice=draft_invoice(team=maps, amounts=("3.00",)),
-                            issue_date=dt.date(2024, 10, 10))
+                                             issue_date=dt.date(2024, 10, 10))
     invoice_mark_sent(invoice=not_due)
 
     board = dashboard_get(today=TODAY)
@@ -100,7 +102,7 @@ def test_dashboard_costs_the_same_queries_with_more_teams_and_usage(finance, mon
     for n in range(20):
         team = TeamFactory()
         UsageRecordFactory(team=team, cost=Decimal(n + 1))
-        services.wallet_open(team=team)
+        wallet_open(team=team)
     with CaptureQueriesContext(connection) as many:
         finance.get(url)
     assert len(many) == len(few)

@@ -11,8 +11,10 @@ from django.urls import reverse
 
 from tests.admin.conftest import new_key
 from tests.factories import TeamFactory
-from wallets import services
 from wallets.models import LedgerEntry
+from wallets.services.charges import wallet_charge
+from wallets.services.posting import wallet_top_up
+from wallets.services.wallets import wallet_open
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +34,7 @@ def test_ledger_cannot_be_added_changed_or_deleted_even_by_finance(finance, wall
 
 
 def test_ledger_search_finds_an_entry_by_idempotency_key_or_reference(finance, wallet):
-    services.wallet_top_up(wallet=wallet, amount=Decimal("7"), idempotency_key="find-me-42", reference_id="PO-77")
+    wallet_top_up(wallet=wallet, amount=Decimal("7"), idempotency_key="find-me-42", reference_id="PO-77")
     url = reverse("admin:wallets_ledgerentry_changelist")
     for term in ("find-me-42", "PO-77"):
         response = finance.get(url, {"q": term})
@@ -40,9 +42,9 @@ def test_ledger_search_finds_an_entry_by_idempotency_key_or_reference(finance, w
 
 
 def test_ledger_csv_export_keeps_the_filters_and_exact_amounts(finance, wallet):
-    other = services.wallet_open(team=TeamFactory(name="Ads", slug="ads"))
-    services.wallet_top_up(wallet=other, amount=Decimal("0.000000000001"), idempotency_key=new_key())
-    services.wallet_charge(wallet=wallet, amount=Decimal("1.25"), idempotency_key=new_key())
+    other = wallet_open(team=TeamFactory(name="Ads", slug="ads"))
+    wallet_top_up(wallet=other, amount=Decimal("0.000000000001"), idempotency_key=new_key())
+    wallet_charge(wallet=wallet, amount=Decimal("1.25"), idempotency_key=new_key())
 
     response = finance.get(reverse("admin:wallets_ledgerentry_export"), {"team": other.team_id})
 
@@ -52,7 +54,7 @@ def test_ledger_csv_export_keeps_the_filters_and_exact_amounts(finance, wallet):
 
 
 def test_ledger_csv_export_of_one_entry_type(finance, wallet):
-    services.wallet_charge(wallet=wallet, amount=Decimal("1.25"), idempotency_key=new_key())
+    wallet_charge(wallet=wallet, amount=Decimal("1.25"), idempotency_key=new_key())
     rows = _csv(finance.get(reverse("admin:wallets_ledgerentry_export"), {"entry_type__exact": "charge"}))
     assert [(r["entry_type"], Decimal(r["amount"])) for r in rows] == [("charge", Decimal("-1.25"))]
 
@@ -71,8 +73,8 @@ def test_ledger_list_costs_the_same_queries_for_few_and_many_entries(finance, wa
     with CaptureQueriesContext(connection) as few:
         finance.get(url)
     for n in range(30):
-        team_wallet = services.wallet_open(team=TeamFactory())
-        services.wallet_top_up(wallet=team_wallet, amount=Decimal(n + 1), idempotency_key=new_key())
+        team_wallet = wallet_open(team=TeamFactory())
+        wallet_top_up(wallet=team_wallet, amount=Decimal(n + 1), idempotency_key=new_key())
     with CaptureQueriesContext(connection) as many:
         finance.get(url)
     assert len(many) == len(few)
@@ -94,7 +96,7 @@ def test_ledger_date_drill_down_offers_the_days_of_the_entries_and_filters_by_th
 
 
 def test_ledger_search_that_fits_a_page_reads_the_ledger_once_and_counts_nothing(finance, wallet):
-    services.wallet_top_up(wallet=wallet, amount=Decimal("7"), idempotency_key="once-only")
+    wallet_top_up(wallet=wallet, amount=Decimal("7"), idempotency_key="once-only")
     url = reverse("admin:wallets_ledgerentry_changelist")
     with CaptureQueriesContext(connection) as queries:
         response = finance.get(url, {"q": "once-only"})
@@ -108,7 +110,7 @@ def test_ledger_filtered_over_several_pages_is_counted_exactly(finance, wallet, 
 
     monkeypatch.setattr(LedgerEntryAdmin, "list_per_page", 2)
     for n in range(4):
-        services.wallet_top_up(wallet=wallet, amount=Decimal(n + 1), idempotency_key=new_key())
+        wallet_top_up(wallet=wallet, amount=Decimal(n + 1), idempotency_key=new_key())
     response = finance.get(reverse("admin:wallets_ledgerentry_changelist"), {"entry_type__exact": "top_up"})
     cl = response.context["cl"]
     assert (cl.result_count, len(cl.result_list), cl.multi_page) == (5, 2, True)

@@ -7,8 +7,9 @@ from django.urls import reverse
 
 from tests.admin.conftest import new_key
 from tests.factories import TeamFactory
-from wallets import services
 from wallets.models import BillingSettings
+from wallets.services.posting import wallet_top_up
+from wallets.services.wallets import wallet_open
 
 pytestmark = pytest.mark.django_db
 
@@ -31,8 +32,8 @@ def _team_data(team, **changes):
 
 def test_team_page_shows_wallet_balance_and_links_to_ledger_usage_invoices(finance):
     team = TeamFactory(name="Search")
-    wallet = services.wallet_open(team=team)
-    services.wallet_top_up(wallet=wallet, amount=Decimal("42.5"), idempotency_key=new_key())
+    wallet = wallet_open(team=team)
+    wallet_top_up(wallet=wallet, amount=Decimal("42.5"), idempotency_key=new_key())
     page = finance.get(reverse("admin:chargeback_team_change", args=[team.pk])).content.decode()
     assert "42.50 USD" in page
     assert f"?team={team.pk}" in page and f"?team__id__exact={team.pk}" in page

@@ -128,14 +128,14 @@ def test_wallet_page_shows_balance_reserved_and_available_read_only(finance, wal
 def test_usage_event_list_shows_totals_as_amounts_with_their_currency(finance, wallet):
     # given a charged usage event of 0.015 USD (500 gpt-4 tokens at the catalog's 0.00003)
     from tests.factories import PriceFactory
-    from wallets import services
+    from wallets.services.usage_events import usage_event_charge
 
     PriceFactory(category="llm", provider="openai", model="gpt-4", unit="token", unit_price=Decimal("0.00003"),
                  valid_from=timezone.now() - dt.timedelta(days=1))
-    services.usage_event_charge(team=wallet.team, user=None, feature_key="search-rewrite", external_reference_id="",
-                                idempotency_key="admin-event-1",
-                                items=[{"category": "llm", "provider": "openai", "model": "gpt-4", "unit": "token",
-                                        "quantity": Decimal(500)}])
+    usage_event_charge(team=wallet.team, user=None, feature_key="search-rewrite", external_reference_id="",
+                       idempotency_key="admin-event-1",
+                       items=[{"category": "llm", "provider": "openai", "model": "gpt-4", "unit": "token",
+                               "quantity": Decimal(500)}])
 
     # when finance opens the usage events
     page = finance.get(reverse("admin:wallets_usageevent_changelist")).content.decode()

@@ -20,7 +20,8 @@ from chargeback.management.commands.demo import DEMO_CALL_ITEMS
 from chargeback.models import TeamMembership
 from chargeback.services import api_key_create
 from tests.factories import TeamFactory, TeamMembershipFactory, UserFactory
-from wallets import services as wallet_services
+from wallets.services.posting import wallet_top_up
+from wallets.services.wallets import wallet_open
 
 _keys = itertools.count(1)
 
@@ -129,12 +130,12 @@ def key(api_key) -> APIClient:
 
 @pytest.fixture
 def wallet_a(team_a):
-    return wallet_services.wallet_open(team=team_a)
+    return wallet_open(team=team_a)
 
 
 @pytest.fixture
 def wallet_b(team_b):
-    return wallet_services.wallet_open(team=team_b)
+    return wallet_open(team=team_b)
 
 
 @pytest.fixture
@@ -142,7 +143,7 @@ def top_up():
     """``top_up(wallet, "50")``: credit the wallet through the service and return it refreshed."""
 
     def _top_up(wallet, amount):
-        wallet_services.wallet_top_up(wallet=wallet, amount=Decimal(amount), idempotency_key=new_key("top-up"))
+        wallet_top_up(wallet=wallet, amount=Decimal(amount), idempotency_key=new_key("top-up"))
         wallet.refresh_from_db()
         return wallet
 

@@ -8,9 +8,9 @@ import pytest
 
 from chargeback.models import TeamMembership
 from tests.api.conftest import CALL_ITEMS
-from wallets import services as wallet_services
 from wallets.models import LedgerEntry, UsageEvent
-from wallets.services import billing_settings_update
+from wallets.services.billing_settings import billing_settings_update
+from wallets.services.wallets import wallet_open
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +33,7 @@ def test_wallet_of_another_team_answers_404(member, wallet_b):
 
 def test_wallet_of_a_team_member_is_seen_by_the_manager_not_by_other_members(team_a, member, manager, manager_user):
     colleague = TeamMembership.objects.create(team=team_a, user=_user("colin")).user
-    wallet = wallet_services.wallet_open(team=team_a, user=colleague)
+    wallet = wallet_open(team=team_a, user=colleague)
     assert manager.get(f"/api/v1/wallets/{wallet.pk}/").status_code == 200
     assert member.get(f"/api/v1/wallets/{wallet.pk}/").status_code == 404
 

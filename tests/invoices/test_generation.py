@@ -343,7 +343,7 @@ def test_invoice_generate_chargeback_refreshes_the_one_live_draft():
 
 def test_invoice_generate_applies_the_team_tax_rate_rounded_once():
     from invoices.services.generation import invoice_generate
-    from wallets.services import billing_settings_update
+    from wallets.services.billing_settings import billing_settings_update
 
     team = TeamFactory()
     billing_settings_update(team=team, billing_model="postpaid", tax_rate=D("19"))
@@ -448,20 +448,22 @@ def test_invoice_generate_prepaid_statement_from_the_ledger():
     import time_machine
 
     from invoices.services.generation import invoice_generate
-    from wallets import services as wallets
+    from wallets.services.charges import wallet_charge
+    from wallets.services.posting import wallet_grant, wallet_refund, wallet_top_up
+    from wallets.services.wallets import wallet_open
 
     team = TeamFactory(currency="USD")
-    wallet = wallets.wallet_open(team=team)
+    wallet = wallet_open(team=team)
     with time_machine.travel(dt.datetime(2024, 8, 20, 12, tzinfo=dt.UTC), tick=False):
-        wallets.wallet_top_up(wallet=wallet, amount=D(100), idempotency_key="aug")
+        wallet_top_up(wallet=wallet, amount=D(100), idempotency_key="aug")
     with time_machine.travel(dt.datetime(2024, 9, 10, 12, tzinfo=dt.UTC), tick=False):
-        wallets.wallet_top_up(wallet=wallet, amount=D(50), idempotency_key="sep")
-        wallets.wallet_grant(wallet=wallet, amount=D(10), idempotency_key="promo")
-        chat = wallets.wallet_charge(wallet=wallet, amount=D("30.123456"), feature_key="chat", idempotency_key="c1")
-        wallets.wallet_charge(wallet=wallet, amount=D("5"), feature_key="transcribe", idempotency_key="c2")
-        wallets.wallet_refund(entry=chat, amount=D(2), idempotency_key="r1")
+        wallet_top_up(wallet=wallet, amount=D(50), idempotency_key="sep")
+        wallet_grant(wallet=wallet, amount=D(10), idempotency_key="promo")
+        chat = wallet_charge(wallet=wallet, amount=D("30.123456"), feature_key="chat", idempotency_key="c1")
+        wallet_charge(wallet=wallet, amount=D("5"), feature_key="transcribe", idempotency_key="c2")
+        wallet_refund(entry=chat, amount=D(2), idempotency_key="r1")
     with time_machine.travel(dt.datetime(2024, 10, 1, 0, 0, 1, tzinfo=dt.UTC), tick=False):
-        wallets.wallet_charge(wallet=wallet, amount=D(1), feature_key="chat", idempotency_key="october")
+        wallet_charge(wallet=wallet, amount=D(1), feature_key="chat", idempotency_key="october")
 
     # When the September statement is generated
     statement = invoice_generate(team=team, period=SEPTEMBER)
@@ -483,10 +485,10 @@ def test_invoice_generate_prepaid_statement_from_the_ledger():
 
 def test_invoice_generate_prepaid_statement_refuses_a_quiet_period():
     from invoices.services.generation import invoice_generate
-    from wallets import services as wallets
+    from wallets.services.wallets import wallet_open
 
     team = TeamFactory()
-    wallets.wallet_open(team=team)
+    wallet_open(team=team)
     with pytest.raises(InvoiceGenerationError, match="no ledger activity"):
         invoice_generate(team=team, period=SEPTEMBER)
 
@@ -494,10 +496,10 @@ def test_invoice_generate_prepaid_statement_refuses_a_quiet_period():
 def test_invoice_generate_per_user_statement_needs_user_wallets():
     from invoices.services.generation import invoice_generate
     from tests.factories import TeamMembershipFactory
-    from wallets import services as wallets
+    from wallets.services.wallets import wallet_open
 
     team = TeamFactory()
     member = TeamMembershipFactory(team=team).user
-    wallets.wallet_open(team=team)
+    wallet_open(team=team)
     with pytest.raises(InvoiceGenerationError, match="per-user statements need the prepaid_user billing model"):
         invoice_generate(team=team, period=SEPTEMBER, user=member, kind="prepaid_statement")

@@ -24,8 +24,11 @@ from invoices.services.lifecycle import (
     invoices_mark_overdue,
 )
 from tests.factories import UserFactory, draft_invoice
-from wallets import services as wallet_services
 from wallets.models import LedgerEntry
+from wallets.services.billing_settings import billing_settings_update
+from wallets.services.charges import wallet_charge
+from wallets.services.posting import wallet_settle_invoice
+from wallets.services.wallets import wallet_open
 
 pytestmark = pytest.mark.django_db
 
@@ -118,7 +121,7 @@ def test_invoice_issue_numbers_dates_and_stores_the_pdf(settings):
     from tests.factories import TeamFactory
 
     team = TeamFactory(name="Checkout")
-    wallet_services.billing_settings_update(team=team, payment_terms_days=14, billing_address="2 Team Road")
+    billing_settings_update(team=team, payment_terms_days=14, billing_address="2 Team Road")
     draft = invoice_pdf_store(invoice=draft_invoice(team=team, amounts=("12.34", "0.66")))
     draft_pdf = draft.pdf.name
     clerk = UserFactory()
@@ -163,9 +166,9 @@ def test_invoice_mark_paid_of_a_postpaid_team_settles_its_wallet_once():
     from tests.factories import TeamFactory
 
     team = TeamFactory(currency="USD")
-    wallet_services.billing_settings_update(team=team, billing_model="postpaid", credit_limit=D(500))
-    wallet = wallet_services.wallet_open(team=team)
-    wallet_services.wallet_charge(wallet=wallet, amount=D(130), idempotency_key="usage-1")
+    billing_settings_update(team=team, billing_model="postpaid", credit_limit=D(500))
+    wallet = wallet_open(team=team)
+    wallet_charge(wallet=wallet, amount=D(130), idempotency_key="usage-1")
     invoice = invoice_issue(invoice=draft_invoice(team=team, amounts=("100.00", "30.00")), issue_date=ISSUED_ON)
     clerk = UserFactory()
 
@@ -193,10 +196,10 @@ def test_wallet_settle_invoice_is_idempotent_by_invoice():
     from tests.factories import TeamFactory
 
     team = TeamFactory(currency="USD")
-    wallet_services.billing_settings_update(team=team, billing_model="postpaid", credit_limit=D(50))
+    billing_settings_update(team=team, billing_model="postpaid", credit_limit=D(50))
     invoice = invoice_issue(invoice=draft_invoice(team=team), issue_date=ISSUED_ON)
-    first = wallet_services.wallet_settle_invoice(invoice=invoice, amount=D("10.00"))
-    again = wallet_services.wallet_settle_invoice(invoice=invoice, amount=D("10.00"))
+    first = wallet_settle_invoice(invoice=invoice, amount=D("10.00"))
+    again = wallet_settle_invoice(invoice=invoice, amount=D("10.00"))
     assert first.pk == again.pk
     assert LedgerEntry.objects.filter(entry_type="invoice_settlement").count() == 1
 
@@ -205,7 +208,7 @@ def test_invoice_mark_paid_settles_only_what_is_left_after_a_credit():
     from tests.factories import TeamFactory
 
     team = TeamFactory(currency="USD")
-    wallet_services.billing_settings_update(team=team, billing_model="postpaid", credit_limit=D(500))
+    billing_settings_update(team=team, billing_model="postpaid", credit_limit=D(500))
     invoice = invoice_issue(invoice=draft_invoice(team=team, amounts=("100.00",)), issue_date=ISSUED_ON)
     credit_note_issue(invoice=invoice, reason="duplicated_charge", amount=D("25.00"))
 

@@ -293,17 +293,19 @@ def test_invoice_render_pdf_of_a_prepaid_statement_bills_usage_and_shows_balance
     import time_machine
 
     from invoices.services.generation import invoice_generate
-    from wallets import services as wallets
+    from wallets.services.charges import wallet_charge
+    from wallets.services.posting import wallet_refund, wallet_top_up
+    from wallets.services.wallets import wallet_open
 
     team = TeamFactory(name="Support Bots", currency="USD")
-    wallet = wallets.wallet_open(team=team)
+    wallet = wallet_open(team=team)
     with time_machine.travel(dt.datetime(2024, 8, 20, 12, tzinfo=dt.UTC), tick=False):
-        wallets.wallet_top_up(wallet=wallet, amount=D(100), idempotency_key="aug")
+        wallet_top_up(wallet=wallet, amount=D(100), idempotency_key="aug")
     with time_machine.travel(dt.datetime(2024, 9, 10, 12, tzinfo=dt.UTC), tick=False):
-        wallets.wallet_top_up(wallet=wallet, amount=D(50), idempotency_key="sep")
-        chat = wallets.wallet_charge(wallet=wallet, amount=D("30.123456"), feature_key="chat", idempotency_key="c1")
-        wallets.wallet_charge(wallet=wallet, amount=D("5"), feature_key="transcribe", idempotency_key="c2")
-        wallets.wallet_refund(entry=chat, amount=D(2), idempotency_key="r1")
+        wallet_top_up(wallet=wallet, amount=D(50), idempotency_key="sep")
+        chat = wallet_charge(wallet=wallet, amount=D("30.123456"), feature_key="chat", idempotency_key="c1")
+        wallet_charge(wallet=wallet, amount=D("5"), feature_key="transcribe", idempotency_key="c2")
+        wallet_refund(entry=chat, amount=D(2), idempotency_key="r1")
     statement = invoice_generate(team=team, period=BillingPeriod.month("2024-09"))
 
     # When its PDF is rendered

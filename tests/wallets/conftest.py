@@ -9,7 +9,8 @@ import pytest
 
 from chargeback.management.commands.demo import DEMO_CALL_ITEMS
 from tests.factories import TeamFactory, TeamMembershipFactory, UserFactory
-from wallets import services
+from wallets.services.posting import wallet_top_up
+from wallets.services.wallets import wallet_open
 
 _keys = itertools.count(1)
 
@@ -35,7 +36,7 @@ def member(team):
 
 @pytest.fixture
 def wallet(team):
-    return services.wallet_open(team=team)
+    return wallet_open(team=team)
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def top_up():
     """``top_up(wallet, "50")``: credit the wallet through the service and return it refreshed."""
 
     def _top_up(wallet, amount, **kwargs):
-        services.wallet_top_up(wallet=wallet, amount=Decimal(amount), idempotency_key=new_key("top-up"), **kwargs)
+        wallet_top_up(wallet=wallet, amount=Decimal(amount), idempotency_key=new_key("top-up"), **kwargs)
         wallet.refresh_from_db()
         return wallet
 

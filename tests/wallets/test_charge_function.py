@@ -1,11 +1,12 @@
-"""On PostgreSQL ``wallet_charge`` is the SQL function ``wallets_charge``; it must do what the Python path does.
+"""``wallet_charge`` is the SQL function ``wallets_charge``; it must do what the Python oracle does.
 
 Hypothesis draws a team's billing settings and a sequence of top-ups, grants, charges, replays,
 reused keys and freezes; the same sequence runs on two wallets of two teams with the same
-settings, one charged through the function (``services.wallet_charge``), one through the Python
-path (``services._charge_in_python``, SQLite's path and the rules' reference). After every step
-both give the same outcome: the same entry figures or the same error and message, the same
-balance, reserved, granted credit, granted lots and warning flag, and the same e-mails.
+settings, one charged through the function (``wallets.services.charges.wallet_charge``), one through
+the oracle (``tests.wallets.charge_oracle.charge_in_python``: the same rules step by step through
+the ORM and the posting helpers). After every step both give the same outcome: the same entry
+figures or the same error and message, the same balance, reserved, granted credit, granted lots
+and warning flag, and the same e-mails.
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.factories import TeamFactory
-from wallets import services
+from tests.wallets.charge_oracle import charge_in_python
 from wallets.errors import WalletError
 from wallets.models import CreditGrant, LedgerEntry, Wallet
 from wallets.selectors import ledger_verify
+from wallets.services.billing_settings import billing_settings_update
+from wallets.services.charges import wallet_charge
+from wallets.services.posting import wallet_grant, wallet_top_up
+from wallets.services.wallets import wallet_freeze, wallet_open, wallet_unfreeze
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
@@ -57,8 +62,8 @@ class Side:
     def __init__(self, name: str, charge, settings_: dict | None):
         team = TeamFactory(slug=f"charge-fn-{name}-{next(_teams)}", currency="USD")
         if settings_ is not None:
-            services.billing_settings_update(team=team, **settings_)
-        self.wallet = services.wallet_open(team=team)
+            billing_settings_update(team=team, **settings_)
+        self.wallet = wallet_open(team=team)
         self.charge_fn = charge
         self.keys: list[tuple[str, Decimal]] = []
 
@@ -91,17 +96,17 @@ class Side:
 
     def _run(self, kind: str, *args):
         if kind == "top_up":
-            services.wallet_top_up(wallet=self.wallet, amount=args[0], idempotency_key=self.key("top-up"))
+            wallet_top_up(wallet=self.wallet, amount=args[0], idempotency_key=self.key("top-up"))
             self.keys.append(("", D(0)))
             return "ok"
         if kind == "grant":
             expires_at = timezone.now() + timezone.timedelta(days=1) if args[1] else None
-            services.wallet_grant(wallet=self.wallet, amount=args[0], idempotency_key=self.key("grant"),
-                                  expires_at=expires_at)
+            wallet_grant(wallet=self.wallet, amount=args[0], idempotency_key=self.key("grant"),
+                         expires_at=expires_at)
             self.keys.append(("", D(0)))
             return "ok"
         if kind == "freeze":
-            (services.wallet_freeze if args[0] else services.wallet_unfreeze)(wallet=self.wallet)
+            (wallet_freeze if args[0] else wallet_unfreeze)(wallet=self.wallet)
             return "ok"
         if kind == "charge":
             key = self.key("charge")
@@ -153,8 +158,8 @@ EDGES = [
 
 def _run_on_both(settings_: dict | None, ops: list[tuple], captured) -> None:
     # given two wallets of two teams with the same billing settings (or none: the defaults)
-    by_function = Side("sql", services.wallet_charge, settings_)
-    by_python = Side("py", services._charge_in_python, settings_)
+    by_function = Side("sql", wallet_charge, settings_)
+    by_python = Side("py", charge_in_python, settings_)
     for step, op in enumerate(ops):
         # when the same operation runs on both
         seen_sql = by_function.run(op, captured)
@@ -166,29 +171,29 @@ def _run_on_both(settings_: dict | None, ops: list[tuple], captured) -> None:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(settings_=st.one_of(st.none(), billing), ops=operations)
-def test_charge_function_does_what_the_python_path_does(settings_, ops, django_capture_on_commit_callbacks):
+def test_charge_function_does_what_the_oracle_does(settings_, ops, django_capture_on_commit_callbacks):
     # inside the test's transaction: the function runs in a savepoint
     _run_on_both(settings_, ops, django_capture_on_commit_callbacks)
 
 
 @pytest.mark.parametrize(("settings_", "ops"), EDGES)
-def test_charge_function_agrees_with_the_python_path_on_the_edges(settings_, ops, django_capture_on_commit_callbacks):
+def test_charge_function_agrees_with_the_oracle_on_the_edges(settings_, ops, django_capture_on_commit_callbacks):
     _run_on_both(settings_, ops, django_capture_on_commit_callbacks)
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(("settings_", "ops"), EDGES)
-def test_charge_function_agrees_with_the_python_path_in_autocommit(settings_, ops, django_capture_on_commit_callbacks):
+def test_charge_function_agrees_with_the_oracle_in_autocommit(settings_, ops, django_capture_on_commit_callbacks):
     # no transaction open: the function's statement is the transaction, e-mails go at once
     _run_on_both(settings_, ops, django_capture_on_commit_callbacks)
 
 
-def test_charge_function_refuses_a_missing_wallet_as_the_python_path_does(team):
+def test_charge_function_refuses_a_missing_wallet_as_the_oracle_does(team):
     # given a wallet object whose row does not exist
     ghost = Wallet(pk=987654321, team=team, currency="USD")
 
     # when it is charged through either path, then both raise Wallet.DoesNotExist and nothing is kept
-    for charge in (services.wallet_charge, services._charge_in_python):
+    for charge in (wallet_charge, charge_in_python):
         with pytest.raises(Wallet.DoesNotExist):
             charge(wallet=ghost, amount=D(1), idempotency_key=f"ghost-{charge.__name__}", feature_key="", description="",
                    reference_type="", reference_id="", created_by=None, metadata={})

@@ -12,7 +12,7 @@ from django.utils import timezone
 from chargeback.models import UsageRecord
 from tests.factories import PriceFactory, UserFactory
 from tests.wallets.conftest import CALL_ITEMS, new_key
-from wallets import selectors, services
+from wallets import selectors
 from wallets.errors import (
     IdempotencyError,
     InsufficientFunds,
@@ -23,6 +23,12 @@ from wallets.errors import (
     WalletFrozen,
 )
 from wallets.models import LedgerEntry, UsageEvent, Wallet
+from wallets.services.billing_settings import billing_settings_update
+from wallets.services.charges import wallet_charge
+from wallets.services.holds import wallet_hold
+from wallets.services.posting import wallet_top_up
+from wallets.services.usage_events import quote, usage_event_charge
+from wallets.services.wallets import wallet_freeze, wallet_open
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +36,7 @@ D = Decimal
 
 
 def _charge(team, user=None, key=None, items=CALL_ITEMS, feature_key="voice-bot", **kwargs):
-    return services.usage_event_charge(
+    return usage_event_charge(
         team=team, user=user, feature_key=feature_key, external_reference_id="call-1",
         idempotency_key=key or new_key("event"), items=items, **kwargs,
     )
@@ -38,11 +44,11 @@ def _charge(team, user=None, key=None, items=CALL_ITEMS, feature_key="voice-bot"
 
 def test_quote_prices_the_issue_example_at_0_037_usd(team, catalog):
     # when
-    quote = services.quote(team=team, items=CALL_ITEMS)
+    priced = quote(team=team, items=CALL_ITEMS)
     # then
-    assert [i.cost for i in quote.items] == [D("0.006"), D("0.015"), D("0.003"), D("0.013")]
-    assert [i.unit_price for i in quote.items] == [D("0.0001"), D("0.00003"), D("0.000015"), D("0.013")]
-    assert quote.total == D("0.037") and quote.currency == "USD"
+    assert [i.cost for i in priced.items] == [D("0.006"), D("0.015"), D("0.003"), D("0.013")]
+    assert [i.unit_price for i in priced.items] == [D("0.0001"), D("0.00003"), D("0.000015"), D("0.013")]
+    assert priced.total == D("0.037") and priced.currency == "USD"
     assert not UsageEvent.objects.exists() and not LedgerEntry.objects.exists()
 
 
@@ -51,27 +57,27 @@ def test_quote_uses_the_team_override_first(team, catalog):
     PriceFactory(team=team, category="llm", provider="openai", model="gpt-4", unit="token",
                  unit_price=D("0.00001"), valid_from=timezone.make_aware(dt.datetime(2024, 1, 1)))
     # when
-    quote = services.quote(team=team, items=CALL_ITEMS)
+    priced = quote(team=team, items=CALL_ITEMS)
     # then 500 tokens cost 0.005 instead of 0.015
-    assert quote.items[1].cost == D("0.005")
-    assert quote.total == D("0.027")
+    assert priced.items[1].cost == D("0.005")
+    assert priced.total == D("0.027")
 
 
 def test_quote_refuses_unknown_items_disallowed_providers_and_bad_quantities(team, catalog):
     with pytest.raises(PriceNotFound, match="llm/openai/gpt-5/token") as exc:
-        services.quote(team=team, items=[{**CALL_ITEMS[1], "model": "gpt-5"}])
+        quote(team=team, items=[{**CALL_ITEMS[1], "model": "gpt-5"}])
     assert exc.value.code == "price_not_found"
     with pytest.raises(InvalidAmount) as exc:
-        services.quote(team=team, items=[{**CALL_ITEMS[0], "quantity": 1.5}])
+        quote(team=team, items=[{**CALL_ITEMS[0], "quantity": 1.5}])
     assert exc.value.param == "items[0].quantity"
     with pytest.raises(InvalidAmount):
-        services.quote(team=team, items=[{**CALL_ITEMS[0], "quantity": D(-1)}])
+        quote(team=team, items=[{**CALL_ITEMS[0], "quantity": D(-1)}])
     with pytest.raises(InvalidRequest) as exc:
-        services.quote(team=team, items=[{"category": "stt", "quantity": D(1)}])
+        quote(team=team, items=[{"category": "stt", "quantity": D(1)}])
     assert exc.value.param == "items[0].provider"
-    services.billing_settings_update(team=team, allowed_providers=["openai"])
+    billing_settings_update(team=team, allowed_providers=["openai"])
     with pytest.raises(ProviderNotAllowed) as exc:
-        services.quote(team=team, items=CALL_ITEMS)
+        quote(team=team, items=CALL_ITEMS)
     assert exc.value.code == "provider_not_allowed" and exc.value.param == "items[3].provider"
 
 
@@ -137,7 +143,7 @@ def test_usage_event_charge_insufficient_funds_records_a_rejected_event(team, wa
 
 def test_usage_event_charge_without_block_goes_negative(team, wallet, catalog):
     # given an empty wallet and no block on zero balance
-    services.billing_settings_update(team=team, block_on_zero_balance=False)
+    billing_settings_update(team=team, block_on_zero_balance=False)
     # when
     event = _charge(team)
     # then
@@ -149,7 +155,7 @@ def test_usage_event_charge_without_block_goes_negative(team, wallet, catalog):
 def test_usage_event_charge_on_frozen_wallet_is_rejected_and_kept(team, wallet, top_up, catalog):
     # given
     top_up(wallet, "1")
-    services.wallet_freeze(wallet=wallet)
+    wallet_freeze(wallet=wallet)
     # when / then
     with pytest.raises(WalletFrozen) as exc:
         _charge(team)
@@ -160,7 +166,7 @@ def test_usage_event_charge_on_frozen_wallet_is_rejected_and_kept(team, wallet, 
 def test_usage_event_charge_refuses_a_provider_the_team_may_not_use(team, wallet, top_up, catalog):
     # given
     top_up(wallet, "1")
-    services.billing_settings_update(team=team, allowed_providers=["OpenAI"])
+    billing_settings_update(team=team, allowed_providers=["OpenAI"])
     # when / then: twilio is refused, nothing recorded; openai alone goes through
     with pytest.raises(ProviderNotAllowed, match="twilio"):
         _charge(team)
@@ -170,9 +176,9 @@ def test_usage_event_charge_refuses_a_provider_the_team_may_not_use(team, wallet
 
 def test_usage_event_charge_prepaid_user_debits_the_users_wallet(team, member, catalog):
     # given a per-user team; the member's wallet funded
-    services.billing_settings_update(team=team, billing_model="prepaid_user")
-    user_wallet = services.wallet_open(team=team, user=member)
-    services.wallet_top_up(wallet=user_wallet, amount=D(1), idempotency_key=new_key())
+    billing_settings_update(team=team, billing_model="prepaid_user")
+    user_wallet = wallet_open(team=team, user=member)
+    wallet_top_up(wallet=user_wallet, amount=D(1), idempotency_key=new_key())
     # when
     event = _charge(team, user=member)
     # then
@@ -188,13 +194,13 @@ def test_low_balance_email_sent_once_per_crossing_and_rearmed_by_top_up(
     team, wallet, top_up, django_capture_on_commit_callbacks
 ):
     # given a warning at 20 % of the last top-up, two addresses
-    services.billing_settings_update(team=team, warning_threshold_type="percent_of_last_top_up",
-                                     warning_threshold_value=D(20), notify_emails="ops@example.com, cfo@example.com")
+    billing_settings_update(team=team, warning_threshold_type="percent_of_last_top_up",
+                            warning_threshold_value=D(20), notify_emails="ops@example.com, cfo@example.com")
     top_up(wallet, "10")
     # when the balance goes 10 → 5 → 1.5 (crossing 2) → 1 (each charge commits: its callbacks run)
     for amount in ("5", "3.5", "0.5"):
         with django_capture_on_commit_callbacks(execute=True):
-            services.wallet_charge(wallet=wallet, amount=D(amount), idempotency_key=new_key())
+            wallet_charge(wallet=wallet, amount=D(amount), idempotency_key=new_key())
     # then exactly one e-mail
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == ["ops@example.com", "cfo@example.com"]
@@ -203,19 +209,19 @@ def test_low_balance_email_sent_once_per_crossing_and_rearmed_by_top_up(
     top_up(wallet, "9")
     assert not Wallet.objects.get(pk=wallet.pk).low_balance_warned
     with django_capture_on_commit_callbacks(execute=True):
-        services.wallet_charge(wallet=wallet, amount=D("8.5"), idempotency_key=new_key())
+        wallet_charge(wallet=wallet, amount=D("8.5"), idempotency_key=new_key())
     # then a second e-mail
     assert len(mail.outbox) == 2
 
 
 def test_low_balance_email_not_sent_when_notify_is_off(team, wallet, top_up, django_capture_on_commit_callbacks):
     # given an absolute threshold of 5, notifications off
-    services.billing_settings_update(team=team, warning_threshold_type="absolute", warning_threshold_value=D(5),
-                                     notify_emails="ops@example.com", notify_on_warning=False)
+    billing_settings_update(team=team, warning_threshold_type="absolute", warning_threshold_value=D(5),
+                            notify_emails="ops@example.com", notify_on_warning=False)
     top_up(wallet, "10")
     # when
     with django_capture_on_commit_callbacks(execute=True):
-        services.wallet_charge(wallet=wallet, amount=D(6), idempotency_key=new_key())
+        wallet_charge(wallet=wallet, amount=D(6), idempotency_key=new_key())
     # then the state is recorded, but no mail
     assert Wallet.objects.get(pk=wallet.pk).low_balance_warned
     assert mail.outbox == []
@@ -223,12 +229,12 @@ def test_low_balance_email_not_sent_when_notify_is_off(team, wallet, top_up, dja
 
 def test_low_balance_email_not_sent_for_a_refused_charge(team, wallet, top_up, django_capture_on_commit_callbacks):
     # given an absolute threshold of 5 and 10 in the wallet
-    services.billing_settings_update(team=team, warning_threshold_type="absolute", warning_threshold_value=D(5),
-                                     notify_emails="ops@example.com")
+    billing_settings_update(team=team, warning_threshold_type="absolute", warning_threshold_value=D(5),
+                            notify_emails="ops@example.com")
     top_up(wallet, "10")
     # when a charge that would cross is refused
     with django_capture_on_commit_callbacks(execute=True) as callbacks, pytest.raises(InsufficientFunds):
-        services.wallet_charge(wallet=wallet, amount=D(11), idempotency_key=new_key())
+        wallet_charge(wallet=wallet, amount=D(11), idempotency_key=new_key())
     # then nothing was scheduled or sent
     assert callbacks == [] and mail.outbox == []
 
@@ -277,7 +283,7 @@ def test_usage_statistics_day_month_year_series(team, wallet, top_up, catalog):
 def test_wallet_balance_get_reads_stored_figures(team, wallet, top_up):
     # given
     top_up(wallet, "3")
-    services.wallet_hold(wallet=wallet, amount=D(1), idempotency_key=new_key())
+    wallet_hold(wallet=wallet, amount=D(1), idempotency_key=new_key())
     # when
     balance = selectors.wallet_balance_get(wallet_id=wallet.pk)
     # then

@@ -15,10 +15,12 @@ import pytest
 from django.db import connection
 
 from tests.wallets.conftest import new_key
-from wallets import services
 from wallets.errors import InsufficientFunds
 from wallets.models import IdempotencyRecord, LedgerEntry, Wallet
 from wallets.selectors import ledger_verify
+from wallets.services.charges import wallet_charge
+from wallets.services.holds import hold_capture, wallet_hold
+from wallets.services.posting import wallet_top_up
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -49,11 +51,11 @@ def _race(calls: int, threads: int, fn):
 
 def test_concurrent_charges_never_overdraw_a_wallet(wallet):
     # given 50 in a wallet that blocks on zero balance
-    services.wallet_top_up(wallet=wallet, amount=D(50), idempotency_key=new_key())
+    wallet_top_up(wallet=wallet, amount=D(50), idempotency_key=new_key())
     wallet = Wallet.objects.get(pk=wallet.pk)
 
     # when 100 charges of 1 race on 50 threads
-    results = _race(100, THREADS, lambda i: services.wallet_charge(
+    results = _race(100, THREADS, lambda i: wallet_charge(
         wallet=wallet, amount=D(1), idempotency_key=f"race-{i}"))
 
     # then exactly 50 succeed, the rest are refused for funds, and the ledger agrees
@@ -69,11 +71,11 @@ def test_concurrent_charges_never_overdraw_a_wallet(wallet):
 
 def test_concurrent_calls_with_one_idempotency_key_have_one_effect(wallet):
     # given
-    services.wallet_top_up(wallet=wallet, amount=D(50), idempotency_key=new_key())
+    wallet_top_up(wallet=wallet, amount=D(50), idempotency_key=new_key())
     wallet = Wallet.objects.get(pk=wallet.pk)
 
     # when 50 callers send the same charge with the same key at once
-    results = _race(THREADS, THREADS, lambda i: services.wallet_charge(
+    results = _race(THREADS, THREADS, lambda i: wallet_charge(
         wallet=wallet, amount=D("2.5"), idempotency_key="one-key"))
 
     # then one entry, and every caller got it
@@ -88,13 +90,13 @@ def test_concurrent_calls_with_one_idempotency_key_have_one_effect(wallet):
 
 def test_concurrent_holds_and_captures_keep_reserved_exact(wallet):
     # given 30 in the wallet
-    services.wallet_top_up(wallet=wallet, amount=D(30), idempotency_key=new_key())
+    wallet_top_up(wallet=wallet, amount=D(30), idempotency_key=new_key())
     wallet = Wallet.objects.get(pk=wallet.pk)
 
     # when 50 threads each try to hold 1 and capture half of it
     def hold_and_capture(i):
-        hold = services.wallet_hold(wallet=wallet, amount=D(1), idempotency_key=f"hold-{i}")
-        return services.hold_capture(hold=hold, amount=D("0.5"), idempotency_key=f"capture-{i}")
+        hold = wallet_hold(wallet=wallet, amount=D(1), idempotency_key=f"hold-{i}")
+        return hold_capture(hold=hold, amount=D("0.5"), idempotency_key=f"capture-{i}")
 
     results = _race(THREADS, THREADS, hold_and_capture)
 

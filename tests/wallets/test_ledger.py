@@ -15,16 +15,19 @@ from django.utils import timezone
 
 from tests.factories import UserFactory
 from tests.wallets.conftest import new_key
-from wallets import services
 from wallets.errors import LedgerImmutable
 from wallets.models import LedgerEntry, Wallet
+from wallets.services.charges import wallet_charge
+from wallets.services.holds import hold_capture, wallet_hold
+from wallets.services.posting import wallet_adjust, wallet_grant, wallet_refund, wallet_top_up
+from wallets.services.wallets import wallet_open
 
 D = Decimal
 
 
 @pytest.fixture
 def entry(wallet):
-    return services.wallet_top_up(wallet=wallet, amount=D(10), idempotency_key=new_key())
+    return wallet_top_up(wallet=wallet, amount=D(10), idempotency_key=new_key())
 
 
 @pytest.mark.django_db
@@ -78,17 +81,17 @@ def test_ledger_admin_offers_no_add_change_or_delete(client, entry):
 @pytest.mark.django_db
 def test_verify_ledger_passes_on_ledgers_built_by_services(wallet, team, member):
     # given every kind of movement, on two wallets
-    services.wallet_top_up(wallet=wallet, amount=D(10), idempotency_key=new_key())
-    services.wallet_grant(wallet=wallet, amount=D(2), idempotency_key=new_key(),
-                          expires_at=timezone.now() + dt.timedelta(hours=1))
-    charge = services.wallet_charge(wallet=wallet, amount=D(3), idempotency_key=new_key())
-    services.wallet_refund(entry=charge, amount=D(1), idempotency_key=new_key())
-    hold = services.wallet_hold(wallet=wallet, amount=D(4), idempotency_key=new_key())
-    services.hold_capture(hold=hold, amount=D(1), idempotency_key=new_key())
-    services.wallet_hold(wallet=wallet, amount=D(1), idempotency_key=new_key())
-    services.wallet_adjust(wallet=wallet, amount=D(-1), idempotency_key=new_key(), description="fix")
-    other = services.wallet_open(team=team, user=member)
-    services.wallet_top_up(wallet=other, amount=D(5), idempotency_key=new_key())
+    wallet_top_up(wallet=wallet, amount=D(10), idempotency_key=new_key())
+    wallet_grant(wallet=wallet, amount=D(2), idempotency_key=new_key(),
+                 expires_at=timezone.now() + dt.timedelta(hours=1))
+    charge = wallet_charge(wallet=wallet, amount=D(3), idempotency_key=new_key())
+    wallet_refund(entry=charge, amount=D(1), idempotency_key=new_key())
+    hold = wallet_hold(wallet=wallet, amount=D(4), idempotency_key=new_key())
+    hold_capture(hold=hold, amount=D(1), idempotency_key=new_key())
+    wallet_hold(wallet=wallet, amount=D(1), idempotency_key=new_key())
+    wallet_adjust(wallet=wallet, amount=D(-1), idempotency_key=new_key(), description="fix")
+    other = wallet_open(team=team, user=member)
+    wallet_top_up(wallet=other, amount=D(5), idempotency_key=new_key())
     out = StringIO()
     # when
     call_command("verify_ledger", stdout=out)
@@ -99,7 +102,7 @@ def test_verify_ledger_passes_on_ledgers_built_by_services(wallet, team, member)
 @pytest.mark.django_db
 def test_verify_ledger_detects_a_tampered_balance_and_exits_non_zero(wallet):
     # given a ledger of 10 and a stored balance changed behind the services' back
-    services.wallet_top_up(wallet=wallet, amount=D(10), idempotency_key=new_key())
+    wallet_top_up(wallet=wallet, amount=D(10), idempotency_key=new_key())
     Wallet.objects.filter(pk=wallet.pk).update(balance=D(1000))
     out = StringIO()
     # when / then
@@ -113,8 +116,8 @@ def test_verify_ledger_detects_a_tampered_balance_and_exits_non_zero(wallet):
 @pytest.mark.django_db
 def test_expire_grants_command_writes_expiry_entries(wallet):
     # given a grant that expired a second ago
-    services.wallet_grant(wallet=wallet, amount=D(2), idempotency_key=new_key(),
-                          expires_at=timezone.now() + dt.timedelta(milliseconds=50))
+    wallet_grant(wallet=wallet, amount=D(2), idempotency_key=new_key(),
+                 expires_at=timezone.now() + dt.timedelta(milliseconds=50))
     import time
 
     time.sleep(0.1)

@@ -1,8 +1,9 @@
-"""The work of one charge is pinned: a change that adds a query to the hot path fails here.
+"""The work of one money movement is pinned: a change that adds a query to the hot path fails here.
 
-On PostgreSQL a charge is one statement, a call of the SQL function ``wallets_charge`` (migration
-0006), wrapped in a savepoint when the caller has a transaction open (as these tests do). On SQLite
-the same steps run one ORM statement each.
+A charge is one statement, a call of the SQL function ``wallets_charge`` (migration 0006),
+wrapped in a savepoint when the caller has a transaction open (as these tests do). Every other
+movement runs through the ORM under the wallet's row lock: claim the key, lock the wallet, insert
+the entry, store the wallet's totals, record the result.
 """
 
 from __future__ import annotations
@@ -15,40 +16,35 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from tests.wallets.conftest import new_key
-from wallets import services
 from wallets.models import IdempotencyRecord, LedgerEntry, Wallet
 from wallets.selectors import ledger_verify
+from wallets.services.billing_settings import billing_settings_update
+from wallets.services.charges import wallet_charge
+from wallets.services.posting import wallet_grant, wallet_top_up
+from wallets.services.usage_events import usage_event_charge
 
 pytestmark = pytest.mark.django_db
 
 D = Decimal
 
 #: SAVEPOINT, SELECT wallets_charge(…), RELEASE SAVEPOINT (in autocommit: the SELECT alone).
-POSTGRES_QUERIES_PER_CHARGE = 3
-#: SAVEPOINT, claim, lock, entry, wallet, record, RELEASE SAVEPOINT.
-SQLITE_QUERIES_PER_CHARGE = 7
-
-
-def _queries_per_charge() -> int:
-    return POSTGRES_QUERIES_PER_CHARGE if connection.vendor == "postgresql" else SQLITE_QUERIES_PER_CHARGE
-
-
-def _queries_per_granted_lot_spent() -> int:
-    """Inside the function on PostgreSQL; read the lots and update the one spent elsewhere."""
-    return 0 if connection.vendor == "postgresql" else 2
+QUERIES_PER_CHARGE = 3
+#: SAVEPOINT, claim the key, lock the wallet, insert the entry, store the totals, record the result,
+#: RELEASE SAVEPOINT.
+QUERIES_PER_TOP_UP = 7
 
 
 def _charge(wallet, amount="1", key=None):
     with CaptureQueriesContext(connection) as queries:
-        entry = services.wallet_charge(wallet=wallet, amount=D(amount), idempotency_key=key or new_key("q"),
-                                       feature_key="bench")
+        entry = wallet_charge(wallet=wallet, amount=D(amount), idempotency_key=key or new_key("q"),
+                              feature_key="bench")
     return entry, queries
 
 
 def test_wallet_charge_runs_a_fixed_number_of_queries(team, wallet, top_up):
     # given a funded wallet of a team with explicit billing settings (read with the wallet, not apart)
-    services.billing_settings_update(team=team, warning_threshold_type="absolute", warning_threshold_value=D(1),
-                                     notify_emails="finance@example.com")
+    billing_settings_update(team=team, warning_threshold_type="absolute", warning_threshold_value=D(1),
+                            notify_emails="finance@example.com")
     wallet = top_up(wallet, "100")
 
     # when it is charged twice (the second charge has nothing warmed up by the first to rely on)
@@ -56,7 +52,7 @@ def test_wallet_charge_runs_a_fixed_number_of_queries(team, wallet, top_up):
     second, q2 = _charge(wallet)
 
     # then each charge took the pinned number of queries and the ledger is right
-    assert len(q1) == len(q2) == _queries_per_charge(), [q["sql"][:80] for q in q2]
+    assert len(q1) == len(q2) == QUERIES_PER_CHARGE, [q["sql"][:80] for q in q2]
     wallet.refresh_from_db()
     assert wallet.balance == D(98) and second.balance_after == D(98)
     assert all(check.ok for check in ledger_verify())
@@ -68,7 +64,7 @@ def test_wallet_charge_of_a_team_without_billing_settings_takes_the_same_queries
     # when
     entry, queries = _charge(wallet, "5")
     # then the defaults apply (block on zero: exactly the balance may be spent) without another query
-    assert len(queries) == _queries_per_charge()
+    assert len(queries) == QUERIES_PER_CHARGE
     assert entry.balance_after == 0
 
 
@@ -96,15 +92,14 @@ def test_wallet_charge_records_the_result_it_replays(wallet, top_up):
 def test_wallet_charge_spending_grants_adds_the_lots_queries_only(wallet, top_up):
     # given one granted lot of 3 beside purchased credit
     wallet = top_up(wallet, "10")
-    services.wallet_grant(wallet=wallet, amount=D(3), idempotency_key=new_key())
+    wallet_grant(wallet=wallet, amount=D(3), idempotency_key=new_key())
     wallet.refresh_from_db()
 
     # when a charge spends part of the lot
     _, queries = _charge(wallet, "2")
 
-    # then no more statements on PostgreSQL (two elsewhere: read the lots, update the one spent), and
-    # the lot is down by 2
-    assert len(queries) == _queries_per_charge() + _queries_per_granted_lot_spent()
+    # then no more statements (the function spends the lot), and the lot is down by 2
+    assert len(queries) == QUERIES_PER_CHARGE
     wallet.refresh_from_db()
     assert wallet.granted_balance == D(1) and wallet.balance == D(11)
     assert all(check.ok for check in ledger_verify())
@@ -112,8 +107,8 @@ def test_wallet_charge_spending_grants_adds_the_lots_queries_only(wallet, top_up
 
 def test_wallet_charge_crossing_the_threshold_mails_once_after_commit(team, wallet, top_up, django_capture_on_commit_callbacks):
     # given a warning below 5 and a wallet of 6
-    services.billing_settings_update(team=team, warning_threshold_type="absolute", warning_threshold_value=D(5),
-                                     notify_emails="finance@example.com")
+    billing_settings_update(team=team, warning_threshold_type="absolute", warning_threshold_value=D(5),
+                            notify_emails="finance@example.com")
     wallet = top_up(wallet, "6")
 
     # when two charges go below the threshold
@@ -152,8 +147,8 @@ def test_usage_event_charge_takes_as_many_queries_for_four_items_as_for_one(team
 
     def charge(items):
         with CaptureQueriesContext(connection) as queries:
-            event = services.usage_event_charge(team=team, user=None, feature_key="call", external_reference_id="",
-                                                idempotency_key=new_key("event"), items=items)
+            event = usage_event_charge(team=team, user=None, feature_key="call", external_reference_id="",
+                                       idempotency_key=new_key("event"), items=items)
         return event, queries
 
     # when one call is charged with one item, then another with the four of the issue's example
@@ -165,3 +160,18 @@ def test_usage_event_charge_takes_as_many_queries_for_four_items_as_for_one(team
     assert len(four_queries) == len(one_queries), [q["sql"][:60] for q in four_queries]
     assert four.total == D("0.037") and four.status == "charged"
     assert four.items.count() == 4 and all(item.usage_record_id for item in four.items.all())
+
+
+def test_wallet_top_up_takes_one_statement_per_step_under_the_row_lock(team, wallet):
+    # given a team with explicit billing settings (read with the locked wallet, not apart)
+    billing_settings_update(team=team, warning_threshold_type="absolute", warning_threshold_value=D(1))
+
+    # when the wallet is topped up
+    with CaptureQueriesContext(connection) as queries:
+        entry = wallet_top_up(wallet=wallet, amount=D("12.5"), idempotency_key=new_key("top-up"))
+
+    # then one statement per step, the lock taken on the wallet row only, and the ledger is right
+    assert len(queries) == QUERIES_PER_TOP_UP, [q["sql"][:80] for q in queries]
+    assert "FOR UPDATE OF" in queries[2]["sql"]
+    assert entry.balance_after == D("12.5") and Wallet.objects.get(pk=wallet.pk).balance == D("12.5")
+    assert all(check.ok for check in ledger_verify())

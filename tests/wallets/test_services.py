@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from billing_site.idempotency import idempotency_records_purge
 from tests.wallets.conftest import new_key
-from wallets import services
 from wallets.errors import (
     HoldNotOpen,
     IdempotencyError,
@@ -20,6 +20,11 @@ from wallets.errors import (
 )
 from wallets.models import CreditGrant, Hold, IdempotencyRecord, LedgerEntry, Wallet
 from wallets.selectors import ledger_verify, wallet_balance_get
+from wallets.services.billing_settings import billing_settings_update
+from wallets.services.charges import wallet_charge
+from wallets.services.holds import hold_capture, hold_release, holds_release_expired, wallet_hold
+from wallets.services.posting import grants_expire, wallet_adjust, wallet_grant, wallet_refund, wallet_top_up
+from wallets.services.wallets import wallet_freeze, wallet_open, wallet_unfreeze
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +37,7 @@ def _entries(wallet):
 
 def test_wallet_top_up_credits_balance_with_one_entry(wallet):
     # when
-    entry = services.wallet_top_up(wallet=wallet, amount=D("50.00"), idempotency_key="t1", reference_id="pay_1")
+    entry = wallet_top_up(wallet=wallet, amount=D("50.00"), idempotency_key="t1", reference_id="pay_1")
     # then
     wallet.refresh_from_db()
     assert wallet.balance == D("50")
@@ -46,8 +51,8 @@ def test_wallet_charge_debits_balance_and_keeps_the_chain(wallet, top_up):
     # given
     top_up(wallet, "10")
     # when
-    first = services.wallet_charge(wallet=wallet, amount=D("0.037"), idempotency_key="c1", feature_key="voice-bot")
-    second = services.wallet_charge(wallet=wallet, amount=D("1.000000000001"), idempotency_key="c2")
+    first = wallet_charge(wallet=wallet, amount=D("0.037"), idempotency_key="c1", feature_key="voice-bot")
+    second = wallet_charge(wallet=wallet, amount=D("1.000000000001"), idempotency_key="c2")
     # then
     wallet.refresh_from_db()
     assert wallet.balance == D("10") - D("0.037") - D("1.000000000001")
@@ -73,7 +78,7 @@ def test_wallet_charge_refuses_invalid_amounts_naming_the_field(wallet, top_up, 
     top_up(wallet, "10")
     # when / then
     with pytest.raises(InvalidAmount, match=message) as exc:
-        services.wallet_charge(wallet=wallet, amount=amount, idempotency_key=new_key())
+        wallet_charge(wallet=wallet, amount=amount, idempotency_key=new_key())
     assert exc.value.code == "invalid_amount" and exc.value.param == "amount"
     assert "amount" in str(exc.value)
     wallet.refresh_from_db()
@@ -85,7 +90,7 @@ def test_wallet_charge_refuses_insufficient_funds_and_moves_nothing(wallet, top_
     top_up(wallet, "5")
     # when
     with pytest.raises(InsufficientFunds) as exc:
-        services.wallet_charge(wallet=wallet, amount=D("5.01"), idempotency_key="too-much")
+        wallet_charge(wallet=wallet, amount=D("5.01"), idempotency_key="too-much")
     # then
     assert exc.value.code == "insufficient_funds"
     assert exc.value.available == D(5) and exc.value.requested == D("5.01")
@@ -95,17 +100,17 @@ def test_wallet_charge_refuses_insufficient_funds_and_moves_nothing(wallet, top_
     # the refused request left no idempotency record: the same key works once funds arrive
     assert not IdempotencyRecord.objects.filter(key="too-much").exists()
     top_up(wallet, "1")
-    services.wallet_charge(wallet=wallet, amount=D("5.01"), idempotency_key="too-much")
+    wallet_charge(wallet=wallet, amount=D("5.01"), idempotency_key="too-much")
     wallet.refresh_from_db()
     assert wallet.balance == D("0.99")
 
 
 def test_wallet_charge_without_block_on_zero_lets_balance_go_negative(team, wallet, top_up):
     # given
-    services.billing_settings_update(team=team, block_on_zero_balance=False)
+    billing_settings_update(team=team, block_on_zero_balance=False)
     top_up(wallet, "1")
     # when
-    services.wallet_charge(wallet=wallet, amount=D("3"), idempotency_key=new_key())
+    wallet_charge(wallet=wallet, amount=D("3"), idempotency_key=new_key())
     # then
     wallet.refresh_from_db()
     assert wallet.balance == D(-2)
@@ -114,12 +119,12 @@ def test_wallet_charge_without_block_on_zero_lets_balance_go_negative(team, wall
 
 def test_wallet_charge_postpaid_spends_up_to_the_credit_limit(team, wallet):
     # given a postpaid team with 100 of credit and an empty wallet
-    services.billing_settings_update(team=team, billing_model="postpaid", credit_limit=D(100))
+    billing_settings_update(team=team, billing_model="postpaid", credit_limit=D(100))
     # when
-    services.wallet_charge(wallet=wallet, amount=D(100), idempotency_key=new_key())
+    wallet_charge(wallet=wallet, amount=D(100), idempotency_key=new_key())
     # then the limit is reached and the next cent is refused
     with pytest.raises(InsufficientFunds):
-        services.wallet_charge(wallet=wallet, amount=D("0.01"), idempotency_key=new_key())
+        wallet_charge(wallet=wallet, amount=D("0.01"), idempotency_key=new_key())
     assert wallet_balance_get(wallet_id=wallet.pk).available == 0
     wallet.refresh_from_db()
     assert wallet.balance == D(-100)
@@ -127,9 +132,9 @@ def test_wallet_charge_postpaid_spends_up_to_the_credit_limit(team, wallet):
 
 def test_wallet_charge_unlimited_team_is_never_refused(team, wallet):
     # given
-    services.billing_settings_update(team=team, billing_model="unlimited")
+    billing_settings_update(team=team, billing_model="unlimited")
     # when
-    services.wallet_charge(wallet=wallet, amount=D(1000), idempotency_key=new_key())
+    wallet_charge(wallet=wallet, amount=D(1000), idempotency_key=new_key())
     # then
     wallet.refresh_from_db()
     assert wallet.balance == D(-1000)
@@ -138,17 +143,17 @@ def test_wallet_charge_unlimited_team_is_never_refused(team, wallet):
 def test_wallet_charge_refused_on_frozen_wallet_until_unfrozen(wallet, top_up):
     # given
     top_up(wallet, "10")
-    services.wallet_freeze(wallet=wallet)
+    wallet_freeze(wallet=wallet)
     # when / then
     with pytest.raises(WalletFrozen) as exc:
-        services.wallet_charge(wallet=wallet, amount=D(1), idempotency_key=new_key())
+        wallet_charge(wallet=wallet, amount=D(1), idempotency_key=new_key())
     assert exc.value.code == "wallet_frozen"
     with pytest.raises(WalletFrozen):
-        services.wallet_hold(wallet=wallet, amount=D(1), idempotency_key=new_key())
+        wallet_hold(wallet=wallet, amount=D(1), idempotency_key=new_key())
     # a frozen wallet still takes credit
     top_up(wallet, "1")
-    services.wallet_unfreeze(wallet=wallet)
-    services.wallet_charge(wallet=wallet, amount=D(1), idempotency_key=new_key())
+    wallet_unfreeze(wallet=wallet)
+    wallet_charge(wallet=wallet, amount=D(1), idempotency_key=new_key())
     wallet.refresh_from_db()
     assert (wallet.status, wallet.balance) == ("active", D(10))
 
@@ -156,9 +161,9 @@ def test_wallet_charge_refused_on_frozen_wallet_until_unfrozen(wallet, top_up):
 def test_idempotent_replay_returns_the_first_entry_and_moves_nothing(wallet, top_up):
     # given
     top_up(wallet, "10")
-    first = services.wallet_charge(wallet=wallet, amount=D(2), idempotency_key="charge-42")
+    first = wallet_charge(wallet=wallet, amount=D(2), idempotency_key="charge-42")
     # when
-    again = services.wallet_charge(wallet=wallet, amount=D("2.000"), idempotency_key="charge-42")
+    again = wallet_charge(wallet=wallet, amount=D("2.000"), idempotency_key="charge-42")
     # then
     assert again.pk == first.pk
     wallet.refresh_from_db()
@@ -171,13 +176,13 @@ def test_idempotent_replay_returns_the_first_entry_and_moves_nothing(wallet, top
 def test_idempotency_key_reused_with_other_parameters_is_refused(wallet, top_up):
     # given
     top_up(wallet, "10")
-    services.wallet_charge(wallet=wallet, amount=D(2), idempotency_key="charge-43")
+    wallet_charge(wallet=wallet, amount=D(2), idempotency_key="charge-43")
     # when / then: another amount, and another operation, with the same key
     with pytest.raises(IdempotencyError) as exc:
-        services.wallet_charge(wallet=wallet, amount=D(3), idempotency_key="charge-43")
+        wallet_charge(wallet=wallet, amount=D(3), idempotency_key="charge-43")
     assert exc.value.code == "idempotency_error"
     with pytest.raises(IdempotencyError):
-        services.wallet_top_up(wallet=wallet, amount=D(2), idempotency_key="charge-43")
+        wallet_top_up(wallet=wallet, amount=D(2), idempotency_key="charge-43")
     wallet.refresh_from_db()
     assert wallet.balance == D(8)
 
@@ -186,10 +191,10 @@ def test_idempotency_keys_are_scoped_per_team(wallet, top_up):
     # given another team's wallet
     from tests.factories import TeamFactory
 
-    other = services.wallet_open(team=TeamFactory())
+    other = wallet_open(team=TeamFactory())
     # when both use one key
-    services.wallet_top_up(wallet=wallet, amount=D(1), idempotency_key="shared")
-    services.wallet_top_up(wallet=other, amount=D(1), idempotency_key="shared")
+    wallet_top_up(wallet=wallet, amount=D(1), idempotency_key="shared")
+    wallet_top_up(wallet=other, amount=D(1), idempotency_key="shared")
     # then both moved
     assert Wallet.objects.get(pk=other.pk).balance == D(1)
     assert Wallet.objects.get(pk=wallet.pk).balance == D(1)
@@ -198,13 +203,13 @@ def test_idempotency_keys_are_scoped_per_team(wallet, top_up):
 def test_wallet_refund_credits_up_to_what_was_charged(wallet, top_up):
     # given
     top_up(wallet, "10")
-    charge = services.wallet_charge(wallet=wallet, amount=D(4), idempotency_key=new_key())
+    charge = wallet_charge(wallet=wallet, amount=D(4), idempotency_key=new_key())
     # when
-    services.wallet_refund(entry=charge, amount=D(3), idempotency_key=new_key())
+    wallet_refund(entry=charge, amount=D(3), idempotency_key=new_key())
     # then one more unit is refundable, not two
     with pytest.raises(InvalidAmount, match="left to refund"):
-        services.wallet_refund(entry=charge, amount=D(2), idempotency_key=new_key())
-    refund = services.wallet_refund(entry=charge, amount=D(1), idempotency_key=new_key())
+        wallet_refund(entry=charge, amount=D(2), idempotency_key=new_key())
+    refund = wallet_refund(entry=charge, amount=D(1), idempotency_key=new_key())
     assert refund.reference_type == "ledger_entry" and refund.reference_id == str(charge.pk)
     wallet.refresh_from_db()
     assert wallet.balance == D(10)
@@ -212,25 +217,25 @@ def test_wallet_refund_credits_up_to_what_was_charged(wallet, top_up):
 
 def test_wallet_refund_refuses_an_entry_that_is_not_a_debit(wallet):
     # given
-    top_up_entry = services.wallet_top_up(wallet=wallet, amount=D(5), idempotency_key=new_key())
+    top_up_entry = wallet_top_up(wallet=wallet, amount=D(5), idempotency_key=new_key())
     # when / then
     with pytest.raises(InvalidRequest, match="only charges and captures"):
-        services.wallet_refund(entry=top_up_entry, amount=D(1), idempotency_key=new_key())
+        wallet_refund(entry=top_up_entry, amount=D(1), idempotency_key=new_key())
 
 
 def test_wallet_adjust_moves_either_way_with_a_reason(wallet, top_up):
     # given
     top_up(wallet, "10")
     # when
-    services.wallet_adjust(wallet=wallet, amount=D("-12"), idempotency_key=new_key(), description="Double top-up")
-    services.wallet_adjust(wallet=wallet, amount=D("0.5"), idempotency_key=new_key(), description="Goodwill")
+    wallet_adjust(wallet=wallet, amount=D("-12"), idempotency_key=new_key(), description="Double top-up")
+    wallet_adjust(wallet=wallet, amount=D("0.5"), idempotency_key=new_key(), description="Goodwill")
     # then a correction is never refused for funds, and zero or no reason are
     wallet.refresh_from_db()
     assert wallet.balance == D("-1.5")
     with pytest.raises(InvalidAmount):
-        services.wallet_adjust(wallet=wallet, amount=D(0), idempotency_key=new_key(), description="x")
+        wallet_adjust(wallet=wallet, amount=D(0), idempotency_key=new_key(), description="x")
     with pytest.raises(InvalidRequest):
-        services.wallet_adjust(wallet=wallet, amount=D(1), idempotency_key=new_key(), description=" ")
+        wallet_adjust(wallet=wallet, amount=D(1), idempotency_key=new_key(), description=" ")
     assert ledger_verify()[0].ok
 
 
@@ -238,10 +243,10 @@ def test_granted_credit_is_consumed_first_soonest_expiring_first(wallet, top_up)
     # given purchased 10, a grant of 3 without expiry and one of 2 expiring soon
     top_up(wallet, "10")
     soon = timezone.now() + dt.timedelta(days=1)
-    late_grant = services.wallet_grant(wallet=wallet, amount=D(3), idempotency_key=new_key())
-    soon_grant = services.wallet_grant(wallet=wallet, amount=D(2), idempotency_key=new_key(), expires_at=soon)
+    late_grant = wallet_grant(wallet=wallet, amount=D(3), idempotency_key=new_key())
+    soon_grant = wallet_grant(wallet=wallet, amount=D(2), idempotency_key=new_key(), expires_at=soon)
     # when
-    services.wallet_charge(wallet=wallet, amount=D("2.5"), idempotency_key=new_key())
+    wallet_charge(wallet=wallet, amount=D("2.5"), idempotency_key=new_key())
     # then the expiring lot went first, then half a unit of the other
     assert CreditGrant.objects.get(entry=soon_grant).remaining == 0
     assert CreditGrant.objects.get(entry=late_grant).remaining == D("2.5")
@@ -252,21 +257,21 @@ def test_granted_credit_is_consumed_first_soonest_expiring_first(wallet, top_up)
 
 def test_wallet_grant_refuses_an_expiry_in_the_past(wallet):
     with pytest.raises(InvalidRequest) as exc:
-        services.wallet_grant(wallet=wallet, amount=D(1), idempotency_key=new_key(),
-                              expires_at=timezone.now() - dt.timedelta(seconds=1))
+        wallet_grant(wallet=wallet, amount=D(1), idempotency_key=new_key(),
+                     expires_at=timezone.now() - dt.timedelta(seconds=1))
     assert exc.value.param == "expires_at"
 
 
 def test_grants_expire_removes_what_is_left_once(wallet, top_up):
     # given a grant of 5 of which 2 are spent, expiring in an hour
     top_up(wallet, "10")
-    grant = services.wallet_grant(wallet=wallet, amount=D(5), idempotency_key=new_key(),
-                                  expires_at=timezone.now() + dt.timedelta(hours=1))
-    services.wallet_charge(wallet=wallet, amount=D(2), idempotency_key=new_key())
+    grant = wallet_grant(wallet=wallet, amount=D(5), idempotency_key=new_key(),
+                         expires_at=timezone.now() + dt.timedelta(hours=1))
+    wallet_charge(wallet=wallet, amount=D(2), idempotency_key=new_key())
     # when the hour has passed (twice)
     later = timezone.now() + dt.timedelta(hours=2)
-    first = services.grants_expire(now=later)
-    second = services.grants_expire(now=later)
+    first = grants_expire(now=later)
+    second = grants_expire(now=later)
     # then the 3 left expired once and purchased credit is untouched
     assert [(e.entry_type, e.amount) for e in first] == [("expiry", D(-3))]
     assert second == []
@@ -279,16 +284,16 @@ def test_grants_expire_removes_what_is_left_once(wallet, top_up):
 
 def test_grants_expire_spares_credit_backing_an_open_hold(wallet):
     # given only granted credit, 4 of it held
-    services.wallet_grant(wallet=wallet, amount=D(5), idempotency_key=new_key(),
-                          expires_at=timezone.now() + dt.timedelta(hours=1))
-    hold = services.wallet_hold(wallet=wallet, amount=D(4), idempotency_key=new_key())
+    wallet_grant(wallet=wallet, amount=D(5), idempotency_key=new_key(),
+                 expires_at=timezone.now() + dt.timedelta(hours=1))
+    hold = wallet_hold(wallet=wallet, amount=D(4), idempotency_key=new_key())
     later = timezone.now() + dt.timedelta(hours=2)
     # when it expires, then only the unheld 1 goes; available never drops below zero
-    assert [e.amount for e in services.grants_expire(now=later)] == [D(-1)]
+    assert [e.amount for e in grants_expire(now=later)] == [D(-1)]
     assert wallet_balance_get(wallet_id=wallet.pk).available == 0
     # and once the hold is captured in part, the rest expires on the next run
-    services.hold_capture(hold=hold, amount=D(3), idempotency_key=new_key())
-    assert [e.amount for e in services.grants_expire(now=later)] == [D(-1)]
+    hold_capture(hold=hold, amount=D(3), idempotency_key=new_key())
+    assert [e.amount for e in grants_expire(now=later)] == [D(-1)]
     wallet.refresh_from_db()
     assert (wallet.balance, wallet.reserved, wallet.granted_balance) == (D(0), D(0), D(0))
     assert ledger_verify()[0].ok
@@ -298,14 +303,14 @@ def test_hold_reserves_then_partial_capture_releases_the_rest(wallet, top_up):
     # given
     top_up(wallet, "10")
     # when
-    hold = services.wallet_hold(wallet=wallet, amount=D(6), idempotency_key=new_key(), feature_key="gpu")
+    hold = wallet_hold(wallet=wallet, amount=D(6), idempotency_key=new_key(), feature_key="gpu")
     # then available drops, balance does not
     balance = wallet_balance_get(wallet_id=wallet.pk)
     assert (balance.balance, balance.reserved, balance.available) == (D(10), D(6), D(4))
     with pytest.raises(InsufficientFunds):
-        services.wallet_charge(wallet=wallet, amount=D(5), idempotency_key=new_key())
+        wallet_charge(wallet=wallet, amount=D(5), idempotency_key=new_key())
     # when captured in part
-    hold = services.hold_capture(hold=hold, amount=D("2.5"), idempotency_key=new_key())
+    hold = hold_capture(hold=hold, amount=D("2.5"), idempotency_key=new_key())
     # then 2.5 is debited and 3.5 released
     assert (hold.status, hold.captured_amount, hold.released_amount) == ("captured", D("2.5"), D("3.5"))
     balance = wallet_balance_get(wallet_id=wallet.pk)
@@ -318,15 +323,15 @@ def test_hold_reserves_then_partial_capture_releases_the_rest(wallet, top_up):
 def test_hold_capture_refuses_more_than_the_hold_and_a_second_capture(wallet, top_up):
     # given
     top_up(wallet, "10")
-    hold = services.wallet_hold(wallet=wallet, amount=D(2), idempotency_key=new_key())
+    hold = wallet_hold(wallet=wallet, amount=D(2), idempotency_key=new_key())
     # when / then
     with pytest.raises(InvalidAmount, match="exceeds the hold"):
-        services.hold_capture(hold=hold, amount=D(3), idempotency_key=new_key())
-    services.hold_capture(hold=hold, idempotency_key=new_key())
+        hold_capture(hold=hold, amount=D(3), idempotency_key=new_key())
+    hold_capture(hold=hold, idempotency_key=new_key())
     with pytest.raises(HoldNotOpen):
-        services.hold_capture(hold=hold, idempotency_key=new_key())
+        hold_capture(hold=hold, idempotency_key=new_key())
     with pytest.raises(HoldNotOpen):
-        services.hold_release(hold=hold, idempotency_key=new_key())
+        hold_release(hold=hold, idempotency_key=new_key())
     wallet.refresh_from_db()
     assert (wallet.balance, wallet.reserved) == (D(8), D(0))
 
@@ -334,9 +339,9 @@ def test_hold_capture_refuses_more_than_the_hold_and_a_second_capture(wallet, to
 def test_hold_release_returns_the_whole_amount(wallet, top_up):
     # given
     top_up(wallet, "10")
-    hold = services.wallet_hold(wallet=wallet, amount=D(7), idempotency_key=new_key())
+    hold = wallet_hold(wallet=wallet, amount=D(7), idempotency_key=new_key())
     # when
-    hold = services.hold_release(hold=hold, idempotency_key=new_key())
+    hold = hold_release(hold=hold, idempotency_key=new_key())
     # then
     assert (hold.status, hold.released_amount) == ("released", D(7))
     assert wallet_balance_get(wallet_id=wallet.pk).available == D(10)
@@ -345,17 +350,17 @@ def test_hold_release_returns_the_whole_amount(wallet, top_up):
 def test_hold_refused_beyond_available(wallet, top_up):
     top_up(wallet, "1")
     with pytest.raises(InsufficientFunds):
-        services.wallet_hold(wallet=wallet, amount=D(2), idempotency_key=new_key())
+        wallet_hold(wallet=wallet, amount=D(2), idempotency_key=new_key())
     assert not Hold.objects.exists()
 
 
 def test_holds_release_expired_releases_open_holds_past_due(wallet, top_up):
     # given
     top_up(wallet, "10")
-    services.wallet_hold(wallet=wallet, amount=D(3), idempotency_key=new_key(),
-                         expires_at=timezone.now() + dt.timedelta(minutes=5))
+    wallet_hold(wallet=wallet, amount=D(3), idempotency_key=new_key(),
+                expires_at=timezone.now() + dt.timedelta(minutes=5))
     # when
-    released = services.holds_release_expired(now=timezone.now() + dt.timedelta(minutes=6))
+    released = holds_release_expired(now=timezone.now() + dt.timedelta(minutes=6))
     # then
     assert [h.status for h in released] == ["released"]
     assert wallet_balance_get(wallet_id=wallet.pk).reserved == 0
@@ -363,9 +368,9 @@ def test_holds_release_expired_releases_open_holds_past_due(wallet, top_up):
 
 def test_wallet_open_is_one_live_wallet_per_owner(team, member):
     # when
-    team_wallet = services.wallet_open(team=team)
-    again = services.wallet_open(team=team)
-    user_wallet = services.wallet_open(team=team, user=member)
+    team_wallet = wallet_open(team=team)
+    again = wallet_open(team=team)
+    user_wallet = wallet_open(team=team, user=member)
     # then
     assert team_wallet.pk == again.pk
     assert user_wallet.pk != team_wallet.pk and user_wallet.user == member
@@ -375,7 +380,7 @@ def test_wallet_open_refuses_a_user_outside_the_team(team):
     from tests.factories import UserFactory
 
     with pytest.raises(InvalidRequest) as exc:
-        services.wallet_open(team=team, user=UserFactory())
+        wallet_open(team=team, user=UserFactory())
     assert exc.value.param == "user"
 
 
@@ -383,16 +388,16 @@ def test_billing_settings_update_validates_emails(team):
     from django.core.exceptions import ValidationError
 
     with pytest.raises(ValidationError):
-        services.billing_settings_update(team=team, notify_emails="ok@example.com, not-an-address")
-    billing = services.billing_settings_update(team=team, notify_emails="a@example.com, b@example.com")
+        billing_settings_update(team=team, notify_emails="ok@example.com, not-an-address")
+    billing = billing_settings_update(team=team, notify_emails="a@example.com, b@example.com")
     assert billing.notify_email_list == ["a@example.com", "b@example.com"]
 
 
 def test_idempotency_records_purge_keeps_at_least_a_day(wallet):
     # given
-    services.wallet_top_up(wallet=wallet, amount=D(1), idempotency_key="old")
+    wallet_top_up(wallet=wallet, amount=D(1), idempotency_key="old")
     # when / then
     with pytest.raises(InvalidRequest):
-        services.idempotency_records_purge(older_than=dt.timedelta(hours=1))
-    assert services.idempotency_records_purge(now=timezone.now()) == 0
-    assert services.idempotency_records_purge(now=timezone.now() + dt.timedelta(hours=25)) == 1
+        idempotency_records_purge(older_than=dt.timedelta(hours=1))
+    assert idempotency_records_purge(now=timezone.now()) == 0
+    assert idempotency_records_purge(now=timezone.now() + dt.timedelta(hours=25)) == 1

@@ -18,10 +18,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule, run_state_machine_as_test
 
 from tests.factories import TeamFactory
-from wallets import services
 from wallets.errors import InsufficientFunds
 from wallets.models import CreditGrant
 from wallets.selectors import ledger_verify, wallet_balance_get
+from wallets.services.charges import wallet_charge
+from wallets.services.holds import hold_capture, hold_release, wallet_hold
+from wallets.services.posting import grants_expire, wallet_grant, wallet_refund, wallet_top_up
+from wallets.services.wallets import wallet_open
 
 D = Decimal
 # Cents: SQLite stores decimals as floats, and sums of cents stay exact there.
@@ -36,7 +39,7 @@ class WalletMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         n = next(_machines)
-        self.wallet = services.wallet_open(team=TeamFactory(slug=f"stateful-{n}", currency="USD"))
+        self.wallet = wallet_open(team=TeamFactory(slug=f"stateful-{n}", currency="USD"))
         self.keys = itertools.count()
         self.balance = D(0)
         self.reserved = D(0)
@@ -52,19 +55,19 @@ class WalletMachine(RuleBasedStateMachine):
 
     @rule(amount=amounts)
     def top_up(self, amount):
-        services.wallet_top_up(wallet=self.wallet, amount=amount, idempotency_key=self.key())
+        wallet_top_up(wallet=self.wallet, amount=amount, idempotency_key=self.key())
         self.balance += amount
 
     @rule(amount=amounts, expires=st.booleans())
     def grant(self, amount, expires):
         expires_at = self.now + dt.timedelta(days=1) if expires else None
-        services.wallet_grant(wallet=self.wallet, amount=amount, idempotency_key=self.key(), expires_at=expires_at)
+        wallet_grant(wallet=self.wallet, amount=amount, idempotency_key=self.key(), expires_at=expires_at)
         self.balance += amount
 
     @rule(target=debits, amount=amounts)
     def charge(self, amount):
         try:
-            entry = services.wallet_charge(wallet=self.wallet, amount=amount, idempotency_key=self.key())
+            entry = wallet_charge(wallet=self.wallet, amount=amount, idempotency_key=self.key())
         except InsufficientFunds:
             assert amount > self.available
             return None
@@ -76,7 +79,7 @@ class WalletMachine(RuleBasedStateMachine):
     @rule(target=holds, amount=amounts)
     def hold(self, amount):
         try:
-            hold = services.wallet_hold(wallet=self.wallet, amount=amount, idempotency_key=self.key())
+            hold = wallet_hold(wallet=self.wallet, amount=amount, idempotency_key=self.key())
         except InsufficientFunds:
             assert amount > self.available
             return None
@@ -88,7 +91,7 @@ class WalletMachine(RuleBasedStateMachine):
         if hold is None:
             return
         amount = max((hold.amount * share).quantize(D("0.01")), D("0.01"))
-        services.hold_capture(hold=hold, amount=amount, idempotency_key=self.key())
+        hold_capture(hold=hold, amount=amount, idempotency_key=self.key())
         self.reserved -= hold.amount
         self.balance -= amount
 
@@ -96,7 +99,7 @@ class WalletMachine(RuleBasedStateMachine):
     def release(self, hold):
         if hold is None:
             return
-        services.hold_release(hold=hold, idempotency_key=self.key())
+        hold_release(hold=hold, idempotency_key=self.key())
         self.reserved -= hold.amount
 
     @rule(entry=debits, share=st.sampled_from([D("0.5"), D(1)]))
@@ -105,7 +108,7 @@ class WalletMachine(RuleBasedStateMachine):
             return
         amount = max((self.refundable[entry.pk] * share).quantize(D("0.01")), D("0.01"))
         amount = min(amount, self.refundable[entry.pk])
-        services.wallet_refund(entry=entry, amount=amount, idempotency_key=self.key())
+        wallet_refund(entry=entry, amount=amount, idempotency_key=self.key())
         self.refundable[entry.pk] -= amount
         self.balance += amount
 
@@ -115,7 +118,7 @@ class WalletMachine(RuleBasedStateMachine):
         expected = sum(
             (g.remaining for g in CreditGrant.objects.filter(wallet=self.wallet, expires_at__lte=self.now)), D(0)
         )
-        entries = services.grants_expire(now=self.now)
+        entries = grants_expire(now=self.now)
         expired = -sum((e.amount for e in entries if e.wallet_id == self.wallet.pk), D(0))
         assert expired <= expected
         self.balance -= expired

@@ -10,7 +10,7 @@ from billing_site.api import AwareDateTimeField, MoneyField, StrictSerializerMix
 from chargeback.models import Team
 from wallets.models import BillingSettings, LedgerEntry, UsageEvent, UsageEventItem, Wallet
 from wallets.selectors import billing_settings_get
-from wallets.services import MAX_ITEMS
+from wallets.services.usage_events import MAX_ITEMS
 
 User = get_user_model()
 

@@ -23,9 +23,10 @@ from billing_site.api import (
     team_for_write,
 )
 from chargeback.models import TeamMembership
-from wallets import selectors, services
+from wallets import selectors
 from wallets.api import serializers as s
 from wallets.models import Wallet
+from wallets.services import posting, usage_events
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
@@ -57,7 +58,7 @@ class WalletViewSet(viewsets.ReadOnlyModelViewSet):
         serializer = s.TopUpSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        entry = services.wallet_top_up(
+        entry = posting.wallet_top_up(
             wallet=wallet, amount=data["amount"], idempotency_key=idempotency_key_of(request, required=True),
             description=data["description"], reference_id=data["reference_id"], created_by=request.user,
         )
@@ -85,7 +86,7 @@ class QuoteView(APIView):
         data = serializer.validated_data
         team = data.get("team")
         team = team_for_write(request, team) if is_api_key(request) else team_for_read(request, team)
-        quote = services.quote(team=team, items=[dict(i) for i in data["items"]], at=data.get("at"))
+        quote = usage_events.quote(team=team, items=[dict(i) for i in data["items"]], at=data.get("at"))
         body = {"team": team.pk, "items": [vars(i) for i in quote.items], "total": quote.total, "currency": quote.currency}
         return Response(s.QuoteSerializer(body).data)
 
@@ -114,7 +115,7 @@ class ChargeView(APIView):
             user = request.user
         if user is not None and not TeamMembership.objects.filter(team=team, user=user).exists():
             raise ValidationError({"user": [f"User {user.pk} is not a member of team {team.pk}."]})
-        event = services.usage_event_charge(
+        event = usage_events.usage_event_charge(
             team=team, user=user, feature_key=data["feature_key"], external_reference_id=data["external_reference_id"],
             idempotency_key=key, items=[dict(i) for i in data["items"]], metadata=data["metadata"],
         )

@@ -200,9 +200,13 @@ class Command(BaseCommand):
         Through the wallet services only, with fixed idempotency keys. The charges are today's (they
         do not touch the demo month's invoices); a second run finds the wallets and adds nothing.
         """
-        from wallets import services as wallets
         from wallets.errors import InsufficientFunds
         from wallets.models import LedgerEntry, UsageEvent, Wallet
+        from wallets.services.billing_settings import billing_settings_update
+        from wallets.services.holds import wallet_hold
+        from wallets.services.posting import wallet_grant, wallet_top_up
+        from wallets.services.usage_events import usage_event_charge
+        from wallets.services.wallets import wallet_open
 
         slugs = ["support", "search", "ml-platform", "checkout"]
         if Wallet.objects.filter(team__slug__in=slugs).exists():
@@ -217,32 +221,32 @@ class Command(BaseCommand):
         def charge(team, user, feature_key, n, items):
             nonlocal rejected
             try:
-                wallets.usage_event_charge(team=team, user=user, feature_key=feature_key,
-                                           external_reference_id=f"{feature_key}-{n:04d}",
-                                           idempotency_key=f"demo-{team.slug}-{feature_key}-{n}", items=items)
+                usage_event_charge(team=team, user=user, feature_key=feature_key,
+                                   external_reference_id=f"{feature_key}-{n:04d}",
+                                   idempotency_key=f"demo-{team.slug}-{feature_key}-{n}", items=items)
             except InsufficientFunds:
                 rejected += 1  # recorded as a rejected usage event, with its reason
 
         # Customer Support: one team wallet, a purchase, pilot credits (spent first), calls, a hold.
         support = teams["support"]
-        wallets.billing_settings_update(team=support, billing_model="prepaid_team", warning_threshold_type="absolute",
-                                        warning_threshold_value=Decimal(25))
-        wallet = wallets.wallet_open(team=support)
-        wallets.wallet_top_up(wallet=wallet, amount=Decimal(200), idempotency_key="demo-support-top-up-1",
-                              reference_id="PO-2026-118", description="Purchase order PO-2026-118")
-        wallets.wallet_grant(wallet=wallet, amount=Decimal(5), idempotency_key="demo-support-grant-1",
-                             expires_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC), description="Voice pilot credits")
+        billing_settings_update(team=support, billing_model="prepaid_team", warning_threshold_type="absolute",
+                                warning_threshold_value=Decimal(25))
+        wallet = wallet_open(team=support)
+        wallet_top_up(wallet=wallet, amount=Decimal(200), idempotency_key="demo-support-top-up-1",
+                      reference_id="PO-2026-118", description="Purchase order PO-2026-118")
+        wallet_grant(wallet=wallet, amount=Decimal(5), idempotency_key="demo-support-grant-1",
+                     expires_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC), description="Voice pilot credits")
         for n in range(120):
             charge(support, rng.choice(members["support"]), "voice-assistant", n, DEMO_CALL_ITEMS)
-        wallets.wallet_hold(wallet=wallet, amount=Decimal(15), idempotency_key="demo-support-hold-1",
-                            description="Nightly transcription batch")
+        wallet_hold(wallet=wallet, amount=Decimal(15), idempotency_key="demo-support-hold-1",
+                    description="Nightly transcription batch")
 
         # Search: a wallet per member; dev's small top-up runs out and later calls are refused.
         search = teams["search"]
-        wallets.billing_settings_update(team=search, billing_model="prepaid_user")
+        billing_settings_update(team=search, billing_model="prepaid_user")
         for user, amount in zip(members["search"], (Decimal(25), Decimal(5))):
-            user_wallet = wallets.wallet_open(team=search, user=user)
-            wallets.wallet_top_up(wallet=user_wallet, amount=amount, idempotency_key=f"demo-search-top-up-{user.username}")
+            user_wallet = wallet_open(team=search, user=user)
+            wallet_top_up(wallet=user_wallet, amount=amount, idempotency_key=f"demo-search-top-up-{user.username}")
             for n in range(30):
                 tokens = Decimal(rng.randint(2000, 20000))
                 charge(search, user, f"query-rewrite-{user.username}", n,
@@ -250,8 +254,8 @@ class Command(BaseCommand):
 
         # ML Platform: postpaid, spends on credit up to its limit and settles by invoice.
         ml = teams["ml-platform"]
-        wallets.billing_settings_update(team=ml, billing_model="postpaid", credit_limit=Decimal(2000))
-        wallets.wallet_open(team=ml)
+        billing_settings_update(team=ml, billing_model="postpaid", credit_limit=Decimal(2000))
+        wallet_open(team=ml)
         for n in range(40):
             seconds = Decimal(rng.randint(600, 7200))
             charge(ml, None, "fine-tuning", n,
@@ -259,9 +263,9 @@ class Command(BaseCommand):
 
         # Checkout: below its warning threshold (50 % of the last top-up) — on the dashboard.
         checkout = teams["checkout"]
-        wallets.billing_settings_update(team=checkout, billing_model="prepaid_team", warning_threshold_value=Decimal(50))
-        wallet = wallets.wallet_open(team=checkout)
-        wallets.wallet_top_up(wallet=wallet, amount=Decimal(5), idempotency_key="demo-checkout-top-up-1")
+        billing_settings_update(team=checkout, billing_model="prepaid_team", warning_threshold_value=Decimal(50))
+        wallet = wallet_open(team=checkout)
+        wallet_top_up(wallet=wallet, amount=Decimal(5), idempotency_key="demo-checkout-top-up-1")
         for n in range(220):
             charge(checkout, None, "fraud-check", n, DEMO_CALL_ITEMS[1:2])  # 500 gpt-4 tokens: 0.015 USD
 

@@ -5,7 +5,8 @@ Run it regularly (hourly from cron or a scheduler). It is idempotent: a second r
 
 from django.core.management.base import BaseCommand
 
-from wallets.services import grants_expire, holds_release_expired
+from wallets.services.holds import holds_release_expired
+from wallets.services.posting import grants_expire
 
 
 class Command(BaseCommand):

@@ -4,8 +4,8 @@ import datetime as dt
 
 from django.core.management.base import BaseCommand, CommandError
 
+from billing_site.idempotency import idempotency_records_purge
 from wallets.errors import InvalidRequest
-from wallets.services import idempotency_records_purge
 
 
 class Command(BaseCommand):

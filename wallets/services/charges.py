@@ -1,0 +1,112 @@
+"""``wallet_charge``: a debit of a wallet, done by one call of the SQL function ``wallets_charge``.
+
+The function (installed by wallets migration 0006) claims the idempotency key, locks the wallet,
+checks its status and the team's floor, spends granted credit first, inserts the ``charge`` ledger
+entry, stores the wallet's totals and the key's result, in one statement: one round trip, the
+charge's whole cost on the hot path. Its rules are those of the posting helpers
+(``wallets.services.posting``); the equivalence test (tests/wallets/test_charge_function.py)
+checks the two agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from decimal import Decimal
+
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+
+from billing_site.idempotency import idempotency_key_check, idempotency_record_claimed, request_fingerprint
+from wallets.models import BillingSettings, LedgerEntry, Wallet
+from wallets.selectors import billing_settings_get
+
+from .amounts import ZERO, amount_positive
+from .notifications import low_balance_warn
+from .posting import insufficient_funds_error, wallet_frozen_error
+from .results import result_replay
+
+#: ``wallets_charge(...)``, the SQL function of migration 0006: see its docstring for the steps.
+_CHARGE_FUNCTION_SQL = f"SELECT * FROM wallets_charge({', '.join(['%s'] * 18)})"
+#: SQLSTATEs the function raises (RAISE … USING ERRCODE; DETAIL carries the figure named).
+SQLSTATE_INSUFFICIENT_FUNDS = "WL402"  # DETAIL: the available credit
+SQLSTATE_NO_WALLET = "WL404"
+SQLSTATE_WALLET_NOT_ACTIVE = "WL409"  # DETAIL: the wallet's status
+
+
+def charge_params(*, wallet: Wallet, amount: Decimal, feature_key: str, description: str, reference_type: str,
+                  reference_id: object, metadata: dict) -> dict:
+    """What a ``wallet_charge`` key is bound to (its fingerprint's parameters, ``reference_id`` as given)."""
+    return {"wallet": wallet.pk, "amount": amount, "feature_key": feature_key, "description": description,
+            "reference_type": reference_type, "reference_id": reference_id, "metadata": metadata}
+
+
+@functools.cache
+def _billing_defaults() -> tuple:
+    """What a team without a ``BillingSettings`` row is charged under: the model's field defaults."""
+    field = BillingSettings._meta.get_field
+    return (str(field("billing_model").get_default()), field("credit_limit").get_default(),
+            str(field("warning_threshold_type").get_default()), field("warning_threshold_value").get_default(),
+            field("block_on_zero_balance").get_default())
+
+
+def wallet_charge(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feature_key: str = "",
+                  description: str = "", reference_type: str = "", reference_id: str = "", created_by=None,
+                  metadata: dict | None = None) -> LedgerEntry:
+    """Debit ``amount`` (> 0, 12 dp, wallet currency) from ``wallet`` with one ``charge`` entry.
+
+    Checks available credit against the team's floor (0 with block on zero balance, −credit limit
+    for postpaid, none for unlimited or without block); spends granted credit first; may send the
+    low-balance e-mail after commit. Raises ``InvalidAmount``, ``InvalidRequest`` (bad key),
+    ``WalletFrozen``, ``InsufficientFunds`` (nothing moved, nothing recorded), ``IdempotencyError``,
+    ``Wallet.DoesNotExist``.
+
+    One call of the SQL function ``wallets_charge``: in autocommit mode the statement is the
+    transaction; inside a caller's transaction it runs in a savepoint, so a refusal leaves the
+    caller's transaction usable. The function raises with its own SQLSTATEs; they become the
+    errors above, with the messages of the posting helpers.
+    """
+    amount = amount_positive(amount, "amount")
+    idempotency_key = idempotency_key_check(idempotency_key)
+    metadata = metadata or {}
+    params = charge_params(wallet=wallet, amount=amount, feature_key=feature_key, description=description,
+                           reference_type=reference_type, reference_id=reference_id, metadata=metadata)
+    scope, fingerprint, now = f"team:{wallet.team_id}", request_fingerprint("wallet_charge", params), timezone.now()
+    description, reference_id = description[:500], str(reference_id)  # as posting stores them
+    args = [
+        wallet.pk, scope, idempotency_key, fingerprint, amount, feature_key, description, reference_type,
+        reference_id, getattr(created_by, "pk", None),
+        LedgerEntry._meta.get_field("metadata").get_db_prep_save(metadata, connection), now, now.isoformat(),
+        *_billing_defaults(),
+    ]
+    try:
+        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+            with connection.cursor() as cursor:
+                cursor.execute(_CHARGE_FUNCTION_SQL, args)
+                replayed, entry_id, before, after, reserved, crossed, notify = cursor.fetchone()
+    except DatabaseError as exc:
+        sqlstate = getattr(exc.__cause__, "sqlstate", None)
+        if sqlstate == SQLSTATE_INSUFFICIENT_FUNDS:
+            available = Decimal(exc.__cause__.diag.message_detail)
+            raise insufficient_funds_error(wallet.pk, available, amount, wallet.currency) from None
+        if sqlstate == SQLSTATE_WALLET_NOT_ACTIVE:
+            raise wallet_frozen_error(wallet.pk, exc.__cause__.diag.message_detail) from None
+        if sqlstate == SQLSTATE_NO_WALLET:
+            raise Wallet.DoesNotExist(f"Wallet {wallet.pk} does not exist.") from None
+        raise
+    if replayed:
+        return result_replay(idempotency_record_claimed(scope=scope, key=idempotency_key, fingerprint=fingerprint))
+    entry = LedgerEntry(
+        pk=entry_id, wallet_id=wallet.pk, entry_type=LedgerEntry.EntryType.CHARGE, amount=-amount,
+        reserved_delta=ZERO, balance_before=before, balance_after=after, reserved_before=reserved,
+        reserved_after=reserved, currency=wallet.currency, idempotency_key=idempotency_key,
+        reference_type=reference_type, reference_id=reference_id, feature_key=feature_key, description=description,
+        created_by=created_by, created_at=now, metadata=metadata,
+    )
+    entry._state.adding, entry._state.db, entry.replayed = False, connection.alias, False
+    if crossed is not None and notify:  # rare: read the team and its addresses for the e-mail
+        current = Wallet.objects.select_related("team__billing_settings", "user").get(pk=wallet.pk)
+        # The e-mail states the figures this charge left, not those of a charge committed since.
+        current.balance, current.reserved = after, reserved
+        low_balance_warn(current, billing_settings_get(team=current.team), crossed)
+    return entry

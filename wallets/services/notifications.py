@@ -1,0 +1,65 @@
+"""The low-balance warning: one e-mail per crossing of the team's threshold, sent after commit.
+
+A debit that takes the balance from at or above the warning threshold to below it, while the
+wallet has not warned yet, sets ``low_balance_warned`` and mails the team's notify addresses (if it
+wants them). A credit that lifts the balance back to the threshold re-arms the warning. The
+threshold is the team's (``BillingSettings.warning_threshold``: absolute, or a percent of the
+wallet's last top-up).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings as django_settings
+from django.core.mail import send_mail
+from django.db import transaction
+
+from wallets.models import BillingSettings, Wallet
+
+
+def low_balance_after_debit(wallet: Wallet, billing: BillingSettings, balance_before: Decimal) -> None:
+    """One warning per crossing: from at/above the threshold to below it, while not yet warned."""
+    threshold = billing.warning_threshold(wallet.last_top_up_amount)
+    if threshold is None or wallet.low_balance_warned:
+        return
+    if balance_before >= threshold > wallet.balance:
+        wallet.low_balance_warned = True
+        low_balance_warn(wallet, billing, threshold)
+
+
+def low_balance_after_credit(wallet: Wallet, billing: BillingSettings) -> None:
+    """Re-arm the warning once a credit lifts the balance back to the threshold."""
+    if not wallet.low_balance_warned:
+        return
+    threshold = billing.warning_threshold(wallet.last_top_up_amount)
+    if threshold is None or wallet.balance >= threshold:
+        wallet.low_balance_warned = False
+
+
+def low_balance_warn(wallet: Wallet, billing: BillingSettings, threshold: Decimal) -> None:
+    """Mail the team's notify addresses (if it wants them) that ``wallet`` fell below ``threshold``.
+
+    The e-mail states ``wallet``'s balance and reserved amount as they are on the instance.
+    """
+    recipients = billing.notify_email_list
+    if billing.notify_on_warning and recipients:
+        subject, body = _low_balance_message(wallet, threshold)
+        # After commit only: a rolled-back charge must not warn. robust: a mail failure is
+        # logged, it cannot undo a committed charge.
+        transaction.on_commit(
+            lambda: send_mail(subject, body, django_settings.DEFAULT_FROM_EMAIL, recipients), robust=True
+        )
+
+
+def _low_balance_message(wallet: Wallet, threshold: Decimal) -> tuple[str, str]:
+    owner = f"{wallet.team.name} / {wallet.user}" if wallet.user_id else wallet.team.name
+    subject = f"Low credit balance: {owner}"
+    body = (
+        f"The prepaid credit balance of {owner} fell below the warning threshold.\n\n"
+        f"Balance:   {wallet.balance.normalize():f} {wallet.currency}\n"
+        f"Reserved:  {wallet.reserved.normalize():f} {wallet.currency}\n"
+        f"Threshold: {threshold.normalize():f} {wallet.currency}\n\n"
+        f"Top up the wallet to keep services running."
+    )
+    return subject, body
