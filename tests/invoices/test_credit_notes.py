@@ -189,7 +189,6 @@ def test_credit_note_pdf_is_stored_after_commit_when_the_pdf_module_offers_it(dj
         assert note.pdf_sha256 == ""
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_postgresql_trigger_rejects_raw_sql_changes_of_a_credit_note():
     note = credit_note_issue(invoice=issued_invoice(), reason="other", amount=D("5.00"))
@@ -203,7 +202,6 @@ def test_postgresql_trigger_rejects_raw_sql_changes_of_a_credit_note():
     assert CreditNote.objects.get(pk=note.pk).total == D("5.00")
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_credit_notes_never_exceed_the_invoice():
     # Given an invoice of 100.00

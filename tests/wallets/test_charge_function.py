@@ -25,7 +25,7 @@ from wallets.errors import WalletError
 from wallets.models import CreditGrant, LedgerEntry, Wallet
 from wallets.selectors import ledger_verify
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
+pytestmark = pytest.mark.django_db
 
 D = Decimal
 _teams = itertools.count()

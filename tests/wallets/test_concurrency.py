@@ -20,7 +20,7 @@ from wallets.errors import InsufficientFunds
 from wallets.models import IdempotencyRecord, LedgerEntry, Wallet
 from wallets.selectors import ledger_verify
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 D = Decimal
 THREADS = 50

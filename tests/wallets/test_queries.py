@@ -1,8 +1,7 @@
 """The work of one charge is pinned: a change that adds a query to the hot path fails here.
 
-On PostgreSQL a charge is one statement, a call of the SQL function ``wallets_charge`` (migration
-0006), wrapped in a savepoint when the caller has a transaction open (as these tests do). On SQLite
-the same steps run one ORM statement each.
+A charge is one statement, a call of the SQL function ``wallets_charge`` (migration 0006), wrapped
+in a savepoint when the caller has a transaction open (as these tests do).
 """
 
 from __future__ import annotations
@@ -24,18 +23,7 @@ pytestmark = pytest.mark.django_db
 D = Decimal
 
 #: SAVEPOINT, SELECT wallets_charge(…), RELEASE SAVEPOINT (in autocommit: the SELECT alone).
-POSTGRES_QUERIES_PER_CHARGE = 3
-#: SAVEPOINT, claim, lock, entry, wallet, record, RELEASE SAVEPOINT.
-SQLITE_QUERIES_PER_CHARGE = 7
-
-
-def _queries_per_charge() -> int:
-    return POSTGRES_QUERIES_PER_CHARGE if connection.vendor == "postgresql" else SQLITE_QUERIES_PER_CHARGE
-
-
-def _queries_per_granted_lot_spent() -> int:
-    """Inside the function on PostgreSQL; read the lots and update the one spent elsewhere."""
-    return 0 if connection.vendor == "postgresql" else 2
+QUERIES_PER_CHARGE = 3
 
 
 def _charge(wallet, amount="1", key=None):
@@ -56,7 +44,7 @@ def test_wallet_charge_runs_a_fixed_number_of_queries(team, wallet, top_up):
     second, q2 = _charge(wallet)
 
     # then each charge took the pinned number of queries and the ledger is right
-    assert len(q1) == len(q2) == _queries_per_charge(), [q["sql"][:80] for q in q2]
+    assert len(q1) == len(q2) == QUERIES_PER_CHARGE, [q["sql"][:80] for q in q2]
     wallet.refresh_from_db()
     assert wallet.balance == D(98) and second.balance_after == D(98)
     assert all(check.ok for check in ledger_verify())
@@ -68,7 +56,7 @@ def test_wallet_charge_of_a_team_without_billing_settings_takes_the_same_queries
     # when
     entry, queries = _charge(wallet, "5")
     # then the defaults apply (block on zero: exactly the balance may be spent) without another query
-    assert len(queries) == _queries_per_charge()
+    assert len(queries) == QUERIES_PER_CHARGE
     assert entry.balance_after == 0
 
 
@@ -102,9 +90,8 @@ def test_wallet_charge_spending_grants_adds_the_lots_queries_only(wallet, top_up
     # when a charge spends part of the lot
     _, queries = _charge(wallet, "2")
 
-    # then no more statements on PostgreSQL (two elsewhere: read the lots, update the one spent), and
-    # the lot is down by 2
-    assert len(queries) == _queries_per_charge() + _queries_per_granted_lot_spent()
+    # then no more statements (the function spends the lots), and the lot is down by 2
+    assert len(queries) == QUERIES_PER_CHARGE
     wallet.refresh_from_db()
     assert wallet.granted_balance == D(1) and wallet.balance == D(11)
     assert all(check.ok for check in ledger_verify())
@@ -127,7 +114,6 @@ def test_wallet_charge_crossing_the_threshold_mails_once_after_commit(team, wall
     assert Wallet.objects.get(pk=wallet.pk).low_balance_warned is True
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_wallet_charge_in_autocommit_is_one_statement_on_postgresql(wallet, top_up):
     # given a funded wallet and no transaction open (a service or API worker calling the service)

@@ -24,7 +24,7 @@ from wallets.models import CreditGrant
 from wallets.selectors import ledger_verify, wallet_balance_get
 
 D = Decimal
-# Cents: SQLite stores decimals as floats, and sums of cents stay exact there.
+# Cents, as people write amounts.
 amounts = st.decimals(min_value=D("0.01"), max_value=D("40"), places=2)
 _machines = itertools.count()
 
