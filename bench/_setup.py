@@ -27,8 +27,7 @@ _POSTGRES_SCHEMES = ("postgres", "postgresql", "pgsql")
 def bench_url(name: str) -> str:
     """The URL of the scratch database ``name`` on ``DATABASE_URL``'s server.
 
-    Exits with a message unless ``DATABASE_URL`` names a PostgreSQL server (the production database;
-    SQLite figures would mean nothing). The database is ``name``, whatever the URL names, except a
+    Exits with a message unless ``DATABASE_URL`` names a PostgreSQL server. The database is ``name``, whatever the URL names, except a
     URL naming ``<name>_<suffix>`` (two checkouts side by side): still a scratch database, so nothing
     but a benchmark database is ever dropped.
     """
@@ -62,6 +61,8 @@ def bench_database(name: str, *, keep: bool = False) -> str:
     os.environ["DATABASE_URL"] = url
     os.environ["DEBUG"] = "false"
     os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key-not-for-production")
+    # Benchmarks speak plain HTTP on loopback (the test client, gunicorn): no redirect to HTTPS.
+    os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_site.settings")
     import django
 

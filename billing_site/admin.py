@@ -186,13 +186,12 @@ class LargeTablePaginator(Paginator):
         if not isinstance(queryset, QuerySet):
             return super().count
         if not queryset.query.where:
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                                   [queryset.model._meta.db_table])
-                    row = cursor.fetchone()
-                if row and row[0] >= self.ESTIMATE_FROM:
-                    return row[0]
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                               [queryset.model._meta.db_table])
+                row = cursor.fetchone()
+            if row and row[0] >= self.ESTIMATE_FROM:
+                return row[0]
             return super().count
         head = self._head()
         if len(head) <= self.per_page:

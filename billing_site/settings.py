@@ -1,17 +1,59 @@
-"""Django settings for the chargeback and prepaid-credit billing app.
+"""Django settings for the chargeback and prepaid-credit billing app, grouped by concern.
 
 Every setting that differs between machines comes from the environment (12-factor, via
-django-environ). The defaults are safe for a development machine: SQLite in the project folder,
-DEBUG on, a throwaway SECRET_KEY that is refused when DEBUG is off.
+django-environ; a ``.env`` file beside ``manage.py`` is read too, never committed). The defaults
+suit a development machine: DEBUG on, a throwaway SECRET_KEY (refused when DEBUG is off), and the
+embedded PostgreSQL of ``scripts/embedded_db.py``. With DEBUG off the production security
+settings are on, so ``manage.py check --deploy`` passes; each can still be changed.
 
 Environment variables:
-    DATABASE_URL    database URL; default ``sqlite:///db.sqlite3`` (the quick-start database).
-                    Production and CI use PostgreSQL: ``postgres://user:pass@host:5432/name``.
-    SECRET_KEY      required when DEBUG is off.
-    DEBUG           ``true``/``false``; default true.
-    ALLOWED_HOSTS   comma-separated; default ``localhost,127.0.0.1`` (plus ``testserver``).
-    MEDIA_ROOT      where rendered PDFs are stored; default ``<project>/media``.
-    BILLING_*       see the "Billing" block below.
+
+Core
+    DEBUG                  ``true``/``false``; default true.
+    SECRET_KEY             required when DEBUG is off (50 or more random characters).
+    ALLOWED_HOSTS          comma-separated; default ``localhost,127.0.0.1,testserver``.
+Database
+    DATABASE_URL           the PostgreSQL database, ``postgres://user:pass@host:5432/name`` (a unix
+                           socket: ``postgresql://user@/name?host=/socket/folder``). Default: the
+                           ``billing`` database of the embedded server in ``.pgdata/``, started by
+                           ``scripts/embedded_db.py start`` (``make demo`` and ``make test`` start
+                           and stop it themselves).
+Static files and media
+    STATIC_ROOT            where ``collectstatic`` puts files; default ``<project>/staticfiles``.
+    MEDIA_ROOT             where rendered PDFs are stored; default ``<project>/media``.
+Internationalisation
+    TIME_ZONE              default ``UTC``.
+Mail
+    EMAIL_BACKEND          default the console backend (mail is printed, not sent).
+    DEFAULT_FROM_EMAIL     default ``billing@localhost``.
+API
+    API_MAX_BODY_BYTES     largest request body accepted (DATA_UPLOAD_MAX_MEMORY_SIZE); default
+                           5 MiB, enough for a batch of 1,000 usage records.
+Cache and throttles
+    CACHE_URL              the cache that holds throttle counters; default locmem (one per process:
+                           with several gunicorn workers each keeps its own counts, so production
+                           names a shared cache, e.g. ``redis://…``).
+    API_THROTTLE_RATE      requests per principal (user or team key) for reads and other calls;
+                           default ``1200/min``.
+    API_THROTTLE_RATE_MONEY  requests per principal for calls that move money or write usage;
+                           default ``300/min``.
+Security (each defaults to on when DEBUG is off, off when it is on)
+    SECURE_SSL_REDIRECT    redirect plain HTTP to HTTPS.
+    SECURE_HSTS_SECONDS    Strict-Transport-Security max-age; default one year (0 with DEBUG).
+    SECURE_HSTS_INCLUDE_SUBDOMAINS, SECURE_HSTS_PRELOAD   the HSTS header's two flags.
+    SESSION_COOKIE_SECURE, CSRF_COOKIE_SECURE   send the cookies over HTTPS only.
+    CSRF_TRUSTED_ORIGINS   comma-separated origins (``https://billing.example.com``) allowed to
+                           post forms besides the host itself; default none.
+    SECURE_PROXY_SSL_HEADER  ``HEADER,value`` set by the TLS-terminating proxy, e.g.
+                           ``HTTP_X_FORWARDED_PROTO,https``; default unset. Set it only behind a
+                           proxy that always sets or strips that header.
+Billing
+    BILLING_DEFAULT_CURRENCY, BILLING_COMPANY_NAME, BILLING_COMPANY_ADDRESS,
+    BILLING_PAYMENT_TERMS_DAYS, BILLING_INVOICE_NUMBER_FORMAT, BILLING_CREDIT_NOTE_NUMBER_FORMAT:
+                           see the "Billing" block below.
+Logging and tests
+    LOG_LEVEL              the root logger's level; default ``WARNING``.
+    TEST_ARTIFACTS_DIR     where browser tests leave screenshots; default ``<project>/test-artifacts``.
 """
 
 from pathlib import Path
@@ -23,6 +65,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
+# --- Core ------------------------------------------------------------------------------------------
 DEBUG = env.bool("DEBUG", default=True)
 _DEV_SECRET_KEY = "insecure-development-key-do-not-use-in-production"
 SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET_KEY if DEBUG else None)
@@ -30,6 +73,41 @@ if not SECRET_KEY:
     raise environ.ImproperlyConfigured("Set the SECRET_KEY environment variable when DEBUG is off.")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "testserver"])
 
+ROOT_URLCONF = "billing_site.urls"
+WSGI_APPLICATION = "billing_site.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Database --------------------------------------------------------------------------------------
+# PostgreSQL only: money is exact in its numeric, and the ledger's rules live in its triggers,
+# CHECKs and functions (the migrations' .sql files).
+
+#: The data folder of the quick start's embedded PostgreSQL (scripts/embedded_db.py, git-ignored).
+EMBEDDED_PGDATA = BASE_DIR / ".pgdata"
+
+
+def _embedded_database_url() -> str:
+    """The ``billing`` database on the embedded server's unix socket.
+
+    The socket lives in ``.pgdata/`` unless the project's path is too long for a socket path; the
+    running server's ``postmaster.pid`` (PostgreSQL's own record) names the folder on its fifth line.
+    """
+    socket_dir = EMBEDDED_PGDATA
+    try:
+        lines = (EMBEDDED_PGDATA / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        lines = []
+    if len(lines) > 4 and lines[4].strip():
+        socket_dir = Path(lines[4].strip())
+    return f"postgresql://postgres@/billing?host={socket_dir}"
+
+
+DATABASES = {"default": env.db("DATABASE_URL", default=_embedded_database_url())}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+# libpq's URL form for a unix socket names the folder as ``?host=``; Django reads it from HOST.
+if not DATABASES["default"]["HOST"] and "host" in DATABASES["default"].get("OPTIONS", {}):
+    DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
+
+# --- Applications and middleware -------------------------------------------------------------------
 INSTALLED_APPS = [
     "billing_site.apps.BillingAdminConfig",  # django.contrib.admin with the finance dashboard as its index
     "django.contrib.auth",
@@ -43,6 +121,9 @@ INSTALLED_APPS = [
     "wallets",
     "invoices",
     "auditlog",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
 ]
 
 MIDDLEWARE = [
@@ -56,8 +137,28 @@ MIDDLEWARE = [
     "auditlog.middleware.AuditlogMiddleware",
 ]
 
-ROOT_URLCONF = "billing_site.urls"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
 
+# Audit trail of admin changes (django-auditlog): who changed what, when, with the diff. Registered
+# here rather than in models.py so no app needs a migration; auditlog keeps its own table.
+AUDITLOG_INCLUDE_TRACKING_MODELS = (
+    "chargeback.Team",
+    "chargeback.TeamMembership",
+    "chargeback.Price",
+    "chargeback.AllocationRule",
+    # Targets carry their rule's id in serialized_data, so a rule's history can show them.
+    {"model": "chargeback.AllocationTarget", "serialize_data": True},
+    "wallets.BillingSettings",
+)
+# Not Wallet: its running totals change with every charge, and auditing them would cost each
+# charge a read and a write; the ledger is its audit trail.
+
+# --- Templates -------------------------------------------------------------------------------------
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
@@ -73,101 +174,29 @@ TEMPLATES = [
     },
 ]
 
-WSGI_APPLICATION = "billing_site.wsgi.application"
-
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-DATABASES["default"]["ATOMIC_REQUESTS"] = False
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # SQLite serialises writers; wait for the lock instead of failing at once.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
-
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-
-AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
-    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
-    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
-]
-
-LANGUAGE_CODE = "en-us"
-TIME_ZONE = env.str("TIME_ZONE", default="UTC")
-USE_I18N = True
-USE_TZ = True
-
+# --- Static files and media ------------------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "media/"
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "media")
 
+# --- Internationalisation --------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Mail ------------------------------------------------------------------------------------------
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="billing@localhost")
+
+# --- REST API (Django REST framework, drf-spectacular) ---------------------------------------------
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=5 * 1024 * 1024)
 
 REST_FRAMEWORK = {
     "COERCE_DECIMAL_TO_STRING": True,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-}
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
-}
-
-# --- Billing ------------------------------------------------------------------------------
-# The currency of teams and prices when none is given (ISO 4217).
-BILLING_DEFAULT_CURRENCY = env.str("BILLING_DEFAULT_CURRENCY", default="USD")
-# The issuer printed on invoices.
-BILLING_COMPANY_NAME = env.str("BILLING_COMPANY_NAME", default="Example Corp, Finance")
-BILLING_COMPANY_ADDRESS = env.str(
-    "BILLING_COMPANY_ADDRESS", default="1 Ledger Lane\n10115 Berlin\nGermany"
-)
-# Payment terms in days, counted from the issue date.
-BILLING_PAYMENT_TERMS_DAYS = env.int("BILLING_PAYMENT_TERMS_DAYS", default=30)
-# Invoice and credit note numbers (invoices.numbering): str.format templates with {date} (the issue
-# date), {year} and {seq} (gap-free per year, from 1).
-BILLING_INVOICE_NUMBER_FORMAT = env.str("BILLING_INVOICE_NUMBER_FORMAT", default="INV-{date:%Y%m%d}-{seq:04d}")
-BILLING_CREDIT_NOTE_NUMBER_FORMAT = env.str("BILLING_CREDIT_NOTE_NUMBER_FORMAT", default="CN-{date:%Y%m%d}-{seq:04d}")
-
-# --- Finance admin (issue 6) ----------------------------------------------------------------
-# Audit trail of admin changes (django-auditlog): who changed what, when, with the diff. Registered
-# here rather than in models.py so no app needs a migration; auditlog keeps its own table.
-AUDITLOG_INCLUDE_TRACKING_MODELS = (
-    "chargeback.Team",
-    "chargeback.TeamMembership",
-    "chargeback.Price",
-    "chargeback.AllocationRule",
-    # Targets carry their rule's id in serialized_data, so a rule's history can show them.
-    {"model": "chargeback.AllocationTarget", "serialize_data": True},
-    "wallets.BillingSettings",
-)
-# Not Wallet: its running totals change with every charge, and auditing them would cost each
-# charge a read and a write; the ledger is its audit trail.
-# Folder where browser tests leave their screenshots (gitignored).
-TEST_ARTIFACTS_DIR = env.path("TEST_ARTIFACTS_DIR", default=BASE_DIR / "test-artifacts")
-
-# --- REST API (issue 5) ---------------------------------------------------------------------
-# Environment:
-#   API_THROTTLE_RATE        requests per principal (user or team key) for reads and other calls;
-#                            default "1200/min".
-#   API_THROTTLE_RATE_MONEY  requests per principal for calls that move money or write usage;
-#                            default "300/min".
-#   CACHE_URL                the cache that holds throttle counters; default locmem (one per
-#                            process: with several gunicorn workers each keeps its own counts, so
-#                            production names a shared cache, e.g. redis://…).
-#   API_MAX_BODY_BYTES       largest request body accepted (DATA_UPLOAD_MAX_MEMORY_SIZE); default
-#                            5 MiB, enough for a batch of 1,000 usage records.
-INSTALLED_APPS += [
-    "rest_framework.authtoken",
-    "drf_spectacular",
-    "drf_spectacular_sidecar",
-]
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=5 * 1024 * 1024)
-
-REST_FRAMEWORK.update({
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "billing_site.api.ApiKeyAuthentication",
         "rest_framework.authentication.TokenAuthentication",
@@ -182,10 +211,6 @@ REST_FRAMEWORK.update({
     "EXCEPTION_HANDLER": "billing_site.api.exception_handler",
     "DATETIME_FORMAT": "iso-8601",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
-})
-API_THROTTLE_RATES = {
-    "principal": env.str("API_THROTTLE_RATE", default="1200/min"),
-    "money": env.str("API_THROTTLE_RATE_MONEY", default="300/min"),
 }
 
 SPECTACULAR_SETTINGS = {
@@ -209,3 +234,49 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# --- Cache and throttles ---------------------------------------------------------------------------
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+API_THROTTLE_RATES = {
+    "principal": env.str("API_THROTTLE_RATE", default="1200/min"),
+    "money": env.str("API_THROTTLE_RATE_MONEY", default="300/min"),
+}
+
+# --- Security --------------------------------------------------------------------------------------
+# On by default whenever DEBUG is off (``manage.py check --deploy`` gives no warning); a development
+# server speaks plain HTTP, so they are off with DEBUG on. Each can be changed from the environment.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Behind a proxy that terminates TLS: the header it sets and the value meaning HTTPS.
+SECURE_PROXY_SSL_HEADER = tuple(env.list("SECURE_PROXY_SSL_HEADER", default=[])) or None
+
+# --- Billing ---------------------------------------------------------------------------------------
+# The currency of teams and prices when none is given (ISO 4217).
+BILLING_DEFAULT_CURRENCY = env.str("BILLING_DEFAULT_CURRENCY", default="USD")
+# The issuer printed on invoices.
+BILLING_COMPANY_NAME = env.str("BILLING_COMPANY_NAME", default="Example Corp, Finance")
+BILLING_COMPANY_ADDRESS = env.str(
+    "BILLING_COMPANY_ADDRESS", default="1 Ledger Lane\n10115 Berlin\nGermany"
+)
+# Payment terms in days, counted from the issue date.
+BILLING_PAYMENT_TERMS_DAYS = env.int("BILLING_PAYMENT_TERMS_DAYS", default=30)
+# Invoice and credit note numbers (invoices.numbering): str.format templates with {date} (the issue
+# date), {year} and {seq} (gap-free per year, from 1).
+BILLING_INVOICE_NUMBER_FORMAT = env.str("BILLING_INVOICE_NUMBER_FORMAT", default="INV-{date:%Y%m%d}-{seq:04d}")
+BILLING_CREDIT_NOTE_NUMBER_FORMAT = env.str("BILLING_CREDIT_NOTE_NUMBER_FORMAT", default="CN-{date:%Y%m%d}-{seq:04d}")
+
+# --- Logging and tests -----------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
+}
+
+# Folder where browser tests leave their screenshots (gitignored).
+TEST_ARTIFACTS_DIR = env.path("TEST_ARTIFACTS_DIR", default=BASE_DIR / "test-artifacts")

@@ -28,10 +28,10 @@ row itself, so importing the same file again adds nothing. The whole file is imp
 transaction; a bad file or value raises ``FocusImportError`` and nothing is written, unless
 ``skip_bad_rows`` asks to skip (and report) bad rows.
 
-On PostgreSQL the rows go in blocks: a thread parses the next block while the connection's thread
-streams this one with ``COPY`` into a temporary table and moves it with ``INSERT … SELECT … ON
-CONFLICT DO NOTHING``, all in the one transaction; on SQLite they are written with ``bulk_create`` in
-batches. Both read the file as a stream, so memory does not grow with the file.
+The rows go in blocks: a thread parses the next block while the connection's thread streams this
+one with ``COPY`` into a temporary table and moves it with ``INSERT … SELECT … ON CONFLICT DO
+NOTHING``, all in the one transaction. The file is read as a stream, so memory does not grow with
+the file.
 """
 
 from __future__ import annotations
@@ -102,8 +102,7 @@ RESOURCE_TYPE = "cloud"
 #: How many skipped rows the result keeps in ``skipped`` (all are counted in ``rows_skipped``).
 MAX_REPORTED_SKIPS = 1000
 
-#: Rows per ``bulk_create`` batch on databases without COPY, and between progress reports.
-BATCH_SIZE = 2000
+#: Rows between progress reports.
 PROGRESS_EVERY = 5000
 
 #: Rows per block on PostgreSQL, where one block is inserted while the next is parsed. Larger blocks
@@ -270,10 +269,7 @@ def focus_import(
                             subaccount_fallback=subaccount_fallback)
         rows = _good_rows(reader, parser, result, skip_bad_rows=skip_bad_rows, report=report)
         with transaction.atomic():
-            if connection.vendor == "postgresql":
-                _write_postgresql(rows, result, parser, block_rows)
-            else:
-                _write_batches(rows, result, parser)
+            _write_postgresql(rows, result, parser, block_rows)
             committing = time.perf_counter()
         result.timings["commit"] = time.perf_counter() - committing
     result.rows_duplicate = result.rows_read - result.rows_skipped - result.rows_imported
@@ -1150,38 +1146,3 @@ def _write_postgresql(rows: Iterator[_Row], result: FocusImportResult, parser: _
     result.rows_imported = inserted
     # The phases overlap (parsing runs beside the others), so they add up to more than the wall time.
     timings.update(wait=waited, teams=resolving, copy=copying, stage=staging, insert=inserting)
-
-
-def _write_batches(rows: Iterator[_Row], result: FocusImportResult, parser: _RowParser) -> None:
-    """The portable path (SQLite): ``bulk_create(ignore_conflicts=True)`` in batches; the rows
-    inserted are counted before and after, since ignored conflicts are not reported per row."""
-    source = UsageRecord.Source.FOCUS_IMPORT
-    existing = UsageRecord.objects.filter(source=source)
-    before = existing.count()
-    teams = _Teams(result)
-    ordinals: dict[str, int] = {}
-    batch: list[UsageRecord] = []
-    for row in rows:
-        if row.id_key is not None:
-            key = row.id_key
-        else:
-            n = ordinals.get(row.row_hash, 0) + 1
-            ordinals[row.row_hash] = n
-            key = f"row:{row.row_hash}:{n}"
-        batch.append(UsageRecord(
-            team_id=teams.resolve(row.team_key, row.currency) if row.team_key is not None else None,
-            resource_type=RESOURCE_TYPE, provider=row.provider, unit=row.unit, quantity=row.quantity,
-            cost=row.cost, currency=row.currency, occurred_at=row.occurred_at,
-            billing_period_start=row.billing_period_start, source=source,
-            external_reference=row.external_reference, idempotency_key=key,
-            metadata=parser.metadata(row.values),
-            effective_cost=row.effective_cost, charge_category=row.charge_category,
-            service_name=row.service_name, sub_account_name=row.sub_account_name,
-            resource_id=row.resource_id, tags=row.tags,
-        ))
-        if len(batch) >= BATCH_SIZE:
-            UsageRecord.objects.bulk_create(batch, batch_size=BATCH_SIZE, ignore_conflicts=True)
-            batch = []
-    if batch:
-        UsageRecord.objects.bulk_create(batch, batch_size=BATCH_SIZE, ignore_conflicts=True)
-    result.rows_imported = existing.count() - before

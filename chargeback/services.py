@@ -318,8 +318,8 @@ def _rule_matches(rule: AllocationRule) -> Q:
         condition &= Q(service_name=rule.match_service_name)
     if rule.match_tag_key:
         if rule.match_tag_value:
-            # KeyTextTransform takes the key as one path element, so keys with "__" or dots work;
-            # it is ``tags ->> 'key'`` on PostgreSQL and JSON_EXTRACT on SQLite.
+            # KeyTextTransform takes the key as one path element, so keys with "__" or dots work:
+            # it is ``tags ->> 'key'``.
             condition &= Q(Exact(KeyTextTransform(rule.match_tag_key, "tags"), rule.match_tag_value))
         else:
             condition &= Q(tags__has_key=rule.match_tag_key)
@@ -527,9 +527,8 @@ def _give_grouping_memory() -> None:
     ``bench/allocate.py``: 4.4 s sorting vs 3.2 s hashing for 1,000,000 records). ``SET LOCAL``
     lasts until the end of the surrounding transaction only.
     """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL work_mem = '{GROUPING_WORK_MEM}'")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL work_mem = '{GROUPING_WORK_MEM}'")
 
 
 def _members(rules: list[AllocationRule]) -> dict[int, tuple[int, ...]]:
@@ -627,15 +626,12 @@ def allocation_run_create(
 
 
 def _write_rows(run: AllocationRun, rows: list[_Row]) -> None:
-    """Insert the run's rows: ``COPY`` on PostgreSQL, ``bulk_create`` elsewhere.
+    """Insert the run's rows with ``COPY``.
 
     A month has tens of thousands of rows (one per team, user and service). Django's
     ``bulk_create`` spends most of its time preparing values in Python (measured with
     ``bench/allocate.py``: 19,000 rows in about 3 s, against 0.5 s with ``COPY``).
     """
-    if connection.vendor != "postgresql":
-        AllocatedCost.objects.bulk_create([row.model(run) for row in rows], batch_size=1000)
-        return
     quote = connection.ops.quote_name
     columns = ("run_id", "rule_id", "team_id", "user_id", "service", "quantity", "unit", "amount", "currency",
                "record_count", "details")
@@ -649,15 +645,14 @@ def _write_rows(run: AllocationRun, rows: list[_Row]) -> None:
 
 
 def _lock_allocation_commits() -> None:
-    """Serialise allocation commits on PostgreSQL.
+    """Serialise allocation commits.
 
     Row locks alone cannot: when a period has no committed run yet there is no row to lock, and two
     commits would race to the partial unique index. A transaction-level advisory lock is released
-    at commit or rollback. SQLite allows one writer at a time anyway.
+    at commit or rollback.
     """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_COMMIT_LOCK_KEY])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_COMMIT_LOCK_KEY])
 
 
 def allocation_run_commit(*, run: AllocationRun, committed_by=None) -> AllocationRun:
@@ -970,16 +965,13 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str) -> l
 
 
 def _usage_records_write(records: list[UsageRecord]) -> None:
-    """Insert ``records`` and set their pks: ``COPY`` on PostgreSQL, ``bulk_create`` elsewhere.
+    """Insert ``records`` and set their pks with ``COPY``.
 
-    ``bulk_create`` spends most of a 1,000-row batch preparing values in Python (about 0.2 s); on
-    PostgreSQL the ids are drawn from the table's sequence in one query and the rows streamed with
+    ``bulk_create`` would spend most of a 1,000-row batch preparing values in Python (about 0.2 s);
+    here the ids are drawn from the table's sequence in one query and the rows streamed with
     ``COPY`` (as ``_write_rows`` does for allocation rows). A duplicate idempotency key still fails
     on the unique constraint (``IntegrityError``).
     """
-    if connection.vendor != "postgresql":
-        UsageRecord.objects.bulk_create(records, batch_size=USAGE_BATCH_MAX)
-        return
     table = UsageRecord._meta.db_table
     fields = [f for f in UsageRecord._meta.concrete_fields]
     quote = connection.ops.quote_name

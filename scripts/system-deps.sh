@@ -15,7 +15,18 @@ fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "Installing system packages: ${missing[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Another apt-get (unattended upgrades, a second checkout's `make`) may hold apt's locks: wait
+  # for it, up to ten minutes, instead of failing at once. `install` waits for the dpkg lock by
+  # itself (DPkg::Lock::Timeout); `update` has no such option for its lists lock, so it is retried.
+  for attempt in $(seq 60); do
+    if error=$(apt-get update -qq 2>&1 >/dev/null); then break; fi
+    case "$error" in
+      *"Could not get lock"*) [ "$attempt" -lt 60 ] && { echo "Waiting for another apt-get to finish…"; sleep 10; continue; } ;;
+    esac
+    echo "$error" >&2
+    exit 1
+  done
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null
 else
-  echo "Please install these system packages (WeasyPrint needs them): ${missing[*]}" >&2
+  echo "Please install these system packages (WeasyPrint needs them; the browser tests need chromium): ${missing[*]}" >&2
 fi

@@ -1,58 +1,43 @@
-"""Shared fixtures. Tests run on PostgreSQL when DATABASE_URL names one, else on SQLite.
-
-Tests marked ``postgres`` (triggers, row locks, concurrency) are skipped on SQLite with a reason.
-With ``REQUIRE_POSTGRES=1`` (set by ``.ci/run``) the session stops at once unless the database is
-a PostgreSQL server that answers: in CI nothing is skipped for want of PostgreSQL.
+"""Shared fixtures. Tests run on the PostgreSQL server of ``DATABASE_URL`` (by default the embedded
+one of ``scripts/embedded_db.py``, which ``make test`` starts); pytest-django creates ``test_<name>``
+there. Nothing is skipped: when the server does not answer, the session stops at once and says why.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.conf import settings
-from django.db import connection
 
-#: The real FOCUS 1.0 sample (1,000 rows, September 2024); see its README for the figures.
+#: The real FOCUS 1.0 sample (1,000 rows, September 2024); see its README for the figures. It lives
+#: outside the repository, in ``../shared/data/focus/`` beside the project folder (CI has it there).
 FOCUS_SAMPLE = Path(settings.BASE_DIR).parent / "shared" / "data" / "focus" / "focus_sample.csv"
-
-IS_POSTGRES = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 
 
 def pytest_configure(config):
-    if os.environ.get("REQUIRE_POSTGRES") == "1":
-        if not IS_POSTGRES:
-            pytest.exit("REQUIRE_POSTGRES=1 but DATABASE_URL does not name a PostgreSQL database", returncode=3)
-        try:
-            import psycopg
-
-            params = settings.DATABASES["default"]
-            psycopg.connect(
-                host=params["HOST"] or None, port=params["PORT"] or None, user=params["USER"],
-                password=params["PASSWORD"] or None, dbname="postgres", connect_timeout=5,
-            ).close()
-        except Exception as exc:  # noqa: BLE001 - any failure to connect is fatal here
-            pytest.exit(f"REQUIRE_POSTGRES=1 but PostgreSQL does not answer: {exc}", returncode=3)
-
-
-def pytest_collection_modifyitems(config, items):
-    if IS_POSTGRES:
-        return
-    skip = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL=postgres://…); SQLite has no row locks or triggers")
-    for item in items:
-        if "postgres" in item.keywords:
-            item.add_marker(skip)
+    params = settings.DATABASES["default"]
+    try:
+        psycopg.connect(
+            host=params["HOST"] or None, port=params["PORT"] or None, user=params["USER"],
+            password=params["PASSWORD"] or None, dbname="postgres", connect_timeout=5,
+        ).close()
+    except psycopg.Error as exc:
+        where = params["HOST"] or "localhost"
+        pytest.exit(
+            f"PostgreSQL on {where} does not answer: {exc}\nSet DATABASE_URL to a server, or start the embedded "
+            "one (scripts/embedded_db.py start, or run `make test`).",
+            returncode=3,
+        )
 
 
 @pytest.fixture
 def focus_sample() -> Path:
-    """Path of the real FOCUS sample; skips (never in CI) when the shared data is absent."""
+    """Path of the real FOCUS sample; fails, naming the path, when the shared data is absent."""
     if not FOCUS_SAMPLE.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{FOCUS_SAMPLE} is missing in CI")
-        pytest.skip(f"{FOCUS_SAMPLE} is absent on this machine")
+        pytest.fail(f"the FOCUS sample is missing: expected {FOCUS_SAMPLE} (../shared/data/focus/ beside the project)")
     return FOCUS_SAMPLE
 
 
@@ -79,7 +64,3 @@ def catalog(db):
         for c, p, m, u, price in ISSUE_PRICES
     ]
 
-
-@pytest.fixture
-def db_vendor() -> str:
-    return connection.vendor

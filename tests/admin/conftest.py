@@ -100,14 +100,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 def browser_type_launch_args(browser_type_launch_args):
     """pytest-playwright's launch arguments, pointed at /usr/bin/chromium (no browser download).
 
-    Without Chromium the browser tests skip with the reason, except in CI (``REQUIRE_POSTGRES=1``,
-    set by ``.ci/run``), where they fail: ``scripts/system-deps.sh`` installs it there.
+    Without Chromium the browser tests fail, saying so: ``make test`` installs it first
+    (``scripts/system-deps.sh``).
     """
     if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing: install Debian's chromium (scripts/system-deps.sh)"
-        if os.environ.get("REQUIRE_POSTGRES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/system-deps.sh)")
     # Playwright's sync API keeps an event loop running in the main thread for the rest of the
     # session (its browser is session-scoped), and Django refuses ORM calls beside a running loop.
     # The tests and the live server's thread are plain synchronous code, so the check is moot here.

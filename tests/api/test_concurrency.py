@@ -13,7 +13,7 @@ from chargeback.models import UsageRecord
 from tests.api.conftest import CALL_ITEMS
 from wallets.models import LedgerEntry, UsageEvent
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _in_threads(n: int, call) -> list:

@@ -1,8 +1,4 @@
-"""The allocation engine: every cost of a period reaches a team or stays visibly unallocated, once.
-
-Amounts in these tests are binary fractions (halves, quarters) where a tie-out is checked on an
-unallocated remainder: SQLite stores decimals as floats (see docs/architecture.md, "Money").
-"""
+"""The allocation engine: every cost of a period reaches a team or stays visibly unallocated, once."""
 
 from __future__ import annotations
 
@@ -11,7 +7,7 @@ import threading
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, connection, connections, transaction
+from django.db import IntegrityError, connections, transaction
 
 from chargeback.errors import (
     AllocationError,
@@ -208,7 +204,6 @@ def test_allocation_commits_amounts_that_binary_floats_cannot_hold():
     assert (run.status, run.allocated_cost, run.unallocated_cost) == ("committed", D("0.2"), D("0.1"))
 
 
-@pytest.mark.postgres
 def test_allocation_run_that_does_not_tie_out_is_refused_by_the_database():
     usage(TeamFactory(), "3")
     run = allocation_run_execute(period=SEPT)
@@ -611,11 +606,9 @@ def _commit_in_thread(run, errors, barrier):
         connections.close_all()
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_allocation_concurrent_commits_of_one_period_leave_one_committed_run():
     # given two drafts of September
-    assert connection.vendor == "postgresql"
     a = TeamFactory()
     usage(a, "1")
     usage(None, "2")
@@ -646,7 +639,6 @@ def _execute_in_thread(errors, barrier):
         connections.close_all()
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_allocation_concurrent_billing_runs_of_one_period_never_double_costs():
     a = TeamFactory()

@@ -50,7 +50,6 @@ def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
 
 
 def _costs(**filters) -> Decimal:
-    # Summed in Python: SQLite would sum the decimals as floats.
     return sum(UsageRecord.objects.filter(**filters).values_list("cost", flat=True), Decimal(0))
 
 
@@ -499,7 +498,8 @@ def test_focus_import_skip_bad_rows_still_stops_at_a_missing_column(tmp_path):
 def test_import_focus_exit_code_is_2_from_the_shell(tmp_path):
     # given a file that does not exist
     missing = tmp_path / "missing.csv"
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'unused.sqlite3'}"}
+    # (a database that does not exist: the command must fail before it needs one)
+    env = {**os.environ, "DATABASE_URL": "postgres://nobody@127.0.0.1:1/unused"}
 
     # when manage.py import_focus runs in a shell
     completed = subprocess.run(
@@ -650,7 +650,6 @@ def test_focus_import_same_id_twice_in_a_file_keeps_the_first(tmp_path):
     assert result.billed_cost == {SEPTEMBER: Decimal("1.5") * 3 + 2 + 99 + 77}
 
 
-@pytest.mark.postgres
 def test_focus_import_leaves_foreign_keys_checked_and_rows_on_existing_teams(tmp_path):
     # given a file naming two new teams and an existing one, in blocks of one row (on PostgreSQL
     # the fast path may COPY without the per-row foreign key triggers and check each team instead)

@@ -185,7 +185,6 @@ def test_credit_note_pdf_is_stored_after_commit(django_capture_on_commit_callbac
     assert note.pdf_sha256
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_postgresql_trigger_rejects_raw_sql_changes_of_a_credit_note():
     note = credit_note_issue(invoice=issued_invoice(), reason="other", amount=D("5.00"))
@@ -199,7 +198,6 @@ def test_postgresql_trigger_rejects_raw_sql_changes_of_a_credit_note():
     assert CreditNote.objects.get(pk=note.pk).total == D("5.00")
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_credit_notes_never_exceed_the_invoice():
     # Given an invoice of 100.00

@@ -181,7 +181,6 @@ def test_draft_lines_still_change(db):
 # --- PostgreSQL: triggers and concurrent numbering ------------------------------------------------
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("sql", [
     "UPDATE invoices_invoice SET total = 1, subtotal = 1 WHERE id = %(invoice)s",
@@ -209,7 +208,6 @@ def test_postgresql_trigger_rejects_raw_sql_changes_of_an_issued_invoice(sql):
         "INV-20261122-0001", "pending", D("15.00"), 2)
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_postgresql_trigger_lets_drafts_and_status_moves_through():
     draft = draft_invoice()
@@ -221,7 +219,6 @@ def test_postgresql_trigger_lets_drafts_and_status_moves_through():
     assert Invoice.objects.get(pk=issued.pk).status == "sent"
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_issues_get_distinct_consecutive_numbers():
     # Given 20 drafts

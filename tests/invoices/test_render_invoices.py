@@ -140,7 +140,6 @@ def test_render_invoices_refuses_bad_arguments_with_a_clear_message(args, return
     assert not draft.pdf_sha256
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_render_invoices_spreads_the_work_over_worker_processes():
     # Given six committed September drafts and an issued invoice with its PDF

@@ -30,7 +30,7 @@ from wallets.services.charges import wallet_charge
 from wallets.services.posting import wallet_grant, wallet_top_up
 from wallets.services.wallets import wallet_freeze, wallet_open, wallet_unfreeze
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
+pytestmark = pytest.mark.django_db
 
 D = Decimal
 _teams = itertools.count()

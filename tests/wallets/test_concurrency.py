@@ -22,7 +22,7 @@ from wallets.services.charges import wallet_charge
 from wallets.services.holds import hold_capture, wallet_hold
 from wallets.services.posting import wallet_top_up
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 D = Decimal
 THREADS = 50

@@ -134,7 +134,6 @@ def test_expire_grants_command_writes_expiry_entries(wallet):
 # --- PostgreSQL: the trigger -------------------------------------------------------------------
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_ledger_trigger_rejects_update_and_delete_through_the_orm(entry):
     # _base_manager bypasses the model's own refusal: only the trigger stands in the way
@@ -145,7 +144,6 @@ def test_ledger_trigger_rejects_update_and_delete_through_the_orm(entry):
     assert LedgerEntry.objects.get(pk=entry.pk).amount == D(10)
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_ledger_trigger_rejects_update_and_delete_in_raw_sql(entry):
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
@@ -157,7 +155,6 @@ def test_ledger_trigger_rejects_update_and_delete_in_raw_sql(entry):
         assert cursor.fetchone() == (1, "")
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_ledger_check_rejects_a_broken_before_after_chain(wallet):
     # an insert that bypasses save() still cannot break balance_after = balance_before + amount

@@ -122,7 +122,6 @@ def test_wallet_charge_crossing_the_threshold_mails_once_after_commit(team, wall
     assert Wallet.objects.get(pk=wallet.pk).low_balance_warned is True
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_wallet_charge_in_autocommit_is_one_statement_on_postgresql(wallet, top_up):
     # given a funded wallet and no transaction open (a service or API worker calling the service)

@@ -27,7 +27,7 @@ from wallets.services.posting import grants_expire, wallet_grant, wallet_refund,
 from wallets.services.wallets import wallet_open
 
 D = Decimal
-# Cents: SQLite stores decimals as floats, and sums of cents stay exact there.
+# Cents, as people write amounts.
 amounts = st.decimals(min_value=D("0.01"), max_value=D("40"), places=2)
 _machines = itertools.count()
 

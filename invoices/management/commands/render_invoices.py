@@ -61,11 +61,6 @@ def _worker_start() -> None:
         conn.connection = None
 
 
-def _in_memory_database() -> bool:
-    name = str(connection.settings_dict.get("NAME") or "")
-    return connection.vendor == "sqlite" and (name == ":memory:" or "mode=memory" in name)
-
-
 class Command(BaseCommand):
     help = (
         "Render and store the PDFs of a month's invoices on all CPU cores: drafts always, issued invoices only "
@@ -93,9 +88,6 @@ class Command(BaseCommand):
         ) + (f", team {team.name}" if team else "")
         if not pks and not final:
             raise CommandError(f"no invoices to render for {scope}", returncode=1)
-        if _in_memory_database() and workers > 1:
-            # Worker processes would each open an empty in-memory database of their own.
-            workers = 1
         workers = max(1, min(workers, len(pks)))
         if pks:
             self.stdout.write(self.style.MIGRATE_HEADING(

@@ -1,0 +1,1 @@
+ALTER TABLE chargeback_allocationrun DROP CONSTRAINT IF EXISTS run_ties_out

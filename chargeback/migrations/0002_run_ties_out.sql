@@ -1,0 +1,1 @@
+ALTER TABLE chargeback_allocationrun ADD CONSTRAINT run_ties_out CHECK (allocated_cost = total_cost - unallocated_cost)

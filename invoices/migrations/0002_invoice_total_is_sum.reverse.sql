@@ -1,0 +1,1 @@
+ALTER TABLE invoices_invoice DROP CONSTRAINT IF EXISTS invoice_total_is_sum

@@ -1,0 +1,1 @@
+ALTER TABLE invoices_invoice ADD CONSTRAINT invoice_total_is_sum CHECK (total = subtotal + tax_amount)
