@@ -45,7 +45,8 @@ def _load() -> None:
     """200 teams with three services each, and an untagged pool for a by_usage rule, via the services."""
     from django.db import transaction
 
-    from chargeback.models import AllocationRule, Team
+    from chargeback.models import AllocationRule
+    from teams.models import Team
     from chargeback.services import usage_record_create
 
     at = dt.datetime(2024, 9, 15, 12, tzinfo=dt.UTC)
@@ -71,7 +72,7 @@ def _load() -> None:
 
 
 def _big_team() -> None:
-    from chargeback.models import Team
+    from teams.models import Team
     from chargeback.services import usage_record_create
 
     at = dt.datetime(2024, 9, 20, 12, tzinfo=dt.UTC)
@@ -99,7 +100,7 @@ def main() -> None:
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     from pypdf import PdfReader
 
-    from chargeback.models import Team
+    from teams.models import Team
     from chargeback.periods import BillingPeriod
     from chargeback.services import allocation_run_execute
     from invoices.pdf import format_metered, invoice_render_pdf, invoice_store_pdf

@@ -48,7 +48,8 @@ def _load() -> None:
     """1,000 teams with three services in September 2024, the first 200 also in August, and a shared pool."""
     from django.db import transaction
 
-    from chargeback.models import AllocationRule, Team
+    from chargeback.models import AllocationRule
+    from teams.models import Team
     from chargeback.services import usage_record_create
 
     months = {"2024-09": (dt.datetime(2024, 9, 15, 12, tzinfo=dt.UTC), TEAMS),

@@ -3,22 +3,28 @@
 Who sees what (issue 6, "Permissions"): billing screens are for the ``finance`` group (and
 superusers), which may change what its permissions allow, and the read-only ``auditor`` group.
 Staff outside these groups see nothing of billing, whatever model permissions they were given
-(``chargeback.selectors.user_sees_all_teams`` is the one definition, shared with the API).
+(``teams.selectors.user_sees_all_teams`` is the one definition, shared with the API).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from functools import cached_property
 
+from auditlog.models import LogEntry
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.views.main import PAGE_VAR, ChangeList
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Q, QuerySet
+from django.http import Http404
 from django.template.response import TemplateResponse
 
-from chargeback.selectors import user_is_finance, user_sees_all_teams
+from billing_site.dashboard import dashboard_get
+from billing_site.models import IdempotencyRecord
+from teams.selectors import user_is_finance, user_sees_all_teams
 
 
 class BillingAdminSite(admin.AdminSite):
@@ -36,8 +42,6 @@ class BillingAdminSite(admin.AdminSite):
     def index(self, request, extra_context=None):
         extra_context = dict(extra_context or {})
         if user_sees_all_teams(request.user):
-            from billing_site.dashboard import dashboard_get  # imports models: keep it out of app loading
-
             extra_context["dashboard"] = dashboard_get(today=None)
         return super().index(request, extra_context)
 
@@ -191,15 +195,9 @@ class AuditHistoryAdminMixin:
     auditlog_history_per_page = 25
 
     def audit_log_entries(self, obj):
-        from auditlog.models import LogEntry
-
         return LogEntry.objects.get_for_object(obj)
 
     def history_view(self, request, object_id, extra_context=None):
-        from django.contrib.admin.views.main import PAGE_VAR
-        from django.core.exceptions import PermissionDenied
-        from django.http import Http404
-
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
             raise Http404
@@ -232,10 +230,6 @@ def _readable_changes(entries) -> list[tuple[object, list[tuple[str, str, str]]]
     query per related model on the page. Reverse relations (which auditlog lists with a
     placeholder value) are left out.
     """
-    from collections import defaultdict
-
-    from django.core.exceptions import FieldDoesNotExist
-
     wanted: dict[type, set[int]] = defaultdict(set)
     parsed = []
     for entry in entries:
@@ -270,3 +264,15 @@ def _readable_changes(entries) -> list[tuple[object, list[tuple[str, str, str]]]
                  for field, name, old, new in rows])
         for entry, rows in parsed
     ]
+
+
+# --- The shared models ---------------------------------------------------------------------------
+# Registered here, the billing_site app's admin module; the classes above are defined first.
+
+
+@admin.register(IdempotencyRecord)
+class IdempotencyRecordAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "scope", "key", "operation", "result_type", "result_id"]
+    search_fields = ["key", "scope"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False

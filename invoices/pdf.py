@@ -34,8 +34,8 @@ from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse, path2url
 
 from billing_site.money import ROUNDING, currency_exponent, format_amount, to_minor_units
-from chargeback.models import Team
 from chargeback.periods import BillingPeriod
+from teams.models import Team
 
 from .models import CreditNote, Invoice
 from .selectors import credit_note_get_with_lines, invoice_get_with_lines

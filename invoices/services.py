@@ -46,11 +46,13 @@ from billing_site.money import (
     to_minor_units,
     unit_price_of,
 )
-from chargeback.models import AllocatedCost, AllocationRun, Team
+from chargeback.models import AllocatedCost, AllocationRun
 from chargeback.periods import BillingPeriod
-from chargeback.selectors import prices_of_period
-
-from wallets.selectors import billing_settings_get
+from chargeback.selectors import allocation_committed_run, prices_of_period
+from teams.models import BillingSettings, Team, TeamMembership
+from teams.selectors import billing_settings_get
+from wallets.models import LedgerEntry, Wallet
+from wallets.services import wallet_settle_invoice
 
 from .errors import (
     CreditNoteLimitExceeded,
@@ -504,8 +506,6 @@ def _statement_line(invoice: Invoice, position: int, description: str, section: 
 
 def _statement_lines(invoice: Invoice, *, wallets: list, period: BillingPeriod, currency: str) -> tuple[list[InvoiceLine], Decimal]:
     """The lines of a prepaid statement and its subtotal (minor units); see :func:`invoice_generate`."""
-    from wallets.models import LedgerEntry
-
     start, end = _period_bounds(period)
     wallet_ids = [w.pk for w in wallets]
     opening = Decimal(0)
@@ -646,10 +646,6 @@ def invoice_generate(
         DuplicateInvoiceNumber: ``number`` is used by another invoice.
         InvalidInvoiceRequest: a user outside the team, a malformed ``number``, an unknown ``kind``.
     """
-    from chargeback.models import TeamMembership
-    from chargeback.selectors import allocation_committed_run
-    from wallets.models import BillingSettings, Wallet
-
     if number is not None:
         number = _clean_number(number)
     if kind is not None and kind not in Invoice.Kind.values:
@@ -726,8 +722,6 @@ def invoices_generate_per_user(*, team: Team, period: BillingPeriod, kind: str |
 
     Members with nothing to bill are left out. Returns the drafts by username.
     """
-    from chargeback.models import TeamMembership
-
     invoices = []
     members = TeamMembership.objects.filter(team=team).select_related("user").order_by("user__username")
     for membership in members:
@@ -914,9 +908,6 @@ def invoice_mark_paid(*, invoice: Invoice, payment_reference: str, by=None, paid
         InvalidTransition: the invoice is a draft, already paid or cancelled.
         InvalidInvoiceRequest: ``payment_reference`` is longer than 200 characters.
     """
-    from wallets.models import BillingSettings
-    from wallets.services import wallet_settle_invoice
-
     payment_reference = (payment_reference or "").strip()
     if len(payment_reference) > Invoice._meta.get_field("payment_reference").max_length:
         raise InvalidInvoiceRequest("payment_reference is longer than 200 characters", param="payment_reference")

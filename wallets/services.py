@@ -40,10 +40,12 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing_site.db import MeteredSum
+from billing_site.models import IdempotencyRecord
 from billing_site.money import METERED_QUANTUM, quantize_metered
-from chargeback.models import Team, TeamMembership
 from chargeback.selectors import price_candidates, price_not_found, price_pick
 from chargeback.services import usage_records_create
+from teams.models import BillingSettings, Team, TeamMembership
+from teams.selectors import billing_settings_get
 
 from .errors import (
     HoldNotOpen,
@@ -56,16 +58,13 @@ from .errors import (
     WalletFrozen,
 )
 from .models import (
-    BillingSettings,
     CreditGrant,
     Hold,
-    IdempotencyRecord,
     LedgerEntry,
     UsageEvent,
     UsageEventItem,
     Wallet,
 )
-from .selectors import billing_settings_get
 
 logger = logging.getLogger(__name__)
 

@@ -21,22 +21,18 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_site.api import (
-    PagePagination,
-    run_idempotent,
-    scope_by_team,
-    sees_all_teams,
-    team_for_read,
-    visible_team_ids,
-)
+from billing_site.api.idempotency import run_idempotent
+from billing_site.api.pagination import PagePagination
+from billing_site.api.scoping import scope_by_team, sees_all_teams, team_for_read, visible_team_ids
 from chargeback import selectors as chargeback_selectors
-from chargeback.models import AllocatedCost, Team, TeamMembership, UsageRecord
+from chargeback.models import AllocatedCost, UsageRecord
 from chargeback.periods import BillingPeriod
-from chargeback.selectors import team_ids_managed_by
 from invoices import services
 from invoices.api import serializers as s
 from invoices.api.filters import InvoiceFilter
 from invoices.models import Invoice, InvoiceLine
+from teams.models import Team, TeamMembership
+from teams.selectors import team_ids_managed_by
 
 User = get_user_model()
 IDEMPOTENCY_HEADER = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,

@@ -13,11 +13,12 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from chargeback.models import AllocationRun, Team
+from chargeback.models import AllocationRun
 from chargeback.periods import BillingPeriod
 from chargeback.services import allocation_run_execute
 from invoices import services as invoice_services
 from invoices.models import Invoice
+from teams.models import Team
 from tests.admin.conftest import new_key
 from tests.factories import TeamFactory, UsageRecordFactory, draft_invoice
 from wallets import services

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from chargeback.models import TeamMembership
+from teams.models import TeamMembership
 from tests.api.conftest import CALL_ITEMS
 from wallets import services as wallet_services
 from wallets.models import LedgerEntry, UsageEvent

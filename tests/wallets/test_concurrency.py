@@ -14,10 +14,11 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
+from billing_site.models import IdempotencyRecord
 from tests.wallets.conftest import new_key
 from wallets import services
 from wallets.errors import InsufficientFunds
-from wallets.models import IdempotencyRecord, LedgerEntry, Wallet
+from wallets.models import LedgerEntry, Wallet
 from wallets.selectors import ledger_verify
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

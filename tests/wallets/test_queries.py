@@ -14,9 +14,10 @@ from django.core import mail
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from billing_site.models import IdempotencyRecord
 from tests.wallets.conftest import new_key
 from wallets import services
-from wallets.models import IdempotencyRecord, LedgerEntry, Wallet
+from wallets.models import LedgerEntry, Wallet
 from wallets.selectors import ledger_verify
 
 pytestmark = pytest.mark.django_db

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from billing_site.models import IdempotencyRecord
 from tests.wallets.conftest import new_key
 from wallets import services
 from wallets.errors import (
@@ -18,7 +19,7 @@ from wallets.errors import (
     InvalidRequest,
     WalletFrozen,
 )
-from wallets.models import CreditGrant, Hold, IdempotencyRecord, LedgerEntry, Wallet
+from wallets.models import CreditGrant, Hold, LedgerEntry, Wallet
 from wallets.selectors import ledger_verify, wallet_balance_get
 
 pytestmark = pytest.mark.django_db

@@ -13,16 +13,11 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_site.api import (
-    NewestFirstCursorPagination,
-    PagePagination,
-    idempotency_key_of,
-    is_api_key,
-    replayable,
-    team_for_read,
-    team_for_write,
-)
-from chargeback.models import TeamMembership
+from billing_site.api.auth import is_api_key
+from billing_site.api.idempotency import idempotency_key_of, replayable
+from billing_site.api.pagination import NewestFirstCursorPagination, PagePagination
+from billing_site.api.scoping import team_for_read, team_for_write
+from teams.models import TeamMembership
 from wallets import selectors, services
 from wallets.api import serializers as s
 from wallets.models import Wallet

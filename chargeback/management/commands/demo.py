@@ -26,9 +26,10 @@ from django.utils.text import slugify
 
 from chargeback.focus import FocusImportError, focus_import
 from chargeback.focus_generator import write_focus_file
-from chargeback.models import AllocationRule, AllocationTarget, Price, Team, TeamMembership
+from chargeback.models import AllocationRule, AllocationTarget, Price
 from chargeback.periods import BillingPeriod, PeriodError
 from chargeback.services import usage_record_create
+from teams.models import Team, TeamMembership
 
 #: The month the generated demo data covers.
 DEMO_PERIOD = "2026-10"

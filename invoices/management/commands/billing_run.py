@@ -25,12 +25,13 @@ from tqdm import tqdm
 
 from billing_site.money import format_amount, to_minor_units
 from chargeback.errors import AllocationError, NothingToAllocate
-from chargeback.models import AllocationRun, Team
+from chargeback.models import AllocationRun
 from chargeback.periods import BillingPeriod, PeriodError
 from chargeback.services import allocation_run_create, allocation_run_execute
 from invoices.models import Invoice
 from invoices.pdf import format_metered, format_period, invoice_store_pdf
 from invoices.services import invoice_generate_for_run, team_amounts
+from teams.models import Team
 
 #: Below this many invoices the PDFs render without a progress bar.
 PROGRESS_MIN_INVOICES = 5

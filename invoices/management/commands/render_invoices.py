@@ -25,11 +25,11 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, connections
 from tqdm import tqdm
 
-from chargeback.models import Team
 from chargeback.periods import BillingPeriod, PeriodError
 from invoices.management.commands.billing_run import PROGRESS_MIN_INVOICES, _ProgressStream
 from invoices.models import Invoice
 from invoices.pdf import InvoicePdfError, format_period, invoice_list_to_render, invoice_store_pdf
+from teams.models import Team
 
 #: What one rendering reports back (plain strings, so it crosses from a worker process unchanged):
 #: ``(pk, outcome, status, text)``; outcome ``rendered`` / ``skipped`` / ``failed``, text the
