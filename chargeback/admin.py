@@ -16,10 +16,13 @@ from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
-from django.conf import settings
+from auditlog.models import LogEntry
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.contenttypes.models import ContentType
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.db.models.functions import Lower
@@ -47,7 +50,9 @@ from chargeback.forms import (
 )
 from chargeback.periods import month_start
 from chargeback.selectors import usage_period_stats
-from invoices.pdf import format_metered
+from chargeback.services import allocation_run_create, allocation_run_execute
+from invoices.pdf import format_metered, invoice_store_pdf
+from invoices.services import InvoiceGenerationError, invoice_generate_for_run, team_amounts
 from teams.models import Team
 from teams.selectors import user_is_finance
 
@@ -110,8 +115,6 @@ class _CachedValuesFilter(admin.SimpleListFilter):
     column = ""
 
     def lookups(self, request, model_admin):
-        from django.core.cache import cache
-
         key = f"admin:usage-distinct:{self.column}"
         values = cache.get(key)
         if values is None:
@@ -354,9 +357,6 @@ class AllocationRuleAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.Model
 
     def audit_log_entries(self, obj):
         """The rule's own changes and its targets' (added, changed, removed), newest first."""
-        from auditlog.models import LogEntry
-        from django.contrib.contenttypes.models import ContentType
-
         target_type = ContentType.objects.get_for_model(AllocationTarget)
         return LogEntry.objects.filter(
             Q(content_type=ContentType.objects.get_for_model(AllocationRule), object_pk=str(obj.pk))
@@ -474,9 +474,6 @@ class AllocationRunAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
         """
         if not self.has_billing_run_permission(request):
             raise PermissionDenied
-        from chargeback.services import allocation_run_create, allocation_run_execute
-        from invoices.services import InvoiceGenerationError, invoice_generate_for_run, team_amounts
-
         context = {**self.admin_site.each_context(request), "opts": self.model._meta,
                    "title": "Run billing for a period"}
         commit = request.method == "POST" and request.POST.get("step") == "commit"
@@ -502,8 +499,6 @@ class AllocationRunAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
                     return TemplateResponse(request, "admin/chargeback/allocationrun/billing_run.html", context)
                 invoices = [i for i in result if not teams or i.team_id in {t.pk for t in teams}]
                 if data.get("render_pdfs"):
-                    from invoices.pdf import invoice_store_pdf
-
                     invoices = [invoice_store_pdf(invoice=invoice) for invoice in invoices]
                 self.message_user(
                     request,

@@ -64,6 +64,8 @@ from .errors import (
 )
 from .models import CreditNote, CreditNoteLine, DocumentSequence, Invoice, InvoiceLine
 from .numbering import document_number_next
+from . import pdf as invoice_pdf
+from .pdf import invoice_store_pdf
 
 logger = logging.getLogger(__name__)
 
@@ -839,8 +841,6 @@ def invoice_issue(
         InvalidInvoiceRequest: ``number`` is empty or too long.
         Nothing is written when any error is raised (the sequence number is given back).
     """
-    from .pdf import invoice_store_pdf  # the PDF module imports the models and selectors
-
     if number is not None:
         number = _clean_number(number)
     with transaction.atomic():
@@ -1212,8 +1212,6 @@ def credit_note_issue(
             fields.append("status")
         locked.save(update_fields=fields)
         invoice.status, invoice.credited_total = locked.status, locked.credited_total
-
-        from . import pdf as invoice_pdf
 
         store = getattr(invoice_pdf, "credit_note_store_pdf", None)
         if store is not None:

@@ -21,6 +21,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing_site.db import MeteredSum
 from billing_site.api.idempotency import run_idempotent
 from billing_site.api.pagination import PagePagination
 from billing_site.api.scoping import scope_by_team, sees_all_teams, team_for_read, visible_team_ids
@@ -31,6 +32,8 @@ from invoices import services
 from invoices.api import serializers as s
 from invoices.api.filters import InvoiceFilter
 from invoices.models import Invoice, InvoiceLine
+from invoices.pdf import invoice_pdf_filename, invoice_render_pdf
+from invoices.selectors import invoice_get_with_lines
 from teams.models import Team, TeamMembership
 from teams.selectors import team_ids_managed_by
 
@@ -116,15 +119,11 @@ class InvoiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     def pdf(self, request, pk=None):
         """The PDF: the stored one of an issued invoice (its SHA-256 is ``pdf_sha256``), rendered now for a
         draft. ``Content-Disposition`` names the file after the invoice number."""
-        from invoices.pdf import invoice_pdf_filename, invoice_render_pdf
-
         invoice = self.get_object()
         filename = f"{invoice.number}.pdf" if invoice.number else invoice_pdf_filename(invoice)
         if invoice.pdf:
             return FileResponse(invoice.pdf.open("rb"), as_attachment=True, filename=filename,
                                 content_type="application/pdf")
-        from invoices.selectors import invoice_get_with_lines
-
         response = HttpResponse(invoice_render_pdf(invoice_get_with_lines(pk=invoice.pk)), content_type="application/pdf")
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
@@ -168,8 +167,6 @@ def _report(*, records, allocations, invoices, period_start: dt.date, period_end
     usage = chargeback_selectors.usage_summary(records=records.filter(occurred_at__gte=start, occurred_at__lt=end))
     rows = allocations.filter(run__status="committed", run__period_start__gte=period_start,
                               run__period_end__lte=period_end)
-    from billing_site.db import MeteredSum
-
     allocated = list(rows.order_by().values("rule_id", "service", "currency").annotate(amount=MeteredSum("amount"))
                      .order_by("rule_id", "service", "currency"))
     invoices = invoices.filter(period_start__gte=period_start, period_end__lte=period_end).order_by("period_start", "pk")

@@ -30,6 +30,9 @@ from chargeback.models import AllocationRule, AllocationTarget, Price
 from chargeback.periods import BillingPeriod, PeriodError
 from chargeback.services import usage_record_create
 from teams.models import Team, TeamMembership
+from wallets import services as wallets
+from wallets.errors import InsufficientFunds
+from wallets.models import LedgerEntry, UsageEvent, Wallet
 
 #: The month the generated demo data covers.
 DEMO_PERIOD = "2026-10"
@@ -201,10 +204,6 @@ class Command(BaseCommand):
         Through the wallet services only, with fixed idempotency keys. The charges are today's (they
         do not touch the demo month's invoices); a second run finds the wallets and adds nothing.
         """
-        from wallets import services as wallets
-        from wallets.errors import InsufficientFunds
-        from wallets.models import LedgerEntry, UsageEvent, Wallet
-
         slugs = ["support", "search", "ml-platform", "checkout"]
         if Wallet.objects.filter(team__slug__in=slugs).exists():
             self.stdout.write("Wallets: already loaded")
