@@ -140,8 +140,8 @@ def main() -> None:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext, setup_test_environment
 
-    from teams.groups import billing_groups_sync
     from chargeback.models import UsageRecord
+    from teams.groups import billing_groups_sync
     from teams.models import Team
 
     setup_test_environment()  # the test client's "testserver" host, locmem e-mail

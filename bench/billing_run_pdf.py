@@ -46,8 +46,8 @@ def _load() -> None:
     from django.db import transaction
 
     from chargeback.models import AllocationRule
-    from teams.models import Team
     from chargeback.services import usage_record_create
+    from teams.models import Team
 
     at = dt.datetime(2024, 9, 15, 12, tzinfo=dt.UTC)
     with transaction.atomic():
@@ -72,8 +72,8 @@ def _load() -> None:
 
 
 def _big_team() -> None:
-    from teams.models import Team
     from chargeback.services import usage_record_create
+    from teams.models import Team
 
     at = dt.datetime(2024, 9, 20, 12, tzinfo=dt.UTC)
     team = Team.objects.create(name="Data Platform (500 services)", slug="big", cost_center="CC-9999")
@@ -100,12 +100,12 @@ def main() -> None:
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     from pypdf import PdfReader
 
-    from teams.models import Team
     from chargeback.periods import BillingPeriod
     from chargeback.services import allocation_run_execute
     from invoices.pdf import format_metered, invoice_render_pdf, invoice_store_pdf
     from invoices.selectors import invoice_get_with_lines
     from invoices.services import invoice_generate_for_run
+    from teams.models import Team
 
     try:
         from weasyprint.text.ffi import harfbuzz_subset

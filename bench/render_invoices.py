@@ -49,8 +49,8 @@ def _load() -> None:
     from django.db import transaction
 
     from chargeback.models import AllocationRule
-    from teams.models import Team
     from chargeback.services import usage_record_create
+    from teams.models import Team
 
     months = {"2024-09": (dt.datetime(2024, 9, 15, 12, tzinfo=dt.UTC), TEAMS),
               "2024-08": (dt.datetime(2024, 8, 15, 12, tzinfo=dt.UTC), SMALL)}

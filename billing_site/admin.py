@@ -39,6 +39,13 @@ class BillingAdminSite(admin.AdminSite):
     index_title = "Chargeback, wallets and invoices"
     index_template = "admin/billing_index.html"
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The site registers the billing_site app's own models: this module is both that app's
+        # admin and the site's home, and Django may import it while it builds ``admin.site``, so a
+        # module-level ``admin.register`` would land on a site that is then replaced.
+        self.register(IdempotencyRecord, IdempotencyRecordAdmin)
+
     def index(self, request, extra_context=None):
         extra_context = dict(extra_context or {})
         if user_sees_all_teams(request.user):
@@ -267,10 +274,8 @@ def _readable_changes(entries) -> list[tuple[object, list[tuple[str, str, str]]]
 
 
 # --- The shared models ---------------------------------------------------------------------------
-# Registered here, the billing_site app's admin module; the classes above are defined first.
 
 
-@admin.register(IdempotencyRecord)
 class IdempotencyRecordAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "scope", "key", "operation", "result_type", "result_id"]
     search_fields = ["key", "scope"]

@@ -28,11 +28,12 @@ from chargeback.api.filters import AllocatedCostFilter, AllocationRuleFilter, Us
 from chargeback.models import AllocatedCost, AllocationRule, UsageRecord
 from chargeback.periods import BillingPeriod
 from teams.models import Team, TeamMembership
+from teams.selectors import user_is_member
 
 
 def _check_user_in_team(user, team: Team, param: str = "user") -> None:
     """A usage record's user must belong to its team (else 400 naming the field)."""
-    if user is not None and not TeamMembership.objects.filter(team=team, user=user).exists():
+    if user is not None and not user_is_member(user=user, team=team):
         raise ValidationError({param: [f"User {user.pk} is not a member of team {team.pk}."]})
 
 

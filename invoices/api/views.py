@@ -35,7 +35,7 @@ from invoices.models import Invoice, InvoiceLine
 from invoices.pdf import invoice_pdf_filename, invoice_render_pdf
 from invoices.selectors import invoice_get_with_lines
 from teams.models import Team, TeamMembership
-from teams.selectors import team_ids_managed_by
+from teams.selectors import team_ids_managed_by, user_is_member
 
 User = get_user_model()
 IDEMPOTENCY_HEADER = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
@@ -77,7 +77,7 @@ class InvoiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             if len(teams) != 1:
                 raise ValidationError({"team": [f"User {user.pk} belongs to {len(teams) or 'no'} teams; name the team."]})
             team = Team.objects.get(pk=teams[0])
-        if user is not None and not TeamMembership.objects.filter(team=team, user=user).exists():
+        if user is not None and not user_is_member(user=user, team=team):
             raise ValidationError({"user": [f"User {user.pk} is not a member of team {team.pk}."]})
         period = BillingPeriod(data["period_start"], data["period_end"])
 
