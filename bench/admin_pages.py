@@ -41,7 +41,7 @@ def load() -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            INSERT INTO chargeback_team (name, slug, cost_center, parent_id, currency, is_active, created_at)
+            INSERT INTO teams_team (name, slug, cost_center, parent_id, currency, is_active, created_at)
             SELECT 'Team ' || lpad(g::text, 3, '0'), 'team-' || g, 'CC-' || (1000 + g), NULL, 'USD', true, now()
             FROM generate_series(1, %s) AS g
             """,
@@ -51,7 +51,7 @@ def load() -> None:
             """
             INSERT INTO wallets_wallet (team_id, user_id, currency, balance, reserved, granted_balance, status,
                 low_balance_warned, last_top_up_amount, created_at, updated_at)
-            SELECT id, NULL, 'USD', 50, 0, 0, 'active', false, 0.01, now(), now() FROM chargeback_team ORDER BY id
+            SELECT id, NULL, 'USD', 50, 0, 0, 'active', false, 0.01, now(), now() FROM teams_team ORDER BY id
             """
         )
         # Usage: 12 months ending this month; every 20th record has no team (the unallocated pool).
@@ -68,7 +68,7 @@ def load() -> None:
                 m.day::date, 'api', '', '', 'bench-' || g, '{}'::jsonb, NULL, 'Usage',
                 (ARRAY['Amazon EC2', 'BigQuery', 'Blob Storage', 'gpt-4o'])[1 + g %% 4], '', '', '{}'::jsonb, now()
             FROM generate_series(1, %s) AS g
-            CROSS JOIN (SELECT min(id) AS first_id FROM chargeback_team) AS t
+            CROSS JOIN (SELECT min(id) AS first_id FROM teams_team) AS t
             CROSS JOIN LATERAL (
                 SELECT date_trunc('month', now() AT TIME ZONE 'UTC') - ((g %% 12) || ' months')::interval AS day
             ) AS m
@@ -106,7 +106,7 @@ def load() -> None:
                 CASE WHEN m.n >= 3 THEN (m.day + interval '2 months')::date END,
                 NULL, t.name, t.cost_center, '', '', '', now(), now(), CASE WHEN m.n >= 3 THEN now() END,
                 CASE WHEN m.n > 3 THEN 'TRX-' || t.id ELSE '' END, 0
-            FROM chargeback_team AS t
+            FROM teams_team AS t
             CROSS JOIN LATERAL (
                 SELECT n, date_trunc('month', now() AT TIME ZONE 'UTC') - (n || ' months')::interval AS day
                 FROM generate_series(1, 12) AS n
@@ -125,7 +125,7 @@ def load() -> None:
             """
         )
         for table in ("chargeback_usagerecord", "wallets_ledgerentry", "invoices_invoice", "wallets_wallet",
-                      "chargeback_team", "chargeback_allocationrun"):
+                      "teams_team", "chargeback_allocationrun"):
             cursor.execute(f"ANALYZE {table}")
     print(f"loaded {USAGE:,} usage records, {per_wallet * wallets:,} ledger entries, {TEAMS} teams "
           f"in {time.perf_counter() - t0:.1f} s")
@@ -140,8 +140,9 @@ def main() -> None:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext, setup_test_environment
 
-    from billing_site.groups import billing_groups_sync
-    from chargeback.models import Team, UsageRecord
+    from chargeback.models import UsageRecord
+    from teams.groups import billing_groups_sync
+    from teams.models import Team
 
     setup_test_environment()  # the test client's "testserver" host, locmem e-mail
     print(f"admin pages benchmark on database bench_admin_pages: {machine_facts()}")

@@ -39,7 +39,7 @@ USERS_PER_TEAM = 5
 LOAD_SQL = [
     # Teams and their members.
     """
-    INSERT INTO chargeback_team (name, slug, cost_center, currency, is_active, created_at)
+    INSERT INTO teams_team (name, slug, cost_center, currency, is_active, created_at)
     SELECT 'Team ' || t, 'team-' || t, 'CC-' || (1000 + t), 'USD', true, now()
     FROM generate_series(1, %(teams)s) AS t
     """,
@@ -50,14 +50,14 @@ LOAD_SQL = [
     FROM generate_series(1, %(teams)s * %(per_team)s) AS u
     """,
     """
-    INSERT INTO chargeback_teammembership (user_id, team_id, role, created_at)
+    INSERT INTO teams_teammembership (user_id, team_id, role, created_at)
     SELECT u.id, t.id, 'member', now()
-    FROM auth_user u JOIN chargeback_team t ON t.slug = 'team-' || ((substr(u.username, 5)::int - 1) / %(per_team)s + 1)
+    FROM auth_user u JOIN teams_team t ON t.slug = 'team-' || ((substr(u.username, 5)::int - 1) / %(per_team)s + 1)
     """,
     # Usage: a multiplicative hash h of g drives every column (different bits for different columns),
     # so the load is deterministic but the columns are not correlated with each other.
     """
-    WITH teams AS (SELECT array_agg(id ORDER BY id) AS ids FROM chargeback_team),
+    WITH teams AS (SELECT array_agg(id ORDER BY id) AS ids FROM teams_team),
          users AS (SELECT array_agg(id ORDER BY id) AS ids FROM auth_user),
          hashed AS (
            SELECT g, (g * 2654435761) %% 4294967296 AS h
@@ -113,7 +113,8 @@ def _load(records: int, teams: int) -> float:
 
 
 def _make_rules() -> None:
-    from chargeback.models import AllocationRule, AllocationTarget, Team
+    from chargeback.models import AllocationRule, AllocationTarget
+    from teams.models import Team
 
     teams = list(Team.objects.order_by("pk"))
     shared = AllocationRule.objects.create(

@@ -62,8 +62,9 @@ def load() -> dict:
     from rest_framework.authtoken.models import Token
 
     from chargeback.management.commands.demo import ISSUE_PRICES
-    from chargeback.models import Price, Team, TeamMembership
-    from chargeback.services import api_key_create
+    from chargeback.models import Price
+    from teams.models import Team, TeamMembership
+    from teams.services import api_key_create
     from wallets.services.posting import wallet_top_up
     from wallets.services.wallets import wallet_open
 

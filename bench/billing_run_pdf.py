@@ -45,8 +45,9 @@ def _load() -> None:
     """200 teams with three services each, and an untagged pool for a by_usage rule, via the services."""
     from django.db import transaction
 
-    from chargeback.models import AllocationRule, Team
+    from chargeback.models import AllocationRule
     from chargeback.services import usage_record_create
+    from teams.models import Team
 
     at = dt.datetime(2024, 9, 15, 12, tzinfo=dt.UTC)
     with transaction.atomic():
@@ -71,8 +72,8 @@ def _load() -> None:
 
 
 def _big_team() -> None:
-    from chargeback.models import Team
     from chargeback.services import usage_record_create
+    from teams.models import Team
 
     at = dt.datetime(2024, 9, 20, 12, tzinfo=dt.UTC)
     team = Team.objects.create(name="Data Platform (500 services)", slug="big", cost_center="CC-9999")
@@ -99,14 +100,14 @@ def main() -> None:
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     from pypdf import PdfReader
 
-    from chargeback.models import Team
+    from billing_site.money import format_metered
     from chargeback.periods import BillingPeriod
     from chargeback.services import allocation_run_execute
-    from billing_site.money import format_metered
     from invoices.pdf import invoice_render_pdf
-    from invoices.services.pdf_storage import invoice_pdf_store
     from invoices.selectors import invoice_get_with_lines
     from invoices.services.generation import invoice_generate_for_run
+    from invoices.services.pdf_storage import invoice_pdf_store
+    from teams.models import Team
 
     try:
         from weasyprint.text.ffi import harfbuzz_subset

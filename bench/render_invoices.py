@@ -48,8 +48,9 @@ def _load() -> None:
     """1,000 teams with three services in September 2024, the first 200 also in August, and a shared pool."""
     from django.db import transaction
 
-    from chargeback.models import AllocationRule, Team
+    from chargeback.models import AllocationRule
     from chargeback.services import usage_record_create
+    from teams.models import Team
 
     months = {"2024-09": (dt.datetime(2024, 9, 15, 12, tzinfo=dt.UTC), TEAMS),
               "2024-08": (dt.datetime(2024, 8, 15, 12, tzinfo=dt.UTC), SMALL)}

@@ -41,7 +41,7 @@ BENCH_DB = "bench_wallets"
 
 def make_wallets(label: str, count: int, balance: Decimal) -> list[int]:
     """Teams and funded wallets, through the services."""
-    from chargeback.models import Team
+    from teams.models import Team
     from wallets.services.posting import wallet_top_up
     from wallets.services.wallets import wallet_open
 

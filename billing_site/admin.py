@@ -3,32 +3,37 @@
 Who sees what (issue 6, "Permissions"): billing screens are for the ``finance`` group (and
 superusers), which may change what its permissions allow, and the read-only ``auditor`` group.
 Staff outside these groups see nothing of billing, whatever model permissions they were given
-(``chargeback.selectors.user_sees_all_teams`` is the one definition, shared with the API).
+(``teams.selectors.user_sees_all_teams`` is the one definition, shared with the API).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from decimal import Decimal
 from functools import cached_property
 
+from auditlog.models import LogEntry
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import PermissionDenied
+from django.contrib.admin.views.main import PAGE_VAR, ChangeList
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Q, QuerySet
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from billing_site.dashboard import dashboard_get
+from billing_site.models import IdempotencyRecord
 from billing_site.money import format_amount, format_metered
 from chargeback.errors import AllocationError
 from chargeback.forms import BillingRunCommitForm, BillingRunForm
 from chargeback.models import AllocationRun
-from chargeback.selectors import usage_period_stats, user_is_finance, user_sees_all_teams
+from chargeback.selectors import usage_period_stats
 from invoices.errors import InvoiceGenerationError
 from invoices.services.billing_run import billing_run_execute
+from teams.selectors import user_is_finance, user_sees_all_teams
 
 
 def user_may_run_billing(user) -> bool:
@@ -49,11 +54,16 @@ class BillingAdminSite(admin.AdminSite):
     index_title = "Chargeback, wallets and invoices"
     index_template = "admin/billing_index.html"
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The site registers the billing_site app's own models: this module is both that app's
+        # admin and the site's home, and Django may import it while it builds ``admin.site``, so a
+        # module-level ``admin.register`` would land on a site that is then replaced.
+        self.register(IdempotencyRecord, IdempotencyRecordAdmin)
+
     def index(self, request, extra_context=None):
         extra_context = dict(extra_context or {})
         if user_sees_all_teams(request.user):
-            from billing_site.dashboard import dashboard_get  # imports models: keep it out of app loading
-
             extra_context["dashboard"] = dashboard_get(today=None)
         return super().index(request, extra_context)
 
@@ -283,15 +293,9 @@ class AuditHistoryAdminMixin:
     auditlog_history_per_page = 25
 
     def audit_log_entries(self, obj):
-        from auditlog.models import LogEntry
-
         return LogEntry.objects.get_for_object(obj)
 
     def history_view(self, request, object_id, extra_context=None):
-        from django.contrib.admin.views.main import PAGE_VAR
-        from django.core.exceptions import PermissionDenied
-        from django.http import Http404
-
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
             raise Http404
@@ -324,10 +328,6 @@ def _readable_changes(entries) -> list[tuple[object, list[tuple[str, str, str]]]
     query per related model on the page. Reverse relations (which auditlog lists with a
     placeholder value) are left out.
     """
-    from collections import defaultdict
-
-    from django.core.exceptions import FieldDoesNotExist
-
     wanted: dict[type, set[int]] = defaultdict(set)
     parsed = []
     for entry in entries:
@@ -362,3 +362,13 @@ def _readable_changes(entries) -> list[tuple[object, list[tuple[str, str, str]]]
                  for field, name, old, new in rows])
         for entry, rows in parsed
     ]
+
+
+# --- The shared models ---------------------------------------------------------------------------
+
+
+class IdempotencyRecordAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "scope", "key", "operation", "result_type", "result_id"]
+    search_fields = ["key", "scope"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False

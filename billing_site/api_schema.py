@@ -1,6 +1,6 @@
 """The API's OpenAPI schema pieces (drf-spectacular): the error responses and the API-key scheme.
 
-Kept apart from ``billing_site.api``: DRF imports the authentication classes while it imports its
+Kept apart from ``billing_site.api.auth``: DRF imports the authentication classes while it imports its
 own views, and drf-spectacular imports DRF's views, so one module cannot hold both.
 """
 
@@ -8,11 +8,11 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 
-from billing_site.api import ErrorSerializer
+from billing_site.api.errors import ErrorSerializer
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "billing_site.api.ApiKeyAuthentication"
+    target_class = "billing_site.api.auth.ApiKeyAuthentication"
     name = "ApiKeyAuth"
 
     def get_security_definition(self, auto_schema):

@@ -1,5 +1,6 @@
-"""App configuration of the project package: the admin site with the finance dashboard."""
+"""App configurations of the project package: the admin site with the finance dashboard, and the shared models."""
 
+from django.apps import AppConfig
 from django.contrib.admin.apps import AdminConfig
 
 
@@ -11,3 +12,10 @@ class BillingAdminConfig(AdminConfig):
     """
 
     default_site = "billing_site.admin.BillingAdminSite"
+
+
+class BillingSiteConfig(AppConfig):
+    """The project package as an app: the models every billing app shares (``billing_site.models``)."""
+
+    name = "billing_site"
+    verbose_name = "Billing (shared)"

@@ -19,17 +19,19 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db.models import Case, Count, DecimalField, F, Q, QuerySet, Sum, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models import Count, DecimalField, F, Sum
 from django.urls import reverse
 from django.utils import timezone
 
 from billing_site.db import MeteredSum
 from billing_site.money import METERED_DECIMAL_PLACES, METERED_MAX_DIGITS, format_amount
-from chargeback.models import AllocatedCost, AllocationRun, Team, UsageRecord
+from chargeback.models import AllocatedCost, AllocationRun, UsageRecord
 from chargeback.periods import month_start, next_month
 from invoices.models import Invoice
-from wallets.models import BillingSettings, Wallet
+from invoices.selectors import invoices_overdue
+from teams.models import Team
+from wallets.models import Wallet
+from wallets.selectors import wallets_below_warning
 
 ZERO = Decimal(0)
 #: Teams shown in the bar chart (the largest cost first); the rest are summed as "Other teams".
@@ -93,33 +95,6 @@ class Dashboard:
     overdue_url: str = ""
     runs: list[AllocationRun] = field(default_factory=list)
     runs_url: str = ""
-
-
-def wallets_below_warning(queryset: QuerySet[Wallet] | None = None) -> QuerySet[Wallet]:
-    """Live wallets whose balance is below their team's warning threshold.
-
-    The threshold is ``BillingSettings.warning_threshold`` written in SQL: an absolute amount, or a
-    percentage of the wallet's last top-up (a team without settings: 10 % of it; no top-up yet: no
-    threshold, as ``warning_threshold`` returns ``None``).
-    """
-    queryset = Wallet.objects.all() if queryset is None else queryset
-    percent = Coalesce(F("team__billing_settings__warning_threshold_value"), Value(Decimal(10), output_field=_METERED))
-    return queryset.exclude(status=Wallet.Status.CLOSED).annotate(
-        warning_threshold=Case(
-            When(team__billing_settings__warning_threshold_type=BillingSettings.ThresholdType.ABSOLUTE,
-                 then=F("team__billing_settings__warning_threshold_value")),
-            default=F("last_top_up_amount") * percent / Value(Decimal(100), output_field=_METERED),
-            output_field=_METERED,
-        )
-    ).filter(balance__lt=F("warning_threshold"))
-
-
-def invoices_overdue(*, today: dt.date) -> QuerySet[Invoice]:
-    """Invoices marked overdue, and issued ones (pending, sent) whose due date has passed."""
-    return Invoice.objects.filter(
-        Q(status=Invoice.Status.OVERDUE)
-        | Q(status__in=[Invoice.Status.PENDING, Invoice.Status.SENT], due_date__lt=today)
-    )
 
 
 def dashboard_get(*, today: dt.date | None = None) -> Dashboard:

@@ -117,6 +117,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_filters",
+    "billing_site.apps.BillingSiteConfig",  # the shared models (idempotency records)
+    "teams",
     "chargeback",
     "wallets",
     "invoices",
@@ -147,13 +149,13 @@ AUTH_PASSWORD_VALIDATORS = [
 # Audit trail of admin changes (django-auditlog): who changed what, when, with the diff. Registered
 # here rather than in models.py so no app needs a migration; auditlog keeps its own table.
 AUDITLOG_INCLUDE_TRACKING_MODELS = (
-    "chargeback.Team",
-    "chargeback.TeamMembership",
+    "teams.Team",
+    "teams.TeamMembership",
     "chargeback.Price",
     "chargeback.AllocationRule",
     # Targets carry their rule's id in serialized_data, so a rule's history can show them.
     {"model": "chargeback.AllocationTarget", "serialize_data": True},
-    "wallets.BillingSettings",
+    "teams.BillingSettings",
 )
 # Not Wallet: its running totals change with every charge, and auditing them would cost each
 # charge a read and a write; the ledger is its audit trail.
@@ -198,17 +200,17 @@ REST_FRAMEWORK = {
     "COERCE_DECIMAL_TO_STRING": True,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "billing_site.api.ApiKeyAuthentication",
+        "billing_site.api.auth.ApiKeyAuthentication",
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["billing_site.api.BillingAccess"],
-    "DEFAULT_THROTTLE_CLASSES": ["billing_site.api.PrincipalThrottle", "billing_site.api.MoneyThrottle"],
+    "DEFAULT_PERMISSION_CLASSES": ["billing_site.api.permissions.BillingAccess"],
+    "DEFAULT_THROTTLE_CLASSES": ["billing_site.api.throttling.PrincipalThrottle", "billing_site.api.throttling.MoneyThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["billing_site.api.LimitedJSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "billing_site.api.PagePagination",
+    "DEFAULT_PARSER_CLASSES": ["billing_site.api.parsers.LimitedJSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "billing_site.api.pagination.PagePagination",
     "DEFAULT_SCHEMA_CLASS": "billing_site.api_schema.BillingAutoSchema",
-    "EXCEPTION_HANDLER": "billing_site.api.exception_handler",
+    "EXCEPTION_HANDLER": "billing_site.api.errors.exception_handler",
     "DATETIME_FORMAT": "iso-8601",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }

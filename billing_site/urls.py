@@ -1,4 +1,4 @@
-"""URL configuration: the finance admin at /admin/, the REST API under /api/v1/ (issue 5).
+"""URL configuration: the finance admin at /admin/, the REST API under /api/v1/.
 
 ``/api/schema/`` is the OpenAPI 3 schema (drf-spectacular) and ``/api/docs/`` its Swagger UI,
 served from the project's own static files (drf-spectacular-sidecar), never from a CDN.
@@ -11,7 +11,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from billing_site.api import api_urlpatterns
+from billing_site.api.router import api_urlpatterns
 
 admin.site.site_header = "Billing — finance"
 admin.site.site_title = "Billing"

@@ -15,17 +15,20 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from django.conf import settings
+from auditlog.models import LogEntry
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.contenttypes.models import ContentType
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.db.models.functions import Lower
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 
 from billing_site.admin import (
     AuditHistoryAdminMixin,
@@ -39,102 +42,10 @@ from billing_site.money import format_metered
 from chargeback import focus
 from chargeback.forms import AllocationTargetFormSet, FocusUploadForm, PriceAdminForm
 from chargeback.periods import month_start
-from chargeback.selectors import user_is_finance
-from wallets.models import BillingSettings
-from wallets.services.billing_settings import billing_settings_update
+from teams.models import Team
+from teams.selectors import user_is_finance
 
-from .models import (
-    AllocatedCost,
-    AllocationRule,
-    AllocationRun,
-    AllocationTarget,
-    Price,
-    Team,
-    TeamMembership,
-    UsageRecord,
-)
-
-
-# --- Teams ---------------------------------------------------------------------------------------
-
-
-class TeamMembershipInline(BillingAdminMixin, admin.TabularInline):
-    model = TeamMembership
-    extra = 0
-    autocomplete_fields = ["user"]
-
-
-class BillingSettingsInline(BillingAdminMixin, admin.StackedInline):
-    """The team's billing settings, saved through ``wallets.services.billing_settings_update``."""
-
-    model = BillingSettings
-    can_delete = False
-    max_num = 1
-    extra = 0
-    fields = ["billing_model", "credit_limit", "block_on_zero_balance", "warning_threshold_type",
-              "warning_threshold_value", "notify_on_warning", "notify_emails", "billing_address",
-              "allowed_providers", "tax_rate", "payment_terms_days"]
-
-
-@admin.register(Team)
-class TeamAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
-    list_display = ["name", "slug", "cost_center", "parent", "currency", "is_active", "wallet_balances"]
-    list_filter = ["is_active", "currency"]
-    search_fields = ["name", "slug", "cost_center"]
-    search_help_text = "Name, slug or cost center."
-    prepopulated_fields = {"slug": ["name"]}
-    autocomplete_fields = ["parent"]
-    list_select_related = ["parent"]
-    readonly_fields = ["wallet_balances", "money_links"]
-    fieldsets = [
-        (None, {"fields": ["name", "slug", "cost_center", "parent", "currency", "is_active"]}),
-        ("Money", {"fields": ["wallet_balances", "money_links"]}),
-    ]
-    inlines = [TeamMembershipInline, BillingSettingsInline]
-
-    def get_queryset(self, request):
-        # One query for every shown team's wallets, not one per row.
-        return super().get_queryset(request).prefetch_related("wallets")
-
-    @admin.display(description="Wallet balances")
-    def wallet_balances(self, obj):
-        if obj.pk is None:
-            return "—"
-        wallets = [w for w in obj.wallets.all() if w.status != "closed"]
-        if not wallets:
-            return "no wallet"
-        return format_html_join(
-            ", ", '<a href="{}">{}{}</a>',
-            (
-                (reverse("admin:wallets_wallet_change", args=[w.pk]), format_metered(w.balance, w.currency),
-                 f" ({w.user})" if w.user_id else "" if w.status == "active" else f" ({w.status})")
-                for w in sorted(wallets, key=lambda w: (w.user_id or 0, w.currency))
-            ),
-        )
-
-    @admin.display(description="See")
-    def money_links(self, obj):
-        if obj.pk is None:
-            return "—"
-        links = [
-            ("Ledger", reverse("admin:wallets_ledgerentry_changelist") + f"?team={obj.pk}"),
-            ("Usage", reverse("admin:chargeback_usagerecord_changelist") + f"?team={obj.pk}"),
-            ("Invoices", reverse("admin:invoices_invoice_changelist") + f"?team__id__exact={obj.pk}"),
-            ("Price overrides", reverse("admin:chargeback_price_changelist") + f"?team__id__exact={obj.pk}"),
-        ]
-        return format_html_join(" · ", '<a href="{}">{}</a>', ((url, label) for label, url in links))
-
-    def save_formset(self, request, form, formset, change):
-        if formset.model is not BillingSettings:
-            return super().save_formset(request, form, formset, change)
-        # Billing settings change through their service (validation, row lock), never a raw save.
-        for inline_form in formset.forms:
-            if not inline_form.has_changed() or not inline_form.cleaned_data:
-                continue
-            changes = {name: inline_form.cleaned_data[name] for name in BillingSettingsInline.fields}
-            billing_settings_update(team=form.instance, **changes)
-        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
-
+from .models import AllocatedCost, AllocationRule, AllocationRun, AllocationTarget, Price, UsageRecord
 
 # --- Usage ---------------------------------------------------------------------------------------
 
@@ -192,8 +103,6 @@ class _CachedValuesFilter(admin.SimpleListFilter):
     column = ""
 
     def lookups(self, request, model_admin):
-        from django.core.cache import cache
-
         key = f"admin:usage-distinct:{self.column}"
         values = cache.get(key)
         if values is None:
@@ -436,9 +345,6 @@ class AllocationRuleAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.Model
 
     def audit_log_entries(self, obj):
         """The rule's own changes and its targets' (added, changed, removed), newest first."""
-        from auditlog.models import LogEntry
-        from django.contrib.contenttypes.models import ContentType
-
         target_type = ContentType.objects.get_for_model(AllocationTarget)
         return LogEntry.objects.filter(
             Q(content_type=ContentType.objects.get_for_model(AllocationRule), object_pk=str(obj.pk))
@@ -535,64 +441,3 @@ class AllocationRunAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
         extra_context = {**(extra_context or {}), "can_run_billing": user_may_run_billing(request.user)}
         return super().changelist_view(request, extra_context)
 
-
-# --- API keys (issue 5): a self-contained block, appended; nothing above depends on it. -------------
-from django.contrib import messages as _messages  # noqa: E402 - kept inside this block on purpose
-
-from billing_site.admin import BillingAdminMixin as _BillingAdminMixin  # noqa: E402
-from chargeback.models import ApiKey as _ApiKey  # noqa: E402
-from chargeback.services import api_key_create as _api_key_create  # noqa: E402
-from chargeback.services import api_key_revoke as _api_key_revoke  # noqa: E402
-
-
-@admin.register(_ApiKey)
-class ApiKeyAdmin(_BillingAdminMixin, admin.ModelAdmin):
-    """Team API keys: finance creates one (team and name), sees the full key once, and revokes it.
-
-    Scoped like every billing admin (``BillingAdminMixin``): finance writes, auditors read, other
-    staff see nothing.
-
-    Only the SHA-256 of a key is stored; the admin shows its prefix. Keys are never edited or
-    deleted (revoking keeps who used what auditable).
-    """
-
-    list_display = ["prefix", "name", "team", "created_by", "created_at", "last_used_at", "revoked_at"]
-    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
-    search_fields = ["prefix", "name", "team__name", "team__slug"]
-    list_select_related = ["team", "created_by"]
-    autocomplete_fields = ["team"]
-    actions = ["revoke_keys"]
-
-    def get_fields(self, request, obj=None):
-        if obj is None:
-            return ["team", "name"]
-        return ["prefix", "name", "team", "created_by", "created_at", "last_used_at", "revoked_at"]
-
-    def get_readonly_fields(self, request, obj=None):
-        return [] if obj is None else self.get_fields(request, obj)
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
-
-    def save_model(self, request, obj, form, change):
-        if change:
-            return  # nothing on a key is editable
-        key = _api_key_create(team=obj.team, name=obj.name, created_by=request.user)
-        obj.pk, obj.prefix, obj._state.adding = key.pk, key.prefix, False
-        self.message_user(
-            request,
-            f"The API key for {key.team} is {key.raw_key} — copy it now: it is shown only this once "
-            f"(only its hash is stored). Send it as 'Authorization: Api-Key {key.raw_key}'.",
-            _messages.WARNING,
-        )
-
-    @admin.action(description="Revoke the selected API keys", permissions=["change"])
-    def revoke_keys(self, request, queryset):
-        for key in queryset.filter(revoked_at__isnull=True).order_by("pk"):
-            _api_key_revoke(api_key=key)
-        self.message_user(request, "Revoked.", _messages.SUCCESS)

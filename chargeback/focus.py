@@ -58,7 +58,8 @@ from django.db.models.functions import Lower
 from django.utils.text import slugify
 
 from billing_site.money import METERED_QUANTUM, ROUNDING
-from chargeback.models import Team, UsageRecord
+from chargeback.models import UsageRecord
+from teams.models import Team
 
 #: Columns a row cannot do without: what it cost, in which currency, when, in which billing period,
 #: what kind of charge, and from whom (provider and service). All are mandatory in FOCUS 1.0 and

@@ -15,8 +15,9 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q
 
 from chargeback import rules as strategies
-from chargeback.models import AllocationRule, Price, Team
+from chargeback.models import AllocationRule, Price
 from chargeback.periods import BillingPeriod, PeriodError, month_start
+from teams.models import Team
 
 
 class PriceAdminForm(forms.ModelForm):

@@ -1,4 +1,4 @@
-"""Chargeback domain: teams, metered usage, the price catalog and cost allocation.
+"""Chargeback domain: metered usage, the price catalog and cost allocation of the teams' costs.
 
 Money columns follow ``billing_site.money``: metered amounts are ``DecimalField(30, 12)`` with a
 ``currency`` (ISO 4217) beside them. Billing periods are calendar months written as half-open
@@ -13,72 +13,8 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from billing_site.money import METERED_DECIMAL_PLACES, METERED_MAX_DIGITS
-
-
-def _default_currency() -> str:
-    return settings.BILLING_DEFAULT_CURRENCY
-
-
-def MeteredAmountField(**kwargs) -> models.DecimalField:  # noqa: N802 - reads as a field class
-    """A metered money or quantity column: 30 digits, 12 of them decimals."""
-    return models.DecimalField(
-        max_digits=METERED_MAX_DIGITS, decimal_places=METERED_DECIMAL_PLACES, **kwargs
-    )
-
-
-def CurrencyField(**kwargs) -> models.CharField:  # noqa: N802
-    """An ISO 4217 currency code."""
-    kwargs.setdefault("default", _default_currency)
-    return models.CharField(max_length=3, **kwargs)
-
-
-class Team(models.Model):
-    """A cost owner: an internal team that is charged back for what it consumes.
-
-    Invariants: ``slug`` is unique; a team is never deleted once it has usage or invoices
-    (``PROTECT`` on those foreign keys), it is deactivated instead.
-    """
-
-    name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=100, unique=True)
-    cost_center = models.CharField(max_length=50, blank=True, help_text="Cost-center code in the general ledger.")
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
-    currency = CurrencyField(help_text="ISO 4217 code of the team's invoices.")
-    is_active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["name"]
-        constraints = [
-            models.CheckConstraint(condition=Q(currency__regex=r"^[A-Z]{3}$"), name="team_currency_iso4217"),
-        ]
-
-    def __str__(self) -> str:
-        return self.name
-
-
-class TeamMembership(models.Model):
-    """A user's membership of a team; a manager may also see the members' wallets."""
-
-    class Role(models.TextChoices):
-        MEMBER = "member", "Member"
-        MANAGER = "manager", "Manager"
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="team_memberships")
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
-    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["team", "user"]
-        constraints = [
-            models.UniqueConstraint(fields=["user", "team"], name="membership_unique_user_team"),
-            models.CheckConstraint(condition=Q(role__in=["member", "manager"]), name="membership_role_valid"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.user} in {self.team} ({self.role})"
+from billing_site.fields import CurrencyField, MeteredAmountField
+from teams.models import Team
 
 
 class UsageRecord(models.Model):
@@ -447,36 +383,3 @@ class AllocatedCost(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team} {self.amount} {self.currency}"
-
-
-class ApiKey(models.Model):
-    """A team's API key for services: ``Authorization: Api-Key <prefix>.<secret>``.
-
-    Created by finance in the admin (``chargeback.services.api_key_create``), which shows the full
-    key once; only its SHA-256 is stored (the secret is 256 random bits, so a fast hash is as safe
-    as a slow one and keeps authentication at one indexed read). ``prefix`` is shown to tell keys
-    apart. A key acts only for its team and is revoked, never deleted (``revoked_at`` set).
-    """
-
-    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="api_keys")
-    name = models.CharField(max_length=100, help_text="What uses the key, e.g. 'voice agent (production)'.")
-    prefix = models.CharField(max_length=16, unique=True, editable=False)
-    key_hash = models.CharField(max_length=64, unique=True, editable=False, help_text="SHA-256 (hex) of the key.")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
-
-    class Meta:
-        ordering = ["team", "-created_at"]
-        verbose_name = "API key"
-
-    def __str__(self) -> str:
-        state = " (revoked)" if self.revoked_at else ""
-        return f"{self.prefix}… {self.name} [{self.team}]{state}"
-
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None

@@ -16,14 +16,13 @@ from django.db.models import Count, Q, QuerySet
 
 from billing_site.db import MeteredSum
 from billing_site.money import quantize_metered
-
 from chargeback.errors import PriceNotFound
-from chargeback.models import AllocatedCost, AllocationRun, Price, Team, TeamMembership, UsageRecord
+from chargeback.models import AllocatedCost, AllocationRun, Price, UsageRecord
 from chargeback.periods import BillingPeriod
+from teams.models import Team
+from teams.selectors import billing_settings_get
 
 __all__ = [
-    "AUDITOR_GROUP",
-    "FINANCE_GROUP",
     "PriceNotFound",
     "allocation_committed_run",
     "allocation_rows",
@@ -38,14 +37,9 @@ __all__ = [
     "price_pick",
     "price_resolve",
     "prices_of_period",
-    "team_ids_managed_by",
-    "team_list_for_user",
     "usage_period_stats",
     "usage_period_total",
     "usage_records_of_period",
-    "user_is_auditor",
-    "user_is_finance",
-    "user_sees_all_teams",
 ]
 
 
@@ -277,67 +271,7 @@ def allocation_team_totals(run: AllocationRun) -> dict[int, Decimal]:
     return {row["team_id"]: row["total"] for row in rows}
 
 
-# --- Who sees whose money -------------------------------------------------------------------------
-# One definition, used by the API (issue 5) and the finance admin (issue 6) alike.
-
-FINANCE_GROUP = "finance"
-"""Members of this group (and superusers) see and change all billing data."""
-
-AUDITOR_GROUP = "auditor"
-"""Members of this group see all billing data and change nothing."""
-
-
-def _group_names(user) -> frozenset[str]:
-    # Cached on the user object: permission checks ask several times per request.
-    names = getattr(user, "_billing_group_names", None)
-    if names is None:
-        names = frozenset(user.groups.values_list("name", flat=True)) if user.pk else frozenset()
-        user._billing_group_names = names
-    return names
-
-
-def user_is_finance(user) -> bool:
-    """True for an active superuser or an active member of the ``finance`` group."""
-    if user is None or not user.is_authenticated or not user.is_active:
-        return False
-    return user.is_superuser or FINANCE_GROUP in _group_names(user)
-
-
-def user_is_auditor(user) -> bool:
-    """True for an active member of the read-only ``auditor`` group."""
-    if user is None or not user.is_authenticated or not user.is_active:
-        return False
-    return AUDITOR_GROUP in _group_names(user)
-
-
-def user_sees_all_teams(user) -> bool:
-    """Finance and auditors see every team's money; everybody else only their own teams'."""
-    return user_is_finance(user) or user_is_auditor(user)
-
-
-def team_list_for_user(*, user) -> QuerySet[Team]:
-    """The teams whose money ``user`` may see: all for finance and auditors, else the user's teams.
-
-    An anonymous or inactive user sees none. Use it to scope every query of billing data by team
-    (``team__in=team_list_for_user(user=…)``), so another team's rows are simply not found (404).
-    """
-    if user is None or not user.is_authenticated or not user.is_active:
-        return Team.objects.none()
-    if user_sees_all_teams(user):
-        return Team.objects.all()
-    return Team.objects.filter(memberships__user=user)
-
-
-def team_ids_managed_by(*, user) -> set[int]:
-    """Ids of the teams where ``user`` is a manager (who may also see the members' wallets)."""
-    if user is None or not user.is_authenticated or not user.is_active:
-        return set()
-    return set(
-        TeamMembership.objects.filter(user=user, role=TeamMembership.Role.MANAGER).values_list("team_id", flat=True)
-    )
-
-
-# --- API reads (issue 5) ----------------------------------------------------------------------------
+# --- API reads --------------------------------------------------------------------------------------
 
 
 def usage_summary(*, records: QuerySet[UsageRecord]) -> dict[str, list[dict]]:
@@ -378,8 +312,6 @@ def provider_list(*, team: Team | None) -> list[dict]:
     for provider, category in prices.order_by().values_list("provider", "category").distinct():
         found.setdefault(provider, set()).add(category)
     if team is not None:
-        from wallets.selectors import billing_settings_get
-
         billing = billing_settings_get(team=team)
         found = {p: c for p, c in found.items() if billing.provider_allowed(p)}
     return [{"provider": p, "categories": sorted(c)} for p, c in sorted(found.items())]

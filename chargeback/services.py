@@ -26,10 +26,7 @@ The allocation engine (``docs/architecture.md``, "Allocation"):
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import json
-import secrets
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +34,7 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import BigIntegerField, Case, CharField, Count, F, Q, Value, When
 from django.db.models.fields.json import KeyTextTransform
@@ -56,15 +54,7 @@ from chargeback.errors import (
     RuleConfigurationError,
     StaleAllocationRun,
 )
-from chargeback.models import (
-    AllocatedCost,
-    ApiKey,
-    AllocationRule,
-    AllocationRun,
-    Team,
-    TeamMembership,
-    UsageRecord,
-)
+from chargeback.models import AllocatedCost, AllocationRule, AllocationRun, AllocationTarget, UsageRecord
 from chargeback.periods import BillingPeriod
 from chargeback.selectors import (
     price_item,
@@ -73,6 +63,7 @@ from chargeback.selectors import (
     usage_period_stats,
     usage_records_of_period,
 )
+from teams.models import Team, TeamMembership
 
 __all__ = [
     "AllocationError",
@@ -89,9 +80,6 @@ __all__ = [
     "allocation_rule_delete",
     "allocation_rule_update",
     "allocation_run_execute",
-    "api_key_authenticate",
-    "api_key_create",
-    "api_key_revoke",
     "usage_record_create",
     "usage_records_create",
 ]
@@ -739,68 +727,6 @@ def allocation_run_execute(
         return allocation_run_commit(run=run, committed_by=created_by)
 
 
-# --- API keys ------------------------------------------------------------------------------------
-
-#: Refresh ``ApiKey.last_used_at`` at most this often: one write a minute, not one per request.
-API_KEY_TOUCH_INTERVAL = dt.timedelta(minutes=1)
-
-
-def _api_key_hash(raw_key: str) -> str:
-    return hashlib.sha256(raw_key.encode()).hexdigest()
-
-
-def api_key_create(*, team: Team, name: str, created_by=None) -> ApiKey:
-    """Create a team API key; the full key is on the returned model as ``raw_key``, shown once.
-
-    The key reads ``<prefix>.<secret>``: an 8-hex-digit prefix (stored, shown in the admin) and a
-    43-character URL-safe secret (256 bits). Only the SHA-256 of the whole key is stored.
-    Raises ``InvalidUsage`` for an empty name or an inactive team.
-    """
-    if not name or not name.strip():
-        raise InvalidUsage("an API key needs a name saying what uses it")
-    if not team.is_active:
-        raise InvalidUsage(f"team {team.slug!r} is inactive; it gets no new API keys")
-    for _attempt in range(5):
-        prefix = secrets.token_hex(4)
-        raw_key = f"{prefix}.{secrets.token_urlsafe(32)}"
-        try:
-            with transaction.atomic():
-                key = ApiKey.objects.create(
-                    team=team, name=name.strip(), prefix=prefix, key_hash=_api_key_hash(raw_key), created_by=created_by
-                )
-        except IntegrityError:  # a prefix collision (1 in 4 billion): draw again
-            continue
-        key.raw_key = raw_key
-        return key
-    raise RuntimeError("could not draw a unique API key prefix")
-
-
-def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
-    """Revoke ``api_key`` (sets ``revoked_at``; revoking twice keeps the first time). Returns it re-read."""
-    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    api_key.refresh_from_db()
-    return api_key
-
-
-def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
-    """The active key whose full text is ``raw_key`` (with its team), or ``None``.
-
-    Looks the key up by its SHA-256 (unique index) and compares in constant time; refreshes
-    ``last_used_at`` at most once per ``API_KEY_TOUCH_INTERVAL``.
-    """
-    if not isinstance(raw_key, str) or "." not in raw_key or len(raw_key) > 200:
-        return None
-    digest = _api_key_hash(raw_key)
-    key = ApiKey.objects.select_related("team").filter(key_hash=digest, revoked_at__isnull=True).first()
-    if key is None or not hmac.compare_digest(key.key_hash, digest) or not key.team.is_active:
-        return None
-    now = timezone.now()
-    if key.last_used_at is None or now - key.last_used_at > API_KEY_TOUCH_INTERVAL:
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
-        key.last_used_at = now
-    return key
-
-
 # --- Usage in batches (the API's POST usage/batch/) ------------------------------------------------
 
 #: Most records one call of :func:`usage_records_create` takes.
@@ -1004,10 +930,6 @@ _RULE_FIELDS = {
 
 
 def _rule_save(rule: AllocationRule, changes: Mapping[str, object], targets: list[Mapping[str, object]] | None) -> AllocationRule:
-    from django.core.exceptions import ValidationError
-
-    from chargeback.models import AllocationTarget
-
     unknown = set(changes) - _RULE_FIELDS
     if unknown:
         raise ValidationError({sorted(unknown)[0]: "Unknown allocation rule field."})

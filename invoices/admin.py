@@ -22,13 +22,14 @@ from django.utils.html import format_html
 
 from billing_site.admin import BillingAdminMixin, ReadOnlyAdminMixin
 from billing_site.money import format_amount, format_metered, format_percent, format_quantity
-from chargeback.selectors import user_is_finance
+from teams.selectors import user_is_finance
 
-from .services.credit_notes import credit_note_issue
-from .services.lifecycle import invoice_cancel, invoice_issue, invoice_mark_paid, invoice_mark_sent
 from .errors import InvoiceError
 from .forms import CreditNoteForm, MarkPaidForm
 from .models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
+from .selectors import invoices_overdue
+from .services.credit_notes import credit_note_issue
+from .services.lifecycle import invoice_cancel, invoice_issue, invoice_mark_paid, invoice_mark_sent
 
 
 class DocumentAmountsMixin:
@@ -135,8 +136,6 @@ class OverdueFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "yes":
-            from billing_site.dashboard import invoices_overdue
-
             return queryset.filter(pk__in=invoices_overdue(today=timezone.now().date()).values("pk"))
         return queryset
 

@@ -14,8 +14,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from billing_site.fields import CurrencyField, MeteredAmountField
 from billing_site.money import INVOICE_DECIMAL_PLACES, INVOICE_MAX_DIGITS
-from chargeback.models import CurrencyField, MeteredAmountField
 
 from .errors import InvoiceImmutable
 
@@ -98,7 +98,7 @@ class Invoice(models.Model):
         CHARGEBACK = "chargeback", "Chargeback"
         PREPAID_STATEMENT = "prepaid_statement", "Prepaid statement"
 
-    team = models.ForeignKey("chargeback.Team", on_delete=models.PROTECT, related_name="invoices")
+    team = models.ForeignKey("teams.Team", on_delete=models.PROTECT, related_name="invoices")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="invoices"
     )

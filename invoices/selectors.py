@@ -3,12 +3,14 @@ PDFs may be rendered (again)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 
 from django.db.models import Prefetch, Q, QuerySet
 
-from chargeback.models import Team
 from chargeback.periods import BillingPeriod
+from teams.models import Team
+from teams.selectors import team_list_for_user
 
 from .models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 
@@ -46,13 +48,11 @@ def invoice_get_with_lines(*, pk: int) -> Invoice:
 
 
 def invoice_list_for_user(*, user, status: str | None = None, period: BillingPeriod | None = None) -> QuerySet[Invoice]:
-    """The invoices ``user`` may see (``chargeback.selectors.team_list_for_user``), newest period first.
+    """The invoices ``user`` may see (``teams.selectors.team_list_for_user``), newest period first.
 
     Every kind and status (cancelled included) unless ``status`` is given; ``period`` keeps exactly
     that ``[start, end)``. Team, user and issuer are joined in the same query.
     """
-    from chargeback.selectors import team_list_for_user
-
     invoices = Invoice.objects.filter(team__in=team_list_for_user(user=user)).select_related("team", "user", "issued_by")
     if status is not None:
         invoices = invoices.filter(status=status)
@@ -111,3 +111,11 @@ def invoice_list_to_render(
         invoices = invoices.filter(team=team)
     final = Q(issued_at__isnull=False) & ~Q(pdf_sha256="")
     return invoices.exclude(final).order_by("pk"), invoices.filter(final).count()
+
+
+def invoices_overdue(*, today: dt.date) -> QuerySet[Invoice]:
+    """Invoices marked overdue, and issued ones (pending, sent) whose due date has passed."""
+    return Invoice.objects.filter(
+        Q(status=Invoice.Status.OVERDUE)
+        | Q(status__in=[Invoice.Status.PENDING, Invoice.Status.SENT], due_date__lt=today)
+    )

@@ -9,17 +9,9 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from chargeback.models import (
-    AllocatedCost,
-    AllocationRule,
-    AllocationRun,
-    AllocationTarget,
-    Price,
-    Team,
-    TeamMembership,
-    UsageRecord,
-)
+from chargeback.models import AllocatedCost, AllocationRule, AllocationRun, AllocationTarget, Price, UsageRecord
 from invoices.models import Invoice, InvoiceLine
+from teams.models import Team, TeamMembership
 
 
 class UserFactory(factory.django.DjangoModelFactory):

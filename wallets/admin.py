@@ -22,30 +22,21 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from billing_site.admin import (
-    AuditHistoryAdminMixin,
     BillingAdminMixin,
     ExactSearchMixin,
     LargeTableAdminMixin,
     ReadOnlyAdminMixin,
 )
-from invoices.pdf import format_metered
+from billing_site.money import format_metered
+from teams.models import Team
+from teams.selectors import billing_settings_get, user_is_finance
 
 from .errors import WalletError
 from .forms import GrantForm, TopUpForm
-from .models import BillingSettings, CreditGrant, Hold, IdempotencyRecord, LedgerEntry, UsageEvent, UsageEventItem, Wallet
-from .selectors import billing_settings_get
+from .models import CreditGrant, Hold, LedgerEntry, UsageEvent, UsageEventItem, Wallet
+from .selectors import wallets_below_warning
 from .services.posting import wallet_grant, wallet_top_up
 from .services.wallets import wallet_freeze, wallet_unfreeze
-
-
-@admin.register(BillingSettings)
-class BillingSettingsAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
-    list_display = ["team", "billing_model", "credit_limit", "block_on_zero_balance", "warning_threshold_type",
-                    "warning_threshold_value", "tax_rate", "payment_terms_days"]
-    list_filter = ["billing_model", "block_on_zero_balance"]
-    search_fields = ["team__name", "team__slug"]
-    autocomplete_fields = ["team"]
-    list_select_related = ["team"]
 
 
 class BelowWarningFilter(admin.SimpleListFilter):
@@ -59,8 +50,6 @@ class BelowWarningFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "yes":
-            from billing_site.dashboard import wallets_below_warning
-
             return wallets_below_warning(queryset)
         return queryset
 
@@ -104,8 +93,6 @@ class WalletAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 
     # --- permissions of the custom actions ---------------------------------------------------
     def _has(self, request, codename: str) -> bool:
-        from chargeback.selectors import user_is_finance
-
         return user_is_finance(request.user) and request.user.has_perm(f"wallets.{codename}")
 
     def has_top_up_permission(self, request):
@@ -249,8 +236,6 @@ class LedgerTeamFilter(admin.SimpleListFilter):
     parameter_name = "team"
 
     def lookups(self, request, model_admin):
-        from chargeback.models import Team
-
         return [(str(pk), name) for pk, name in Team.objects.order_by("name").values_list("pk", "name")]
 
     def queryset(self, request, queryset):
@@ -393,12 +378,3 @@ class UsageEventAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="Total", ordering="total")
     def total_display(self, obj):
         return format_metered(obj.total, obj.currency)
-
-
-@admin.register(IdempotencyRecord)
-class IdempotencyRecordAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["created_at", "scope", "key", "operation", "result_type", "result_id"]
-    search_fields = ["key", "scope"]
-    date_hierarchy = "created_at"
-    show_full_result_count = False
-

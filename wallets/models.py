@@ -13,170 +13,16 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, validate_email
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
-from billing_site.money import percent_of
-from chargeback.models import CurrencyField, MeteredAmountField, Team
+from billing_site.fields import CurrencyField, MeteredAmountField
+from teams.models import BillingSettings, Team
 
 from .errors import LedgerImmutable
 
 ZERO = Decimal(0)
-
-
-def _default_payment_terms_days() -> int:
-    return settings.BILLING_PAYMENT_TERMS_DAYS
-
-
-def validate_email_list(value: str) -> None:
-    """Validate a comma-separated list of e-mail addresses (empty is allowed)."""
-    for address in split_email_list(value):
-        try:
-            validate_email(address)
-        except ValidationError:
-            raise ValidationError(f"{address!r} is not a valid e-mail address.", code="invalid_email") from None
-
-
-def split_email_list(value: str) -> list[str]:
-    """``"a@x.com, b@y.com"`` → ``["a@x.com", "b@y.com"]`` (blanks dropped)."""
-    return [part.strip() for part in (value or "").split(",") if part.strip()]
-
-
-class BillingSettings(models.Model):
-    """How one team pays for what it uses in real time.
-
-    A team without a row behaves as ``BillingSettings(team=team)`` with the defaults below
-    (``wallets.selectors.billing_settings_get``): ``prepaid_team`` with block on zero balance, a
-    warning at 10 % of the last top-up, no notify addresses, every provider allowed, tax 0 %, net 30.
-    Prepaid is the safe default: no team can spend credit it was never given.
-
-    Billing models:
-
-    * ``prepaid_team``: one wallet for the team; charges need available credit (with block on zero).
-    * ``prepaid_user``: one wallet per member of the team; a charge debits the acting user's wallet.
-    * ``postpaid``: one team wallet that may go negative down to ``-credit_limit`` (always enforced);
-      the debt is settled by invoice (``invoice_settlement`` entries).
-    * ``unlimited``: one team wallet, no balance check at all; usage is recorded and may go negative.
-
-    Invariants: ``credit_limit >= 0``; a percent threshold lies in [0, 100]; ``tax_rate`` in [0, 100];
-    ``notify_emails`` is a comma-separated list of valid addresses; ``allowed_providers`` is a JSON
-    list of provider names (empty: all providers).
-    """
-
-    class BillingModel(models.TextChoices):
-        PREPAID_TEAM = "prepaid_team", "Prepaid (team wallet)"
-        PREPAID_USER = "prepaid_user", "Prepaid (a wallet per user)"
-        POSTPAID = "postpaid", "Postpaid (credit limit, invoiced)"
-        UNLIMITED = "unlimited", "Unlimited (recorded only)"
-
-    class ThresholdType(models.TextChoices):
-        PERCENT_OF_LAST_TOP_UP = "percent_of_last_top_up", "Percent of the last top-up"
-        ABSOLUTE = "absolute", "Absolute amount"
-
-    team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="billing_settings")
-    billing_model = models.CharField(max_length=20, choices=BillingModel.choices, default=BillingModel.PREPAID_TEAM)
-    credit_limit = MeteredAmountField(
-        default=ZERO, validators=[MinValueValidator(0)],
-        help_text="Postpaid only: how far below zero the team wallet may go, in the team's currency.",
-    )
-    warning_threshold_type = models.CharField(
-        max_length=30, choices=ThresholdType.choices, default=ThresholdType.PERCENT_OF_LAST_TOP_UP
-    )
-    warning_threshold_value = MeteredAmountField(
-        default=Decimal(10), validators=[MinValueValidator(0)],
-        help_text="Percent (0–100) of the last top-up, or an amount in the wallet's currency.",
-    )
-    block_on_zero_balance = models.BooleanField(
-        default=True, help_text="Prepaid: refuse charges that available credit does not cover."
-    )
-    notify_on_warning = models.BooleanField(default=True)
-    notify_emails = models.TextField(
-        blank=True, validators=[validate_email_list], help_text="Comma-separated e-mail addresses."
-    )
-    billing_address = models.TextField(blank=True)
-    allowed_providers = models.JSONField(default=list, blank=True, help_text="Provider names; empty allows all.")
-    tax_rate = models.DecimalField(
-        max_digits=7, decimal_places=4, default=ZERO, help_text="Percent applied to invoice subtotals."
-    )
-    payment_terms_days = models.PositiveIntegerField(default=_default_payment_terms_days)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        verbose_name_plural = "billing settings"
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(billing_model__in=["prepaid_team", "prepaid_user", "postpaid", "unlimited"]),
-                name="billing_settings_model_valid",
-            ),
-            models.CheckConstraint(
-                condition=Q(warning_threshold_type__in=["percent_of_last_top_up", "absolute"]),
-                name="billing_settings_threshold_type_valid",
-            ),
-            models.CheckConstraint(condition=Q(credit_limit__gte=0), name="billing_settings_credit_limit_not_negative"),
-            models.CheckConstraint(
-                condition=Q(warning_threshold_value__gte=0)
-                & (Q(warning_threshold_type="absolute") | Q(warning_threshold_value__lte=100)),
-                name="billing_settings_threshold_in_range",
-            ),
-            models.CheckConstraint(
-                condition=Q(tax_rate__gte=0) & Q(tax_rate__lte=100), name="billing_settings_tax_rate_in_range"
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.team} ({self.billing_model})"
-
-    def clean(self) -> None:
-        errors = {}
-        if not isinstance(self.allowed_providers, list) or not all(
-            isinstance(p, str) and p.strip() for p in self.allowed_providers
-        ):
-            errors["allowed_providers"] = "Allowed providers must be a list of provider names."
-        if (
-            self.warning_threshold_type == self.ThresholdType.PERCENT_OF_LAST_TOP_UP
-            and self.warning_threshold_value is not None
-            and self.warning_threshold_value > 100
-        ):
-            errors["warning_threshold_value"] = "A percentage threshold lies between 0 and 100."
-        if errors:
-            raise ValidationError(errors)
-
-    @property
-    def notify_email_list(self) -> list[str]:
-        return split_email_list(self.notify_emails)
-
-    @property
-    def uses_user_wallets(self) -> bool:
-        return self.billing_model == self.BillingModel.PREPAID_USER
-
-    def provider_allowed(self, provider: str) -> bool:
-        """Empty ``allowed_providers`` allows every provider; names compare case-insensitively."""
-        if not self.allowed_providers:
-            return True
-        return provider.casefold() in {p.casefold() for p in self.allowed_providers}
-
-    def spending_floor(self) -> Decimal | None:
-        """The lowest ``balance − reserved`` a debit may leave, or ``None`` when nothing is checked.
-
-        Postpaid: ``−credit_limit`` (always enforced). Prepaid with block on zero balance: 0.
-        Prepaid without it, and unlimited: no floor (the balance may go negative).
-        """
-        if self.billing_model == self.BillingModel.UNLIMITED:
-            return None
-        if self.billing_model == self.BillingModel.POSTPAID:
-            return -self.credit_limit
-        return ZERO if self.block_on_zero_balance else None
-
-    def warning_threshold(self, last_top_up_amount: Decimal | None) -> Decimal | None:
-        """The balance below which the team is warned, in the wallet's currency, or ``None``."""
-        if self.warning_threshold_type == self.ThresholdType.ABSOLUTE:
-            return self.warning_threshold_value
-        if not last_top_up_amount:
-            return None
-        return percent_of(last_top_up_amount, self.warning_threshold_value)
 
 
 class Wallet(models.Model):
@@ -498,37 +344,6 @@ class Hold(models.Model):
 
     def __str__(self) -> str:
         return f"Hold {self.amount} on wallet {self.wallet_id} ({self.status})"
-
-
-class IdempotencyRecord(models.Model):
-    """The first outcome of a money-moving request, keyed by its idempotency key (Stripe's semantics).
-
-    ``scope`` is the account the key belongs to (``team:<id>``), so a key is unique per team across
-    every operation; ``fingerprint`` is the SHA-256 of the canonical JSON of the operation name and
-    its parameters. The row is inserted first, in the same transaction as the money movement, so
-    the unique constraint on ``(scope, key)`` lets exactly one concurrent request proceed; the others
-    wait for it and replay its result (same fingerprint) or get ``idempotency_error``.
-
-    ``result_type``/``result_id`` name what the request produced (``ledger_entry``, ``hold``,
-    ``usage_event``) and ``response`` keeps its JSON for the API's replay. Records are kept at least
-    24 hours (``python manage.py purge_idempotency_records`` removes older ones).
-    """
-
-    scope = models.CharField(max_length=100)
-    key = models.CharField(max_length=255)
-    operation = models.CharField(max_length=50)
-    fingerprint = models.CharField(max_length=64)
-    result_type = models.CharField(max_length=50, blank=True)
-    result_id = models.CharField(max_length=100, blank=True)
-    response = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["scope", "key"], name="idempotency_unique_scope_key")]
-        indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
-
-    def __str__(self) -> str:
-        return f"{self.scope} {self.key} → {self.result_type} {self.result_id}"
 
 
 class UsageEvent(models.Model):

@@ -11,28 +11,19 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db.models import Count, F, Max, Q, QuerySet, Window
+from django.db.models import Case, Count, DecimalField, F, Max, Q, QuerySet, Value, When, Window
 from django.db.models.functions import Coalesce, Lag, TruncDay, TruncMonth, TruncYear
 
 from billing_site.db import MeteredSum
-from chargeback.models import Team
+from billing_site.money import METERED_DECIMAL_PLACES, METERED_MAX_DIGITS
+from teams.models import BillingSettings, Team
+from teams.selectors import billing_settings_get, team_ids_managed_by, team_list_for_user, user_sees_all_teams
 
 from .errors import InvalidRequest
-from .models import BillingSettings, CreditGrant, Hold, LedgerEntry, UsageEvent, UsageEventItem, Wallet
+from .models import CreditGrant, Hold, LedgerEntry, UsageEvent, UsageEventItem, Wallet
 
 ZERO = Decimal(0)
-
-
-def billing_settings_get(*, team: Team) -> BillingSettings:
-    """The team's billing settings, or an unsaved ``BillingSettings(team=team)`` with the defaults.
-
-    Defaults (documented on the model): prepaid team wallet, block on zero balance, warning at 10 %
-    of the last top-up, no notify addresses, all providers allowed, tax 0 %, net 30 days.
-    """
-    try:
-        return team.billing_settings
-    except BillingSettings.DoesNotExist:
-        return BillingSettings(team=team)
+_METERED_FIELD = DecimalField(max_digits=METERED_MAX_DIGITS, decimal_places=METERED_DECIMAL_PLACES)
 
 
 def wallet_get(*, team: Team, user=None, currency: str | None = None) -> Wallet | None:
@@ -380,14 +371,12 @@ def _buckets(granularity: str, start, end, found: dict) -> list[dt.date]:
 
 
 def wallet_list_for_user(*, user) -> QuerySet[Wallet]:
-    """The wallets ``user`` may see (issue 5), with team and billing settings joined, by pk.
+    """The wallets ``user`` may see, with team and billing settings joined, by pk.
 
     Finance and auditors: every wallet. Anybody else: the team wallets of their teams, their own
     wallets, and, in teams they manage, every member's wallet
-    (``chargeback.selectors.team_list_for_user`` and ``team_ids_managed_by``). Nobody else's.
+    (``teams.selectors.team_list_for_user`` and ``team_ids_managed_by``). Nobody else's.
     """
-    from chargeback.selectors import team_ids_managed_by, team_list_for_user, user_sees_all_teams
-
     wallets = Wallet.objects.select_related("team__billing_settings", "user").order_by("pk")
     if user is None or not user.is_authenticated or not user.is_active:
         return wallets.none()
@@ -398,3 +387,22 @@ def wallet_list_for_user(*, user) -> QuerySet[Wallet]:
     return wallets.filter(
         Q(team_id__in=teams, user__isnull=True) | Q(team_id__in=teams, user=user) | Q(team_id__in=managed)
     )
+
+
+def wallets_below_warning(queryset: QuerySet[Wallet] | None = None) -> QuerySet[Wallet]:
+    """Live wallets whose balance is below their team's warning threshold.
+
+    The threshold is ``BillingSettings.warning_threshold`` written in SQL: an absolute amount, or a
+    percentage of the wallet's last top-up (a team without settings: 10 % of it; no top-up yet: no
+    threshold, as ``warning_threshold`` returns ``None``).
+    """
+    queryset = Wallet.objects.all() if queryset is None else queryset
+    percent = Coalesce(F("team__billing_settings__warning_threshold_value"), Value(Decimal(10), output_field=_METERED_FIELD))
+    return queryset.exclude(status=Wallet.Status.CLOSED).annotate(
+        warning_threshold=Case(
+            When(team__billing_settings__warning_threshold_type=BillingSettings.ThresholdType.ABSOLUTE,
+                 then=F("team__billing_settings__warning_threshold_value")),
+            default=F("last_top_up_amount") * percent / Value(Decimal(100), output_field=_METERED_FIELD),
+            output_field=_METERED_FIELD,
+        )
+    ).filter(balance__lt=F("warning_threshold"))

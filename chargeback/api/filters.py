@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import django_filters
 from django.db.models import Q
-
 from rest_framework.exceptions import ValidationError
 
 from chargeback.models import AllocatedCost, AllocationRule, UsageRecord

@@ -9,38 +9,12 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from billing_site.api import AwareDateTimeField, MoneyField, StrictSerializerMixin, date_range, month_range
-from chargeback.models import (
-    AllocatedCost,
-    AllocationRule,
-    AllocationRun,
-    AllocationTarget,
-    Price,
-    Team,
-    TeamMembership,
-    UsageRecord,
-)
+from billing_site.api.fields import AwareDateTimeField, MoneyField, StrictSerializerMixin, date_range, month_range
+from chargeback.models import AllocatedCost, AllocationRule, AllocationRun, AllocationTarget, Price, UsageRecord
 from chargeback.services import USAGE_BATCH_MAX
+from teams.models import Team
 
 User = get_user_model()
-
-
-class TeamSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Team
-        fields = ["id", "name", "slug", "cost_center", "currency", "parent", "is_active", "created_at"]
-        read_only_fields = fields
-
-
-class TeamMemberSerializer(serializers.ModelSerializer):
-    user = serializers.IntegerField(source="user_id", read_only=True)
-    username = serializers.CharField(source="user.username", read_only=True)
-    email = serializers.EmailField(source="user.email", read_only=True)
-
-    class Meta:
-        model = TeamMembership
-        fields = ["user", "username", "email", "role", "created_at"]
-        read_only_fields = fields
 
 
 # --- usage ------------------------------------------------------------------------------------
@@ -275,7 +249,8 @@ class AllocationRunResultSerializer(serializers.Serializer):
 
 import datetime as _dt  # noqa: E402
 import re as _re  # noqa: E402
-from decimal import Decimal as _Decimal, InvalidOperation as _InvalidOperation  # noqa: E402
+from decimal import Decimal as _Decimal  # noqa: E402
+from decimal import InvalidOperation as _InvalidOperation
 
 _TEXT = {  # name: (max length, required)
     "agent_id": (200, False), "resource_type": (50, True), "provider": (100, False), "model": (100, False),

@@ -18,74 +18,23 @@ from rest_framework.exceptions import NotFound, PermissionDenied, ValidationErro
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_site.api import (
-    NewestFirstCursorPagination,
-    PagePagination,
-    idempotency_key_of,
-    is_api_key,
-    is_finance,
-    replayable,
-    run_idempotent,
-    scope_by_team,
-    team_for_read,
-    team_for_write,
-    visible_team_ids,
-)
+from billing_site.api.auth import is_api_key
+from billing_site.api.idempotency import idempotency_key_of, replayable, run_idempotent
+from billing_site.api.pagination import NewestFirstCursorPagination, PagePagination
+from billing_site.api.scoping import is_finance, scope_by_team, team_for_read, team_for_write, visible_team_ids
 from chargeback import selectors, services
 from chargeback.api import serializers as s
 from chargeback.api.filters import AllocatedCostFilter, AllocationRuleFilter, UsageRecordFilter
-from chargeback.models import AllocatedCost, AllocationRule, Team, TeamMembership, UsageRecord
+from chargeback.models import AllocatedCost, AllocationRule, UsageRecord
 from chargeback.periods import BillingPeriod
+from teams.models import Team, TeamMembership
+from teams.selectors import user_is_member
 
 
 def _check_user_in_team(user, team: Team, param: str = "user") -> None:
     """A usage record's user must belong to its team (else 400 naming the field)."""
-    if user is not None and not TeamMembership.objects.filter(team=team, user=user).exists():
+    if user is not None and not user_is_member(user=user, team=team):
         raise ValidationError({param: [f"User {user.pk} is not a member of team {team.pk}."]})
-
-
-# --- teams ------------------------------------------------------------------------------------
-
-
-class TeamViewSet(viewsets.ReadOnlyModelViewSet):
-    """Teams the caller may see (finance and auditors: all; members: their own)."""
-
-    serializer_class = s.TeamSerializer
-    pagination_class = PagePagination
-
-    def get_queryset(self):
-        return scope_by_team(Team.objects.all(), self.request, field="pk").order_by("name", "pk")
-
-    @extend_schema(responses=s.TeamMemberSerializer(many=True))
-    @action(detail=True, methods=["get"])
-    def members(self, request, pk=None):
-        team = self.get_object()
-        memberships = TeamMembership.objects.filter(team=team).select_related("user").order_by("user__username", "pk")
-        page = self.paginate_queryset(memberships)
-        return self.get_paginated_response(s.TeamMemberSerializer(page, many=True).data)
-
-    def get_serializer_class(self):
-        if self.action == "billing_settings":
-            from wallets.api.serializers import BillingSettingsSerializer
-
-            return BillingSettingsSerializer
-        return super().get_serializer_class()
-
-    @action(detail=True, methods=["get", "put"], url_path="billing-settings", pagination_class=None)
-    def billing_settings(self, request, pk=None):
-        """The team's billing settings (read: its members; change: finance). PUT changes the fields sent."""
-        from wallets.api.serializers import BillingSettingsSerializer
-        from wallets.selectors import billing_settings_get
-        from wallets.services.billing_settings import billing_settings_update
-
-        team = self.get_object()
-        if request.method == "PUT":
-            serializer = BillingSettingsSerializer(data=request.data, partial=True)
-            serializer.is_valid(raise_exception=True)
-            billing = billing_settings_update(team=team, **serializer.validated_data)
-        else:
-            billing = billing_settings_get(team=team)
-        return Response(BillingSettingsSerializer(billing).data)
 
 
 # --- usage ------------------------------------------------------------------------------------

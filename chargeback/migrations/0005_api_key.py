@@ -4,7 +4,8 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
-from billing_site.groups import billing_groups_sync
+# The groups' frozen definition of the time, kept beside the migration that made the groups.
+from wallets.migrations._billing_groups import billing_groups_sync
 
 
 class Migration(migrations.Migration):
@@ -35,6 +36,6 @@ class Migration(migrations.Migration):
                 'ordering': ['team', '-created_at'],
             },
         ),
-        # finance may add, change and view keys; auditors view them (billing_site.groups).
+        # finance may add, change and view keys; auditors view them (wallets/migrations/_billing_groups.py).
         migrations.RunPython(billing_groups_sync, migrations.RunPython.noop),
     ]

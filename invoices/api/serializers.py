@@ -7,12 +7,12 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from billing_site.api import MoneyField, StrictSerializerMixin, date_range, month_range
+from billing_site.api.fields import MoneyField, StrictSerializerMixin, date_range, month_range
 from billing_site.money import to_minor_units
 from chargeback.api.serializers import _ByAgent, _ByFeature, _ByProvider, _ByResourceType, _SummaryRow
-from chargeback.models import Team
 from chargeback.periods import BillingPeriod, PeriodError
 from invoices.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
+from teams.models import Team
 
 User = get_user_model()
 

@@ -21,18 +21,13 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_site.api import (
-    PagePagination,
-    run_idempotent,
-    scope_by_team,
-    sees_all_teams,
-    team_for_read,
-    visible_team_ids,
-)
+from billing_site.api.idempotency import run_idempotent
+from billing_site.api.pagination import PagePagination
+from billing_site.api.scoping import scope_by_team, sees_all_teams, team_for_read, visible_team_ids
+from billing_site.db import MeteredSum
 from chargeback import selectors as chargeback_selectors
-from chargeback.models import AllocatedCost, Team, TeamMembership, UsageRecord
+from chargeback.models import AllocatedCost, UsageRecord
 from chargeback.periods import BillingPeriod
-from chargeback.selectors import team_ids_managed_by
 from invoices.api import serializers as s
 from invoices.api.filters import InvoiceFilter
 from invoices.models import Invoice, InvoiceLine
@@ -43,6 +38,8 @@ from invoices.services.credit_notes import credit_note_issue
 from invoices.services.generation import invoice_generate
 from invoices.services.lifecycle import invoice_transition
 from invoices.services.pdf_storage import invoice_pdf_filename
+from teams.models import Team, TeamMembership
+from teams.selectors import team_ids_managed_by, user_is_member
 
 User = get_user_model()
 IDEMPOTENCY_HEADER = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
@@ -84,7 +81,7 @@ class InvoiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             if len(teams) != 1:
                 raise ValidationError({"team": [f"User {user.pk} belongs to {len(teams) or 'no'} teams; name the team."]})
             team = Team.objects.get(pk=teams[0])
-        if user is not None and not TeamMembership.objects.filter(team=team, user=user).exists():
+        if user is not None and not user_is_member(user=user, team=team):
             raise ValidationError({"user": [f"User {user.pk} is not a member of team {team.pk}."]})
         period = BillingPeriod(data["period_start"], data["period_end"])
 
@@ -199,8 +196,6 @@ def _report(*, records, allocations, invoices, period_start: dt.date, period_end
     usage = chargeback_selectors.usage_summary(records=records.filter(occurred_at__gte=start, occurred_at__lt=end))
     rows = allocations.filter(run__status="committed", run__period_start__gte=period_start,
                               run__period_end__lte=period_end)
-    from billing_site.db import MeteredSum
-
     allocated = list(rows.order_by().values("rule_id", "service", "currency").annotate(amount=MeteredSum("amount"))
                      .order_by("rule_id", "service", "currency"))
     invoices = invoices.filter(period_start__gte=period_start, period_end__lte=period_end).order_by("period_start", "pk")

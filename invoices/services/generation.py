@@ -44,11 +44,12 @@ from billing_site.money import (
     to_minor_units,
     unit_price_of,
 )
-from chargeback.models import AllocatedCost, AllocationRun, Team, TeamMembership
+from chargeback.models import AllocatedCost, AllocationRun
 from chargeback.periods import BillingPeriod
 from chargeback.selectors import allocation_committed_run, prices_of_period
-from wallets.models import BillingSettings, LedgerEntry, Wallet
-from wallets.selectors import billing_settings_get
+from teams.models import BillingSettings, Team, TeamMembership
+from teams.selectors import billing_settings_get
+from wallets.models import LedgerEntry, Wallet
 
 from ..errors import DuplicateInvoiceNumber, InvalidInvoiceRequest, InvoiceGenerationError
 from ..models import Invoice, InvoiceLine

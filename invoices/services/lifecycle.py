@@ -15,8 +15,8 @@ import datetime as dt
 from django.db import transaction
 from django.utils import timezone
 
-from wallets.models import BillingSettings
-from wallets.selectors import billing_settings_get
+from teams.models import BillingSettings
+from teams.selectors import billing_settings_get
 from wallets.services.posting import wallet_settle_invoice
 
 from ..errors import DuplicateInvoiceNumber, InvalidInvoiceRequest, InvalidTransition

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from billing_site.groups import billing_groups_sync
-from chargeback.selectors import AUDITOR_GROUP, FINANCE_GROUP
+from teams.groups import billing_groups_sync
+from teams.selectors import AUDITOR_GROUP, FINANCE_GROUP
 from tests.factories import TeamFactory, UserFactory
 from wallets.services.posting import wallet_top_up
 from wallets.services.wallets import wallet_open

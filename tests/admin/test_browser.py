@@ -13,11 +13,12 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from chargeback.models import AllocationRun, Team
+from chargeback.models import AllocationRun
 from chargeback.periods import BillingPeriod
 from chargeback.services import allocation_run_execute
-from invoices.services.lifecycle import invoice_issue, invoice_mark_overdue
 from invoices.models import Invoice
+from invoices.services.lifecycle import invoice_issue, invoice_mark_overdue
+from teams.models import Team
 from tests.admin.conftest import new_key
 from tests.factories import TeamFactory, UsageRecordFactory, draft_invoice
 from wallets.models import LedgerEntry

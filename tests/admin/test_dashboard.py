@@ -10,10 +10,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing_site.dashboard import dashboard_get
-from chargeback.services import allocation_run_execute
 from chargeback.periods import BillingPeriod
-from tests.admin.conftest import new_key
+from chargeback.services import allocation_run_execute
 from invoices.services.lifecycle import invoice_issue, invoice_mark_overdue, invoice_mark_sent
+from tests.admin.conftest import new_key
 from tests.factories import TeamFactory, UsageRecordFactory, draft_invoice
 from wallets.services.charges import wallet_charge
 from wallets.services.posting import wallet_top_up

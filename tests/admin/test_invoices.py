@@ -6,8 +6,8 @@ import zipfile
 import pytest
 from django.urls import reverse
 
-from invoices.services.lifecycle import invoice_issue
 from invoices.models import CreditNote, Invoice
+from invoices.services.lifecycle import invoice_issue
 from tests.factories import draft_invoice
 
 pytestmark = pytest.mark.django_db

@@ -4,13 +4,13 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 from django.urls import reverse
 
-from billing_site.groups import billing_groups_sync
+from teams.groups import billing_groups_sync
 from tests.factories import PriceFactory, TeamFactory
 
 pytestmark = pytest.mark.django_db
 
 BILLING_LISTS = [
-    "admin:chargeback_team_changelist", "admin:chargeback_usagerecord_changelist", "admin:chargeback_price_changelist",
+    "admin:teams_team_changelist", "admin:chargeback_usagerecord_changelist", "admin:chargeback_price_changelist",
     "admin:chargeback_allocationrule_changelist", "admin:chargeback_allocationrun_changelist",
     "admin:wallets_wallet_changelist", "admin:wallets_ledgerentry_changelist", "admin:invoices_invoice_changelist",
 ]
@@ -75,5 +75,5 @@ def test_auditor_sees_no_money_moving_actions(auditor, wallet):
 def test_finance_team_search_finds_by_cost_center(finance):
     TeamFactory(name="Search", slug="search", cost_center="CC-4711")
     TeamFactory(name="Ads", slug="ads", cost_center="CC-1000")
-    page = finance.get(reverse("admin:chargeback_team_changelist") + "?q=4711").content.decode()
+    page = finance.get(reverse("admin:teams_team_changelist") + "?q=4711").content.decode()
     assert "Search" in page and ">Ads<" not in page

@@ -5,9 +5,9 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
+from teams.models import BillingSettings
 from tests.admin.conftest import new_key
 from tests.factories import TeamFactory
-from wallets.models import BillingSettings
 from wallets.services.posting import wallet_top_up
 from wallets.services.wallets import wallet_open
 
@@ -34,26 +34,26 @@ def test_team_page_shows_wallet_balance_and_links_to_ledger_usage_invoices(finan
     team = TeamFactory(name="Search")
     wallet = wallet_open(team=team)
     wallet_top_up(wallet=wallet, amount=Decimal("42.5"), idempotency_key=new_key())
-    page = finance.get(reverse("admin:chargeback_team_change", args=[team.pk])).content.decode()
+    page = finance.get(reverse("admin:teams_team_change", args=[team.pk])).content.decode()
     assert "42.50 USD" in page
     assert f"?team={team.pk}" in page and f"?team__id__exact={team.pk}" in page
-    listing = finance.get(reverse("admin:chargeback_team_changelist")).content.decode()
+    listing = finance.get(reverse("admin:teams_team_changelist")).content.decode()
     assert "42.50 USD" in listing
 
 
 def test_team_billing_settings_inline_saves_through_the_service_and_is_audited(finance, finance_user):
     team = TeamFactory(name="Search")
-    response = finance.post(reverse("admin:chargeback_team_change", args=[team.pk]), _team_data(team))
+    response = finance.post(reverse("admin:teams_team_change", args=[team.pk]), _team_data(team))
     assert response.status_code == 302
     settings = BillingSettings.objects.get(team=team)
     assert (settings.billing_model, settings.credit_limit, settings.tax_rate) == ("postpaid", Decimal(500), Decimal(19))
-    history = finance.get(reverse("admin:wallets_billingsettings_history", args=[settings.pk])).content.decode()
+    history = finance.get(reverse("admin:teams_billingsettings_history", args=[settings.pk])).content.decode()
     assert "postpaid" in history and finance_user.username in history
 
 
 def test_team_billing_settings_with_a_bad_email_are_refused_in_the_form(finance):
     team = TeamFactory(name="Search")
-    response = finance.post(reverse("admin:chargeback_team_change", args=[team.pk]),
+    response = finance.post(reverse("admin:teams_team_change", args=[team.pk]),
                             _team_data(team, **{"billing_settings-0-notify_emails": "not-an-address"}))
     assert response.status_code == 200
     assert not BillingSettings.objects.filter(team=team).exists()

@@ -4,7 +4,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from chargeback.models import Team, UsageRecord
+from chargeback.models import UsageRecord
+from teams.models import Team
 from tests.factories import TeamFactory, UsageRecordFactory
 
 pytestmark = pytest.mark.django_db

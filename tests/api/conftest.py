@@ -17,8 +17,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from chargeback.management.commands.demo import DEMO_CALL_ITEMS
-from chargeback.models import TeamMembership
-from chargeback.services import api_key_create
+from teams.models import TeamMembership
+from teams.services import api_key_create
 from tests.factories import TeamFactory, TeamMembershipFactory, UserFactory
 from wallets.services.posting import wallet_top_up
 from wallets.services.wallets import wallet_open

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chargeback.services import api_key_revoke
+from teams.services import api_key_revoke
 
 pytestmark = pytest.mark.django_db
 

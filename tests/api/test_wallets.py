@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from chargeback.models import TeamMembership
+from teams.models import TeamMembership
 from tests.api.conftest import CALL_ITEMS
 from wallets.models import LedgerEntry, UsageEvent
 from wallets.services.billing_settings import billing_settings_update

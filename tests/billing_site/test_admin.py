@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 REGISTERED = sorted(
     (model._meta.app_label, model._meta.model_name)
     for model in admin.site._registry
-    if model._meta.app_label in {"chargeback", "wallets", "invoices"}
+    if model._meta.app_label in {"teams", "chargeback", "wallets", "invoices", "billing_site"}
 )
 
 

@@ -3,13 +3,8 @@
 import pytest
 from django.contrib.auth.models import Group
 
-from chargeback.models import TeamMembership
-from chargeback.selectors import (
-    team_ids_managed_by,
-    team_list_for_user,
-    user_is_auditor,
-    user_is_finance,
-)
+from teams.models import TeamMembership
+from teams.selectors import team_ids_managed_by, team_list_for_user, user_is_auditor, user_is_finance
 from tests.factories import TeamFactory, TeamMembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

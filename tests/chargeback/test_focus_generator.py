@@ -14,8 +14,9 @@ from django.core.management import CommandError, call_command
 
 from chargeback.focus import focus_import
 from chargeback.focus_generator import BUSINESS_UNITS, FOCUS_COLUMNS, write_focus_file
-from chargeback.models import Team, UsageRecord
+from chargeback.models import UsageRecord
 from chargeback.periods import PeriodError
+from teams.models import Team
 
 pytestmark = pytest.mark.django_db
 

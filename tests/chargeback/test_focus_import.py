@@ -20,7 +20,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count
 
 from chargeback.focus import FocusImportError, focus_import
-from chargeback.models import Team, UsageRecord
+from chargeback.models import UsageRecord
+from teams.models import Team
 from tests.factories import TeamFactory, UsageRecordFactory
 
 pytestmark = pytest.mark.django_db

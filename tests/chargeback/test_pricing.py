@@ -6,7 +6,6 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-
 from django.core.exceptions import ValidationError
 
 from chargeback.errors import PriceNotFound

@@ -12,8 +12,8 @@ from billing_site.money import to_minor_units
 from chargeback.models import AllocationRule, AllocationRun
 from chargeback.periods import BillingPeriod
 from chargeback.services import allocation_run_execute, usage_record_create
-from invoices.models import Invoice
 from invoices.errors import InvoiceGenerationError
+from invoices.models import Invoice
 from invoices.services.generation import invoice_generate_for_run, invoice_tax_amount
 from tests.factories import (
     AllocatedCostFactory,

@@ -12,17 +12,17 @@ import pytest
 from pypdf import PdfReader
 
 from chargeback.models import AllocationRule
-from invoices.models import CreditNote, Invoice
+from chargeback.periods import BillingPeriod
+from chargeback.services import allocation_run_execute, usage_record_create
 from invoices.errors import InvoicePdfError
+from invoices.models import CreditNote, Invoice
 from invoices.pdf import StaticOnlyURLFetcher, UnsafeResourceError, credit_note_render_pdf, invoice_render_pdf
-from invoices.services.pdf_storage import credit_note_pdf_store, invoice_pdf_store
 from invoices.selectors import credit_note_get_with_lines, invoice_get_with_lines
 from invoices.services.credit_notes import credit_note_issue
 from invoices.services.generation import invoice_generate_for_run
 from invoices.services.lifecycle import invoice_issue
+from invoices.services.pdf_storage import credit_note_pdf_store, invoice_pdf_store
 from tests.factories import AllocationRuleFactory, PriceFactory, TeamFactory, UserFactory, draft_invoice
-from chargeback.periods import BillingPeriod
-from chargeback.services import allocation_run_execute, usage_record_create
 from tests.invoices.test_generation import committed_run, record_api_usage
 
 pytestmark = pytest.mark.django_db

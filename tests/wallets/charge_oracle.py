@@ -14,8 +14,8 @@ from decimal import Decimal
 from django.db import transaction
 
 from billing_site.idempotency import idempotency_key_check
+from teams.selectors import billing_settings_get
 from wallets.models import LedgerEntry, Wallet
-from wallets.selectors import billing_settings_get
 from wallets.services.amounts import amount_positive
 from wallets.services.charges import charge_params
 from wallets.services.posting import check_funds, check_not_frozen, entry_debit, wallet_totals_save

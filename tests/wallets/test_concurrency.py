@@ -14,9 +14,10 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
+from billing_site.models import IdempotencyRecord
 from tests.wallets.conftest import new_key
 from wallets.errors import InsufficientFunds
-from wallets.models import IdempotencyRecord, LedgerEntry, Wallet
+from wallets.models import LedgerEntry, Wallet
 from wallets.selectors import ledger_verify
 from wallets.services.charges import wallet_charge
 from wallets.services.holds import hold_capture, wallet_hold

@@ -15,8 +15,9 @@ from django.core import mail
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from billing_site.models import IdempotencyRecord
 from tests.wallets.conftest import new_key
-from wallets.models import IdempotencyRecord, LedgerEntry, Wallet
+from wallets.models import LedgerEntry, Wallet
 from wallets.selectors import ledger_verify
 from wallets.services.billing_settings import billing_settings_update
 from wallets.services.charges import wallet_charge

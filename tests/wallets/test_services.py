@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from billing_site.idempotency import idempotency_records_purge
+from billing_site.models import IdempotencyRecord
 from tests.wallets.conftest import new_key
 from wallets.errors import (
     HoldNotOpen,
@@ -18,7 +19,7 @@ from wallets.errors import (
     InvalidRequest,
     WalletFrozen,
 )
-from wallets.models import CreditGrant, Hold, IdempotencyRecord, LedgerEntry, Wallet
+from wallets.models import CreditGrant, Hold, LedgerEntry, Wallet
 from wallets.selectors import ledger_verify, wallet_balance_get
 from wallets.services.billing_settings import billing_settings_update
 from wallets.services.charges import wallet_charge

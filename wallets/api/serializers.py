@@ -6,32 +6,13 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from billing_site.api import AwareDateTimeField, MoneyField, StrictSerializerMixin
-from chargeback.models import Team
-from wallets.models import BillingSettings, LedgerEntry, UsageEvent, UsageEventItem, Wallet
-from wallets.selectors import billing_settings_get
+from billing_site.api.fields import AwareDateTimeField, MoneyField, StrictSerializerMixin
+from teams.models import BillingSettings, Team
+from teams.selectors import billing_settings_get
+from wallets.models import LedgerEntry, UsageEvent, UsageEventItem, Wallet
 from wallets.services.usage_events import MAX_ITEMS
 
 User = get_user_model()
-
-
-class BillingSettingsSerializer(StrictSerializerMixin, serializers.ModelSerializer):
-    """A team's billing settings. ``credit_limit`` and an absolute threshold are in ``currency`` (the team's)."""
-
-    credit_limit = MoneyField(required=False, min_value=0)
-    warning_threshold_value = MoneyField(required=False, min_value=0)
-    tax_rate = serializers.DecimalField(max_digits=7, decimal_places=4, required=False, min_value=0, max_value=100)
-    allowed_providers = serializers.ListField(child=serializers.CharField(max_length=100), required=False,
-                                              help_text="Provider names; empty allows all.")
-    team = serializers.IntegerField(source="team_id", read_only=True)
-    currency = serializers.CharField(source="team.currency", read_only=True)
-
-    class Meta:
-        model = BillingSettings
-        fields = ["team", "currency", "billing_model", "credit_limit", "warning_threshold_type",
-                  "warning_threshold_value", "block_on_zero_balance", "notify_on_warning", "notify_emails",
-                  "billing_address", "allowed_providers", "tax_rate", "payment_terms_days", "updated_at"]
-        read_only_fields = ["team", "currency", "updated_at"]
 
 
 class WalletSerializer(serializers.ModelSerializer):

@@ -13,16 +13,11 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_site.api import (
-    NewestFirstCursorPagination,
-    PagePagination,
-    idempotency_key_of,
-    is_api_key,
-    replayable,
-    team_for_read,
-    team_for_write,
-)
-from chargeback.models import TeamMembership
+from billing_site.api.auth import is_api_key
+from billing_site.api.idempotency import idempotency_key_of, replayable
+from billing_site.api.pagination import NewestFirstCursorPagination, PagePagination
+from billing_site.api.scoping import team_for_read, team_for_write
+from teams.selectors import user_is_member
 from wallets import selectors
 from wallets.api import serializers as s
 from wallets.models import Wallet
@@ -111,9 +106,9 @@ class ChargeView(APIView):
         key = idempotency_key_of(request, required=True)
         team = team_for_write(request, data.get("team"))
         user = data.get("user")
-        if user is None and not is_api_key(request) and TeamMembership.objects.filter(team=team, user=request.user).exists():
+        if user is None and not is_api_key(request) and user_is_member(user=request.user, team=team):
             user = request.user
-        if user is not None and not TeamMembership.objects.filter(team=team, user=user).exists():
+        if user is not None and not user_is_member(user=user, team=team):
             raise ValidationError({"user": [f"User {user.pk} is not a member of team {team.pk}."]})
         event = usage_events.usage_event_charge(
             team=team, user=user, feature_key=data["feature_key"], external_reference_id=data["external_reference_id"],

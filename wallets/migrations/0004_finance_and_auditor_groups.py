@@ -1,12 +1,13 @@
-"""Data migration: the ``finance`` and ``auditor`` groups with their billing permissions (issue 6).
+"""Data migration: the ``finance`` and ``auditor`` groups with their billing permissions.
 
-The function lives in ``billing_site.groups`` so later migrations that add permissions call it again.
+The groups as they were then are frozen in ``_billing_groups.py`` beside this migration (Django only);
+the live definition is ``teams.groups``.
 Reversing leaves the groups in place: they may have members and hand-granted permissions.
 """
 
 from django.db import migrations
 
-from billing_site.groups import billing_groups_sync
+from wallets.migrations._billing_groups import billing_groups_sync
 
 
 class Migration(migrations.Migration):

@@ -7,7 +7,7 @@ Invoices migration 0003 added ``invoices.issue``, ``invoices.mark_paid``,
 
 from django.db import migrations
 
-from billing_site.groups import billing_groups_sync
+from wallets.migrations._billing_groups import billing_groups_sync
 
 
 class Migration(migrations.Migration):

@@ -6,9 +6,8 @@ from typing import Any
 
 from django.db import transaction
 
-from chargeback.models import Team
+from teams.models import BillingSettings, Team
 from wallets.errors import InvalidRequest
-from wallets.models import BillingSettings
 
 
 def billing_settings_update(*, team: Team, **changes: Any) -> BillingSettings:

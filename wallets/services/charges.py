@@ -18,8 +18,9 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from billing_site.idempotency import idempotency_key_check, idempotency_record_claimed, request_fingerprint
-from wallets.models import BillingSettings, LedgerEntry, Wallet
-from wallets.selectors import billing_settings_get
+from teams.models import BillingSettings
+from teams.selectors import billing_settings_get
+from wallets.models import LedgerEntry, Wallet
 
 from .amounts import ZERO, amount_positive
 from .notifications import low_balance_warn

@@ -14,9 +14,9 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
+from teams.selectors import billing_settings_get
 from wallets.errors import HoldNotOpen, InvalidAmount
 from wallets.models import Hold, LedgerEntry, Wallet
-from wallets.selectors import billing_settings_get
 
 from .amounts import amount_positive
 from .notifications import low_balance_after_credit

@@ -15,7 +15,8 @@ from django.conf import settings as django_settings
 from django.core.mail import send_mail
 from django.db import transaction
 
-from wallets.models import BillingSettings, Wallet
+from teams.models import BillingSettings
+from wallets.models import Wallet
 
 
 def low_balance_after_debit(wallet: Wallet, billing: BillingSettings, balance_before: Decimal) -> None:

@@ -17,9 +17,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing_site.db import MeteredSum
+from teams.models import BillingSettings
+from teams.selectors import billing_settings_get
 from wallets.errors import InsufficientFunds, InvalidAmount, InvalidRequest, WalletFrozen
-from wallets.models import BillingSettings, CreditGrant, LedgerEntry, Wallet
-from wallets.selectors import billing_settings_get
+from wallets.models import CreditGrant, LedgerEntry, Wallet
 
 from .amounts import ZERO, amount_parse, amount_positive
 from .notifications import low_balance_after_credit, low_balance_after_debit

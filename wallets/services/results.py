@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from billing_site.idempotency import idempotent_run
-from wallets.models import Hold, IdempotencyRecord, LedgerEntry, UsageEvent
+from billing_site.models import IdempotencyRecord
+from wallets.models import Hold, LedgerEntry, UsageEvent
 
 Result = TypeVar("Result", LedgerEntry, Hold, UsageEvent)
 

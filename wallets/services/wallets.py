@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import IntegrityError, transaction
 
-from chargeback.models import Team, TeamMembership
+from teams.models import Team, TeamMembership
 from wallets.errors import InvalidRequest
 from wallets.models import Wallet
 

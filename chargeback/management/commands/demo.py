@@ -26,9 +26,12 @@ from django.utils.text import slugify
 
 from chargeback.focus import FocusImportError, focus_import
 from chargeback.focus_generator import write_focus_file
-from chargeback.models import AllocationRule, AllocationTarget, Price, Team, TeamMembership
+from chargeback.models import AllocationRule, AllocationTarget, Price
 from chargeback.periods import BillingPeriod, PeriodError
 from chargeback.services import usage_record_create
+from teams.models import Team, TeamMembership
+from wallets.errors import InsufficientFunds
+from wallets.models import LedgerEntry, UsageEvent, Wallet
 
 #: The month the generated demo data covers.
 DEMO_PERIOD = "2026-10"
@@ -200,14 +203,11 @@ class Command(BaseCommand):
         Through the wallet services only, with fixed idempotency keys. The charges are today's (they
         do not touch the demo month's invoices); a second run finds the wallets and adds nothing.
         """
-        from wallets.errors import InsufficientFunds
-        from wallets.models import LedgerEntry, UsageEvent, Wallet
         from wallets.services.billing_settings import billing_settings_update
         from wallets.services.holds import wallet_hold
         from wallets.services.posting import wallet_grant, wallet_top_up
         from wallets.services.usage_events import usage_event_charge
         from wallets.services.wallets import wallet_open
-
         slugs = ["support", "search", "ml-platform", "checkout"]
         if Wallet.objects.filter(team__slug__in=slugs).exists():
             self.stdout.write("Wallets: already loaded")

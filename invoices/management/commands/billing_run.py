@@ -21,9 +21,9 @@ from tqdm import tqdm
 
 from billing_site.money import format_amount, format_metered, format_period
 from chargeback.errors import AllocationError, NothingToAllocate
-from chargeback.models import Team
 from chargeback.periods import BillingPeriod, PeriodError
 from invoices.services.billing_run import BillingRunResult, billing_run_execute
+from teams.models import Team
 
 #: Below this many invoices the PDFs render without a progress bar.
 PROGRESS_MIN_INVOICES = 5

@@ -26,13 +26,13 @@ from django.db import connection, connections
 from tqdm import tqdm
 
 from billing_site.money import format_period
-from chargeback.models import Team
 from chargeback.periods import BillingPeriod, PeriodError
+from invoices.errors import InvoicePdfError
 from invoices.management.commands.billing_run import PROGRESS_MIN_INVOICES, _ProgressStream
 from invoices.models import Invoice
-from invoices.errors import InvoicePdfError
 from invoices.selectors import invoice_list_to_render
 from invoices.services.pdf_storage import invoice_pdf_store
+from teams.models import Team
 
 #: What one rendering reports back (plain strings, so it crosses from a worker process unchanged):
 #: ``(pk, outcome, status, text)``; outcome ``rendered`` / ``skipped`` / ``failed``, text the

@@ -1,0 +1,81 @@
+"""Request-level idempotency: reading a request's key and replaying a stored response.
+
+A money-moving request sent twice with one ``Idempotency-Key`` runs once; the retry gets the stored
+response with ``Idempotent-Replayed: true`` (Stripe's semantics). The stored outcomes are
+``billing_site.models.IdempotencyRecord`` rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+from rest_framework import exceptions, serializers
+from rest_framework.response import Response
+
+from billing_site.api.auth import is_api_key
+from billing_site.idempotency import idempotent_request_run
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def idempotency_key_of(request, *, required: bool) -> str | None:
+    """The request's idempotency key: the ``Idempotency-Key`` header or the body's ``idempotency_key``.
+
+    Both given and different: 400. ``required`` and neither given: 400 naming ``idempotency_key``.
+    """
+    header = request.headers.get(IDEMPOTENCY_HEADER)
+    body = request.data.get("idempotency_key") if isinstance(request.data, dict) else None
+    if header is not None and body is not None and header != body:
+        raise exceptions.ValidationError({"idempotency_key": ["The Idempotency-Key header and the body's "
+                                                              "idempotency_key differ."]})
+    key = header if header is not None else body
+    if key is None:
+        if required:
+            raise exceptions.ValidationError({"idempotency_key": ["Send an Idempotency-Key header (or idempotency_key "
+                                                                  "in the body) so a retry cannot move money twice."]})
+        return None
+    if not isinstance(key, str) or not key.strip() or len(key) > 255:
+        raise exceptions.ValidationError({"idempotency_key": ["A non-empty string of at most 255 characters."]})
+    return key
+
+
+def principal_scope(request) -> str:
+    """The namespace of a principal's idempotency keys for stored API responses."""
+    if is_api_key(request):
+        return f"api:team:{request.user.team.pk}"
+    return f"api:user:{request.user.pk}"
+
+
+def replayable(response: Response, replayed: bool) -> Response:
+    if replayed:
+        response["Idempotent-Replayed"] = "true"
+    return response
+
+
+def run_idempotent(request, *, operation: str, params: dict, body) -> Response:
+    """Run ``body() -> (status, data)`` once per Idempotency-Key (stored response); without a key, just run it."""
+    key = idempotency_key_of(request, required=False)
+    if key is None:
+        status_code, data = body()
+        return Response(data, status=status_code)
+
+    def json_body():
+        status_code, data = body()
+        # Store exactly what is sent: the rendered JSON (decimal strings, ISO dates).
+        return status_code, json.loads(json.dumps(data, cls=_ApiJSONEncoder))
+
+    status_code, data, replayed = idempotent_request_run(
+        scope=principal_scope(request), idempotency_key=key, operation=operation, params=params, body=json_body
+    )
+    return replayable(Response(data, status=status_code), replayed)
+
+
+class _ApiJSONEncoder(json.JSONEncoder):
+    def default(self, o):
+        if isinstance(o, Decimal):
+            return str(o)
+        if isinstance(o, (dt.datetime, dt.date)):
+            return serializers.DateTimeField().to_representation(o) if isinstance(o, dt.datetime) else o.isoformat()
+        return super().default(o)

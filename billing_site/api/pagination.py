@@ -1,0 +1,53 @@
+"""The API's pagination: numbered pages for small lists, a cursor for large tables."""
+
+from __future__ import annotations
+
+from rest_framework import exceptions
+from rest_framework.pagination import CursorPagination, PageNumberPagination
+
+MAX_PAGE_SIZE = 1000
+
+
+def _page_size(request, default: int) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None or raw == "":
+        return default
+    try:
+        size = int(raw)
+    except ValueError:
+        raise exceptions.ValidationError({"limit": ["A whole number from 1 to 1000."]}) from None
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise exceptions.ValidationError({"limit": [f"Must be from 1 to {MAX_PAGE_SIZE}, got {size}."]})
+    return size
+
+
+class PagePagination(PageNumberPagination):
+    """``?page=N&limit=M`` (1 ≤ M ≤ 1000, default 100); a bigger ``limit`` is a 400, not clamped."""
+
+    page_size = 100
+    page_size_query_param = "limit"
+    max_page_size = MAX_PAGE_SIZE
+
+    def get_page_size(self, request):
+        return _page_size(request, self.page_size)
+
+
+class NewestFirstCursorPagination(CursorPagination):
+    """Cursor pagination over ``-id`` (newest first): O(limit) per page at any depth of a large table.
+
+    ``?limit=M`` (1 ≤ M ≤ 1000, default 100) and the opaque ``cursor`` from ``next``/``previous``.
+    """
+
+    page_size = 100
+    page_size_query_param = "limit"
+    max_page_size = MAX_PAGE_SIZE
+    ordering = "-id"
+
+    def get_page_size(self, request):
+        return _page_size(request, self.page_size)
+
+    def decode_cursor(self, request):
+        try:
+            return super().decode_cursor(request)
+        except exceptions.NotFound:
+            raise exceptions.ValidationError({"cursor": ["Invalid cursor; use the next or previous link as given."]}) from None

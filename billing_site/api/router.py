@@ -1,0 +1,37 @@
+"""The URL patterns of ``/api/v1/``: the one module that imports the apps' API views.
+
+It sits above every app (``billing_site.urls`` includes it); no app imports it.
+"""
+
+from __future__ import annotations
+
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from chargeback.api import views as chargeback_views
+from invoices.api import views as invoice_views
+from teams.api import views as team_views
+from wallets.api import views as wallet_views
+
+
+def api_urlpatterns() -> list:
+    """The URL patterns of ``/api/v1/``: the routed viewsets and the plain views, by resource."""
+    router = SimpleRouter(trailing_slash=True)
+    router.register("teams", team_views.TeamViewSet, basename="team")
+    router.register("usage", chargeback_views.UsageViewSet, basename="usage")
+    router.register("allocation-rules", chargeback_views.AllocationRuleViewSet, basename="allocation-rule")
+    router.register("allocations", chargeback_views.AllocationViewSet, basename="allocation")
+    router.register("wallets", wallet_views.WalletViewSet, basename="wallet")
+    patterns = [
+        path("prices/", chargeback_views.PriceView.as_view(), name="price-resolve"),
+        path("providers/", chargeback_views.ProviderView.as_view(), name="provider-list"),
+        path("quotes/", wallet_views.QuoteView.as_view(), name="quote-create"),
+        path("charges/", wallet_views.ChargeView.as_view(), name="charge-create"),
+        *[
+            path(f"statistics/{granularity}/", wallet_views.StatisticsView.as_view(), {"granularity": granularity},
+                 name=f"statistics-{granularity}")
+            for granularity in ("day", "month", "year")
+        ],
+    ]
+    patterns += invoice_views.urlpatterns(router)
+    return patterns + router.urls

@@ -1,0 +1,48 @@
+"""Serializers of the teams API: teams, their members and their billing settings.
+
+Money is a decimal string (12 dp) with its ``currency`` beside it.
+"""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from billing_site.api.fields import MoneyField, StrictSerializerMixin
+from teams.models import BillingSettings, Team, TeamMembership
+
+
+class TeamSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Team
+        fields = ["id", "name", "slug", "cost_center", "currency", "parent", "is_active", "created_at"]
+        read_only_fields = fields
+
+
+class TeamMemberSerializer(serializers.ModelSerializer):
+    user = serializers.IntegerField(source="user_id", read_only=True)
+    username = serializers.CharField(source="user.username", read_only=True)
+    email = serializers.EmailField(source="user.email", read_only=True)
+
+    class Meta:
+        model = TeamMembership
+        fields = ["user", "username", "email", "role", "created_at"]
+        read_only_fields = fields
+
+
+class BillingSettingsSerializer(StrictSerializerMixin, serializers.ModelSerializer):
+    """A team's billing settings. ``credit_limit`` and an absolute threshold are in ``currency`` (the team's)."""
+
+    credit_limit = MoneyField(required=False, min_value=0)
+    warning_threshold_value = MoneyField(required=False, min_value=0)
+    tax_rate = serializers.DecimalField(max_digits=7, decimal_places=4, required=False, min_value=0, max_value=100)
+    allowed_providers = serializers.ListField(child=serializers.CharField(max_length=100), required=False,
+                                              help_text="Provider names; empty allows all.")
+    team = serializers.IntegerField(source="team_id", read_only=True)
+    currency = serializers.CharField(source="team.currency", read_only=True)
+
+    class Meta:
+        model = BillingSettings
+        fields = ["team", "currency", "billing_model", "credit_limit", "warning_threshold_type",
+                  "warning_threshold_value", "block_on_zero_balance", "notify_on_warning", "notify_emails",
+                  "billing_address", "allowed_providers", "tax_rate", "payment_terms_days", "updated_at"]
+        read_only_fields = ["team", "currency", "updated_at"]
