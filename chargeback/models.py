@@ -295,7 +295,7 @@ class AllocationRun(models.Model):
         SUPERSEDED = "superseded", "Superseded"
 
     #: Allowed status moves, the one place they are written (django-oscar's ``Order.pipeline``).
-    #: Checked by ``chargeback.services.allocation_run_check_transition``.
+    #: Checked by ``chargeback.services.allocation.allocation_run_check_transition``.
     TRANSITIONS: dict[str, tuple[str, ...]] = {
         "draft": ("committed",),
         "committed": ("superseded",),

@@ -11,7 +11,7 @@ from rest_framework import serializers
 
 from billing_site.api.fields import AwareDateTimeField, MoneyField, StrictSerializerMixin, date_range, month_range
 from chargeback.models import AllocatedCost, AllocationRule, AllocationRun, AllocationTarget, Price, UsageRecord
-from chargeback.services import USAGE_BATCH_MAX
+from chargeback.services.usage import USAGE_BATCH_MAX
 from teams.models import Team
 
 User = get_user_model()

@@ -9,7 +9,7 @@ import pytest
 
 from chargeback.errors import IdempotencyError, InvalidUsage, PriceNotFound
 from chargeback.models import UsageRecord
-from chargeback.services import usage_record_create
+from chargeback.services.usage import usage_record_create
 from tests.factories import PriceFactory, TeamFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,8 @@ from django.utils import timezone
 from billing_site.money import to_minor_units
 from chargeback.models import AllocationRule, AllocationRun
 from chargeback.periods import BillingPeriod
-from chargeback.services import allocation_run_execute, usage_record_create
+from chargeback.services.allocation import allocation_run_execute
+from chargeback.services.usage import usage_record_create
 from invoices.errors import InvoiceGenerationError
 from invoices.models import Invoice
 from invoices.services.generation import invoice_generate_for_run, invoice_tax_amount

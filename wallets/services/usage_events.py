@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from billing_site.money import quantize_metered
 from chargeback.selectors import price_candidates, price_not_found, price_pick
-from chargeback.services import usage_records_create
+from chargeback.services.usage import usage_records_create
 from teams.models import BillingSettings, Team
 from teams.selectors import billing_settings_get
 from wallets.errors import InsufficientFunds, InvalidRequest, PriceNotFound, ProviderNotAllowed, WalletFrozen

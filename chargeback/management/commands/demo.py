@@ -28,7 +28,7 @@ from chargeback.focus import FocusImportError, focus_import
 from chargeback.focus_generator import write_focus_file
 from chargeback.models import AllocationRule, AllocationTarget, Price
 from chargeback.periods import BillingPeriod, PeriodError
-from chargeback.services import usage_record_create
+from chargeback.services.usage import usage_record_create
 from teams.models import Team, TeamMembership
 from wallets.errors import InsufficientFunds
 from wallets.models import LedgerEntry, UsageEvent, Wallet
