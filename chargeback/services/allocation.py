@@ -318,7 +318,7 @@ def _direct_row(group: dict) -> _Row:
     return _Row(None, team_id, user_id, label, amount, currency, records, item, group["quantity"], group["unit_key"])
 
 
-#: Memory for the period's GROUP BY on PostgreSQL (``SET LOCAL``, this transaction only).
+#: Memory for the period's GROUP BY (``SET LOCAL``, this transaction only).
 GROUPING_WORK_MEM = "64MB"
 
 

@@ -24,10 +24,11 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils.text import slugify
 
-from chargeback.focus import FocusImportError, focus_import
-from chargeback.focus_generator import write_focus_file
+from chargeback.focus.generator import write_focus_file
+from chargeback.focus.results import FocusImportError
 from chargeback.models import AllocationRule, AllocationTarget, Price
 from chargeback.periods import BillingPeriod, PeriodError
+from chargeback.services.focus_import import focus_import
 from chargeback.services.usage import usage_record_create
 from teams.models import Team, TeamMembership
 from wallets.errors import InsufficientFunds
