@@ -27,7 +27,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from billing_site.admin import (
+from billing_site.admin_mixins import (
     AuditHistoryAdminMixin,
     BillingAdminMixin,
     ExactSearchMixin,

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from chargeback.management.commands.demo import DEMO_CALL_ITEMS
+from billing_site.management.commands.demo import DEMO_CALL_ITEMS
 from tests.factories import TeamFactory, TeamMembershipFactory, UserFactory
 from wallets.services.posting import wallet_top_up
 from wallets.services.wallets import wallet_open
