@@ -1,4 +1,4 @@
-"""Benchmark: the REST API served by gunicorn (2 workers) on PostgreSQL, driven over loopback (issue 5, §4).
+"""Benchmark: the REST API served by gunicorn (2 workers) on PostgreSQL, driven over loopback.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_api .venv/bin/python bench/api_load.py
 

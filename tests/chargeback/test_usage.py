@@ -19,7 +19,7 @@ SEPT = dt.datetime(2024, 9, 15, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def demo_catalog(catalog):
-    """The demo catalog of the issue (the shared ``catalog`` fixture)."""
+    """The example call's catalog (the shared ``catalog`` fixture)."""
     return catalog
 
 

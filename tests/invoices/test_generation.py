@@ -320,7 +320,7 @@ def test_invoice_tax_amount_rounds_the_tax_once_half_up():
     assert invoice_tax_amount(subtotal=D("10.05"), rate=D("0"), currency="USD") == D("0.00")
 
 
-# --- invoice_generate: one team or one user, chargeback or prepaid statement (issue 4, §1) ---------
+# --- invoice_generate: one team or one user, chargeback or prepaid statement ------------------------
 
 SEPTEMBER = BillingPeriod.month("2024-09")
 

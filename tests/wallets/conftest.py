@@ -20,7 +20,7 @@ def new_key(prefix: str = "key") -> str:
     return f"{prefix}-{next(_keys)}"
 
 
-#: The example call of the issue: 0.006 + 0.015 + 0.003 + 0.013 = 0.037 USD (the ``catalog`` fixture).
+#: The example call, one item of each kind: 0.006 + 0.015 + 0.003 + 0.013 = 0.037 USD (the ``catalog`` fixture).
 CALL_ITEMS = DEMO_CALL_ITEMS
 
 
