@@ -1,4 +1,4 @@
-"""Benchmark: the finance admin's big pages with 1,000,000 usage records and 1,000,000 ledger entries (issue 6).
+"""Benchmark: the finance admin's big pages with 1,000,000 usage records and 1,000,000 ledger entries.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_admin_pages .venv/bin/python bench/admin_pages.py [--keep]
 

@@ -149,7 +149,7 @@ def main() -> None:
     print(machine_facts())
     from chargeback.models import AllocatedCost, AllocationRun, UsageRecord
     from chargeback.periods import BillingPeriod
-    from chargeback.services import allocation_run_execute
+    from chargeback.services.allocation import allocation_run_execute
 
     if not args.keep:
         seconds = _load(args.records, args.teams)

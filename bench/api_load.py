@@ -1,4 +1,4 @@
-"""Benchmark: the REST API served by gunicorn (2 workers) on PostgreSQL, driven over loopback (issue 5, §4).
+"""Benchmark: the REST API served by gunicorn (2 workers) on PostgreSQL, driven over loopback.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_api .venv/bin/python bench/api_load.py
 
@@ -61,7 +61,7 @@ def load() -> dict:
     from django.utils import timezone
     from rest_framework.authtoken.models import Token
 
-    from chargeback.management.commands.demo import ISSUE_PRICES
+    from billing_site.management.commands.demo import EXAMPLE_PRICES
     from chargeback.models import Price
     from teams.models import Team, TeamMembership
     from teams.services import api_key_create
@@ -71,7 +71,7 @@ def load() -> dict:
     t0 = time.perf_counter()
     valid_from = timezone.make_aware(dt.datetime(2024, 1, 1))
     Price.objects.bulk_create([Price(category=c, provider=p, model=m, unit=u, unit_price=price, currency="USD",
-                                     valid_from=valid_from) for c, p, m, u, price in ISSUE_PRICES])
+                                     valid_from=valid_from) for c, p, m, u, price in EXAMPLE_PRICES])
     Team.objects.bulk_create([Team(name=f"Team {i}", slug=f"team-{i}", currency="USD") for i in range(TEAMS)])
     teams = list(Team.objects.order_by("pk"))
     keys, wallets = [], []
@@ -203,7 +203,7 @@ def summary(statuses: list[int]) -> str:
 
 def main() -> None:
     url = bench_database(BENCH_DB)
-    from chargeback.management.commands.demo import DEMO_CALL_ITEMS
+    from billing_site.management.commands.demo import DEMO_CALL_ITEMS
 
     call_items = [{**item, "quantity": str(item["quantity"])} for item in DEMO_CALL_ITEMS]  # as JSON sends it
     print(f"API load benchmark on database {BENCH_DB}: {machine_facts()}")

@@ -46,7 +46,7 @@ def _load() -> None:
     from django.db import transaction
 
     from chargeback.models import AllocationRule
-    from chargeback.services import usage_record_create
+    from chargeback.services.usage import usage_record_create
     from teams.models import Team
 
     at = dt.datetime(2024, 9, 15, 12, tzinfo=dt.UTC)
@@ -72,7 +72,7 @@ def _load() -> None:
 
 
 def _big_team() -> None:
-    from chargeback.services import usage_record_create
+    from chargeback.services.usage import usage_record_create
     from teams.models import Team
 
     at = dt.datetime(2024, 9, 20, 12, tzinfo=dt.UTC)
@@ -102,7 +102,7 @@ def main() -> None:
 
     from billing_site.money import format_metered
     from chargeback.periods import BillingPeriod
-    from chargeback.services import allocation_run_execute
+    from chargeback.services.allocation import allocation_run_execute
     from invoices.pdf import invoice_render_pdf
     from invoices.selectors import invoice_get_with_lines
     from invoices.services.generation import invoice_generate_for_run

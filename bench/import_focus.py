@@ -51,7 +51,7 @@ def _peak_mib() -> float:
 
 def _child_generate(path: str, rows: int, seed: int) -> dict:
     _setup_django()
-    from chargeback.focus_generator import write_focus_file
+    from chargeback.focus.generator import write_focus_file
 
     baseline = _peak_mib()
     started = time.perf_counter()
@@ -63,7 +63,7 @@ def _child_generate(path: str, rows: int, seed: int) -> dict:
 
 def _child_import(path: str) -> dict:
     _setup_django()
-    from chargeback.focus import focus_import
+    from chargeback.services.focus_import import focus_import
 
     baseline = _peak_mib()
     result = focus_import(path=path)

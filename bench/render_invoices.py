@@ -49,7 +49,7 @@ def _load() -> None:
     from django.db import transaction
 
     from chargeback.models import AllocationRule
-    from chargeback.services import usage_record_create
+    from chargeback.services.usage import usage_record_create
     from teams.models import Team
 
     months = {"2024-09": (dt.datetime(2024, 9, 15, 12, tzinfo=dt.UTC), TEAMS),
@@ -158,7 +158,7 @@ def main() -> None:
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
 
     from chargeback.periods import BillingPeriod
-    from chargeback.services import allocation_run_execute
+    from chargeback.services.allocation import allocation_run_execute
     from invoices.models import Invoice
     from invoices.services.generation import invoice_generate_for_run
 

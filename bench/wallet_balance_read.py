@@ -1,4 +1,4 @@
-"""Benchmark: a wallet's balance read stays O(1) in the number of its ledger entries (issue 3, section 6).
+"""Benchmark: a wallet's balance read stays O(1) in the number of its ledger entries.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_wallets .venv/bin/python bench/wallet_balance_read.py
 

@@ -1,4 +1,4 @@
-"""Benchmark: wallet charges through the service layer on PostgreSQL (issue 3, section 6).
+"""Benchmark: wallet charges through the service layer on PostgreSQL.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_wallets .venv/bin/python bench/wallet_charges.py
 

@@ -1,29 +1,19 @@
-"""The finance admin site and the building blocks the billing apps' admins share.
-
-Who sees what (issue 6, "Permissions"): billing screens are for the ``finance`` group (and
-superusers), which may change what its permissions allow, and the read-only ``auditor`` group.
-Staff outside these groups see nothing of billing, whatever model permissions they were given
-(``teams.selectors.user_sees_all_teams`` is the one definition, shared with the API).
+"""The finance admin site: its index is the finance dashboard, and it holds the "Run billing for a period…"
+view. It sits above every app (it imports the dashboard and the billing run service); the apps'
+admins share the building blocks of ``billing_site.admin_mixins`` instead.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from decimal import Decimal
-from functools import cached_property
 
-from auditlog.models import LogEntry
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
-from django.contrib.admin.views.main import PAGE_VAR, ChangeList
-from django.core.exceptions import FieldDoesNotExist, PermissionDenied
-from django.core.paginator import Paginator
-from django.db import connection
-from django.db.models import Q, QuerySet
-from django.http import Http404, HttpResponseRedirect
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from billing_site.admin_mixins import BillingAdminMixin, ReadOnlyAdminMixin, user_may_run_billing
 from billing_site.dashboard import dashboard_get
 from billing_site.models import IdempotencyRecord
 from billing_site.money import format_amount, format_metered
@@ -33,13 +23,7 @@ from chargeback.models import AllocationRun
 from chargeback.selectors import usage_period_stats
 from invoices.errors import InvoiceGenerationError
 from invoices.services.billing_run import billing_run_execute
-from teams.selectors import user_is_finance, user_sees_all_teams
-
-
-def user_may_run_billing(user) -> bool:
-    """Finance with the rights to write allocation runs and invoices may run billing for a period."""
-    return user_is_finance(user) and user.has_perm("chargeback.add_allocationrun") and user.has_perm(
-        "invoices.add_invoice")
+from teams.selectors import user_sees_all_teams
 
 
 class BillingAdminSite(admin.AdminSite):
@@ -143,225 +127,6 @@ class BillingAdminSite(admin.AdminSite):
     @staticmethod
     def _message(request, text: str, level: int) -> None:
         messages.add_message(request, level, text, fail_silently=True)
-
-
-class BillingAdminMixin:
-    """Scope a billing ``ModelAdmin`` or inline to finance (read and write) and auditors (read).
-
-    Model permissions still apply on top (the groups' data migration grants them), so a finance
-    user without ``wallets.top_up`` cannot top up; but a permission alone never opens billing to
-    staff outside the two groups.
-    """
-
-    def has_module_permission(self, request):
-        return user_sees_all_teams(request.user) and super().has_module_permission(request)
-
-    def has_view_permission(self, request, obj=None):
-        return user_sees_all_teams(request.user) and super().has_view_permission(request, obj)
-
-    def has_add_permission(self, request, *args):
-        return user_is_finance(request.user) and super().has_add_permission(request, *args)
-
-    def has_change_permission(self, request, obj=None):
-        return user_is_finance(request.user) and super().has_change_permission(request, obj)
-
-    def has_delete_permission(self, request, obj=None):
-        return user_is_finance(request.user) and super().has_delete_permission(request, obj)
-
-
-class LargeTablePaginator(Paginator):
-    """Counts that cost no extra scan of a large table.
-
-    The admin counts the rows of every list it pages; ``COUNT(*)`` of a million-row table is a scan
-    (about 150 ms, ``bench/admin_pages.py``) on every page view, and a search that no index serves
-    would scan twice (rows, then count). So:
-
-    * an unfiltered list of a PostgreSQL table with at least ``ESTIMATE_FROM`` rows shows the
-      planner's estimate (``pg_class.reltuples``, kept by ``ANALYZE`` and autovacuum);
-    * a filtered or searched list first reads its first page and one row more (the page it shows
-      anyway): when that is all there is, the count is the number of rows read; else it is
-      counted exactly.
-    """
-
-    ESTIMATE_FROM = 100_000
-
-    def _head(self) -> list:
-        if not hasattr(self, "_head_rows"):
-            self._head_rows = list(self.object_list[: self.per_page + 1])
-        return self._head_rows
-
-    @cached_property
-    def count(self):
-        queryset = self.object_list
-        if not isinstance(queryset, QuerySet):
-            return super().count
-        if not queryset.query.where:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                               [queryset.model._meta.db_table])
-                row = cursor.fetchone()
-            if row and row[0] >= self.ESTIMATE_FROM:
-                return row[0]
-            return super().count
-        head = self._head()
-        if len(head) <= self.per_page:
-            return len(head)
-        return super().count
-
-    def page(self, number):
-        number = self.validate_number(number)
-        if number == 1 and hasattr(self, "_head_rows"):
-            return self._get_page(self._head_rows[: self.per_page], number, self)
-        return super().page(number)
-
-
-class LargeTableChangeList(ChangeList):
-    """A changelist that shows the rows its ``LargeTablePaginator`` already read.
-
-    Django reads a list that fits on one page again with the whole queryset; for a search no
-    index serves, that is a second scan of the table.
-    """
-
-    def get_results(self, request):
-        super().get_results(request)
-        head = getattr(self.paginator, "_head_rows", None)
-        if head is not None and not self.multi_page and not self.show_all:
-            self.result_list = head[: self.list_per_page]
-
-
-class LargeTableAdminMixin:
-    """``LargeTablePaginator`` and ``LargeTableChangeList`` for a ``ModelAdmin`` of a big table."""
-
-    paginator = LargeTablePaginator
-    show_full_result_count = False
-
-    def get_changelist(self, request, **kwargs):
-        return LargeTableChangeList
-
-
-class ExactSearchMixin:
-    """Search ``exact_search_fields`` for the whole term, case-sensitively: ``col = term``.
-
-    Django's ``=field`` search compares ``UPPER(col) = UPPER(term)``, which no index serves and
-    which costs a scan per field; keys and references are case-sensitive anyway.
-    """
-
-    exact_search_fields: tuple[str, ...] = ()
-
-    def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        condition = Q()
-        for name in self.exact_search_fields:
-            condition |= Q(**{name: term})
-        return queryset.filter(condition), False
-
-
-class ReadOnlyAdminMixin:
-    """No add, change or delete for anyone, and no bulk delete action: rows are written by services.
-
-    For immutable records (ledger entries, usage, allocation runs) and read-only inlines (invoice
-    lines, credit notes): the admin shows them, it never edits them (HOUSE_STYLE, "Admin").
-    """
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
-
-
-class AuditHistoryAdminMixin:
-    """The object's "History" button shows django-auditlog's trail: who changed which field, when.
-
-    Django's own history lists only admin "change messages"; auditlog records every save of a
-    registered model (``AUDITLOG_INCLUDE_TRACKING_MODELS`` in settings) with the actor (its
-    middleware) and the old and new value of each field. ``audit_log_entries`` may widen the trail
-    (an allocation rule shows its targets' changes too).
-    """
-
-    auditlog_history_template = "admin/billing_audit_history.html"
-    auditlog_history_per_page = 25
-
-    def audit_log_entries(self, obj):
-        return LogEntry.objects.get_for_object(obj)
-
-    def history_view(self, request, object_id, extra_context=None):
-        obj = self.get_object(request, unquote(object_id))
-        if obj is None:
-            raise Http404
-        if not self.has_view_permission(request, obj):
-            raise PermissionDenied
-        entries = self.audit_log_entries(obj).select_related("actor", "content_type").order_by("-timestamp", "-pk")
-        paginator = self.get_paginator(request, entries, self.auditlog_history_per_page)
-        page = paginator.get_page(request.GET.get(PAGE_VAR, 1))
-        changes = _readable_changes(list(page))
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"History: {obj}",
-            "subtitle": None,
-            "object": obj,
-            "opts": self.model._meta,
-            "log_entries": page,
-            "entries": changes,
-            "page_range": paginator.get_elided_page_range(page.number),
-            "page_var": PAGE_VAR,
-            "pagination_required": paginator.count > self.auditlog_history_per_page,
-            **(extra_context or {}),
-        }
-        return TemplateResponse(request, self.auditlog_history_template, context)
-
-
-def _readable_changes(entries) -> list[tuple[object, list[tuple[str, str, str]]]]:
-    """``[(log entry, [(field label, old, new)…])…]`` with related objects named, not numbered.
-
-    auditlog stores a foreign key as the related row's pk; the rows it names are read with one
-    query per related model on the page. Reverse relations (which auditlog lists with a
-    placeholder value) are left out.
-    """
-    wanted: dict[type, set[int]] = defaultdict(set)
-    parsed = []
-    for entry in entries:
-        model = entry.content_type.model_class() if entry.content_type_id else None
-        rows = []
-        for name, values in (entry.changes_dict or {}).items():
-            try:
-                field = model._meta.get_field(name) if model is not None else None
-            except FieldDoesNotExist:
-                field = None
-            if field is not None and not field.concrete:
-                continue
-            old, new = (list(values) + ["", ""])[:2] if isinstance(values, (list, tuple)) else ("", values)
-            rows.append((field, name, old, new))
-            if field is not None and field.is_relation:
-                wanted[field.related_model].update(int(v) for v in (old, new) if str(v).isdigit())
-        parsed.append((entry, rows))
-    names = {
-        related: {str(pk): str(obj) for pk, obj in related._default_manager.in_bulk(list(pks)).items()}
-        for related, pks in wanted.items()
-    }
-
-    def shown(field, value):
-        if value in (None, "None"):
-            return "—"
-        if field is not None and field.is_relation:
-            return names.get(field.related_model, {}).get(str(value), f"#{value}")
-        return str(value)
-
-    return [
-        (entry, [(str(field.verbose_name) if field is not None else name, shown(field, old), shown(field, new))
-                 for field, name, old, new in rows])
-        for entry, rows in parsed
-    ]
 
 
 # --- The shared models ---------------------------------------------------------------------------

@@ -8,11 +8,9 @@ changes are in the audit trail (django-auditlog, the objects' "History").
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import re
 import uuid
-from collections import Counter
 from pathlib import Path
 
 from auditlog.models import LogEntry
@@ -24,13 +22,12 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
-from django.db.models.functions import Lower
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from billing_site.admin import (
+from billing_site.admin_mixins import (
     AuditHistoryAdminMixin,
     BillingAdminMixin,
     ExactSearchMixin,
@@ -39,9 +36,11 @@ from billing_site.admin import (
     user_may_run_billing,
 )
 from billing_site.money import format_metered
-from chargeback import focus
+from chargeback.focus.preview import focus_file_preview
+from chargeback.focus.results import FocusImportError
 from chargeback.forms import AllocationTargetFormSet, FocusUploadForm, PriceAdminForm
 from chargeback.periods import month_start
+from chargeback.services.focus_import import focus_import
 from teams.models import Team
 from teams.selectors import user_is_finance
 
@@ -138,59 +137,12 @@ class UsageResourceTypeFilter(_CachedValuesFilter):
 #: Where uploaded FOCUS files wait between preview and import (below MEDIA_ROOT, never served).
 FOCUS_UPLOAD_DIR = "focus_uploads"
 _UPLOAD_TOKEN = re.compile(r"^[0-9a-f]{32}$")
-#: Rows shown in the preview of an uploaded FOCUS file.
-FOCUS_PREVIEW_ROWS = 10
 
 
 def _upload_path(token: str) -> Path:
     if not _UPLOAD_TOKEN.match(token or ""):
         raise PermissionDenied("bad upload token")
     return Path(settings.MEDIA_ROOT) / FOCUS_UPLOAD_DIR / f"{token}.csv"
-
-
-def focus_file_preview(*, path: Path, team_tag: str, subaccount_fallback: bool, rows: int = FOCUS_PREVIEW_ROWS) -> dict:
-    """What importing ``path`` would do, read with the importer's own parser; nothing is written.
-
-    Returns ``{"rows": [{"row", "period", "service", "cost", "currency", "team", "error"}…]`` (the
-    first ``rows`` data rows), ``"teams"``: ``[(team key, rows, existing Team or None)…]`` over the
-    whole file (``None``: the import creates the team), ``"unallocated"`` (rows without a team),
-    ``"bad"`` (rows with a bad value) and ``"total"`` (data rows).
-    Raises ``focus.FocusImportError`` for an unreadable file or a missing column.
-    """
-    name = path.name
-    shown, keys, unallocated, bad, total = [], Counter(), 0, 0, 0
-    with focus._open_text(path) as text:
-        reader = csv.reader(focus._checked_lines(text, name))
-        parser = focus._RowParser(focus._read_header(reader, name), file=name, team_tag=team_tag,
-                                  subaccount_fallback=subaccount_fallback)
-        try:
-            for values in reader:
-                if not values:
-                    continue
-                total += 1
-                try:
-                    row = parser.parse(values, total)
-                except focus._RowError as exc:
-                    bad += 1
-                    if len(shown) < rows:
-                        shown.append({"row": total, "error": str(focus.FocusRowError(total, exc.column, exc.message))})
-                    continue
-                if row.team_key is None:
-                    unallocated += 1
-                else:
-                    keys[row.team_key] += 1
-                if len(shown) < rows:
-                    shown.append({"row": total, "period": row.billing_period_start, "service": row.service_name,
-                                  "provider": row.provider, "cost": row.cost, "currency": row.currency,
-                                  "team": row.team_key})
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise focus.FocusImportError(f"cannot read the file: {exc}", file=name, line=reader.line_num + 1) from None
-    existing = {}
-    lowered = [key.lower() for key in keys]
-    for team in Team.objects.annotate(lname=Lower("name")).filter(lname__in=lowered).order_by("-pk"):
-        existing[team.lname] = team  # descending pk: the oldest team wins, as in the import
-    teams = [(key, count, existing.get(key.lower())) for key, count in sorted(keys.items(), key=lambda kv: kv[0].lower())]
-    return {"rows": shown, "teams": teams, "unallocated": unallocated, "bad": bad, "total": total}
 
 
 @admin.register(UsageRecord)
@@ -249,7 +201,7 @@ class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin
             try:
                 preview = focus_file_preview(path=target, team_tag=options["team_tag"],
                                              subaccount_fallback=options["subaccount_fallback"])
-            except focus.FocusImportError as exc:
+            except FocusImportError as exc:
                 target.unlink(missing_ok=True)
                 form.add_error("file", f"{form.cleaned_data['file'].name}: {exc.reason}"
                                + (f" (line {exc.line}, column {exc.column})" if exc.column else ""))
@@ -268,12 +220,12 @@ class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin
                               messages.ERROR)
             return HttpResponseRedirect(reverse("admin:chargeback_usagerecord_import_focus"))
         try:
-            result = focus.focus_import(
+            result = focus_import(
                 path=target, team_tag=request.POST.get("team_tag") or "business_unit",
                 subaccount_fallback=request.POST.get("subaccount_fallback") == "True",
                 skip_bad_rows=request.POST.get("skip_bad_rows") == "True",
             )
-        except focus.FocusImportError as exc:
+        except FocusImportError as exc:
             context.update(error=str(exc).replace(str(target), file_name), title="Import a FOCUS file: refused",
                            form=FocusUploadForm())
             return TemplateResponse(request, "admin/chargeback/usagerecord/import_focus.html", context)

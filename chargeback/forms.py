@@ -139,7 +139,7 @@ class BillingRunCommitForm(BillingRunForm):
 
 
 class FocusUploadForm(forms.Form):
-    """A FOCUS 1.0 CSV (plain or gzip) and how its rows find their team (``chargeback.focus.focus_import``)."""
+    """A FOCUS 1.0 CSV (plain or gzip) and how its rows find their team (``chargeback.services.focus_import.focus_import``)."""
 
     file = forms.FileField(label="FOCUS file", help_text="FOCUS 1.0 CSV, plain or gzip.")
     team_tag = forms.CharField(

@@ -285,8 +285,8 @@ class AllocationRun(models.Model):
     At most one run per period is committed (a partial unique constraint). A dry run is never saved.
 
     Tie-out invariant, checked before commit: ``allocated_cost + unallocated_cost == total_cost``
-    exactly, where ``total_cost`` is the period's total usage cost. On PostgreSQL a CHECK
-    (``run_ties_out``, migration 0002) holds it too; SQLite's float decimals cannot.
+    exactly, where ``total_cost`` is the period's total usage cost. A CHECK (``run_ties_out``,
+    migration 0002) holds it in the database too.
     """
 
     class Status(models.TextChoices):
@@ -295,7 +295,7 @@ class AllocationRun(models.Model):
         SUPERSEDED = "superseded", "Superseded"
 
     #: Allowed status moves, the one place they are written (django-oscar's ``Order.pipeline``).
-    #: Checked by ``chargeback.services.allocation_run_check_transition``.
+    #: Checked by ``chargeback.services.allocation.allocation_run_check_transition``.
     TRANSITIONS: dict[str, tuple[str, ...]] = {
         "draft": ("committed",),
         "committed": ("superseded",),

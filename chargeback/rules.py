@@ -1,6 +1,6 @@
 """Allocation strategies: how one rule splits one cost pool. Pure functions, no ORM.
 
-The engine (``chargeback.services.allocation_run_create``) groups the period's usage in the
+The engine (``chargeback.services.allocation.allocation_run_create``) groups the period's usage in the
 database, builds one :class:`Pool` per (rule, currency) and calls ``STRATEGIES[rule.rule_type]``.
 Each strategy returns an :class:`Allocation`: the parts (one per receiving team or user) and what
 stays unallocated, with the reason. Keeping the strategies free of the ORM makes them

@@ -20,7 +20,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing_site.admin import BillingAdminMixin, ReadOnlyAdminMixin
+from billing_site.admin_mixins import BillingAdminMixin, ReadOnlyAdminMixin
 from billing_site.money import format_amount, format_metered, format_percent, format_quantity
 from teams.selectors import user_is_finance
 

@@ -56,7 +56,7 @@ class Invoice(models.Model):
     """A bill to one team (``user`` empty) or one user within a team, for one billing period.
 
     Invariants: at most one live (not cancelled) invoice per team, user and period (partial unique
-    constraints); ``total = subtotal + tax_amount`` (a CHECK on PostgreSQL, migration 0002); ``number`` is unique once assigned (at issue).
+    constraints); ``total = subtotal + tax_amount`` (a CHECK, migration 0002); ``number`` is unique once assigned (at issue).
     Drafts are refreshed in place by the billing run; issued invoices never change.
 
     Lifecycle (``TRANSITIONS``): ``draft`` → ``pending`` (issued: numbered, frozen, PDF

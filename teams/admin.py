@@ -12,7 +12,7 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html_join
 
-from billing_site.admin import AuditHistoryAdminMixin, BillingAdminMixin
+from billing_site.admin_mixins import AuditHistoryAdminMixin, BillingAdminMixin
 from billing_site.money import format_metered
 from teams.models import ApiKey, BillingSettings, Team, TeamMembership
 from teams.services import api_key_create, api_key_revoke

@@ -1,7 +1,7 @@
 """Who sees whose money, and the reads of teams, their members and their billing settings.
 
 One definition of access, used by the API (``billing_site.api.scoping``), the admin
-(``billing_site.admin``) and every app's reads alike:
+(``billing_site.admin_mixins``) and every app's reads alike:
 
 * ``finance`` (and superusers) see and change all billing data;
 * ``auditor`` sees all billing data and changes nothing;

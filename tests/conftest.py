@@ -54,13 +54,13 @@ def _test_settings(tmp_path, settings):
 
 @pytest.fixture
 def catalog(db):
-    """The catalog of issue 3's example (``ISSUE_PRICES``, USD), valid since 2024-01-01."""
-    from chargeback.management.commands.demo import ISSUE_PRICES
+    """The catalog of the example call (``EXAMPLE_PRICES``, USD), valid since 2024-01-01."""
+    from billing_site.management.commands.demo import EXAMPLE_PRICES
     from tests.factories import PriceFactory
 
     valid_from = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
     return [
         PriceFactory(category=c, provider=p, model=m, unit=u, unit_price=price, currency="USD", valid_from=valid_from)
-        for c, p, m, u, price in ISSUE_PRICES
+        for c, p, m, u, price in EXAMPLE_PRICES
     ]
 

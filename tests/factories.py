@@ -142,7 +142,7 @@ class InvoiceLineFactory(factory.django.DjangoModelFactory):
     amount = Decimal("1.00")
 
 
-# --- invoices issue 4 (lifecycle, credit notes) -----------------------------------------------------
+# --- invoices: lifecycle, credit notes ---------------------------------------------------------------
 
 
 def draft_invoice(*, team=None, amounts=("10.00",), tax_rate=Decimal(0), **fields) -> Invoice:

@@ -21,7 +21,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing_site.admin import (
+from billing_site.admin_mixins import (
     BillingAdminMixin,
     ExactSearchMixin,
     LargeTableAdminMixin,

@@ -200,8 +200,7 @@ class LedgerEntry(models.Model):
                 name="ledger_entry_type_valid",
             ),
             # ledger_entry_balance_chain and ledger_entry_reserved_chain (after = before + delta) are
-            # added by migration 0002 on PostgreSQL only: SQLite stores decimals as floats, where the
-            # equality cannot hold exactly. save() checks them in Decimal on every database.
+            # added by migration 0002 (its SQL); save() checks them in Decimal too.
             models.CheckConstraint(condition=Q(reserved_after__gte=0), name="ledger_entry_reserved_not_negative"),
             models.CheckConstraint(
                 condition=(
@@ -338,7 +337,7 @@ class Hold(models.Model):
                 name="hold_amounts_match_status",
             ),
             # hold_captured_plus_released (captured: amount = captured + released) is added by
-            # migration 0002 on PostgreSQL only (a sum of floats on SQLite).
+            # migration 0002 (its SQL).
         ]
         indexes = [models.Index(fields=["expires_at"], name="hold_open_expires", condition=Q(status="open"))]
 

@@ -11,7 +11,7 @@ from rest_framework import serializers
 
 from billing_site.api.fields import AwareDateTimeField, MoneyField, StrictSerializerMixin, date_range, month_range
 from chargeback.models import AllocatedCost, AllocationRule, AllocationRun, AllocationTarget, Price, UsageRecord
-from chargeback.services import USAGE_BATCH_MAX
+from chargeback.services.usage import USAGE_BATCH_MAX
 from teams.models import Team
 
 User = get_user_model()
@@ -289,7 +289,7 @@ def batch_records_validate(raw) -> list[dict]:
     """Validate ``POST usage/batch/``'s ``records`` as :class:`UsageInputSerializer` would, ~50× faster.
 
     A DRF serializer costs about a millisecond per record; a batch of 1,000 records must take a
-    fraction of a second (issue 5: ≥ 5,000 records/s). Same fields, types, limits and messages;
+    fraction of a second (≥ 5,000 records/s, ``bench/api_load.py``). Same fields, types, limits and messages;
     an error names the row and field (``records[3].quantity``). Users are read in one query.
     """
     if not isinstance(raw, list):

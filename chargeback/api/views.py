@@ -22,11 +22,18 @@ from billing_site.api.auth import is_api_key
 from billing_site.api.idempotency import idempotency_key_of, replayable, run_idempotent
 from billing_site.api.pagination import NewestFirstCursorPagination, PagePagination
 from billing_site.api.scoping import is_finance, scope_by_team, team_for_read, team_for_write, visible_team_ids
-from chargeback import selectors, services
+from chargeback import selectors
 from chargeback.api import serializers as s
 from chargeback.api.filters import AllocatedCostFilter, AllocationRuleFilter, UsageRecordFilter
 from chargeback.models import AllocatedCost, AllocationRule, UsageRecord
 from chargeback.periods import BillingPeriod
+from chargeback.services.allocation import allocation_run_create, allocation_run_execute
+from chargeback.services.allocation_rules import (
+    allocation_rule_create,
+    allocation_rule_delete,
+    allocation_rule_update,
+)
+from chargeback.services.usage import usage_record_create, usage_records_create
 from teams.models import Team, TeamMembership
 from teams.selectors import user_is_member
 
@@ -75,7 +82,7 @@ class UsageViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         team = team_for_write(request, data.pop("team", None))
         _check_user_in_team(data.get("user"), team)
         data.setdefault("occurred_at", timezone.now())
-        record = services.usage_record_create(team=team, **data)
+        record = usage_record_create(team=team, **data)
         response = Response(s.UsageRecordSerializer(record).data, status=status.HTTP_201_CREATED)
         return replayable(response, record.replayed)
 
@@ -113,7 +120,7 @@ class UsageViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             record.setdefault("occurred_at", now)
 
         def body():
-            rows = services.usage_records_create(team=team, records=records)
+            rows = usage_records_create(team=team, records=records)
             created = sum(1 for r in rows if not r.replayed)
             return status.HTTP_201_CREATED, {
                 "object": "usage_batch", "team": team.pk, "count": len(rows), "created": created,
@@ -219,15 +226,15 @@ class AllocationRuleViewSet(viewsets.ModelViewSet):
 
     def perform_create(self, serializer):
         data = dict(serializer.validated_data)
-        serializer.instance = services.allocation_rule_create(created_by=self.request.user, **data)
+        serializer.instance = allocation_rule_create(created_by=self.request.user, **data)
 
     def perform_update(self, serializer):
         data = dict(serializer.validated_data)
         targets = data.pop("targets", None)
-        serializer.instance = services.allocation_rule_update(rule=serializer.instance, targets=targets, **data)
+        serializer.instance = allocation_rule_update(rule=serializer.instance, targets=targets, **data)
 
     def perform_destroy(self, instance):
-        services.allocation_rule_delete(rule=instance)
+        allocation_rule_delete(rule=instance)
 
 
 # --- allocations ------------------------------------------------------------------------------
@@ -261,11 +268,11 @@ class AllocationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
         def body():
             if data["dry_run"]:
-                run = services.allocation_run_create(period=period, rule=data.get("rule"), team=data.get("team"),
+                run = allocation_run_create(period=period, rule=data.get("rule"), team=data.get("team"),
                                                      dry_run=True, created_by=request.user)
                 rows = selectors.allocation_rows(run)
                 return status.HTTP_200_OK, s.AllocationRunResultSerializer({"run": run, "allocations": rows}).data
-            run = services.allocation_run_execute(period=period, rule=data.get("rule"), team=data.get("team"),
+            run = allocation_run_execute(period=period, rule=data.get("rule"), team=data.get("team"),
                                                   created_by=request.user)
             return status.HTTP_201_CREATED, s.AllocationRunResultSerializer({"run": run, "allocations": []}).data
 

@@ -23,7 +23,7 @@ from django.db import transaction
 from billing_site.money import format_metered, to_minor_units
 from chargeback.models import AllocationRun
 from chargeback.periods import BillingPeriod
-from chargeback.services import allocation_run_create, allocation_run_execute
+from chargeback.services.allocation import allocation_run_create, allocation_run_execute
 from teams.models import Team
 
 from ..models import Invoice

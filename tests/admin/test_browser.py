@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from chargeback.models import AllocationRun
 from chargeback.periods import BillingPeriod
-from chargeback.services import allocation_run_execute
+from chargeback.services.allocation import allocation_run_execute
 from invoices.models import Invoice
 from invoices.services.lifecycle import invoice_issue, invoice_mark_overdue
 from teams.models import Team

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from billing_site.dashboard import dashboard_get
 from chargeback.periods import BillingPeriod
-from chargeback.services import allocation_run_execute
+from chargeback.services.allocation import allocation_run_execute
 from invoices.services.lifecycle import invoice_issue, invoice_mark_overdue, invoice_mark_sent
 from tests.admin.conftest import new_key
 from tests.factories import TeamFactory, UsageRecordFactory, draft_invoice

@@ -16,7 +16,7 @@ from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from chargeback.management.commands.demo import DEMO_CALL_ITEMS
+from billing_site.management.commands.demo import DEMO_CALL_ITEMS
 from teams.models import TeamMembership
 from teams.services import api_key_create
 from tests.factories import TeamFactory, TeamMembershipFactory, UserFactory

@@ -24,12 +24,8 @@ from chargeback.selectors import (
     allocation_team_totals,
     usage_period_total,
 )
-from chargeback.services import (
-    allocation_run_commit,
-    allocation_run_create,
-    allocation_run_execute,
-    usage_record_create,
-)
+from chargeback.services.allocation import allocation_run_commit, allocation_run_create, allocation_run_execute
+from chargeback.services.usage import usage_record_create
 from tests.factories import (
     AllocationRuleFactory,
     AllocationTargetFactory,

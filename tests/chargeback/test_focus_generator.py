@@ -12,10 +12,10 @@ from decimal import Decimal
 import pytest
 from django.core.management import CommandError, call_command
 
-from chargeback.focus import focus_import
-from chargeback.focus_generator import BUSINESS_UNITS, FOCUS_COLUMNS, write_focus_file
+from chargeback.focus.generator import BUSINESS_UNITS, FOCUS_COLUMNS, write_focus_file
 from chargeback.models import UsageRecord
 from chargeback.periods import PeriodError
+from chargeback.services.focus_import import focus_import
 from teams.models import Team
 
 pytestmark = pytest.mark.django_db

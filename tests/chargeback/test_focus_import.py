@@ -19,8 +19,9 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count
 
-from chargeback.focus import FocusImportError, focus_import
+from chargeback.focus.results import FocusImportError
 from chargeback.models import UsageRecord
+from chargeback.services.focus_import import focus_import
 from teams.models import Team
 from tests.factories import TeamFactory, UsageRecordFactory
 

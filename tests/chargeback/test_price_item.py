@@ -5,10 +5,10 @@ from decimal import Decimal
 
 import pytest
 
-from chargeback.errors import PriceNotFound
+from chargeback.errors import AllocationError, PriceNotFound
 from chargeback.models import AllocationRun
 from chargeback.selectors import price_item, price_items
-from chargeback.services import AllocationError, allocation_run_check_transition
+from chargeback.services.allocation import allocation_run_check_transition
 from tests.factories import PriceFactory, TeamFactory
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,7 @@ import pytest
 
 from chargeback.errors import IdempotencyError, InvalidUsage, PriceNotFound
 from chargeback.models import UsageRecord
-from chargeback.services import usage_record_create
+from chargeback.services.usage import usage_record_create
 from tests.factories import PriceFactory, TeamFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +19,7 @@ SEPT = dt.datetime(2024, 9, 15, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def demo_catalog(catalog):
-    """The demo catalog of the issue (the shared ``catalog`` fixture)."""
+    """The example call's catalog (the shared ``catalog`` fixture)."""
     return catalog
 
 

@@ -10,8 +10,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from pypdf import PdfReader
 
-from chargeback.focus import focus_import
 from chargeback.models import AllocatedCost, AllocationRule, AllocationRun, UsageRecord
+from chargeback.services.focus_import import focus_import
 from invoices.models import Invoice, InvoiceLine
 from tests.factories import TeamFactory, UsageRecordFactory
 

@@ -11,7 +11,8 @@ from django.utils import timezone
 from billing_site.money import to_minor_units
 from chargeback.models import AllocationRule, AllocationRun
 from chargeback.periods import BillingPeriod
-from chargeback.services import allocation_run_execute, usage_record_create
+from chargeback.services.allocation import allocation_run_execute
+from chargeback.services.usage import usage_record_create
 from invoices.errors import InvoiceGenerationError
 from invoices.models import Invoice
 from invoices.services.generation import invoice_generate_for_run, invoice_tax_amount
@@ -319,7 +320,7 @@ def test_invoice_tax_amount_rounds_the_tax_once_half_up():
     assert invoice_tax_amount(subtotal=D("10.05"), rate=D("0"), currency="USD") == D("0.00")
 
 
-# --- invoice_generate: one team or one user, chargeback or prepaid statement (issue 4, §1) ---------
+# --- invoice_generate: one team or one user, chargeback or prepaid statement ------------------------
 
 SEPTEMBER = BillingPeriod.month("2024-09")
 

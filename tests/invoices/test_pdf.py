@@ -13,7 +13,8 @@ from pypdf import PdfReader
 
 from chargeback.models import AllocationRule
 from chargeback.periods import BillingPeriod
-from chargeback.services import allocation_run_execute, usage_record_create
+from chargeback.services.allocation import allocation_run_execute
+from chargeback.services.usage import usage_record_create
 from invoices.errors import InvoicePdfError
 from invoices.models import CreditNote, Invoice
 from invoices.pdf import StaticOnlyURLFetcher, UnsafeResourceError, credit_note_render_pdf, invoice_render_pdf

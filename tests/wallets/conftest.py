@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from chargeback.management.commands.demo import DEMO_CALL_ITEMS
+from billing_site.management.commands.demo import DEMO_CALL_ITEMS
 from tests.factories import TeamFactory, TeamMembershipFactory, UserFactory
 from wallets.services.posting import wallet_top_up
 from wallets.services.wallets import wallet_open
@@ -20,7 +20,7 @@ def new_key(prefix: str = "key") -> str:
     return f"{prefix}-{next(_keys)}"
 
 
-#: The example call of the issue: 0.006 + 0.015 + 0.003 + 0.013 = 0.037 USD (the ``catalog`` fixture).
+#: The example call, one item of each kind: 0.006 + 0.015 + 0.003 + 0.013 = 0.037 USD (the ``catalog`` fixture).
 CALL_ITEMS = DEMO_CALL_ITEMS
 
 

@@ -151,12 +151,12 @@ def test_usage_event_charge_takes_as_many_queries_for_four_items_as_for_one(team
                                        idempotency_key=new_key("event"), items=items)
         return event, queries
 
-    # when one call is charged with one item, then another with the four of the example
+    # when one call is charged with one item, then another with the four of the example call
     one, one_queries = charge(CALL_ITEMS[:1])
     four, four_queries = charge(CALL_ITEMS)
 
     # then the items are priced with one catalog query and recorded with one insert: the count does
-    # not grow with the items, and the four-item call costs the 0.037 USD
+    # not grow with the items, and the four-item call costs the example's 0.037 USD
     assert len(four_queries) == len(one_queries), [q["sql"][:60] for q in four_queries]
     assert four.total == D("0.037") and four.status == "charged"
     assert four.items.count() == 4 and all(item.usage_record_id for item in four.items.all())

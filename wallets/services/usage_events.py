@@ -17,9 +17,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from billing_site.money import quantize_metered
-from chargeback.selectors import price_candidates, price_not_found, price_pick
-from chargeback.services import usage_records_create
+from chargeback.selectors import price_items, price_not_found
+from chargeback.services.usage import usage_records_create
 from teams.models import BillingSettings, Team
 from teams.selectors import billing_settings_get
 from wallets.errors import InsufficientFunds, InvalidRequest, PriceNotFound, ProviderNotAllowed, WalletFrozen
@@ -80,22 +79,22 @@ def _parse_items(items: Sequence[Mapping[str, Any]]) -> list[dict]:
 
 
 def _quote(team: Team, billing: BillingSettings, parsed: list[dict], at: dt.datetime) -> Quote:
-    """Price the parsed items at ``at`` (one catalog query for all of them, ``price_resolve``'s rule)."""
+    """Price the parsed items at ``at`` with ``chargeback.selectors.price_items`` (one catalog query for all
+    of them; the team's override first, then the global price; ``price_apply``'s amount)."""
     items = [(row["category"], row["provider"], row["model"], row["unit"]) for row in parsed]
-    candidates = price_candidates(team=team, items=items, at=at)
+    lines = price_items(team=team, lines=[(item, row["quantity"], at) for row, item in zip(parsed, items)])
     priced = []
-    for i, (row, item) in enumerate(zip(parsed, items)):
+    for i, (row, item, line) in enumerate(zip(parsed, items, lines)):
         if not billing.provider_allowed(row["provider"]):
             raise ProviderNotAllowed(
                 f"provider {row['provider']!r} is not allowed for team {team.slug}", param=f"items[{i}].provider"
             )
-        price = price_pick(candidates[item], team=team, at=at)
-        if price is None:
+        if line is None:
             raise PriceNotFound(str(price_not_found(team=team, item=item, at=at)), param=f"items[{i}]")
         priced.append(QuoteItem(
             category=row["category"], provider=row["provider"], model=row["model"], unit=row["unit"],
-            quantity=row["quantity"], unit_price=price.unit_price,
-            cost=quantize_metered(row["quantity"] * price.unit_price), currency=price.currency, price_id=price.pk,
+            quantity=line.quantity, unit_price=line.unit_price, cost=line.amount, currency=line.currency,
+            price_id=line.price.pk,
         ))
     currencies = {p.currency for p in priced}
     if len(currencies) > 1:

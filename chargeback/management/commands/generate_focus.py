@@ -1,6 +1,6 @@
 """``python manage.py generate_focus PATH [--rows N] [--period YYYY-MM] [--seed S] [--gzip]``.
 
-Writes a realistic, deterministic FOCUS 1.0 cost file with ``chargeback.focus_generator`` (same seed,
+Writes a realistic, deterministic FOCUS 1.0 cost file with ``chargeback.focus.generator`` (same seed,
 same bytes) and prints its total ``BilledCost``, to check an import against.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from chargeback.focus_generator import BUSINESS_UNITS, write_focus_file
+from chargeback.focus.generator import BUSINESS_UNITS, write_focus_file
 from chargeback.periods import PeriodError
 
 

@@ -1,6 +1,6 @@
 """``python manage.py import_focus PATH [--team-tag KEY] [--subaccount-fallback] [--skip-bad-rows]``.
 
-Imports a FOCUS 1.0 cost file (CSV, plain or gzip) with ``chargeback.focus.focus_import`` and prints
+Imports a FOCUS 1.0 cost file (CSV, plain or gzip) with ``chargeback.services.focus_import.focus_import`` and prints
 what it did. A bad file exits with code 2 and one line naming the file, row and column.
 """
 
@@ -12,7 +12,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from billing_site.money import currency_exponent
-from chargeback.focus import FocusImportError, FocusImportResult, focus_import
+from chargeback.focus.results import FocusImportError, FocusImportResult
+from chargeback.services.focus_import import focus_import
 
 
 class Command(BaseCommand):

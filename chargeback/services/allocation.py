@@ -1,4 +1,5 @@
-"""Writes of the chargeback core: recording priced usage and allocating a billing period's costs.
+"""Allocating a billing period's costs: allocation runs computed (``allocation_run_create``), committed
+(``allocation_run_commit``) or both at once (``allocation_run_execute``).
 
 Money is ``Decimal`` at metered precision (12 decimal places, ``DecimalField(30, 12)``) with an
 ISO 4217 currency beside it; only ``billing_site.money`` rounds. Billing periods are
@@ -25,7 +26,6 @@ The allocation engine (``docs/architecture.md``, "Allocation"):
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections import defaultdict
 from collections.abc import Mapping
@@ -33,9 +33,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple
 
-from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import BigIntegerField, Case, CharField, Count, F, Q, Value, When
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce, NullIf
@@ -43,204 +41,21 @@ from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from billing_site.db import MeteredSum
-from billing_site.money import MoneyError, currency_exponent, quantize_metered
 from chargeback import rules as strategies
 from chargeback.errors import (
     AllocationError,
-    IdempotencyError,
-    InvalidUsage,
     MixedCurrencyError,
     NothingToAllocate,
     RuleConfigurationError,
     StaleAllocationRun,
 )
-from chargeback.models import AllocatedCost, AllocationRule, AllocationRun, AllocationTarget, UsageRecord
+from chargeback.models import AllocatedCost, AllocationRule, AllocationRun
 from chargeback.periods import BillingPeriod
-from chargeback.selectors import (
-    price_item,
-    price_items,
-    price_not_found,
-    usage_period_stats,
-    usage_records_of_period,
-)
+from chargeback.selectors import usage_period_stats, usage_records_of_period
 from teams.models import Team, TeamMembership
-
-__all__ = [
-    "AllocationError",
-    "IdempotencyError",
-    "InvalidUsage",
-    "MixedCurrencyError",
-    "NothingToAllocate",
-    "RuleConfigurationError",
-    "StaleAllocationRun",
-    "allocation_run_check_transition",
-    "allocation_run_commit",
-    "allocation_run_create",
-    "allocation_rule_create",
-    "allocation_rule_delete",
-    "allocation_rule_update",
-    "allocation_run_execute",
-    "usage_record_create",
-    "usage_records_create",
-]
 
 ZERO = Decimal(0)
 
-
-# --- Usage ---------------------------------------------------------------------------------------
-
-
-def _as_decimal(value: object, name: str) -> Decimal:
-    if isinstance(value, float):
-        raise TypeError(f"{name} is a float; quantities and money are Decimal only")
-    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-        raise InvalidUsage(f"{name} must be a Decimal, got {value!r}")
-    value = Decimal(value)
-    if not value.is_finite():
-        raise InvalidUsage(f"{name} must be a finite number, got {value}")
-    return value
-
-
-def _check_currency(currency: str) -> str:
-    try:
-        currency_exponent(currency)
-    except MoneyError as exc:
-        raise InvalidUsage(str(exc)) from None
-    return currency.upper()
-
-
-def usage_record_create(
-    *,
-    team: Team | None,
-    user=None,
-    resource_type: str,
-    provider: str,
-    model: str = "",
-    unit: str,
-    quantity: Decimal,
-    occurred_at: dt.datetime,
-    idempotency_key: str,
-    source: str = UsageRecord.Source.API,
-    cost: Decimal | None = None,
-    currency: str | None = None,
-    agent_id: str = "",
-    feature_key: str = "",
-    external_reference: str = "",
-    metadata: dict | None = None,
-) -> UsageRecord:
-    """Record one metered consumption, priced from the catalog unless ``cost`` is given.
-
-    Args:
-        team: the team that consumed, or ``None`` for the unallocated pool.
-        user: the user who consumed (optional).
-        resource_type: what was consumed (``llm``, ``stt``, ``tts``, ``telephony``, ``compute``…);
-            it is the price ``category``.
-        provider, model, unit: the priced item, e.g. ``openai``/``gpt-4``/``token``.
-        quantity: a non-negative ``Decimal`` (or int) of ``unit``.
-        occurred_at: an aware datetime; the record is billed in its UTC calendar month
-            (``billing_period_start``).
-        idempotency_key: unique per ``source``; replaying it returns the recorded row.
-        source: ``api`` (default), ``charge`` or ``focus_import``.
-        cost: the cost at metered precision (quantized to 12 places); ``None`` prices the usage
-            with :func:`chargeback.selectors.price_item` at ``occurred_at``
-            (``quantity × unit_price``) (the team's override first, then the global price).
-        currency: ISO 4217 code. Priced usage is in the price's currency (a different ``currency``
-            is refused); a given ``cost`` defaults to the team's currency, else
-            ``settings.BILLING_DEFAULT_CURRENCY``.
-        agent_id, feature_key, external_reference, metadata: stored as given.
-
-    Returns:
-        The new ``UsageRecord``, or on a replay of ``(source, idempotency_key)`` with the same
-        parameters the recorded one (then ``record.replayed`` is ``True``).
-
-    Raises:
-        InvalidUsage: negative quantity, a bad currency, a naive ``occurred_at``, empty
-            ``resource_type`` or ``idempotency_key``, an unknown ``source``.
-        PriceNotFound: ``cost`` is ``None`` and no price is valid for the item at ``occurred_at``.
-        IdempotencyError: the key was recorded before with different parameters.
-        TypeError: a float quantity or cost.
-
-    Idempotency relies on the ``usage_unique_source_idempotency_key`` constraint (Stripe's
-    idempotency keys): two concurrent calls with one key insert one row.
-    """
-    quantity = _as_decimal(quantity, "quantity")
-    if quantity < 0:
-        raise InvalidUsage(f"quantity must not be negative, got {quantity}")
-    if not resource_type:
-        raise InvalidUsage("resource_type is required")
-    if not idempotency_key:
-        raise InvalidUsage("idempotency_key is required")
-    if source not in UsageRecord.Source.values:
-        raise InvalidUsage(f"source must be one of {', '.join(UsageRecord.Source.values)}, got {source!r}")
-    if not isinstance(occurred_at, dt.datetime) or timezone.is_naive(occurred_at):
-        raise InvalidUsage("occurred_at must be a timezone-aware datetime")
-    if currency is not None:
-        currency = _check_currency(currency)
-    if cost is not None:
-        cost = quantize_metered(_as_decimal(cost, "cost"))
-
-    requested = {
-        "team_id": team.pk if team is not None else None,
-        "user_id": user.pk if user is not None else None,
-        "resource_type": resource_type, "provider": provider, "model": model, "unit": unit,
-        "quantity": quantity, "occurred_at": occurred_at, "agent_id": agent_id,
-        "feature_key": feature_key, "external_reference": external_reference,
-    }
-    if cost is not None:
-        requested["cost"] = cost
-    if currency is not None:
-        requested["currency"] = currency
-    if metadata is not None:
-        requested["metadata"] = metadata
-
-    # A replay returns the recorded row without pricing it again (the catalog may have changed).
-    existing = UsageRecord.objects.filter(source=source, idempotency_key=idempotency_key).first()
-    if existing is not None:
-        return _replayed(existing, requested)
-
-    if cost is None:
-        priced = price_item(team=team, item=(resource_type, provider, model, unit), quantity=quantity, at=occurred_at)
-        if currency is not None and currency != priced.currency:
-            raise InvalidUsage(
-                f"the price of {resource_type}/{provider}/{model}/{unit} is in {priced.currency}, not {currency}"
-            )
-        cost, currency = priced.amount, priced.currency
-    elif currency is None:
-        currency = team.currency if team is not None else settings.BILLING_DEFAULT_CURRENCY
-
-    utc_day = occurred_at.astimezone(dt.timezone.utc).date()
-    record = UsageRecord(
-        team=team, user=user, agent_id=agent_id, resource_type=resource_type, provider=provider, model=model,
-        unit=unit, quantity=quantity, cost=cost, currency=currency, occurred_at=occurred_at,
-        billing_period_start=utc_day.replace(day=1), source=source, feature_key=feature_key,
-        external_reference=external_reference, idempotency_key=idempotency_key,
-        metadata=metadata if metadata is not None else {},
-    )
-    try:
-        with transaction.atomic():
-            record.save(force_insert=True)
-    except IntegrityError:
-        # Lost a race with a concurrent call carrying the same key: the constraint kept one row.
-        existing = UsageRecord.objects.filter(source=source, idempotency_key=idempotency_key).first()
-        if existing is None:
-            raise
-        return _replayed(existing, requested)
-    record.replayed = False
-    return record
-
-
-def _replayed(existing: UsageRecord, requested: Mapping[str, object]) -> UsageRecord:
-    differing = [name for name, value in requested.items() if getattr(existing, name) != value]
-    if differing:
-        raise IdempotencyError(
-            f"idempotency key {existing.idempotency_key!r} ({existing.source}) was already used for usage record "
-            f"#{existing.pk} with different {', '.join(sorted(differing))}; use a new key for new usage"
-        )
-    existing.replayed = True
-    return existing
-
-
-# --- Allocation ----------------------------------------------------------------------------------
 
 #: ``pg_advisory_xact_lock`` key that serialises commits of allocation runs (any period).
 _COMMIT_LOCK_KEY = 0x63_62_61_6C_6C_6F_63  # "cballoc"
@@ -503,7 +318,7 @@ def _direct_row(group: dict) -> _Row:
     return _Row(None, team_id, user_id, label, amount, currency, records, item, group["quantity"], group["unit_key"])
 
 
-#: Memory for the period's GROUP BY on PostgreSQL (``SET LOCAL``, this transaction only).
+#: Memory for the period's GROUP BY (``SET LOCAL``, this transaction only).
 GROUPING_WORK_MEM = "64MB"
 
 
@@ -725,260 +540,3 @@ def allocation_run_execute(
     with transaction.atomic():
         run = allocation_run_create(period=period, rule=rule, team=team, created_by=created_by)
         return allocation_run_commit(run=run, committed_by=created_by)
-
-
-# --- Usage in batches (the API's POST usage/batch/) ------------------------------------------------
-
-#: Most records one call of :func:`usage_records_create` takes.
-USAGE_BATCH_MAX = 1000
-
-
-def _row_error(error: ValueError, index: int, param: str | None = None) -> ValueError:
-    """``error`` with its message prefixed by the row (``records[3]: …``) and ``param`` set."""
-    named = type(error)(f"records[{index}]: {error}")
-    named.param = f"records[{index}]" + (f".{param}" if param else "")
-    return named
-
-
-def usage_records_create(
-    *, team: Team | None, records: list[Mapping[str, object]], source: str = UsageRecord.Source.API
-) -> list[UsageRecord]:
-    """Record up to ``USAGE_BATCH_MAX`` usage records for ``team``, all or none.
-
-    Args:
-        team: the team of every record (a team API key's team), or ``None`` for the unallocated pool.
-        records: mappings with the keyword arguments of :func:`usage_record_create` except ``team``
-            and ``source``: ``resource_type``, ``provider``, ``model``, ``unit``, ``quantity``
-            (Decimal ≥ 0), ``occurred_at`` (aware), ``idempotency_key`` (required, unique per
-            source), optional ``user``, ``cost`` (Decimal, quantized to 12 dp), ``currency``,
-            ``agent_id``, ``feature_key``, ``external_reference``, ``metadata``.
-        source: as :func:`usage_record_create`.
-
-    Returns:
-        One ``UsageRecord`` per input row, in order; ``record.replayed`` is ``True`` for a row whose
-        idempotency key was recorded before with the same parameters (the recorded row is returned).
-        Rows repeating a key within the batch with the same parameters are recorded once.
-
-    Raises:
-        InvalidUsage: too many or no records, or a row that ``usage_record_create`` would refuse;
-            the message starts with ``records[i]:`` and ``error.param`` names the row and field.
-        PriceNotFound: a row without ``cost`` has no price valid at its ``occurred_at``.
-        IdempotencyError: a row's key was used before (or earlier in the batch) with other parameters.
-        Nothing is written when anything is raised. Prices are applied as ``price_item`` applies
-        them, from one query for the batch's items (``price_items``); rows are inserted with one ``bulk_create``. A
-        concurrent call inserting one of the keys first makes this call start over once, so its
-        rows then replay.
-    """
-    if not isinstance(records, list) or not records:
-        raise InvalidUsage("records must be a non-empty list")
-    if len(records) > USAGE_BATCH_MAX:
-        raise InvalidUsage(f"at most {USAGE_BATCH_MAX} records per batch, got {len(records)}")
-    if source not in UsageRecord.Source.values:
-        raise InvalidUsage(f"source must be one of {', '.join(UsageRecord.Source.values)}, got {source!r}")
-
-    rows: list[dict] = []
-    for i, raw in enumerate(records):
-        row = dict(raw)
-        try:
-            row["quantity"] = _as_decimal(row.get("quantity"), "quantity")
-            if row["quantity"] < 0:
-                raise InvalidUsage(f"quantity must not be negative, got {row['quantity']}")
-        except InvalidUsage as exc:
-            raise _row_error(exc, i, "quantity") from None
-        try:
-            if row.get("cost") is not None:
-                row["cost"] = quantize_metered(_as_decimal(row["cost"], "cost"))
-        except InvalidUsage as exc:
-            raise _row_error(exc, i, "cost") from None
-        try:
-            if row.get("currency") is not None:
-                row["currency"] = _check_currency(row["currency"])
-        except InvalidUsage as exc:
-            raise _row_error(exc, i, "currency") from None
-        for name in ("resource_type", "idempotency_key"):
-            if not row.get(name):
-                raise _row_error(InvalidUsage(f"{name} is required"), i, name)
-        occurred_at = row.get("occurred_at")
-        if not isinstance(occurred_at, dt.datetime) or timezone.is_naive(occurred_at):
-            raise _row_error(InvalidUsage("occurred_at must be a timezone-aware datetime"), i, "occurred_at")
-        rows.append(row)
-
-    for _attempt in range(2):
-        try:
-            return _usage_records_insert(team, rows, source)
-        except IntegrityError:
-            # A concurrent call recorded one of these keys first; start over so those rows replay.
-            continue
-    raise IdempotencyError("the batch's idempotency keys are being recorded by concurrent calls; retry")
-
-
-def _usage_request(team: Team | None, row: Mapping[str, object]) -> dict:
-    """What ``usage_record_create`` compares on a replay, for one batch row."""
-    user = row.get("user")
-    requested = {
-        "team_id": team.pk if team is not None else None,
-        "user_id": user.pk if user is not None else None,
-        "resource_type": row["resource_type"], "provider": row.get("provider") or "", "model": row.get("model") or "",
-        "unit": row.get("unit") or "", "quantity": row["quantity"], "occurred_at": row["occurred_at"],
-        "agent_id": row.get("agent_id") or "", "feature_key": row.get("feature_key") or "",
-        "external_reference": row.get("external_reference") or "",
-    }
-    for name in ("cost", "currency", "metadata"):
-        if row.get(name) is not None:
-            requested[name] = row[name]
-    return requested
-
-
-def _usage_records_insert(team: Team | None, rows: list[dict], source: str) -> list[UsageRecord]:
-    keys = [row["idempotency_key"] for row in rows]
-    existing = {r.idempotency_key: r for r in UsageRecord.objects.filter(source=source, idempotency_key__in=keys)}
-    unpriced = [i for i, row in enumerate(rows) if row.get("cost") is None]
-    priced = dict(zip(unpriced, price_items(team=team, lines=[
-        ((rows[i]["resource_type"], rows[i].get("provider") or "", rows[i].get("model") or "",
-          rows[i].get("unit") or ""), rows[i]["quantity"], rows[i]["occurred_at"])
-        for i in unpriced
-    ])))
-
-    results: list[UsageRecord | None] = [None] * len(rows)
-    new: list[UsageRecord] = []
-    new_index: dict[str, tuple[UsageRecord, dict]] = {}
-    for i, row in enumerate(rows):
-        key = row["idempotency_key"]
-        requested = _usage_request(team, row)
-        try:
-            if key in existing:
-                results[i] = _replayed(existing[key], requested)
-                continue
-            if key in new_index:
-                first, first_requested = new_index[key]
-                if first_requested != requested:
-                    raise IdempotencyError(
-                        f"idempotency key {key!r} appears twice in the batch with different parameters"
-                    )
-                results[i] = first
-                continue
-        except IdempotencyError as exc:
-            raise _row_error(exc, i, "idempotency_key") from None
-        cost, currency = row.get("cost"), row.get("currency")
-        item = (row["resource_type"], row.get("provider") or "", row.get("model") or "", row.get("unit") or "")
-        if cost is None:
-            line = priced[i]
-            if line is None:
-                raise _row_error(price_not_found(team=team, item=item, at=row["occurred_at"]), i, "resource_type")
-            if currency is not None and currency != line.currency:
-                raise _row_error(InvalidUsage(f"the price of {'/'.join(item)} is in {line.currency}, not {currency}"),
-                                 i, "currency")
-            cost, currency = line.amount, line.currency
-        elif currency is None:
-            currency = team.currency if team is not None else settings.BILLING_DEFAULT_CURRENCY
-        occurred_at = row["occurred_at"]
-        record = UsageRecord(
-            team=team, user=row.get("user"), agent_id=row.get("agent_id") or "", resource_type=row["resource_type"],
-            provider=item[1], model=item[2], unit=item[3], quantity=row["quantity"], cost=cost, currency=currency,
-            occurred_at=occurred_at, billing_period_start=occurred_at.astimezone(dt.timezone.utc).date().replace(day=1),
-            source=source, feature_key=row.get("feature_key") or "",
-            external_reference=row.get("external_reference") or "", idempotency_key=key,
-            metadata=row.get("metadata") if row.get("metadata") is not None else {},
-        )
-        record.replayed = False
-        new.append(record)
-        new_index[key] = (record, requested)
-        results[i] = record
-    if new:
-        with transaction.atomic():
-            _usage_records_write(new)
-    return results
-
-
-def _usage_records_write(records: list[UsageRecord]) -> None:
-    """Insert ``records`` and set their pks with ``COPY``.
-
-    ``bulk_create`` would spend most of a 1,000-row batch preparing values in Python (about 0.2 s);
-    here the ids are drawn from the table's sequence in one query and the rows streamed with
-    ``COPY`` (as ``_write_rows`` does for allocation rows). A duplicate idempotency key still fails
-    on the unique constraint (``IntegrityError``).
-    """
-    table = UsageRecord._meta.db_table
-    fields = [f for f in UsageRecord._meta.concrete_fields]
-    quote = connection.ops.quote_name
-    now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, len(records)]
-        )
-        ids = [row[0] for row in cursor.fetchall()]
-        sql = f"COPY {quote(table)} ({', '.join(quote(f.column) for f in fields)}) FROM STDIN"
-        # The raw psycopg cursor: wrap its errors as Django's, so a duplicate key is an IntegrityError.
-        with connection.wrap_database_errors, cursor.cursor.copy(sql) as copy:
-            for pk, record in zip(ids, records):
-                record.pk, record.created_at = pk, now
-                copy.write_row([
-                    json.dumps(value) if isinstance(value, (dict, list)) else value
-                    for value in (getattr(record, f.attname) for f in fields)
-                ])
-    for record in records:
-        record._state.adding, record._state.db = False, connection.alias
-
-
-# --- Allocation rules (configuration written by finance through the API) ----------------------------
-
-_RULE_FIELDS = {
-    "name", "description", "rule_type", "enabled", "priority", "scope_team", "source", "source_team",
-    "match_resource_type", "match_provider", "match_service_name", "match_tag_key", "match_tag_value",
-    "valid_from", "valid_to",
-}
-
-
-def _rule_save(rule: AllocationRule, changes: Mapping[str, object], targets: list[Mapping[str, object]] | None) -> AllocationRule:
-    unknown = set(changes) - _RULE_FIELDS
-    if unknown:
-        raise ValidationError({sorted(unknown)[0]: "Unknown allocation rule field."})
-    for name, value in changes.items():
-        setattr(rule, name, value)
-    rule.full_clean()
-    with transaction.atomic():
-        rule.save()
-        if targets is not None:
-            if rule.rule_type == AllocationRule.RuleType.FIXED_SPLIT and targets:
-                total = sum((Decimal(t.get("percentage") or 0) for t in targets), ZERO)
-                if total != 100:
-                    raise ValidationError({"targets": f"The percentages of a fixed split sum to {total}, not 100."})
-            AllocationTarget.objects.filter(rule=rule).delete()
-            seen = set()
-            for i, target in enumerate(targets):
-                key = (target["team"].pk, getattr(target.get("user"), "pk", None))
-                if key in seen:
-                    raise ValidationError({f"targets[{i}]": "The same team (and user) is listed twice."})
-                seen.add(key)
-                AllocationTarget.objects.create(
-                    rule=rule, team=target["team"], user=target.get("user"), percentage=target.get("percentage")
-                )
-    return rule
-
-
-def allocation_rule_create(*, created_by=None, targets: list[Mapping[str, object]] | None = None,
-                           **fields: object) -> AllocationRule:
-    """Create an allocation rule and its targets (``[{"team", "user", "percentage"}]``).
-
-    Validates the rule as ``AllocationRule.clean`` does, and a fixed split's percentages sum to
-    exactly 100. Raises ``django.core.exceptions.ValidationError`` naming the field.
-    """
-    return _rule_save(AllocationRule(created_by=created_by), fields, targets or [])
-
-
-def allocation_rule_update(*, rule: AllocationRule, targets: list[Mapping[str, object]] | None = None,
-                           **changes: object) -> AllocationRule:
-    """Change a rule's fields; ``targets`` given replaces its targets. Errors as :func:`allocation_rule_create`.
-
-    Committed runs keep their rows: a changed rule applies to the next allocation run only.
-    """
-    return _rule_save(rule, changes, targets)
-
-
-def allocation_rule_delete(*, rule: AllocationRule) -> None:
-    """Delete a rule no allocation run or invoice line refers to.
-
-    Raises ``django.db.models.ProtectedError`` when runs used it (disable it instead).
-    """
-    with transaction.atomic():
-        rule.delete()

@@ -24,29 +24,35 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils.text import slugify
 
-from chargeback.focus import FocusImportError, focus_import
-from chargeback.focus_generator import write_focus_file
+from chargeback.focus.generator import write_focus_file
+from chargeback.focus.results import FocusImportError
 from chargeback.models import AllocationRule, AllocationTarget, Price
 from chargeback.periods import BillingPeriod, PeriodError
-from chargeback.services import usage_record_create
+from chargeback.services.focus_import import focus_import
+from chargeback.services.usage import usage_record_create
 from teams.models import Team, TeamMembership
 from wallets.errors import InsufficientFunds
 from wallets.models import LedgerEntry, UsageEvent, Wallet
+from wallets.services.billing_settings import billing_settings_update
+from wallets.services.holds import wallet_hold
+from wallets.services.posting import wallet_grant, wallet_top_up
+from wallets.services.usage_events import usage_event_charge
+from wallets.services.wallets import wallet_open
 
 #: The month the generated demo data covers.
 DEMO_PERIOD = "2026-10"
 
-#: The catalog of issue 3's example (category, provider, model, unit, unit price in USD); the tests,
-#: the API benchmark and the demo all price from it.
-ISSUE_PRICES = [
+#: The catalog of the example call ``DEMO_CALL_ITEMS`` (category, provider, model, unit, unit price in
+#: USD); the tests, the API benchmark and the demo all price from it.
+EXAMPLE_PRICES = [
     ("stt", "openai", "whisper-1", "second", Decimal("0.0001")),
     ("llm", "openai", "gpt-4", "token", Decimal("0.00003")),
     ("tts", "openai", "tts-1", "character", Decimal("0.000015")),
     ("telephony", "twilio", "voice", "minute", Decimal("0.013")),
 ]
 
-#: The demo price catalog: the issue's, and GPU time.
-DEMO_PRICES = [*ISSUE_PRICES, ("gpu", "internal", "a100", "second", Decimal("0.00085"))]
+#: The demo price catalog: the example's, and GPU time.
+DEMO_PRICES = [*EXAMPLE_PRICES, ("gpu", "internal", "a100", "second", Decimal("0.00085"))]
 
 #: AI usage of the demo month: (team slug, category, provider, model, unit, quantity range).
 DEMO_AI_USAGE = [
@@ -74,7 +80,7 @@ DEMO_TEAMS = {
     "platform": ("Platform Engineering", "CC-9000"),
 }
 
-#: The issue's example call: 0.006 + 0.015 + 0.003 + 0.013 = 0.037 USD with ``ISSUE_PRICES``.
+#: The example call, one item of each kind: 0.006 + 0.015 + 0.003 + 0.013 = 0.037 USD with ``EXAMPLE_PRICES``.
 DEMO_CALL_ITEMS = [
     {"category": "stt", "provider": "openai", "model": "whisper-1", "unit": "second", "quantity": Decimal(60)},
     {"category": "llm", "provider": "openai", "model": "gpt-4", "unit": "token", "quantity": Decimal(500)},
@@ -203,11 +209,6 @@ class Command(BaseCommand):
         Through the wallet services only, with fixed idempotency keys. The charges are today's (they
         do not touch the demo month's invoices); a second run finds the wallets and adds nothing.
         """
-        from wallets.services.billing_settings import billing_settings_update
-        from wallets.services.holds import wallet_hold
-        from wallets.services.posting import wallet_grant, wallet_top_up
-        from wallets.services.usage_events import usage_event_charge
-        from wallets.services.wallets import wallet_open
         slugs = ["support", "search", "ml-platform", "checkout"]
         if Wallet.objects.filter(team__slug__in=slugs).exists():
             self.stdout.write("Wallets: already loaded")
