@@ -43,7 +43,7 @@ migrate: install
 demo: install
 	@$(WITH_DATABASE) \
 	$(BIN)/python manage.py migrate --no-input; \
-	$(BIN)/python manage.py demo $(if $(FOCUS),--focus "$(FOCUS)",); \
+	$(BIN)/python manage.py demo --host "$(HOST)" $(if $(FOCUS),--focus "$(FOCUS)",); \
 	$(BIN)/python manage.py runserver $(HOST)
 
 ## Set up and run the whole test suite (on DATABASE_URL's server, else on the embedded PostgreSQL)

@@ -104,6 +104,8 @@ class Command(BaseCommand):
                             "the billing period most rows of --focus belong to).")
         parser.add_argument("--rows", type=int, default=5000, help="Rows of the generated FOCUS file.")
         parser.add_argument("--no-billing-run", action="store_true", help="Load the data only.")
+        parser.add_argument("--host", default="127.0.0.1:8000", metavar="HOST:PORT",
+                            help="Where the app will be served, for the closing message (make demo passes HOST).")
 
     def handle(self, *args, **options):
         self._admin_user()
@@ -127,7 +129,7 @@ class Command(BaseCommand):
         if not options["no_billing_run"]:
             self.stdout.write(self.style.MIGRATE_HEADING(f"Month-end billing run for {billing_period}"))
             call_command("billing_run", "--period", billing_period.label, stdout=self.stdout, stderr=self.stderr)
-        self.stdout.write(self.style.SUCCESS("Demo ready: http://127.0.0.1:8000/admin/ (credentials above)."))
+        self.stdout.write(self.style.SUCCESS(f"Demo ready: http://{options['host']}/admin/ (credentials above)."))
 
     # --- steps ---------------------------------------------------------------------------------
 
