@@ -10,6 +10,7 @@ from django.core import mail
 from django.utils import timezone
 
 from chargeback.models import UsageRecord
+from teams.services import billing_settings_update
 from tests.factories import PriceFactory, UserFactory
 from tests.wallets.conftest import CALL_ITEMS, new_key
 from wallets import selectors
@@ -23,7 +24,6 @@ from wallets.errors import (
     WalletFrozen,
 )
 from wallets.models import LedgerEntry, UsageEvent, Wallet
-from wallets.services.billing_settings import billing_settings_update
 from wallets.services.charges import wallet_charge
 from wallets.services.holds import wallet_hold
 from wallets.services.posting import wallet_top_up

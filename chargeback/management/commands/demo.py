@@ -203,7 +203,7 @@ class Command(BaseCommand):
         Through the wallet services only, with fixed idempotency keys. The charges are today's (they
         do not touch the demo month's invoices); a second run finds the wallets and adds nothing.
         """
-        from wallets.services.billing_settings import billing_settings_update
+        from teams.services import billing_settings_update
         from wallets.services.holds import wallet_hold
         from wallets.services.posting import wallet_grant, wallet_top_up
         from wallets.services.usage_events import usage_event_charge
