@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 from django.db import connection, transaction
 from django.utils import timezone
 
+from billing_site.errors import IdempotencyError, InvalidRequest
 from billing_site.models import IdempotencyRecord
-from wallets.errors import IdempotencyError, InvalidRequest
 
 #: How long idempotency records are kept at least (Stripe keeps keys 24 hours).
 IDEMPOTENCY_RETENTION = dt.timedelta(hours=24)

@@ -17,7 +17,8 @@ exactly to the whole, each is within one quantum of its exact share, and the res
 on the inputs and their order. All of it is done in integer arithmetic, so no intermediate
 division can lose a digit.
 
-Floats never enter: every public function refuses them with ``TypeError``.
+Floats never enter: every public function refuses them with ``TypeError``, and
+:func:`parse_amount`, the one check of an amount a caller sends, refuses them with ``MoneyError``.
 
 The formatting helpers at the end (``format_*``) turn Decimals, quantities and dates into the text
 people read on invoices, credit notes, the admin and the command line; they never round a stored
@@ -29,6 +30,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
+
+from billing_site.errors import BillingError
 
 #: The single rounding mode of the product, used wherever a Decimal is quantized.
 ROUNDING = ROUND_HALF_UP
@@ -56,8 +59,11 @@ _EXPONENT_EXCEPTIONS = {
 }
 
 
-class MoneyError(ValueError):
-    """An amount, currency or set of weights that cannot be used as money."""
+class MoneyError(BillingError):
+    """An amount, currency or set of weights that cannot be used as money. HTTP 400, ``invalid_amount``."""
+
+    code = "invalid_amount"
+    http_status = 400
 
 
 def _check_decimal(value: object, name: str) -> Decimal:
@@ -83,6 +89,80 @@ def currency_exponent(currency: str) -> int:
 def minor_unit(currency: str) -> Decimal:
     """Return the value of one minor unit of ``currency``: ``Decimal("0.01")`` for USD."""
     return Decimal(1).scaleb(-currency_exponent(currency))
+
+
+def _decimal_places(value: Decimal) -> int:
+    """How many decimal places ``value`` needs: ``1.50`` → 1, ``2E+3`` → 0. Exact, for any size."""
+    _, digits, exponent = value.as_tuple()
+    places = -int(exponent)
+    for digit in reversed(digits):
+        if places <= 0 or digit:
+            break
+        places -= 1
+    return max(places, 0)
+
+
+def parse_amount(
+    value: object,
+    *,
+    param: str,
+    positive: bool = False,
+    not_negative: bool = False,
+    currency: str | None = None,
+    decimal_places: int | None = METERED_DECIMAL_PLACES,
+    below: Decimal | None = None,
+    text: bool = False,
+) -> Decimal:
+    """``value`` as a Decimal amount, checked; the one check of an amount (or quantity) a caller sends.
+
+    Args:
+        value: a ``Decimal`` or an ``int`` (and with ``text``, a decimal string such as ``"12.50"``).
+            Floats, bools, ``None``, other types and non-finite values (``NaN``, ``Infinity``) are refused.
+        param: the request field the value came from (``"amount"``, ``"items[0].quantity"``); the
+            error's ``param`` and the first word of its message.
+        positive: refuse zero and below.
+        not_negative: refuse below zero.
+        currency: an ISO 4217 code; the value may have no more decimal places than the currency's
+            minor unit (2 for USD, 0 for JPY). Takes the place of ``decimal_places``.
+        decimal_places: the most decimal places allowed without ``currency`` (default 12, the metered
+            precision; ``None`` for any). Trailing zeros do not count: ``1.500`` has one.
+        below: refuse an absolute value of ``below`` or more (a bound that keeps sums inside the columns).
+        text: accept a decimal string too.
+
+    Returns:
+        The value as given, as a Decimal (never rounded: a value that would need rounding is refused).
+
+    Raises:
+        MoneyError: (code ``invalid_amount``, ``param`` as given) the message names ``param``, e.g.
+            ``amount must be greater than zero, got -5``.
+    """
+    if isinstance(value, float):
+        raise MoneyError(f"{param} is a float ({value!r}); send a Decimal (money is never a float)", param=param)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = Decimal(value)
+    elif text and isinstance(value, str):
+        try:
+            value = Decimal(value)
+        except ArithmeticError:
+            raise MoneyError(f"{param} {value!r} is not a number", param=param) from None
+    elif not isinstance(value, Decimal):
+        kind = "a Decimal or a decimal string" if text else "a Decimal"
+        raise MoneyError(f"{param} must be {kind}, got {value!r}", param=param)
+    if not value.is_finite():
+        raise MoneyError(f"{param} must be a finite number, got {value}", param=param)
+    if below is not None and abs(value) >= below:
+        raise MoneyError(f"{param} must be below {below:,}, got {value}", param=param)
+    if currency is not None:
+        if _decimal_places(value) > currency_exponent(currency):
+            raise MoneyError(f"{param} {value} has more decimals than {currency}'s minor unit "
+                             f"({minor_unit(currency)})", param=param)
+    elif decimal_places is not None and _decimal_places(value) > decimal_places:
+        raise MoneyError(f"{param} has more than {decimal_places} decimal places: {value}", param=param)
+    if positive and value <= 0:
+        raise MoneyError(f"{param} must be greater than zero, got {value}", param=param)
+    if not_negative and value < 0:
+        raise MoneyError(f"{param} must not be negative, got {value}", param=param)
+    return value
 
 
 def quantize_metered(amount: Decimal) -> Decimal:

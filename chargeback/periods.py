@@ -10,11 +10,16 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
+from chargeback.errors import ChargebackError
+
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
 
-class PeriodError(ValueError):
-    """A period that is not a whole number of calendar months, or is empty."""
+class PeriodError(ChargebackError):
+    """A period that is not a whole number of calendar months, or is empty. HTTP 400, ``invalid_period``."""
+
+    code = "invalid_period"
+    http_status = 400
 
 
 def month_start(day: dt.date) -> dt.date:

@@ -1,37 +1,31 @@
-"""Errors of the invoice services, one class per ``code`` the API maps to a response.
+"""Errors of the invoice services: :class:`InvoiceError` and its subclasses, each a ``BillingError``.
 
-Every error carries ``code`` (a stable machine-readable string, the ``error.code`` of the API's
-error body), ``message`` and ``param`` (the request field at fault, or ``None``), like
-``wallets.errors``. Nothing was written when one is raised. The API maps them:
+Each carries its ``code`` and HTTP status (``billing_site.errors`` has the table), ``message`` and
+``param`` (the request field at fault, or ``None``). Nothing was written when one is raised:
 
-========================  ===========  ============================================================
-code                      HTTP status  meaning
-========================  ===========  ============================================================
-invalid_transition        409          the invoice's status does not allow the requested move
-                                       (``Invoice.TRANSITIONS``); the message names both statuses
-invoice_immutable         409          an issued invoice, its lines or a credit note was to be
-                                       changed; issued documents never change (credit notes correct)
-duplicate_invoice_number  409          the invoice number is taken (``param`` ``invoice_number``)
-credit_exceeds_invoice    422          a credit note for more than is left on the invoice
-                                       (``param`` ``amount`` or ``lines``)
-invoice_generation_error  422          nothing to bill, no committed allocation run for the period…
-invalid_request           400          malformed input: a number, an amount with more digits than the
-                                       currency's minor unit, an unknown reason or status
-========================  ===========  ============================================================
+* ``InvalidTransition`` (409): the invoice's status does not allow the requested move
+  (``Invoice.TRANSITIONS``); the message names both statuses.
+* ``InvoiceImmutable`` (409): an issued invoice, its lines or a credit note was to be changed;
+  issued documents never change (credit notes correct). ``InvoicePdfError`` is one: an issued
+  document's PDF is final too.
+* ``DuplicateInvoiceNumber`` (409): the number is taken (``param`` ``invoice_number``).
+* ``CreditNoteLimitExceeded`` (422, ``credit_exceeds_invoice``): a credit note for more than is left
+  on the invoice (``param`` ``amount`` or ``lines``).
+* ``InvoiceGenerationError`` (422): nothing to bill, no committed allocation run for the period…
+* ``InvalidInvoiceRequest`` (400, ``invalid_request``): malformed input, such as a number, an amount
+  with more digits than the currency's minor unit, an unknown reason or status.
 """
 
 from __future__ import annotations
 
+from billing_site.errors import BillingError, InvalidRequest
 
-class InvoiceError(Exception):
+
+class InvoiceError(BillingError):
     """Base class: an invoice operation that was refused. Nothing was written when it is raised."""
 
     code = "invoice_error"
-
-    def __init__(self, message: str, *, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
+    http_status = 422
 
 
 class InvalidTransition(InvoiceError):
@@ -42,6 +36,7 @@ class InvalidTransition(InvoiceError):
     """
 
     code = "invalid_transition"
+    http_status = 409
 
     def __init__(self, message: str, *, current: str = "", requested: str = "", param: str | None = None) -> None:
         super().__init__(message, param=param)
@@ -53,12 +48,14 @@ class InvoiceImmutable(InvoiceError):
     """Code tried to change the amounts or lines of an issued invoice, or a credit note."""
 
     code = "invoice_immutable"
+    http_status = 409
 
 
 class DuplicateInvoiceNumber(InvoiceError):
     """The invoice number (caller-supplied or generated) is already used by another invoice."""
 
     code = "duplicate_invoice_number"
+    http_status = 409
 
     def __init__(self, message: str, *, param: str | None = "invoice_number") -> None:
         super().__init__(message, param=param)
@@ -68,21 +65,24 @@ class CreditNoteLimitExceeded(InvoiceError):
     """A credit note for more than is left on the invoice (``total − credited_total``), or on a line."""
 
     code = "credit_exceeds_invoice"
+    http_status = 422
 
 
 class InvoiceGenerationError(InvoiceError):
     """The invoice cannot be generated: nothing to bill, no committed allocation run, a dry run…"""
 
     code = "invoice_generation_error"
+    http_status = 422
 
 
-class InvalidInvoiceRequest(InvoiceError, ValueError):
+class InvalidInvoiceRequest(InvoiceError, InvalidRequest):
     """Input that cannot be used (a malformed number, an amount with sub-minor-unit digits, an unknown
     reason or status); ``param`` names the field. HTTP 400, code ``invalid_request``."""
 
     code = "invalid_request"
+    http_status = 400
 
 
-class InvoicePdfError(Exception):
+class InvoicePdfError(InvoiceImmutable):
     """A document whose PDF may not be rendered again: issued invoices and credit notes keep the PDF
-    they were issued with (``invoices.services.pdf_storage``)."""
+    they were issued with (``invoices.services.pdf_storage``). HTTP 409, ``invoice_immutable``."""

@@ -15,8 +15,7 @@ from django.utils.html import format_html_join
 from billing_site.admin_mixins import AuditHistoryAdminMixin, BillingAdminMixin
 from billing_site.money import format_metered
 from teams.models import ApiKey, BillingSettings, Team, TeamMembership
-from teams.services import api_key_create, api_key_revoke
-from wallets.services.billing_settings import billing_settings_update
+from teams.services import api_key_create, api_key_revoke, billing_settings_update
 
 
 class TeamMembershipInline(BillingAdminMixin, admin.TabularInline):
@@ -26,7 +25,7 @@ class TeamMembershipInline(BillingAdminMixin, admin.TabularInline):
 
 
 class BillingSettingsInline(BillingAdminMixin, admin.StackedInline):
-    """The team's billing settings, saved through ``wallets.services.billing_settings_update``."""
+    """The team's billing settings, saved through ``teams.services.billing_settings_update``."""
 
     model = BillingSettings
     can_delete = False

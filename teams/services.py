@@ -1,6 +1,6 @@
-"""Writes of the teams app: team API keys for services.
+"""Writes of the teams app: a team's billing settings, and team API keys for services.
 
-A key reads ``<prefix>.<secret>`` and is sent as ``Authorization: Api-Key <prefix>.<secret>``
+An API key reads ``<prefix>.<secret>`` and is sent as ``Authorization: Api-Key <prefix>.<secret>``
 (``billing_site.api.auth``). Only its SHA-256 is stored; a key is revoked, never deleted.
 """
 
@@ -10,12 +10,13 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from teams.errors import InvalidApiKeyRequest
-from teams.models import ApiKey, Team
+from teams.errors import InvalidApiKeyRequest, InvalidTeamRequest
+from teams.models import ApiKey, BillingSettings, Team
 
 #: Refresh ``ApiKey.last_used_at`` at most this often: one write a minute, not one per request.
 API_KEY_TOUCH_INTERVAL = dt.timedelta(minutes=1)
@@ -75,3 +76,27 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
     return key
+
+
+def billing_settings_update(*, team: Team, **changes: Any) -> BillingSettings:
+    """Create or change a team's billing settings; fields as on :class:`BillingSettings`.
+
+    The one write of them (the billing model, limits, warning, e-mails), from the admin, the API
+    and the commands. Raises :class:`InvalidTeamRequest` (``invalid_request``, ``param`` the first
+    unknown field) for an unknown field and ``ValidationError`` for invalid values (bad e-mail
+    address, threshold out of range).
+    """
+    allowed = {
+        f.name for f in BillingSettings._meta.concrete_fields if f.name not in {"id", "team", "updated_at"}
+    }
+    unknown = set(changes) - allowed
+    if unknown:
+        raise InvalidTeamRequest(f"unknown billing settings: {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
+    with transaction.atomic():
+        billing = BillingSettings.objects.select_for_update().filter(team=team).first() or BillingSettings(team=team)
+        for name, value in changes.items():
+            setattr(billing, name, value)
+        billing.full_clean(exclude=["team"] if billing._state.adding else None)
+        billing.save()
+    team.billing_settings = billing
+    return billing

@@ -27,11 +27,11 @@ from billing_site.admin_mixins import (
     LargeTableAdminMixin,
     ReadOnlyAdminMixin,
 )
+from billing_site.errors import BillingError
 from billing_site.money import format_metered
 from teams.models import Team
 from teams.selectors import billing_settings_get, user_is_finance
 
-from .errors import WalletError
 from .forms import GrantForm, TopUpForm
 from .models import CreditGrant, Hold, LedgerEntry, UsageEvent, UsageEventItem, Wallet
 from .selectors import wallets_below_warning
@@ -128,7 +128,7 @@ class WalletAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
             try:
                 service(wallet=wallet)
                 changed += 1
-            except WalletError as exc:
+            except BillingError as exc:
                 self.message_user(request, f"Wallet #{wallet.pk} ({wallet.team}): {exc.message}", messages.ERROR)
         if changed:
             self.message_user(request, f"{changed} wallet(s) {done}.", messages.SUCCESS)
@@ -197,7 +197,7 @@ class WalletAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
                 seen = LedgerEntry.objects.filter(wallet=wallet, entry_type=entry_type, idempotency_key=key).exists()
                 try:
                     entry = credit(request, form, wallet)
-                except WalletError as exc:
+                except BillingError as exc:
                     form.add_error(exc.param if exc.param in form.fields else None,
                                    f"Wallet #{wallet.pk} ({wallet.team}): {exc.message}")
                     break

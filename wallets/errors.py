@@ -1,23 +1,14 @@
-"""Errors of the wallet services, one class per ``code`` the API maps to a response.
+"""Errors of the wallet services: :class:`WalletError` and its subclasses, each a ``BillingError``.
 
-Every error carries ``code`` (a stable machine-readable string, the ``error.code`` of the API's
-error body) and ``param`` (the request field at fault, or ``None``). The API (issue 5) maps them:
+Each class carries its ``code`` and HTTP status (``billing_site.errors`` has the table); the API maps
+them in one place. The wallets also raise errors they share with other apps:
+``billing_site.errors.InvalidRequest`` (code ``invalid_request``, 400: anything else the caller got
+wrong, a malformed idempotency key among them), ``billing_site.errors.IdempotencyError``
+(409: the key was used with different parameters) and ``chargeback.errors.PriceNotFound`` (422: no
+catalog price for an item at that time).
 
-=====================  ===========  ===============================================================
-code                   HTTP status  meaning
-=====================  ===========  ===============================================================
-invalid_amount         400          an amount or quantity is a float, zero, negative, not finite or
-                                    has more than 12 decimal places (``param`` names the field)
-invalid_request        400          anything else the caller got wrong (unknown user, bad items)
-insufficient_funds     402          available credit is below the amount and the team blocks on
-                                    zero balance; nothing moved (a usage event is kept as rejected)
-price_not_found        422          no catalog price for an item at that time
-provider_not_allowed   403          the team's billing settings do not allow that provider
-wallet_frozen          409          the wallet is frozen (or closed): no charges or holds
-hold_not_open          409          the hold was already captured or released
-idempotency_error      409          the idempotency key was used with different parameters
-ledger_immutable       500          code tried to change or delete a ledger entry (a bug)
-=====================  ===========  ===============================================================
+:class:`LedgerImmutable` is not a ``BillingError``: changing or deleting a ledger entry is a bug in
+code, not a request a user can correct, so the API answers it as any bug (500, ``internal_error``).
 """
 
 from __future__ import annotations
@@ -25,28 +16,23 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from billing_site.errors import BillingError
+from billing_site.money import MoneyError
 
-class WalletError(Exception):
+
+class WalletError(BillingError):
     """Base class: a wallet operation that was refused. Nothing moved when it is raised."""
 
     code = "wallet_error"
-
-    def __init__(self, message: str, *, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
+    http_status = 400
 
 
-class InvalidAmount(WalletError, ValueError):
-    """An amount that cannot be money: float, zero, negative, non-finite, more than 12 decimals."""
+class InvalidAmount(WalletError, MoneyError):
+    """An amount that cannot be money: float, zero, negative, non-finite, more than 12 decimals,
+    or more than the operation allows (beyond a hold, beyond what is left to refund). HTTP 400."""
 
     code = "invalid_amount"
-
-
-class InvalidRequest(WalletError, ValueError):
-    """A request that is wrong in another way (a user outside the team, malformed items)."""
-
-    code = "invalid_request"
+    http_status = 400
 
 
 class InsufficientFunds(WalletError):
@@ -57,6 +43,7 @@ class InsufficientFunds(WalletError):
     """
 
     code = "insufficient_funds"
+    http_status = 402
 
     def __init__(
         self, message: str, *, requested: Decimal, available: Decimal, currency: str, event: Any = None
@@ -68,16 +55,11 @@ class InsufficientFunds(WalletError):
         self.event = event
 
 
-class PriceNotFound(WalletError, ValueError):
-    """No catalog price (team override or global) for an item at the time asked."""
-
-    code = "price_not_found"
-
-
 class ProviderNotAllowed(WalletError):
     """The team's billing settings list allowed providers and this one is not among them."""
 
     code = "provider_not_allowed"
+    http_status = 403
 
 
 class WalletFrozen(WalletError):
@@ -87,6 +69,7 @@ class WalletFrozen(WalletError):
     """
 
     code = "wallet_frozen"
+    http_status = 409
 
     def __init__(self, message: str, *, event: Any = None) -> None:
         super().__init__(message)
@@ -97,18 +80,13 @@ class HoldNotOpen(WalletError):
     """The hold was already captured or released."""
 
     code = "hold_not_open"
-
-
-class IdempotencyError(WalletError):
-    """The idempotency key was already used with different parameters (Stripe's semantics)."""
-
-    code = "idempotency_error"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, param="idempotency_key")
+    http_status = 409
 
 
 class LedgerImmutable(Exception):
-    """Code tried to change or delete a ledger entry. Corrections are reversing entries."""
+    """Code tried to change or delete a ledger entry. Corrections are reversing entries.
+
+    A bug, not a refusal: not a ``BillingError``, so the API answers 500 and logs it.
+    """
 
     code = "ledger_immutable"

@@ -15,11 +15,11 @@ from django.db.models import Case, Count, DecimalField, F, Max, Q, QuerySet, Val
 from django.db.models.functions import Coalesce, Lag, TruncDay, TruncMonth, TruncYear
 
 from billing_site.db import MeteredSum
+from billing_site.errors import InvalidRequest
 from billing_site.money import METERED_DECIMAL_PLACES, METERED_MAX_DIGITS
 from teams.models import BillingSettings, Team
 from teams.selectors import billing_settings_get, team_ids_managed_by, team_list_for_user, user_sees_all_teams
 
-from .errors import InvalidRequest
 from .models import CreditGrant, Hold, LedgerEntry, UsageEvent, UsageEventItem, Wallet
 
 ZERO = Decimal(0)
@@ -321,7 +321,7 @@ def usage_statistics(
     "total_cost", "transaction_count", "by_provider": [{"provider", "cost"}], "by_feature":
     [{"feature_key", "cost", "count"}], "series": [{"period": date, "cost", "count"}]}``; the series
     has a point for every day or month of the period, zero where nothing was charged. Buckets are UTC.
-    Raises :class:`wallets.errors.InvalidRequest` for a bad granularity or a missing year/month.
+    Raises :class:`billing_site.errors.InvalidRequest` for a bad granularity or a missing year/month.
     """
     start, end = statistics_period(granularity=granularity, year=year, month=month)
     events = _events(team=team, start=start, end=end, user=user).filter(status=UsageEvent.Status.CHARGED)

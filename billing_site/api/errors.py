@@ -1,7 +1,8 @@
 """The API's one error shape, ``{"error": {"type", "code", "message", "param"}}``, and each error's status.
 
-:func:`exception_handler` is DRF's ``EXCEPTION_HANDLER``: it maps DRF's, Django's and the billing
-apps' errors to a status and that shape (docs/api.md, "Errors").
+:func:`exception_handler` is DRF's ``EXCEPTION_HANDLER``: it maps DRF's and Django's errors, and every
+``billing_site.errors.BillingError`` by its own ``http_status``, ``code``, ``message`` and ``param``, to
+that shape (docs/api.md, "Errors"). It knows no app: each app's errors carry their status.
 """
 
 from __future__ import annotations
@@ -19,11 +20,7 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
-from billing_site.money import MoneyError
-from chargeback import errors as chargeback_errors
-from chargeback.periods import PeriodError
-from invoices import errors as invoice_errors
-from wallets import errors as wallet_errors
+from billing_site.errors import BillingError
 
 logger = logging.getLogger(__name__)
 
@@ -32,45 +29,6 @@ class RequestTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "request_too_large"
     default_detail = "The request body is too large."
-
-
-#: Domain error code → HTTP status (wallets/errors.py's table, chargeback and invoices errors).
-STATUS_BY_CODE = {
-    "invalid_amount": 400,
-    "invalid_request": 400,
-    "invalid_usage": 400,
-    "invalid_period": 400,
-    "insufficient_funds": 402,
-    "provider_not_allowed": 403,
-    "wallet_frozen": 409,
-    "hold_not_open": 409,
-    "idempotency_error": 409,
-    "stale_allocation_run": 409,
-    "invalid_transition": 409,
-    "invoice_immutable": 409,
-    "duplicate_invoice_number": 409,
-    "object_in_use": 409,
-    "price_not_found": 422,
-    "nothing_to_allocate": 422,
-    "rule_configuration_error": 422,
-    "mixed_currency": 422,
-    "allocation_error": 422,
-    "credit_exceeds_invoice": 422,
-    "invoice_generation_error": 422,
-}
-
-_CHARGEBACK_CODES = [
-    (chargeback_errors.IdempotencyError, "idempotency_error"),
-    (chargeback_errors.PriceNotFound, "price_not_found"),
-    (chargeback_errors.InvalidUsage, "invalid_usage"),
-    (chargeback_errors.NothingToAllocate, "nothing_to_allocate"),
-    (chargeback_errors.RuleConfigurationError, "rule_configuration_error"),
-    (chargeback_errors.MixedCurrencyError, "mixed_currency"),
-    (chargeback_errors.StaleAllocationRun, "stale_allocation_run"),
-    (chargeback_errors.AllocationError, "allocation_error"),
-    (PeriodError, "invalid_period"),
-    (MoneyError, "invalid_amount"),
-]
 
 
 def _error_type(status_code: int, code: str) -> str:
@@ -158,16 +116,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         if getattr(exc, "wait", None):
             headers["Retry-After"] = str(int(exc.wait))
         return error_response(exc.status_code, str(code), message, getattr(exc, "param", None), headers=headers)
-    if isinstance(exc, wallet_errors.WalletError):
-        code = exc.code
-        return error_response(STATUS_BY_CODE.get(code, 400), code, exc.message, exc.param)
-    if isinstance(exc, invoice_errors.InvoiceError):
-        code = getattr(exc, "code", "invoice_error")
-        message = getattr(exc, "message", None) or str(exc)
-        return error_response(STATUS_BY_CODE.get(code, 422), code, message, getattr(exc, "param", None))
-    for cls, code in _CHARGEBACK_CODES:
-        if isinstance(exc, cls):
-            return error_response(STATUS_BY_CODE[code], code, str(exc), getattr(exc, "param", None))
+    if isinstance(exc, BillingError):
+        return error_response(exc.http_status, exc.code, exc.message, exc.param)
     if isinstance(exc, DjangoValidationError):
         if hasattr(exc, "error_dict"):
             field, errors = next(iter(exc.error_dict.items()))

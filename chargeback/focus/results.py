@@ -6,22 +6,29 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from chargeback.errors import ChargebackError
+
 #: How many skipped rows the result keeps in ``skipped`` (all are counted in ``rows_skipped``).
 MAX_REPORTED_SKIPS = 1000
 
 
-class FocusImportError(Exception):
+class FocusImportError(ChargebackError):
     """A FOCUS file that cannot be imported: unreadable, a missing required column, or a bad value.
 
     ``file``, ``row`` (1-based data row, the header not counted; ``None`` for the whole file or its
-    header), ``line`` (physical line in the file) and ``column`` say where; the message names them.
+    header), ``line`` (physical line in the file) and ``column`` say where; the message names them,
+    and ``param`` is the column. Nothing of the file is written when it is raised. HTTP 400,
+    ``invalid_focus_file``.
     """
+
+    code = "invalid_focus_file"
+    http_status = 400
 
     def __init__(self, message: str, *, file: str, row: int | None = None, line: int | None = None,
                  column: str | None = None) -> None:
         self.file, self.row, self.line, self.column = file, row, line, column
         self.reason = message
-        super().__init__(_locate(file, row, line, column) + message)
+        super().__init__(_locate(file, row, line, column) + message, param=column)
 
 
 @dataclass(frozen=True)

@@ -17,22 +17,26 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from billing_site.money import MoneyError, currency_exponent, quantize_metered
-from chargeback.errors import IdempotencyError, InvalidUsage
+from billing_site.errors import IdempotencyError
+from billing_site.money import MoneyError, currency_exponent, parse_amount, quantize_metered
+from chargeback.errors import InvalidUsage
 from chargeback.models import UsageRecord
 from chargeback.selectors import price_item, price_items, price_not_found
 from teams.models import Team
 
 
-def _as_decimal(value: object, name: str) -> Decimal:
+def _as_decimal(value: object, name: str, *, not_negative: bool = False) -> Decimal:
+    """``value`` as a finite Decimal (``billing_site.money.parse_amount``, any number of decimal places).
+
+    Raises ``TypeError`` for a float and ``InvalidUsage`` (its message names ``name``) for anything that is
+    not a finite Decimal or int, or, with ``not_negative``, for a value below zero.
+    """
     if isinstance(value, float):
         raise TypeError(f"{name} is a float; quantities and money are Decimal only")
-    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-        raise InvalidUsage(f"{name} must be a Decimal, got {value!r}")
-    value = Decimal(value)
-    if not value.is_finite():
-        raise InvalidUsage(f"{name} must be a finite number, got {value}")
-    return value
+    try:
+        return parse_amount(value, param=name, decimal_places=None, not_negative=not_negative)
+    except MoneyError as exc:
+        raise InvalidUsage(exc.message) from None
 
 
 def _check_currency(currency: str) -> str:
@@ -97,9 +101,7 @@ def usage_record_create(
     Idempotency relies on the ``usage_unique_source_idempotency_key`` constraint (Stripe's
     idempotency keys): two concurrent calls with one key insert one row.
     """
-    quantity = _as_decimal(quantity, "quantity")
-    if quantity < 0:
-        raise InvalidUsage(f"quantity must not be negative, got {quantity}")
+    quantity = _as_decimal(quantity, "quantity", not_negative=True)
     if not resource_type:
         raise InvalidUsage("resource_type is required")
     if not idempotency_key:
@@ -168,7 +170,8 @@ def _replayed(existing: UsageRecord, requested: Mapping[str, object]) -> UsageRe
     if differing:
         raise IdempotencyError(
             f"idempotency key {existing.idempotency_key!r} ({existing.source}) was already used for usage record "
-            f"#{existing.pk} with different {', '.join(sorted(differing))}; use a new key for new usage"
+            f"#{existing.pk} with different {', '.join(sorted(differing))}; use a new key for new usage",
+            param=None,
         )
     existing.replayed = True
     return existing
@@ -225,9 +228,7 @@ def usage_records_create(
     for i, raw in enumerate(records):
         row = dict(raw)
         try:
-            row["quantity"] = _as_decimal(row.get("quantity"), "quantity")
-            if row["quantity"] < 0:
-                raise InvalidUsage(f"quantity must not be negative, got {row['quantity']}")
+            row["quantity"] = _as_decimal(row.get("quantity"), "quantity", not_negative=True)
         except InvalidUsage as exc:
             raise _row_error(exc, i, "quantity") from None
         try:
@@ -298,7 +299,8 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str) -> l
                 first, first_requested = new_index[key]
                 if first_requested != requested:
                     raise IdempotencyError(
-                        f"idempotency key {key!r} appears twice in the batch with different parameters"
+                        f"idempotency key {key!r} appears twice in the batch with different parameters",
+                        param=None,
                     )
                 results[i] = first
                 continue

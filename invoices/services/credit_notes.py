@@ -16,7 +16,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from billing_site.money import format_amount, minor_unit, split, to_minor_units
+from billing_site.money import MoneyError, format_amount, minor_unit, parse_amount, split, to_minor_units
 
 from ..errors import CreditNoteLimitExceeded, InvalidInvoiceRequest, InvalidTransition
 from ..models import CreditNote, CreditNoteLine, DocumentSequence, Invoice, InvoiceLine
@@ -27,19 +27,15 @@ from .pdf_storage import credit_note_pdf_store
 
 
 def _minor_amount(value: object, currency: str, param: str) -> Decimal:
-    """A positive Decimal in whole minor units of ``currency``; floats and sub-cent digits refused."""
-    if isinstance(value, bool) or not isinstance(value, (Decimal, int, str)):
-        raise InvalidInvoiceRequest(f"{param} must be a decimal amount (a string or Decimal, never a float)", param=param)
+    """A positive Decimal (or decimal string) in whole minor units of ``currency``, quantized to them.
+
+    ``billing_site.money.parse_amount``'s check; a refusal is ``InvalidInvoiceRequest`` (code
+    ``invalid_request``) naming ``param``.
+    """
     try:
-        amount = Decimal(value)
-    except ArithmeticError:
-        raise InvalidInvoiceRequest(f"{param} {value!r} is not a number", param=param) from None
-    if not amount.is_finite() or amount <= 0:
-        raise InvalidInvoiceRequest(f"{param} must be a positive amount, got {value}", param=param)
-    if amount != to_minor_units(amount, currency):
-        raise InvalidInvoiceRequest(
-            f"{param} {value} has more decimals than {currency}'s minor unit ({minor_unit(currency)})", param=param
-        )
+        amount = parse_amount(value, param=param, positive=True, currency=currency, text=True)
+    except MoneyError as exc:
+        raise InvalidInvoiceRequest(exc.message, param=param) from None
     return to_minor_units(amount, currency)
 
 

@@ -16,7 +16,7 @@ from billing_site.api.scoping import scope_by_team
 from teams.api import serializers as s
 from teams.models import Team, TeamMembership
 from teams.selectors import billing_settings_get
-from wallets.services.billing_settings import billing_settings_update
+from teams.services import billing_settings_update
 
 
 class TeamViewSet(viewsets.ReadOnlyModelViewSet):

@@ -7,9 +7,9 @@ from decimal import Decimal
 import pytest
 
 from teams.models import TeamMembership
+from teams.services import billing_settings_update
 from tests.api.conftest import CALL_ITEMS
 from wallets.models import LedgerEntry, UsageEvent
-from wallets.services.billing_settings import billing_settings_update
 from wallets.services.wallets import wallet_open
 
 pytestmark = pytest.mark.django_db

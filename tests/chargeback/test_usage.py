@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from chargeback.errors import IdempotencyError, InvalidUsage, PriceNotFound
+from billing_site.errors import IdempotencyError
+from chargeback.errors import InvalidUsage, PriceNotFound
 from chargeback.models import UsageRecord
 from chargeback.services.usage import usage_record_create
 from tests.factories import PriceFactory, TeamFactory, UserFactory

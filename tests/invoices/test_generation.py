@@ -344,7 +344,7 @@ def test_invoice_generate_chargeback_refreshes_the_one_live_draft():
 
 def test_invoice_generate_applies_the_team_tax_rate_rounded_once():
     from invoices.services.generation import invoice_generate
-    from wallets.services.billing_settings import billing_settings_update
+    from teams.services import billing_settings_update
 
     team = TeamFactory()
     billing_settings_update(team=team, billing_model="postpaid", tax_rate=D("19"))

@@ -23,9 +23,9 @@ from invoices.services.lifecycle import (
     invoice_transition,
     invoices_mark_overdue,
 )
+from teams.services import billing_settings_update
 from tests.factories import UserFactory, draft_invoice
 from wallets.models import LedgerEntry
-from wallets.services.billing_settings import billing_settings_update
 from wallets.services.charges import wallet_charge
 from wallets.services.posting import wallet_settle_invoice
 from wallets.services.wallets import wallet_open

@@ -20,12 +20,12 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from billing_site.errors import BillingError
+from teams.services import billing_settings_update
 from tests.factories import TeamFactory
 from tests.wallets.charge_oracle import charge_in_python
-from wallets.errors import WalletError
 from wallets.models import CreditGrant, LedgerEntry, Wallet
 from wallets.selectors import ledger_verify
-from wallets.services.billing_settings import billing_settings_update
 from wallets.services.charges import wallet_charge
 from wallets.services.posting import wallet_grant, wallet_top_up
 from wallets.services.wallets import wallet_freeze, wallet_open, wallet_unfreeze
@@ -85,7 +85,7 @@ class Side:
         try:
             with captured(execute=True):
                 result = self._run(kind, *args)
-        except WalletError as exc:
+        except BillingError as exc:
             result = (type(exc).__name__, str(exc).replace(f"wallet {self.wallet.pk} ", "wallet W ")
                       .replace(f"Wallet {self.wallet.pk} ", "Wallet W "), getattr(exc, "available", None))
         wallet = self.refreshed()

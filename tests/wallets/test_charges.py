@@ -9,21 +9,15 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
+from billing_site.errors import IdempotencyError, InvalidRequest
+from chargeback.errors import PriceNotFound
 from chargeback.models import UsageRecord
+from teams.services import billing_settings_update
 from tests.factories import PriceFactory, UserFactory
 from tests.wallets.conftest import CALL_ITEMS, new_key
 from wallets import selectors
-from wallets.errors import (
-    IdempotencyError,
-    InsufficientFunds,
-    InvalidAmount,
-    InvalidRequest,
-    PriceNotFound,
-    ProviderNotAllowed,
-    WalletFrozen,
-)
+from wallets.errors import InsufficientFunds, InvalidAmount, ProviderNotAllowed, WalletFrozen
 from wallets.models import LedgerEntry, UsageEvent, Wallet
-from wallets.services.billing_settings import billing_settings_update
 from wallets.services.charges import wallet_charge
 from wallets.services.holds import wallet_hold
 from wallets.services.posting import wallet_top_up

@@ -16,10 +16,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from billing_site.models import IdempotencyRecord
+from teams.services import billing_settings_update
 from tests.wallets.conftest import new_key
 from wallets.models import LedgerEntry, Wallet
 from wallets.selectors import ledger_verify
-from wallets.services.billing_settings import billing_settings_update
 from wallets.services.charges import wallet_charge
 from wallets.services.posting import wallet_grant, wallet_top_up
 from wallets.services.usage_events import usage_event_charge

@@ -8,20 +8,14 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from billing_site.errors import IdempotencyError, InvalidRequest
 from billing_site.idempotency import idempotency_records_purge
 from billing_site.models import IdempotencyRecord
+from teams.services import billing_settings_update
 from tests.wallets.conftest import new_key
-from wallets.errors import (
-    HoldNotOpen,
-    IdempotencyError,
-    InsufficientFunds,
-    InvalidAmount,
-    InvalidRequest,
-    WalletFrozen,
-)
+from wallets.errors import HoldNotOpen, InsufficientFunds, InvalidAmount, WalletFrozen
 from wallets.models import CreditGrant, Hold, LedgerEntry, Wallet
 from wallets.selectors import ledger_verify, wallet_balance_get
-from wallets.services.billing_settings import billing_settings_update
 from wallets.services.charges import wallet_charge
 from wallets.services.holds import hold_capture, hold_release, holds_release_expired, wallet_hold
 from wallets.services.posting import grants_expire, wallet_adjust, wallet_grant, wallet_refund, wallet_top_up

@@ -11,7 +11,6 @@ One module per job; callers import from the module itself (this package re-expor
 - ``charges``: ``wallet_charge``, one call of the SQL function ``wallets_charge``.
 - ``holds``: holds, their capture and release, and the release of expired holds.
 - ``usage_events``: quotes and usage-event charges (priced from the catalog).
-- ``billing_settings``: a team's billing settings.
 
 Each money-moving service runs in one database transaction that
 

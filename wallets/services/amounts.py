@@ -1,14 +1,15 @@
 """The amounts a wallet service accepts: finite Decimals, at most 12 decimal places, below 10^15.
 
-Floats are refused (money is never a float); ints are taken as Decimals. Each check raises
-``InvalidAmount`` naming the request field at fault.
+Floats are refused (money is never a float); ints are taken as Decimals. The check is
+``billing_site.money.parse_amount``'s; each function here raises ``InvalidAmount`` (code
+``invalid_amount``) naming the request field at fault.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from billing_site.money import METERED_QUANTUM
+from billing_site.money import MoneyError, parse_amount
 from wallets.errors import InvalidAmount
 
 ZERO = Decimal(0)
@@ -17,36 +18,23 @@ ZERO = Decimal(0)
 MAX_AMOUNT = Decimal(10) ** 15
 
 
+def _parse(value: object, name: str, **checks: bool) -> Decimal:
+    try:
+        return parse_amount(value, param=name, below=MAX_AMOUNT, **checks)
+    except MoneyError as exc:
+        raise InvalidAmount(exc.message, param=name) from None
+
+
 def amount_parse(value: object, name: str) -> Decimal:
     """``value`` as a finite Decimal with at most 12 decimal places, or ``InvalidAmount`` naming ``name``."""
-    if isinstance(value, bool) or value is None:
-        raise InvalidAmount(f"{name} must be a Decimal, got {value!r}", param=name)
-    if isinstance(value, float):
-        raise InvalidAmount(f"{name} is a float ({value!r}); send a Decimal (money is never a float)", param=name)
-    if isinstance(value, int):
-        value = Decimal(value)
-    if not isinstance(value, Decimal):
-        raise InvalidAmount(f"{name} must be a Decimal, got {type(value).__name__}", param=name)
-    if not value.is_finite():
-        raise InvalidAmount(f"{name} must be a finite number, got {value}", param=name)
-    if abs(value) >= MAX_AMOUNT:
-        raise InvalidAmount(f"{name} must be below {MAX_AMOUNT:,}, got {value}", param=name)
-    if value != value.quantize(METERED_QUANTUM):
-        raise InvalidAmount(f"{name} has more than 12 decimal places: {value}", param=name)
-    return value
+    return _parse(value, name)
 
 
 def amount_positive(value: object, name: str) -> Decimal:
     """:func:`amount_parse`, and greater than zero."""
-    amount = amount_parse(value, name)
-    if amount <= 0:
-        raise InvalidAmount(f"{name} must be greater than zero, got {amount}", param=name)
-    return amount
+    return _parse(value, name, positive=True)
 
 
 def amount_not_negative(value: object, name: str) -> Decimal:
     """:func:`amount_parse`, and zero or more."""
-    amount = amount_parse(value, name)
-    if amount < 0:
-        raise InvalidAmount(f"{name} must not be negative, got {amount}", param=name)
-    return amount
+    return _parse(value, name, not_negative=True)

@@ -17,9 +17,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing_site.db import MeteredSum
+from billing_site.errors import InvalidRequest
 from teams.models import BillingSettings
 from teams.selectors import billing_settings_get
-from wallets.errors import InsufficientFunds, InvalidAmount, InvalidRequest, WalletFrozen
+from wallets.errors import InsufficientFunds, InvalidAmount, WalletFrozen
 from wallets.models import CreditGrant, LedgerEntry, Wallet
 
 from .amounts import ZERO, amount_parse, amount_positive

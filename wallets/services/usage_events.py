@@ -17,11 +17,13 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from billing_site.errors import InvalidRequest
+from chargeback.errors import PriceNotFound
 from chargeback.selectors import price_items, price_not_found
 from chargeback.services.usage import usage_records_create
 from teams.models import BillingSettings, Team
 from teams.selectors import billing_settings_get
-from wallets.errors import InsufficientFunds, InvalidRequest, PriceNotFound, ProviderNotAllowed, WalletFrozen
+from wallets.errors import InsufficientFunds, ProviderNotAllowed, WalletFrozen
 from wallets.models import LedgerEntry, UsageEvent, UsageEventItem, Wallet
 
 from .amounts import ZERO, amount_not_negative

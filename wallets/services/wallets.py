@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.db import IntegrityError, transaction
 
+from billing_site.errors import InvalidRequest
 from teams.models import Team, TeamMembership
-from wallets.errors import InvalidRequest
 from wallets.models import Wallet
 
 

@@ -31,9 +31,9 @@ from chargeback.periods import BillingPeriod, PeriodError
 from chargeback.services.focus_import import focus_import
 from chargeback.services.usage import usage_record_create
 from teams.models import Team, TeamMembership
+from teams.services import billing_settings_update
 from wallets.errors import InsufficientFunds
 from wallets.models import LedgerEntry, UsageEvent, Wallet
-from wallets.services.billing_settings import billing_settings_update
 from wallets.services.holds import wallet_hold
 from wallets.services.posting import wallet_grant, wallet_top_up
 from wallets.services.usage_events import usage_event_charge

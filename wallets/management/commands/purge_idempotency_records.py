@@ -4,8 +4,8 @@ import datetime as dt
 
 from django.core.management.base import BaseCommand, CommandError
 
+from billing_site.errors import InvalidRequest
 from billing_site.idempotency import idempotency_records_purge
-from wallets.errors import InvalidRequest
 
 
 class Command(BaseCommand):

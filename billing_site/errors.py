@@ -1,0 +1,99 @@
+"""The one error base of the billing product: :class:`BillingError`, and the errors every app shares.
+
+A ``BillingError`` is a refusal a user can act on: nothing was written when it is raised. It carries
+
+* ``code``: a stable machine-readable string, the ``error.code`` of the API's error body;
+* ``http_status``: the status the API answers with;
+* ``message``: a sentence for people, naming the figures at fault (``str(error)`` gives it);
+* ``param``: the request field at fault (``amount``, ``records[3].quantity``), or ``None``.
+
+``code`` and ``http_status`` are class attributes: each subclass carries its own, so the API's
+handler (``billing_site.api.errors.exception_handler``) maps any ``BillingError`` to
+``{"error": {"type", "code", "message", "param"}}`` with ``http_status`` and knows no app.
+Admin views and commands show ``message``. A bug (an append-only ledger entry being changed, a
+broken invariant) is not a ``BillingError``: it stays a plain exception and the API answers 500.
+
+Every app derives its errors from this base (``teams.errors``, ``chargeback.errors``,
+``chargeback.periods.PeriodError``, ``wallets.errors``, ``invoices.errors``,
+``billing_site.money.MoneyError``). The codes and their statuses:
+
+========================  ======  ================================================================
+code                      status  class: meaning
+========================  ======  ================================================================
+invalid_request           400     :class:`InvalidRequest` (and ``invoices``' ``InvalidInvoiceRequest``,
+                                  ``teams``' ``InvalidTeamRequest``, ``InvalidApiKeyRequest``): input
+                                  the caller got wrong (a malformed idempotency key, an unknown user,
+                                  an unknown field or reason)
+invalid_amount            400     ``money.MoneyError``, ``wallets``' ``InvalidAmount``: an amount that
+                                  cannot be money (a float, zero, negative, not finite, too many
+                                  decimal places)
+invalid_usage             400     ``chargeback``' ``InvalidUsage``: a usage record that cannot be kept
+invalid_period            400     ``chargeback.periods.PeriodError``: not a whole calendar month
+invalid_focus_file        400     ``chargeback.focus``' ``FocusImportError``: a FOCUS file that cannot
+                                  be imported (the message names the file, row, line and column)
+insufficient_funds        402     ``wallets``' ``InsufficientFunds``: available credit below the amount
+provider_not_allowed      403     ``wallets``' ``ProviderNotAllowed``: the team does not allow it
+idempotency_error         409     :class:`IdempotencyError`: the key was used with other parameters
+wallet_frozen             409     ``wallets``' ``WalletFrozen``: no charges or holds on the wallet
+hold_not_open             409     ``wallets``' ``HoldNotOpen``: captured or released already
+stale_allocation_run      409     ``chargeback``' ``StaleAllocationRun``: usage changed since the draft
+invalid_transition        409     ``invoices``' ``InvalidTransition``: the status forbids the move
+invoice_immutable         409     ``invoices``' ``InvoiceImmutable``: issued documents never change
+duplicate_invoice_number  409     ``invoices``' ``DuplicateInvoiceNumber``: the number is taken
+price_not_found           422     ``chargeback``' ``PriceNotFound``: no catalog price at that time
+allocation_error          422     ``chargeback``' ``AllocationError``: a run that cannot be computed
+                                  or committed; more precisely ``nothing_to_allocate``,
+                                  ``rule_configuration_error``, ``mixed_currency`` (all 422)
+credit_exceeds_invoice    422     ``invoices``' ``CreditNoteLimitExceeded``: more than is left
+invoice_generation_error  422     ``invoices``' ``InvoiceGenerationError``: nothing to bill, no run
+========================  ======  ================================================================
+
+The API's ``type`` follows from the status, except ``idempotency_error``, whose type is
+``idempotency_error`` (Stripe's error types; docs/api.md, "Errors").
+"""
+
+from __future__ import annotations
+
+
+class BillingError(Exception):
+    """A refused billing operation; nothing was written. Subclasses set ``code`` and ``http_status``.
+
+    Args:
+        message: what is wrong, for people (the API's ``error.message``).
+        param: the request field at fault (``"amount"``, ``"records[3].quantity"``), or ``None``.
+        code: overrides the class's ``code`` for this one error (rarely needed: prefer a subclass).
+    """
+
+    code: str = "billing_error"
+    http_status: int = 400
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(BillingError):
+    """Input the caller got wrong in a way no more precise error names (a malformed idempotency key,
+    a user outside the team, malformed items, too short a retention). HTTP 400."""
+
+    code = "invalid_request"
+    http_status = 400
+
+
+class IdempotencyError(BillingError):
+    """The idempotency key was already used with different parameters (Stripe's semantics). HTTP 409.
+
+    ``param`` is ``idempotency_key`` unless the key sits elsewhere (``records[3].idempotency_key``).
+    """
+
+    code = "idempotency_error"
+    http_status = 409
+
+    def __init__(self, message: str, *, param: str | None = "idempotency_key", code: str | None = None) -> None:
+        super().__init__(message, param=param, code=code)
