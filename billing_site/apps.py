@@ -3,6 +3,9 @@
 from django.apps import AppConfig
 from django.contrib.admin.apps import AdminConfig
 
+# Registers the project's system checks; the module needs no app loaded.
+from billing_site import checks  # noqa: F401
+
 
 class BillingAdminConfig(AdminConfig):
     """``django.contrib.admin`` whose default site is :class:`billing_site.admin.BillingAdminSite`.

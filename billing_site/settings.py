@@ -30,9 +30,12 @@ API
     API_MAX_BODY_BYTES     largest request body accepted (DATA_UPLOAD_MAX_MEMORY_SIZE); default
                            5 MiB, enough for a batch of 1,000 usage records.
 Cache and throttles
-    CACHE_URL              the cache that holds throttle counters; default locmem (one per process:
-                           with several gunicorn workers each keeps its own counts, so production
-                           names a shared cache, e.g. ``redis://…``).
+    CACHE_URL              the cache that holds throttle counters. Default with DEBUG off: Redis on
+                           ``redis://127.0.0.1:6379/0``, shared by every worker; with DEBUG on:
+                           ``locmemcache://`` (one per process).
+    WEB_WORKERS            how many worker processes serve the site; default ``WEB_CONCURRENCY``
+                           (gunicorn's own variable), else 1. With more than one, a per-process
+                           cache is refused at start (check ``billing_site.E001``).
     API_THROTTLE_RATE      requests per principal (user or team key) for reads and other calls;
                            default ``1200/min``.
     API_THROTTLE_RATE_MONEY  requests per principal for calls that move money or write usage;
@@ -238,7 +241,11 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Cache and throttles ---------------------------------------------------------------------------
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Throttle counters must be shared by every worker: a per-process cache would let each worker pass
+# the whole rate. With DEBUG off the default is therefore a shared Redis (the ``redis`` package is a
+# requirement); billing_site.checks refuses a per-process cache when WEB_WORKERS > 1.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://" if DEBUG else "redis://127.0.0.1:6379/0")}
+WEB_WORKERS = env.int("WEB_WORKERS", default=env.int("WEB_CONCURRENCY", default=1))
 API_THROTTLE_RATES = {
     "principal": env.str("API_THROTTLE_RATE", default="1200/min"),
     "money": env.str("API_THROTTLE_RATE_MONEY", default="300/min"),

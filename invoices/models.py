@@ -69,7 +69,9 @@ class Invoice(models.Model):
     """
 
     #: Allowed status moves, the one place they are written (django-oscar's ``Order.pipeline``).
-    #: Checked by ``invoices.services.lifecycle.invoice_check_transition``.
+    #: Checked by ``invoices.services.lifecycle.invoice_check_transition``; the database holds a copy
+    #: (table ``invoices_invoice_transition``, migration 0006) whose trigger refuses any other move,
+    #: from ``QuerySet.update()`` or raw SQL too. Change both together: a test compares them.
     TRANSITIONS: dict[str, tuple[str, ...]] = {
         "draft": ("pending", "cancelled"),
         "pending": ("sent", "overdue", "paid", "cancelled"),

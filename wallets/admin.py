@@ -9,8 +9,6 @@ are edited here (their changes are in the audit trail).
 
 from __future__ import annotations
 
-import csv
-
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
@@ -28,6 +26,7 @@ from billing_site.admin_mixins import (
     ReadOnlyAdminMixin,
 )
 from billing_site.errors import BillingError
+from billing_site.exports import csv_writer
 from billing_site.money import format_metered
 from teams.models import Team
 from teams.selectors import billing_settings_get, user_is_finance
@@ -282,9 +281,9 @@ class LedgerEntryAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin
         ("team", lambda e: e.team_slug),
         ("wallet", lambda e: e.wallet_id),
         ("entry_type", lambda e: e.entry_type),
-        ("amount", lambda e: f"{e.amount:f}"),  # fixed-point: str() would write 1E-12
-        ("reserved_delta", lambda e: f"{e.reserved_delta:f}"),
-        ("balance_after", lambda e: f"{e.balance_after:f}"),
+        ("amount", lambda e: e.amount),  # a number: fixed point, never 1E-12 (billing_site.exports)
+        ("reserved_delta", lambda e: e.reserved_delta),
+        ("balance_after", lambda e: e.balance_after),
         ("currency", lambda e: e.currency),
         ("reference_type", lambda e: e.reference_type),
         ("reference_id", lambda e: e.reference_id),
@@ -328,7 +327,7 @@ class LedgerEntryAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin
             def write(self, value):
                 return value
 
-        writer = csv.writer(Echo())
+        writer = csv_writer(Echo())
 
         def rows():
             yield writer.writerow([header for header, _ in self.CSV_COLUMNS])

@@ -1,15 +1,26 @@
-"""The API's request parser: JSON with exact decimals and a bounded body."""
+"""The API's request parser: JSON with exact decimals, a bounded body, a bounded depth and clean text."""
 
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from rest_framework import exceptions
 from rest_framework.parsers import JSONParser
 
 from billing_site.api.errors import RequestTooLarge
+
+#: How deep objects and arrays may nest in a request body (the body itself is depth 1). The API's
+#: deepest document, a batch record's metadata, needs 4; past the limit the body is refused (400).
+MAX_JSON_DEPTH = 32
+
+#: A NUL (PostgreSQL text cannot hold it) or a UTF-16 surrogate left alone by the decoder: a
+#: ``\ud83d\ude00`` pair decodes to one character, so any surrogate left is unpaired and could
+#: not be written as UTF-8.
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
 class LimitedJSONParser(JSONParser):
@@ -18,6 +29,14 @@ class LimitedJSONParser(JSONParser):
 
     DRF's parsers read the request stream directly, so Django's own size check on ``request.body``
     never runs for them; this one reads at most the limit plus one byte.
+
+    Every path (single, batch, charge…) reads its body here, so the body is checked here once:
+
+    - nesting deeper than :data:`MAX_JSON_DEPTH` is refused with 400 ``parse_error`` (however deep:
+      a body nested 100,000 deep is refused, not a server error);
+    - a string holding a NUL or an unpaired surrogate, as a value or as a key at any depth, is
+      refused with 400 ``invalid_request`` naming its place in ``param``, e.g.
+      ``records[3].metadata.note``.
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
@@ -34,9 +53,59 @@ class LimitedJSONParser(JSONParser):
         if limit is not None and len(raw) > limit:
             raise RequestTooLarge(f"The request body is larger than the limit of {limit:,} bytes.")
         try:
-            return json.loads(raw.decode(settings.DEFAULT_CHARSET), parse_float=Decimal, parse_constant=_no_constant)
+            data = json.loads(raw.decode(settings.DEFAULT_CHARSET), parse_float=Decimal, parse_constant=_no_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise exceptions.ParseError(f"JSON parse error - {exc}") from None
+        except RecursionError:
+            # The decoder recurses once per level: far past MAX_JSON_DEPTH, it gives up first.
+            raise exceptions.ParseError(_too_deep()) from None
+        json_check(data)
+        return data
+
+
+def json_check(data: Any) -> None:
+    """Refuse a decoded JSON document nested past :data:`MAX_JSON_DEPTH` or holding bad text.
+
+    Walks the document without recursion, so any depth is safe to check.
+
+    Raises:
+        rest_framework.exceptions.ParseError: nested deeper than :data:`MAX_JSON_DEPTH`.
+        rest_framework.exceptions.ValidationError: a string value or key holds a NUL (``\\u0000``)
+            or an unpaired surrogate (``\\ud800``…``\\udfff``); its detail is keyed by the field's
+            path (``records[3].metadata.note``), which the error shape gives as ``param``.
+    """
+    # A stack, not recursion; children pushed in reverse so the first bad field in reading order is named.
+    stack: list[tuple[Any, str, int]] = [(data, "", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            if _BAD_TEXT.search(value):
+                _refuse_text(path or "body", value)
+            continue
+        if isinstance(value, (dict, list)) and depth > MAX_JSON_DEPTH:
+            raise exceptions.ParseError(_too_deep())
+        if isinstance(value, dict):
+            for key in value:
+                if _BAD_TEXT.search(key):
+                    _refuse_text(f"{path}.{_shown(key)}" if path else _shown(key), key, is_key=True)
+            stack.extend((item, f"{path}.{key}" if path else key, depth + 1) for key, item in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((value[i], f"{path}[{i}]", depth + 1) for i in range(len(value) - 1, -1, -1))
+
+
+def _too_deep() -> str:
+    return f"JSON parse error - objects and arrays nest deeper than {MAX_JSON_DEPTH} levels"
+
+
+def _shown(text: str) -> str:
+    """``text`` with its NULs and surrogates written as ``\\uXXXX``, so a message can show it."""
+    return _BAD_TEXT.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _refuse_text(path: str, text: str, *, is_key: bool = False) -> None:
+    found = "\\u0000 (NUL)" if "\x00" in text else "an unpaired surrogate"
+    what = "a key" if is_key else "text"
+    raise exceptions.ValidationError({path: [f"{what} may not contain {found}"]})
 
 
 def _no_constant(name: str):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import django_filters
+from django import forms
 from django.db.models import Q
+from django_filters.fields import IsoDateTimeField
 from rest_framework.exceptions import ValidationError
 
 from chargeback.models import AllocatedCost, AllocationRule, UsageRecord
@@ -32,6 +36,40 @@ class BillingPeriodFilter(django_filters.CharFilter):
         return qs.filter(**{f"{self.field_prefix}period_start": period.start, f"{self.field_prefix}period_end": period.end})
 
 
+class InstantField(IsoDateTimeField):
+    """An ISO 8601 date-time read as an instant in UTC; an offset no time zone has is refused.
+
+    Real time zones lie between UTC-12:00 and UTC+14:00; PostgreSQL cannot even read an offset of
+    16 hours, and an instant moved out of the years 1-9999 by its offset has no ``datetime``.
+    """
+
+    default_error_messages = {
+        "offset": "The time zone offset %(offset)s is out of range: offsets lie between -12:00 and +14:00.",
+        "range": "The time %(value)s, in UTC, is outside the years 1 to 9999.",
+    }
+    OFFSETS = (dt.timedelta(hours=-12), dt.timedelta(hours=14))
+
+    def to_python(self, value):
+        instant = super().to_python(value)
+        if instant is None:
+            return None
+        offset = instant.utcoffset()
+        if offset is not None and not self.OFFSETS[0] <= offset <= self.OFFSETS[1]:
+            sign, minutes = ("-" if offset < dt.timedelta(0) else "+"), abs(offset) // dt.timedelta(minutes=1)
+            raise forms.ValidationError(self.error_messages["offset"], code="offset",
+                                        params={"offset": f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"})
+        try:
+            return instant.astimezone(dt.timezone.utc)
+        except OverflowError:
+            raise forms.ValidationError(self.error_messages["range"], code="range", params={"value": value}) from None
+
+
+class InstantFilter(django_filters.IsoDateTimeFilter):
+    """``IsoDateTimeFilter`` through :class:`InstantField`: a bad offset answers 400 naming the filter."""
+
+    field_class = InstantField
+
+
 class UsageRecordFilter(django_filters.FilterSet):
     """``GET usage/``: ``from``/``to`` compare ``occurred_at`` (``from`` inclusive, ``to`` exclusive)."""
 
@@ -47,7 +85,7 @@ class UsageRecordFilter(django_filters.FilterSet):
         method="filter_status", help_text="assigned: records with a team; unallocated: without (finance only sees those).",
     )
     # ``from`` is a Python keyword: declared below under its query-parameter name.
-    to = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt", help_text="occurred_at before (exclusive).")
+    to = InstantFilter(field_name="occurred_at", lookup_expr="lt", help_text="occurred_at before (exclusive).")
 
     class Meta:
         model = UsageRecord
@@ -57,7 +95,7 @@ class UsageRecordFilter(django_filters.FilterSet):
         return queryset.filter(team__isnull=value == "unallocated")
 
 
-UsageRecordFilter.base_filters["from"] = django_filters.IsoDateTimeFilter(
+UsageRecordFilter.base_filters["from"] = InstantFilter(
     field_name="occurred_at", lookup_expr="gte", help_text="occurred_at at or after (inclusive)."
 )
 

@@ -341,7 +341,11 @@ def batch_records_validate(raw) -> list[dict]:
                 raise _record_error(i, "occurred_at", "Datetime has wrong format. Use ISO 8601, e.g. 2024-09-15T12:00:00Z.")
             if parsed.tzinfo is None:
                 raise _record_error(i, "occurred_at", "Give the time zone, e.g. 2024-09-15T12:00:00Z.")
-            row["occurred_at"] = parsed
+            try:
+                # In UTC, as the single path reads it: PostgreSQL cannot read an offset of 16 hours.
+                row["occurred_at"] = parsed.astimezone(_dt.timezone.utc)
+            except OverflowError:
+                raise _record_error(i, "occurred_at", "Datetime value out of range.") from None
         metadata = record.get("metadata")
         if metadata is not None:
             if not isinstance(metadata, dict):

@@ -28,7 +28,7 @@ from teams.models import Team
 
 from ..models import Invoice
 from .generation import TeamAmount, invoice_generate_for_run, team_amounts
-from .pdf_storage import invoice_pdf_store
+from .pdf_storage import PDF_ORPHAN_GRACE, invoice_pdf_store, pdf_orphans_sweep
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,9 @@ def billing_run_execute(
             whole period is allocated whatever ``teams`` says, because shares (by usage…) and the
             rounding of one team depend on every team: a team billed alone gets exactly what a
             run of every team gives it. With exactly one team the run records it (``run.team``).
-        render_pdfs: store each written draft's PDF (``invoice_pdf_store``), after the run commits.
+        render_pdfs: store each written draft's PDF (``invoice_pdf_store``), after the run commits;
+            then delete orphan PDFs older than ``PDF_ORPHAN_GRACE`` (``pdf_orphans_sweep``), such as
+            those of an earlier run killed while rendering.
         dry_run: allocate in memory and report what would be invoiced; nothing is written.
         created_by: the user running it (stored on the allocation run).
         progress: wraps the list of drafts while their PDFs render (the command's progress bar).
@@ -206,6 +208,9 @@ def billing_run_execute(
     if render_pdfs and result.invoices:
         drafts = progress(result.invoices) if progress is not None else result.invoices
         result.invoices = [invoice_pdf_store(invoice=invoice) for invoice in drafts]
+        # A run killed while rendering left files that no row names; the rerun removes those past
+        # the grace period (younger ones may belong to a transaction still running elsewhere).
+        pdf_orphans_sweep(older_than=PDF_ORPHAN_GRACE)
     result.warnings = _run_warnings(run) + [
         f"{invoice.display_number} ({invoice.team_name}) was issued before this run and was not changed; "
         "correct it with a credit note if this run bills the team differently"

@@ -4,15 +4,18 @@ The renderer (``invoices.pdf``) makes bytes only; these services decide whether 
 be rendered (an issued invoice's PDF is final, a credit note's is made once), lock the row,
 store the file under ``MEDIA_ROOT`` and delete a replaced file once the transaction commits.
 They open a plain ``transaction.atomic()``: the billing run calls them on their own, and
-``invoice_issue`` stores the issued PDF inside its own transaction.
+``invoice_issue`` stores the issued PDF inside its own transaction. A file written by a transaction
+that never committed (its process was killed) is removed by :func:`pdf_orphans_sweep`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
 from chargeback.periods import BillingPeriod
@@ -102,3 +105,56 @@ def credit_note_pdf_store(*, credit_note: CreditNote) -> CreditNote:
         locked.pdf_sha256 = hashlib.sha256(pdf).hexdigest()
         locked.save(update_fields=["pdf", "pdf_sha256"])
     return locked
+
+
+#: How old an unreferenced PDF must be before a billing run sweeps it: longer than any transaction
+#: that writes a PDF runs, so a file whose row is about to commit is never taken.
+PDF_ORPHAN_GRACE = dt.timedelta(hours=1)
+
+#: The folders of ``MEDIA_ROOT`` that hold the stored PDFs (the ``upload_to`` of ``Invoice.pdf`` and
+#: ``CreditNote.pdf``, before their dates).
+PDF_FOLDERS = ("invoices", "credit_notes")
+
+
+def pdf_orphans_sweep(*, older_than: dt.timedelta, dry_run: bool = False) -> list[str]:
+    """Delete the PDF files that no invoice or credit note references, older than ``older_than``.
+
+    A PDF is written to storage before the row naming it commits; a process killed in between (a
+    billing run stopped by SIGKILL, a server restarted) leaves the file behind with no row. Files
+    younger than ``older_than`` are kept: their transaction may still be about to commit.
+
+    Args:
+        older_than: the grace period; only files last modified before ``now − older_than`` go.
+        dry_run: list the orphans without deleting them.
+
+    Returns:
+        The storage names (``invoices/2024/09/team-2024-09-draft.pdf``) of the orphans found, sorted;
+        deleted unless ``dry_run``.
+    """
+    storage = Invoice._meta.get_field("pdf").storage
+    referenced = {
+        *Invoice.objects.exclude(pdf="").values_list("pdf", flat=True),
+        *CreditNote.objects.exclude(pdf="").values_list("pdf", flat=True),
+    }
+    cutoff = timezone.now() - older_than
+    orphans = sorted(
+        name for folder in PDF_FOLDERS for name in _storage_files(storage, folder)
+        if name.endswith(".pdf") and name not in referenced and storage.get_modified_time(name) < cutoff
+    )
+    if not dry_run:
+        for name in orphans:
+            storage.delete(name)
+    return orphans
+
+
+def _storage_files(storage, folder: str) -> list[str]:
+    """Every file under ``folder`` of ``storage``, by storage name, walking sub-folders."""
+    if not storage.exists(folder):
+        return []
+    found, pending = [], [folder]
+    while pending:
+        current = pending.pop()
+        folders, files = storage.listdir(current)
+        found += [f"{current}/{name}" for name in files]
+        pending += [f"{current}/{name}" for name in folders]
+    return found
