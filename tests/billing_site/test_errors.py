@@ -85,7 +85,9 @@ def test_billing_error_answers_its_status_code_message_and_param(cls):
     # then the body is the one error shape with the class's status and code
     assert response.status_code == status
     body = response.data["error"]
-    assert body["code"] == code and body["message"] == "amount must be greater than zero, got -5"
+    # (a FOCUS file's error puts where it is first: "costs.csv, column amount: …")
+    assert body["code"] == code and body["message"] == str(error)
+    assert body["message"].endswith("amount must be greater than zero, got -5")
     assert body["param"] == error.param
     expected_type = "permission_error" if status == 403 else "invalid_request_error"
     assert body["type"] == ("idempotency_error" if code == "idempotency_error" else expected_type)
