@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from chargeback.focus import FocusImportError, focus_import
+from chargeback.focus.results import FocusImportError
 from chargeback.models import UsageRecord
+from chargeback.services.focus_import import focus_import
 from tests.chargeback.test_focus_import import HEADER, _row, _write_csv
 
 pytestmark = pytest.mark.django_db
