@@ -3,8 +3,8 @@
 ``BillingSettings`` moved to ``teams`` (table ``teams_billingsettings``) and ``IdempotencyRecord`` to
 ``billing_site`` (table ``billing_site_idempotencyrecord``); the function's body is otherwise the
 body of 0006. ``CREATE OR REPLACE`` keeps its signature, so callers and grants are untouched.
-Reversed, it recreates 0006's body with the old names. The SQL is in the ``.sql`` files beside this
-migration (``sqlmigrate wallets 0009`` shows it).
+Reversed, it recreates 0006's body with the old names, from 0006's own file. The SQL is in
+``0009_wallets_charge.sql`` beside this migration (``sqlmigrate wallets 0009`` shows it).
 """
 
 from pathlib import Path
@@ -12,8 +12,9 @@ from pathlib import Path
 from django.db import migrations
 
 HERE = Path(__file__).resolve().parent
-FUNCTION = (HERE / "0009_wallets_charge_function.sql").read_text()
-FUNCTION_BEFORE = (HERE / "0009_wallets_charge_function_reverse.sql").read_text()
+FUNCTION = (HERE / "0009_wallets_charge.sql").read_text(encoding="utf-8")
+# 0006's file, as 0006 runs it (its leading newline included): the function as it was before.
+FUNCTION_BEFORE = (HERE / "0006_wallets_charge.sql").read_text(encoding="utf-8")
 
 
 class Migration(migrations.Migration):
