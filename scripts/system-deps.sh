@@ -2,10 +2,12 @@
 # System libraries the project needs beyond Python: Pango and HarfBuzz-subset for WeasyPrint (PDF
 # invoices; without the subsetter every PDF takes ~4x longer), fonts for
 # the PDFs, poppler-utils (pdftoppm) to look at rendered PDFs, and Debian's chromium for the
-# admin's browser tests (Playwright drives /usr/bin/chromium; it never downloads a browser). Installs what is missing with
+# admin's browser tests (Playwright drives /usr/bin/chromium; it never downloads a browser), and
+# redis-server, which the tests start on a port of their own to check throttles shared across
+# workers (production names its Redis with CACHE_URL). Installs what is missing with
 # apt-get when run as root on Debian/Ubuntu; otherwise says what to install and goes on.
 set -euo pipefail
-packages=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils chromium)
+packages=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils chromium redis-server)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   for p in "${packages[@]}"; do

@@ -6,7 +6,12 @@ there. Nothing is skipped: when the server does not answer, the session stops at
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -31,6 +36,51 @@ def pytest_configure(config):
             "one (scripts/embedded_db.py start, or run `make test`).",
             returncode=3,
         )
+
+
+def database_url(db: dict) -> str:
+    """``DATABASE_URL`` for a subprocess (a gunicorn, a ``manage.py`` run) on the database ``db``
+    (a ``connection.settings_dict``): a TCP server, or the embedded server's unix socket folder."""
+    auth = quote(db["USER"] or "") + (f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else "")
+    host = db["HOST"] or "127.0.0.1"
+    if host.startswith("/"):
+        return f"postgresql://{auth}@/{db['NAME']}?host={quote(host)}"
+    return f"postgresql://{auth}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    """A Redis of the test session's own: ``redis-server`` (Debian's package, installed by
+    ``scripts/system-deps.sh``) on a free loopback port, keeping nothing on disk; stopped at the end.
+    Fails, naming the binary, when it is missing."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is missing: install Debian's redis-server (scripts/system-deps.sh does, as root)")
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path_factory.mktemp("redis"))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    server.terminate()
+    server.wait(timeout=10)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 with several workers is refused at start.
 
 Real processes: ``python -m gunicorn`` with 3 workers on a free loopback port, serving the test
-database, and the Redis of ``127.0.0.1:6379`` (one database of its own, emptied first).
+database, and a Redis of the session's own (the ``redis_url`` fixture).
 """
 
 from __future__ import annotations
@@ -25,16 +25,8 @@ from django.db import connection
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
+from tests.conftest import database_url, free_port
 from tests.factories import UserFactory
-
-REDIS_DB = 13
-REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_env(**overrides: str) -> dict[str, str]:
@@ -42,7 +34,7 @@ def server_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("WEB_CONCURRENCY", "WEB_WORKERS", "CACHE_URL")}
     env.update(
         DJANGO_SETTINGS_MODULE="billing_site.settings",
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        DATABASE_URL=database_url(db),
         **overrides,
     )
     return env
@@ -67,12 +59,12 @@ def get(url: str, token: str) -> int:
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_the_rate_holds_across_three_gunicorn_workers():
+def test_the_rate_holds_across_three_gunicorn_workers(redis_url):
     # Given a user, a rate of 60 a minute, and 3 workers sharing a Redis
     token = Token.objects.create(user=UserFactory()).key
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    redis.Redis.from_url(redis_url).flushdb()
     port = free_port()
-    server = gunicorn(port, server_env(CACHE_URL=REDIS_URL, WEB_WORKERS="3", API_THROTTLE_RATE="60/min"))
+    server = gunicorn(port, server_env(CACHE_URL=redis_url, WEB_WORKERS="3", API_THROTTLE_RATE="60/min"))
     url = f"http://127.0.0.1:{port}/api/v1/teams/"
     try:
         deadline = time.monotonic() + 60
@@ -114,20 +106,20 @@ def test_a_per_process_cache_with_several_workers_is_refused_at_start():
     assert "billing_site.E001" in output and "WEB_WORKERS is 3" in output
 
 
-def test_check_names_the_setting_with_a_per_process_cache(settings):
+def test_check_names_the_setting_with_a_per_process_cache(settings, redis_url):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     settings.WEB_WORKERS = 4
     errors = [m for m in run_checks() if m.id == "billing_site.E001"]
     assert len(errors) == 1 and "WEB_WORKERS is 4" in errors[0].msg
 
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                   "LOCATION": REDIS_URL}}
+                                   "LOCATION": redis_url}}
     assert not [m for m in run_checks() if m.id == "billing_site.E001"]
 
 
-def test_redis_cache_url_serves_the_api(settings, db):
+def test_redis_cache_url_serves_the_api(settings, db, redis_url):
     # Given the documented shared cache
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}}
     # When a throttled API call is made / then it answers (no "No module named 'redis'")
     client = Client()
     user = UserFactory()

@@ -23,6 +23,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from invoices.models import CreditNote, Invoice
+from tests.conftest import database_url
 from tests.factories import TeamFactory, UsageRecordFactory
 
 TWO_HOURS = 2 * 3600
@@ -40,7 +41,7 @@ def on_disk(media: Path) -> set[str]:
 def command_env(media: Path) -> dict[str, str]:
     db = connection.settings_dict
     return {**os.environ, "DJANGO_SETTINGS_MODULE": "billing_site.settings", "MEDIA_ROOT": str(media),
-            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"}
+            "DATABASE_URL": database_url(db)}
 
 
 def billing_run(media: Path) -> subprocess.Popen:
