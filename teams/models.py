@@ -206,6 +206,8 @@ class BillingSettings(models.Model):
             isinstance(p, str) and p.strip() for p in self.allowed_providers
         ):
             errors["allowed_providers"] = "Allowed providers must be a list of provider names."
+        if self.extra_currencies is None:  # an empty form field: no extra currency
+            self.extra_currencies = []
         problem = _currency_list_problem(self.extra_currencies)
         if problem:
             errors["extra_currencies"] = problem
