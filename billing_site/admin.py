@@ -17,10 +17,10 @@ from billing_site.admin_mixins import BillingAdminMixin, ReadOnlyAdminMixin, use
 from billing_site.dashboard import dashboard_get
 from billing_site.models import IdempotencyRecord
 from billing_site.money import format_amount, format_metered
-from chargeback.errors import AllocationError
+from chargeback.errors import AllocationError, MixedCurrencyError
 from chargeback.forms import BillingRunCommitForm, BillingRunForm
 from chargeback.models import AllocationRun
-from chargeback.selectors import usage_period_stats
+from chargeback.selectors import usage_period_currencies
 from invoices.errors import InvoiceGenerationError
 from invoices.services.billing_run import billing_run_execute
 from teams.selectors import user_sees_all_teams
@@ -78,8 +78,13 @@ class BillingAdminSite(admin.AdminSite):
         period, teams = data["period"], list(data["teams"])
         context["period"] = period
         if commit:
-            now_total, now_records = usage_period_stats(period=period).get(data["previewed_currency"], (None, 0))
-            if now_total != data["previewed_total"] or now_records != data["previewed_records"]:
+            try:
+                now = usage_period_currencies(period=period)
+            except MixedCurrencyError:
+                now = None
+            if now is None or (now.currency, now.total, now.records) != (
+                data["previewed_currency"], data["previewed_total"], data["previewed_records"]
+            ):
                 self._message(request, f"The usage of {period} changed since the preview; check the new preview and "
                                        "commit again.", messages.WARNING)
             else:
@@ -99,6 +104,8 @@ class BillingAdminSite(admin.AdminSite):
                 )
                 for warning in result.warnings:
                     self._message(request, warning, messages.WARNING)
+                for entry in result.refused:
+                    self._message(request, f"Not billed: {entry['message']}", messages.ERROR)
                 return HttpResponseRedirect(reverse("admin:chargeback_allocationrun_change", args=[run.pk]))
         try:
             result = billing_run_execute(period=period, teams=teams, dry_run=True, created_by=request.user)
@@ -116,6 +123,7 @@ class BillingAdminSite(admin.AdminSite):
             allocated=format_metered(run.allocated_cost, run.currency),
             unallocated=format_metered(run.unallocated_cost, run.currency),
             ties_out=run.allocated_cost + run.unallocated_cost == run.total_cost,
+            not_billed=[entry["message"] for entry in result.refused],
             commit_form=BillingRunCommitForm(initial={
                 "period": f"{period.start:%Y-%m}", "teams": teams, "render_pdfs": data["render_pdfs"],
                 "previewed_records": run.record_count, "previewed_total": run.total_cost,

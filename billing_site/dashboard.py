@@ -25,8 +25,9 @@ from django.utils import timezone
 
 from billing_site.db import MeteredSum
 from billing_site.money import METERED_DECIMAL_PLACES, METERED_MAX_DIGITS, format_amount
-from chargeback.models import AllocatedCost, AllocationRun, UsageRecord
+from chargeback.models import AllocatedCost, AllocationRun
 from chargeback.periods import month_start, next_month
+from chargeback.selectors import usage_records_active
 from invoices.models import Invoice
 from invoices.selectors import invoices_overdue
 from teams.models import Team
@@ -124,7 +125,7 @@ def dashboard_get(*, today: dt.date | None = None) -> Dashboard:
     scan = [m for m in (last_start, this_start) if m not in committed]
     if scan:
         for row in (
-            UsageRecord.objects.filter(billing_period_start__in=scan).order_by()
+            usage_records_active().filter(billing_period_start__in=scan).order_by()
             .values("billing_period_start", "currency", "team_id").annotate(total=MeteredSum("cost"))
         ):
             by_month[(row["billing_period_start"], row["currency"])][row["team_id"]] = row["total"]
@@ -202,7 +203,7 @@ def dashboard_get(*, today: dt.date | None = None) -> Dashboard:
         day = next_month(day)
     if missing:
         for row in (
-            UsageRecord.objects.filter(billing_period_start__in=missing).order_by()
+            usage_records_active().filter(billing_period_start__in=missing).order_by()
             .values("billing_period_start", "currency").annotate(total=MeteredSum("cost"))
         ):
             monthly[(row["billing_period_start"], row["currency"])] = row["total"]

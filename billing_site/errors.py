@@ -37,10 +37,14 @@ idempotency_error         409     :class:`IdempotencyError`: the key was used wi
 wallet_frozen             409     ``wallets``' ``WalletFrozen``: no charges or holds on the wallet
 hold_not_open             409     ``wallets``' ``HoldNotOpen``: captured or released already
 stale_allocation_run      409     ``chargeback``' ``StaleAllocationRun``: usage changed since the draft
+usage_record_void         409     ``chargeback``' ``UsageRecordVoid``: the usage record is void already
 invalid_transition        409     ``invoices``' ``InvalidTransition``: the status forbids the move
 invoice_immutable         409     ``invoices``' ``InvoiceImmutable``: issued documents never change
 duplicate_invoice_number  409     ``invoices``' ``DuplicateInvoiceNumber``: the number is taken
 price_not_found           422     ``chargeback``' ``PriceNotFound``: no catalog price at that time
+currency_not_allowed      422     ``teams``' ``CurrencyNotAllowed``: usage or a charge in a currency
+                                  the team is not billed in (its own, or an extra currency of its
+                                  billing settings); ``param`` names the currency field
 allocation_error          422     ``chargeback``' ``AllocationError``: a run that cannot be computed
                                   or committed; more precisely ``nothing_to_allocate``,
                                   ``rule_configuration_error``, ``mixed_currency`` (all 422)

@@ -2,7 +2,10 @@
 
 Usage records and allocation runs are read-only here: usage arrives by import ("Import FOCUS
 file…") or the API, and runs are made by "Run billing for a period…" (the admin site's view,
-``billing_site.admin``, calling the billing run service). Rules, prices, teams and billing settings are edited by finance; their
+``billing_site.admin``, calling the billing run service). Finance corrects usage through two
+audited services only: "Void…" (an action: the records are kept, marked void, and left out of
+later allocations) and "Record an adjustment…" (a usage record of source ``adjustment``, negative
+to credit a team). Rules, prices, teams and billing settings are edited by finance; their
 changes are in the audit trail (django-auditlog, the objects' "History").
 """
 
@@ -17,6 +20,7 @@ from auditlog.models import LogEntry
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
@@ -25,7 +29,7 @@ from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from billing_site.admin_mixins import (
     AuditHistoryAdminMixin,
@@ -35,12 +39,20 @@ from billing_site.admin_mixins import (
     ReadOnlyAdminMixin,
     user_may_run_billing,
 )
+from billing_site.errors import BillingError
 from billing_site.money import format_metered
 from chargeback.focus.preview import focus_file_preview
 from chargeback.focus.results import FocusImportError
-from chargeback.forms import AllocationTargetFormSet, FocusUploadForm, PriceAdminForm
+from chargeback.forms import (
+    AllocationTargetFormSet,
+    FocusUploadForm,
+    PriceAdminForm,
+    UsageAdjustmentForm,
+    UsageVoidForm,
+)
 from chargeback.periods import month_start
 from chargeback.services.focus_import import focus_import
+from chargeback.services.usage import usage_adjustment_record, usage_record_void
 from teams.models import Team
 from teams.selectors import user_is_finance
 
@@ -145,13 +157,20 @@ def _upload_path(token: str) -> Path:
     return Path(settings.MEDIA_ROOT) / FOCUS_UPLOAD_DIR / f"{token}.csv"
 
 
+#: Most usage records one "Void…" sends to the service (a void is read, checked and audited one by one).
+VOID_MAX_RECORDS = 100
+
+
 @admin.register(UsageRecord)
-class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin, AuditHistoryAdminMixin,
+                       ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "occurred_at", "billing_period_start", "team", "resource_type", "provider", "service_name", "quantity",
-        "unit", "cost_display", "source",
+        "unit", "cost_display", "source", "status_display",
     ]
-    list_filter = [UsageTeamFilter, UsageProviderFilter, UsageResourceTypeFilter, "source", UsagePeriodFilter]
+    list_filter = [UsageTeamFilter, UsageProviderFilter, UsageResourceTypeFilter, "source", "status",
+                   UsagePeriodFilter]
+    actions = ["void_records"]
     search_fields = ["idempotency_key", "external_reference", "resource_id"]  # exactly: ExactSearchMixin
     exact_search_fields = ("idempotency_key", "external_reference", "resource_id")
     search_help_text = "Exact idempotency key, external reference (FOCUS Id) or resource id."
@@ -165,20 +184,99 @@ class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin
 
     @admin.display(description="Cost", ordering="cost")
     def cost_display(self, obj):
+        if obj.status == UsageRecord.Status.VOID:
+            return format_html("<del>{}</del>", format_metered(obj.cost, obj.currency))
         return format_metered(obj.cost, obj.currency)
+
+    @admin.display(description="Status", ordering="status")
+    def status_display(self, obj):
+        if obj.status == UsageRecord.Status.VOID:
+            return format_html('<strong class="usage-void" title="{}">VOID</strong> {}', obj.void_reason,
+                               obj.void_reason[:60])
+        return obj.get_status_display()
 
     def has_import_permission(self, request):
         return user_is_finance(request.user) and request.user.has_perm("chargeback.add_usagerecord")
 
+    def has_void_permission(self, request):
+        """Voiding is finance's, with the right to change usage records."""
+        return user_is_finance(request.user) and request.user.has_perm("chargeback.change_usagerecord")
+
+    def has_adjust_permission(self, request):
+        return user_is_finance(request.user) and request.user.has_perm("chargeback.add_usagerecord")
+
     def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "can_import": self.has_import_permission(request)}
+        extra_context = {**(extra_context or {}), "can_import": self.has_import_permission(request),
+                         "can_adjust": self.has_adjust_permission(request)}
         return super().changelist_view(request, extra_context)
 
     def get_urls(self):
         return [
             path("import-focus/", self.admin_site.admin_view(self.import_focus_view),
                  name="chargeback_usagerecord_import_focus"),
+            path("adjustment/", self.admin_site.admin_view(self.adjustment_view),
+                 name="chargeback_usagerecord_adjustment"),
         ] + super().get_urls()
+
+    @admin.action(description="Void… the selected usage records (kept, left out of later allocations)",
+                  permissions=["void"])
+    def void_records(self, request, queryset):
+        """Ask for the reason, then void each record with ``usage_record_void`` (audited)."""
+        records = list(queryset.order_by("pk")[: VOID_MAX_RECORDS + 1])
+        if len(records) > VOID_MAX_RECORDS:
+            self.message_user(request, f"Void at most {VOID_MAX_RECORDS} usage records at once; narrow the list.",
+                              messages.ERROR)
+            return None
+        form = UsageVoidForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            voided, refused = [], []
+            for record in records:
+                try:
+                    usage_record_void(record=record, reason=form.cleaned_data["reason"], voided_by=request.user)
+                except BillingError as exc:
+                    refused.append(str(exc))
+                else:
+                    voided.append(record)
+            if voided:
+                self.message_user(
+                    request, f"{len(voided)} usage record(s) voided; the next billing run of their month leaves them "
+                    "out and names the difference.", messages.SUCCESS)
+            for message in refused:
+                self.message_user(request, f"Not voided: {message}", messages.ERROR)
+            return None
+        context = {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Void usage records",
+            "records": records, "form": form, "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "already_void": [r for r in records if r.status == UsageRecord.Status.VOID],
+        }
+        return TemplateResponse(request, "admin/chargeback/usagerecord/void.html", context)
+
+    def adjustment_view(self, request):
+        """"Record an adjustment…": a team, a month, a signed amount and a reason → ``usage_adjustment_record``."""
+        if not self.has_adjust_permission(request):
+            raise PermissionDenied
+        form = UsageAdjustmentForm(request.POST) if request.method == "POST" else UsageAdjustmentForm(
+            initial={"idempotency_key": uuid.uuid4().hex})
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                record = usage_adjustment_record(
+                    team=data["team"], amount=data["amount"], currency=data["currency"] or data["team"].currency,
+                    reason=data["reason"], created_by=request.user, period=data["period"],
+                    idempotency_key=f"admin-{data['idempotency_key']}",
+                )
+            except BillingError as exc:
+                field = exc.param if exc.param in form.fields else None
+                form.add_error(field, exc.message)
+            else:
+                self.message_user(
+                    request, f"Adjustment of {format_metered(record.cost, record.currency)} recorded for "
+                    f"{record.team} in {record.billing_period_start:%Y-%m}: it is billed in that month's next run.",
+                    messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:chargeback_usagerecord_change", args=[record.pk]))
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
+                   "title": "Record a usage adjustment", "form": form}
+        return TemplateResponse(request, "admin/chargeback/usagerecord/adjustment.html", context)
 
     def import_focus_view(self, request):
         """Upload → preview (first rows, team mapping) → import, with the per-row error report."""
@@ -360,7 +458,14 @@ class AllocationRunAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
     list_filter = ["status", "period_start"]
     list_select_related = ["created_by"]
     inlines = [AllocatedCostInline]
-    readonly_fields = ["all_allocations"]
+    readonly_fields = ["all_allocations", "not_billed"]
+
+    @admin.display(description="Not billed")
+    def not_billed(self, obj):
+        """The teams whose usage the run left out (``AllocationRun.refused``), and why."""
+        if not obj.refused:
+            return "—"
+        return format_html_join("", '<p class="errornote">{}</p>', ((entry.get("message", ""),) for entry in obj.refused))
 
     @admin.display(description="All allocations")
     def all_allocations(self, obj):

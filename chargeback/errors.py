@@ -37,6 +37,13 @@ class InvalidUsage(ChargebackError):
     http_status = 400
 
 
+class UsageRecordVoid(ChargebackError):
+    """The usage record was voided already; a void is final (record the usage again if it was right). HTTP 409."""
+
+    code = "usage_record_void"
+    http_status = 409
+
+
 class AllocationError(ChargebackError):
     """An allocation run that cannot be computed or committed. HTTP 422."""
 

@@ -153,3 +153,53 @@ class FocusUploadForm(forms.Form):
         required=False, initial=True,
         help_text="Import the good rows and report the bad ones; unchecked, one bad row refuses the whole file.",
     )
+
+
+class UsageVoidForm(forms.Form):
+    """Why the chosen usage records are voided (``chargeback.services.usage.usage_record_void``)."""
+
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=1000,
+        help_text="Required: it is kept on each record and in the audit trail.",
+    )
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise ValidationError("Say why the records are voided.")
+        return reason
+
+
+class UsageAdjustmentForm(forms.Form):
+    """Finance's adjustment of one team's month (``chargeback.services.usage.usage_adjustment_record``).
+
+    ``idempotency_key`` is drawn when the form is shown, so sending it twice records one adjustment.
+    """
+
+    team = forms.ModelChoiceField(queryset=Team.objects.order_by("name"))
+    period = forms.CharField(
+        max_length=20, label="Billing period", help_text="The calendar month corrected, YYYY-MM.",
+        initial=_last_month, widget=forms.TextInput(attrs={"placeholder": "YYYY-MM", "size": 8}),
+    )
+    amount = forms.DecimalField(
+        max_digits=30, decimal_places=12,
+        help_text="In the currency below; negative to credit the team (e.g. -12.34).",
+    )
+    currency = forms.CharField(
+        max_length=3, required=False, help_text="ISO 4217; empty: the team's own currency.",
+        widget=forms.TextInput(attrs={"size": 4}),
+    )
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=1000,
+        help_text="Required: it is shown with the record and kept in the audit trail.",
+    )
+    idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=100)
+
+    def clean_period(self) -> BillingPeriod:
+        try:
+            return BillingPeriod.month(self.cleaned_data["period"].strip())
+        except PeriodError as exc:
+            raise ValidationError(f"Enter a month as YYYY-MM ({exc}).") from None
+
+    def clean_currency(self) -> str:
+        return self.cleaned_data["currency"].strip().upper()

@@ -28,14 +28,29 @@ class UsageRecord(models.Model):
     ``BillingPeriodStart`` for imported rows (a row charged on 30 September can belong to the October
     billing period), else the month of ``occurred_at`` in UTC.
 
+    ``source`` ``adjustment`` is finance's correction of a team's month
+    (``chargeback.services.usage.usage_adjustment_record``): any sign, ``service_name``
+    ``Adjustment``, the reason and who recorded it in ``metadata`` (``reason``, ``recorded_by``).
+    The API's doors (usage and charges) never record a negative cost; credits come from FOCUS rows,
+    credit notes and wallet refunds.
+
+    ``status`` ``void``: finance voided the record (``usage_record_void``): it is kept, with
+    ``void_reason``, ``voided_at`` and ``voided_by``, and no later allocation or summary counts it.
+
     Invariants: ``(source, idempotency_key)`` is unique, so recording the same usage twice is a no-op;
-    ``quantity`` is never negative.
+    ``quantity`` is never negative; a void record has a reason and a time; an adjustment has a
+    reason.
     """
 
     class Source(models.TextChoices):
         API = "api", "API"
         CHARGE = "charge", "Wallet charge"
         FOCUS_IMPORT = "focus_import", "FOCUS import"
+        ADJUSTMENT = "adjustment", "Adjustment (finance)"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        VOID = "void", "Void"
 
     # No single-column index on team: usage_team_occurred (team, occurred_at) serves every lookup by
     # team, and one index less makes a million-row FOCUS import ~8 % faster (docs/focus-import.md).
@@ -74,6 +89,14 @@ class UsageRecord(models.Model):
     resource_id = models.CharField(max_length=1000, blank=True, help_text="FOCUS ResourceId.")
     tags = models.JSONField(default=dict, blank=True, help_text="FOCUS Tags.")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Database defaults too: the FOCUS import and the batch write rows with COPY.
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE, db_default=Status.ACTIVE)
+    void_reason = models.TextField(blank=True, default="", db_default="", help_text="Why finance voided the record.")
+    voided_at = models.DateTimeField(null=True, blank=True)
+    # No index: almost every row is NULL here, and the import pays for each index entry.
+    voided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False,
+    )
 
     class Meta:
         ordering = ["-occurred_at", "-pk"]
@@ -82,17 +105,28 @@ class UsageRecord(models.Model):
             models.CheckConstraint(condition=Q(quantity__gte=0), name="usage_quantity_not_negative"),
             models.CheckConstraint(condition=Q(currency__regex=r"^[A-Z]{3}$"), name="usage_currency_iso4217"),
             models.CheckConstraint(
-                condition=Q(source__in=["api", "charge", "focus_import"]), name="usage_source_valid"
+                condition=Q(source__in=["api", "charge", "focus_import", "adjustment"]), name="usage_source_valid"
+            ),
+            models.CheckConstraint(condition=Q(status__in=["active", "void"]), name="usage_status_valid"),
+            models.CheckConstraint(
+                condition=Q(status="active") | (Q(voided_at__isnull=False) & ~Q(void_reason="")),
+                name="usage_void_has_reason",
+            ),
+            models.CheckConstraint(
+                condition=~Q(source="adjustment") | Q(metadata__has_key="reason"), name="usage_adjustment_has_reason"
             ),
         ]
         indexes = [
             models.Index(fields=["billing_period_start", "team"], name="usage_period_team"),
             models.Index(fields=["team", "occurred_at"], name="usage_team_occurred"),
             models.Index(fields=["user"], condition=Q(user__isnull=False), name="usage_user"),
+            # The few void records of a period, for the run's "voided since the last run" line.
+            models.Index(fields=["billing_period_start"], condition=Q(status="void"), name="usage_void_period"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.resource_type} {self.quantity} {self.unit} = {self.cost} {self.currency}"
+        void = " (void)" if self.status == self.Status.VOID else ""
+        return f"{self.resource_type} {self.quantity} {self.unit} = {self.cost} {self.currency}{void}"
 
 
 class Price(models.Model):
@@ -287,6 +321,11 @@ class AllocationRun(models.Model):
     Tie-out invariant, checked before commit: ``allocated_cost + unallocated_cost == total_cost``
     exactly, where ``total_cost`` is the period's total usage cost. A CHECK (``run_ties_out``,
     migration 0002) holds it in the database too.
+
+    A run is in one ``currency``. Usage the run cannot bill in it (a team's usage in several
+    currencies, or in another one) is left out of every figure of the run, and ``refused`` lists
+    whose and why: ``[{"team_id", "team", "currencies", "records", "costs", "message"}]``
+    (``team_id`` empty for usage without a team; ``costs`` by currency, metered decimal strings).
     """
 
     class Status(models.TextChoices):
@@ -320,6 +359,9 @@ class AllocationRun(models.Model):
     unallocated_cost = MeteredAmountField(default=0)
     record_count = models.PositiveIntegerField(default=0, help_text="Usage records in the period.")
     warnings = models.JSONField(default=list, blank=True, help_text="Pools a rule could not split, and why.")
+    refused = models.JSONField(
+        default=list, blank=True, help_text="Teams whose usage the run left out (not billed), and why."
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

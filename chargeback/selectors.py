@@ -12,11 +12,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 
 from billing_site.db import MeteredSum
 from billing_site.money import quantize_metered
-from chargeback.errors import PriceNotFound
+from chargeback.errors import MixedCurrencyError, PriceNotFound
 from chargeback.models import AllocatedCost, AllocationRun, Price, UsageRecord
 from chargeback.periods import BillingPeriod
 from teams.models import Team
@@ -37,9 +38,14 @@ __all__ = [
     "price_pick",
     "price_resolve",
     "prices_of_period",
+    "Holdings",
+    "PeriodCurrencies",
+    "usage_period_currencies",
     "usage_period_stats",
     "usage_period_total",
+    "usage_records_active",
     "usage_records_of_period",
+    "usage_voided_since",
 ]
 
 
@@ -214,9 +220,18 @@ def prices_of_period(
     return prices
 
 
+def usage_records_active(records: QuerySet[UsageRecord] | None = None) -> QuerySet[UsageRecord]:
+    """``records`` (default: every usage record) without the void ones: what allocations and summaries count."""
+    records = UsageRecord.objects.all() if records is None else records
+    return records.filter(status=UsageRecord.Status.ACTIVE)
+
+
 def usage_records_of_period(*, period: BillingPeriod) -> QuerySet[UsageRecord]:
-    """The usage records billed in ``period``: ``billing_period_start`` in ``[period.start, period.end)``."""
-    return UsageRecord.objects.filter(billing_period_start__gte=period.start, billing_period_start__lt=period.end)
+    """The active usage records billed in ``period``: ``billing_period_start`` in ``[period.start, period.end)``.
+
+    Void records are left out: a voided record leaves every later allocation.
+    """
+    return usage_records_active().filter(billing_period_start__gte=period.start, billing_period_start__lt=period.end)
 
 
 def usage_period_stats(*, period: BillingPeriod) -> dict[str, tuple[Decimal, int]]:
@@ -224,6 +239,149 @@ def usage_period_stats(*, period: BillingPeriod) -> dict[str, tuple[Decimal, int
     rows = (
         usage_records_of_period(period=period).order_by().values("currency")
         .annotate(total=MeteredSum("cost"), records=Count("id"))
+    )
+    return {row["currency"]: (row["total"], row["records"]) for row in rows}
+
+
+#: ``{(team id or None, currency): (total cost, record count)}``: a period's usage by holder and currency.
+Holdings = dict[tuple[int | None, str], tuple[Decimal, int]]
+
+
+@dataclass(frozen=True)
+class PeriodCurrencies:
+    """The currency a period's allocation bills in, and the usage it must leave out.
+
+    An allocation run ties out in one currency, and one team's usage must never stop another
+    team's run: usage the run cannot bill is left out of the run (its totals, rows and tie-out)
+    and listed in ``refused``, and every other team is billed.
+
+    * ``currency``: the currency most holders (teams, and usage without a team) have all their
+      usage in; on a tie ``settings.BILLING_DEFAULT_CURRENCY``, then the one with more records,
+      then the first in alphabetical order.
+    * A team is refused when its usage is in several currencies, or in one other than
+      ``currency``; usage without a team is refused in the currencies other than ``currency``.
+    * ``refused``: one entry per refused holder, ``{"team_id", "team", "currencies", "records",
+      "costs", "message"}`` (``costs``: ``{currency: metered decimal string}``), by team name,
+      usage without a team last.
+    * ``total`` and ``records``: the usage billed (in ``currency``), 12 decimal places.
+    """
+
+    currency: str
+    total: Decimal
+    records: int
+    refused_team_ids: frozenset[int] = frozenset()
+    teamless_refused: bool = False
+    refused: tuple[dict, ...] = ()
+
+    def billed(self, team_id: int | None, currency: str) -> bool:
+        """Whether usage of ``team_id`` (``None``: without a team) in ``currency`` is in the run."""
+        if team_id is None:
+            return currency == self.currency
+        return team_id not in self.refused_team_ids
+
+
+def _and_list(words: Sequence[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def usage_period_currencies(*, period: BillingPeriod, holdings: Holdings | None = None) -> PeriodCurrencies:
+    """Which currency ``period``'s allocation bills in and whose usage it leaves out (``PeriodCurrencies``).
+
+    Args:
+        period: the billing period; its active usage is read (one ``GROUP BY`` team, currency)
+            unless ``holdings`` gives it already (the allocation engine sums it with its groups).
+        holdings: ``{(team id or None, currency): (total cost, record count)}``.
+
+    Returns:
+        A :class:`PeriodCurrencies`; refused teams' names are read in one query.
+
+    Raises:
+        MixedCurrencyError: no holder has all its usage in one currency: nothing can be billed.
+    """
+    if holdings is None:
+        rows = (
+            usage_records_of_period(period=period).order_by().values("team_id", "currency")
+            .annotate(total=MeteredSum("cost"), records=Count("id"))
+        )
+        holdings = {(row["team_id"], row["currency"]): (row["total"], row["records"]) for row in rows}
+    by_holder: dict[int | None, dict[str, tuple[Decimal, int]]] = {}
+    for (team_id, currency), figures in holdings.items():
+        by_holder.setdefault(team_id, {})[currency] = figures
+    currencies = sorted({currency for _team, currency in holdings})
+    if len(currencies) <= 1:
+        currency = currencies[0] if currencies else settings.BILLING_DEFAULT_CURRENCY
+        return PeriodCurrencies(currency=currency, total=sum((f[0] for f in holdings.values()), Decimal(0)),
+                                records=sum(f[1] for f in holdings.values()))
+
+    clean = {c: 0 for c in currencies}
+    counted = {c: 0 for c in currencies}
+    for holder, figures in by_holder.items():
+        if holder is None:
+            for c in figures:
+                clean[c] += 1
+        elif len(figures) == 1:
+            clean[next(iter(figures))] += 1
+        for c, (_total, records) in figures.items():
+            counted[c] += records
+    default = settings.BILLING_DEFAULT_CURRENCY
+    currency = max(currencies, key=lambda c: (clean[c], c == default, counted[c]))
+    if not clean[currency]:
+        raise MixedCurrencyError(
+            f"the usage of {period} is in several currencies ({', '.join(currencies)}) and every team's usage is "
+            "in more than one of them, so no team can be billed: convert or separate the usage first"
+        )
+
+    refused_ids = {
+        holder for holder, figures in by_holder.items()
+        if holder is not None and (len(figures) > 1 or currency not in figures)
+    }
+    names = dict(Team.objects.filter(pk__in=refused_ids).values_list("pk", "name")) if refused_ids else {}
+    refused = []
+    for holder in sorted(refused_ids, key=lambda pk: (names.get(pk, "").lower(), pk)):
+        figures = by_holder[holder]
+        codes = sorted(figures)
+        if len(codes) > 1:
+            why = f"usage in {_and_list(codes)}; convert or separate the usage first"
+        else:
+            why = f"usage in {codes[0]}, but this run bills in {currency}; convert or separate the usage first"
+        refused.append(_refusal(holder, names.get(holder, f"team #{holder}"), figures, why))
+    teamless = {c: f for c, f in by_holder.get(None, {}).items() if c != currency}
+    if teamless:
+        codes = sorted(teamless)
+        refused.append(_refusal(None, "Usage without a team", teamless,
+                                f"usage in {_and_list(codes)}, but this run bills in {currency}; "
+                                "convert or separate the usage first"))
+    billed = [figures for (team_id, c), figures in holdings.items()
+              if (c == currency if team_id is None else team_id not in refused_ids)]
+    return PeriodCurrencies(
+        currency=currency, total=sum((f[0] for f in billed), Decimal(0)), records=sum(f[1] for f in billed),
+        refused_team_ids=frozenset(refused_ids), teamless_refused=bool(teamless), refused=tuple(refused),
+    )
+
+
+def _refusal(team_id: int | None, name: str, figures: dict[str, tuple[Decimal, int]], why: str) -> dict:
+    records = sum(n for _total, n in figures.values())
+    return {
+        "team_id": team_id, "team": name, "currencies": sorted(figures), "records": records,
+        "costs": {c: str(total) for c, (total, _n) in sorted(figures.items())},
+        "message": f"{name}: {why} ({records} usage record{'s' if records != 1 else ''} not billed)",
+    }
+
+
+def usage_voided_since(*, run: AllocationRun) -> dict[str, tuple[Decimal, int]]:
+    """``{currency: (cost, records)}`` of usage that ``run`` counted and that was voided after it committed.
+
+    A record counts if it existed when the run was made (``created_at`` up to ``run.created_at``)
+    and was voided after ``run.committed_at``: the next run of the period is lower by exactly this
+    (one query on the ``usage_void_period`` index). Empty for a run never committed.
+    """
+    if run.committed_at is None:
+        return {}
+    rows = (
+        UsageRecord.objects.filter(
+            status=UsageRecord.Status.VOID, billing_period_start__gte=run.period_start,
+            billing_period_start__lt=run.period_end, voided_at__gt=run.committed_at, created_at__lte=run.created_at,
+        ).order_by().values("currency").annotate(total=MeteredSum("cost"), records=Count("id"))
     )
     return {row["currency"]: (row["total"], row["records"]) for row in rows}
 
@@ -275,13 +433,16 @@ def allocation_team_totals(run: AllocationRun) -> dict[int, Decimal]:
 
 
 def usage_summary(*, records: QuerySet[UsageRecord]) -> dict[str, list[dict]]:
-    """Totals of ``records`` (already scoped and filtered), each grouped in the database by currency.
+    """Totals of ``records`` (already scoped and filtered; void records are left out), each grouped in the
+    database by currency.
 
     Returns ``{"totals": [{"currency", "cost", "quantity", "records"}], "by_resource_type": [...],
     "by_agent": [...], "by_provider": [...], "by_feature": [...]}``, every row with ``cost`` and
     ``quantity`` (metered Decimals, 12 dp; a quantity sums the rows' units as recorded) and the
     ``records`` counted. Rows are ordered by their key, then currency.
     """
+
+    records = usage_records_active(records)
 
     def grouped(*fields: str) -> list[dict]:
         return list(

@@ -23,7 +23,7 @@ from billing_site.fields import (
     split_email_list,
     validate_email_list,
 )
-from billing_site.money import percent_of
+from billing_site.money import MoneyError, currency_exponent, percent_of
 
 ZERO = Decimal(0)
 
@@ -127,7 +127,10 @@ class BillingSettings(models.Model):
 
     Invariants: ``credit_limit >= 0``; a percent threshold lies in [0, 100]; ``tax_rate`` in [0, 100];
     ``notify_emails`` is a comma-separated list of valid addresses; ``allowed_providers`` is a JSON
-    list of provider names (empty: all providers).
+    list of provider names (empty: all providers); ``extra_currencies`` is a JSON list of ISO 4217
+    codes (upper case, ``billing_site.money.currency_exponent``) the team may also be billed in,
+    besides ``team.currency``: usage and charges in any other currency are refused
+    (``teams.selectors.team_currency_check``).
     """
 
     class BillingModel(models.TextChoices):
@@ -162,6 +165,10 @@ class BillingSettings(models.Model):
     )
     billing_address = models.TextField(blank=True)
     allowed_providers = models.JSONField(default=list, blank=True, help_text="Provider names; empty allows all.")
+    extra_currencies = models.JSONField(
+        default=list, blank=True,
+        help_text="ISO 4217 codes the team may also be billed in, besides its own currency, e.g. [\"EUR\"].",
+    )
     tax_rate = models.DecimalField(
         max_digits=7, decimal_places=4, default=ZERO, help_text="Percent applied to invoice subtotals."
     )
@@ -199,6 +206,11 @@ class BillingSettings(models.Model):
             isinstance(p, str) and p.strip() for p in self.allowed_providers
         ):
             errors["allowed_providers"] = "Allowed providers must be a list of provider names."
+        if self.extra_currencies is None:  # an empty form field: no extra currency
+            self.extra_currencies = []
+        problem = _currency_list_problem(self.extra_currencies)
+        if problem:
+            errors["extra_currencies"] = problem
         if (
             self.warning_threshold_type == self.ThresholdType.PERCENT_OF_LAST_TOP_UP
             and self.warning_threshold_value is not None
@@ -207,6 +219,11 @@ class BillingSettings(models.Model):
             errors["warning_threshold_value"] = "A percentage threshold lies between 0 and 100."
         if errors:
             raise ValidationError(errors)
+
+    def billing_currencies(self) -> tuple[str, ...]:
+        """The currencies the team may be billed in: ``team.currency`` first, then ``extra_currencies``."""
+        extra = [c for c in self.extra_currencies or () if c != self.team.currency]
+        return (self.team.currency, *dict.fromkeys(extra))
 
     @property
     def notify_email_list(self) -> list[str]:
@@ -241,3 +258,17 @@ class BillingSettings(models.Model):
         if not last_top_up_amount:
             return None
         return percent_of(last_top_up_amount, self.warning_threshold_value)
+
+
+def _currency_list_problem(value: object) -> str | None:
+    """Why ``value`` is not a list of upper-case ISO 4217 codes, or ``None`` when it is one."""
+    if not isinstance(value, list):
+        return "Extra currencies must be a list of ISO 4217 codes, e.g. [\"EUR\"]."
+    for code in value:
+        if not isinstance(code, str) or code != code.upper():
+            return f"Extra currencies must be upper-case ISO 4217 codes, got {code!r}."
+        try:
+            currency_exponent(code)
+        except MoneyError as exc:
+            return f"Extra currencies: {exc}."
+    return None

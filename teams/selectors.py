@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
+from teams.errors import CurrencyNotAllowed
 from teams.models import BillingSettings, Team, TeamMembership
 
 __all__ = [
     "AUDITOR_GROUP",
     "FINANCE_GROUP",
     "billing_settings_get",
+    "team_currency_check",
     "team_ids_managed_by",
     "team_ids_of_member",
     "team_list_for_user",
@@ -110,3 +112,23 @@ def billing_settings_get(*, team: Team) -> BillingSettings:
         return team.billing_settings
     except BillingSettings.DoesNotExist:
         return BillingSettings(team=team)
+
+
+def team_currency_check(*, team: Team, currency: str, param: str = "currency") -> str:
+    """``currency`` if ``team`` may be billed in it, else :class:`~teams.errors.CurrencyNotAllowed`.
+
+    A team is billed in its own ``currency`` and in the ``extra_currencies`` of its billing settings
+    (``BillingSettings.billing_currencies``): usage and charges in any other currency would make its
+    month impossible to invoice, so they are refused at the door (HTTP 422, ``param`` as given).
+    ``currency`` is an upper-case ISO 4217 code, already checked for its form by the caller.
+    """
+    if currency == team.currency:  # the common case, without reading the billing settings
+        return currency
+    allowed = billing_settings_get(team=team).billing_currencies()
+    if currency not in allowed:
+        raise CurrencyNotAllowed(
+            f"team {team.slug!r} is billed in {', '.join(allowed)}, not {currency}: usage and charges in "
+            f"{currency} cannot be billed to it (finance may add {currency} to its billing settings' extra currencies)",
+            param=param,
+        )
+    return currency

@@ -21,7 +21,8 @@ User = get_user_model()
 
 
 class UsageRecordSerializer(serializers.ModelSerializer):
-    """A usage record as read: ``cost`` (12 dp) in ``currency``; ``quantity`` in ``unit``."""
+    """A usage record as read: ``cost`` (12 dp) in ``currency``; ``quantity`` in ``unit``; ``status``
+    ``void`` (with ``void_reason``) when finance voided it: it then counts in no allocation or summary."""
 
     cost = MoneyField(read_only=True)
     quantity = MoneyField(read_only=True)
@@ -31,13 +32,15 @@ class UsageRecordSerializer(serializers.ModelSerializer):
         fields = [
             "id", "team", "user", "agent_id", "resource_type", "provider", "model", "unit", "quantity", "cost",
             "currency", "occurred_at", "billing_period_start", "source", "feature_key", "external_reference",
-            "idempotency_key", "metadata", "service_name", "created_at",
+            "idempotency_key", "metadata", "service_name", "created_at", "status", "void_reason",
         ]
         read_only_fields = fields
 
 
 class UsageInputSerializer(StrictSerializerMixin, serializers.Serializer):
-    """One usage record to record. ``cost`` empty: priced from the catalog at ``occurred_at``."""
+    """One usage record to record. ``cost`` empty: priced from the catalog at ``occurred_at``; else zero or
+    more (a negative cost, ``-0`` too, is refused by the service: 400 naming ``cost``). ``currency`` must be
+    one the team is billed in (422 ``currency_not_allowed``)."""
 
     user = serializers.PrimaryKeyRelatedField(queryset=User.objects.all(), required=False, allow_null=True)
     agent_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
@@ -234,7 +237,7 @@ class AllocationRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = AllocationRun
         fields = ["id", "period_start", "period_end", "status", "dry_run", "rule", "team", "currency", "total_cost",
-                  "allocated_cost", "unallocated_cost", "record_count", "warnings", "created_by", "created_at",
+                  "allocated_cost", "unallocated_cost", "record_count", "warnings", "refused", "created_by", "created_at",
                   "committed_at"]
         read_only_fields = fields
 

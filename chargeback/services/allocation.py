@@ -22,6 +22,11 @@ The allocation engine (``docs/architecture.md``, "Allocation"):
    gets a warning naming the rule.
 4. Tie-out: ``allocated + unallocated == total`` exactly, checked here, again at commit, and by the
    ``run_ties_out`` CHECK.
+
+Void usage records are never read (``selectors.usage_records_of_period``). A run is in one
+currency (``selectors.usage_period_currencies`` picks it): usage it cannot bill in that currency
+(a team's usage in several currencies, or in another one) is left out of the run, so one team's
+data never stops another team's billing; the run lists it in ``refused``.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from billing_site.db import MeteredSum
+from billing_site.money import format_metered
 from chargeback import rules as strategies
 from chargeback.errors import (
     AllocationError,
@@ -51,7 +57,12 @@ from chargeback.errors import (
 )
 from chargeback.models import AllocatedCost, AllocationRule, AllocationRun
 from chargeback.periods import BillingPeriod
-from chargeback.selectors import usage_period_stats, usage_records_of_period
+from chargeback.selectors import (
+    allocation_committed_run,
+    usage_period_currencies,
+    usage_records_of_period,
+    usage_voided_since,
+)
 from teams.models import Team, TeamMembership
 
 ZERO = Decimal(0)
@@ -194,6 +205,7 @@ class _Computed:
     rows: list[_Row]
     warnings: list[dict]
     groups: int
+    refused: list[dict] = field(default_factory=list)
 
 
 def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
@@ -228,6 +240,15 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
         groups = list(grouped)
     if not groups:
         raise NothingToAllocate(f"no usage records are billed in {period}: nothing to allocate")
+    # One currency per run: usage it cannot bill (a team's in several currencies, or in another
+    # one) is left out here, before any sum, so the tie-out is exact for what is billed.
+    holdings: dict[tuple[int | None, str], list] = defaultdict(lambda: [ZERO, 0])
+    for g in groups:
+        held = holdings[(g["team_id"], g["currency"])]
+        held[0] += g["amount"]
+        held[1] += g["records"]
+    split = usage_period_currencies(period=period, holdings={k: (a, n) for k, (a, n) in holdings.items()})
+    billed_groups = [g for g in groups if split.billed(g["team_id"], g["currency"])]
 
     totals: dict[str, list] = defaultdict(lambda: [ZERO, 0])
     team_usage: dict[str, dict[int, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
@@ -235,7 +256,7 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
     direct: list[dict] = []
     unallocated: dict[str, Decimal] = defaultdict(Decimal)
     pools: dict[tuple[int, str], _PoolSums] = defaultdict(_PoolSums)
-    for g in groups:
+    for g in billed_groups:
         currency, amount, records, team_id = g["currency"], g["amount"], g["records"], g["team_id"]
         totals[currency][0] += amount
         totals[currency][1] += records
@@ -255,13 +276,7 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
         else:
             unallocated[currency] += amount
 
-    if len(totals) > 1:
-        listed = ", ".join(f"{total} {cur}" for cur, (total, _n) in sorted(totals.items()))
-        raise MixedCurrencyError(
-            f"the usage of {period} is in several currencies ({listed}); an allocation run ties out in one "
-            "currency, so convert or separate the usage first"
-        )
-    (currency, (total, record_count)), = totals.items()
+    (currency, (total, record_count)), = totals.items()  # usage_period_currencies left one currency
 
     members = _members([r for r in rules if r.rule_type == AllocationRule.RuleType.BY_TEAM])
     user_teams = _user_teams(pools, rules_by_pk)
@@ -304,7 +319,25 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
             f"tie-out failed for {period}: allocated {allocated} + unallocated {left} != total {total} {currency}"
         )
     return _Computed(currency=currency, total=total, records=record_count, allocated=allocated, unallocated=left,
-                     rows=rows, warnings=warnings, groups=len(groups))
+                     rows=rows, warnings=warnings + _voided_warnings(period), groups=len(groups),
+                     refused=list(split.refused))
+
+
+def _voided_warnings(period: BillingPeriod) -> list[dict]:
+    """One warning per currency of the usage voided since the period's committed run: the difference
+    this run makes to it, e.g. "1 usage record voided since the last committed run (#7): −12.34 USD"."""
+    committed = allocation_committed_run(period=period)
+    if committed is None:
+        return []
+    warnings = []
+    for currency, (cost, records) in sorted(usage_voided_since(run=committed).items()):
+        sign = "−" if cost > 0 else "+"
+        warnings.append({
+            "kind": "voided", "currency": currency, "records": records, "cost": str(-cost),
+            "message": f"{records} usage record{'s' if records != 1 else ''} voided since the last committed run "
+                       f"(#{committed.pk}): {sign}{format_metered(abs(cost), currency)}",
+        })
+    return warnings
 
 
 def _direct_row(group: dict) -> _Row:
@@ -397,7 +430,9 @@ def allocation_run_create(
         An ``AllocationRun``: with ``dry_run``, unsaved (``dry_run=True``); else a saved ``draft``
         with its ``AllocatedCost`` rows. ``total_cost``, ``allocated_cost``, ``unallocated_cost``
         (12 decimal places, in ``currency``), ``record_count`` and ``warnings`` (pools a rule
-        could not split: ``{"rule_id", "rule", "currency", "unallocated", "message"}``) are set,
+        could not split: ``{"rule_id", "rule", "currency", "unallocated", "message"}``; usage voided
+        since the period's committed run: ``{"kind": "voided", "currency", "records", "cost",
+        "message"}``), ``refused`` (the usage left out, ``selectors.PeriodCurrencies.refused``) are set,
         and ``allocated + unallocated == total`` exactly. A dry run carries its unsaved
         ``AllocatedCost`` rows as ``run.preview`` (scoped to ``team``); read a saved run's rows
         with ``selectors.allocation_rows``. ``run.group_count`` is the number of database groups
@@ -405,8 +440,10 @@ def allocation_run_create(
 
     Raises:
         NothingToAllocate: the period has no usage records.
-        MixedCurrencyError: the period's usage is in more than one currency (a run's totals and
-            tie-out are in one currency; the demo and the FOCUS sample are USD only).
+        MixedCurrencyError: every team's usage is in more than one currency, so no team can be
+            billed. Otherwise usage the run cannot bill in its one currency is left out of every
+            figure and listed in ``run.refused`` (``selectors.PeriodCurrencies``): one team's data
+            never stops the others' run.
         RuleConfigurationError: an applicable rule cannot be applied (fixed split not summing to
             100, by_team without a source team, by_user target without a user…).
         AllocationError: ``rule`` is disabled or not valid in the period.
@@ -416,7 +453,7 @@ def allocation_run_create(
         period_start=period.start, period_end=period.end, status=AllocationRun.Status.DRAFT, dry_run=dry_run,
         rule=rule, team=team, currency=computed.currency, total_cost=computed.total,
         allocated_cost=computed.allocated, unallocated_cost=computed.unallocated, record_count=computed.records,
-        warnings=computed.warnings, created_by=created_by,
+        warnings=computed.warnings, refused=computed.refused, created_by=created_by,
     )
     if dry_run:
         run.preview = [row.model(run) for row in computed.rows if team is None or row.team_id == team.pk]
@@ -502,13 +539,19 @@ def allocation_run_commit(*, run: AllocationRun, committed_by=None) -> Allocatio
                 f"which overlaps {period}; allocate the same period again to replace it"
             )
 
-        stats = usage_period_stats(period=period)
-        now_total, now_records = stats.get(locked.currency, (ZERO, 0))
-        if set(stats) - {locked.currency} or now_total != locked.total_cost or now_records != locked.record_count:
+        try:
+            now = usage_period_currencies(period=period)
+        except MixedCurrencyError:
+            now = None
+        if (
+            now is None or now.currency != locked.currency or now.total != locked.total_cost
+            or now.records != locked.record_count or _refused_keys(now.refused) != _refused_keys(locked.refused)
+        ):
+            state = "no team can be billed" if now is None else f"{now.records} records, {now.total} {now.currency}"
             raise StaleAllocationRun(
                 f"the usage of {period} changed after allocation run #{locked.pk} was computed "
-                f"({locked.record_count} records, {locked.total_cost} {locked.currency} then; "
-                + ", ".join(f"{n} records, {t} {c}" for c, (t, n) in sorted(stats.items()))
+                f"({locked.record_count} records, {locked.total_cost} {locked.currency} then; {state}"
+                + (f", {len(now.refused)} left out" if now is not None and now.refused else "")
                 + " now): run the allocation again"
             )
         rows_total = AllocatedCost.objects.filter(run=locked).aggregate(total=MeteredSum("amount"))["total"] or ZERO
@@ -527,6 +570,11 @@ def allocation_run_commit(*, run: AllocationRun, committed_by=None) -> Allocatio
         locked.save(update_fields=["status", "committed_at"])
     locked.group_count = getattr(run, "group_count", None)
     return locked
+
+
+def _refused_keys(refused: list[dict] | tuple[dict, ...]) -> set[tuple[int | None, tuple[str, ...]]]:
+    """Whose usage a run left out, and in which currencies: what a commit compares."""
+    return {(entry.get("team_id"), tuple(entry.get("currencies", ()))) for entry in refused or ()}
 
 
 def allocation_run_execute(

@@ -1,28 +1,41 @@
-"""Recording priced usage: one usage record (``usage_record_create``) or a batch of them (``usage_records_create``).
+"""Recording priced usage: one usage record (``usage_record_create``) or a batch of them (``usage_records_create``);
+finance's corrections: an adjustment (``usage_adjustment_record``) and a void (``usage_record_void``).
 
 Money is ``Decimal`` at metered precision (12 decimal places, ``DecimalField(30, 12)``) with an
 ISO 4217 currency beside it; only ``billing_site.money`` rounds, and a price is applied only by
 ``chargeback.selectors.price_apply``. A usage record belongs to the billing period (a UTC calendar
 month) of its ``billing_period_start``.
+
+What a team's API key can record is bounded, so one team can never hurt another's month: a cost is
+never negative (credits come from FOCUS rows, credit notes and wallet refunds), and a team's usage
+is in a currency it is billed in (``teams.selectors.team_currency_check``). Negative corrections
+are finance's, through ``usage_adjustment_record``; wrong records are voided, never deleted. Both
+are written to the audit trail (django-auditlog's ``LogEntry``, written here by the service: the
+usage table itself is not registered with auditlog, which would add a write to every usage record).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 
+from auditlog.models import LogEntry
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from billing_site.errors import IdempotencyError
 from billing_site.money import MoneyError, currency_exponent, parse_amount, quantize_metered
-from chargeback.errors import InvalidUsage
+from chargeback.errors import InvalidUsage, UsageRecordVoid
 from chargeback.models import UsageRecord
+from chargeback.periods import BillingPeriod
 from chargeback.selectors import price_item, price_items, price_not_found
+from teams.errors import CurrencyNotAllowed
 from teams.models import Team
+from teams.selectors import billing_settings_get, team_currency_check
 
 
 def _as_decimal(value: object, name: str, *, not_negative: bool = False) -> Decimal:
@@ -45,6 +58,28 @@ def _check_currency(currency: str) -> str:
     except MoneyError as exc:
         raise InvalidUsage(str(exc)) from None
     return currency.upper()
+
+
+def _cost_not_negative(cost: object) -> Decimal:
+    """``cost`` as a Decimal ≥ 0; ``-0`` is refused too (``InvalidUsage``, ``param`` ``cost``).
+
+    A negative cost from a team's usage would lower its month (or another team's, through a
+    by-usage split) with no trace of why: credits have their own paths.
+    """
+    value = _as_decimal(cost, "cost")
+    if value < 0 or value.is_signed():
+        raise InvalidUsage(
+            f"cost must not be negative, got {value}: credits, refunds and corrections are recorded by finance "
+            "(credit notes, wallet refunds, usage adjustments)", param="cost",
+        )
+    return value
+
+
+def _check_source(source: str) -> None:
+    if source not in UsageRecord.Source.values:
+        raise InvalidUsage(f"source must be one of {', '.join(UsageRecord.Source.values)}, got {source!r}")
+    if source == UsageRecord.Source.ADJUSTMENT:
+        raise InvalidUsage("adjustments are recorded by finance with usage_adjustment_record", param="source")
 
 
 def usage_record_create(
@@ -78,13 +113,16 @@ def usage_record_create(
         occurred_at: an aware datetime; the record is billed in its UTC calendar month
             (``billing_period_start``).
         idempotency_key: unique per ``source``; replaying it returns the recorded row.
-        source: ``api`` (default), ``charge`` or ``focus_import``.
-        cost: the cost at metered precision (quantized to 12 places); ``None`` prices the usage
+        source: ``api`` (default), ``charge`` or ``focus_import`` (``adjustment`` is
+            :func:`usage_adjustment_record`'s).
+        cost: the cost at metered precision (quantized to 12 places), zero or more (``-0`` is
+            refused too); ``None`` prices the usage
             with :func:`chargeback.selectors.price_item` at ``occurred_at``
             (``quantity × unit_price``) (the team's override first, then the global price).
         currency: ISO 4217 code. Priced usage is in the price's currency (a different ``currency``
             is refused); a given ``cost`` defaults to the team's currency, else
-            ``settings.BILLING_DEFAULT_CURRENCY``.
+            ``settings.BILLING_DEFAULT_CURRENCY``. With a team, the currency must be one it is
+            billed in (its own or its billing settings' ``extra_currencies``).
         agent_id, feature_key, external_reference, metadata: stored as given.
 
     Returns:
@@ -92,8 +130,11 @@ def usage_record_create(
         parameters the recorded one (then ``record.replayed`` is ``True``).
 
     Raises:
-        InvalidUsage: negative quantity, a bad currency, a naive ``occurred_at``, empty
-            ``resource_type`` or ``idempotency_key``, an unknown ``source``.
+        InvalidUsage: negative quantity, a negative cost (``param`` ``cost``), a bad currency, a
+            naive ``occurred_at``, empty ``resource_type`` or ``idempotency_key``, an unknown
+            ``source`` or ``adjustment``.
+        CurrencyNotAllowed: (HTTP 422, ``param`` ``currency``) the team is not billed in the
+            usage's currency (given, or the price's).
         PriceNotFound: ``cost`` is ``None`` and no price is valid for the item at ``occurred_at``.
         IdempotencyError: the key was recorded before with different parameters.
         TypeError: a float quantity or cost.
@@ -106,14 +147,13 @@ def usage_record_create(
         raise InvalidUsage("resource_type is required")
     if not idempotency_key:
         raise InvalidUsage("idempotency_key is required")
-    if source not in UsageRecord.Source.values:
-        raise InvalidUsage(f"source must be one of {', '.join(UsageRecord.Source.values)}, got {source!r}")
+    _check_source(source)
     if not isinstance(occurred_at, dt.datetime) or timezone.is_naive(occurred_at):
         raise InvalidUsage("occurred_at must be a timezone-aware datetime")
     if currency is not None:
         currency = _check_currency(currency)
     if cost is not None:
-        cost = quantize_metered(_as_decimal(cost, "cost"))
+        cost = quantize_metered(_cost_not_negative(cost))
 
     requested = {
         "team_id": team.pk if team is not None else None,
@@ -143,6 +183,8 @@ def usage_record_create(
         cost, currency = priced.amount, priced.currency
     elif currency is None:
         currency = team.currency if team is not None else settings.BILLING_DEFAULT_CURRENCY
+    if team is not None:
+        team_currency_check(team=team, currency=currency)
 
     utc_day = occurred_at.astimezone(dt.timezone.utc).date()
     record = UsageRecord(
@@ -198,7 +240,7 @@ def usage_records_create(
         records: mappings with the keyword arguments of :func:`usage_record_create` except ``team``
             and ``source``: ``resource_type``, ``provider``, ``model``, ``unit``, ``quantity``
             (Decimal ≥ 0), ``occurred_at`` (aware), ``idempotency_key`` (required, unique per
-            source), optional ``user``, ``cost`` (Decimal, quantized to 12 dp), ``currency``,
+            source), optional ``user``, ``cost`` (Decimal ≥ 0, quantized to 12 dp), ``currency``,
             ``agent_id``, ``feature_key``, ``external_reference``, ``metadata``.
         source: as :func:`usage_record_create`.
 
@@ -211,6 +253,8 @@ def usage_records_create(
         InvalidUsage: too many or no records, or a row that ``usage_record_create`` would refuse;
             the message starts with ``records[i]:`` and ``error.param`` names the row and field.
         PriceNotFound: a row without ``cost`` has no price valid at its ``occurred_at``.
+        CurrencyNotAllowed: a row's currency (given, or its price's) is not one the team is
+            billed in; ``param`` ``records[i].currency``.
         IdempotencyError: a row's key was used before (or earlier in the batch) with other parameters.
         Nothing is written when anything is raised. Prices are applied as ``price_item`` applies
         them, from one query for the batch's items (``price_items``); rows are inserted with one ``COPY``. A
@@ -221,8 +265,7 @@ def usage_records_create(
         raise InvalidUsage("records must be a non-empty list")
     if len(records) > USAGE_BATCH_MAX:
         raise InvalidUsage(f"at most {USAGE_BATCH_MAX} records per batch, got {len(records)}")
-    if source not in UsageRecord.Source.values:
-        raise InvalidUsage(f"source must be one of {', '.join(UsageRecord.Source.values)}, got {source!r}")
+    _check_source(source)
 
     rows: list[dict] = []
     for i, raw in enumerate(records):
@@ -233,7 +276,7 @@ def usage_records_create(
             raise _row_error(exc, i, "quantity") from None
         try:
             if row.get("cost") is not None:
-                row["cost"] = quantize_metered(_as_decimal(row["cost"], "cost"))
+                row["cost"] = quantize_metered(_cost_not_negative(row["cost"]))
         except InvalidUsage as exc:
             raise _row_error(exc, i, "cost") from None
         try:
@@ -285,6 +328,7 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str) -> l
         for i in unpriced
     ])))
 
+    allowed = billing_settings_get(team=team).billing_currencies() if team is not None else ()  # one read
     results: list[UsageRecord | None] = [None] * len(rows)
     new: list[UsageRecord] = []
     new_index: dict[str, tuple[UsageRecord, dict]] = {}
@@ -318,6 +362,11 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str) -> l
             cost, currency = line.amount, line.currency
         elif currency is None:
             currency = team.currency if team is not None else settings.BILLING_DEFAULT_CURRENCY
+        if team is not None and currency not in allowed:
+            try:
+                team_currency_check(team=team, currency=currency)
+            except CurrencyNotAllowed as exc:
+                raise _row_error(exc, i, "currency") from None
         occurred_at = row["occurred_at"]
         record = UsageRecord(
             team=team, user=row.get("user"), agent_id=row.get("agent_id") or "", resource_type=row["resource_type"],
@@ -365,3 +414,134 @@ def _usage_records_write(records: list[UsageRecord]) -> None:
                 ])
     for record in records:
         record._state.adding, record._state.db = False, connection.alias
+
+
+# --- finance's corrections --------------------------------------------------------------------
+
+#: ``service_name`` of adjustments: one invoice line "Adjustment" per team and month.
+ADJUSTMENT_SERVICE = "Adjustment"
+
+
+def _reason(reason: object, param: str = "reason") -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidUsage(f"{param} is required: say why, for the audit trail", param=param)
+    return reason.strip()
+
+
+def usage_adjustment_record(
+    *, team: Team, amount: Decimal, currency: str, reason: str, created_by, period: BillingPeriod,
+    idempotency_key: str | None = None,
+) -> UsageRecord:
+    """Record finance's adjustment of ``team``'s usage in ``period``: a usage record of source ``adjustment``.
+
+    The one door for a negative cost outside the FOCUS import (a cloud bill's credits): the API's
+    usage and charges refuse one. The adjustment is billed like usage: the team's direct cost,
+    one invoice line "Adjustment" per month (``service_name``), its reason in ``metadata``.
+
+    Args:
+        team: the team whose month is corrected.
+        amount: a non-zero Decimal (or int) in ``currency``, negative to credit the team; at most
+            12 decimal places (metered precision), never rounded.
+        currency: an ISO 4217 code the team is billed in (its own or an extra currency).
+        reason: why, for people and the audit trail (required).
+        created_by: the finance user recording it (the audit trail's actor).
+        period: the billing period corrected; the record is billed in its first month
+            (``billing_period_start``), ``occurred_at`` is that month's first instant (UTC).
+        idempotency_key: optional; the same key with the same figures returns the recorded
+            adjustment (a form sent twice records one), with other figures ``IdempotencyError``.
+
+    Returns:
+        The ``UsageRecord`` (``replayed`` ``True`` when the key was recorded before).
+
+    Raises:
+        InvalidUsage: a zero, non-finite or over-precise amount (``param`` ``amount``), a bad
+            currency, an empty reason (``param`` ``reason``).
+        CurrencyNotAllowed: the team is not billed in ``currency``.
+        IdempotencyError: the key was used for another adjustment.
+
+    Audited: a django-auditlog ``LogEntry`` (create, actor ``created_by``) with the amount and the reason.
+    """
+    try:
+        amount = parse_amount(amount, param="amount")
+    except MoneyError as exc:
+        raise InvalidUsage(exc.message, param="amount") from None
+    if not amount:
+        raise InvalidUsage("amount must not be zero: an adjustment changes the month", param="amount")
+    currency = team_currency_check(team=team, currency=_check_currency(currency))
+    reason = _reason(reason)
+    key = idempotency_key or f"adjustment-{uuid.uuid4().hex}"
+    occurred_at = dt.datetime.combine(period.start, dt.time(), dt.timezone.utc)
+    requested = {"team_id": team.pk, "cost": amount, "currency": currency, "billing_period_start": period.start}
+    with transaction.atomic(durable=True):
+        existing = UsageRecord.objects.filter(source=UsageRecord.Source.ADJUSTMENT, idempotency_key=key).first()
+        if existing is not None:
+            differing = [name for name, value in requested.items() if getattr(existing, name) != value]
+            if existing.metadata.get("reason") != reason:
+                differing.append("reason")
+            if differing:
+                raise IdempotencyError(
+                    f"idempotency key {key!r} was already used for adjustment #{existing.pk} with different "
+                    f"{', '.join(sorted(differing))}", param=None,
+                )
+            existing.replayed = True
+            return existing
+        record = UsageRecord.objects.create(
+            team=team, resource_type="adjustment", service_name=ADJUSTMENT_SERVICE, quantity=0, cost=amount,
+            currency=currency, occurred_at=occurred_at, billing_period_start=period.start,
+            source=UsageRecord.Source.ADJUSTMENT, idempotency_key=key,
+            metadata={"reason": reason, "recorded_by": getattr(created_by, "pk", None)},
+        )
+        LogEntry.objects.log_create(
+            record, action=LogEntry.Action.CREATE, actor=created_by,
+            changes={"cost": [None, str(amount)], "currency": [None, currency], "reason": [None, reason]},
+        )
+    record.replayed = False
+    return record
+
+
+def usage_record_void(*, record: UsageRecord, reason: str, voided_by) -> UsageRecord:
+    """Void a wrongly posted usage record: it is kept, marked ``void``, and no later allocation counts it.
+
+    Under the record's row lock: refuse a record already void, then set ``status`` ``void``,
+    ``void_reason``, ``voided_at`` (now) and ``voided_by``. The committed allocation of its month
+    is not changed (it is history): the month's next run leaves the record out, and that run's
+    warnings name the difference ("1 usage record voided since the last committed run: −12.34 USD").
+
+    Args:
+        record: the usage record (any source but ``charge``).
+        reason: why, for people and the audit trail (required; a CHECK holds it in the database).
+        voided_by: the finance user voiding it (the audit trail's actor).
+
+    Returns:
+        The record, re-read under the lock and voided.
+
+    Raises:
+        InvalidUsage: an empty reason (``param`` ``reason``), or a record of a wallet charge: its
+            money moved on the ledger, so it is corrected by refunding the wallet (the refund's
+            own path), not by voiding the usage alone.
+        UsageRecordVoid: (HTTP 409) the record was voided already.
+
+    Audited: a django-auditlog ``LogEntry`` (update, actor ``voided_by``) with the status and the reason.
+    """
+    reason = _reason(reason)
+    with transaction.atomic(durable=True):
+        locked = UsageRecord.objects.select_for_update().get(pk=record.pk)
+        if locked.status == UsageRecord.Status.VOID:
+            raise UsageRecordVoid(
+                f"usage record #{locked.pk} was voided on {locked.voided_at:%Y-%m-%d %H:%M} UTC: {locked.void_reason}"
+            )
+        if locked.source == UsageRecord.Source.CHARGE:
+            raise InvalidUsage(
+                f"usage record #{locked.pk} was charged to a wallet; refund the wallet instead of voiding the usage",
+                param="record",
+            )
+        locked.status = UsageRecord.Status.VOID
+        locked.void_reason = reason
+        locked.voided_at = timezone.now()
+        locked.voided_by = voided_by
+        locked.save(update_fields=["status", "void_reason", "voided_at", "voided_by"])
+        LogEntry.objects.log_create(
+            locked, action=LogEntry.Action.UPDATE, actor=voided_by,
+            changes={"status": [UsageRecord.Status.ACTIVE, UsageRecord.Status.VOID], "void_reason": ["", reason]},
+        )
+    return locked

@@ -241,6 +241,16 @@ class BillingRunTeamSerializer(serializers.Serializer):
         return row.invoice.status if row.invoice is not None else None
 
 
+class BillingRunRefusedSerializer(serializers.Serializer):
+    """A team the run did not bill: its usage is left out of the run, for the reason in ``message``."""
+
+    team = serializers.IntegerField(source="team_id", allow_null=True, help_text="Empty: usage without a team.")
+    team_name = serializers.CharField(source="team")
+    currencies = serializers.ListField(child=serializers.CharField())
+    records = serializers.IntegerField(help_text="Usage records left out.")
+    message = serializers.CharField()
+
+
 class BillingRunResultSerializer(serializers.Serializer):
     """The summary of ``invoices.services.billing_run.billing_run_execute``'s ``BillingRunResult``."""
 
@@ -260,6 +270,11 @@ class BillingRunResultSerializer(serializers.Serializer):
     invoices = serializers.IntegerField(source="billed", help_text="Invoices written (dry run: that would be).")
     nothing_to_bill = serializers.BooleanField()
     warnings = serializers.ListField(child=serializers.CharField())
+    outcome = serializers.ChoiceField(
+        choices=["billed", "partly_billed"],
+        help_text="partly_billed: the teams in refused were not billed (their usage is left out of the run).",
+    )
+    refused = BillingRunRefusedSerializer(many=True, help_text="Teams not billed, and why.")
 
     def get_teams(self, result) -> list[dict]:
         return BillingRunTeamSerializer(result.rows(), many=True).data

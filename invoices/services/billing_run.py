@@ -9,6 +9,11 @@ Figures: invoice amounts in the currency's minor units (largest remainder over e
 run, ``invoices.services.generation.team_amounts``); allocation totals and the tie-out line at
 metered precision (12 decimal places), written exactly, so ``allocated + unallocated = total`` to
 the last digit.
+
+One team's data never stops another team's billing: usage the run cannot bill in its one currency
+(a team's usage in several currencies, or in another one) is left out of the run, every other team
+is billed, and the result lists the teams not billed and why (``BillingRunResult.refused``, outcome
+``partly_billed``).
 """
 
 from __future__ import annotations
@@ -67,8 +72,12 @@ class BillingRunResult:
         created: pks of the drafts created by this run.
         cancelled: drafts cancelled because their team has nothing left to bill.
         skipped: issued invoices left unchanged (they need a credit note if the run bills otherwise).
-        warnings: the allocation's warnings (pools a rule could not split), then one per skipped invoice.
+        warnings: the allocation's warnings (pools a rule could not split, usage voided since the
+            period's last committed run), then one per skipped invoice.
         problems: broken invariants (the drafts do not sum to the allocated cost rounded); empty normally.
+
+    ``refused`` (from ``run.refused``) lists the teams whose usage the run left out, and why; with
+    any, ``outcome`` is ``partly_billed``.
     """
 
     period: BillingPeriod
@@ -83,6 +92,22 @@ class BillingRunResult:
     skipped: list[Invoice] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def refused(self) -> list[dict]:
+        """The teams not billed, and why: ``[{"team_id", "team", "currencies", "records", "costs", "message"}]``.
+
+        Their usage is left out of the run (``AllocationRun.refused``); ``team_id`` is empty for
+        usage without a team. Empty when every team's usage could be billed. A run asked for
+        some teams lists only those of them.
+        """
+        chosen = {team.pk for team in self.teams}
+        return [entry for entry in self.run.refused or () if not chosen or entry.get("team_id") in chosen]
+
+    @property
+    def outcome(self) -> str:
+        """``billed`` (every team's usage), or ``partly_billed`` (some teams' usage left out: ``refused``)."""
+        return "partly_billed" if self.refused else "billed"
 
     @property
     def tie_out(self) -> str:
@@ -174,12 +199,16 @@ def billing_run_execute(
 
     Returns:
         A :class:`BillingRunResult`: the run, the chosen teams' amounts, the drafts written, those
-        cancelled and the issued invoices left unchanged, warnings, and the tie-out line.
+        cancelled and the issued invoices left unchanged, warnings, the tie-out line, and the
+        teams not billed (``refused``: usage the run cannot bill in its one currency is left out
+        and the other teams are billed; ``outcome`` says ``partly_billed``). A refused team's draft
+        of the period, if any, is cancelled like any team the run no longer bills.
 
     Raises:
         NothingToAllocate: the period has no usage.
-        AllocationError (and its subclasses ``MixedCurrencyError``, ``RuleConfigurationError``,
-            ``StaleAllocationRun``): the allocation failed; nothing is written.
+        AllocationError (and its subclasses ``MixedCurrencyError``: no team's usage is in one
+            currency, ``RuleConfigurationError``, ``StaleAllocationRun``): the allocation failed;
+            nothing is written.
         InvoiceGenerationError: the run bills one team in two currencies; nothing is written.
 
     The allocation and the drafts are written in one ``transaction.atomic(durable=True)``: the run

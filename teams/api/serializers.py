@@ -37,6 +37,10 @@ class BillingSettingsSerializer(StrictSerializerMixin, serializers.ModelSerializ
     tax_rate = serializers.DecimalField(max_digits=7, decimal_places=4, required=False, min_value=0, max_value=100)
     allowed_providers = serializers.ListField(child=serializers.CharField(max_length=100), required=False,
                                               help_text="Provider names; empty allows all.")
+    extra_currencies = serializers.ListField(
+        child=serializers.RegexField(r"^[A-Z]{3}$", error_messages={"invalid": "A three-letter ISO 4217 code, e.g. EUR."}),
+        required=False, help_text="ISO 4217 codes the team may also be billed in, besides its own currency.",
+    )
     team = serializers.IntegerField(source="team_id", read_only=True)
     currency = serializers.CharField(source="team.currency", read_only=True)
 
@@ -44,5 +48,6 @@ class BillingSettingsSerializer(StrictSerializerMixin, serializers.ModelSerializ
         model = BillingSettings
         fields = ["team", "currency", "billing_model", "credit_limit", "warning_threshold_type",
                   "warning_threshold_value", "block_on_zero_balance", "notify_on_warning", "notify_emails",
-                  "billing_address", "allowed_providers", "tax_rate", "payment_terms_days", "updated_at"]
+                  "billing_address", "allowed_providers", "extra_currencies", "tax_rate", "payment_terms_days",
+                  "updated_at"]
         read_only_fields = ["team", "currency", "updated_at"]

@@ -110,3 +110,18 @@ def test_dashboard_costs_the_same_queries_with_more_teams_and_usage(finance, mon
 
 def test_auditor_sees_the_dashboard_too(auditor, months):
     assert 'id="dashboard"' in auditor.get(reverse("admin:index")).content.decode()
+
+
+def test_dashboard_does_not_count_void_usage(months):
+    from chargeback.services.usage import usage_record_void
+    from tests.factories import UserFactory
+
+    # given a wrong 100 of usage in October (not committed) and in March, both voided
+    search, maps = months
+    for day, team in [(dt.date(2024, 10, 4), search), (dt.date(2024, 3, 4), maps)]:
+        wrong = UsageRecordFactory(team=team, cost=Decimal(100), occurred_at=_at(day))
+        usage_record_void(record=wrong, reason="posted twice", voided_by=UserFactory())
+    # then this month's figures and the monthly chart are as without them
+    board = dashboard_get(today=TODAY)
+    assert board.months[0].total == Decimal(8)
+    assert board.month_chart["data"][4] == "4.000000000000"

@@ -57,3 +57,12 @@ def test_team_billing_settings_with_a_bad_email_are_refused_in_the_form(finance)
                             _team_data(team, **{"billing_settings-0-notify_emails": "not-an-address"}))
     assert response.status_code == 200
     assert not BillingSettings.objects.filter(team=team).exists()
+
+
+def test_team_billing_settings_extra_currencies_are_saved_from_the_inline_and_checked(finance):
+    team = TeamFactory(name="Search")
+    url = reverse("admin:teams_team_change", args=[team.pk])
+    refused = finance.post(url, _team_data(team, **{"billing_settings-0-extra_currencies": '["eur"]'}))
+    assert refused.status_code == 200 and not BillingSettings.objects.filter(team=team).exists()
+    assert finance.post(url, _team_data(team, **{"billing_settings-0-extra_currencies": '["EUR"]'})).status_code == 302
+    assert BillingSettings.objects.get(team=team).extra_currencies == ["EUR"]

@@ -213,10 +213,25 @@ def test_allocation_of_an_empty_period_is_refused_with_a_clear_message():
         allocation_run_create(period=SEPT)
 
 
-def test_allocation_of_a_period_in_several_currencies_is_refused():
+def test_allocation_of_a_period_in_several_currencies_bills_one_and_lists_the_team_left_out():
+    # given one team's usage in USD and another team's in EUR (a tie: the default currency wins)
     usage(TeamFactory(), "1")
-    usage(TeamFactory(currency="EUR"), "2", currency="EUR")
-    with pytest.raises(MixedCurrencyError, match="several currencies.*2.*EUR.*USD"):
+    euro = TeamFactory(name="Euro team", currency="EUR")
+    usage(euro, "2", currency="EUR")
+    # when the period is allocated
+    run = allocation_run_create(period=SEPT)
+    # then the USD team is allocated, and the EUR team is left out of every figure and listed
+    assert (run.currency, run.total_cost, run.record_count) == ("USD", D(1), 1)
+    assert_ties_out(run)
+    assert [(r["team_id"], r["currencies"], r["records"]) for r in run.refused] == [(euro.pk, ["EUR"], 1)]
+    assert run.refused[0]["message"].startswith("Euro team: usage in EUR, but this run bills in USD")
+
+
+def test_allocation_where_no_team_has_its_usage_in_one_currency_is_refused():
+    for team in (TeamFactory(), TeamFactory()):
+        usage(team, "1")
+        usage(team, "2", currency="EUR")
+    with pytest.raises(MixedCurrencyError, match="several currencies.*EUR.*USD"):
         allocation_run_create(period=SEPT)
     assert not AllocationRun.objects.exists()
 

@@ -158,3 +158,38 @@ def test_billing_run_prints_team_amount_invoice_status_and_pdf():
         assert invoice.pdf.path in row
     assert "Total invoiced: 13.00 USD (2 invoices)" in out
     assert out.rstrip().endswith("allocated 13.00 USD of 13.00 USD, unallocated 0.00 USD")
+
+
+def test_billing_run_bills_the_good_teams_and_exits_3_naming_the_team_not_billed():
+    # given team Alpha's September has usage in EUR and USD, and Beta's only USD
+    alpha, beta = TeamFactory(name="Alpha", slug="alpha"), TeamFactory(name="Beta", slug="beta")
+    UsageRecordFactory(team=alpha, cost=D("5"))
+    UsageRecordFactory(team=alpha, cost=D("7"), currency="EUR", source=UsageRecord.Source.FOCUS_IMPORT)
+    UsageRecordFactory(team=beta, cost=D("3.5"))
+    out, err = io.StringIO(), io.StringIO()
+    # when the month is billed
+    with pytest.raises(CommandError, match="partly billed: 1 team not billed") as raised:
+        call_command("billing_run", "--period", "2024-09", "--no-pdf", stdout=out, stderr=err)
+    # then Beta is invoiced, Alpha is not, the summary says why, and the exit code says "partly billed"
+    assert raised.value.returncode == 3
+    assert [(i.team_name, i.total) for i in live_invoices()] == [("Beta", D("3.50"))]
+    summary = out.getvalue()
+    assert "Total invoiced: 3.50 USD (1 invoice)" in summary
+    assert "allocated 3.50 USD of 3.50 USD, unallocated 0.00 USD" in summary
+    assert "Not billed (1 team)" in summary
+    assert "Alpha: usage in EUR and USD; convert or separate the usage first (2 usage records not billed)" in summary
+    assert AllocationRun.objects.get().status == AllocationRun.Status.COMMITTED
+
+
+def test_billing_run_dry_run_also_names_the_team_that_would_not_be_billed():
+    alpha = TeamFactory(name="Alpha", slug="alpha")
+    UsageRecordFactory(team=alpha, cost=D("7"), currency="EUR")
+    UsageRecordFactory(team=TeamFactory(name="Beta", slug="beta"), cost=D("3.5"))
+    UsageRecordFactory(team=TeamFactory(name="Gamma", slug="gamma"), cost=D("1"))
+    out = io.StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("billing_run", "--period", "2024-09", "--dry-run", stdout=out, stderr=io.StringIO())
+    assert raised.value.returncode == 3
+    assert "would be left out of this run" in out.getvalue()
+    assert "Alpha: usage in EUR, but this run bills in USD" in out.getvalue()
+    assert not AllocationRun.objects.exists() and not Invoice.objects.exists()

@@ -22,7 +22,7 @@ from chargeback.errors import PriceNotFound
 from chargeback.selectors import price_items, price_not_found
 from chargeback.services.usage import usage_records_create
 from teams.models import BillingSettings, Team
-from teams.selectors import billing_settings_get
+from teams.selectors import billing_settings_get, team_currency_check
 from wallets.errors import InsufficientFunds, ProviderNotAllowed, WalletFrozen
 from wallets.models import LedgerEntry, UsageEvent, UsageEventItem, Wallet
 
@@ -101,7 +101,9 @@ def _quote(team: Team, billing: BillingSettings, parsed: list[dict], at: dt.date
     currencies = {p.currency for p in priced}
     if len(currencies) > 1:
         raise InvalidRequest(f"items are priced in different currencies: {', '.join(sorted(currencies))}", param="items")
-    return Quote(items=tuple(priced), total=sum((p.cost for p in priced), ZERO), currency=currencies.pop())
+    # Charged usage is chargeback usage too: in a currency the team is billed in, or refused (422).
+    currency = team_currency_check(team=team, currency=currencies.pop())
+    return Quote(items=tuple(priced), total=sum((p.cost for p in priced), ZERO), currency=currency)
 
 
 def quote(*, team: Team, items: Sequence[Mapping[str, Any]], at: dt.datetime | None = None) -> Quote:
@@ -110,7 +112,8 @@ def quote(*, team: Team, items: Sequence[Mapping[str, Any]], at: dt.datetime | N
     ``items``: ``[{"category", "provider", "model", "unit", "quantity"}]`` with ``quantity`` a
     Decimal ≥ 0. ``at``: the time the prices are valid at (default now). Each cost is
     ``quantity × unit_price`` rounded half-up to 12 dp; the total is their exact sum.
-    Raises ``InvalidRequest``, ``InvalidAmount`` (a quantity), ``ProviderNotAllowed``, ``PriceNotFound``.
+    Raises ``InvalidRequest``, ``InvalidAmount`` (a quantity), ``ProviderNotAllowed``, ``PriceNotFound``,
+    ``CurrencyNotAllowed`` (the items are priced in a currency the team is not billed in; 422).
     """
     return _quote(team, billing_settings_get(team=team), _parse_items(items), at or timezone.now())
 
@@ -133,7 +136,8 @@ def usage_event_charge(*, team: Team, user, feature_key: str, external_reference
     one chargeback ``UsageRecord`` (source ``charge``) per item, all in one transaction.
 
     Refusals before anything is written: ``InvalidRequest``/``InvalidAmount`` (items),
-    ``ProviderNotAllowed``, ``PriceNotFound``, ``IdempotencyError``. Refusals that are recorded:
+    ``ProviderNotAllowed``, ``PriceNotFound``, ``CurrencyNotAllowed`` (priced in a currency the
+    team is not billed in, 422), ``IdempotencyError``. Refusals that are recorded:
     insufficient funds (with the team's floor) and a frozen wallet commit the event as ``rejected``
     with its items and reason, move nothing, and then raise ``InsufficientFunds`` /
     ``WalletFrozen`` carrying ``.event`` (the API answers 402/409 and the attempt is kept). A

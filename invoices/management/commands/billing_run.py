@@ -11,7 +11,12 @@ the tie-out line in metered precision, written exactly (no rounding), so X + Z =
 digit. ``--dry-run`` allocates in memory and prints what would be invoiced: it writes nothing (no
 run, no invoice, no PDF).
 
-Exit codes: 0 done; 1 nothing to bill or the allocation failed; 2 a bad ``--period`` or ``--team``.
+One team's data never stops the others' run: usage the run cannot bill in its one currency (a
+team's usage in several currencies, or in another one) is left out, every other team is billed,
+and the summary ends with the teams not billed and why ("Not billed: …"); the exit code is then 3.
+
+Exit codes: 0 done; 1 nothing to bill or the allocation failed; 2 a bad ``--period`` or ``--team``;
+3 partly billed: the teams listed under "Not billed" were not (the others were; the run is committed).
 """
 
 from __future__ import annotations
@@ -124,6 +129,7 @@ class Command(BaseCommand):
                 "correct it with a credit note if this run bills the team differently"
             ))
         self.stdout.write(result.tie_out)
+        self._not_billed(result)
 
     # --- dry run -------------------------------------------------------------------------------------
 
@@ -146,8 +152,24 @@ class Command(BaseCommand):
         self.stdout.write(result.tie_out)
         if result.nothing_to_bill:
             raise CommandError(f"nothing to bill for {result.period}", returncode=1)
+        self._not_billed(result)
 
     # --- output ---------------------------------------------------------------------------------------
+
+    def _not_billed(self, result: BillingRunResult) -> None:
+        """List the teams the run left out, then exit 3: partly billed."""
+        refused = result.refused
+        if not refused:
+            return
+        count = f"{len(refused)} team{'s' if len(refused) != 1 else ''}"
+        left = "would be left out of" if result.dry_run else "is left out of"
+        self.stdout.write(self.style.ERROR(f"Not billed ({count}): their usage {left} this run"))
+        for entry in refused:
+            self.stdout.write(f"  {entry['message']}")
+        raise CommandError(
+            f"partly billed: {count} not billed (listed above); correct their usage and run {result.period} again",
+            returncode=3,
+        )
 
     def _run_warnings(self, result: BillingRunResult) -> None:
         for warning in result.run.warnings or []:
