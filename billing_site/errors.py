@@ -15,7 +15,7 @@ broken invariant) is not a ``BillingError``: it stays a plain exception and the 
 
 Every app derives its errors from this base (``teams.errors``, ``chargeback.errors``,
 ``chargeback.periods.PeriodError``, ``wallets.errors``, ``invoices.errors``,
-``billing_site.money.MoneyError``). The codes and their statuses:
+``billing_site.money.MoneyError`` and ``AmountOutOfRange``). The codes and their statuses:
 
 ========================  ======  ================================================================
 code                      status  class: meaning
@@ -49,6 +49,8 @@ allocation_error          422     ``chargeback``' ``AllocationError``: a run tha
                                   or committed; more precisely ``nothing_to_allocate``,
                                   ``rule_configuration_error``, ``mixed_currency`` (all 422)
 credit_exceeds_invoice    422     ``invoices``' ``CreditNoteLimitExceeded``: more than is left
+amount_out_of_range       422     ``money.AmountOutOfRange``: a well-formed amount whose result
+                                  would pass ``money.METERED_BOUND`` (10^18), what the columns hold
 invoice_generation_error  422     ``invoices``' ``InvoiceGenerationError``: nothing to bill, no run
 ========================  ======  ================================================================
 

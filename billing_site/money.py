@@ -29,7 +29,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
+from decimal import (
+    ROUND_FLOOR,
+    ROUND_HALF_UP,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
 
 from billing_site.errors import BillingError
 
@@ -41,6 +50,18 @@ METERED_DECIMAL_PLACES = 12
 #: ``max_digits`` for metered ``DecimalField``s: 18 integer digits before the point.
 METERED_MAX_DIGITS = 30
 METERED_QUANTUM = Decimal(1).scaleb(-METERED_DECIMAL_PLACES)
+#: Every stored metered figure (a balance, a reserved or granted total, a ledger entry's amount and
+#: balances, a usage cost) lies strictly between −METERED_BOUND and METERED_BOUND: 10^18, the 18
+#: integer digits of ``numeric(30, 12)``. A movement that would take a figure past it is refused
+#: (:class:`AmountOutOfRange`) before anything is written.
+METERED_BOUND = Decimal(10) ** (METERED_MAX_DIGITS - METERED_DECIMAL_PLACES)
+
+#: The one Decimal context of money arithmetic: 60 significant digits, twice the widest column, so
+#: the sum, difference or product of two stored figures is exact and only an explicit ``quantize``
+#: rounds (with ``ROUNDING``). Python's default context keeps 28 digits: it would round a balance
+#: of 10^16 with 12 decimal places (29 digits) without a word. Invalid operations, division by zero
+#: and overflow raise. Used as ``with localcontext(MONEY_CONTEXT):``.
+MONEY_CONTEXT = Context(prec=2 * METERED_MAX_DIGITS, rounding=ROUNDING, traps=[InvalidOperation, DivisionByZero, Overflow])
 
 #: Decimal places of stored invoice amounts: room for every ISO 4217 exponent (0 to 4); values are
 #: always quantized to the currency's own exponent first.
@@ -64,6 +85,28 @@ class MoneyError(BillingError):
 
     code = "invalid_amount"
     http_status = 400
+
+
+class AmountOutOfRange(BillingError):
+    """A well-formed amount whose result would leave the stored range (:data:`METERED_BOUND`): a
+    top-up taking a balance to 10^18 or past it. HTTP 422, ``amount_out_of_range``; nothing moved."""
+
+    code = "amount_out_of_range"
+    http_status = 422
+
+
+def check_within_bound(value: Decimal, *, param: str, what: str) -> Decimal:
+    """``value`` unchanged if ``|value| < METERED_BOUND`` (the column holds it), else :class:`AmountOutOfRange`.
+
+    Args:
+        value: the figure that would be stored (a balance after a movement, a total).
+        param: the request field that caused it (``"amount"``), the error's ``param``.
+        what: the figure, for the message (``"the balance of wallet 3"``).
+    """
+    if abs(value) >= METERED_BOUND:
+        raise AmountOutOfRange(f"{param} would take {what} to {value:f}, beyond the largest figure stored "
+                               f"(below {METERED_BOUND:,} in absolute value)", param=param)
+    return value
 
 
 def _check_decimal(value: object, name: str) -> Decimal:
@@ -167,7 +210,26 @@ def parse_amount(
 
 def quantize_metered(amount: Decimal) -> Decimal:
     """Quantize a metered amount (quantity × unit price, an imported cost) to 12 decimal places."""
-    return _check_decimal(amount, "amount").quantize(METERED_QUANTUM, rounding=ROUNDING)
+    amount = _check_decimal(amount, "amount")
+    with localcontext(MONEY_CONTEXT):
+        return amount.quantize(METERED_QUANTUM, rounding=ROUNDING)
+
+
+def metered_cost(quantity: Decimal, unit_price: Decimal) -> Decimal:
+    """``quantity × unit_price``, computed exactly (:data:`MONEY_CONTEXT`) and quantized once to 12 dp.
+
+    Args:
+        quantity: units used, a Decimal (up to 30 digits).
+        unit_price: the price of one unit (12 decimal places, up to 30 digits) in some currency.
+
+    Returns:
+        The cost in the price's currency, rounded with ``ROUNDING`` only at the end. It may exceed
+        :data:`METERED_BOUND`; the caller that stores it checks (:func:`check_within_bound`).
+    """
+    quantity = _check_decimal(quantity, "quantity")
+    unit_price = _check_decimal(unit_price, "unit_price")
+    with localcontext(MONEY_CONTEXT):
+        return (quantity * unit_price).quantize(METERED_QUANTUM, rounding=ROUNDING)
 
 
 def percent_of(amount: Decimal, percent: Decimal) -> Decimal:
@@ -179,7 +241,7 @@ def percent_of(amount: Decimal, percent: Decimal) -> Decimal:
 
     Returns:
         The share in ``amount``'s currency, rounded with ``ROUNDING`` only at the end (Decimal's
-        default 28 digits would round the product first for large amounts; PostgreSQL's
+        default 28 digits would round the product first for large amounts (so :data:`MONEY_CONTEXT`); PostgreSQL's
         ``round(amount * percent / 100, 12)`` does not, and both must agree).
 
     Raises:
@@ -187,8 +249,7 @@ def percent_of(amount: Decimal, percent: Decimal) -> Decimal:
     """
     amount = _check_decimal(amount, "amount")
     percent = _check_decimal(percent, "percent")
-    with localcontext() as context:
-        context.prec = 2 * METERED_MAX_DIGITS + METERED_DECIMAL_PLACES
+    with localcontext(MONEY_CONTEXT):
         return (amount * percent / 100).quantize(METERED_QUANTUM, rounding=ROUNDING)
 
 
@@ -212,9 +273,8 @@ def unit_price_of(amount: Decimal, quantity: Decimal) -> Decimal:
     quantity = _check_decimal(quantity, "quantity")
     if quantity <= 0:
         raise MoneyError(f"a unit price needs a positive quantity, got {quantity}")
-    with localcontext() as context:
+    with localcontext(MONEY_CONTEXT):
         # Enough digits for 30-digit metered values, so only the final quantize rounds.
-        context.prec = 2 * METERED_MAX_DIGITS + METERED_DECIMAL_PLACES
         return (amount / quantity).quantize(METERED_QUANTUM, rounding=ROUNDING)
 
 

@@ -3,14 +3,17 @@
 ``/api/schema/`` is the OpenAPI 3 schema (drf-spectacular) and ``/api/docs/`` its Swagger UI,
 served from the project's own static files (drf-spectacular-sidecar), never from a CDN.
 
+Every 404 under ``/api/`` is JSON in the API's error shape (``billing_site.api.errors.not_found``).
+
 Rendered PDFs are never served as public media files: they are downloaded through views that
 check who may see the invoice.
 """
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from billing_site.api.errors import not_found
 from billing_site.api.router import api_urlpatterns
 
 admin.site.site_header = "Billing — finance"
@@ -26,4 +29,10 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[], authentication_classes=[]),
         name="swagger-ui",
     ),
+    # Last: any other path under /api/ ending in a slash answers the API's JSON 404 (paths without
+    # the slash are first redirected to it by APPEND_SLASH, as every API route ends in one).
+    re_path(r"^api/(?:.*/)?$", not_found, name="api-not-found"),
 ]
+
+#: A 404 raised anywhere: the API's error shape under /api/, Django's page elsewhere (DEBUG off).
+handler404 = not_found

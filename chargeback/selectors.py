@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 
 from billing_site.db import MeteredSum
-from billing_site.money import quantize_metered
+from billing_site.money import metered_cost
 from chargeback.errors import MixedCurrencyError, PriceNotFound
 from chargeback.models import AllocatedCost, AllocationRun, Price, UsageRecord
 from chargeback.periods import BillingPeriod
@@ -151,11 +151,11 @@ def price_apply(*, price: Price, quantity: Decimal) -> PricedItem:
     """``quantity`` (a Decimal ≥ 0 of ``price.unit``) priced at the catalog row ``price``.
 
     The one place a price is applied: usage records, usage batches, quotes and usage events all
-    cost ``quantize_metered(quantity × unit_price)``. Reads nothing.
+    cost ``money.metered_cost(quantity, unit_price)`` (exact, quantized once). Reads nothing.
     """
     item = (price.category, price.provider, price.model, price.unit)
     return PricedItem(item=item, quantity=quantity, unit_price=price.unit_price,
-                      amount=quantize_metered(quantity * price.unit_price), currency=price.currency, price=price)
+                      amount=metered_cost(quantity, price.unit_price), currency=price.currency, price=price)
 
 
 def price_item(*, team: Team | None, item: PriceItem, quantity: Decimal, at: dt.datetime) -> PricedItem:

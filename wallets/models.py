@@ -10,7 +10,7 @@ the two agree. Only ``wallets.services`` writes any of these rows.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from django.conf import settings
 from django.db import models
@@ -18,6 +18,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from billing_site.fields import CurrencyField, MeteredAmountField
+from billing_site.money import MONEY_CONTEXT
 from teams.models import BillingSettings, Team
 
 from .errors import LedgerImmutable
@@ -93,13 +94,15 @@ class Wallet(models.Model):
 
     @property
     def purchased_balance(self) -> Decimal:
-        return self.balance - self.granted_balance
+        with localcontext(MONEY_CONTEXT):
+            return self.balance - self.granted_balance
 
     def available(self, billing_settings: BillingSettings | None = None) -> Decimal:
-        """``balance − reserved``, plus the credit limit when ``billing_settings`` is postpaid."""
-        available = self.balance - self.reserved
-        if billing_settings is not None and billing_settings.billing_model == BillingSettings.BillingModel.POSTPAID:
-            available += billing_settings.credit_limit
+        """``balance − reserved``, plus the credit limit when ``billing_settings`` is postpaid (exact)."""
+        with localcontext(MONEY_CONTEXT):
+            available = self.balance - self.reserved
+            if billing_settings is not None and billing_settings.billing_model == BillingSettings.BillingModel.POSTPAID:
+                available += billing_settings.credit_limit
         return available
 
 
@@ -242,9 +245,12 @@ class LedgerEntry(models.Model):
         Exact in Decimal on every database (on PostgreSQL migration 0002 also CHECKs it). Called by
         ``save()`` and by the single-statement insert of ``wallets.services`` that bypasses it.
         """
-        if self.balance_after != self.balance_before + self.amount:
+        with localcontext(MONEY_CONTEXT):
+            balance_ok = self.balance_after == self.balance_before + self.amount
+            reserved_ok = self.reserved_after == self.reserved_before + self.reserved_delta
+        if not balance_ok:
             raise ValueError(f"balance_after {self.balance_after} != balance_before {self.balance_before} + amount {self.amount}")
-        if self.reserved_after != self.reserved_before + self.reserved_delta:
+        if not reserved_ok:
             raise ValueError(
                 f"reserved_after {self.reserved_after} != reserved_before {self.reserved_before} + {self.reserved_delta}"
             )

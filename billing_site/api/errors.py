@@ -15,7 +15,9 @@ from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import ProtectedError
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.defaults import page_not_found
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -88,6 +90,10 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         param, message, code = _first_error(exc.detail)
         code = "invalid" if code in ("invalid", None) else code
         text = f"{param}: {message}" if param else message
+        if code == "does_not_exist":
+            # A well-formed id that names nothing answers as another team's object does (404), so
+            # an id's existence never shows through; the error still names the field.
+            return error_response(404, "not_found", text, param)
         return error_response(400, "invalid_request" if code == "invalid" else code, text, param)
     if isinstance(exc, exceptions.Throttled):
         wait = max(1, int(exc.wait or 1))
@@ -130,6 +136,25 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
                                                      "disable it instead.")
     logger.exception("Unhandled API error", exc_info=exc)
     return error_response(500, "internal_error", "Something went wrong on our side; it has been logged.")
+
+
+#: Where the API lives: a path under it that nothing routes answers :func:`not_found` in the error shape.
+API_PREFIX = "/api/"
+
+
+@csrf_exempt  # the API's views are (DRF's); an unknown URL must answer 404 to any method, not 403
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """The 404 of a URL no route matches: the error shape under ``/api/``, Django's page elsewhere.
+
+    It is the project's ``handler404`` and the last route under ``/api/`` (so it answers JSON with
+    ``DEBUG`` on too). Ids are whole numbers in every route, so ``invoices/1.5/`` and
+    ``invoices/abc/`` land here as well: 404 ``not_found``, never Django's HTML page.
+    """
+    if not request.path_info.startswith(API_PREFIX):
+        return page_not_found(request, exception)
+    message = f"Nothing here: {request.path_info[:200]} is not a resource of the API (see /api/docs/)."
+    body = {"error": {"type": _error_type(404, "not_found"), "code": "not_found", "message": message, "param": None}}
+    return JsonResponse(body, status=404)
 
 
 class ErrorDetailSerializer(serializers.Serializer):

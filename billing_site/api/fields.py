@@ -3,16 +3,84 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
+from decimal import Decimal
 
+from django.http import QueryDict
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import exceptions, serializers
 
+#: Ids are bigints: at most 19 digits (and Python refuses to read thousands of digits).
+_DIGITS = re.compile(r"-?[0-9]{1,19}")
 
-class StrictSerializerMixin:
-    """Refuse fields the serializer does not know (a typo must not be silently ignored)."""
+
+def integer_id(value: object, *, text: bool = True) -> int | None:
+    """``value`` as an id, or ``None`` when it is not a whole number.
+
+    An id is a JSON integer (``3``; ``3.0`` is the same number), or, with ``text`` (a query
+    parameter: every one arrives as text), a string of up to 19 digits (``"3"``). ``1.5``,
+    ``"1.5"``, ``"1e0"``, ``true``, ``""`` and lists are not ids: a lookup would cast ``1.5`` to 1
+    and act on another object than the one named.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Decimal):
+        whole = value.is_finite() and value.adjusted() < 19 and value == value.to_integral_value()
+        return int(value) if whole else None
+    if text and isinstance(value, str) and _DIGITS.fullmatch(value):
+        return int(value)
+    return None
+
+
+def json_text(value: object) -> str:
+    """A short rendering of a JSON value for an error message: ``1.5``, ``"abc"``, ``true``, ``a list``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return json.dumps(value[:40])
+    if isinstance(value, (int, Decimal)):
+        return str(value)[:40]
+    return "a list" if isinstance(value, list) else "an object"
+
+
+class StrictPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+    """A related object named by its integer id (:func:`integer_id`: a JSON integer in a body, digits
+    in a query string); anything else is refused (400 naming the field) before the database is
+    asked. An id that names nothing is DRF's ``does_not_exist``, which the API answers with 404.
+    ``StrictSerializerMixin`` makes it the related field of model serializers too."""
+
+    default_error_messages = {"invalid": "An id is a whole number (at most 19 digits), got {value}."}
+
+    def run_validation(self, data=serializers.empty):
+        if data == "":  # DRF reads "" as null (an HTML form's empty choice); JSON has null for that
+            self.fail("invalid", value='""')
+        return super().run_validation(data)
 
     def to_internal_value(self, data):
+        pk = integer_id(data, text=isinstance(getattr(self.root, "initial_data", None), QueryDict))
+        if pk is None:
+            self.fail("invalid", value=json_text(data))
+        return super().to_internal_value(pk)
+
+
+class StrictSerializerMixin:
+    """Refuse fields the serializer does not know (a typo must not be silently ignored), query
+    parameters given more than once (which one would count?), and ids that are not integers
+    (:class:`StrictPrimaryKeyRelatedField` for the related fields of model serializers)."""
+
+    serializer_related_field = StrictPrimaryKeyRelatedField
+
+    def to_internal_value(self, data):
+        if isinstance(data, QueryDict):
+            repeated = sorted(name for name, values in data.lists() if len(values) > 1)
+            if repeated:
+                raise exceptions.ValidationError({repeated[0]: ["Give this parameter once."]})
         if isinstance(data, dict):
             known = {name for name, field in self.fields.items() if not field.read_only}
             unknown = sorted(set(data) - known - set(getattr(self, "ignored_fields", ())))

@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
+import re
+
 from rest_framework import exceptions
 from rest_framework.pagination import CursorPagination, PageNumberPagination
 
 MAX_PAGE_SIZE = 1000
 
 
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,9}")
+
+
 def _page_size(request, default: int) -> int:
+    if len(request.query_params.getlist("limit")) > 1:
+        raise exceptions.ValidationError({"limit": ["Give this parameter once."]})
     raw = request.query_params.get("limit")
     if raw is None or raw == "":
         return default
-    try:
-        size = int(raw)
-    except ValueError:
-        raise exceptions.ValidationError({"limit": ["A whole number from 1 to 1000."]}) from None
+    if not _WHOLE_NUMBER.fullmatch(raw):
+        raise exceptions.ValidationError({"limit": ["A whole number from 1 to 1000."]})
+    size = int(raw)
     if not 1 <= size <= MAX_PAGE_SIZE:
         raise exceptions.ValidationError({"limit": [f"Must be from 1 to {MAX_PAGE_SIZE}, got {size}."]})
     return size
+
+
+def _documented_bounds(parameters: list[dict]) -> list[dict]:
+    """The schema of ``limit`` (1 to 1,000) and ``page`` (from 1) with their bounds, as they are enforced."""
+    bounds = {"limit": {"minimum": 1, "maximum": MAX_PAGE_SIZE}, "page": {"minimum": 1}}
+    for parameter in parameters:
+        parameter["schema"] = {**parameter.get("schema", {}), **bounds.get(parameter["name"], {})}
+    return parameters
 
 
 class PagePagination(PageNumberPagination):
@@ -30,6 +44,9 @@ class PagePagination(PageNumberPagination):
 
     def get_page_size(self, request):
         return _page_size(request, self.page_size)
+
+    def get_schema_operation_parameters(self, view):
+        return _documented_bounds(super().get_schema_operation_parameters(view))
 
 
 class NewestFirstCursorPagination(CursorPagination):
@@ -45,6 +62,9 @@ class NewestFirstCursorPagination(CursorPagination):
 
     def get_page_size(self, request):
         return _page_size(request, self.page_size)
+
+    def get_schema_operation_parameters(self, view):
+        return _documented_bounds(super().get_schema_operation_parameters(view))
 
     def decode_cursor(self, request):
         try:

@@ -13,10 +13,23 @@ from invoices.api import views as invoice_views
 from teams.api import views as team_views
 from wallets.api import views as wallet_views
 
+#: An id in a URL: a whole number. Anything else (``1.5``, ``abc``, ``-1``) matches no route and
+#: answers the API's JSON 404 (``billing_site.api.errors.not_found``).
+ID_PATTERN = "[0-9]+"
+
+
+class IdRouter(SimpleRouter):
+    """DRF's ``SimpleRouter`` whose detail routes take whole-number ids only (its default takes any text)."""
+
+    def get_lookup_regex(self, viewset, lookup_prefix: str = "") -> str:
+        lookup_url_kwarg = getattr(viewset, "lookup_url_kwarg", None) or getattr(viewset, "lookup_field", "pk")
+        value = getattr(viewset, "lookup_value_regex", ID_PATTERN)
+        return f"(?P<{lookup_prefix}{lookup_url_kwarg}>{value})"
+
 
 def api_urlpatterns() -> list:
     """The URL patterns of ``/api/v1/``: the routed viewsets and the plain views, by resource."""
-    router = SimpleRouter(trailing_slash=True)
+    router = IdRouter(trailing_slash=True)
     router.register("teams", team_views.TeamViewSet, basename="team")
     router.register("usage", chargeback_views.UsageViewSet, basename="usage")
     router.register("allocation-rules", chargeback_views.AllocationRuleViewSet, basename="allocation-rule")

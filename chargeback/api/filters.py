@@ -1,4 +1,5 @@
-"""django-filter ``FilterSet``s of the chargeback API. Bad values answer 400 naming the filter."""
+"""django-filter ``FilterSet``s of the chargeback API, on ``billing_site.api.filters.StrictFilterSet``: a bad
+value, an unknown choice or a filter given twice answers 400 naming the filter."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from django.db.models import Q
 from django_filters.fields import IsoDateTimeField
 from rest_framework.exceptions import ValidationError
 
+from billing_site.api.filters import BooleanFilter, IdFilter, StrictFilterSet
 from chargeback.models import AllocatedCost, AllocationRule, UsageRecord
 from chargeback.periods import BillingPeriod, PeriodError
 
@@ -70,11 +72,11 @@ class InstantFilter(django_filters.IsoDateTimeFilter):
     field_class = InstantField
 
 
-class UsageRecordFilter(django_filters.FilterSet):
+class UsageRecordFilter(StrictFilterSet):
     """``GET usage/``: ``from``/``to`` compare ``occurred_at`` (``from`` inclusive, ``to`` exclusive)."""
 
-    team = django_filters.NumberFilter(field_name="team_id")
-    user = django_filters.NumberFilter(field_name="user_id")
+    team = IdFilter(field_name="team_id")
+    user = IdFilter(field_name="user_id")
     agent_id = django_filters.CharFilter()
     resource_type = django_filters.CharFilter()
     provider = django_filters.CharFilter()
@@ -100,9 +102,9 @@ UsageRecordFilter.base_filters["from"] = InstantFilter(
 )
 
 
-class AllocationRuleFilter(django_filters.FilterSet):
-    team = django_filters.NumberFilter(method="filter_team", help_text="Rules owned by, taking from or giving to the team.")
-    enabled = django_filters.BooleanFilter()
+class AllocationRuleFilter(StrictFilterSet):
+    team = IdFilter(method="filter_team", help_text="Rules owned by, taking from or giving to the team.")
+    enabled = BooleanFilter()
 
     class Meta:
         model = AllocationRule
@@ -112,12 +114,12 @@ class AllocationRuleFilter(django_filters.FilterSet):
         return queryset.filter(Q(scope_team_id=value) | Q(source_team_id=value) | Q(targets__team_id=value)).distinct()
 
 
-class AllocatedCostFilter(django_filters.FilterSet):
+class AllocatedCostFilter(StrictFilterSet):
     """``GET allocations/``: without ``run``, the rows of committed runs only."""
 
-    run = django_filters.NumberFilter(field_name="run_id")
-    team = django_filters.NumberFilter(field_name="team_id")
-    user = django_filters.NumberFilter(field_name="user_id")
+    run = IdFilter(field_name="run_id")
+    team = IdFilter(field_name="team_id")
+    user = IdFilter(field_name="user_id")
     period = BillingPeriodFilter(field_prefix="run__", help_text="A month, YYYY-MM: runs of exactly that month.")
 
     class Meta:

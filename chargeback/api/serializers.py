@@ -9,7 +9,14 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from billing_site.api.fields import AwareDateTimeField, MoneyField, StrictSerializerMixin, date_range, month_range
+from billing_site.api.fields import (
+    AwareDateTimeField,
+    MoneyField,
+    StrictPrimaryKeyRelatedField,
+    StrictSerializerMixin,
+    date_range,
+    month_range,
+)
 from chargeback.models import AllocatedCost, AllocationRule, AllocationRun, AllocationTarget, Price, UsageRecord
 from chargeback.services.usage import USAGE_BATCH_MAX
 from teams.models import Team
@@ -42,7 +49,7 @@ class UsageInputSerializer(StrictSerializerMixin, serializers.Serializer):
     more (a negative cost, ``-0`` too, is refused by the service: 400 naming ``cost``). ``currency`` must be
     one the team is billed in (422 ``currency_not_allowed``)."""
 
-    user = serializers.PrimaryKeyRelatedField(queryset=User.objects.all(), required=False, allow_null=True)
+    user = StrictPrimaryKeyRelatedField(queryset=User.objects.all(), required=False, allow_null=True)
     agent_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     resource_type = serializers.CharField(max_length=50)
     provider = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
@@ -62,13 +69,13 @@ class UsageInputSerializer(StrictSerializerMixin, serializers.Serializer):
 class UsageCreateSerializer(UsageInputSerializer):
     """``POST usage/``: one record; ``team`` may be left out by a key or a member of one team."""
 
-    team = serializers.PrimaryKeyRelatedField(queryset=Team.objects.all(), required=False, allow_null=True)
+    team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False, allow_null=True)
 
 
 class UsageBatchSerializer(StrictSerializerMixin, serializers.Serializer):
     """``POST usage/batch/``: up to 1,000 records, each with its own ``idempotency_key``; all or none."""
 
-    team = serializers.PrimaryKeyRelatedField(queryset=Team.objects.all(), required=False, allow_null=True)
+    team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False, allow_null=True)
     records = UsageInputSerializer(many=True, allow_empty=False, max_length=USAGE_BATCH_MAX)
 
     def validate_records(self, records):
@@ -92,8 +99,8 @@ class UsageBatchResultSerializer(serializers.Serializer):
 class UsageSummaryQuerySerializer(StrictSerializerMixin, serializers.Serializer):
     period_start = serializers.DateField(help_text="First day (inclusive), UTC.")
     period_end = serializers.DateField(help_text="Day after the last (exclusive), UTC.")
-    team = serializers.PrimaryKeyRelatedField(queryset=Team.objects.all(), required=False)
-    user = serializers.PrimaryKeyRelatedField(queryset=User.objects.all(), required=False)
+    team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False)
+    user = StrictPrimaryKeyRelatedField(queryset=User.objects.all(), required=False)
 
     def validate(self, data):
         date_range(data)
@@ -143,7 +150,7 @@ class PriceQuerySerializer(StrictSerializerMixin, serializers.Serializer):
     provider = serializers.CharField(max_length=100)
     model = serializers.CharField(max_length=100)
     unit = serializers.CharField(max_length=50)
-    team = serializers.PrimaryKeyRelatedField(queryset=Team.objects.all(), required=False)
+    team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False)
     at = AwareDateTimeField(required=False, help_text="When the price must be valid; default now.")
 
 
@@ -175,7 +182,7 @@ class ProviderListSerializer(serializers.Serializer):
 
 
 class AllocationTargetSerializer(StrictSerializerMixin, serializers.ModelSerializer):
-    user = serializers.PrimaryKeyRelatedField(queryset=User.objects.all(), required=False, allow_null=True)
+    user = StrictPrimaryKeyRelatedField(queryset=User.objects.all(), required=False, allow_null=True)
     percentage = serializers.DecimalField(max_digits=7, decimal_places=4, required=False, allow_null=True,
                                           min_value=0, max_value=100)
 
@@ -206,8 +213,8 @@ class AllocationRuleSerializer(StrictSerializerMixin, serializers.ModelSerialize
 class AllocationRunCreateSerializer(StrictSerializerMixin, serializers.Serializer):
     period_start = serializers.DateField(help_text="First day of a month (inclusive).")
     period_end = serializers.DateField(help_text="First day of a later month (exclusive).")
-    rule = serializers.PrimaryKeyRelatedField(queryset=AllocationRule.objects.all(), required=False, allow_null=True)
-    team = serializers.PrimaryKeyRelatedField(queryset=Team.objects.all(), required=False, allow_null=True)
+    rule = StrictPrimaryKeyRelatedField(queryset=AllocationRule.objects.all(), required=False, allow_null=True)
+    team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False, allow_null=True)
     dry_run = serializers.BooleanField(required=False, default=False)
 
     def validate(self, data):

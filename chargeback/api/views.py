@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing_site.api.auth import is_api_key
+from billing_site.api.fields import integer_id
 from billing_site.api.idempotency import idempotency_key_of, replayable, run_idempotent
 from billing_site.api.pagination import NewestFirstCursorPagination, PagePagination
 from billing_site.api.scoping import is_finance, scope_by_team, team_for_read, team_for_write, visible_team_ids
@@ -188,10 +189,12 @@ class ProviderView(APIView):
     def get(self, request):
         raw = request.query_params.get("team")
         team = None
+        if len(request.query_params.getlist("team")) > 1:
+            raise ValidationError({"team": ["Give this parameter once."]})
         if raw not in (None, ""):
-            if not raw.isdigit():
+            if integer_id(raw) is None:
                 raise ValidationError({"team": ["A team id."]})
-            found = Team.objects.filter(pk=int(raw)).first()
+            found = Team.objects.filter(pk=integer_id(raw)).first()
             if found is None:
                 raise NotFound(f"No team {raw}.")
             team = team_for_read(request, found)

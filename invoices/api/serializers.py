@@ -7,7 +7,13 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from billing_site.api.fields import MoneyField, StrictSerializerMixin, date_range, month_range
+from billing_site.api.fields import (
+    MoneyField,
+    StrictPrimaryKeyRelatedField,
+    StrictSerializerMixin,
+    date_range,
+    month_range,
+)
 from billing_site.money import to_minor_units
 from chargeback.api.serializers import _ByAgent, _ByFeature, _ByProvider, _ByResourceType, _SummaryRow
 from chargeback.periods import BillingPeriod, PeriodError
@@ -90,9 +96,9 @@ class InvoiceDetailSerializer(InvoiceSerializer):
 class InvoiceGenerateSerializer(StrictSerializerMixin, serializers.Serializer):
     """Generate (or refresh) the draft invoice of a team, or of one user of it, for whole months."""
 
-    team = serializers.PrimaryKeyRelatedField(queryset=Team.objects.all(), required=False,
+    team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False,
                                               help_text="Required unless user is given with exactly one team.")
-    user = serializers.PrimaryKeyRelatedField(queryset=User.objects.all(), required=False, allow_null=True)
+    user = StrictPrimaryKeyRelatedField(queryset=User.objects.all(), required=False, allow_null=True)
     period_start = serializers.DateField(help_text="First day of a month (inclusive).")
     period_end = serializers.DateField(help_text="First day of a later month (exclusive).")
     invoice_number = serializers.CharField(max_length=64, required=False, allow_null=True,
@@ -121,7 +127,10 @@ class CreditNoteCreateSerializer(StrictSerializerMixin, serializers.Serializer):
     reason = serializers.ChoiceField(choices=CreditNote.Reason.choices)
     amount = serializers.DecimalField(max_digits=20, decimal_places=4, required=False, allow_null=True,
                                       help_text="A partial credit, tax-inclusive, in the invoice's minor units.")
-    lines = CreditNoteLineInputSerializer(many=True, required=False, allow_null=True)
+    # A ListSerializer built by hand: ``many=True`` would hand ``allow_null`` to each line too, and
+    # ``[null]`` would reach the view as a line. Each line is checked on its own: ``lines[0].amount``.
+    lines = serializers.ListSerializer(child=CreditNoteLineInputSerializer(), required=False, allow_null=True,
+                                       help_text="Lines of the invoice to credit, each before tax.")
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
 
 
@@ -200,7 +209,7 @@ class ReportSerializer(serializers.Serializer):
 
 class BillingRunCreateSerializer(StrictSerializerMixin, serializers.Serializer):
     period = serializers.CharField(max_length=20, help_text="The calendar month billed, YYYY-MM.")
-    teams = serializers.PrimaryKeyRelatedField(
+    teams = StrictPrimaryKeyRelatedField(
         queryset=Team.objects.all(), many=True, required=False,
         help_text="Write only these teams' invoices (the whole month is still allocated); empty: every team.",
     )

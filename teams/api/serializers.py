@@ -21,7 +21,8 @@ class TeamSerializer(serializers.ModelSerializer):
 class TeamMemberSerializer(serializers.ModelSerializer):
     user = serializers.IntegerField(source="user_id", read_only=True)
     username = serializers.CharField(source="user.username", read_only=True)
-    email = serializers.EmailField(source="user.email", read_only=True)
+    # A CharField, not an EmailField: a user may have no address, and "" is no e-mail address.
+    email = serializers.CharField(source="user.email", read_only=True, help_text="Empty when the user has none.")
 
     class Meta:
         model = TeamMembership
@@ -43,6 +44,8 @@ class BillingSettingsSerializer(StrictSerializerMixin, serializers.ModelSerializ
     )
     team = serializers.IntegerField(source="team_id", read_only=True)
     currency = serializers.CharField(source="team.currency", read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True, allow_null=True,
+                                           help_text="Empty while the team still has the default settings.")
 
     class Meta:
         model = BillingSettings

@@ -8,7 +8,7 @@ import pytest
 
 from billing_site.api.errors import exception_handler
 from billing_site.errors import BillingError, IdempotencyError, InvalidRequest
-from billing_site.money import MoneyError, parse_amount
+from billing_site.money import AmountOutOfRange, MoneyError, parse_amount
 from chargeback import errors as chargeback_errors
 from chargeback.focus.results import FocusImportError
 from chargeback.periods import PeriodError
@@ -23,6 +23,7 @@ DOCUMENTED = {
     InvalidRequest: (400, "invalid_request"),
     IdempotencyError: (409, "idempotency_error"),
     MoneyError: (400, "invalid_amount"),
+    AmountOutOfRange: (422, "amount_out_of_range"),
     team_errors.TeamsError: (400, "teams_error"),
     team_errors.InvalidTeamRequest: (400, "invalid_request"),
     team_errors.InvalidApiKeyRequest: (400, "invalid_request"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from billing_site.api.fields import AwareDateTimeField, MoneyField, StrictSerializerMixin
+from billing_site.api.fields import AwareDateTimeField, MoneyField, StrictPrimaryKeyRelatedField, StrictSerializerMixin
 from teams.models import BillingSettings, Team
 from teams.selectors import billing_settings_get
 from wallets.models import LedgerEntry, UsageEvent, UsageEventItem, Wallet
@@ -82,7 +82,7 @@ class ItemSerializer(StrictSerializerMixin, serializers.Serializer):
 
 
 class QuoteRequestSerializer(StrictSerializerMixin, serializers.Serializer):
-    team = serializers.PrimaryKeyRelatedField(queryset=Team.objects.all(), required=False)
+    team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False)
     items = ItemSerializer(many=True, allow_empty=False, max_length=MAX_ITEMS)
     at = AwareDateTimeField(required=False, help_text="When the prices must be valid; default now.")
 
@@ -107,8 +107,8 @@ class QuoteSerializer(serializers.Serializer):
 
 
 class ChargeRequestSerializer(StrictSerializerMixin, serializers.Serializer):
-    team = serializers.PrimaryKeyRelatedField(queryset=Team.objects.all(), required=False)
-    user = serializers.PrimaryKeyRelatedField(queryset=User.objects.all(), required=False, allow_null=True,
+    team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False)
+    user = StrictPrimaryKeyRelatedField(queryset=User.objects.all(), required=False, allow_null=True,
                                               help_text="Who used it; for prepaid_user teams the wallet charged. "
                                                         "A member calling is the user by default.")
     feature_key = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
@@ -144,8 +144,8 @@ class UsageEventSerializer(serializers.ModelSerializer):
 
 
 class StatisticsQuerySerializer(StrictSerializerMixin, serializers.Serializer):
-    team = serializers.PrimaryKeyRelatedField(queryset=Team.objects.all(), required=False)
-    user = serializers.PrimaryKeyRelatedField(queryset=User.objects.all(), required=False)
+    team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False)
+    user = StrictPrimaryKeyRelatedField(queryset=User.objects.all(), required=False)
     year = serializers.IntegerField(required=False, min_value=2000, max_value=2100)
     month = serializers.IntegerField(required=False, min_value=1, max_value=12)
 

@@ -18,6 +18,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from billing_site.idempotency import idempotency_key_check, idempotency_record_claimed, request_fingerprint
+from billing_site.money import METERED_BOUND, AmountOutOfRange
 from teams.models import BillingSettings
 from teams.selectors import billing_settings_get
 from wallets.models import LedgerEntry, Wallet
@@ -33,6 +34,8 @@ _CHARGE_FUNCTION_SQL = f"SELECT * FROM wallets_charge({', '.join(['%s'] * 18)})"
 SQLSTATE_INSUFFICIENT_FUNDS = "WL402"  # DETAIL: the available credit
 SQLSTATE_NO_WALLET = "WL404"
 SQLSTATE_WALLET_NOT_ACTIVE = "WL409"  # DETAIL: the wallet's status
+#: PostgreSQL's numeric_value_out_of_range: the balance would leave numeric(30, 12).
+SQLSTATE_OUT_OF_RANGE = "22003"
 
 
 def charge_params(*, wallet: Wallet, amount: Decimal, feature_key: str, description: str, reference_type: str,
@@ -58,7 +61,8 @@ def wallet_charge(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feat
 
     Checks available credit against the team's floor (0 with block on zero balance, −credit limit
     for postpaid, none for unlimited or without block); spends granted credit first; may send the
-    low-balance e-mail after commit. Raises ``InvalidAmount``, ``InvalidRequest`` (bad key),
+    low-balance e-mail after commit. Raises ``InvalidAmount``, ``AmountOutOfRange`` (the balance
+    would pass ``money.METERED_BOUND`` below zero), ``InvalidRequest`` (bad key),
     ``WalletFrozen``, ``InsufficientFunds`` (nothing moved, nothing recorded), ``IdempotencyError``,
     ``Wallet.DoesNotExist``.
 
@@ -94,6 +98,10 @@ def wallet_charge(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feat
             raise wallet_frozen_error(wallet.pk, exc.__cause__.diag.message_detail) from None
         if sqlstate == SQLSTATE_NO_WALLET:
             raise Wallet.DoesNotExist(f"Wallet {wallet.pk} does not exist.") from None
+        if sqlstate == SQLSTATE_OUT_OF_RANGE:
+            raise AmountOutOfRange(f"amount {amount} would take the balance of wallet {wallet.pk} beyond the "
+                                   f"largest figure stored (below {METERED_BOUND:,} in absolute value)",
+                                   param="amount") from None
         raise
     if replayed:
         return result_replay(idempotency_record_claimed(scope=scope, key=idempotency_key, fingerprint=fingerprint))

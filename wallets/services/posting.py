@@ -10,7 +10,7 @@ one transaction. The posting helpers here (:func:`entry_post`, :func:`entry_debi
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from django.db import transaction
 from django.db.models import F
@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from billing_site.db import MeteredSum
 from billing_site.errors import InvalidRequest
+from billing_site.money import MONEY_CONTEXT, check_within_bound
 from teams.models import BillingSettings
 from teams.selectors import billing_settings_get
 from wallets.errors import InsufficientFunds, InvalidAmount, WalletFrozen
@@ -71,8 +72,9 @@ def funds_shortfall(wallet: Wallet, billing: BillingSettings, amount: Decimal) -
     floor = billing.spending_floor()
     if floor is None:
         return None
-    if wallet.balance - wallet.reserved - amount < floor:
-        return wallet.available(billing)
+    with localcontext(MONEY_CONTEXT):
+        if wallet.balance - wallet.reserved - amount < floor:
+            return wallet.available(billing)
     return None
 
 
@@ -88,16 +90,26 @@ def check_funds(wallet: Wallet, billing: BillingSettings, amount: Decimal) -> No
 
 def entry_post(wallet: Wallet, *, entry_type: str, amount: Decimal = ZERO, reserved_delta: Decimal = ZERO,
                idempotency_key: str = "", reference_type: str = "", reference_id: object = "", feature_key: str = "",
-               description: str = "", created_by=None, metadata: dict | None = None) -> LedgerEntry:
+               description: str = "", created_by=None, metadata: dict | None = None,
+               param: str = "amount") -> LedgerEntry:
     """Insert one ledger entry continuing the locked wallet's chain, and advance the wallet in memory.
 
     ``amount`` changes the balance, ``reserved_delta`` the reserved amount (both signed, wallet
-    currency). The wallet's totals are stored by :func:`wallet_totals_save`.
+    currency). The wallet's totals are stored by :func:`wallet_totals_save`. The new balance and
+    reserved amount are computed exactly (``money.MONEY_CONTEXT``: Python's default 28 digits
+    would round a balance past 10^16 with 12 decimal places, and the chain's CHECK would refuse
+    the entry). Raises ``AmountOutOfRange`` (422, naming ``param``) when either would reach
+    ``money.METERED_BOUND`` (10^18, what the columns hold); nothing is written then.
     """
+    with localcontext(MONEY_CONTEXT):
+        balance_after = wallet.balance + amount
+        reserved_after = wallet.reserved + reserved_delta
+    check_within_bound(balance_after, param=param, what=f"the balance of wallet {wallet.pk}")
+    check_within_bound(reserved_after, param=param, what=f"the reserved credit of wallet {wallet.pk}")
     entry = LedgerEntry(
         wallet=wallet, entry_type=entry_type, amount=amount, reserved_delta=reserved_delta,
-        balance_before=wallet.balance, balance_after=wallet.balance + amount,
-        reserved_before=wallet.reserved, reserved_after=wallet.reserved + reserved_delta,
+        balance_before=wallet.balance, balance_after=balance_after,
+        reserved_before=wallet.reserved, reserved_after=reserved_after,
         currency=wallet.currency, idempotency_key=idempotency_key, reference_type=reference_type,
         reference_id=str(reference_id), feature_key=feature_key, description=description[:500],
         created_by=created_by, metadata=metadata or {},
@@ -124,10 +136,11 @@ def _grants_consume(wallet: Wallet, amount: Decimal) -> None:
     )
     for lot in lots:
         take = min(lot.remaining, to_take)
-        lot.remaining -= take
+        with localcontext(MONEY_CONTEXT):
+            lot.remaining -= take
+            wallet.granted_balance -= take
+            to_take -= take
         lot.save(update_fields=["remaining"])
-        wallet.granted_balance -= take
-        to_take -= take
         if to_take <= 0:
             break
 
@@ -204,7 +217,8 @@ def wallet_grant(*, wallet: Wallet, amount: Decimal, idempotency_key: str, expir
                              reference_type="credit_grant", description=description, created_by=created_by,
                              metadata=metadata)
         CreditGrant.objects.create(wallet=locked, entry=entry, amount=amount, remaining=amount, expires_at=expires_at)
-        locked.granted_balance += amount
+        with localcontext(MONEY_CONTEXT):
+            locked.granted_balance += amount
         wallet_totals_save(locked)
         return entry
 
@@ -234,7 +248,8 @@ def wallet_refund(*, entry: LedgerEntry, amount: Decimal, idempotency_key: str, 
         refunded = LedgerEntry.objects.filter(
             wallet=locked, entry_type=Entry.REFUND, reference_type="ledger_entry", reference_id=str(entry.pk)
         ).aggregate(total=MeteredSum("amount"))["total"] or ZERO
-        left = -entry.amount - refunded
+        with localcontext(MONEY_CONTEXT):
+            left = -entry.amount - refunded
         if amount > left:
             raise InvalidAmount(f"amount {amount} exceeds what is left to refund of entry {entry.pk}: {left}",
                                 param="amount")
@@ -343,7 +358,7 @@ def grants_expire(*, now: dt.datetime | None = None) -> list[LedgerEntry]:
     ))
     written: list[LedgerEntry] = []
     for wallet_id in wallet_ids:
-        with transaction.atomic(durable=True):
+        with transaction.atomic(durable=True), localcontext(MONEY_CONTEXT):
             locked = wallet_lock(wallet_id)
             billing = billing_settings_get(team=locked.team)
             lots = CreditGrant.objects.filter(wallet=locked, expires_at__lte=now, remaining__gt=0).order_by("expires_at", "pk")
