@@ -5,19 +5,7 @@ The input is a FOCUS 1.0 CSV (the FinOps Open Cost and Usage Specification), pla
 ``null`` or an empty field for a missing value, timestamps as ``2024-09-18 22:00:00`` or ISO 8601 with
 ``Z`` or an offset (naive means UTC), negative costs (credits, adjustments), ``Tags`` as a JSON object.
 
-Column mapping (FOCUS column → ``UsageRecord`` field):
-
-* ``BilledCost`` → ``cost`` (Decimal, quantized as ``money.quantize_metered`` does; may be negative);
-  ``EffectiveCost`` → ``effective_cost``; ``BillingCurrency`` → ``currency``.
-* ``BillingPeriodStart`` → ``billing_period_start`` (the date as written, which must be the first day of
-  a month); ``ChargePeriodStart`` → ``occurred_at`` (UTC).
-* ``ChargeCategory`` → ``charge_category``; ``ServiceName`` → ``service_name``; ``ProviderName`` →
-  ``provider``; ``SubAccountName`` → ``sub_account_name``; ``ResourceId`` → ``resource_id``;
-  ``Tags`` → ``tags``; ``Id`` → ``external_reference``; ``ConsumedQuantity``/``ConsumedUnit`` →
-  ``quantity``/``unit``.
-* ``resource_type`` is always ``"cloud"`` (``ServiceCategory`` is kept in ``metadata``), so one
-  allocation rule can match every imported cloud cost.
-* ``metadata`` keeps the raw text of the columns in ``METADATA_COLUMNS`` that the row has.
+Which FOCUS column becomes which ``UsageRecord`` field is written once, in :mod:`chargeback.focus.parsing`.
 
 Rows are charged to a team by the value of one tag (``team_tag``, default ``business_unit``), or, with
 ``subaccount_fallback``, by ``SubAccountName`` when the tag is absent; the rest go to the unallocated
