@@ -4,11 +4,16 @@ Kept apart from ``billing_site.api.auth``: DRF imports the authentication classe
 own views, and drf-spectacular imports DRF's views, so one module cannot hold both.
 """
 
+import re
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import is_list_serializer
 from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
 
 from billing_site.api.errors import ErrorSerializer
+from billing_site.api.fields import StrictSerializerMixin
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
@@ -23,16 +28,50 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
 
 
 
+#: drf-spectacular's pattern of a decimal string, ``^-?\d{0,W}(?:\.\d{0,D})?$``, which also matches ""
+#: and "-" (both refused by the API, rightly). Rewritten to need a digit.
+_DECIMAL_PATTERN = re.compile(r"^\^-\?\\d\{0,(\d+)\}\(\?:\\\.\\d\{0,(\d+)\}\)\?\$$")
+
+
 class BillingAutoSchema(AutoSchema):
-    """drf-spectacular's schema plus the error responses every endpoint can give, in the error shape."""
+    """drf-spectacular's schema plus the error responses every endpoint can give, in the error shape,
+    and the limits the API enforces that drf-spectacular leaves out: a list's ``minItems``/``maxItems``
+    (``allow_empty=False``, ``max_length``), a decimal string that needs a digit, and no unknown
+    field in a request body (``additionalProperties: false``, as ``StrictSerializerMixin`` refuses)."""
+
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        if direction == "request" and isinstance(serializer, StrictSerializerMixin):
+            schema["additionalProperties"] = False  # an unknown field is refused (400), not ignored
+        return schema
+
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if schema is None:
+            return schema
+        if is_list_serializer(field) or isinstance(field, serializers.ListField):
+            if not getattr(field, "allow_empty", True):
+                schema.setdefault("minItems", 1)
+            if getattr(field, "min_length", None) is not None:
+                schema["minItems"] = field.min_length
+            if getattr(field, "max_length", None) is not None:
+                schema["maxItems"] = field.max_length
+        if isinstance(field, serializers.DecimalField) and "pattern" in schema:
+            match = _DECIMAL_PATTERN.match(schema["pattern"])
+            if match:
+                whole, places = match.groups()
+                sign = "" if field.min_value is not None and field.min_value >= 0 else "-?"
+                schema["pattern"] = fr"^{sign}(?:\d{{1,{whole}}}(?:\.\d{{0,{places}}})?|\.\d{{1,{places}}})$"
+        return schema
 
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         errors = {"400": "Bad input (the error names the field)", "401": "Not authenticated",
                   "403": "Not allowed", "404": "Not found (or another team's)", "429": "Too many requests"}
+        errors["422"] = "Well-formed but cannot be done (an end before its start, no team named, no price…)"
         if self.method == "POST":
             errors.update({"402": "Insufficient funds", "409": "Conflict (idempotency key, state)",
-                           "413": "Body too large", "422": "Cannot be done (no price, nothing to bill…)"})
+                           "413": "Body too large"})
         elif self.method in ("PUT", "PATCH", "DELETE"):
             errors.update({"409": "Conflict"})
         for code, description in errors.items():

@@ -41,6 +41,13 @@ usage_record_void         409     ``chargeback``' ``UsageRecordVoid``: the usage
 invalid_transition        409     ``invoices``' ``InvalidTransition``: the status forbids the move
 invoice_immutable         409     ``invoices``' ``InvoiceImmutable``: issued documents never change
 duplicate_invoice_number  409     ``invoices``' ``DuplicateInvoiceNumber``: the number is taken
+period_order              422     :class:`PeriodOrder`: a well-formed range whose end is not after
+                                  its start (``param`` names the end)
+idempotency_key_required  422     :class:`IdempotencyKeyRequired`: a money-moving request without an
+                                  idempotency key (header or body); ``idempotency_key_mismatch``
+                                  when the header and the body give different keys
+team_required             422     :class:`TeamRequired`: the caller belongs to several teams or to
+                                  none, and named no team
 price_not_found           422     ``chargeback``' ``PriceNotFound``: no catalog price at that time
 currency_not_allowed      422     ``teams``' ``CurrencyNotAllowed``: usage or a charge in a currency
                                   the team is not billed in (its own, or an extra currency of its
@@ -100,6 +107,38 @@ class IdempotencyError(BillingError):
 
     code = "idempotency_error"
     http_status = 409
+
+    def __init__(self, message: str, *, param: str | None = "idempotency_key", code: str | None = None) -> None:
+        super().__init__(message, param=param, code=code)
+
+
+class PeriodOrder(BillingError):
+    """A well-formed date range whose end is not after its start. HTTP 422.
+
+    Each date is valid on its own, so the request's shape is right and only the pair is not (the
+    end is exclusive: ``[period_start, period_end)`` must hold at least one day). ``param`` names
+    the end field.
+    """
+
+    code = "period_order"
+    http_status = 422
+
+
+class TeamRequired(BillingError):
+    """The request names no team, and the caller's teams do not say which one: they belong to several,
+    or to none (finance). HTTP 422, ``param`` ``team``."""
+
+    code = "team_required"
+    http_status = 422
+
+
+class IdempotencyKeyRequired(BillingError):
+    """A money-moving request that names no idempotency key, in the ``Idempotency-Key`` header or the
+    body's ``idempotency_key`` (code ``idempotency_key_required``), or names two different ones
+    (``idempotency_key_mismatch``). HTTP 422, ``param`` ``idempotency_key``."""
+
+    code = "idempotency_key_required"
+    http_status = 422
 
     def __init__(self, message: str, *, param: str | None = "idempotency_key", code: str | None = None) -> None:
         super().__init__(message, param=param, code=code)

@@ -13,6 +13,7 @@ from django.core.validators import validate_email
 from django.db import models
 
 from billing_site.money import METERED_DECIMAL_PLACES, METERED_MAX_DIGITS
+from billing_site.text import bad_text_path
 
 
 def default_currency() -> str:
@@ -53,3 +54,12 @@ def validate_email_list(value: str) -> None:
             validate_email(address)
         except ValidationError:
             raise ValidationError(f"{address!r} is not a valid e-mail address.", code="invalid_email") from None
+
+
+def validate_storable_json(value) -> None:
+    """Refuse a JSON value holding a NUL or an unpaired surrogate (``billing_site.text``), naming
+    its place: PostgreSQL's ``jsonb`` cannot store it, and the admin would fail on the write."""
+    path = bad_text_path(value)
+    if path is not None:
+        raise ValidationError(f"{path}: text may not contain \\u0000 (NUL) or an unpaired surrogate.",
+                              code="bad_text")

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from chargeback.errors import ChargebackError
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+#: A billing month as the API documents it (OpenAPI ``pattern``): ``YYYY-MM``, years 1900 to 2999.
+MONTH_PATTERN = r"^(19[0-9]{2}|2[0-9]{3})-(0[1-9]|1[0-2])$"
+#: The years a billing period may lie in.
+YEARS = (1900, 2999)
 
 
 class PeriodError(ChargebackError):
@@ -53,14 +57,14 @@ class BillingPeriod:
         """Parse ``YYYY-MM`` (e.g. ``2024-09``) into that calendar month.
 
         Raises:
-            PeriodError: the text is not ``YYYY-MM`` or names no month.
+            PeriodError: the text is not ``YYYY-MM`` or names no month of the years 1900 to 2999.
         """
         match = _MONTH.match(value.strip()) if isinstance(value, str) else None
         if not match:
             raise PeriodError(f"period {value!r} is not a month written YYYY-MM, e.g. 2024-09")
         year, month = int(match.group(1)), int(match.group(2))
-        if not 1 <= month <= 12 or year < 1900:
-            raise PeriodError(f"period {value!r} names no month")
+        if not 1 <= month <= 12 or not YEARS[0] <= year <= YEARS[1]:
+            raise PeriodError(f"period {value!r} names no month from {YEARS[0]} to {YEARS[1]}")
         start = dt.date(year, month, 1)
         return cls(start, next_month(start))
 

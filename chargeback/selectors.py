@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 
 from billing_site.db import MeteredSum
-from billing_site.money import metered_cost
+from billing_site.money import check_within_bound, metered_cost
 from chargeback.errors import MixedCurrencyError, PriceNotFound
 from chargeback.models import AllocatedCost, AllocationRun, Price, UsageRecord
 from chargeback.periods import BillingPeriod
@@ -152,10 +152,16 @@ def price_apply(*, price: Price, quantity: Decimal) -> PricedItem:
 
     The one place a price is applied: usage records, usage batches, quotes and usage events all
     cost ``money.metered_cost(quantity, unit_price)`` (exact, quantized once). Reads nothing.
+
+    Raises:
+        AmountOutOfRange: the cost would reach ``money.METERED_BOUND`` (10^18, what the cost
+            column holds); 422 naming ``quantity``.
     """
     item = (price.category, price.provider, price.model, price.unit)
+    amount = check_within_bound(metered_cost(quantity, price.unit_price), param="quantity",
+                                what=f"the cost at {price.unit_price} {price.currency} per {price.unit}")
     return PricedItem(item=item, quantity=quantity, unit_price=price.unit_price,
-                      amount=metered_cost(quantity, price.unit_price), currency=price.currency, price=price)
+                      amount=amount, currency=price.currency, price=price)
 
 
 def price_item(*, team: Team | None, item: PriceItem, quantity: Decimal, at: dt.datetime) -> PricedItem:

@@ -22,6 +22,7 @@ from billing_site.fields import (
     default_payment_terms_days,
     split_email_list,
     validate_email_list,
+    validate_storable_json,
 )
 from billing_site.money import MoneyError, currency_exponent, percent_of
 
@@ -206,6 +207,11 @@ class BillingSettings(models.Model):
             isinstance(p, str) and p.strip() for p in self.allowed_providers
         ):
             errors["allowed_providers"] = "Allowed providers must be a list of provider names."
+        else:
+            try:
+                validate_storable_json(self.allowed_providers)
+            except ValidationError as exc:
+                errors["allowed_providers"] = exc.messages[0]
         if self.extra_currencies is None:  # an empty form field: no extra currency
             self.extra_currencies = []
         problem = _currency_list_problem(self.extra_currencies)

@@ -10,7 +10,10 @@ from decimal import Decimal
 from django.http import QueryDict
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers
+
+from billing_site.errors import PeriodOrder
 
 #: Ids are bigints: at most 19 digits (and Python refuses to read thousands of digits).
 _DIGITS = re.compile(r"-?[0-9]{1,19}")
@@ -112,14 +115,33 @@ def MoneyField(**kwargs) -> serializers.DecimalField:  # noqa: N802 - reads as a
 
 
 def date_range(data: dict, start: str = "period_start", end: str = "period_end") -> None:
-    """Refuse an end before (or on) the start, naming the end field."""
+    """Refuse an end before (or on) the start: :class:`~billing_site.errors.PeriodOrder` (422) naming the end.
+
+    Each date is well-formed on its own (those errors are 400); only the pair is wrong.
+    """
     if data.get(start) and data.get(end) and data[end] <= data[start]:
-        raise exceptions.ValidationError({end: [f"Must be after {start} (the end is exclusive)."]})
+        raise PeriodOrder(f"{end}: Must be after {start} (the end is exclusive).", param=end)
+
+
+@extend_schema_field({"type": "string", "format": "date", "pattern": r"^(19[0-9]{2}|2[0-9]{3}|3000)-[0-9]{2}-01$"})
+class MonthStartField(serializers.DateField):
+    """A date on the first day of a month, years 1900 to 3000 (``2024-09-01``): an end or a start of
+    a billing period, which is whole months. Another day is 400 naming the field."""
+
+    default_error_messages = {
+        "month_start": "Must be the first day of a month (periods are whole months).",
+        "years": "Must lie in the years 1900 to 3000.",
+    }
+
+    def to_internal_value(self, value):
+        day = super().to_internal_value(value)
+        if day.day != 1:
+            self.fail("month_start")
+        if not 1900 <= day.year <= 3000:
+            self.fail("years")
+        return day
 
 
 def month_range(data: dict, start: str = "period_start", end: str = "period_end") -> None:
-    """``date_range``, and both ends on the first day of a month: billing periods are whole months."""
+    """``date_range`` over two :class:`MonthStartField` values: billing periods are whole months."""
     date_range(data, start, end)
-    for name in (start, end):
-        if data.get(name) and data[name].day != 1:
-            raise exceptions.ValidationError({name: ["Must be the first day of a month (periods are whole months)."]})

@@ -8,7 +8,8 @@ so the one error handler names it (``{"error": {"code": "invalid_request", "para
 * a choice filter takes one of its choices only: ``?status=bogus`` is 400 naming ``status``;
 * a boolean filter (:class:`BooleanFilter`) takes ``true`` or ``false``: ``?enabled=maybe`` is 400;
 * a filter given more than once (``?status=paid&status=draft``) is 400 naming it: only the last
-  value would have counted, silently.
+  value would have counted, silently;
+* an empty value (``?to=``) is 400 for every filter but free text: it would have meant no filter.
 
 Query parameters no filter, paginator or view declares are ignored, as HTTP caches and proxies
 add their own (``?_=<timestamp>``): they cannot change what a read returns (docs/api.md,
@@ -21,25 +22,28 @@ import re
 
 import django_filters
 from django import forms
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
+
+#: The largest id: a PostgreSQL ``bigint``.
+ID_MAX = 2**63 - 1
 
 
 class IdField(forms.IntegerField):
-    """A whole number, as an id: ``3`` (``1.5``, ``abc``, ``1e3`` and 20 digits are refused)."""
+    """A whole number, as an id: ``3``, from 1 to 2^63 - 1 (what a ``bigint`` key holds). ``1.5``,
+    ``abc``, ``1e3``, ``0``, ``-3`` and 20 digits are refused."""
 
-    default_error_messages = {"invalid": "An id is a whole number (at most 19 digits)."}
-    _ID = re.compile(r"-?[0-9]{1,19}")
+    default_error_messages = {"invalid": f"An id is a whole number from 1 to {ID_MAX}."}
+    _ID = re.compile(r"[0-9]{1,19}")
 
     def to_python(self, value):
         if value in self.empty_values:
             return None
-        if not self._ID.fullmatch(str(value)):
+        if not self._ID.fullmatch(str(value)) or not 1 <= int(value) <= ID_MAX:
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
         return int(value)
 
 
-@extend_schema_field(OpenApiTypes.INT)  # django-filter's NumberFilter is documented as any number
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": ID_MAX})
 class IdFilter(django_filters.NumberFilter):
     """Rows whose ``field_name`` is the id given (``team=3``); anything but a whole number is 400."""
 
@@ -74,8 +78,19 @@ class StrictFilterSet(django_filters.FilterSet):
     def is_valid(self) -> bool:
         valid = super().is_valid()
         getlist = getattr(self.data, "getlist", None)
-        for name in self.filters if getlist is not None else ():
-            if len(getlist(name)) > 1:
+        for name, filter_ in self.filters.items() if getlist is not None else ():
+            values = getlist(name)
+            if len(values) > 1:
                 self.form.add_error(name, forms.ValidationError("Give this filter once.", code="invalid"))
                 valid = False
+            elif values == [""] and not _takes_any_text(filter_):
+                self.form.add_error(name, forms.ValidationError(
+                    "Give a value, or leave the filter out.", code="invalid"))
+                valid = False
         return valid
+
+
+def _takes_any_text(filter_: django_filters.Filter) -> bool:
+    """A free-text filter (``?agent_id=``) may be empty: it then matches nothing in particular. Any
+    other (an id, a date, a choice, a month) has no empty value: ``?to=`` is refused, not ignored."""
+    return type(filter_) is django_filters.CharFilter

@@ -11,30 +11,43 @@ import datetime as dt
 import json
 from decimal import Decimal
 
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 
 from billing_site.api.auth import is_api_key
+from billing_site.errors import IdempotencyKeyRequired
 from billing_site.idempotency import idempotent_request_run
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: What :func:`idempotency_key_of` accepts as a key: 1 to 255 characters, not all white space.
+IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"}
+
+
+def idempotency_key_parameter(description: str) -> OpenApiParameter:
+    """The ``Idempotency-Key`` header as the OpenAPI schema documents it on an operation."""
+    return OpenApiParameter(IDEMPOTENCY_HEADER, IDEMPOTENCY_KEY_SCHEMA, OpenApiParameter.HEADER, required=False,
+                            description=description)
 
 
 def idempotency_key_of(request, *, required: bool) -> str | None:
     """The request's idempotency key: the ``Idempotency-Key`` header or the body's ``idempotency_key``.
 
-    Both given and different: 400. ``required`` and neither given: 400 naming ``idempotency_key``.
+    Both given and different, or ``required`` and neither given:
+    :class:`~billing_site.errors.IdempotencyKeyRequired` (422, ``idempotency_key_mismatch`` or
+    ``idempotency_key_required``) naming ``idempotency_key``: each part of the request is
+    well-formed, and the schema cannot say "one of the two". A key that is no string: 400.
     """
     header = request.headers.get(IDEMPOTENCY_HEADER)
     body = request.data.get("idempotency_key") if isinstance(request.data, dict) else None
     if header is not None and body is not None and header != body:
-        raise exceptions.ValidationError({"idempotency_key": ["The Idempotency-Key header and the body's "
-                                                              "idempotency_key differ."]})
+        raise IdempotencyKeyRequired("idempotency_key: The Idempotency-Key header and the body's idempotency_key "
+                                     "differ; send one key.", code="idempotency_key_mismatch")
     key = header if header is not None else body
     if key is None:
         if required:
-            raise exceptions.ValidationError({"idempotency_key": ["Send an Idempotency-Key header (or idempotency_key "
-                                                                  "in the body) so a retry cannot move money twice."]})
+            raise IdempotencyKeyRequired("idempotency_key: Send an Idempotency-Key header (or idempotency_key in the "
+                                         "body) so a retry cannot move money twice.")
         return None
     if not isinstance(key, str) or not key.strip() or len(key) > 255:
         raise exceptions.ValidationError({"idempotency_key": ["A non-empty string of at most 255 characters."]})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from decimal import Decimal
 from typing import Any
 
@@ -12,15 +11,14 @@ from rest_framework import exceptions
 from rest_framework.parsers import JSONParser
 
 from billing_site.api.errors import RequestTooLarge
+from billing_site.text import BAD_TEXT, bad_text_found
 
 #: How deep objects and arrays may nest in a request body (the body itself is depth 1). The API's
 #: deepest document, a batch record's metadata, needs 4; past the limit the body is refused (400).
 MAX_JSON_DEPTH = 32
 
-#: A NUL (PostgreSQL text cannot hold it) or a UTF-16 surrogate left alone by the decoder: a
-#: ``\ud83d\ude00`` pair decodes to one character, so any surrogate left is unpaired and could
-#: not be written as UTF-8.
-_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+#: A NUL or an unpaired surrogate (``billing_site.text``): text PostgreSQL cannot store.
+_BAD_TEXT = BAD_TEXT
 
 
 class LimitedJSONParser(JSONParser):
@@ -103,7 +101,7 @@ def _shown(text: str) -> str:
 
 
 def _refuse_text(path: str, text: str, *, is_key: bool = False) -> None:
-    found = "\\u0000 (NUL)" if "\x00" in text else "an unpaired surrogate"
+    found = bad_text_found(text)
     what = "a key" if is_key else "text"
     raise exceptions.ValidationError({path: [f"{what} may not contain {found}"]})
 

@@ -40,11 +40,9 @@ def api_urlpatterns() -> list:
         path("providers/", chargeback_views.ProviderView.as_view(), name="provider-list"),
         path("quotes/", wallet_views.QuoteView.as_view(), name="quote-create"),
         path("charges/", wallet_views.ChargeView.as_view(), name="charge-create"),
-        *[
-            path(f"statistics/{granularity}/", wallet_views.StatisticsView.as_view(), {"granularity": granularity},
-                 name=f"statistics-{granularity}")
-            for granularity in ("day", "month", "year")
-        ],
+        path("statistics/day/", wallet_views.DayStatisticsView.as_view(), name="statistics-day"),
+        path("statistics/month/", wallet_views.MonthStatisticsView.as_view(), name="statistics-month"),
+        path("statistics/year/", wallet_views.StatisticsView.as_view(), name="statistics-year"),
     ]
     patterns += invoice_views.urlpatterns(router)
     return patterns + router.urls

@@ -10,6 +10,7 @@ from __future__ import annotations
 from rest_framework import exceptions
 
 from billing_site.api.auth import is_api_key
+from billing_site.errors import TeamRequired
 from teams.models import Team
 from teams.selectors import team_ids_of_member, team_list_for_user, user_is_auditor, user_is_finance
 
@@ -66,7 +67,8 @@ def team_for_write(request, team: Team | None, *, param: str = "team") -> Team:
     """The team a write acts for: the key's team, or ``team`` from the body, checked against the caller.
 
     A member who belongs to exactly one team may leave it out. Another team's id answers 404
-    (as if it did not exist), an absent one 400 naming ``param``.
+    (as if it did not exist); leaving it out when the caller's teams do not say which is
+    :class:`~billing_site.errors.TeamRequired` (422) naming ``param``.
     """
     if is_api_key(request):
         key_team = request.user.team
@@ -77,7 +79,7 @@ def team_for_write(request, team: Team | None, *, param: str = "team") -> Team:
     if team is None:
         if allowed is not None and len(allowed) == 1:
             return Team.objects.get(pk=next(iter(allowed)))
-        raise exceptions.ValidationError({param: ["This field is required (you belong to several teams or none)."]})
+        raise TeamRequired(f"{param}: Say which team (you belong to several teams or none).", param=param)
     if allowed is not None and team.pk not in allowed:
         visible = visible_team_ids(request)
         if visible is not None and team.pk not in visible:
@@ -92,7 +94,7 @@ def team_for_read(request, team: Team | None, *, param: str = "team") -> Team:
     if team is None:
         if ids is not None and len(ids) == 1:
             return Team.objects.get(pk=next(iter(ids)))
-        raise exceptions.ValidationError({param: ["This field is required."]})
+        raise TeamRequired(f"{param}: Say which team (you see several teams or none).", param=param)
     if ids is not None and team.pk not in ids:
         raise exceptions.NotFound(f"No team {team.pk}.")
     return team

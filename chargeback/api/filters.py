@@ -6,16 +6,17 @@ from __future__ import annotations
 import datetime as dt
 
 import django_filters
-from django import forms
 from django.db.models import Q
 from django_filters.fields import IsoDateTimeField
+from drf_spectacular.utils import extend_schema_field
 from rest_framework.exceptions import ValidationError
 
 from billing_site.api.filters import BooleanFilter, IdFilter, StrictFilterSet
 from chargeback.models import AllocatedCost, AllocationRule, UsageRecord
-from chargeback.periods import BillingPeriod, PeriodError
+from chargeback.periods import MONTH_PATTERN, BillingPeriod, PeriodError
 
 
+@extend_schema_field({"type": "string", "pattern": MONTH_PATTERN})
 class BillingPeriodFilter(django_filters.CharFilter):
     """A billing period given as a month ``YYYY-MM``: rows whose ``[period_start, period_end)`` is exactly it.
 
@@ -39,35 +40,26 @@ class BillingPeriodFilter(django_filters.CharFilter):
 
 
 class InstantField(IsoDateTimeField):
-    """An ISO 8601 date-time read as an instant in UTC; an offset no time zone has is refused.
+    """An ISO 8601 date-time (RFC 3339: any offset from -23:59 to +23:59) read as an instant in UTC.
 
-    Real time zones lie between UTC-12:00 and UTC+14:00; PostgreSQL cannot even read an offset of
-    16 hours, and an instant moved out of the years 1-9999 by its offset has no ``datetime``.
+    The instant is converted to UTC before it reaches the database (PostgreSQL itself reads offsets
+    of up to 15:59 only). An instant its offset moves out of the years 1-9999 is clamped to the
+    first or last instant Python can hold: as a bound of a filter it selects the same rows.
     """
-
-    default_error_messages = {
-        "offset": "The time zone offset %(offset)s is out of range: offsets lie between -12:00 and +14:00.",
-        "range": "The time %(value)s, in UTC, is outside the years 1 to 9999.",
-    }
-    OFFSETS = (dt.timedelta(hours=-12), dt.timedelta(hours=14))
 
     def to_python(self, value):
         instant = super().to_python(value)
         if instant is None:
             return None
-        offset = instant.utcoffset()
-        if offset is not None and not self.OFFSETS[0] <= offset <= self.OFFSETS[1]:
-            sign, minutes = ("-" if offset < dt.timedelta(0) else "+"), abs(offset) // dt.timedelta(minutes=1)
-            raise forms.ValidationError(self.error_messages["offset"], code="offset",
-                                        params={"offset": f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"})
         try:
             return instant.astimezone(dt.timezone.utc)
         except OverflowError:
-            raise forms.ValidationError(self.error_messages["range"], code="range", params={"value": value}) from None
+            edge = dt.datetime.min if instant.year == 1 else dt.datetime.max
+            return edge.replace(tzinfo=dt.timezone.utc)
 
 
 class InstantFilter(django_filters.IsoDateTimeFilter):
-    """``IsoDateTimeFilter`` through :class:`InstantField`: a bad offset answers 400 naming the filter."""
+    """``IsoDateTimeFilter`` through :class:`InstantField`: every RFC 3339 date-time, compared in UTC."""
 
     field_class = InstantField
 

@@ -12,6 +12,7 @@ from rest_framework import serializers
 from billing_site.api.fields import (
     AwareDateTimeField,
     MoneyField,
+    MonthStartField,
     StrictPrimaryKeyRelatedField,
     StrictSerializerMixin,
     date_range,
@@ -211,8 +212,8 @@ class AllocationRuleSerializer(StrictSerializerMixin, serializers.ModelSerialize
 
 
 class AllocationRunCreateSerializer(StrictSerializerMixin, serializers.Serializer):
-    period_start = serializers.DateField(help_text="First day of a month (inclusive).")
-    period_end = serializers.DateField(help_text="First day of a later month (exclusive).")
+    period_start = MonthStartField(help_text="First day of a month (inclusive).")
+    period_end = MonthStartField(help_text="First day of a later month (exclusive).")
     rule = StrictPrimaryKeyRelatedField(queryset=AllocationRule.objects.all(), required=False, allow_null=True)
     team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False, allow_null=True)
     dry_run = serializers.BooleanField(required=False, default=False)

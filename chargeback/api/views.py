@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 
 from billing_site.api.auth import is_api_key
 from billing_site.api.fields import integer_id
-from billing_site.api.idempotency import idempotency_key_of, replayable, run_idempotent
+from billing_site.api.idempotency import idempotency_key_of, idempotency_key_parameter, replayable, run_idempotent
 from billing_site.api.pagination import NewestFirstCursorPagination, PagePagination
 from billing_site.api.scoping import is_finance, scope_by_team, team_for_read, team_for_write, visible_team_ids
 from chargeback import selectors
@@ -67,8 +67,7 @@ class UsageViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         request=s.UsageCreateSerializer, responses={201: s.UsageRecordSerializer},
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
-                                     description="Required unless the body has idempotency_key.")],
+        parameters=[idempotency_key_parameter("Required unless the body has idempotency_key.")],
     )
     def create(self, request):
         """Record one usage record, priced from the catalog unless ``cost`` is given.
@@ -89,8 +88,7 @@ class UsageViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         request=s.UsageBatchSerializer, responses={201: s.UsageBatchResultSerializer},
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
-                                     description="Optional: replays the whole batch's response.")],
+        parameters=[idempotency_key_parameter("Optional: replays the whole batch's response.")],
     )
     @action(detail=False, methods=["post"])
     def batch(self, request):
@@ -260,7 +258,7 @@ class AllocationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @extend_schema(
         request=s.AllocationRunCreateSerializer,
         responses={201: s.AllocationRunResultSerializer, 200: s.AllocationRunResultSerializer},
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+        parameters=[idempotency_key_parameter("Optional: a retry with the same key replays the first response.")],
     )
     def create(self, request):
         """Allocate a period (whole months) and commit the run; ``dry_run`` computes and writes nothing (200)."""

@@ -46,7 +46,7 @@ from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from billing_site.db import MeteredSum
-from billing_site.money import format_metered
+from billing_site.money import check_within_bound, format_metered
 from chargeback import rules as strategies
 from chargeback.errors import (
     AllocationError,
@@ -193,6 +193,17 @@ def usage_item_label(*, resource_type: str, provider: str = "", model: str = "")
 def _item_key(column: str) -> Case:
     """``column`` for API / AI usage, NULL for FOCUS rows, so a ServiceName stays one group."""
     return Case(When(service_name="", then=F(column)), default=Value(None), output_field=CharField())
+
+
+def _check_within_bounds(computed: "_Computed", period: BillingPeriod) -> None:
+    """Refuse a run whose total, or any one row, would not fit its column (``money.METERED_BOUND``,
+    10^18): ``AmountOutOfRange`` (422, ``param`` ``period``) before anything is written. Each usage
+    cost fits on its own; only a sum of many can pass it."""
+    what = f"the allocation of {period.label} ({computed.currency})"
+    for figure in (computed.total, computed.allocated, computed.unallocated):
+        check_within_bound(figure, param="period", what=what)
+    for row in computed.rows:
+        check_within_bound(row.amount, param="period", what=f"{what}, team {row.team_id}")
 
 
 @dataclass
@@ -449,6 +460,7 @@ def allocation_run_create(
         AllocationError: ``rule`` is disabled or not valid in the period.
     """
     computed = _compute(period, rule)
+    _check_within_bounds(computed, period)
     run = AllocationRun(
         period_start=period.start, period_end=period.end, status=AllocationRun.Status.DRAFT, dry_run=dry_run,
         rule=rule, team=team, currency=computed.currency, total_cost=computed.total,

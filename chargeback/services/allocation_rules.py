@@ -10,6 +10,7 @@ from decimal import Decimal
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from chargeback.errors import RuleConfigurationError
 from chargeback.models import AllocationRule, AllocationTarget
 
 ZERO = Decimal(0)
@@ -28,20 +29,30 @@ def _rule_save(rule: AllocationRule, changes: Mapping[str, object], targets: lis
         raise ValidationError({sorted(unknown)[0]: "Unknown allocation rule field."})
     for name, value in changes.items():
         setattr(rule, name, value)
-    rule.full_clean()
+    try:
+        rule.full_clean()
+    except ValidationError as exc:
+        # Each field was read by the caller's form or serializer: what is left is how the fields go
+        # together (a by_team rule without a source team, a tag value without its key…).
+        field, messages = next(iter(exc.message_dict.items()))
+        param = None if field == "__all__" else field
+        text = " ".join(messages)
+        raise RuleConfigurationError(f"{param}: {text}" if param else text, param=param) from None
     with transaction.atomic():
         rule.save()
         if targets is not None:
             if rule.rule_type == AllocationRule.RuleType.FIXED_SPLIT and targets:
                 total = sum((Decimal(t.get("percentage") or 0) for t in targets), ZERO)
                 if total != 100:
-                    raise ValidationError({"targets": f"The percentages of a fixed split sum to {total}, not 100."})
+                    raise RuleConfigurationError(f"targets: The percentages of a fixed split sum to {total}, not 100.",
+                                                 param="targets")
             AllocationTarget.objects.filter(rule=rule).delete()
             seen = set()
             for i, target in enumerate(targets):
                 key = (target["team"].pk, getattr(target.get("user"), "pk", None))
                 if key in seen:
-                    raise ValidationError({f"targets[{i}]": "The same team (and user) is listed twice."})
+                    raise RuleConfigurationError(f"targets[{i}]: The same team (and user) is listed twice.",
+                                                 param=f"targets[{i}]")
                 seen.add(key)
                 AllocationTarget.objects.create(
                     rule=rule, team=target["team"], user=target.get("user"), percentage=target.get("percentage")
@@ -54,7 +65,8 @@ def allocation_rule_create(*, created_by=None, targets: list[Mapping[str, object
     """Create an allocation rule and its targets (``[{"team", "user", "percentage"}]``).
 
     Validates the rule as ``AllocationRule.clean`` does, and a fixed split's percentages sum to
-    exactly 100. Raises ``django.core.exceptions.ValidationError`` naming the field.
+    exactly 100. Raises ``chargeback.errors.RuleConfigurationError`` (422) naming the field, and
+    ``django.core.exceptions.ValidationError`` for a field no rule has.
     """
     return _rule_save(AllocationRule(created_by=created_by), fields, targets or [])
 

@@ -5,10 +5,12 @@ units (``"12.34"`` for USD, ``"1234"`` for JPY) with ``currency`` beside them; m
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from billing_site.api.fields import (
     MoneyField,
+    MonthStartField,
     StrictPrimaryKeyRelatedField,
     StrictSerializerMixin,
     date_range,
@@ -16,7 +18,7 @@ from billing_site.api.fields import (
 )
 from billing_site.money import to_minor_units
 from chargeback.api.serializers import _ByAgent, _ByFeature, _ByProvider, _ByResourceType, _SummaryRow
-from chargeback.periods import BillingPeriod, PeriodError
+from chargeback.periods import MONTH_PATTERN, BillingPeriod, PeriodError
 from invoices.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 from teams.models import Team
 
@@ -99,8 +101,8 @@ class InvoiceGenerateSerializer(StrictSerializerMixin, serializers.Serializer):
     team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False,
                                               help_text="Required unless user is given with exactly one team.")
     user = StrictPrimaryKeyRelatedField(queryset=User.objects.all(), required=False, allow_null=True)
-    period_start = serializers.DateField(help_text="First day of a month (inclusive).")
-    period_end = serializers.DateField(help_text="First day of a later month (exclusive).")
+    period_start = MonthStartField(help_text="First day of a month (inclusive).")
+    period_end = MonthStartField(help_text="First day of a later month (exclusive).")
     invoice_number = serializers.CharField(max_length=64, required=False, allow_null=True,
                                            help_text="Your own number, used when the invoice is issued.")
     kind = serializers.ChoiceField(choices=Invoice.Kind.choices, required=False, allow_null=True)
@@ -208,7 +210,10 @@ class ReportSerializer(serializers.Serializer):
 
 
 class BillingRunCreateSerializer(StrictSerializerMixin, serializers.Serializer):
-    period = serializers.CharField(max_length=20, help_text="The calendar month billed, YYYY-MM.")
+    period = serializers.CharField(
+        max_length=20, help_text="The calendar month billed, YYYY-MM (1900-01 to 2999-12).",
+        validators=[RegexValidator(MONTH_PATTERN, message="Enter a month as YYYY-MM, from 1900-01 to 2999-12.")],
+    )
     teams = StrictPrimaryKeyRelatedField(
         queryset=Team.objects.all(), many=True, required=False,
         help_text="Write only these teams' invoices (the whole month is still allocated); empty: every team.",

@@ -14,14 +14,14 @@ from django.db.models import Prefetch
 from django.http import FileResponse, HttpResponse
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_site.api.idempotency import run_idempotent
+from billing_site.api.idempotency import idempotency_key_parameter, run_idempotent
 from billing_site.api.pagination import PagePagination
 from billing_site.api.scoping import scope_by_team, sees_all_teams, team_for_read, visible_team_ids
 from billing_site.db import MeteredSum
@@ -42,8 +42,7 @@ from teams.models import Team, TeamMembership
 from teams.selectors import team_ids_managed_by, user_is_member
 
 User = get_user_model()
-IDEMPOTENCY_HEADER = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
-                                      description="Optional: a retry with the same key replays the first response.")
+IDEMPOTENCY_HEADER = idempotency_key_parameter("Optional: a retry with the same key replays the first response.")
 
 
 class InvoiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -158,7 +158,7 @@ def credit_note_issue(
             for index, item in enumerate(lines):
                 if not isinstance(item, Mapping) or "invoice_line" not in item or "amount" not in item:
                     raise InvalidInvoiceRequest(
-                        f"lines[{index}] must be {{'invoice_line': id, 'amount': Decimal}}", param="lines"
+                        f"lines[{index}] must be {{'invoice_line': id, 'amount': Decimal}}", param=f"lines[{index}]"
                     )
                 line_id = item["invoice_line"]
                 line_id = getattr(line_id, "pk", line_id)
@@ -166,10 +166,11 @@ def credit_note_issue(
                 if line is None:
                     raise InvalidInvoiceRequest(
                         f"lines[{index}]: invoice line {line_id!r} is not a line of invoice {locked.display_number}",
-                        param="lines",
+                        param=f"lines[{index}].invoice_line",
                     )
                 if line.pk in seen:
-                    raise InvalidInvoiceRequest(f"lines[{index}]: invoice line {line.pk} is given twice", param="lines")
+                    raise InvalidInvoiceRequest(f"lines[{index}]: invoice line {line.pk} is given twice",
+                                                param=f"lines[{index}].invoice_line")
                 seen.add(line.pk)
                 part = _minor_amount(item["amount"], currency, f"lines[{index}].amount")
                 left_on_line = line.amount - per_line[line.pk]
@@ -177,7 +178,7 @@ def credit_note_issue(
                     raise CreditNoteLimitExceeded(
                         f"lines[{index}]: credit of {_fmt(part)} exceeds what is left on line {line.position} "
                         f"({line.description}): {_fmt(max(left_on_line, Decimal(0)))}",
-                        param="lines",
+                        param=f"lines[{index}].amount",
                     )
                 note_lines.append((line, line.description, part))
             subtotal = sum((part for _, _, part in note_lines), Decimal(0))

@@ -25,7 +25,9 @@ def test_allocation_rule_created_by_finance_with_targets(finance, team_a, team_b
 def test_allocation_rule_fixed_split_not_100_names_targets(finance, team_a):
     payload = {"name": "x", "rule_type": "fixed_split", "targets": [{"team": team_a.pk, "percentage": "60"}]}
     response = finance.post("/api/v1/allocation-rules/", payload, format="json")
-    assert response.status_code == 400
+    # Each field is well-formed; how they go together is not: 422 rule_configuration_error
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "rule_configuration_error"
     assert response.json()["error"]["param"] == "targets"
     assert not AllocationRule.objects.exists()
 
@@ -33,7 +35,7 @@ def test_allocation_rule_fixed_split_not_100_names_targets(finance, team_a):
 def test_allocation_rule_team_source_without_team_names_source_team(finance):
     response = finance.post("/api/v1/allocation-rules/", {"name": "x", "rule_type": "by_team", "source": "team"},
                             format="json")
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.json()["error"]["param"] == "source_team"
 
 
@@ -103,15 +105,15 @@ def test_allocation_run_replayed_by_header_runs_once(finance, team_a, team_b):
     assert AllocationRun.objects.count() == 1
 
 
-@pytest.mark.parametrize(("payload", "param"), [
-    ({"period_start": "2024-09-15", "period_end": "2024-10-01"}, "period_start"),
-    ({"period_start": "2024-10-01", "period_end": "2024-09-01"}, "period_end"),
-    ({"period_start": "2024-09-01"}, "period_end"),
-    ({"period_start": "2024-09-01", "period_end": "2024-10-01", "dry_run": "maybe"}, "dry_run"),
+@pytest.mark.parametrize(("payload", "param", "status"), [
+    ({"period_start": "2024-09-15", "period_end": "2024-10-01"}, "period_start", 400),
+    ({"period_start": "2024-10-01", "period_end": "2024-09-01"}, "period_end", 422),  # each date is right alone
+    ({"period_start": "2024-09-01"}, "period_end", 400),
+    ({"period_start": "2024-09-01", "period_end": "2024-10-01", "dry_run": "maybe"}, "dry_run", 400),
 ])
-def test_allocation_run_bad_period_names_the_field(finance, payload, param):
+def test_allocation_run_bad_period_names_the_field(finance, payload, param, status):
     response = finance.post("/api/v1/allocations/", payload, format="json")
-    assert response.status_code == 400
+    assert response.status_code == status
     assert response.json()["error"]["param"] == param
 
 

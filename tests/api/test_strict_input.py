@@ -10,6 +10,7 @@ import pytest
 from billing_site.money import METERED_BOUND, MONEY_CONTEXT
 from chargeback.models import AllocationRule, UsageRecord
 from invoices.models import CreditNote
+from invoices.services.lifecycle import invoice_issue
 from tests.api.conftest import CALL_ITEMS, new_key
 from tests.factories import AllocationRuleFactory, UsageRecordFactory, draft_invoice
 from wallets.models import LedgerEntry, UsageEvent
@@ -258,6 +259,22 @@ def test_credit_note_lines_are_checked_one_by_one(finance, invoice_a, lines, par
                             format="json")
     # then the first bad line is named, never a 500, and nothing is credited
     assert_error(response, 400, param)
+    assert not CreditNote.objects.exists()
+
+
+def test_a_credit_note_line_given_twice_or_over_what_is_left_names_that_line(finance, invoice_a):
+    # Given an issued invoice's first line (10.00)
+    invoice_issue(invoice=invoice_a)
+    line = invoice_a.lines.order_by("position").first().pk
+    url = f"/api/v1/invoices/{invoice_a.pk}/credit-notes/"
+    # When the same line is credited twice in one note, the second mention is named
+    twice = [{"invoice_line": line, "amount": "1.00"}, {"invoice_line": line, "amount": "1.00"}]
+    response = finance.post(url, {"reason": "other", "lines": twice}, format="json")
+    assert_error(response, 400, "lines[1].invoice_line")
+    # And a line credited beyond what is left names that line's amount (422 credit_exceeds_invoice)
+    over = [{"invoice_line": line, "amount": "10.01"}]
+    response = finance.post(url, {"reason": "other", "lines": over}, format="json")
+    assert_error(response, 422, "lines[0].amount", "credit_exceeds_invoice")
     assert not CreditNote.objects.exists()
 
 

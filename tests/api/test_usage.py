@@ -69,10 +69,21 @@ def test_usage_post_bad_input_answers_400_naming_the_field(key, catalog, field, 
     assert not UsageRecord.objects.exists()
 
 
-def test_usage_post_without_idempotency_key_answers_400(key, catalog):
+def test_usage_post_without_idempotency_key_answers_422_naming_it(key, catalog):
+    # The body is well-formed, and the key may come in the header or the body: neither is 422
     response = key.post("/api/v1/usage/", USAGE, format="json")
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.json()["error"]["param"] == "idempotency_key"
+    assert response.json()["error"]["code"] == "idempotency_key_required"
+    assert not UsageRecord.objects.exists()
+
+
+def test_usage_post_with_two_different_keys_answers_422_naming_them(key, catalog):
+    response = key.post("/api/v1/usage/", {**USAGE, "idempotency_key": "body-key"}, format="json",
+                        HTTP_IDEMPOTENCY_KEY="header-key")
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "idempotency_key_mismatch"
+    assert not UsageRecord.objects.exists()
 
 
 def test_usage_post_without_a_price_answers_422(key, catalog):
@@ -206,8 +217,10 @@ def test_usage_summary_totals_by_resource_provider_agent_feature(member, team_a,
 
 def test_usage_summary_end_before_start_names_period_end(member):
     response = member.get("/api/v1/usage/summary/", {"period_start": "2024-10-01", "period_end": "2024-09-01"})
-    assert response.status_code == 400
+    # Each date is well-formed; the pair is not: 422 period_order
+    assert response.status_code == 422
     assert response.json()["error"]["param"] == "period_end"
+    assert response.json()["error"]["code"] == "period_order"
 
 
 def test_usage_summary_of_another_team_answers_404(member, team_b):

@@ -3,9 +3,11 @@
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Permission
+from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.urls import reverse
 
+from teams.models import BillingSettings
 from tests.factories import InvoiceFactory, TeamFactory, UsageRecordFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -61,3 +63,15 @@ def test_admin_invoice_list_shows_amounts_in_the_currencys_minor_units(superuser
     page = superuser_client.get(reverse("admin:invoices_invoice_changelist")).content.decode()
     assert "1,234.50 USD" in page
     assert "1234.5000" not in page
+
+
+@pytest.mark.django_db
+def test_admin_billing_settings_refuse_a_nul_in_allowed_providers_naming_it():
+    # Given a team's billing settings, edited with a provider name holding a NUL (the admin's JSON box)
+    settings_row = BillingSettings.objects.get_or_create(team=TeamFactory())[0]
+    settings_row.allowed_providers = ["AWS\x00"]
+    # When the form validates it, Then the field is named, before PostgreSQL's jsonb could fail the write
+    with pytest.raises(ValidationError) as refused:
+        settings_row.full_clean()
+    assert "allowed_providers" in refused.value.message_dict
+    assert "NUL" in refused.value.message_dict["allowed_providers"][0]

@@ -7,7 +7,14 @@ from decimal import Decimal
 import pytest
 
 from billing_site.api.errors import exception_handler
-from billing_site.errors import BillingError, IdempotencyError, InvalidRequest
+from billing_site.errors import (
+    BillingError,
+    IdempotencyError,
+    IdempotencyKeyRequired,
+    InvalidRequest,
+    PeriodOrder,
+    TeamRequired,
+)
 from billing_site.money import AmountOutOfRange, MoneyError, parse_amount
 from chargeback import errors as chargeback_errors
 from chargeback.focus.results import FocusImportError
@@ -22,6 +29,9 @@ D = Decimal
 DOCUMENTED = {
     InvalidRequest: (400, "invalid_request"),
     IdempotencyError: (409, "idempotency_error"),
+    IdempotencyKeyRequired: (422, "idempotency_key_required"),
+    PeriodOrder: (422, "period_order"),
+    TeamRequired: (422, "team_required"),
     MoneyError: (400, "invalid_amount"),
     AmountOutOfRange: (422, "amount_out_of_range"),
     team_errors.TeamsError: (400, "teams_error"),

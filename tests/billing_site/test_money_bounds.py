@@ -12,6 +12,11 @@ from billing_site.money import (
     metered_cost,
     quantize_metered,
 )
+from chargeback.models import AllocatedCost, AllocationRun
+from chargeback.periods import BillingPeriod
+from chargeback.selectors import price_apply
+from chargeback.services.allocation import allocation_run_create
+from tests.factories import PriceFactory, TeamFactory, UsageRecordFactory
 
 D = Decimal
 
@@ -31,3 +36,28 @@ def test_metered_cost_multiplies_exactly_and_rounds_once():
     # half-up, once, at the twelfth place
     assert metered_cost(D("99999999999999.5"), D("1.000000000001")) == D("100000000000099.500000000000")
     assert quantize_metered(D("999999999999999999.9999999999994")) == D("999999999999999999.999999999999")
+
+
+@pytest.mark.django_db
+def test_a_usage_cost_priced_past_the_bound_is_refused_naming_the_quantity():
+    # Given a catalog price of 1,000 per unit, and a quantity whose cost would pass 10^18
+    price = PriceFactory(unit_price=D("1000"))
+    # When it is priced, Then it is refused before anything is stored: 422 naming quantity
+    with pytest.raises(AmountOutOfRange) as refused:
+        price_apply(price=price, quantity=D("1000000000000000"))
+    assert refused.value.param == "quantity"
+    # And a quantity just below the bound is priced exactly
+    assert price_apply(price=price, quantity=D("999999999999999.999")).amount == D("999999999999999999.000000000000")
+
+
+@pytest.mark.django_db
+def test_an_allocation_whose_sum_passes_the_bound_is_refused_and_writes_nothing():
+    # Given two usage records of one month, each just below 10^18, whose sum is not
+    team = TeamFactory()
+    UsageRecordFactory.create_batch(2, team=team, cost=D("900000000000000000"))
+    # When the month is allocated, Then the run is refused (422 naming the period), and nothing is written
+    with pytest.raises(AmountOutOfRange) as refused:
+        allocation_run_create(period=BillingPeriod.month("2024-09"))
+    assert refused.value.param == "period"
+    assert "2024-09" in refused.value.message
+    assert not AllocationRun.objects.exists() and not AllocatedCost.objects.exists()

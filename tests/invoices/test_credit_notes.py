@@ -125,7 +125,7 @@ def test_credit_of_more_than_is_left_on_a_line_is_refused():
     with pytest.raises(CreditNoteLimitExceeded) as refused:
         credit_note_issue(invoice=invoice, reason="other", lines=[{"invoice_line": line.pk, "amount": D("1.01")}])
 
-    assert refused.value.param == "lines"
+    assert refused.value.param == "lines[0].amount"
     assert "left on line 2" in refused.value.message and "1.00 USD" in refused.value.message
 
 

@@ -144,10 +144,25 @@ class UsageEventSerializer(serializers.ModelSerializer):
 
 
 class StatisticsQuerySerializer(StrictSerializerMixin, serializers.Serializer):
+    """``statistics/year/``: ``year`` alone, or all time without it."""
+
     team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False)
     user = StrictPrimaryKeyRelatedField(queryset=User.objects.all(), required=False)
     year = serializers.IntegerField(required=False, min_value=2000, max_value=2100)
     month = serializers.IntegerField(required=False, min_value=1, max_value=12)
+
+
+class MonthStatisticsQuerySerializer(StatisticsQuerySerializer):
+    """``statistics/month/``: the months of ``year``, which is required."""
+
+    year = serializers.IntegerField(min_value=2000, max_value=2100)
+
+
+class DayStatisticsQuerySerializer(StatisticsQuerySerializer):
+    """``statistics/day/``: the days of ``year``-``month``, both required."""
+
+    year = serializers.IntegerField(min_value=2000, max_value=2100)
+    month = serializers.IntegerField(min_value=1, max_value=12)
 
 
 class _StatProvider(serializers.Serializer):

@@ -6,15 +6,15 @@ Money moves only through ``wallets.services``; their idempotency keys are the AP
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing_site.api.auth import is_api_key
-from billing_site.api.idempotency import idempotency_key_of, replayable
+from billing_site.api.idempotency import idempotency_key_of, idempotency_key_parameter, replayable
 from billing_site.api.pagination import NewestFirstCursorPagination, PagePagination
 from billing_site.api.scoping import team_for_read, team_for_write
 from teams.selectors import user_is_member
@@ -23,10 +23,8 @@ from wallets.api import serializers as s
 from wallets.models import Wallet
 from wallets.services import posting, usage_events
 
-IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
-    description="Required unless the body has idempotency_key: a retry with it never moves money twice.",
-)
+IDEMPOTENCY_HEADER = idempotency_key_parameter(
+    "Required unless the body has idempotency_key: a retry with it never moves money twice.")
 
 
 class WalletViewSet(viewsets.ReadOnlyModelViewSet):
@@ -119,16 +117,39 @@ class ChargeView(APIView):
 
 
 class StatisticsView(APIView):
-    """Charged usage of a team: ``day`` (the days of year-month), ``month`` (of a year), ``year``."""
+    """Charged usage of a team by year (``year`` alone, or all time)."""
+
+    granularity = "year"
+    query_serializer = s.StatisticsQuerySerializer
 
     @extend_schema(parameters=[s.StatisticsQuerySerializer], responses=s.StatisticsSerializer)
-    def get(self, request, granularity: str):
-        if granularity not in ("day", "month", "year"):
-            raise NotFound(f"No statistics by {granularity!r}: use day, month or year.")
-        query = s.StatisticsQuerySerializer(data=request.query_params)
+    def get(self, request):
+        query = self.query_serializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         data = query.validated_data
         team = team_for_read(request, data.get("team"))
-        stats = selectors.usage_statistics(team=team, granularity=granularity, year=data.get("year"),
+        stats = selectors.usage_statistics(team=team, granularity=self.granularity, year=data.get("year"),
                                            month=data.get("month"), user=data.get("user"))
         return Response(s.StatisticsSerializer({"team": team.pk, "currency": team.currency, **stats}).data)
+
+
+class MonthStatisticsView(StatisticsView):
+    """Charged usage of a team by month: the months of ``year``."""
+
+    granularity = "month"
+    query_serializer = s.MonthStatisticsQuerySerializer
+
+    @extend_schema(parameters=[s.MonthStatisticsQuerySerializer], responses=s.StatisticsSerializer)
+    def get(self, request):
+        return super().get(request)
+
+
+class DayStatisticsView(StatisticsView):
+    """Charged usage of a team by day: the days of ``year``-``month``."""
+
+    granularity = "day"
+    query_serializer = s.DayStatisticsQuerySerializer
+
+    @extend_schema(parameters=[s.DayStatisticsQuerySerializer], responses=s.StatisticsSerializer)
+    def get(self, request):
+        return super().get(request)
