@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from django.db import models
 
-from billing_site.money import METERED_DECIMAL_PLACES, METERED_MAX_DIGITS, METERED_QUANTUM
+from billing_site.money import METERED_DECIMAL_PLACES, METERED_MAX_DIGITS, METERED_QUANTUM, MONEY_CONTEXT
 
 
 class _MeteredSumField(models.DecimalField):
@@ -23,7 +23,9 @@ class _MeteredSumField(models.DecimalField):
     def from_db_value(self, value, expression, connection):
         if value is None:
             return None
-        return Decimal(value).quantize(METERED_QUANTUM)
+        # A sum of many rows may pass the 18 digits a column holds; the wide context reads it
+        # exactly, and the caller that stores it checks the bound (money.check_within_bound).
+        return Decimal(value).quantize(METERED_QUANTUM, context=MONEY_CONTEXT)
 
 
 class MeteredSum(models.Sum):

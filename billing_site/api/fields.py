@@ -84,6 +84,11 @@ class StrictSerializerMixin:
             repeated = sorted(name for name, values in data.lists() if len(values) > 1)
             if repeated:
                 raise exceptions.ValidationError({repeated[0]: ["Give this parameter once."]})
+            # DRF reads ``?user=`` as if the parameter were left out; only free text may be empty.
+            blank = sorted(name for name, values in data.lists() if values == [""] and name in self.fields
+                           and not isinstance(self.fields[name], serializers.CharField))
+            if blank:
+                raise exceptions.ValidationError({blank[0]: ["Give a value, or leave the parameter out."]})
         if isinstance(data, dict):
             known = {name for name, field in self.fields.items() if not field.read_only}
             unknown = sorted(set(data) - known - set(getattr(self, "ignored_fields", ())))

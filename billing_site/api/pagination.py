@@ -67,7 +67,12 @@ class NewestFirstCursorPagination(CursorPagination):
         return _documented_bounds(super().get_schema_operation_parameters(view))
 
     def decode_cursor(self, request):
+        """The page a ``cursor`` points at. A cursor is opaque (any string the schema allows): one
+        that points at no page answers 404 ``not_found`` naming ``cursor``, as a page number past
+        the end does, not 400."""
         try:
             return super().decode_cursor(request)
         except exceptions.NotFound:
-            raise exceptions.ValidationError({"cursor": ["Invalid cursor; use the next or previous link as given."]}) from None
+            missing = exceptions.NotFound("cursor: no page at this cursor; use the next or previous link as given.")
+            missing.param = "cursor"
+            raise missing from None
