@@ -15,7 +15,7 @@ from billing_site.api.fields import (
     month_range,
 )
 from billing_site.money import to_minor_units
-from chargeback.api.serializers import _ByAgent, _ByFeature, _ByProvider, _ByResourceType, _SummaryRow
+from chargeback.api.serializers import _ByAgent, _ByFeature, _ByProvider, _ByResourceType, _ByUnit, _SummaryRow
 from chargeback.periods import BillingPeriod, PeriodError
 from invoices.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 from teams.models import Team
@@ -189,6 +189,7 @@ class _UsageBlock(serializers.Serializer):
     by_agent = _ByAgent(many=True)
     by_provider = _ByProvider(many=True)
     by_feature = _ByFeature(many=True)
+    by_unit = _ByUnit(many=True)
 
 
 class ReportSerializer(serializers.Serializer):

@@ -1,0 +1,28 @@
+"""Template filters of ``billing_site.formatting``: ``{{ amount|money:currency }}``,
+``{{ amount|money_exact:currency }}`` and ``{{ count|number }}``."""
+
+from __future__ import annotations
+
+from django import template
+
+from billing_site.formatting import money_display, number_display
+
+register = template.Library()
+
+
+@register.filter
+def money(amount, currency: str) -> str:
+    """``amount`` rounded to ``currency``'s minor units: ``1,234.50 USD`` (no-break space before the code)."""
+    return money_display(amount, currency)
+
+
+@register.filter
+def money_exact(amount, currency: str) -> str:
+    """``amount`` with every non-zero digit, for tooltips and detail pages: ``0.000125 USD``."""
+    return money_display(amount, currency, exact=True)
+
+
+@register.filter
+def number(value) -> str:
+    """A count or quantity with thousands separators: ``5,360``."""
+    return number_display(value)
