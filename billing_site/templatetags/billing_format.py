@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django import template
 
 from billing_site.formatting import money_display, number_display
@@ -26,3 +28,9 @@ def money_exact(amount, currency: str) -> str:
 def number(value) -> str:
     """A count or quantity with thousands separators: ``5,360``."""
     return number_display(value)
+
+
+@register.filter
+def inclusive_end(end):
+    """The last day of a half-open period ``[start, end)``: ``end`` minus one day (October's end 1 Nov → 31 Oct)."""
+    return end - dt.timedelta(days=1) if end else end
