@@ -282,7 +282,7 @@ def budget(request, team_id: int):
                 return redirect("portal:budget", team_id=team.pk)
         status = 400
     else:
-        initial = {"thresholds": ", ".join(str(t) for t in current.thresholds), "amount": current.amount.normalize(),
+        initial = {"thresholds": ", ".join(str(t) for t in current.thresholds), "amount": format(current.amount.normalize(), "f"),
                    "alert_on_forecast": current.alert_on_forecast} if current else {}
         form = BudgetForm(initial=initial)
         budget_alerts_check(team=team)

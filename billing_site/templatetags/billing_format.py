@@ -8,6 +8,7 @@ import datetime as dt
 from django import template
 
 from billing_site.formatting import money_display, number_display
+from billing_site.money import format_unit
 
 register = template.Library()
 
@@ -34,3 +35,11 @@ def number(value) -> str:
 def inclusive_end(end):
     """The last day of a half-open period ``[start, end)``: ``end`` minus one day (October's end 1 Nov → 31 Oct)."""
     return end - dt.timedelta(days=1) if end else end
+
+
+@register.filter
+def quantity_in(quantity, unit: str) -> str:
+    """A quantity with its unit in the right number: ``1 Hour``, ``1,500 tokens``; empty without a quantity."""
+    if quantity is None:
+        return ""
+    return f"{number_display(quantity)} {format_unit(quantity, unit)}".strip() if unit else number_display(quantity)

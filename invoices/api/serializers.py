@@ -124,7 +124,12 @@ class CreditNoteLineInputSerializer(StrictSerializerMixin, serializers.Serialize
 class CreditNoteCreateSerializer(StrictSerializerMixin, serializers.Serializer):
     """Neither ``amount`` nor ``lines``: a full credit that cancels the invoice."""
 
-    reason = serializers.ChoiceField(choices=CreditNote.Reason.choices)
+    reason = serializers.ChoiceField(
+        choices=CreditNote.Reason.choices,
+        help_text="Why the invoice is credited: " + ", ".join(CreditNote.Reason.values) + ".",
+        error_messages={"invalid_choice": '"{input}" is not a credit note reason: use one of '
+                                          + ", ".join(CreditNote.Reason.values) + "."},
+    )
     amount = serializers.DecimalField(max_digits=20, decimal_places=4, required=False, allow_null=True,
                                       help_text="A partial credit, tax-inclusive, in the invoice's minor units.")
     # A ListSerializer built by hand: ``many=True`` would hand ``allow_null`` to each line too, and

@@ -72,3 +72,17 @@ def lead(client, lead_user):
 def finance(client, finance_person):
     client.force_login(finance_person)
     return client
+
+
+# --- Browser tests: Debian's Chromium, as the admin's browser tests launch it ---------------------------
+from pathlib import Path  # noqa: E402
+
+from tests.admin.conftest import browser_type_launch_args  # noqa: E402,F401 - the shared Chromium launch
+
+
+@pytest.fixture
+def portal_artifacts(settings) -> Path:
+    """Screenshots of the portal's browser tests (gitignored ``test-artifacts/portal``)."""
+    folder = Path(settings.TEST_ARTIFACTS_DIR) / "portal"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

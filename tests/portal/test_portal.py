@@ -94,7 +94,7 @@ def test_portal_usage_groups_by_provider_and_drills_down_to_rows(member, search,
     _usage(maps, "100", provider="openai")
     response = member.get(f"/portal/teams/{search.pk}/usage/", {"period": "2024-09", "group": "provider"})
     page = response.content.decode()
-    assert "5.00\u00a0USD" in page and "1,500 token" in page and "100.00" not in page
+    assert "5.00\u00a0USD" in page and "1,500 tokens" in page and "100.00" not in page
     assert response.context["chart"]["values"] == ["7.000000000000", "5.000000000000"]
     rows = member.get(f"/portal/teams/{search.pk}/usage/rows/", {"period": "2024-09", "provider": "openai"})
     assert rows.context["page"].paginator.count == 2
