@@ -79,8 +79,9 @@ def overview(request, team_id: int):
     currencies = sorted(set(cost_now) | set(cost_last) | {team.currency})
     costs = [{"currency": c, "now": cost_now.get(c, sel.ZERO), "last": cost_last.get(c, sel.ZERO)} for c in currencies]
     budget_alerts_check(team=team, today=today)
+    # The team's wallet and the user's own (a prepaid_user team); the members' wallets are on the wallet page.
     wallets = [(w, wallet_balance_get(wallet_id=w.pk)) for w in sel.team_wallets(user=request.user, team=team)
-               if w.user_id is None]
+               if w.user_id in (None, request.user.pk)]
     return _page(
         request, "portal/overview.html", team, "overview",
         this_month=this_month, last_month=last_month, costs=costs,
