@@ -129,6 +129,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "portal",  # the team portal at /portal/: server-rendered pages for team leads and members
 ]
 
 MIDDLEWARE = [

@@ -22,6 +22,7 @@ admin.site.index_title = "Chargeback, wallets and invoices"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("portal/", include("portal.urls")),
     path("api/v1/", include(api_urlpatterns())),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),
     path(

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet
+from django.db.models.functions import TruncDate
 
 from billing_site.db import MeteredSum
 from billing_site.money import check_within_bound, metered_cost
@@ -442,20 +443,18 @@ def usage_summary(*, records: QuerySet[UsageRecord]) -> dict[str, list[dict]]:
     """Totals of ``records`` (already scoped and filtered; void records are left out), each grouped in the
     database by currency.
 
-    Returns ``{"totals": [{"currency", "cost", "quantity", "records"}], "by_resource_type": [...],
-    "by_agent": [...], "by_provider": [...], "by_feature": [...]}``, every row with ``cost`` and
-    ``quantity`` (metered Decimals, 12 dp; a quantity sums the rows' units as recorded) and the
-    ``records`` counted. Rows are ordered by their key, then currency.
+    Returns ``{"totals": [{"currency", "cost", "quantity", "unit", "records"}], "by_resource_type": [...],
+    "by_agent": [...], "by_provider": [...], "by_feature": [...], "by_unit": [...]}``, every row with ``cost``
+    (metered Decimal, 12 dp) and the ``records`` counted. ``quantity`` is summed only over rows of one
+    ``unit`` (named in ``unit``): a group mixing units (hours and tokens) has ``quantity`` ``None`` and
+    ``unit`` ``""``, since tokens plus hours is no quantity at all; ``by_unit`` gives each unit's quantity.
+    Rows are ordered by their key, then currency.
     """
 
     records = usage_records_active(records)
 
     def grouped(*fields: str) -> list[dict]:
-        return list(
-            records.order_by().values(*fields, "currency")
-            .annotate(cost=MeteredSum("cost"), quantity=MeteredSum("quantity"), records=Count("id"))
-            .order_by(*fields, "currency")
-        )
+        return usage_grouped(records=records, fields=fields)
 
     return {
         "totals": grouped(),
@@ -463,7 +462,40 @@ def usage_summary(*, records: QuerySet[UsageRecord]) -> dict[str, list[dict]]:
         "by_agent": grouped("agent_id"),
         "by_provider": grouped("provider"),
         "by_feature": grouped("feature_key"),
+        "by_unit": grouped("unit"),
     }
+
+
+#: What :func:`usage_grouped` may group by besides the record's own columns: the UTC day of ``occurred_at``.
+USAGE_GROUP_DAY = "day"
+
+
+def usage_grouped(*, records: QuerySet[UsageRecord], fields: Sequence[str]) -> list[dict]:
+    """``records`` (scoped and filtered by the caller) grouped in the database by ``fields`` and currency.
+
+    ``fields`` are ``UsageRecord`` columns (``resource_type``, ``provider``, ``feature_key``,
+    ``agent_id``, ``user``, ``unit``…) or :data:`USAGE_GROUP_DAY` (the UTC date of ``occurred_at``).
+    Each row: the keys, ``currency``, ``cost`` (metered, 12 dp), ``records``, and ``quantity`` with
+    its ``unit`` when every record of the group has the same unit, else ``quantity`` ``None`` and
+    ``unit`` ``""`` (quantities of different units are never added). Void records are left out.
+    Ordered by the keys, then currency.
+    """
+    records = usage_records_active(records).order_by()
+    if USAGE_GROUP_DAY in fields:
+        records = records.annotate(day=TruncDate("occurred_at", tzinfo=dt.UTC))
+    rows = list(
+        records.values(*fields, "currency")
+        .annotate(cost=MeteredSum("cost"), quantity=MeteredSum("quantity"), records=Count("id"),
+                  units=Count("unit", distinct=True), one_unit=Max("unit"))
+        .order_by(*fields, "currency")
+    )
+    for row in rows:
+        units, one_unit = row.pop("units"), row.pop("one_unit")
+        if units > 1:
+            row["quantity"], row["unit"] = None, ""
+        elif "unit" not in fields:
+            row["unit"] = one_unit or ""
+    return rows
 
 
 def provider_list(*, team: Team | None) -> list[dict]:

@@ -31,11 +31,11 @@ from billing_site.money import format_metered
 from teams.models import Team
 from teams.selectors import billing_settings_get, user_is_finance
 
-from .forms import GrantForm, TopUpForm
+from .forms import GrantForm, TopUpForm, WalletOpenForm
 from .models import CreditGrant, Hold, LedgerEntry, UsageEvent, UsageEventItem, Wallet
 from .selectors import wallets_below_warning
 from .services.posting import wallet_grant, wallet_top_up
-from .services.wallets import wallet_freeze, wallet_unfreeze
+from .services.wallets import wallet_freeze, wallet_open, wallet_unfreeze
 
 
 class BelowWarningFilter(admin.SimpleListFilter):
@@ -67,6 +67,32 @@ class WalletAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     fields = readonly_fields
     actions = ["top_up_action", "grant_action", "freeze_action", "unfreeze_action"]
     change_form_template = "admin/wallets/wallet/change_form.html"
+
+    # --- opening a wallet (finance): before the first top-up or charge ---------------------------
+    add_fields = ["team", "user", "currency"]
+
+    def has_add_permission(self, request):
+        return user_is_finance(request.user)
+
+    def get_fields(self, request, obj=None):
+        return self.add_fields if obj is None else self.fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.readonly_fields
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = WalletOpenForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        # Opened by the service (the live wallet if one is already open), never saved here.
+        if not change:
+            data = form.cleaned_data
+            obj.pk = wallet_open(team=data["team"], user=data.get("user"), currency=data["currency"]).pk
+
+    def save_related(self, request, form, formsets, change):
+        pass  # a wallet has no related rows to save with it
 
     # --- figures -----------------------------------------------------------------------------
     @admin.display(description="Balance", ordering="balance")

@@ -14,6 +14,11 @@ from django import forms
 from django.utils import timezone
 
 from billing_site.money import METERED_DECIMAL_PLACES, METERED_MAX_DIGITS
+from teams.errors import CurrencyNotAllowed
+from teams.models import TeamMembership
+from teams.selectors import team_currency_check
+
+from .models import Wallet
 
 #: Keys made by the admin forms start with this, so a ledger search finds admin top-ups.
 ADMIN_KEY_PREFIX = "admin-"
@@ -77,3 +82,29 @@ class GrantForm(_CreditForm):
         if expires_at is not None and expires_at <= timezone.now():
             raise forms.ValidationError("The expiry must be in the future.")
         return expires_at
+
+
+class WalletOpenForm(forms.ModelForm):
+    """Finance opens a wallet before any top-up or charge: a team (and a member, for ``prepaid_user``)
+    and a currency the team is billed in (empty: the team's). Saved by ``wallets.services.wallets.wallet_open``."""
+
+    currency = forms.CharField(max_length=3, required=False,
+                               help_text="ISO 4217 code; empty: the team's currency.")
+
+    class Meta:
+        model = Wallet
+        fields = ["team", "user", "currency"]
+
+    def clean(self):
+        data = super().clean()
+        team, user = data.get("team"), data.get("user")
+        if team is None:
+            return data
+        currency = (data.get("currency") or team.currency).upper()
+        try:
+            data["currency"] = team_currency_check(team=team, currency=currency)
+        except CurrencyNotAllowed as exc:
+            self.add_error("currency", exc.message)
+        if user is not None and not TeamMembership.objects.filter(team=team, user=user).exists():
+            self.add_error("user", f"{user} is not a member of {team}.")
+        return data

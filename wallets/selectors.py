@@ -389,6 +389,11 @@ def wallet_list_for_user(*, user) -> QuerySet[Wallet]:
     )
 
 
+def ledger_entry_list_for_user(*, user) -> QuerySet[LedgerEntry]:
+    """The ledger entries of every wallet ``user`` may see (:func:`wallet_list_for_user`), newest first."""
+    return LedgerEntry.objects.filter(wallet__in=wallet_list_for_user(user=user).values("pk")).order_by("-pk")
+
+
 def wallets_below_warning(queryset: QuerySet[Wallet] | None = None) -> QuerySet[Wallet]:
     """Live wallets whose balance is below their team's warning threshold.
 

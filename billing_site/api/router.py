@@ -35,6 +35,7 @@ def api_urlpatterns() -> list:
     router.register("allocation-rules", chargeback_views.AllocationRuleViewSet, basename="allocation-rule")
     router.register("allocations", chargeback_views.AllocationViewSet, basename="allocation")
     router.register("wallets", wallet_views.WalletViewSet, basename="wallet")
+    router.register("ledger-entries", wallet_views.LedgerEntryViewSet, basename="ledger-entry")
     patterns = [
         path("prices/", chargeback_views.PriceView.as_view(), name="price-resolve"),
         path("providers/", chargeback_views.ProviderView.as_view(), name="provider-list"),

@@ -111,7 +111,8 @@ class UsageSummaryQuerySerializer(StrictSerializerMixin, serializers.Serializer)
 class _SummaryRow(serializers.Serializer):
     currency = serializers.CharField()
     cost = MoneyField()
-    quantity = MoneyField()
+    quantity = MoneyField(allow_null=True, help_text="Summed in unit; null when the rows mix units (see by_unit).")
+    unit = serializers.CharField(allow_blank=True, help_text="The one unit of quantity; empty when the rows mix units.")
     records = serializers.IntegerField()
 
 
@@ -131,6 +132,10 @@ class _ByFeature(_SummaryRow):
     feature_key = serializers.CharField()
 
 
+class _ByUnit(_SummaryRow):
+    pass
+
+
 class UsageSummarySerializer(serializers.Serializer):
     period_start = serializers.DateField()
     period_end = serializers.DateField()
@@ -141,6 +146,7 @@ class UsageSummarySerializer(serializers.Serializer):
     by_agent = _ByAgent(many=True)
     by_provider = _ByProvider(many=True)
     by_feature = _ByFeature(many=True)
+    by_unit = _ByUnit(many=True, help_text="Quantity per unit: the one sum of quantities that means something.")
 
 
 # --- prices and providers ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ from billing_site.api.fields import (
     month_range,
 )
 from billing_site.money import to_minor_units
-from chargeback.api.serializers import _ByAgent, _ByFeature, _ByProvider, _ByResourceType, _SummaryRow
+from chargeback.api.serializers import _ByAgent, _ByFeature, _ByProvider, _ByResourceType, _ByUnit, _SummaryRow
 from chargeback.periods import MONTH_PATTERN, BillingPeriod, PeriodError
 from invoices.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 from teams.models import Team
@@ -126,7 +126,12 @@ class CreditNoteLineInputSerializer(StrictSerializerMixin, serializers.Serialize
 class CreditNoteCreateSerializer(StrictSerializerMixin, serializers.Serializer):
     """Neither ``amount`` nor ``lines``: a full credit that cancels the invoice."""
 
-    reason = serializers.ChoiceField(choices=CreditNote.Reason.choices)
+    reason = serializers.ChoiceField(
+        choices=CreditNote.Reason.choices,
+        help_text="Why the invoice is credited: " + ", ".join(CreditNote.Reason.values) + ".",
+        error_messages={"invalid_choice": '"{input}" is not a credit note reason: use one of '
+                                          + ", ".join(CreditNote.Reason.values) + "."},
+    )
     amount = serializers.DecimalField(max_digits=20, decimal_places=4, required=False, allow_null=True,
                                       help_text="A partial credit, tax-inclusive, in the invoice's minor units.")
     # A ListSerializer built by hand: ``many=True`` would hand ``allow_null`` to each line too, and
@@ -191,6 +196,7 @@ class _UsageBlock(serializers.Serializer):
     by_agent = _ByAgent(many=True)
     by_provider = _ByProvider(many=True)
     by_feature = _ByFeature(many=True)
+    by_unit = _ByUnit(many=True)
 
 
 class ReportSerializer(serializers.Serializer):

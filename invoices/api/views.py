@@ -96,7 +96,7 @@ class InvoiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
 
     @extend_schema(request=s.InvoiceStatusSerializer, responses={200: s.InvoiceDetailSerializer},
                    parameters=[IDEMPOTENCY_HEADER])
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post", "put"])
     def status(self, request, pk=None):
         """Move the invoice along ``Invoice.TRANSITIONS`` (finance): pending (issue), sent, paid (with a
         payment reference), overdue, cancelled (drafts only; issued invoices take a full credit note)."""

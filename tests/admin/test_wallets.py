@@ -142,3 +142,30 @@ def test_usage_event_list_shows_totals_as_amounts_with_their_currency(finance, w
 
     # then the total reads as an amount with its currency, not a 12-place number
     assert "0.015 USD" in page and "0.015000000000" not in page
+
+
+def test_finance_opens_a_wallet_for_a_team_before_any_charge_in_the_admin(finance, db):
+    # given a team with no wallet yet
+    from tests.factories import TeamFactory
+
+    team = TeamFactory(name="New team", slug="new-team", currency="EUR")
+    assert finance.get("/admin/wallets/wallet/add/").status_code == 200
+    # when finance adds one with the team only
+    response = finance.post("/admin/wallets/wallet/add/", {"team": team.pk, "user": "", "currency": ""})
+    # then the wallet is open, in the team's currency, with nothing on it
+    assert response.status_code == 302
+    opened = Wallet.objects.get(team=team)
+    assert (opened.currency, opened.balance, opened.status) == ("EUR", 0, "active")
+
+
+def test_opening_a_wallet_in_the_admin_refuses_a_currency_the_team_is_not_billed_in(finance, db):
+    from tests.factories import TeamFactory
+
+    team = TeamFactory(name="New team", slug="new-team")
+    response = finance.post("/admin/wallets/wallet/add/", {"team": team.pk, "user": "", "currency": "JPY"})
+    assert response.status_code == 200 and "is billed in USD" in response.content.decode()
+    assert not Wallet.objects.filter(team=team).exists()
+
+
+def test_an_auditor_may_not_open_a_wallet(auditor, db):
+    assert auditor.get("/admin/wallets/wallet/add/").status_code == 403

@@ -155,7 +155,7 @@ def test_void_usage_is_listed_as_void_and_left_out_of_the_summary(member, team_a
     assert listed == {kept.pk: ("active", ""), wrong.pk: ("void", "posted twice")}
     summary = member.get("/api/v1/usage/summary/", {"period_start": "2024-09-01", "period_end": "2024-10-01"}).json()
     assert summary["totals"] == [{"currency": "USD", "cost": "2.000000000000", "quantity": "1.000000000000",
-                                  "records": 1}]
+                                  "unit": "Hours", "records": 1}]
 
 
 # --- one team's data never stops another team's billing run ----------------------------------

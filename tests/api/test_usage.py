@@ -202,17 +202,40 @@ def test_usage_list_bad_query_answers_400(finance, team_a, query):
 
 def test_usage_summary_totals_by_resource_provider_agent_feature(member, team_a, team_b):
     UsageRecordFactory(team=team_a, resource_type="llm", provider="openai", agent_id="a1", cost=Decimal("1.5"),
-                       quantity=Decimal("100"))
+                       quantity=Decimal("100"), unit="Hours")
     UsageRecordFactory(team=team_a, resource_type="compute", provider="AWS", cost=Decimal("2.25"))
     UsageRecordFactory(team=team_b, cost=Decimal("99"))
     response = member.get("/api/v1/usage/summary/", {"period_start": "2024-09-01", "period_end": "2024-10-01"})
     assert response.status_code == 200
     body = response.json()
     assert body["totals"] == [{"currency": "USD", "cost": "3.750000000000", "quantity": "101.000000000000",
-                               "records": 2}]
+                               "unit": "Hours", "records": 2}]
     assert {r["provider"]: r["cost"] for r in body["by_provider"]} == {"AWS": "2.250000000000",
                                                                        "openai": "1.500000000000"}
     assert {r["agent_id"] for r in body["by_agent"]} == {"", "a1"}
+
+
+def test_usage_summary_never_adds_quantities_of_different_units(member, team_a):
+    # given an hour of compute and 1,000 tokens
+    UsageRecordFactory(team=team_a, resource_type="compute", unit="Hours", quantity=Decimal("1"), cost=Decimal("2"))
+    UsageRecordFactory(team=team_a, resource_type="llm", unit="token", quantity=Decimal("1000"), cost=Decimal("1"))
+    # when the summary is read
+    body = member.get("/api/v1/usage/summary/", {"period_start": "2024-09-01", "period_end": "2024-10-01"}).json()
+    # then the total has a cost but no quantity, and each unit keeps its own
+    assert body["totals"][0]["cost"] == "3.000000000000"
+    assert body["totals"][0]["quantity"] is None and body["totals"][0]["unit"] == ""
+    assert {r["unit"]: r["quantity"] for r in body["by_unit"]} == {"Hours": "1.000000000000",
+                                                                   "token": "1000.000000000000"}
+    assert {r["resource_type"]: r["unit"] for r in body["by_resource_type"]} == {"compute": "Hours", "llm": "token"}
+
+
+def test_team_report_never_adds_quantities_of_different_units(member, team_a):
+    UsageRecordFactory(team=team_a, unit="Hours", quantity=Decimal("1"))
+    UsageRecordFactory(team=team_a, unit="token", quantity=Decimal("1000"))
+    body = member.get(f"/api/v1/reports/teams/{team_a.pk}/",
+                      {"period_start": "2024-09-01", "period_end": "2024-10-01"}).json()
+    assert body["usage"]["totals"][0]["quantity"] is None
+    assert len(body["usage"]["by_unit"]) == 2
 
 
 def test_usage_summary_end_before_start_names_period_end(member):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from chargeback.models import AllocationRun
@@ -40,6 +42,10 @@ def test_demo_bills_the_month_and_puts_wallets_to_use_and_a_second_run_adds_noth
     assert by_owner[("checkout", None)].low_balance_warned  # below its threshold, on the dashboard
     assert UsageEvent.objects.filter(status=UsageEvent.Status.REJECTED, team__slug="search").exists()
     assert all(check.ok for check in ledger_verify())
+    # and the team users it prints (docs/api.md gets chloe's token) log in to the portal with that password
+    password = re.search(r"Team users \(leads: [^)]*\)  password: (\S+)", first).group(1)
+    assert get_user_model().objects.get(username="chloe").check_password(password)
+    assert "/portal/" in first
 
     # when it is loaded again, then no money moves twice and the invoices are the same
     entries, totals = LedgerEntry.objects.count(), sorted(invoices.values_list("total", flat=True))

@@ -48,6 +48,15 @@ def _money(value) -> str:
     return MoneyField().to_representation(value)
 
 
+class WalletOpenSerializer(StrictSerializerMixin, serializers.Serializer):
+    """Open a wallet (finance) before its first top-up or charge: a team, optionally a member (for
+    ``prepaid_user``) and a currency the team is billed in (default the team's)."""
+
+    team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all())
+    user = StrictPrimaryKeyRelatedField(queryset=get_user_model().objects.all(), required=False, allow_null=True)
+    currency = serializers.RegexField(r"^[A-Za-z]{3}$", required=False, help_text="ISO 4217; default the team's.")
+
+
 class LedgerEntrySerializer(serializers.ModelSerializer):
     """One ledger entry: ``amount`` signed (credit > 0, debit < 0), balances before and after, in ``currency``."""
 

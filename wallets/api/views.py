@@ -7,7 +7,7 @@ Money moves only through ``wallets.services``; their idempotency keys are the AP
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -17,23 +17,41 @@ from billing_site.api.auth import is_api_key
 from billing_site.api.idempotency import idempotency_key_of, idempotency_key_parameter, replayable
 from billing_site.api.pagination import NewestFirstCursorPagination, PagePagination
 from billing_site.api.scoping import team_for_read, team_for_write
-from teams.selectors import user_is_member
+from teams.selectors import team_currency_check, user_is_member
 from wallets import selectors
 from wallets.api import serializers as s
-from wallets.models import Wallet
+from wallets.api.filters import LedgerEntryFilter, WalletFilter
+from wallets.models import LedgerEntry, Wallet
 from wallets.services import posting, usage_events
+from wallets.services.wallets import wallet_open
 
 IDEMPOTENCY_HEADER = idempotency_key_parameter(
     "Required unless the body has idempotency_key: a retry with it never moves money twice.")
 
 
-class WalletViewSet(viewsets.ReadOnlyModelViewSet):
+class WalletViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Wallets the caller may see: finance and auditors all; a member their teams' wallets and their own;
-    a manager also the wallets of the team's members."""
+    a manager also the wallets of the team's members. Filters: ``team``, ``user``, ``status``, ``currency``."""
 
     serializer_class = s.WalletSerializer
     pagination_class = PagePagination
+    filterset_class = WalletFilter
     money_actions = ("top_up",)
+
+    @extend_schema(request=s.WalletOpenSerializer, responses={201: s.WalletSerializer, 200: s.WalletSerializer})
+    def create(self, request):
+        """Open a wallet (finance) before any top-up or charge: 201 with the new wallet, or 200 with the
+        live one when it is already open (``wallets.services.wallets.wallet_open``). A currency the team
+        is not billed in is 422 ``currency_not_allowed``; a user outside the team 400 naming ``user``."""
+        serializer = s.WalletOpenSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        team, user = data["team"], data.get("user")
+        currency = team_currency_check(team=team, currency=data.get("currency", team.currency).upper())
+        existing = selectors.wallet_get(team=team, user=user, currency=currency)
+        wallet = existing or wallet_open(team=team, user=user, currency=currency)
+        return Response(s.WalletSerializer(wallet).data,
+                        status=status.HTTP_200_OK if existing else status.HTTP_201_CREATED)
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # the schema generator has no caller
@@ -64,6 +82,21 @@ class WalletViewSet(viewsets.ReadOnlyModelViewSet):
         wallet = self.get_object()
         page = self.paginate_queryset(selectors.ledger_entry_list(wallet=wallet))
         return self.get_paginated_response(s.LedgerEntrySerializer(page, many=True).data)
+
+
+class LedgerEntryViewSet(viewsets.ReadOnlyModelViewSet):
+    """Every ledger entry of the wallets the caller may see (``wallets.selectors.wallet_list_for_user``),
+    newest first: ``?team=`` gives one team's entries across its wallets. Filters: ``team``, ``wallet``,
+    ``entry_type``, ``from`` (inclusive), ``to`` (exclusive) on ``created_at``."""
+
+    serializer_class = s.LedgerEntrySerializer
+    pagination_class = NewestFirstCursorPagination
+    filterset_class = LedgerEntryFilter
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return LedgerEntry.objects.none()
+        return selectors.ledger_entry_list_for_user(user=self.request.user)
 
 
 class QuoteView(APIView):

@@ -124,12 +124,14 @@ class Command(BaseCommand):
         except PeriodError as exc:
             raise CommandError(str(exc), returncode=2) from exc
         self._teams_and_ai_usage(billing_period)
+        self._portal_users()
         self._rules()
         self._wallets()
         if not options["no_billing_run"]:
             self.stdout.write(self.style.MIGRATE_HEADING(f"Month-end billing run for {billing_period}"))
             call_command("billing_run", "--period", billing_period.label, stdout=self.stdout, stderr=self.stderr)
         self.stdout.write(self.style.SUCCESS(f"Demo ready: http://{options['host']}/admin/ (credentials above)."))
+        self.stdout.write(self.style.SUCCESS(f"Team portal: http://{options['host']}/portal/ (team users above)."))
 
     # --- steps ---------------------------------------------------------------------------------
 
@@ -144,6 +146,19 @@ class Command(BaseCommand):
         user.set_password(password)
         user.save()
         self.stdout.write(self.style.SUCCESS(f"Admin user: {username}  password: {password}"))
+
+    def _portal_users(self) -> None:
+        """A password for the demo teams' users, so they can log in to the team portal; new on every
+        run (or ``DEMO_MEMBER_PASSWORD``) and printed. The first user of each team is its team lead."""
+        password = os.environ.get("DEMO_MEMBER_PASSWORD") or secrets.token_urlsafe(12)
+        users = get_user_model().objects.filter(username__in=[u for names in DEMO_MEMBERS.values() for u in names])
+        for user in users:
+            user.set_password(password)
+            user.save(update_fields=["password"])
+        leads = ", ".join(names[0] for names in DEMO_MEMBERS.values())
+        members = ", ".join(name for names in DEMO_MEMBERS.values() for name in names[1:])
+        self.stdout.write(self.style.SUCCESS(
+            f"Team users (leads: {leads}; members: {members})  password: {password}"))
 
     def _catalog(self) -> None:
         valid_from = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
