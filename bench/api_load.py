@@ -17,7 +17,8 @@ connection after every response); Django keeps its database connections (``conn_
 In each of ``--rounds`` interleaved rounds it prints a figure and its reference, measured one after
 the other, then the ratios, the ratio of the sums and the load average:
 
-1. ``batch``: ``POST usage/batch/`` with 1,000 records per request (2 threads), records/s, beside a
+1. ``batch``: ``POST usage/batch/`` with 1,000 records per request and an ``Idempotency-Key`` (2 threads),
+   records/s, beside a
    ``COPY`` of the same rows into the same table (2 threads, each batch in its own transaction, the
    rows rendered by psycopg from Python values): target ≥ 0.5;
 2. ``charges``: ``POST charges/`` (4 items, one per call) on distinct wallets, each with its
@@ -275,7 +276,7 @@ def main() -> None:
             records = [{"resource_type": "llm", "provider": "openai", "model": "gpt-4", "unit": "token",
                         "quantity": "1000", "occurred_at": "2024-10-15T12:00:00Z", "agent_id": "agent-1",
                         "idempotency_key": f"{label}-{j}"} for j in range(BATCH_SIZE)]
-            return request("POST", "/api/v1/usage/batch/", key0, {"records": records})
+            return request("POST", "/api/v1/usage/batch/", key0, {"records": records}, {"Idempotency-Key": label})
 
         pairs = []
         for r in range(args.rounds if "batch" in sections else 0):
