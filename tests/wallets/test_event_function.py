@@ -201,7 +201,8 @@ class Side:
               r.idempotency_key.rsplit("-", 1)[1], r.metadata == {"usage_event_id": stored.pk},
               r.user_id == (self.user.pk if stored.user_id else None), r.status) for r in records],
             entry_figures,
-            {k: v for k, v in response.items() if k not in ("id", "ledger_entry")},
+            {k: self.normal(v) if isinstance(v, str) else v for k, v in response.items()
+             if k not in ("id", "ledger_entry")},
         )
 
 
