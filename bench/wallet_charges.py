@@ -1,25 +1,35 @@
-"""Benchmark: wallet charges through the service layer on PostgreSQL.
+"""Benchmark: wallet charges through the service layer on PostgreSQL, each beside its reference.
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_wallets .venv/bin/python bench/wallet_charges.py
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_wallets .venv/bin/python bench/wallet_charges.py \
+        [--rounds 3] [--distinct-charges 8000] [--hot-charges 3000] [--pgbench-seconds 5]
 
-Creates (drops first) the database named in DATABASE_URL through the server's maintenance database,
-migrates it, then prints:
+Recreates the database named in DATABASE_URL (any scratch name) and migrates it. Then, in each of
+``--rounds`` interleaved rounds, measures four things one after the other, so that a figure and its
+reference see the same machine:
 
-1. charges/s on 1,000 distinct wallets from 8 concurrent worker processes (target ≥ 1,000/s);
-2. charges/s on one hot wallet from 8 workers (target ≥ 300/s), with a lost-update check
-   (stored balance = ledger sum = start − charges) and the ratio to a bare SQL
-   ``UPDATE … SET balance = balance - x WHERE id = … AND balance >= x`` loop from 8 workers on the
-   same database in the same run.
+1. charges/s on 1,000 distinct wallets from 8 worker processes, beside
+2. pgbench's TPC-B (``pgbench -i -s 10``, 8 clients, 2 threads, ``--pgbench-seconds``) in the same
+   database: PostgreSQL's own figure for a short read-write transaction on distinct rows;
+3. charges/s on one hot wallet from 8 workers, beside
+4. a bare ``UPDATE … SET balance = balance - x WHERE id = … AND balance >= x`` loop on one wallet
+   from 8 processes: the row's ceiling, every transaction holding the row lock until its commit.
 
-Every charge is ``wallets.services.wallet_charge`` with its own idempotency key: one transaction
-with the idempotency record, the row lock, the ledger entry and the balance update; on PostgreSQL
-one call of the SQL function ``wallets_charge`` (wallets migration 0006) in autocommit.
-Workers are processes (fork), so Python runs on every core; each opens its own connection.
+Prints every pair, the ratios, the ratio of the sums and the load average; then a lost-update check
+of the hot wallet (stored balance = ledger sum = start − charges). On one hot row the transactions
+run one after the other, so wall time / charges is the mean time the row lock is held (commit
+included); it is printed for the charge and for the bare loop.
+
+Every charge is ``wallets.services.wallet_charge`` with its own idempotency key: one call of the
+SQL function ``wallets_charge`` in autocommit. Workers are processes (fork), so Python runs on
+every core; each opens its own connection.
 """
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
+import re
+import subprocess
 import sys
 import time
 from decimal import Decimal
@@ -27,12 +37,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _setup import bench_database, machine_facts  # noqa: E402
+from _setup import bench_database, libpq_dsn, load_average, machine_facts, pgbench_path, ratio_line  # noqa: E402
 
 WORKERS = 8
 DISTINCT_WALLETS = 1000
-DISTINCT_CHARGES = 16_000
-HOT_CHARGES = 4_000
 AMOUNT = Decimal("0.01")
 
 
@@ -138,54 +146,72 @@ def _pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000
 
 
-def main() -> None:
-    bench_database(BENCH_DB)
-    from django.db import connection
+def pgbench_env(dsn: dict) -> dict:
+    import os
 
+    names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "dbname": "PGDATABASE", "password": "PGPASSWORD"}
+    return {**os.environ, **{names[k]: str(v) for k, v in dsn.items()}}
+
+
+def pgbench_tpcb(dsn: dict, seconds: int) -> float:
+    """TPC-B transactions/s from pgbench (8 clients, 2 threads) on the tables ``pgbench -i -s 10`` made."""
+    run = subprocess.run([pgbench_path(), "-c", str(WORKERS), "-j", "2", "-T", str(seconds), "-n"],
+                         capture_output=True, text=True, env=pgbench_env(dsn), check=True)
+    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", run.stdout)
+    return float(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--distinct-charges", type=int, default=8000, help="charges per round on distinct wallets")
+    parser.add_argument("--hot-charges", type=int, default=3000, help="charges per round on the hot wallet")
+    parser.add_argument("--pgbench-seconds", type=int, default=5, help="seconds of pgbench TPC-B per round")
+    args = parser.parse_args()
+    url = bench_database(BENCH_DB)
     from wallets.models import Wallet
     from wallets.selectors import ledger_verify
 
-    print(f"wallet charges benchmark on database {BENCH_DB}: {machine_facts()}")
+    print(f"wallet charges benchmark on {url.rsplit('/', 1)[1]}: {machine_facts()}")
+    dsn = libpq_dsn()
+    subprocess.run([pgbench_path(), "-i", "-s", "10", "-q"], capture_output=True, env=pgbench_env(dsn), check=True)
 
     # 0. one charge at a time: statements and Python CPU per charge
     [probe] = make_wallets("probe", 1, Decimal(1000))
     print(f"sequential: {sequential_profile(probe)}")
 
-    # 1. distinct wallets
     ids = make_wallets("distinct", DISTINCT_WALLETS, Decimal(1000))
-    seconds, lat = run_parallel(_charge_worker, lambda w: (w, ids, DISTINCT_CHARGES, "distinct"))
-    rate = DISTINCT_CHARGES / seconds
-    print(f"distinct wallets: {DISTINCT_CHARGES} charges on {DISTINCT_WALLETS} wallets in {seconds:.2f} s = "
-          f"{rate:,.0f} charges/s (target >= 1,000/s); latency p50 {_pct(lat, .5):.1f} ms, "
-          f"p99 {_pct(lat, .99):.1f} ms")
-
-    # 2. one hot wallet, service layer
     [hot] = make_wallets("hot", 1, Decimal(1_000_000))
-    seconds, lat = run_parallel(_charge_worker, lambda w: (w, [hot], HOT_CHARGES, "hot"))
-    hot_rate = HOT_CHARGES / seconds
+    [bare] = make_wallets("bare", 1, Decimal(1_000_000))
+    distinct, hot_pairs, hot_lat, bare_lat = [], [], [], []
+    for r in range(args.rounds):
+        n = args.distinct_charges
+        seconds, lat = run_parallel(_charge_worker, lambda w: (w, ids, n, f"distinct-{r}"))
+        rate = n / seconds
+        tpcb = pgbench_tpcb(dsn, args.pgbench_seconds)
+        distinct.append((rate, tpcb))
+        print(f"round {r + 1}: distinct wallets {rate:,.0f} charges/s (p50 {_pct(lat, .5):.1f} ms, "
+              f"p99 {_pct(lat, .99):.1f} ms) | pgbench TPC-B {tpcb:,.0f} tps | load {load_average()}")
+        n = args.hot_charges
+        seconds, lat = run_parallel(_charge_worker, lambda w: (w, [hot], n, f"hot-{r}"))
+        hot_rate, hot_lat = n / seconds, hot_lat + lat
+        seconds, lat = run_parallel(_sql_worker, lambda w: (w, bare, n, dsn))
+        bare_rate, bare_lat = n / seconds, bare_lat + lat
+        hot_pairs.append((hot_rate, bare_rate))
+        print(f"round {r + 1}: hot wallet {hot_rate:,.0f} charges/s (row lock held {1000 / hot_rate:.2f} ms a "
+              f"charge) | bare UPDATE loop {bare_rate:,.0f}/s ({1000 / bare_rate:.2f} ms) | load {load_average()}")
+    print(ratio_line("distinct wallets / pgbench TPC-B (target >= 0.8)", distinct, "per s"))
+    print(ratio_line("hot wallet / bare UPDATE loop (target >= 0.7)", hot_pairs, "per s"))
+    print(f"hot wallet latency p50 {_pct(hot_lat, .5):.1f} ms, p99 {_pct(hot_lat, .99):.1f} ms; bare loop p50 "
+          f"{_pct(bare_lat, .5):.1f} ms, p99 {_pct(bare_lat, .99):.1f} ms")
+
     wallet = Wallet.objects.get(pk=hot)
     [check] = ledger_verify(wallet_ids=[hot])
-    expected = Decimal(1_000_000) - AMOUNT * HOT_CHARGES
+    expected = Decimal(1_000_000) - AMOUNT * args.hot_charges * args.rounds
     lost = (expected - wallet.balance) / AMOUNT
-    print(f"hot wallet: {HOT_CHARGES} charges in {seconds:.2f} s = {hot_rate:,.0f} charges/s (target >= 300/s); "
-          f"latency p50 {_pct(lat, .5):.1f} ms, p99 {_pct(lat, .99):.1f} ms")
     print(f"hot wallet: balance {wallet.balance.normalize():f} (expected {expected.normalize():f}), "
           f"ledger sum {check.ledger_balance.normalize():f}, lost updates: {lost.normalize():f}, "
           f"verify_ledger {'OK' if check.ok else 'MISMATCH ' + '; '.join(check.problems)}")
-
-    # 3. the same hot wallet, bare SQL
-    [bare] = make_wallets("bare", 1, Decimal(1_000_000))
-    params = connection.get_connection_params()
-    dsn = {k: params[k] for k in ("host", "port", "user", "dbname") if params.get(k)}
-    if params.get("password"):
-        dsn["password"] = params["password"]
-    seconds, lat = run_parallel(_sql_worker, lambda w: (w, bare, HOT_CHARGES, dsn))
-    bare_rate = HOT_CHARGES / seconds
-    print(f"bare SQL UPDATE loop on one wallet: {HOT_CHARGES} updates in {seconds:.2f} s = {bare_rate:,.0f}/s; "
-          f"latency p50 {_pct(lat, .5):.1f} ms, p99 {_pct(lat, .99):.1f} ms; "
-          f"service layer / bare SQL = {hot_rate / bare_rate:.2f}")
-    with open("/proc/loadavg") as f:
-        print(f"load average at the end: {' '.join(f.read().split()[:3])}")
     if not check.ok or lost != 0:
         sys.exit("lost updates or a ledger mismatch")
 

@@ -60,6 +60,25 @@ def request_fingerprint(operation: str, params: Mapping[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def _json_leaf(value: Any) -> Any:
+    # What ``_canonical`` makes of a value the JSON encoder cannot write itself (a Decimal, a time, a model).
+    canonical = _canonical(value)
+    return str(canonical) if canonical is value else canonical
+
+
+def request_fingerprint_json(operation: str, params: Mapping[str, Any]) -> str:
+    """:func:`request_fingerprint` of parameters whose mappings all have string keys, as a parsed JSON
+    body's do: the same digest, written by the JSON encoder in one pass instead of a canonical copy.
+
+    With string keys the two agree byte for byte: the encoder sorts and writes the same keys, and
+    hands each Decimal, datetime or model instance to ``_canonical`` (the equality test is
+    ``tests/billing_site/test_idempotency_fingerprint.py``). Other keys need :func:`request_fingerprint`.
+    """
+    payload = json.dumps({"operation": operation, "params": params}, sort_keys=True, separators=(",", ":"),
+                         default=_json_leaf)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 def idempotency_key_check(idempotency_key: object) -> str:
     """``idempotency_key`` if it is a non-empty string of at most 255 characters, else ``InvalidRequest``."""
     if not isinstance(idempotency_key, str) or not idempotency_key.strip() or len(idempotency_key) > 255:
@@ -67,7 +86,8 @@ def idempotency_key_check(idempotency_key: object) -> str:
     return idempotency_key
 
 
-def idempotency_claim(*, scope: str, key: str, operation: str, params: Mapping[str, Any]) -> tuple[IdempotencyRecord, bool]:
+def idempotency_claim(*, scope: str, key: str, operation: str, params: Mapping[str, Any],
+                      fingerprint: str | None = None) -> tuple[IdempotencyRecord, bool]:
     """Insert the key's record, or return the existing one as a replay.
 
     Must run inside the transaction that does the work. ``INSERT … ON CONFLICT (scope, key) DO
@@ -76,9 +96,10 @@ def idempotency_claim(*, scope: str, key: str, operation: str, params: Mapping[s
     read (READ COMMITTED sees it); if it rolled back, ours is inserted. The unique constraint, not a
     prior ``exists()`` check, is what admits exactly one request.
 
+    ``fingerprint``: the parameters' digest when the caller has it (:func:`request_fingerprint_json`).
     Returns ``(record, replayed)``. Raises :class:`IdempotencyError` on different parameters.
     """
-    fingerprint = request_fingerprint(operation, params)
+    fingerprint = fingerprint or request_fingerprint(operation, params)
     created_at = timezone.now()
     table = connection.ops.quote_name(IdempotencyRecord._meta.db_table)
     with connection.cursor() as cursor:
@@ -110,7 +131,8 @@ def idempotency_record_claimed(*, scope: str, key: str, fingerprint: str) -> Ide
 
 def idempotent_run(*, scope: str, idempotency_key: str, operation: str, params: Mapping[str, Any],
                    body: Callable[[], T], response: Callable[[T], tuple[str, str, dict]],
-                   replay: Callable[[IdempotencyRecord], T]) -> tuple[T, IdempotencyRecord, bool]:
+                   replay: Callable[[IdempotencyRecord], T],
+                   fingerprint: str | None = None) -> tuple[T, IdempotencyRecord, bool]:
     """Run ``body()`` once per ``(scope, idempotency_key)``; a replay returns ``replay(record)`` instead.
 
     Must be called inside the caller's ``transaction.atomic`` (the service's own), which covers
@@ -121,7 +143,8 @@ def idempotent_run(*, scope: str, idempotency_key: str, operation: str, params: 
     :class:`IdempotencyError` (the key was used with other parameters or another operation).
     """
     key = idempotency_key_check(idempotency_key)
-    record, replayed = idempotency_claim(scope=scope, key=key, operation=operation, params=params)
+    record, replayed = idempotency_claim(scope=scope, key=key, operation=operation, params=params,
+                                         fingerprint=fingerprint)
     if replayed:
         return replay(record), record, True
     result = body()
@@ -133,7 +156,8 @@ def idempotent_run(*, scope: str, idempotency_key: str, operation: str, params: 
 
 
 def idempotent_request_run(*, scope: str, idempotency_key: str, operation: str, params: Mapping[str, Any],
-                           body: Callable[[], tuple[int, Any]]) -> tuple[int, Any, bool]:
+                           body: Callable[[], tuple[int, Any]],
+                           fingerprint: str | None = None) -> tuple[int, Any, bool]:
     """Run an API request that has no idempotency of its own once per ``(scope, idempotency_key)``.
 
     For the API's money-moving POSTs whose services take no key (usage batches, allocation runs,
@@ -150,7 +174,7 @@ def idempotent_request_run(*, scope: str, idempotency_key: str, operation: str, 
     key = idempotency_key_check(idempotency_key)
     with transaction.atomic(durable=True):
         (status, response), _, replayed = idempotent_run(
-            scope=scope, idempotency_key=key, operation=operation, params=params, body=body,
+            scope=scope, idempotency_key=key, operation=operation, params=params, body=body, fingerprint=fingerprint,
             response=lambda result: ("api_response", "", {"status": result[0], "body": result[1]}),
             replay=lambda record: (record.response["status"], record.response["body"]),
         )

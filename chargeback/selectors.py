@@ -193,8 +193,11 @@ def price_items(
     candidates = price_candidates(team=team, items=[item for item, _q, _at in lines],
                                   at=next(iter(times)) if len(times) == 1 else None)
     priced: list[PricedItem | None] = []
+    picked: dict[tuple[PriceItem, dt.datetime], Price | None] = {}  # a batch repeats its items and times
     for item, quantity, at in lines:
-        price = price_pick(candidates.get(item, []), team=team, at=at)
+        if (item, at) not in picked:
+            picked[(item, at)] = price_pick(candidates.get(item, []), team=team, at=at)
+        price = picked[(item, at)]
         priced.append(None if price is None else price_apply(price=price, quantity=quantity))
     return priced
 

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 
 from billing_site.api.auth import is_api_key
 from billing_site.errors import IdempotencyKeyRequired
-from billing_site.idempotency import idempotent_request_run
+from billing_site.idempotency import idempotent_request_run, request_fingerprint_json
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: What :func:`idempotency_key_of` accepts as a key: 1 to 255 characters, not all white space.
@@ -67,8 +67,12 @@ def replayable(response: Response, replayed: bool) -> Response:
     return response
 
 
-def run_idempotent(request, *, operation: str, params: dict, body) -> Response:
-    """Run ``body() -> (status, data)`` once per Idempotency-Key (stored response); without a key, just run it."""
+def run_idempotent(request, *, operation: str, params: dict, body, json_params: bool = False) -> Response:
+    """Run ``body() -> (status, data)`` once per Idempotency-Key (stored response); without a key, just run it.
+
+    ``json_params``: every mapping in ``params`` has string keys (a parsed JSON body's parts), so the
+    fingerprint is written in one pass (``billing_site.idempotency.request_fingerprint_json``).
+    """
     key = idempotency_key_of(request, required=False)
     if key is None:
         status_code, data = body()
@@ -79,8 +83,10 @@ def run_idempotent(request, *, operation: str, params: dict, body) -> Response:
         # Store exactly what is sent: the rendered JSON (decimal strings, ISO dates).
         return status_code, json.loads(json.dumps(data, cls=_ApiJSONEncoder))
 
+    fingerprint = request_fingerprint_json(operation, params) if json_params else None
     status_code, data, replayed = idempotent_request_run(
-        scope=principal_scope(request), idempotency_key=key, operation=operation, params=params, body=json_body
+        scope=principal_scope(request), idempotency_key=key, operation=operation, params=params, body=json_body,
+        fingerprint=fingerprint,
     )
     return replayable(Response(data, status=status_code), replayed)
 

@@ -127,7 +127,7 @@ class UsageViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             }
 
         params = {"team": team.pk, "records": request.data.get("records")}
-        return run_idempotent(request, operation="usage_batch", params=params, body=body)
+        return run_idempotent(request, operation="usage_batch", params=params, body=body, json_params=True)
 
     @extend_schema(parameters=[s.UsageSummaryQuerySerializer], responses=s.UsageSummarySerializer)
     @action(detail=False, methods=["get"], pagination_class=None, filterset_class=None)

@@ -329,19 +329,22 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str) -> l
     ])))
 
     allowed = billing_settings_get(team=team).billing_currencies() if team is not None else ()  # one read
+    team_id = team.pk if team is not None else None
+    attnames = [f.attname for f in UsageRecord._meta.concrete_fields]
+    defaulted = [f for f in UsageRecord._meta.concrete_fields if f.attname not in _ROW_VALUES]
     results: list[UsageRecord | None] = [None] * len(rows)
     new: list[UsageRecord] = []
-    new_index: dict[str, tuple[UsageRecord, dict]] = {}
+    new_index: dict[str, tuple[UsageRecord, int]] = {}
     for i, row in enumerate(rows):
         key = row["idempotency_key"]
-        requested = _usage_request(team, row)
         try:
             if key in existing:
-                results[i] = _replayed(existing[key], requested)
+                results[i] = _replayed(existing[key], _usage_request(team, row))
                 continue
             if key in new_index:
-                first, first_requested = new_index[key]
-                if first_requested != requested:
+                # What a row asked for is compared only when its key repeats in the batch.
+                first, first_index = new_index[key]
+                if _usage_request(team, rows[first_index]) != _usage_request(team, row):
                     raise IdempotencyError(
                         f"idempotency key {key!r} appears twice in the batch with different parameters",
                         param=None,
@@ -367,23 +370,39 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str) -> l
                 team_currency_check(team=team, currency=currency)
             except CurrencyNotAllowed as exc:
                 raise _row_error(exc, i, "currency") from None
-        occurred_at = row["occurred_at"]
-        record = UsageRecord(
-            team=team, user=row.get("user"), agent_id=row.get("agent_id") or "", resource_type=row["resource_type"],
-            provider=item[1], model=item[2], unit=item[3], quantity=row["quantity"], cost=cost, currency=currency,
-            occurred_at=occurred_at, billing_period_start=occurred_at.astimezone(dt.timezone.utc).date().replace(day=1),
-            source=source, feature_key=row.get("feature_key") or "",
-            external_reference=row.get("external_reference") or "", idempotency_key=key,
-            metadata=row.get("metadata") if row.get("metadata") is not None else {},
-        )
+        occurred_at, user = row["occurred_at"], row.get("user")
+        values = {
+            "id": None, "team_id": team_id, "user_id": user.pk if user is not None else None,
+            "agent_id": row.get("agent_id") or "", "resource_type": row["resource_type"], "provider": item[1],
+            "model": item[2], "unit": item[3], "quantity": row["quantity"], "cost": cost, "currency": currency,
+            "occurred_at": occurred_at,
+            "billing_period_start": occurred_at.astimezone(dt.timezone.utc).date().replace(day=1),
+            "source": source, "feature_key": row.get("feature_key") or "",
+            "external_reference": row.get("external_reference") or "", "idempotency_key": key,
+            "metadata": row.get("metadata") if row.get("metadata") is not None else {},
+        }
+        for field in defaulted:
+            values[field.attname] = field.get_default()
+        # Positional values in the model's field order: the cheap way Django builds rows it reads.
+        record = UsageRecord(*[values[name] for name in attnames])
+        record._state.fields_cache.update(team=team, user=user)
         record.replayed = False
         new.append(record)
-        new_index[key] = (record, requested)
+        new_index[key] = (record, i)
         results[i] = record
     if new:
         with transaction.atomic():
             _usage_records_write(new)
     return results
+
+
+#: The columns a usage record's row sets from the request; every other column takes its field default.
+_ROW_VALUES = {"id", "team_id", "user_id", "agent_id", "resource_type", "provider", "model", "unit", "quantity", "cost",
+               "currency", "occurred_at", "billing_period_start", "source", "feature_key", "external_reference",
+               "idempotency_key", "metadata"}
+
+#: The JSON text of an empty object or list, written without the encoder (most rows' metadata and tags).
+_EMPTY_JSON = {dict: "{}", list: "[]"}
 
 
 def _usage_records_write(records: list[UsageRecord]) -> None:
@@ -396,6 +415,7 @@ def _usage_records_write(records: list[UsageRecord]) -> None:
     """
     table = UsageRecord._meta.db_table
     fields = [f for f in UsageRecord._meta.concrete_fields]
+    attnames = [f.attname for f in fields]
     quote = connection.ops.quote_name
     now = timezone.now()
     with connection.cursor() as cursor:
@@ -408,9 +428,12 @@ def _usage_records_write(records: list[UsageRecord]) -> None:
         with connection.wrap_database_errors, cursor.cursor.copy(sql) as copy:
             for pk, record in zip(ids, records):
                 record.pk, record.created_at = pk, now
+                # The instance's own values (its __dict__, as the model set them), JSON columns as JSON text.
+                values = record.__dict__
                 copy.write_row([
-                    json.dumps(value) if isinstance(value, (dict, list)) else value
-                    for value in (getattr(record, f.attname) for f in fields)
+                    (json.dumps(value) if value else _EMPTY_JSON[type(value)]) if isinstance(value, (dict, list))
+                    else value
+                    for value in [values[name] for name in attnames]
                 ])
     for record in records:
         record._state.adding, record._state.db = False, connection.alias

@@ -46,7 +46,7 @@ def charge_params(*, wallet: Wallet, amount: Decimal, feature_key: str, descript
 
 
 @functools.cache
-def _billing_defaults() -> tuple:
+def billing_defaults() -> tuple:
     """What a team without a ``BillingSettings`` row is charged under: the model's field defaults."""
     field = BillingSettings._meta.get_field
     return (str(field("billing_model").get_default()), field("credit_limit").get_default(),
@@ -82,7 +82,7 @@ def wallet_charge(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feat
         wallet.pk, scope, idempotency_key, fingerprint, amount, feature_key, description, reference_type,
         reference_id, getattr(created_by, "pk", None),
         LedgerEntry._meta.get_field("metadata").get_db_prep_save(metadata, connection), now, now.isoformat(),
-        *_billing_defaults(),
+        *billing_defaults(),
     ]
     try:
         with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():

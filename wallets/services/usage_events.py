@@ -8,17 +8,21 @@ funds or a frozen wallet is recorded as a rejected event.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
+from django.db.models.expressions import DatabaseDefault
 from django.utils import timezone
 
 from billing_site.errors import InvalidRequest
+from billing_site.idempotency import request_fingerprint
 from chargeback.errors import PriceNotFound
+from chargeback.models import UsageRecord
 from chargeback.selectors import price_items, price_not_found
 from chargeback.services.usage import usage_records_create
 from teams.models import BillingSettings, Team
@@ -27,8 +31,9 @@ from wallets.errors import InsufficientFunds, ProviderNotAllowed, WalletFrozen
 from wallets.models import LedgerEntry, UsageEvent, UsageEventItem, Wallet
 
 from .amounts import ZERO, amount_not_negative
+from .charges import billing_defaults
 from .posting import entry_debit, funds_shortfall, wallet_totals_save
-from .results import team_idempotent_run
+from .results import result_response, team_idempotent_run
 from .wallets import wallet_lock, wallet_open
 
 #: Most items one quote or usage event may carry.
@@ -118,6 +123,80 @@ def quote(*, team: Team, items: Sequence[Mapping[str, Any]], at: dt.datetime | N
     return _quote(team, billing_settings_get(team=team), _parse_items(items), at or timezone.now())
 
 
+#: ``wallets_usage_event_charge(...)``, the SQL function of wallets migration 0011.
+_EVENT_FUNCTION_SQL = f"SELECT * FROM wallets_usage_event_charge({', '.join(['%s'] * 18)})"
+#: The function declined the call (nothing kept): the step-by-step path answers it.
+SQLSTATE_STEP_BY_STEP = "WLSTP"
+#: PostgreSQL's numeric_value_out_of_range: the step-by-step path names the amount out of range.
+SQLSTATE_OUT_OF_RANGE = "22003"
+_RECORD_FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
+
+
+def _json_value(field, value):
+    """A usage record's field value as ``jsonb_populate_record`` reads it back into its column."""
+    if isinstance(value, DatabaseDefault):
+        return getattr(field.db_default, "value", None)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    return value
+
+
+def _charge_in_one_call(*, team: Team, user, feature_key: str, external_reference_id: str, idempotency_key: str,
+                        parsed: list[dict], params: dict, metadata: dict) -> UsageEvent | None:
+    """The charged event, written by one call of ``wallets_usage_event_charge``; ``None`` when the
+    step-by-step path must answer (any error, refusal, replay or uncommon case; nothing is kept then)."""
+    if not isinstance(idempotency_key, str) or not idempotency_key.strip() or len(idempotency_key) > 255:
+        return None
+    now, currency = timezone.now(), team.currency.upper()
+    period = now.astimezone(dt.timezone.utc).date().replace(day=1)
+    records = []
+    for row in parsed:  # every column from the model (its defaults included); cost, key and ids from the function
+        record = UsageRecord(
+            team=team, user=user, agent_id="", resource_type=row["category"], provider=row["provider"],
+            model=row["model"], unit=row["unit"], quantity=row["quantity"], cost=ZERO, currency=currency,
+            occurred_at=now, billing_period_start=period, source=UsageRecord.Source.CHARGE, feature_key=feature_key,
+            external_reference=external_reference_id, created_at=now,
+        )
+        records.append({f.column: _json_value(f, getattr(record, f.attname)) for f in _RECORD_FIELDS})
+    lines = [{name: row[name] for name in _ITEM_FIELDS} | {"quantity": format(row["quantity"], "f")} for row in parsed]
+    _type, response = result_response(UsageEvent(status=UsageEvent.Status.CHARGED, currency=currency))
+    jsonb = connection.ops.adapt_json_value
+    args = [
+        f"team:{team.pk}", idempotency_key, request_fingerprint("usage_event_charge", params), now, team.pk, currency,
+        getattr(user, "pk", None), feature_key, external_reference_id, jsonb(metadata, None), jsonb(lines, None),
+        jsonb(records, None), jsonb(response, None), *billing_defaults(),
+    ]
+    try:
+        with transaction.atomic(durable=True) if connection.in_atomic_block else contextlib.nullcontext():
+            with connection.cursor() as cursor:
+                cursor.execute(_EVENT_FUNCTION_SQL, args)
+                event_id, wallet_id, entry_id, total, unit_prices, costs, price_ids, record_ids = cursor.fetchone()
+    except DatabaseError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) in (SQLSTATE_STEP_BY_STEP, SQLSTATE_OUT_OF_RANGE):
+            return None
+        raise
+    event = UsageEvent(
+        pk=event_id, team=team, user=user, wallet_id=wallet_id, feature_key=feature_key,
+        external_reference_id=external_reference_id, idempotency_key=idempotency_key,
+        status=UsageEvent.Status.CHARGED, total=total, currency=currency, ledger_entry_id=entry_id,
+        metadata=metadata, created_at=now,
+    )
+    event._state.adding, event._state.db, event.replayed = False, connection.alias, False
+    items = event.items.all()  # the items as a prefetch leaves them: read without a query
+    items._result_cache = [
+        UsageEventItem(event=event, position=position, category=row["category"], provider=row["provider"],
+                       model=row["model"], unit=row["unit"], quantity=row["quantity"], unit_price=unit_prices[position],
+                       cost=costs[position], currency=currency, price_id=price_ids[position],
+                       usage_record_id=record_ids[position])
+        for position, row in enumerate(parsed)
+    ]
+    items._prefetch_done = True
+    event._prefetched_objects_cache = {"items": items}
+    return event
+
+
 def _rejection_error(event: UsageEvent, response: dict) -> Exception:
     if event.rejection_code == WalletFrozen.code:
         return WalletFrozen(event.rejection_reason, event=event)
@@ -142,10 +221,22 @@ def usage_event_charge(*, team: Team, user, feature_key: str, external_reference
     with its items and reason, move nothing, and then raise ``InsufficientFunds`` /
     ``WalletFrozen`` carrying ``.event`` (the API answers 402/409 and the attempt is kept). A
     replay of the same key and parameters returns the charged event, or raises the same error again.
+
+    The common case (a new key, every item priced in the team's currency, an active team wallet
+    or member's wallet that exists, without granted credit, within the floor, crossing no warning
+    threshold) is one call of the SQL function ``wallets_usage_event_charge`` (wallets migration
+    0011), which prices, records and debits; the returned event carries its items, so answering it
+    reads nothing more. Everything else, and every error, takes the steps below, with the same
+    rules (``tests/wallets/test_event_function.py`` checks the two agree).
     """
     parsed = _parse_items(items)
     params = {"team": team.pk, "user": getattr(user, "pk", None), "feature_key": feature_key,
               "external_reference_id": external_reference_id, "items": parsed, "metadata": metadata or {}}
+    event = _charge_in_one_call(team=team, user=user, feature_key=feature_key,
+                                external_reference_id=external_reference_id, idempotency_key=idempotency_key,
+                                parsed=parsed, params=params, metadata=metadata or {})
+    if event is not None:
+        return event
     rejection: dict = {}
 
     def body() -> UsageEvent:
