@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
-from django.http import HttpResponseRedirect
+from django.http import FileResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -42,6 +43,8 @@ from billing_site.admin_mixins import (
 from billing_site.errors import BillingError
 from billing_site.money import format_metered
 from chargeback.errors import TeamMappingError
+from chargeback.focus.export import FORMATS as FOCUS_FORMATS
+from chargeback.focus.export import focus_export_write
 from chargeback.focus.preview import focus_file_preview
 from chargeback.focus.results import FocusImportError
 from chargeback.forms import (
@@ -51,7 +54,7 @@ from chargeback.forms import (
     UsageAdjustmentForm,
     UsageVoidForm,
 )
-from chargeback.periods import month_start
+from chargeback.periods import BillingPeriod, month_start
 from chargeback.services.focus_import import focus_import
 from chargeback.services.team_mapping import (
     team_mapping_check,
@@ -500,6 +503,28 @@ class AllocationRunAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
     list_select_related = ["created_by"]
     inlines = [AllocatedCostInline]
     readonly_fields = ["all_allocations", "not_billed"]
+    actions = ["export_focus_csv", "export_focus_parquet"]
+
+    def _export_focus(self, request, queryset, fmt: str):
+        """The FOCUS export (``chargeback.focus.export``) of the selected run's month, as a download."""
+        runs = list(queryset.order_by("pk")[:2])
+        if len(runs) != 1 or runs[0].status != AllocationRun.Status.COMMITTED:
+            self.message_user(request, "Select one committed run: its month is exported.", messages.ERROR)
+            return None
+        run = runs[0]
+        spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - closed by FileResponse
+        focus_export_write(period=BillingPeriod(run.period_start, run.period_end), out=spool, fmt=fmt)
+        spool.seek(0)
+        return FileResponse(spool, as_attachment=True, filename=f"focus-{run.period_start:%Y-%m}.{fmt}",
+                            content_type=FOCUS_FORMATS[fmt])
+
+    @admin.action(description="Export the month as FOCUS (CSV)")
+    def export_focus_csv(self, request, queryset):
+        return self._export_focus(request, queryset, "csv")
+
+    @admin.action(description="Export the month as FOCUS (Parquet)")
+    def export_focus_parquet(self, request, queryset):
+        return self._export_focus(request, queryset, "parquet")
 
     @admin.display(description="Not billed")
     def not_billed(self, obj):

@@ -9,6 +9,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from chargeback.api import views as chargeback_views
+from chargeback.api.focus_export import FocusExportView
 from invoices.api import views as invoice_views
 from teams.api import views as team_views
 from wallets.api import views as wallet_views
@@ -46,5 +47,7 @@ def api_urlpatterns() -> list:
             for granularity in ("day", "month", "year")
         ],
     ]
+    # FOCUS out: the allocated costs of a month as a FOCUS file.
+    patterns.append(path("focus-export/", FocusExportView.as_view(), name="focus-export"))
     patterns += invoice_views.urlpatterns(router)
     return patterns + router.urls
