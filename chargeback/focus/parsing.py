@@ -329,6 +329,16 @@ class RowParser:
                     return mapped_key(team_id)
         return None
 
+    def used_columns(self) -> set[int]:
+        """Indexes of the header's columns a row with an ``Id`` is read from (every other column only
+        counts in the hash of a row without one): a Parquet reader converts just these."""
+        used = {self.i_cost, self.i_currency, self.i_period, self.i_category, self.i_start, self.i_provider,
+                self.i_service, self.i_effective, self.i_subaccount, self.i_resource, self.i_tags, self.i_id,
+                self.i_account, self.i_quantity, self.i_unit, self.i_class}
+        used.update(i for _, i in self.metadata_columns)
+        used.update(self.index[c] for c in ("SubAccountId",) if c in self.index)
+        return {i for i in used if i < self.width}
+
     def use_mapping(self, mapping) -> None:
         """Apply finance's team mappings (a ``chargeback.focus.teams.MappingIndex``) before the team tag."""
         self.mapping = mapping

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
+import itertools
 import json
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -152,17 +153,36 @@ class _ParquetRecords(FocusRecords):
             raise FocusImportError(f"not a readable Parquet file ({exc})", file=name) from None
         self.header = _checked_header([f.name for f in self.file.schema_arrow], name)
 
+    #: Indexes of the columns the parser reads from a row with an Id (``RowParser.used_columns``);
+    #: ``None``: all. In a batch where every row has an Id, only these are converted to text (the
+    #: others are given as empty): converting typed columns is most of the reading time.
+    wanted: set[int] | None = None
+    id_index: int | None = None
+
     def __iter__(self) -> Iterator[list[str]]:
         import pyarrow as pa  # noqa: PLC0415
+        import pyarrow.compute as pc  # noqa: PLC0415
 
         rownum = 0
+        blank = pa.array(["", "NULL", "null", "Null"])
+        header = self.header
         try:
-            batches = self.file.iter_batches(batch_size=self.batch_rows, use_threads=False)
-            for batch in batches:
-                columns = [_text_column(batch.column(i), self.header[i], self, rownum)
-                           for i in range(batch.num_columns)]
-                rownum += batch.num_rows
-                yield from map(list, zip(*columns, strict=True))
+            for group in range(self.file.num_row_groups):
+                # Read only the wanted columns of a row group whose rows all have an Id.
+                names = None
+                if self.wanted is not None and self.id_index is not None:
+                    ids = self.file.read_row_group(group, columns=[header[self.id_index]]).column(0)
+                    if not ids.null_count and not (pa.types.is_string(ids.type)
+                                                   and pc.any(pc.is_in(ids, blank)).as_py()):
+                        names = [header[i] for i in sorted(self.wanted)]
+                    del ids
+                for batch in self.file.iter_batches(batch_size=self.batch_rows, row_groups=[group], columns=names,
+                                                    use_threads=False):
+                    got = {name: batch.column(i) for i, name in enumerate(batch.schema.names)}
+                    columns = [_text_column(got[name], name, self, rownum) if name in got else itertools.repeat("")
+                               for name in header]
+                    rownum += batch.num_rows
+                    yield from map(list, zip(*columns))
         except FocusImportError:
             raise
         except (pa.ArrowException, OSError, ValueError) as exc:
@@ -181,8 +201,13 @@ def _text_column(array, column: str, records: _ParquetRecords, first_row: int) -
         kind = array.type
     if pa.types.is_map(kind) or pa.types.is_struct(kind) or pa.types.is_list(kind) or pa.types.is_large_list(kind):
         return [_json_text(value) for value in array.to_pylist()]
-    if pa.types.is_timestamp(kind) and kind.tz is None:
-        array = array.cast(pa.timestamp(kind.unit, tz="UTC"))  # naive means UTC, as in a CSV
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        if pa.types.is_timestamp(kind) and kind.tz is None:
+            array = array.cast(pa.timestamp(kind.unit, tz="UTC"))  # naive means UTC, as in a CSV
+        # A cost file has few distinct moments (hours of one month): format each once.
+        encoded = pc.dictionary_encode(array)
+        texts = pc.cast(encoded.dictionary, pa.string()).to_pylist()
+        return [("" if i is None else texts[i]) for i in encoded.indices.to_pylist()]
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         array = pc.cast(array, pa.string())
     elif pc.any(pc.match_substring(array, "\x00")).as_py():

@@ -99,6 +99,9 @@ def focus_import(
         result.focus_version = detect_version(records.header)
         parser = RowParser(records.header, file=name, team_tag=team_tag,
                            subaccount_fallback=subaccount_fallback)
+        if records.file_format == "parquet":
+            records.wanted = parser.used_columns()
+            records.id_index = parser.index.get("Id")
         rows = good_rows(records, parser, result, skip_bad_rows=skip_bad_rows, report=report)
         with transaction.atomic():
             parser.use_mapping(MappingIndex.load())
