@@ -66,7 +66,7 @@ def _child_import(path: str) -> dict:
     from chargeback.services.focus_import import focus_import
 
     baseline = _peak_mib()
-    result = focus_import(path=path)
+    result = focus_import(path=path, create_teams=True)
     return {"rows_read": result.rows_read, "rows_imported": result.rows_imported,
             "rows_duplicate": result.rows_duplicate, "seconds": result.seconds,
             "rows_per_second": result.rows_per_second, "timings": result.timings,

@@ -18,6 +18,7 @@ from billing_site.dashboard import dashboard_get
 from billing_site.models import IdempotencyRecord
 from billing_site.money import format_amount, format_metered
 from chargeback.errors import AllocationError, MixedCurrencyError
+from chargeback.focus.pools import pool_breakdown
 from chargeback.forms import BillingRunCommitForm, BillingRunForm
 from chargeback.models import AllocationRun
 from chargeback.selectors import usage_period_currencies
@@ -124,6 +125,7 @@ class BillingAdminSite(admin.AdminSite):
             unallocated=format_metered(run.unallocated_cost, run.currency),
             ties_out=run.allocated_cost + run.unallocated_cost == run.total_cost,
             not_billed=[entry["message"] for entry in result.refused],
+            pools=pool_breakdown(period=period),
             commit_form=BillingRunCommitForm(initial={
                 "period": f"{period.start:%Y-%m}", "teams": teams, "render_pdfs": data["render_pdfs"],
                 "previewed_records": run.record_count, "previewed_total": run.total_cost,

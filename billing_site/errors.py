@@ -31,6 +31,8 @@ invalid_usage             400     ``chargeback``' ``InvalidUsage``: a usage reco
 invalid_period            400     ``chargeback.periods.PeriodError``: not a whole calendar month
 invalid_focus_file        400     ``chargeback.focus``' ``FocusImportError``: a FOCUS file that cannot
                                   be imported (the message names the file, row, line and column)
+invalid_team_mapping      400     ``chargeback``' ``TeamMappingError``: a team mapping that cannot be
+                                  recorded (``param`` names the field)
 insufficient_funds        402     ``wallets``' ``InsufficientFunds``: available credit below the amount
 provider_not_allowed      403     ``wallets``' ``ProviderNotAllowed``: the team does not allow it
 idempotency_error         409     :class:`IdempotencyError`: the key was used with other parameters

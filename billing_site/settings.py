@@ -160,6 +160,8 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     # Targets carry their rule's id in serialized_data, so a rule's history can show them.
     {"model": "chargeback.AllocationTarget", "serialize_data": True},
     "teams.BillingSettings",
+    # Team mappings keep their history as rows (valid_from / valid_to); the trail adds who and when.
+    "chargeback.TeamMapping",
 )
 # Not Wallet: its running totals change with every charge, and auditing them would cost each
 # charge a read and a write; the ledger is its audit trail.

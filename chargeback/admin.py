@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
-from django.http import HttpResponseRedirect
+from django.http import FileResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -41,6 +42,9 @@ from billing_site.admin_mixins import (
 )
 from billing_site.errors import BillingError
 from billing_site.money import format_metered
+from chargeback.errors import TeamMappingError
+from chargeback.focus.export import FORMATS as FOCUS_FORMATS
+from chargeback.focus.export import focus_export_write
 from chargeback.focus.preview import focus_file_preview
 from chargeback.focus.results import FocusImportError
 from chargeback.forms import (
@@ -50,13 +54,19 @@ from chargeback.forms import (
     UsageAdjustmentForm,
     UsageVoidForm,
 )
-from chargeback.periods import month_start
+from chargeback.periods import BillingPeriod, month_start
 from chargeback.services.focus_import import focus_import
+from chargeback.services.team_mapping import (
+    team_mapping_check,
+    team_mapping_create_team,
+    team_mapping_end,
+    team_mapping_set,
+)
 from chargeback.services.usage import usage_adjustment_record, usage_record_void
 from teams.models import Team
 from teams.selectors import user_is_finance
 
-from .models import AllocatedCost, AllocationRule, AllocationRun, AllocationTarget, Price, UsageRecord
+from .models import AllocatedCost, AllocationRule, AllocationRun, AllocationTarget, Price, TeamMapping, UsageRecord
 
 # --- Usage ---------------------------------------------------------------------------------------
 
@@ -304,11 +314,36 @@ class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin
                 form.add_error("file", f"{form.cleaned_data['file'].name}: {exc.reason}"
                                + (f" (line {exc.line}, column {exc.column})" if exc.column else ""))
             else:
-                context.update(preview=preview, token=token, options=options,
+                context.update(preview=preview, token=token, options=options, all_teams=Team.objects.order_by("name"),
                                file_name=form.cleaned_data["file"].name, title="Import a FOCUS file: preview")
                 return TemplateResponse(request, "admin/chargeback/usagerecord/import_focus.html", context)
         context["form"] = form
         return TemplateResponse(request, "admin/chargeback/usagerecord/import_focus.html", context)
+
+    def _apply_team_choices(self, request, team_tag: str) -> int:
+        """Finance's choice for each unmapped value of the preview: ``map:<team id>`` maps it to that team,
+        ``new:<currency>`` creates its team; anything else leaves it unallocated. Each choice is a
+        ``TeamMapping``, so the next file is matched the same way. Returns how many were recorded."""
+        decided = 0
+        for name, choice in request.POST.items():
+            if not name.startswith("choice_") or not choice:
+                continue
+            index = name.removeprefix("choice_")
+            value = request.POST.get(f"value_{index}", "")
+            source = request.POST.get(f"source_{index}", "tag")
+            kind, key = ((TeamMapping.Kind.SUB_ACCOUNT_NAME, "") if source == "sub_account_name"
+                         else (TeamMapping.Kind.TAG, team_tag))
+            if choice.startswith("map:"):
+                team = Team.objects.get(pk=int(choice.removeprefix("map:")))
+                team_mapping_set(kind=kind, key=key, value=value, team=team, created_by=request.user,
+                                 note="mapped in the FOCUS upload preview")
+            elif choice.startswith("new:"):
+                team_mapping_create_team(kind=kind, key=key, value=value, currency=choice.removeprefix("new:"),
+                                         created_by=request.user)
+            else:
+                continue
+            decided += 1
+        return decided
 
     def _import(self, request, context):
         target = _upload_path(request.POST.get("token", ""))
@@ -317,9 +352,17 @@ class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin
             self.message_user(request, "That upload is gone (imported already, or expired); upload the file again.",
                               messages.ERROR)
             return HttpResponseRedirect(reverse("admin:chargeback_usagerecord_import_focus"))
+        team_tag = request.POST.get("team_tag") or "business_unit"
+        try:
+            decided = self._apply_team_choices(request, team_tag)
+        except (TeamMappingError, Team.DoesNotExist, ValueError) as exc:
+            target.unlink(missing_ok=True)
+            context.update(error=f"Team choice refused: {getattr(exc, 'message', exc)}", form=FocusUploadForm(),
+                           title="Import a FOCUS file: refused")
+            return TemplateResponse(request, "admin/chargeback/usagerecord/import_focus.html", context)
         try:
             result = focus_import(
-                path=target, team_tag=request.POST.get("team_tag") or "business_unit",
+                path=target, team_tag=team_tag,
                 subaccount_fallback=request.POST.get("subaccount_fallback") == "True",
                 skip_bad_rows=request.POST.get("skip_bad_rows") == "True",
             )
@@ -331,7 +374,8 @@ class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin
             target.unlink(missing_ok=True)
         self.message_user(
             request, f"{file_name}: {result.rows_imported:,} rows imported, {result.rows_duplicate:,} already "
-            f"imported, {result.rows_skipped:,} skipped, {result.teams_created} team(s) created.",
+            f"imported, {result.rows_skipped:,} skipped, {result.teams_created} team(s) created, "
+            f"{decided} value(s) mapped from the preview.",
             messages.SUCCESS if not result.rows_skipped else messages.WARNING,
         )
         context.update(result=result, file_name=file_name, title="Import a FOCUS file: done")
@@ -459,6 +503,28 @@ class AllocationRunAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
     list_select_related = ["created_by"]
     inlines = [AllocatedCostInline]
     readonly_fields = ["all_allocations", "not_billed"]
+    actions = ["export_focus_csv", "export_focus_parquet"]
+
+    def _export_focus(self, request, queryset, fmt: str):
+        """The FOCUS export (``chargeback.focus.export``) of the selected run's month, as a download."""
+        runs = list(queryset.order_by("pk")[:2])
+        if len(runs) != 1 or runs[0].status != AllocationRun.Status.COMMITTED:
+            self.message_user(request, "Select one committed run: its month is exported.", messages.ERROR)
+            return None
+        run = runs[0]
+        spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - closed by FileResponse
+        focus_export_write(period=BillingPeriod(run.period_start, run.period_end), out=spool, fmt=fmt)
+        spool.seek(0)
+        return FileResponse(spool, as_attachment=True, filename=f"focus-{run.period_start:%Y-%m}.{fmt}",
+                            content_type=FOCUS_FORMATS[fmt])
+
+    @admin.action(description="Export the month as FOCUS (CSV)")
+    def export_focus_csv(self, request, queryset):
+        return self._export_focus(request, queryset, "csv")
+
+    @admin.action(description="Export the month as FOCUS (Parquet)")
+    def export_focus_parquet(self, request, queryset):
+        return self._export_focus(request, queryset, "parquet")
 
     @admin.display(description="Not billed")
     def not_billed(self, obj):
@@ -498,3 +564,72 @@ class AllocationRunAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
         extra_context = {**(extra_context or {}), "can_run_billing": user_may_run_billing(request.user)}
         return super().changelist_view(request, extra_context)
 
+
+
+# --- Team mappings -------------------------------------------------------------------------------
+
+
+class TeamMappingForm(forms.ModelForm):
+    """A new mapping; the service's checks run in ``clean`` so a refusal shows in the form."""
+
+    class Meta:
+        model = TeamMapping
+        fields = ["kind", "key", "value", "team", "valid_from", "note"]
+
+    valid_from = forms.DateField(required=False, help_text=(
+        "First of the first month it applies to. Empty: every month for a new value, this month for a "
+        "value mapped already (the mapping in force then ends)."))
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        try:
+            team_mapping_check(kind=data["kind"], key=data.get("key", ""), value=data["value"], team=data["team"],
+                               valid_from=data.get("valid_from"))
+        except TeamMappingError as exc:
+            raise forms.ValidationError({exc.param if exc.param in self.fields else None: exc.message}) from None
+        return data
+
+
+@admin.register(TeamMapping)
+class TeamMappingAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
+    """Which tag, sub-account or billing account belongs to which team, with its history.
+
+    Mappings are added (through ``team_mapping_set``) and ended (the action, ``team_mapping_end``),
+    never edited or deleted: the rows are the history.
+    """
+
+    form = TeamMappingForm
+    list_display = ["kind", "key", "value", "team", "valid_from", "valid_to", "created_by", "created_at"]
+    list_filter = ["kind", ("valid_to", admin.EmptyFieldListFilter)]
+    search_fields = ["value", "key", "team__name", "team__slug"]
+    list_select_related = ["team", "created_by"]
+    autocomplete_fields = ["team"]
+    actions = ["end_next_month"]
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else ["kind", "key", "value", "team", "valid_from", "valid_to", "note"]
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        saved = team_mapping_set(kind=data["kind"], key=data.get("key", ""), value=data["value"], team=data["team"],
+                                 valid_from=data.get("valid_from"), created_by=request.user,
+                                 note=data.get("note", ""))
+        obj.pk = saved.pk
+
+    @admin.action(description="End the selected mappings from next month on")
+    def end_next_month(self, request, queryset):
+        today = dt.date.today()
+        next_month = (today.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+        for mapping in queryset.filter(valid_to=None).order_by("pk"):
+            try:
+                team_mapping_end(mapping=mapping, valid_to=next_month)
+            except TeamMappingError as exc:
+                self.message_user(request, f"{mapping}: {exc.message}", messages.ERROR)

@@ -77,3 +77,11 @@ class StaleAllocationRun(AllocationError):
 
     code = "stale_allocation_run"
     http_status = 409
+
+
+class TeamMappingError(ChargebackError):
+    """A team mapping that cannot be recorded: a tag without key, a value mapped from a later period already,
+    an end before its start. ``param`` names the field. HTTP 400, ``invalid_team_mapping``."""
+
+    code = "invalid_team_mapping"
+    http_status = 400

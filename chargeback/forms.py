@@ -139,9 +139,10 @@ class BillingRunCommitForm(BillingRunForm):
 
 
 class FocusUploadForm(forms.Form):
-    """A FOCUS 1.0 CSV (plain or gzip) and how its rows find their team (``chargeback.services.focus_import.focus_import``)."""
+    """A FOCUS 1.0–1.4 file (CSV, gzip'd CSV, Parquet) and how its rows find their team
+    (``chargeback.services.focus_import.focus_import``)."""
 
-    file = forms.FileField(label="FOCUS file", help_text="FOCUS 1.0 CSV, plain or gzip.")
+    file = forms.FileField(label="FOCUS file", help_text="FOCUS 1.0–1.4 cost and usage: CSV, gzip'd CSV or Parquet.")
     team_tag = forms.CharField(
         max_length=100, initial="business_unit",
         help_text="The Tags key whose value names the team a row is charged to.",

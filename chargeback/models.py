@@ -425,3 +425,55 @@ class AllocatedCost(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team} {self.amount} {self.currency}"
+
+
+class TeamMapping(models.Model):
+    """Which team a FOCUS value belongs to: a tag (key and value), a sub-account (id or name) or a billing account.
+
+    Finance maps a value once; every import after that charges the rows carrying it to the team,
+    before any matching by team name. Several values (of any kind) may point at one team.
+
+    History: a mapping is never edited or deleted. It applies to the billing periods from
+    ``valid_from`` (a first of month, inclusive) to ``valid_to`` (exclusive; ``None``: still in force).
+    Moving a value to another team ends the current row (sets its ``valid_to``) and adds a new one, in
+    ``chargeback.services.team_mapping.team_mapping_set``. Invariants (database constraints): at most
+    one row in force per value (``kind``, ``key``, ``value``); ``key`` is set exactly for tags;
+    ``valid_to`` after ``valid_from``.
+    """
+
+    class Kind(models.TextChoices):
+        TAG = "tag", "Tag (key and value)"
+        SUB_ACCOUNT_ID = "sub_account_id", "Sub-account id (SubAccountId)"
+        SUB_ACCOUNT_NAME = "sub_account_name", "Sub-account name (SubAccountName)"
+        BILLING_ACCOUNT = "billing_account", "Billing account (BillingAccountId)"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    key = models.CharField(max_length=200, blank=True, help_text="The Tags key (tags only).")
+    value = models.CharField(max_length=1000, help_text="The value as the FOCUS file writes it (exact match).")
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="mappings")
+    valid_from = models.DateField(help_text="First billing period (first of a month) the mapping applies to.")
+    valid_to = models.DateField(null=True, blank=True,
+                                help_text="First billing period it no longer applies to; empty: in force.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    note = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["kind", "key", "value", "-valid_from"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "key", "value"], condition=Q(valid_to__isnull=True),
+                                    name="team_mapping_one_in_force"),
+            models.CheckConstraint(condition=Q(kind="tag", key__gt="") | (~Q(kind="tag") & Q(key="")),
+                                   name="team_mapping_key_for_tags_only"),
+            models.CheckConstraint(condition=Q(valid_to__isnull=True) | Q(valid_to__gt=models.F("valid_from")),
+                                   name="team_mapping_valid_range"),
+            models.CheckConstraint(condition=Q(kind__in=["tag", "sub_account_id", "sub_account_name",
+                                                         "billing_account"]),
+                                   name="team_mapping_kind_allowed"),
+        ]
+        indexes = [models.Index(fields=["team"], name="team_mapping_team")]
+
+    def __str__(self) -> str:
+        what = f"{self.key}={self.value}" if self.kind == self.Kind.TAG else f"{self.get_kind_display()} {self.value}"
+        return f"{what} → {self.team}"

@@ -38,6 +38,7 @@ from billing_site.money import (
     format_quantity,
     format_unit,
 )
+from chargeback.focus.pools import pool_breakdown
 from chargeback.periods import BillingPeriod
 
 from .models import CreditNote, Invoice
@@ -117,6 +118,22 @@ def _stamp(invoice: Invoice) -> str:
     if invoice.status == Invoice.Status.DRAFT:
         return "DRAFT"
     return ""
+
+
+def _pools_text(period: BillingPeriod, currency: str) -> list[dict]:
+    """``chargeback.focus.pools.pool_breakdown`` of ``period`` in ``currency``, formatted for the appendix."""
+    pools = []
+    for pool in pool_breakdown(period=period):
+        if pool.currency != currency:
+            continue
+        pools.append({
+            "name": pool.name,
+            "parts": [{"provider": part.provider, "category": part.charge_category, "rows": f"{part.rows:,}",
+                       "cost": format_metered(part.cost, currency), "credit": part.cost < 0} for part in pool.parts],
+            "charges": format_metered(pool.charges, currency), "credits": format_metered(pool.credits, currency),
+            "net": format_metered(pool.net, currency), "netted": pool.credits < 0 < pool.charges,
+        })
+    return pools
 
 
 def invoice_pdf_context(invoice: Invoice) -> dict:
@@ -211,6 +228,9 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
         "title": "Statement" if invoice.kind == Invoice.Kind.PREPAID_STATEMENT else "Invoice",
         "kind_label": invoice.get_kind_display(),
         "allocations": allocations,
+        # The shared pools behind the rule lines, by provider and charge category (credits netted
+        # against charges shown), in the invoice's currency.
+        "pools": _pools_text(period, currency) if allocations else [],
         "direct_count": direct_count,
         "direct_records": direct_records,
         "direct_records_text": f"{direct_records:,}",

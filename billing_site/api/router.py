@@ -9,6 +9,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from chargeback.api import views as chargeback_views
+from chargeback.api.focus_export import FocusExportView
 from invoices.api import views as invoice_views
 from teams.api import views as team_views
 from wallets.api import views as wallet_views
@@ -45,5 +46,7 @@ def api_urlpatterns() -> list:
         path("statistics/month/", wallet_views.MonthStatisticsView.as_view(), name="statistics-month"),
         path("statistics/year/", wallet_views.StatisticsView.as_view(), name="statistics-year"),
     ]
+    # FOCUS out: the allocated costs of a month as a FOCUS file.
+    patterns.append(path("focus-export/", FocusExportView.as_view(), name="focus-export"))
     patterns += invoice_views.urlpatterns(router)
     return patterns + router.urls

@@ -340,6 +340,9 @@ def write_focus_file(path: str | Path, *, rows: int, period: str, seed: int = 42
     }
     other_tags = {env: q(f'{{"environment": "{env}", "owner": "unknown"}}') for env in set(_ENVIRONMENTS)}
     random_, randrange, choice, getrandbits = rng.random, rng.randrange, rng.choice, rng.getrandbits
+    month, number = f"{billing.start:%Y%m}", 0
+    if rows > 0xFFFFFF:
+        raise ValueError("rows must be at most 16,777,215 (the row number is six hex digits of the Id)")
 
     raw = path.open("wb")
     try:
@@ -366,8 +369,11 @@ def write_focus_file(path: str | Path, *, rows: int, period: str, seed: int = 42
 
             kind = random_()
             bits = f"{getrandbits(128):032x}"
-            # A version-4 UUID look-alike, drawn from the seeded generator.
-            record_id = f'"{bits[:8]}-{bits[8:12]}-4{bits[13:16]}-a{bits[17:20]}-{bits[20:]}"'
+            # A version-4 UUID look-alike, drawn from the seeded generator, whose last group is the
+            # billing month and the row's number: distinct for every row of every month, so the
+            # same seed for two months never makes the second "already imported".
+            record_id = f'"{bits[:8]}-{bits[8:12]}-4{bits[13:16]}-a{bits[17:20]}-{month}{number:06x}"'
+            number += 1
             resource_n = randrange(40)
             if kind < _SHARE_CREDIT + _SHARE_ADJUSTMENT:
                 # A credit (promotional) or an adjustment (a refund): negative, no quantity.

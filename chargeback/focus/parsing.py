@@ -1,5 +1,10 @@
-"""Parsing one record of a FOCUS 1.0 file into a row: required values, amounts, timestamps, currency,
+"""Parsing one record of a FOCUS 1.0–1.4 file into a row: required values, amounts, timestamps, currency,
 ChargeCategory, ``Tags`` and the team they name, and the row's identity (its idempotency key).
+
+The FOCUS version is told by the columns (``detect_version``): 1.4 drops ``ProviderName`` for
+``ServiceProviderName`` (who sold the service) and ``HostProviderName`` (whose cloud runs it); 1.3
+adds them beside it; ``InvoiceIssuerName`` is in every version. The provider of a row is the first
+of ``PROVIDER_COLUMNS`` the header has.
 
 Column mapping (FOCUS column → ``UsageRecord`` field):
 
@@ -7,13 +12,17 @@ Column mapping (FOCUS column → ``UsageRecord`` field):
   ``EffectiveCost`` → ``effective_cost``; ``BillingCurrency`` → ``currency``.
 * ``BillingPeriodStart`` → ``billing_period_start`` (the date as written, which must be the first day of
   a month); ``ChargePeriodStart`` → ``occurred_at`` (UTC).
-* ``ChargeCategory`` → ``charge_category``; ``ServiceName`` → ``service_name``; ``ProviderName`` →
+* ``ChargeCategory`` → ``charge_category``; ``ServiceName`` → ``service_name``; ``ProviderName``
+  (1.0–1.3; 1.4: ``ServiceProviderName``, else ``HostProviderName``, else ``InvoiceIssuerName``) →
   ``provider``; ``SubAccountName`` → ``sub_account_name``; ``ResourceId`` → ``resource_id``;
   ``Tags`` → ``tags``; ``Id`` → ``external_reference``; ``ConsumedQuantity``/``ConsumedUnit`` →
   ``quantity``/``unit``.
 * ``resource_type`` is always ``"cloud"`` (``ServiceCategory`` is kept in ``metadata``), so one
   allocation rule can match every imported cloud cost.
-* ``metadata`` keeps the raw text of the columns in ``METADATA_COLUMNS`` that the row has.
+* ``metadata`` keeps the raw text of the columns in ``METADATA_COLUMNS`` that the row has, and of
+  every provider column (a name starting with ``x_``, or OCI's ``oci_``).
+* ``ChargeClass`` may be empty or ``Correction``: a correction is billed in the month of its
+  ``BillingPeriodStart`` (the period it corrects), like every row; the value is kept in ``metadata``.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 
 from billing_site.money import METERED_QUANTUM, ROUNDING
+from chargeback.focus.teams import mapped_key
 
 #: Columns a row cannot do without: what it cost, in which currency, when, in which billing period,
 #: what kind of charge, and from whom (provider and service). All are mandatory in FOCUS 1.0 and
@@ -36,9 +46,37 @@ REQUIRED_COLUMNS = (
     "BillingPeriodStart",
     "ChargeCategory",
     "ChargePeriodStart",
-    "ProviderName",
     "ServiceName",
 )
+
+#: Where a row's provider is read, the first the header has: ``ProviderName`` (FOCUS 1.0–1.3, deprecated
+#: in 1.3, gone in 1.4), ``ServiceProviderName`` and ``HostProviderName`` (1.3+), ``InvoiceIssuerName``.
+#: One of them is required.
+PROVIDER_COLUMNS = ("ProviderName", "ServiceProviderName", "HostProviderName", "InvoiceIssuerName")
+
+#: Columns that first appear in a FOCUS version (cost-and-usage dataset), newest first: the version
+#: of a file is the newest whose columns it has. 1.4 is also any file with ``ServiceProviderName``
+#: but no ``ProviderName`` (1.4 removed it).
+VERSION_MARKERS = (
+    ("1.4", ("InvoiceDetailId", "CommitmentProgramEligibilityDetails")),
+    ("1.3", ("ServiceProviderName", "HostProviderName", "ContractApplied", "AllocatedMethodId",
+             "AllocatedResourceId", "AllocatedTags")),
+    ("1.2", ("InvoiceId", "BillingAccountType", "SubAccountType", "PricingCurrency",
+             "PricingCurrencyEffectiveCost")),
+    ("1.1", ("ServiceSubcategory", "CapacityReservationId", "CapacityReservationStatus",
+             "CommitmentDiscountQuantity", "CommitmentDiscountUnit", "SkuMeter", "SkuPriceDetails")),
+)
+
+
+def detect_version(header: list[str]) -> str:
+    """The FOCUS version (``"1.0"`` … ``"1.4"``) a cost-and-usage file's columns say it is."""
+    columns = set(header)
+    if "ProviderName" not in columns and "ServiceProviderName" in columns:
+        return "1.4"
+    for version, markers in VERSION_MARKERS:
+        if columns.intersection(markers):
+            return version
+    return "1.0"
 
 #: Columns copied, as written, into ``UsageRecord.metadata`` when the row has a value for them.
 METADATA_COLUMNS = (
@@ -51,7 +89,29 @@ METADATA_COLUMNS = (
     "ServiceCategory",
     "SkuId",
     "SubAccountId",
+    # FOCUS 1.1–1.4: what a FinOps reader asks of a line once it is billed.
+    "ChargeClass",
+    "ServiceSubcategory",
+    "CommitmentDiscountId",
+    "CommitmentDiscountCategory",
+    "CommitmentDiscountType",
+    "CommitmentDiscountStatus",
+    "CapacityReservationId",
+    "CapacityReservationStatus",
+    "SkuPriceDetails",
+    "ContractApplied",
+    "InvoiceId",
+    "InvoiceIssuerName",
+    "ServiceProviderName",
+    "HostProviderName",
 )
+
+#: Provider columns, kept in ``metadata`` as written: FOCUS reserves ``x_`` for them; OCI's FOCUS
+#: reports use ``oci_``.
+PROVIDER_COLUMN_PREFIXES = ("x_", "oci_")
+
+#: ``ChargeClass`` values: none, or a correction of an earlier billing period.
+CHARGE_CLASSES = {"correction": "Correction"}
 
 #: FOCUS 1.0 ChargeCategory allowed values (matched case-insensitively, stored in this spelling).
 CHARGE_CATEGORIES = {
@@ -125,6 +185,7 @@ class RowParser:
         self.file = file
         self.team_tag, self.subaccount_fallback = team_tag, subaccount_fallback
         self.width = len(header)
+        self.header = header
         index = {name: i for i, name in enumerate(header)}
         self.index = index
         self.i_cost = index["BilledCost"]
@@ -132,8 +193,10 @@ class RowParser:
         self.i_period = index["BillingPeriodStart"]
         self.i_category = index["ChargeCategory"]
         self.i_start = index["ChargePeriodStart"]
-        self.i_provider = index["ProviderName"]
+        self.provider_column = next(c for c in PROVIDER_COLUMNS if c in index)
+        self.i_provider = index[self.provider_column]
         self.i_service = index["ServiceName"]
+        self.required = [(c, index[c]) for c in (*REQUIRED_COLUMNS, self.provider_column)]
         # An optional column absent from the header points past the row's values, where parse()
         # appends a NULL.
         absent = self.width
@@ -145,7 +208,9 @@ class RowParser:
         self.i_account = index.get("BillingAccountId", absent)
         self.i_quantity = index.get("ConsumedQuantity", absent)
         self.i_unit = index.get("ConsumedUnit", absent)
-        self.metadata_columns = [(c, index[c]) for c in METADATA_COLUMNS if c in index]
+        self.i_class = index.get("ChargeClass", absent)
+        self.metadata_columns = [(c, index[c]) for c in METADATA_COLUMNS if c in index] + [
+            (c, i) for i, c in enumerate(header) if c.startswith(PROVIDER_COLUMN_PREFIXES)]
         # Row hashes ignore column order: values are taken in the order of the sorted column names.
         self.hash_order = [index[c] for c in sorted(header)]
         self.hash_seed = hashlib.sha256("\x1f".join(sorted(header)).encode() + b"\x1e")
@@ -153,6 +218,7 @@ class RowParser:
         self.periods: dict[str, dt.date] = {}
         self.tag_cache: dict[str, tuple[dict, str, str | None]] = {}
         self.currencies: dict[str, str] = {}
+        self.mapping = None
 
     def parse(self, values: list[str], rownum: int) -> ParsedRow:
         # Written for speed (it runs once per row of files with millions): locals, dictionary
@@ -170,8 +236,8 @@ class RowParser:
         service = values[self.i_service]
         if not missing.isdisjoint((cost_text, currency_text, period_text, start_text, category_text,
                                    provider, service)):
-            for column in REQUIRED_COLUMNS:
-                if values[self.index[column]] in missing:
+            for column, i in self.required:
+                if values[i] in missing:
                     raise RowError(column, "required value is missing")
 
         cost = self._amount(cost_text, "BilledCost")
@@ -179,8 +245,11 @@ class RowParser:
         period = self.periods.get(period_text) or self._period(period_text)
         occurred_at = self.timestamps.get(start_text) or self._timestamp(start_text, "ChargePeriodStart")
         category = CHARGE_CATEGORIES.get(category_text) or self._category(category_text)
+        charge_class = values[self.i_class]
+        if charge_class not in missing and charge_class != "Correction":
+            self._charge_class(charge_class)
         if len(provider) > 100 or len(service) > 200:
-            self._text(provider, "ProviderName")
+            self._text(provider, self.provider_column)
             self._text(service, "ServiceName")
 
         effective = values[self.i_effective]
@@ -203,6 +272,8 @@ class RowParser:
             tags, tags_json, team_key = self.tag_cache.get(raw_tags) or self._tags(raw_tags)
         if team_key is None and self.subaccount_fallback and sub_account:
             team_key = sub_account.strip() or None
+        if self.mapping:
+            team_key = self._mapped(tags, values, sub_account, period) or team_key
 
         raw_quantity = values[self.i_quantity]
         if raw_quantity in missing:
@@ -240,6 +311,43 @@ class RowParser:
             unit, record_id,
         )
 
+    def _mapped(self, tags: dict, values: list[str], sub_account: str, period: dt.date) -> str | None:
+        """The team key of finance's mapping for this row, if one applies: a mapped tag (keys in
+        name order), else ``SubAccountId``, else ``SubAccountName``, else ``BillingAccountId``."""
+        mapping = self.mapping
+        for key in self.mapped_tag_keys:
+            value = _team_key(tags.get(key))
+            if value is not None:
+                team_id = mapping.team("tag", key, value, period)
+                if team_id is not None:
+                    return mapped_key(team_id)
+        for kind, i in self.mapped_columns:
+            value = sub_account if kind == "sub_account_name" else values[i]
+            if value and value not in MISSING_VALUES:
+                team_id = mapping.team(kind, "", value, period)
+                if team_id is not None:
+                    return mapped_key(team_id)
+        return None
+
+    def used_columns(self) -> set[int]:
+        """Indexes of the header's columns a row with an ``Id`` is read from (every other column only
+        counts in the hash of a row without one): a Parquet reader converts just these."""
+        used = {self.i_cost, self.i_currency, self.i_period, self.i_category, self.i_start, self.i_provider,
+                self.i_service, self.i_effective, self.i_subaccount, self.i_resource, self.i_tags, self.i_id,
+                self.i_account, self.i_quantity, self.i_unit, self.i_class}
+        used.update(i for _, i in self.metadata_columns)
+        used.update(self.index[c] for c in ("SubAccountId",) if c in self.index)
+        return {i for i in used if i < self.width}
+
+    def use_mapping(self, mapping) -> None:
+        """Apply finance's team mappings (a ``chargeback.focus.teams.MappingIndex``) before the team tag."""
+        self.mapping = mapping
+        self.mapped_tag_keys = sorted(mapping.tag_keys)
+        columns = (("sub_account_id", "SubAccountId"), ("sub_account_name", "SubAccountName"),
+                   ("billing_account", "BillingAccountId"))
+        self.mapped_columns = [(kind, self.index.get(column, self.width)) for kind, column in columns
+                               if kind in mapping.kinds and column in self.index]
+
     def metadata(self, values: list[str]) -> dict[str, str]:
         """``UsageRecord.metadata`` of a record: the ``METADATA_COLUMNS`` it has a value for, as written."""
         return {c: values[i] for c, i in self.metadata_columns if values[i] not in MISSING_VALUES}
@@ -256,8 +364,13 @@ class RowParser:
         return category
 
     @staticmethod
+    def _charge_class(text: str) -> None:
+        if text.strip().lower() not in CHARGE_CLASSES:
+            raise RowError("ChargeClass", f"{text!r} is not a FOCUS ChargeClass (empty, or Correction)")
+
+    @staticmethod
     def _text(value: str, column: str) -> str:
-        limit = _MAX_LENGTHS.get(column)
+        limit = _MAX_LENGTHS.get(column, _MAX_LENGTHS["ProviderName"] if column in PROVIDER_COLUMNS else None)
         if limit is not None and len(value) > limit:
             raise RowError(column, f"value is {len(value)} characters long; at most {limit} are kept")
         return value

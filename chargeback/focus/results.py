@@ -55,6 +55,18 @@ class PeriodTotal:
 
 
 @dataclass
+class UnmappedValue:
+    """Rows naming a team key that matched no team: how many, and Σ BilledCost per currency."""
+
+    rows: int = 0
+    cost: dict[str, Decimal] = field(default_factory=dict)
+
+    def add(self, currency: str, cost: Decimal) -> None:
+        self.rows += 1
+        self.cost[currency] = self.cost.get(currency, Decimal(0)) + cost
+
+
+@dataclass
 class FocusImportResult:
     """What an import did.
 
@@ -73,6 +85,18 @@ class FocusImportResult:
     skipped: list[FocusRowError] = field(default_factory=list)
     new_teams: list[str] = field(default_factory=list)
     periods: dict[tuple[dt.date, str], PeriodTotal] = field(default_factory=dict)
+    #: Team keys (tag values, sub-account names) that named no team and were left unallocated:
+    #: key → ``UnmappedValue`` (rows and Σ BilledCost per currency).
+    unmapped: dict[str, UnmappedValue] = field(default_factory=dict)
+    #: Of those, the ones that resemble a team's name (same letters and digits, other case, spacing or
+    #: punctuation): key → the team's name. They are never made a second team.
+    unmapped_resembles: dict[str, str] = field(default_factory=dict)
+    #: Σ BilledCost of the rows imported by this run, per currency.
+    imported_cost: dict[str, Decimal] = field(default_factory=dict)
+    #: The FOCUS version the columns say (``"1.0"`` … ``"1.4"``) and the format read (``csv``,
+    #: ``csv.gz``, ``parquet``).
+    focus_version: str = ""
+    file_format: str = ""
     seconds: float = 0.0
     #: Wall seconds per phase: ``read`` (parse the file and stage its rows), ``teams``, ``insert``,
     #: ``commit``; for benchmarks.
@@ -97,6 +121,18 @@ class FocusImportResult:
             raise ValueError(f"{self.file} bills in several currencies ({', '.join(self.currencies)}): "
                              "sums per billing period are in `periods`, per currency")
         return {start: total.billed_cost for (start, _), total in sorted(self.periods.items())}
+
+    @property
+    def duplicate_cost(self) -> dict[str, Decimal]:
+        """Σ BilledCost of the rows left out as duplicates (imported before, or twice in the file),
+        per currency; currencies without duplicates are left out."""
+        totals: dict[str, Decimal] = {}
+        for (_, currency), total in self.periods.items():
+            totals[currency] = totals.get(currency, Decimal(0)) + total.billed_cost
+        if not self.rows_duplicate:
+            return {}
+        return {currency: total - self.imported_cost.get(currency, Decimal(0))
+                for currency, total in sorted(totals.items())}
 
     @property
     def rows_per_second(self) -> float:

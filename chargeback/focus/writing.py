@@ -11,13 +11,14 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 import psycopg
 from django.db import IntegrityError, connection, transaction
 
 from chargeback.focus.parsing import MISSING_VALUES, RESOURCE_TYPE, ParsedRow, RowParser
-from chargeback.focus.results import FocusImportResult
+from chargeback.focus.results import FocusImportResult, UnmappedValue
 from chargeback.focus.teams import TeamResolver
 from chargeback.models import UsageRecord
 from teams.models import Team
@@ -45,6 +46,8 @@ _HASHED_COLUMNS = ("rownum", "row_hash") + _COPY_COLUMNS
 _COPY_SPECIAL = re.compile(r"[\\\t\n\r]").search
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _COPY_NULL = "\\N"
+_ZERO = Decimal(0)
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_]+$").match
 # What a JSON string may not hold as it is, besides a quote: a backslash, a control character.
 _JSON_SPECIAL = re.compile(r"[\\\x00-\x1f]").search
 
@@ -89,6 +92,8 @@ def _line_renderer(parser: RowParser, created_at: dt.datetime) -> Callable[[Pars
     raw_metadata = _raw_getter([i for _, i in parser.metadata_columns])
     # The metadata JSON of a record with every metadata column present and no character that JSON
     # escapes is this template filled in (the column names are plain ASCII); others use json.dumps.
+    # Provider columns (x_…) with a name JSON or %-formatting would need escaped take json.dumps.
+    plain = all(_PLAIN_NAME(name) for name, _ in parser.metadata_columns)
     template = "{" + ", ".join(f'"{name}": "%s"' for name, _ in parser.metadata_columns) + "}"
     quotes = 4 * len(parser.metadata_columns)  # a quote inside a value makes more
     tabs = len(_COPY_COLUMNS) - 7  # between the 17 fields before the constant ones
@@ -103,7 +108,7 @@ def _line_renderer(parser: RowParser, created_at: dt.datetime) -> Callable[[Pars
         effective = row.effective_cost
         id_key = row.id_key
         values = raw_metadata(row.values)
-        if missing.isdisjoint(values):
+        if plain and missing.isdisjoint(values):
             metadata = template % values
             if metadata.count('"') != quotes or special(metadata):
                 metadata = metadata_of(row.values)
@@ -140,8 +145,9 @@ class _Block(NamedTuple):
     hashed: bytes  # COPY text lines of rows without Id, for focus_stage_hashed
     # Rows naming a team that had no id yet when parsed: (team key, what goes before the team id,
     # the line after it), completed by the writer once it has resolved the team.
-    pending: list[tuple[str, str, str]]
+    pending: list[tuple[str, str, str, str, Decimal]]  # … and the row's currency and cost
     new_teams: list[tuple[str, str]]  # team keys first seen in this block, with their first currency
+    costs: dict[str, Decimal]  # Σ BilledCost of the rows with an Id (data and pending), per currency
 
 
 #: Sent by the parsing thread after the last block.
@@ -149,7 +155,8 @@ _END = object()
 
 
 def _copy_blocks(rows: Iterator[ParsedRow], render: Callable[[ParsedRow, str], str], team_ids: dict[str, str],
-                 block_rows: int, put: Callable[[object], bool], timings: dict[str, float]) -> None:
+                 block_rows: int, put: Callable[[object], bool], timings: dict[str, float],
+                 result: FocusImportResult) -> None:
     """Turn the good rows into ``_Block``s of COPY text and ``put`` them; stop when ``put`` says so.
 
     Runs in the parsing thread: it touches no database connection (Django's are per thread), only
@@ -162,32 +169,41 @@ def _copy_blocks(rows: Iterator[ParsedRow], render: Callable[[ParsedRow, str], s
     new_teams: list[tuple[str, str]] = []
     lines: list[str] = []
     hashed: list[str] = []
-    pending: list[tuple[str, str, str]] = []
+    pending: list[tuple[str, str, str, str, Decimal]] = []
+    unmapped = result.unmapped  # rows of keys known to name no team (the writer counts the first ones)
+    costs: dict[str, Decimal] = {}
     append, append_hashed, null = lines.append, hashed.append, _COPY_NULL
     busy = 0.0  # seconds spent parsing, not waiting for the writer to take a block
 
     def hand_over() -> bool:
-        nonlocal new_teams, pending
-        block = _Block(_copy_data(lines), len(lines), _copy_data(hashed), pending, new_teams)
+        nonlocal new_teams, pending, costs
+        block = _Block(_copy_data(lines), len(lines), _copy_data(hashed), pending, new_teams, costs)
         lines.clear()
         hashed.clear()
-        new_teams, pending = [], []
+        new_teams, pending, costs = [], [], {}
         return put(block)
 
     started = time.perf_counter()
     count = 0
     for row in rows:
+        if row.id_key is not None:
+            costs[row.currency] = costs.get(row.currency, _ZERO) + row.cost
         team_key = row.team_key
         if team_key is None:
             team = null
         else:
             team = team_ids.get(team_key)
-            if team is None:
+            if team is null:
+                value = unmapped.get(team_key)
+                if value is None:
+                    value = unmapped[team_key] = UnmappedValue()
+                value.add(row.currency, row.cost)
+            elif team is None:
                 if team_key not in first_seen:
                     first_seen.add(team_key)
                     new_teams.append((team_key, row.currency))
                 prefix = "" if row.id_key is not None else _hashed_prefix(row)
-                pending.append((team_key, prefix, render(row, "")))
+                pending.append((team_key, prefix, render(row, ""), row.currency, row.cost))
                 count += 1
                 if count == block_rows:
                     count = 0
@@ -254,7 +270,7 @@ def _may_skip_fk_triggers(cursor: Any, table: str) -> bool:
 
 
 def write_rows(rows: Iterator[ParsedRow], result: FocusImportResult, parser: RowParser,
-                      block_rows: int) -> None:
+               block_rows: int, *, create_teams: bool = False) -> None:
     """Write the rows block by block, parsing the next block while the server writes this one;
     rows whose key exists already are left out and counted as duplicates.
 
@@ -294,11 +310,12 @@ def write_rows(rows: Iterator[ParsedRow], result: FocusImportResult, parser: Row
     """
 
     table = UsageRecord._meta.db_table
-    teams = TeamResolver(result)
+    teams = TeamResolver(result, create_teams=create_teams)
     timings = result.timings
     blocks: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()  # set by the writer when it gives up: the parser then stops too
     team_ids: dict[str, str] = {}  # filled here, read by the parsing thread
+    first_unmapped: dict[str, UnmappedValue] = {}  # rows of unmapped keys in the block that first named them
 
     def put(item: object) -> bool:
         while not stop.is_set():
@@ -313,15 +330,26 @@ def write_rows(rows: Iterator[ParsedRow], result: FocusImportResult, parser: Row
     copy_usage = f"COPY {table} ({columns}) FROM STDIN"
     copy_stage = f"COPY focus_stage ({columns}) FROM STDIN"
     copy_hashed = f"COPY focus_stage_hashed ({', '.join(_HASHED_COLUMNS)}) FROM STDIN"
-    insert_staged = (f"INSERT INTO {table} ({columns}) SELECT {columns} FROM focus_stage "
-                     "ON CONFLICT (source, idempotency_key) DO NOTHING")
+    # What an INSERT … RETURNING inserted, per currency: (currency, rows, Σ cost).
+    inserted_sums = "SELECT currency, count(*), sum(cost) FROM inserted GROUP BY currency"
+    insert_staged = (f"WITH inserted AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM focus_stage "
+                     f"ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING currency, cost) {inserted_sums}")
     # Rows without Id: the n-th copy of the same values in the file gets ordinal n.
     ordinal = "'row:' || s.row_hash || ':' || row_number() OVER (PARTITION BY s.row_hash ORDER BY s.rownum)"
     insert_hashed = (
-        f"INSERT INTO {table} ({columns}) SELECT "
+        f"WITH inserted AS (INSERT INTO {table} ({columns}) SELECT "
         + ", ".join(ordinal if c == "idempotency_key" else f"s.{c}" for c in _COPY_COLUMNS)
-        + " FROM focus_stage_hashed s ON CONFLICT (source, idempotency_key) DO NOTHING"
+        + " FROM focus_stage_hashed s ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING currency, cost) "
+        + inserted_sums
     )
+    imported_cost = result.imported_cost
+
+    def count_inserted(found: list[tuple[str, int, Decimal]]) -> int:
+        rows = 0
+        for currency, n, cost in found:
+            imported_cost[currency] = imported_cost.get(currency, _ZERO) + cost
+            rows += n
+        return rows
 
     with connection.cursor() as cursor:
         raw = cursor.cursor
@@ -353,7 +381,7 @@ def write_rows(rows: Iterator[ParsedRow], result: FocusImportResult, parser: Row
 
         def produce() -> None:
             try:
-                _copy_blocks(rows, render, team_ids, block_rows, put, timings)
+                _copy_blocks(rows, render, team_ids, block_rows, put, timings, result)
             except BaseException as exc:  # noqa: BLE001 - handed over and re-raised in the writer
                 put(exc)
             else:
@@ -378,16 +406,24 @@ def write_rows(rows: Iterator[ParsedRow], result: FocusImportResult, parser: Row
                     teams.prefetch(key for key, _ in block.new_teams)
                     resolved = {key: teams.resolve(key, currency) for key, currency in block.new_teams}
                     if replica:  # the foreign key check, once per team (see the docstring)
+                        named = {team_id for team_id in resolved.values() if team_id is not None}
                         cursor.execute(f"SELECT id FROM {Team._meta.db_table} WHERE id = ANY(%s) FOR KEY SHARE",
-                                       [sorted(set(resolved.values()))])
-                        missing = set(resolved.values()) - {found for found, in cursor.fetchall()}
+                                       [sorted(named)])
+                        missing = named - {found for found, in cursor.fetchall()}
                         if missing:
                             raise IntegrityError(f"teams {sorted(missing)} disappeared during the FOCUS import")
-                    team_ids.update((key, str(team_id)) for key, team_id in resolved.items())
-                data, count, hashed = block.data, block.rows, block.hashed
+                    team_ids.update((key, _COPY_NULL if team_id is None else str(team_id))
+                                    for key, team_id in resolved.items())
+                data, count, hashed, costs = block.data, block.rows, block.hashed, block.costs
                 if block.pending:  # every team named so far has an id now
-                    with_id = [team_ids[key] + rest for key, prefix, rest in block.pending if not prefix]
-                    without = [prefix + team_ids[key] + rest for key, prefix, rest in block.pending if prefix]
+                    with_id = [team_ids[key] + rest for key, prefix, rest, _, _ in block.pending if not prefix]
+                    without = [prefix + team_ids[key] + rest for key, prefix, rest, _, _ in block.pending if prefix]
+                    for key, _, _, currency, cost in block.pending:
+                        if team_ids[key] == _COPY_NULL:
+                            value = first_unmapped.get(key)
+                            if value is None:
+                                value = first_unmapped[key] = UnmappedValue()
+                            value.add(currency, cost)
                     data, count = data + _copy_data(with_id), count + len(with_id)
                     hashed += _copy_data(without)
                     del with_id, without
@@ -406,6 +442,8 @@ def write_rows(rows: Iterator[ParsedRow], result: FocusImportResult, parser: Row
                                 cursor.execute("SELECT set_config('session_replication_role', %s, true)", [role])
                         inserted += count
                         count = 0
+                        for currency, cost in costs.items():
+                            imported_cost[currency] = imported_cost.get(currency, _ZERO) + cost
                     except psycopg.errors.UniqueViolation:
                         fast = False
                     clock, before = time.perf_counter(), clock
@@ -415,8 +453,9 @@ def write_rows(rows: Iterator[ParsedRow], result: FocusImportResult, parser: Row
                     clock, before = time.perf_counter(), clock
                     staging += clock - before
                     cursor.execute(insert_staged)
-                    inserted += cursor.rowcount
-                    fast = cursor.rowcount == count  # no duplicates: try the fast path again
+                    added = count_inserted(cursor.fetchall())
+                    inserted += added
+                    fast = added == count  # no duplicates: try the fast path again
                     cursor.execute("TRUNCATE focus_stage")
                     clock, before = time.perf_counter(), clock
                     inserting += clock - before
@@ -426,10 +465,16 @@ def write_rows(rows: Iterator[ParsedRow], result: FocusImportResult, parser: Row
             parser_thread.join()
         clock = time.perf_counter()
         cursor.execute(insert_hashed)
-        inserted += cursor.rowcount
+        inserted += count_inserted(cursor.fetchall())
         if team_fk:  # back to Django's INITIALLY DEFERRED for the rest of the caller's transaction
             cursor.execute(f"SET CONSTRAINTS {connection.ops.quote_name(team_fk)} DEFERRED")
         inserting += time.perf_counter() - clock
     result.rows_imported = inserted
+    for key, first in first_unmapped.items():  # the parsing thread has stopped: merge its counts
+        value = result.unmapped.setdefault(key, UnmappedValue())
+        value.rows += first.rows
+        for currency, cost in first.cost.items():
+            value.cost[currency] = value.cost.get(currency, _ZERO) + cost
+    result.rows_unallocated += sum(value.rows for value in result.unmapped.values())
     # The phases overlap (parsing runs beside the others), so they add up to more than the wall time.
     timings.update(wait=waited, teams=resolving, copy=copying, stage=staging, insert=inserting)

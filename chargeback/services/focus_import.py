@@ -1,7 +1,8 @@
-"""Importing a FOCUS 1.0 cost file: cloud billing rows become ``UsageRecord`` rows (source ``focus_import``).
+"""Importing a FOCUS cost file: cloud billing rows become ``UsageRecord`` rows (source ``focus_import``).
 
-The input is a FOCUS 1.0 CSV (the FinOps Open Cost and Usage Specification), plain or gzip-compressed
-(recognised by its magic bytes), in the variety providers really write: any column order, ``NULL``,
+The input is a FOCUS 1.0, 1.1, 1.2, 1.3 or 1.4 cost-and-usage file (the FinOps Open Cost and Usage
+Specification; the version is told by its columns) as CSV, gzip'd CSV or Parquet (recognised by
+their first bytes), in the variety providers really write: any column order, ``NULL``,
 ``null`` or an empty field for a missing value, timestamps as ``2024-09-18 22:00:00`` or ISO 8601 with
 ``Z`` or an offset (naive means UTC), negative costs (credits, adjustments), ``Tags`` as a JSON object.
 
@@ -9,7 +10,10 @@ Which FOCUS column becomes which ``UsageRecord`` field is written once, in :mod:
 
 Rows are charged to a team by the value of one tag (``team_tag``, default ``business_unit``), or, with
 ``subaccount_fallback``, by ``SubAccountName`` when the tag is absent; the rest go to the unallocated
-pool (``team`` empty). Teams are matched by name (case-insensitive) and created on first sight.
+pool (``team`` empty). Finance's team mappings (``TeamMapping``: a tag, sub-account or billing account →
+team) come first; then a team whose slug, or name up to case, equals the value. A value matching no
+team is left unallocated and reported, unless ``create_teams`` asks to create its team; a value
+differing from a team's name only in case, spacing or punctuation never creates a second one.
 
 The import is idempotent: each row's ``idempotency_key`` (unique with ``source``) is derived from the
 row itself, so importing the same file again adds nothing. The whole file is imported in one
@@ -24,23 +28,16 @@ the file.
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 from typing import Any
 
 from django.db import transaction
 
-from chargeback.focus.parsing import RowParser
-from chargeback.focus.reading import (
-    ProgressCallback,
-    checked_lines,
-    good_rows,
-    open_text,
-    progress_reporter,
-    read_header,
-)
+from chargeback.focus.parsing import RowParser, detect_version
+from chargeback.focus.reading import ProgressCallback, good_rows, open_records, progress_reporter
 from chargeback.focus.results import FocusImportResult
+from chargeback.focus.teams import MappingIndex
 from chargeback.focus.writing import BLOCK_ROWS, write_rows
 
 
@@ -50,17 +47,22 @@ def focus_import(
     team_tag: str = "business_unit",
     subaccount_fallback: bool = False,
     skip_bad_rows: bool = False,
+    create_teams: bool = False,
     progress: ProgressCallback | Any | None = None,
     block_rows: int = BLOCK_ROWS,
 ) -> FocusImportResult:
-    """Import a FOCUS 1.0 CSV file (plain or gzip) into ``UsageRecord`` rows, in one transaction.
+    """Import a FOCUS 1.0–1.4 file (CSV, gzip'd CSV or Parquet) into ``UsageRecord`` rows, in one transaction.
 
     Args:
-        path: the CSV file; gzip is recognised by its magic bytes, whatever the name.
+        path: the file; gzip and Parquet are recognised by their magic bytes, whatever the name.
         team_tag: the ``Tags`` key whose value names the team a row is charged to.
         subaccount_fallback: charge rows without that tag to a team named after ``SubAccountName``.
         skip_bad_rows: skip rows with a bad value (each reported in ``result.skipped``) instead of
             failing the whole file. Unreadable files and missing columns still fail.
+        create_teams: create a team for a team key that names none (see
+            ``chargeback.focus.teams.TeamResolver``); without it such rows stay unallocated and are
+            reported in ``result.unmapped``. A key differing from a team's name only in case,
+            spacing or punctuation never creates one.
         progress: called with the number of rows read since the previous call (every few thousand
             rows), or a tqdm bar (its ``update`` is called). It is called from the thread that
             parses the file.
@@ -92,14 +94,18 @@ def focus_import(
     started = time.perf_counter()
     result = FocusImportResult(file=name)
     report = progress_reporter(progress)
-    with open_text(path) as text:
-        reader = csv.reader(checked_lines(text, name))
-        header = read_header(reader, name)
-        parser = RowParser(header, file=name, team_tag=team_tag,
+    with open_records(path) as records:
+        result.file_format = records.file_format
+        result.focus_version = detect_version(records.header)
+        parser = RowParser(records.header, file=name, team_tag=team_tag,
                            subaccount_fallback=subaccount_fallback)
-        rows = good_rows(reader, parser, result, skip_bad_rows=skip_bad_rows, report=report)
+        if records.file_format == "parquet":
+            records.wanted = parser.used_columns()
+            records.id_index = parser.index.get("Id")
+        rows = good_rows(records, parser, result, skip_bad_rows=skip_bad_rows, report=report)
         with transaction.atomic():
-            write_rows(rows, result, parser, block_rows)
+            parser.use_mapping(MappingIndex.load())
+            write_rows(rows, result, parser, block_rows, create_teams=create_teams)
             committing = time.perf_counter()
         result.timings["commit"] = time.perf_counter() - committing
     result.rows_duplicate = result.rows_read - result.rows_skipped - result.rows_imported

@@ -4,7 +4,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from chargeback.models import UsageRecord
+from chargeback.models import TeamMapping, UsageRecord
 from teams.models import Team
 from tests.factories import TeamFactory, UsageRecordFactory
 
@@ -65,9 +65,10 @@ def test_focus_import_previews_rows_and_team_mapping_before_writing_anything(fin
     assert response.status_code == 200
     preview = response.context["preview"]
     assert preview["total"] == 3 and preview["unallocated"] == 1
-    mapping = {key: (team.name if team else None) for key, _count, team in preview["teams"]}
+    mapping = {entry.key: (entry.team.name if entry.team else None) for entry in preview["teams"]}
     assert mapping == {"Maps": None, "Search": "Search"}
-    assert "new team" in response.content.decode()
+    assert [entry.key for entry in preview["unmapped"]] == ["Maps"]
+    assert "leave unallocated" in response.content.decode()
     assert not UsageRecord.objects.exists()
 
 
@@ -77,8 +78,11 @@ def test_focus_import_writes_the_rows_and_reports_each_bad_row(finance):
                                  "skip_bad_rows": "on"})
     token = preview.context["token"]
 
+    unmapped = preview.context["preview"]["unmapped"][0]
     done = finance.post(url, {"step": "import", "token": token, "file_name": "september.csv",
-                              "team_tag": "business_unit", "subaccount_fallback": "False", "skip_bad_rows": "True"})
+                              "team_tag": "business_unit", "subaccount_fallback": "False", "skip_bad_rows": "True",
+                              "value_1": unmapped.key, "source_1": unmapped.source,
+                              "choice_1": f"new:{unmapped.currency}"})
 
     assert done.status_code == 200
     result = done.context["result"]
@@ -117,3 +121,23 @@ def test_focus_import_with_a_forged_token_is_refused(finance):
 
 def test_focus_import_page_is_refused_to_auditors(auditor):
     assert auditor.get(reverse("admin:chargeback_usagerecord_import_focus")).status_code == 403
+
+
+def test_focus_import_preview_maps_a_value_to_an_existing_team_once(finance):
+    # given a team "Maps Platform" and a file whose rows say "Maps"
+    maps = TeamFactory(name="Maps Platform", slug="maps-platform")
+    url = reverse("admin:chargeback_usagerecord_import_focus")
+    preview = finance.post(url, {"step": "upload", "file": _focus_file(*GOOD), "team_tag": "business_unit"})
+    entry = next(e for e in preview.context["preview"]["unmapped"] if e.key == "Maps")
+
+    # when finance maps it to that team in the preview and imports
+    finance.post(url, {"step": "import", "token": preview.context["token"], "file_name": "s.csv",
+                       "team_tag": "business_unit", "subaccount_fallback": "False", "skip_bad_rows": "False",
+                       "value_1": entry.key, "source_1": entry.source, "choice_1": f"map:{maps.pk}"})
+
+    # then the rows are the team's, the choice is a mapping, and the next preview shows it mapped
+    assert UsageRecord.objects.filter(team=maps).count() == entry.rows
+    assert TeamMapping.objects.get(value="Maps").team == maps
+    again = finance.post(url, {"step": "upload", "file": _focus_file(*GOOD), "team_tag": "business_unit"})
+    assert "Maps" not in [e.key for e in again.context["preview"]["unmapped"]]
+    assert Team.objects.filter(name="Maps").count() == 0

@@ -47,6 +47,7 @@ DOCUMENTED = {
     chargeback_errors.RuleConfigurationError: (422, "rule_configuration_error"),
     chargeback_errors.MixedCurrencyError: (422, "mixed_currency"),
     chargeback_errors.StaleAllocationRun: (409, "stale_allocation_run"),
+    chargeback_errors.TeamMappingError: (400, "invalid_team_mapping"),
     PeriodError: (400, "invalid_period"),
     FocusImportError: (400, "invalid_focus_file"),
     wallet_errors.WalletError: (400, "wallet_error"),

@@ -96,8 +96,8 @@ def test_generator_file_imports_to_the_generators_totals(tmp_path):
     generated = write_focus_file(tmp_path / "g.csv.gz", rows=3000, period="2026-10", seed=42, gzip=True)
 
     # when it is imported (twice)
-    result = focus_import(path=generated.path)
-    again = focus_import(path=generated.path)
+    result = focus_import(create_teams=True, path=generated.path)
+    again = focus_import(create_teams=True, path=generated.path)
 
     # then every row is imported, BilledCost sums to the generator's total, per business unit too
     assert result.rows_imported == 3000 and again.rows_duplicate == 3000

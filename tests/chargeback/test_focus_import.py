@@ -68,7 +68,7 @@ def _sample_rows(sample: Path) -> tuple[list[str], list[list[str]]]:
 def test_focus_import_sample_matches_readme_figures(focus_sample):
     # given the real FOCUS sample (1,000 rows, September 2024)
     # when it is imported with the default tag mapping
-    result = focus_import(path=focus_sample)
+    result = focus_import(create_teams=True, path=focus_sample)
 
     # then every row is imported and the figures of its README hold, to the last digit
     assert (result.rows_read, result.rows_imported, result.rows_duplicate, result.rows_skipped) == (1000, 1000, 0, 0)
@@ -93,7 +93,7 @@ def test_focus_import_sample_creates_one_team_per_business_unit(focus_sample):
     # given the sample, whose Tags carry 301 distinct business_unit values (300 in 2024-09, one more
     # only on the row billed in 2024-10)
     # when it is imported
-    result = focus_import(path=focus_sample)
+    result = focus_import(create_teams=True, path=focus_sample)
 
     # then each value became one team, named after it, and 660 rows are charged to a team
     assert result.teams_created == 301 == Team.objects.count()
@@ -118,7 +118,7 @@ def test_focus_import_sample_creates_one_team_per_business_unit(focus_sample):
 def test_focus_import_sample_maps_columns_to_usage_record(focus_sample):
     # given the sample's first row (Id 11472, an SQS request charge without Tags)
     # when the sample is imported
-    focus_import(path=focus_sample)
+    focus_import(create_teams=True, path=focus_sample)
 
     # then its FOCUS columns are on the usage record, and a few more in metadata
     record = UsageRecord.objects.get(external_reference="11472")
@@ -143,11 +143,11 @@ def test_focus_import_sample_maps_columns_to_usage_record(focus_sample):
 
 def test_focus_import_reimport_adds_nothing(focus_sample):
     # given the sample imported once
-    focus_import(path=focus_sample)
+    focus_import(create_teams=True, path=focus_sample)
     records, teams = UsageRecord.objects.count(), Team.objects.count()
 
     # when it is imported again
-    again = focus_import(path=focus_sample)
+    again = focus_import(create_teams=True, path=focus_sample)
 
     # then nothing is added: every row is a duplicate, no team is created
     assert (again.rows_read, again.rows_imported, again.rows_duplicate) == (1000, 0, 1000)
@@ -159,7 +159,7 @@ def test_focus_import_reimport_adds_nothing(focus_sample):
 def test_focus_import_subaccount_fallback_maps_untagged_rows(focus_sample):
     # given the sample, whose untagged rows all carry a SubAccountName
     # when it is imported with the SubAccountName fallback
-    result = focus_import(path=focus_sample, subaccount_fallback=True)
+    result = focus_import(create_teams=True, path=focus_sample, subaccount_fallback=True)
 
     # then the untagged rows go to teams named after their sub-account; tagged rows keep their tag's team
     assert result.rows_unallocated == 0
@@ -176,7 +176,7 @@ def test_import_focus_command_prints_summary(focus_sample):
     out = io.StringIO()
 
     # when the command imports it
-    call_command("import_focus", str(focus_sample), "--no-progress", stdout=out)
+    call_command("import_focus", "--create-teams", str(focus_sample), "--no-progress", stdout=out)
 
     # then the summary gives the counts, the teams created and BilledCost per billing period
     text = out.getvalue()
@@ -196,8 +196,8 @@ def test_focus_import_gzip_sample_gives_the_same_figures(focus_sample, tmp_path)
     unnamed.write_bytes(gzip.compress(data))
 
     # when the first is imported, then the second
-    first = focus_import(path=named)
-    second = focus_import(path=unnamed)
+    first = focus_import(create_teams=True, path=named)
+    second = focus_import(create_teams=True, path=unnamed)
 
     # then the gzip file reads like the plain one (recognised by its magic bytes), and is the same data
     assert first.rows_imported == 1000 and _costs() == Decimal("20.52022672899")
@@ -214,8 +214,8 @@ def test_focus_import_any_column_order_gives_the_same_rows(focus_sample, tmp_pat
         writer.writerows(row[::-1] for row in rows)
 
     # when it is imported, then the original
-    result = focus_import(path=reversed_path)
-    again = focus_import(path=focus_sample)
+    result = focus_import(create_teams=True, path=reversed_path)
+    again = focus_import(create_teams=True, path=focus_sample)
 
     # then it imports the same figures, and the original is recognised as the same rows
     assert result.rows_imported == 1000 and _costs() == Decimal("20.52022672899")
@@ -232,9 +232,9 @@ def test_focus_import_rows_without_id_are_identified_by_their_values(tmp_path):
     _write_csv(reordered, header[::-1], [r[::-1] for r in rows])
 
     # when it is imported, then again, then with its columns in another order
-    first = focus_import(path=path)
-    second = focus_import(path=path)
-    third = focus_import(path=reordered)
+    first = focus_import(create_teams=True, path=path)
+    second = focus_import(create_teams=True, path=path)
+    third = focus_import(create_teams=True, path=reordered)
 
     # then both identical lines are kept once each, and a re-import (in any column order) adds nothing
     assert first.rows_imported == 3
@@ -254,8 +254,8 @@ def test_focus_import_same_id_in_two_accounts_are_two_rows(tmp_path):
                                                              service="Virtual Machines")])
 
     # when both are imported
-    focus_import(path=aws)
-    result = focus_import(path=azure)
+    focus_import(create_teams=True, path=aws)
+    result = focus_import(create_teams=True, path=azure)
 
     # then the Ids do not collide: the row identity is namespaced by provider and billing account
     assert result.rows_imported == 1
@@ -272,7 +272,7 @@ def test_focus_import_reads_iso8601_timestamps_with_z_and_offsets(tmp_path):
     ])
 
     # when it is imported
-    focus_import(path=path)
+    focus_import(create_teams=True, path=path)
 
     # then every time is stored in UTC (naive ones read as UTC) and the billing period is the date written
     got = {r.external_reference: (r.occurred_at, r.billing_period_start) for r in UsageRecord.objects.all()}
@@ -296,7 +296,7 @@ def test_focus_import_null_variants_are_missing_values(tmp_path):
     )
 
     # when it is imported with the SubAccountName fallback
-    result = focus_import(path=path, subaccount_fallback=True)
+    result = focus_import(create_teams=True, path=path, subaccount_fallback=True)
 
     # then the missing values are empty (no team, no tags, no EffectiveCost); the last row is a credit
     assert result.rows_imported == 5 and result.rows_unallocated == 4
@@ -308,25 +308,43 @@ def test_focus_import_null_variants_are_missing_values(tmp_path):
     assert _costs() == Decimal("5")
 
 
-def test_focus_import_teams_get_unique_slugs_and_match_existing_names(tmp_path):
-    # given an existing team "Checkout" and tags whose values slugify alike
+def test_focus_import_teams_match_by_slug_and_name_and_are_never_made_twice(tmp_path):
+    # given an existing team "Checkout" and tags whose values differ only in case, spacing or punctuation
     checkout = TeamFactory(name="Checkout", slug="checkout")
+    TeamFactory(name="Data Warehouse", slug="dwh")
     path = _write_csv(tmp_path / "teams.csv", HEADER, [
         _row("1", tags='{"business_unit": "checkout"}'),
         _row("2", tags='{"business_unit": "Vienna AI"}'),
         _row("3", tags='{"business_unit": "vienna-ai"}'),
         _row("4", tags='{"business_unit": "Vienna AI"}'),
+        _row("5", tags='{"business_unit": "data_warehouse"}'),
     ])
 
-    # when the file is imported
-    result = focus_import(path=path)
+    # when the file is imported with --create-teams
+    result = focus_import(create_teams=True, path=path)
 
-    # then the existing team is used (names match case-insensitively), and two new teams get distinct slugs
-    assert result.new_teams == ["Vienna AI", "vienna-ai"]
+    # then the existing team is used (by slug), one team is created for both spellings of Vienna AI,
+    # and "data_warehouse" is not made a second Data Warehouse: it is left unallocated and reported
+    assert result.new_teams == ["Vienna AI"]
     assert UsageRecord.objects.get(external_reference="1").team == checkout
-    by_name = {t.name: t.slug for t in Team.objects.all()}
-    assert by_name == {"Checkout": "checkout", "Vienna AI": "vienna-ai", "vienna-ai": "vienna-ai-2"}
-    assert UsageRecord.objects.filter(team__slug="vienna-ai").count() == 2
+    assert UsageRecord.objects.filter(team__slug="vienna-ai").count() == 3
+    assert UsageRecord.objects.get(external_reference="5").team is None
+    assert result.unmapped_resembles == {"data_warehouse": "Data Warehouse"}
+    assert result.unmapped["data_warehouse"].rows == 1
+    assert Team.objects.count() == 3
+
+
+def test_focus_import_without_create_teams_leaves_unknown_values_unallocated(tmp_path):
+    # given a file naming a team that does not exist
+    path = _write_csv(tmp_path / "t.csv", HEADER, [_row("1", cost="2.5"), _row("2", cost="1.25")])
+
+    # when it is imported without --create-teams
+    out = io.StringIO()
+    call_command("import_focus", str(path), "--no-progress", stdout=out)
+
+    # then no team is made, the rows are unallocated, and the summary lists the value, rows and cost
+    assert Team.objects.count() == 0 and UsageRecord.objects.filter(team=None).count() == 2
+    assert "'checkout': 2 rows, 3.75 USD" in out.getvalue()
 
 
 def test_focus_import_team_tag_option_chooses_the_tag_key(tmp_path):
@@ -334,7 +352,7 @@ def test_focus_import_team_tag_option_chooses_the_tag_key(tmp_path):
     path = _write_csv(tmp_path / "cc.csv", HEADER, [_row("1", tags='{"cost_center": "CC-42", "business_unit": "b"}')])
 
     # when imported with --team-tag cost_center
-    call_command("import_focus", str(path), "--team-tag", "cost_center", "--no-progress", stdout=io.StringIO())
+    call_command("import_focus", "--create-teams", str(path), "--team-tag", "cost_center", "--no-progress", stdout=io.StringIO())
 
     # then the team is named after that tag's value
     assert UsageRecord.objects.get().team.name == "CC-42"
@@ -347,7 +365,7 @@ def test_focus_import_reports_progress(tmp_path):
     seen: list[int] = []
 
     # when it is imported
-    focus_import(path=path, progress=seen.append)
+    focus_import(create_teams=True, path=path, progress=seen.append)
 
     # then the callback was told about every row read, a few thousand at a time
     assert sum(seen) == 12_000 and len(seen) >= 2
@@ -359,7 +377,7 @@ def test_focus_import_reports_progress(tmp_path):
 def _assert_fails_cleanly(path: Path, *fragments: str) -> str:
     """Run the command on ``path``: exit code 2, a message naming ``fragments``, nothing written."""
     with pytest.raises(CommandError) as caught:
-        call_command("import_focus", str(path), "--no-progress", stdout=io.StringIO())
+        call_command("import_focus", "--create-teams", str(path), "--no-progress", stdout=io.StringIO())
     message = str(caught.value)
     assert caught.value.returncode == 2
     assert "\n" not in message
@@ -462,7 +480,7 @@ def test_focus_import_error_names_file_row_and_column(tmp_path):
 
     # when the service imports it
     with pytest.raises(FocusImportError) as caught:
-        focus_import(path=path)
+        focus_import(create_teams=True, path=path)
 
     # then the error carries where it happened, for callers other than the command
     error = caught.value
@@ -477,7 +495,7 @@ def test_import_focus_skip_bad_rows_imports_the_rest_and_reports_each(tmp_path):
     out = io.StringIO()
 
     # when imported with --skip-bad-rows
-    call_command("import_focus", str(path), "--skip-bad-rows", "--no-progress", stdout=out)
+    call_command("import_focus", "--create-teams", str(path), "--skip-bad-rows", "--no-progress", stdout=out)
 
     # then the three good rows are imported and each skipped row is reported with its row and column
     assert sorted(UsageRecord.objects.values_list("external_reference", flat=True)) == ["1", "3", "5"]
@@ -494,7 +512,7 @@ def test_focus_import_skip_bad_rows_still_stops_at_a_missing_column(tmp_path):
 
     # when / then skipping bad rows does not make a file without a required column importable
     with pytest.raises(FocusImportError, match="column ChargeCategory"):
-        focus_import(path=path, skip_bad_rows=True)
+        focus_import(create_teams=True, path=path, skip_bad_rows=True)
 
 
 def test_import_focus_exit_code_is_2_from_the_shell(tmp_path):
@@ -521,7 +539,7 @@ def test_focus_import_keeps_special_characters_exactly(tmp_path):
     path = _write_csv(tmp_path / "special.csv", HEADER, [_row("1", service=service, tags=tags), _row("2", cost="x")])
 
     # when it is imported, skipping the bad row after the multi-line one
-    result = focus_import(path=path, skip_bad_rows=True)
+    result = focus_import(create_teams=True, path=path, skip_bad_rows=True)
 
     # then every character arrives as written, and the bad row's physical line counts the line break
     record = UsageRecord.objects.select_related("team").get()
@@ -543,7 +561,7 @@ def test_focus_import_metadata_as_written_and_missing_values_left_out(tmp_path):
     path = _write_csv(tmp_path / "metadata.csv", header, rows)
 
     # when it is imported
-    result = focus_import(path=path)
+    result = focus_import(create_teams=True, path=path)
 
     # then metadata holds exactly the values written, and no key for a missing one
     assert result.rows_imported == 4
@@ -566,7 +584,7 @@ def test_focus_import_bad_value_in_a_later_block_rolls_back_earlier_blocks(tmp_p
 
     # when it is imported
     with pytest.raises(FocusImportError) as caught:
-        focus_import(path=path, block_rows=2)
+        focus_import(create_teams=True, path=path, block_rows=2)
 
     # then the error is the one a whole-file import gives, and nothing of the earlier blocks is left
     error = caught.value
@@ -576,10 +594,10 @@ def test_focus_import_bad_value_in_a_later_block_rolls_back_earlier_blocks(tmp_p
     assert Team.objects.count() == 0
 
     # and with --skip-bad-rows the same small blocks import every good row, once
-    result = focus_import(path=path, block_rows=2, skip_bad_rows=True)
+    result = focus_import(create_teams=True, path=path, block_rows=2, skip_bad_rows=True)
     assert (result.rows_read, result.rows_imported, result.rows_skipped) == (8, 7, 1)
     assert result.teams_created == 7  # unit-1 … unit-6 and checkout (row 8)
-    again = focus_import(path=path, block_rows=2, skip_bad_rows=True)
+    again = focus_import(create_teams=True, path=path, block_rows=2, skip_bad_rows=True)
     assert (again.rows_imported, again.rows_duplicate) == (0, 7)
 
 
@@ -590,8 +608,8 @@ def test_focus_import_rows_without_id_across_blocks_get_file_wide_ordinals(tmp_p
     path = _write_csv(tmp_path / "no-id.csv", header, [same, _row(cost="2.0")[1:], same, same, same])
 
     # when it is imported in small blocks, then again
-    first = focus_import(path=path, block_rows=2)
-    again = focus_import(path=path, block_rows=2)
+    first = focus_import(create_teams=True, path=path, block_rows=2)
+    again = focus_import(create_teams=True, path=path, block_rows=2)
 
     # then all five are kept (the 4 copies get ordinals 1 to 4) and the re-import adds nothing
     assert first.rows_imported == 5 and again.rows_duplicate == 5
@@ -604,10 +622,10 @@ def test_focus_import_reimport_in_blocks_counts_every_row_as_duplicate(tmp_path)
     # straight into the usage table, since none of its rows exists yet)
     rows = [_row(str(i), cost=f"{i}.25", tags=f'{{"business_unit": "unit-{i % 2}"}}') for i in range(1, 7)]
     path = _write_csv(tmp_path / "blocks.csv", HEADER, rows)
-    first = focus_import(path=path, block_rows=2)
+    first = focus_import(create_teams=True, path=path, block_rows=2)
 
     # when the same file is imported again
-    again = focus_import(path=path, block_rows=2)
+    again = focus_import(create_teams=True, path=path, block_rows=2)
 
     # then the first import wrote every row, and the second counts every row as a duplicate
     assert (first.rows_imported, first.rows_duplicate, first.teams_created) == (6, 0, 2)
@@ -622,10 +640,10 @@ def test_focus_import_partial_overlap_imports_only_the_new_rows(tmp_path):
     # first file, its later blocks are new
     first = _write_csv(tmp_path / "first.csv", HEADER, [_row(str(i), cost=f"{i}") for i in range(1, 7)])
     second = _write_csv(tmp_path / "second.csv", HEADER, [_row(str(i), cost=f"{i}") for i in range(4, 12)])
-    focus_import(path=first, block_rows=2)
+    focus_import(create_teams=True, path=first, block_rows=2)
 
     # when the second file is imported in blocks of 2 rows (4-5, 6-7, 8-9, 10-11)
-    result = focus_import(path=second, block_rows=2)
+    result = focus_import(create_teams=True, path=second, block_rows=2)
 
     # then the 3 rows seen before are duplicates, the 5 new ones are imported, each row once
     assert (result.rows_read, result.rows_imported, result.rows_duplicate) == (8, 5, 3)
@@ -634,7 +652,7 @@ def test_focus_import_partial_overlap_imports_only_the_new_rows(tmp_path):
     assert _costs() == Decimal(sum(range(1, 12)))
     # and a third, fully new file after the overlap is imported whole
     third = _write_csv(tmp_path / "third.csv", HEADER, [_row(str(i), cost="1") for i in range(12, 17)])
-    assert focus_import(path=third, block_rows=2).rows_imported == 5
+    assert focus_import(create_teams=True, path=third, block_rows=2).rows_imported == 5
 
 
 def test_focus_import_same_id_twice_in_a_file_keeps_the_first(tmp_path):
@@ -643,7 +661,7 @@ def test_focus_import_same_id_twice_in_a_file_keeps_the_first(tmp_path):
     path = _write_csv(tmp_path / "same-id.csv", HEADER, rows)
 
     # when it is imported in blocks of 3 rows
-    result = focus_import(path=path, block_rows=3)
+    result = focus_import(create_teams=True, path=path, block_rows=3)
 
     # then the later copies are duplicates of the first: the row identity is the Id
     assert (result.rows_read, result.rows_imported, result.rows_duplicate) == (6, 4, 2)
@@ -660,7 +678,7 @@ def test_focus_import_leaves_foreign_keys_checked_and_rows_on_existing_teams(tmp
     path = _write_csv(tmp_path / "teams.csv", HEADER, rows)
 
     # when it is imported
-    result = focus_import(path=path, block_rows=1)
+    result = focus_import(create_teams=True, path=path, block_rows=1)
 
     # then every row is on an existing team
     assert (result.rows_imported, result.teams_created) == (3, 2)

@@ -29,7 +29,7 @@ def run_command(*args: str) -> tuple[str, str]:
 @pytest.fixture
 def september_sample(focus_sample):
     """The FOCUS sample imported, with a by_usage rule (no targets) for its untagged pool."""
-    focus_import(path=focus_sample)
+    focus_import(path=focus_sample, create_teams=True)
     AllocationRule.objects.create(
         name="Untagged cloud costs, by usage", rule_type=AllocationRule.RuleType.BY_USAGE,
         source=AllocationRule.Source.UNALLOCATED,

@@ -171,7 +171,7 @@ class Command(BaseCommand):
 
     def _import(self, path: Path):
         try:
-            result = focus_import(path=path)
+            result = focus_import(path=path, create_teams=True)
         except FocusImportError as exc:
             raise CommandError(str(exc), returncode=2) from exc
         self.stdout.write(

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from billing_site.money import format_amount, format_metered, format_period
 from chargeback.errors import AllocationError, NothingToAllocate
+from chargeback.focus.pools import pool_breakdown
 from chargeback.periods import BillingPeriod, PeriodError
 from invoices.services.billing_run import BillingRunResult, billing_run_execute
 from teams.models import Team
@@ -150,11 +151,23 @@ class Command(BaseCommand):
             + f" ({billed} invoice{'s' if billed != 1 else ''})"
         )
         self.stdout.write(result.tie_out)
+        self._pools(result)
         if result.nothing_to_bill:
             raise CommandError(f"nothing to bill for {result.period}", returncode=1)
         self._not_billed(result)
 
     # --- output ---------------------------------------------------------------------------------------
+
+    def _pools(self, result: BillingRunResult) -> None:
+        """The shared pools by provider and charge category: credits netted against charges are visible."""
+        for pool in pool_breakdown(period=result.period):
+            currency = pool.currency
+            self.stdout.write(f"{pool.name} ({currency}), by provider and charge category:")
+            for part in pool.parts:
+                self.stdout.write(f"  {part.provider:<24} {part.charge_category:<11} {part.rows:>9,} rows "
+                                  f"{format_metered(part.cost, currency):>24}")
+            self.stdout.write(f"  charges {format_metered(pool.charges, currency)}, credits "
+                              f"{format_metered(pool.credits, currency)}: net {format_metered(pool.net, currency)}")
 
     def _not_billed(self, result: BillingRunResult) -> None:
         """List the teams the run left out, then exit 3: partly billed."""
