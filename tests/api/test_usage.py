@@ -193,10 +193,13 @@ def test_usage_list_filters_by_provider_and_time(finance, team_a):
     assert [r["id"] for r in response.json()["results"]] == [late.pk]
 
 
-@pytest.mark.parametrize("query", ["limit=100000", "limit=0", "limit=x", "from=not-a-date", "cursor=garbage"])
-def test_usage_list_bad_query_answers_400(finance, team_a, query):
+@pytest.mark.parametrize(("query", "status"), [
+    ("limit=100000", 400), ("limit=0", 400), ("limit=x", 400), ("from=not-a-date", 400), ("to=", 400),
+    ("cursor=garbage", 404),  # an opaque cursor that points at no page, like a page past the end
+])
+def test_usage_list_bad_query_names_the_parameter(finance, team_a, query, status):
     response = finance.get(f"/api/v1/usage/?{query}")
-    assert response.status_code == 400
+    assert response.status_code == status
     assert response.json()["error"]["param"] == query.split("=")[0]
 
 
