@@ -99,6 +99,7 @@ class Invoice(models.Model):
     class Kind(models.TextChoices):
         CHARGEBACK = "chargeback", "Chargeback"
         PREPAID_STATEMENT = "prepaid_statement", "Prepaid statement"
+        SUBSCRIPTION = "subscription", "Subscription"
 
     team = models.ForeignKey("teams.Team", on_delete=models.PROTECT, related_name="invoices")
     user = models.ForeignKey(
