@@ -10,6 +10,7 @@ from rest_framework.routers import SimpleRouter
 
 from chargeback.api import views as chargeback_views
 from invoices.api import views as invoice_views
+from subscriptions.api import views as subscription_views
 from teams.api import views as team_views
 from wallets.api import views as wallet_views
 
@@ -47,4 +48,5 @@ def api_urlpatterns() -> list:
         ],
     ]
     patterns += invoice_views.urlpatterns(router)
+    patterns += subscription_views.urlpatterns()
     return patterns + router.urls
