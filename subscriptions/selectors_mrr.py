@@ -9,8 +9,9 @@ reads the rows it works on, with a fixed number of queries whatever the number o
 * :func:`mrr_history` (1 query): MRR at the start of each of the last months and now, and the
   movements between them (new, expansion, contraction, churn), derived from the billed periods:
   at an instant *t* a subscriber pays the plan of its ``SubscriptionPeriod`` covering *t* (not a
-  trial), or the plan of a mid-period upgrade (the ``SubscriptionProration`` charge covering *t*),
-  unless the subscription ended (``ended_at``) by *t*. The last point is *now*, read from the
+  trial) unless the subscription ended (``ended_at``) by *t*; a change inside that period (its
+  ``SubscriptionProration`` rows, at the change's instant) sets the plan: the latest change's new
+  plan (its charge) from the change on, the next change's old plan (its credit) before it. The last point is *now*, read from the
   subscriptions' current status and plan, so it equals :func:`subscription_stats`' MRR.
 * :func:`subscriptions_by_tier`, :func:`trials_ending` (1 query each).
 
@@ -168,17 +169,21 @@ _MONTHLY = "{p}.fee / ({p}.interval_count * CASE WHEN {p}.interval = 'year' THEN
 
 _HISTORY_SQL = """
 WITH points(i, t) AS (SELECT * FROM unnest(%(idx)s::int[], %(ts)s::timestamptz[])),
-upgrade AS (
-    SELECT DISTINCT ON (pt.i, r.subscription_id) pt.i, r.subscription_id, r.plan_id
-    FROM points pt JOIN {proration} r ON r.kind = 'charge' AND r.period_start <= pt.t AND r.period_end > pt.t
-    ORDER BY pt.i, r.subscription_id, r.period_start DESC, r.id DESC
-),
 snap AS (
     SELECT pt.i, s.team_id, COALESCE(s.user_id, 0) AS member, pl.currency, SUM({monthly}) AS mrr
     FROM points pt
     JOIN {period} p ON p.period_start <= pt.t AND p.period_end > pt.t AND NOT p.is_trial
     JOIN {subscription} s ON s.id = p.subscription_id AND (s.ended_at IS NULL OR s.ended_at > pt.t)
-    LEFT JOIN upgrade u ON u.i = pt.i AND u.subscription_id = s.id
+    LEFT JOIN LATERAL (
+        -- A change inside the period: the plan is the latest change's new plan (its charge) from the
+        -- change on, and the next change's old plan (its credit) before it.
+        SELECT r.plan_id FROM {proration} r
+        WHERE r.subscription_id = s.id AND r.period_start >= p.period_start AND r.period_start < p.period_end
+          AND ((r.kind = 'charge' AND r.period_start <= pt.t) OR (r.kind = 'credit' AND r.period_start > pt.t))
+        ORDER BY r.kind = 'charge' DESC, CASE WHEN r.kind = 'charge' THEN r.period_start END DESC,
+                 r.period_start, r.id DESC
+        LIMIT 1
+    ) u ON TRUE
     JOIN {plan} pl ON pl.id = COALESCE(u.plan_id, p.plan_id)
     WHERE pt.i < %(now)s
     GROUP BY 1, 2, 3, 4

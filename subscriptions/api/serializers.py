@@ -406,7 +406,9 @@ class UpcomingInvoiceSerializer(serializers.Serializer):
     """What the next invoice would carry, computed and not written."""
 
     subscription = serializers.IntegerField()
-    plan = serializers.CharField()
+    plan = serializers.CharField(help_text="The plan the invoice's fee is for.")
+    when = serializers.CharField(help_text="renewal (no change), now or period_end (a change).")
+    issued_at = serializers.DateTimeField(help_text="When it would be issued.")
     currency = serializers.CharField()
     lines = UpcomingLineSerializer(many=True)
     total = serializers.CharField(help_text="Minor units of currency.")

@@ -41,6 +41,7 @@ from subscriptions.mrr import MRR_STATUSES, monthly_amount
 from subscriptions.selectors_mrr import LIVE_STATUSES, subscription_stats
 from subscriptions.services.lifecycle import subscription_cancel, subscription_change_plan, subscription_create
 from subscriptions.services.plans import plan_archive, plan_create, plan_update
+from subscriptions.upcoming import subscription_upcoming_invoice
 
 ZERO = Decimal(0)
 IDEMPOTENCY_HEADER = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
@@ -309,7 +310,7 @@ class SubscriptionCancelView(SubscriptionDetailView):
         data = serializer.validated_data
 
         def body():
-            subscription_cancel(subscription=sub, **data)
+            subscription_cancel(subscription=sub, at_period_end=data["at_period_end"], prorate_unused=data["prorate"])
             return status.HTTP_200_OK, s.SubscriptionSerializer(self.get_subscription(pk)).data
 
         return run_idempotent(request, operation="subscription_cancel", params={"subscription": pk, **data}, body=body)
@@ -335,6 +336,28 @@ class SubscriptionChangePlanView(SubscriptionDetailView):
 
         return run_idempotent(request, operation="subscription_change_plan", params={"subscription": pk, **data},
                               body=body)
+
+
+class SubscriptionUpcomingView(SubscriptionDetailView):
+    @extend_schema(parameters=[s.UpcomingQuerySerializer], responses=s.UpcomingInvoiceSerializer)
+    def get(self, request, pk: int):
+        """The next invoice, computed and not written: without ``plan``, the next renewal (pending prorations,
+        overage so far, the next period's fee); with ``?plan=``, the invoice a change to it would make: the
+        credit for the unused time and the charge for the remaining time (the proration), before anything
+        is committed. 400 naming ``plan`` for the same plan or another currency."""
+        sub = self.get_subscription(pk)
+        query = s.UpcomingQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        upcoming = subscription_upcoming_invoice(subscription=sub, plan=data.get("plan"), when=data.get("when"),
+                                                 proration=data.get("proration", "second"))
+        currency = upcoming.currency
+        return Response(s.UpcomingInvoiceSerializer({
+            "subscription": sub.pk, "plan": upcoming.plan.code, "when": upcoming.when, "issued_at": upcoming.issued_at,
+            "currency": currency, "total": str(upcoming.total),
+            "lines": [{"description": line.description, "kind": line.kind, "period_start": line.period_start,
+                       "period_end": line.period_end, "amount": str(line.amount)} for line in upcoming.lines],
+        }).data)
 
 
 # --- plans -------------------------------------------------------------------------------------------------
@@ -419,6 +442,8 @@ def urlpatterns() -> list:
              name="admin-billing-subscription-cancel"),
         path("admin/billing/subscriptions/<int:pk>/change-plan/", SubscriptionChangePlanView.as_view(),
              name="admin-billing-subscription-change-plan"),
+        path("admin/billing/subscriptions/<int:pk>/upcoming-invoice/", SubscriptionUpcomingView.as_view(),
+             name="admin-billing-subscription-upcoming"),
         path("admin/billing/plans/", PlanListView.as_view(), name="admin-billing-plans"),
         path("admin/billing/plans/<int:pk>/", PlanView.as_view(), name="admin-billing-plan"),
     ]

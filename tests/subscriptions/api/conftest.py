@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from subscriptions.services.plans import plan_create
+from teams.services import billing_settings_update
 from tests.api.conftest import (  # noqa: F401 - fixtures shared with the API tests
     _api_settings,
     anonymous,
@@ -20,12 +21,28 @@ from tests.api.conftest import (  # noqa: F401 - fixtures shared with the API te
     member_user,
     outsider,
     outsider_user,
-    team_a,
-    team_b,
 )
+from tests.factories import TeamFactory
 
 INFERENCE = {"meter": "inference", "resource_type": "llm", "included_units": Decimal(500),
              "charge_model": "standard", "price": Decimal("2.00"), "price_per_units": Decimal(1000)}
+
+
+def postpaid_team(**fields):
+    """A team billed by invoice (postpaid): its subscription fees are invoiced, not taken from a wallet."""
+    team = TeamFactory(**fields)
+    billing_settings_update(team=team, billing_model="postpaid", credit_limit=Decimal(100000))
+    return team
+
+
+@pytest.fixture
+def team_a(db):
+    return postpaid_team(name="Team A", slug="team-a", currency="USD")
+
+
+@pytest.fixture
+def team_b(db):
+    return postpaid_team(name="Team B", slug="team-b", currency="USD")
 
 
 @pytest.fixture

@@ -67,7 +67,7 @@ def test_invoices_list_the_callers_issued_invoices_newest_first(member, team_a, 
                            period_end=dt.date(2026, 11, 1))
     invoice_transition(invoice=second, to_status="pending", by=finance_user)
     invoice_transition(invoice=second, to_status="paid", by=finance_user, payment_reference="wire 42")
-    draft_invoice(team=team_a, amounts=("99.00",))
+    draft_invoice(team=team_a, amounts=("99.00",), period_start=dt.date(2026, 11, 1), period_end=dt.date(2026, 12, 1))
     other = draft_invoice(team=team_b, amounts=("7.00",))
     invoice_transition(invoice=other, to_status="pending", by=finance_user)
     # when the member lists their invoices
@@ -96,11 +96,10 @@ def test_invoices_refuse_a_bad_limit(member, limit):
 
 def test_usage_holds_the_seed_example(member, member_user, team_a, pro):
     # given team A on a plan with 500 inference units included, at 2.00 USD per 1,000 beyond
-    sub = subscription_create(team=team_a, plan=pro)
     now = timezone.now()
-    # and 585 units used in the period: 400 earlier, 185 in the last minute
-    for key, quantity, at in (("u1", 400, max(sub.current_period_start, now - dt.timedelta(minutes=1))),
-                              ("u2", 185, now - dt.timedelta(seconds=1))):
+    subscription_create(team=team_a, plan=pro, start=now - dt.timedelta(hours=1))
+    # and 585 units used in the period: 400 half an hour ago, 185 a second ago
+    for key, quantity, at in (("u1", 400, now - dt.timedelta(minutes=30)), ("u2", 185, now - dt.timedelta(seconds=1))):
         usage_record_create(team=team_a, user=member_user, resource_type="llm", provider="openai", model="gpt-4",
                             unit="token", quantity=Decimal(quantity), occurred_at=at, idempotency_key=key,
                             cost=Decimal(0))

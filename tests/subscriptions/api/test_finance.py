@@ -8,7 +8,9 @@ import pytest
 
 from subscriptions.models import Plan, Subscription
 from subscriptions.services.lifecycle import subscription_cancel, subscription_create
-from tests.factories import TeamFactory, UserFactory
+from subscriptions.services.status import subscription_transition
+from tests.factories import UserFactory
+from tests.subscriptions.api.conftest import postpaid_team
 
 pytestmark = pytest.mark.django_db
 
@@ -21,17 +23,18 @@ def book(make_plan):
     enterprise = make_plan("enterprise", fee="12000", interval="year")
     starter = make_plan("starter", fee="19", trial_days=14)
     euro = make_plan("pro-eur", tier="professional", fee="45", currency="EUR")
-    teams = [TeamFactory() for _ in range(7)]
+    teams = [postpaid_team() for _ in range(6)]
     subscription_create(team=teams[0], plan=pro)
     past_due = subscription_create(team=teams[1], plan=pro)
-    Subscription.objects.filter(pk=past_due.pk).update(status="past_due")  # the payments code's move; no service yet here
+    subscription_transition(subscription=past_due, to_status="past_due")
     subscription_create(team=teams[2], plan=enterprise)
     subscription_create(team=teams[3], plan=starter)  # trialing
     gone = subscription_create(team=teams[4], plan=starter, trial=False)
     subscription_cancel(subscription=gone, at_period_end=False)
     unpaid = subscription_create(team=teams[5], plan=pro)
-    Subscription.objects.filter(pk=unpaid.pk).update(status="unpaid")
-    subscription_create(team=teams[6], plan=euro)
+    subscription_transition(subscription=unpaid, to_status="past_due")
+    subscription_transition(subscription=unpaid, to_status="unpaid")
+    subscription_create(team=postpaid_team(currency="EUR"), plan=euro)
     return {"pro": pro, "enterprise": enterprise, "starter": starter, "euro": euro, "teams": teams}
 
 
@@ -39,8 +42,9 @@ def test_stats_mrr_counts_active_and_past_due_by_tier_per_currency(finance, book
     response = finance.get("/api/v1/admin/billing/stats/")
     assert response.status_code == 200
     body = response.json()
-    # 6 live subscribers (the canceled one is not), 4 active (+1 past due), 1 trialing
-    assert (body["total_customers"], body["active_subscriptions"], body["trial_subscriptions"]) == (6, 4, 1)
+    # 6 live subscribers (the canceled one is not), 3 active (+1 past due, 1 unpaid), 1 trialing
+    assert (body["total_customers"], body["active_subscriptions"], body["trial_subscriptions"]) == (6, 3, 1)
+    assert (body["past_due_subscriptions"], body["canceled_subscriptions"]) == (1, 1)
     # MRR: 49 + 49 (past due) + 12,000 / 12; no trial, no canceled, no unpaid; EUR apart
     assert (body["currency"], body["monthly_revenue"]) == ("USD", "1098.00")
     assert body["tier_breakdown"] == {"enterprise": {"count": 1, "revenue": "1000.00"},
@@ -82,10 +86,10 @@ def test_subscriptions_filtered_by_status_with_total(finance, book):
     response = finance.get("/api/v1/admin/billing/subscriptions/?status=active&limit=100")
     assert response.status_code == 200
     body = response.json()
-    assert body["total"] == 4 and {s["status"] for s in body["subscriptions"]} == {"active"}
+    assert body["total"] == 3 and {s["status"] for s in body["subscriptions"]} == {"active"}
     row = next(s for s in body["subscriptions"] if s["plan_code"] == "enterprise")
     assert (row["amount"], row["mrr"], row["currency"], row["interval"]) == ("12000.00", "1000.00", "USD", "year")
-    assert finance.get("/api/v1/admin/billing/subscriptions/?status=active&limit=1").json()["total"] == 4
+    assert finance.get("/api/v1/admin/billing/subscriptions/?status=active&limit=1").json()["total"] == 3
 
 
 @pytest.mark.parametrize("query, param", [("status=bogus", "status"), ("limit=5000", "limit"), ("limit=0", "limit"),
