@@ -5,7 +5,8 @@ a period's fee divided by its months, per currency, never summed across currenci
 reads the rows it works on, with a fixed number of queries whatever the number of subscriptions:
 
 * :func:`subscription_stats` (2 queries): counts by status and MRR by currency and tier, read as
-  ``(status, plan) → count`` and the plans, then priced in Python (one row per plan and status).
+  ``(status, plan) → count`` (kept by a trigger, so no scan of the subscriptions) and the plans,
+  then priced in Python (one row per plan and status).
 * :func:`mrr_history` (1 query): MRR at the start of each of the last months and now, and the
   movements between them (new, expansion, contraction, churn), derived from the billed periods:
   at an instant *t* a subscriber pays the plan of its ``SubscriptionPeriod`` covering *t* (not a
@@ -107,6 +108,16 @@ def mrr_now(*, counts: dict[tuple[str, int], int] | None = None) -> dict[str, Cu
 
 
 def _counts_by_status_and_plan() -> dict[tuple[str, int], int]:
+    """``{(status, plan_id): subscriptions}`` from ``subscriptions_statuscount``, which a trigger on the
+    subscriptions keeps (``billing_site/migrations/0004_subscription_status_counts.sql``): a few rows,
+    whatever the number of subscriptions; :func:`subscription_counts_recount` is the same figure counted."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT status, plan_id, subscriptions FROM subscriptions_statuscount WHERE subscriptions > 0")
+        return {(status, plan_id): n for status, plan_id, n in cursor.fetchall()}
+
+
+def subscription_counts_recount() -> dict[tuple[str, int], int]:
+    """``{(status, plan_id): subscriptions}`` counted from the subscriptions (a scan): the check of the kept counts."""
     rows = Subscription.objects.order_by().values_list("status", "plan_id").annotate(n=Count("id"))
     return {(status, plan_id): n for status, plan_id, n in rows}
 

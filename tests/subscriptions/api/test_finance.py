@@ -7,7 +7,8 @@ from decimal import Decimal
 import pytest
 
 from subscriptions.models import Plan, Subscription
-from subscriptions.services.lifecycle import subscription_cancel, subscription_create
+from subscriptions.selectors_mrr import _counts_by_status_and_plan, subscription_counts_recount
+from subscriptions.services.lifecycle import subscription_cancel, subscription_change_plan, subscription_create
 from subscriptions.services.status import subscription_transition
 from tests.factories import UserFactory
 from tests.subscriptions.api.conftest import postpaid_team
@@ -208,3 +209,11 @@ def test_subscription_change_plan_previews_the_proration_then_commits(finance, m
 def test_subscription_of_nobody_is_404(finance):
     assert finance.get("/api/v1/admin/billing/subscriptions/999999/").status_code == 404
     assert finance.post("/api/v1/admin/billing/subscriptions/999999/cancel/", {}, format="json").status_code == 404
+
+
+def test_kept_counts_equal_the_counted_ones(book, make_plan):
+    # given the book's creates, transitions and cancellation, then a plan change and a trial extended
+    sub = Subscription.objects.filter(plan=book["pro"], status="active").first()
+    subscription_change_plan(subscription=sub, plan=make_plan("pro-plus", tier="professional", fee="99"), when="now")
+    # then the trigger's counts are the counted ones
+    assert _counts_by_status_and_plan() == subscription_counts_recount()
