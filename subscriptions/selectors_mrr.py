@@ -201,7 +201,7 @@ snap AS (
     UNION ALL
     SELECT %(now)s, s.team_id, COALESCE(s.user_id, 0), pl.currency, SUM({monthly})
     FROM {subscription} s JOIN {plan} pl ON pl.id = s.plan_id
-    WHERE s.status IN %(statuses)s
+    WHERE s.status = ANY(%(statuses)s)
     GROUP BY 1, 2, 3, 4
 ),
 grid AS (
@@ -241,7 +241,7 @@ def mrr_history(*, months: int = 12, now: dt.datetime | None = None) -> dict[str
         monthly=_MONTHLY.format(p="pl"),
     )
     params = {"idx": list(range(len(instants))), "ts": instants, "now": len(instants) - 1,
-              "statuses": tuple(MRR_STATUSES)}
+              "statuses": list(MRR_STATUSES)}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
