@@ -145,12 +145,6 @@ def _proration_rows(sub: Subscription, p: Proration, *, old: Plan, new: Plan | N
     return rows
 
 
-def _current_fee(sub: Subscription) -> Decimal:
-    """What the current period's fee was billed at (0 for a trial period)."""
-    period = SubscriptionPeriod.objects.filter(subscription=sub, period_start=sub.current_period_start).first()
-    return period.fee if period is not None else sub.plan.fee
-
-
 def proration_preview(*, subscription: Subscription, plan: Plan | None, at: dt.datetime | None = None,
                       by: str = "second") -> Proration:
     """The proration a change to ``plan`` (``None``: a cancellation now) at ``at`` would make; writes nothing.
@@ -160,8 +154,10 @@ def proration_preview(*, subscription: Subscription, plan: Plan | None, at: dt.d
         current fee, ``charge`` (≥ 0) for the remaining time on ``plan``, in minor units summing to ``net``.
     """
     at = at or timezone.now()
+    # The plan in effect now is what the unused time is credited at (after an earlier change in the
+    # period, the new plan's fee, not the fee billed at the period's start).
     new_fee = ZERO if plan is None else plan.fee
-    old_fee = _current_fee(subscription)
+    old_fee = subscription.plan.fee
     if subscription.status == Subscription.Status.TRIALING:
         old_fee = new_fee = ZERO
     return prorate(old_fee=old_fee, new_fee=new_fee, currency=subscription.plan.currency,
