@@ -38,9 +38,12 @@ def _lock(subscription: Subscription) -> Subscription:
             .get(pk=subscription.pk))
 
 
-def _check_plan_open(plan: Plan) -> None:
+def _check_plan_open(plan: Plan) -> Plan:
+    """The plan as stored now, refused when archived."""
+    plan = Plan.objects.get(pk=plan.pk)
     if not plan.is_active:
         raise PlanArchived(f"plan {plan.code} is archived: nobody new subscribes to it or moves onto it", param="plan")
+    return plan
 
 
 def subscription_create(*, team: Team, plan: Plan, user=None, trial: bool | None = None,
@@ -70,7 +73,7 @@ def subscription_create(*, team: Team, plan: Plan, user=None, trial: bool | None
             a negative trial.
         SubscriptionExists: the subscriber already has a live subscription.
     """
-    _check_plan_open(plan)
+    plan = _check_plan_open(plan)
     team_currency_check(team=team, currency=plan.currency, param="plan")
     zone(time_zone)
     if user is not None and not TeamMembership.objects.filter(team=team, user=user).exists():
@@ -261,7 +264,7 @@ def subscription_change_plan(*, subscription: Subscription, plan: Plan, at: dt.d
         SubscriptionTransitionError (a canceled subscription).
     """
     at = at or timezone.now()
-    _check_plan_open(plan)
+    plan = _check_plan_open(plan)
     if when not in (None, "now", "period_end"):
         raise InvalidSubscriptionRequest(f"when is 'now' or 'period_end', got {when!r}", param="when")
     if proration not in ("second", "day"):
