@@ -19,7 +19,7 @@ from django.db import connection
 from django.db.models import Prefetch
 from django.utils import timezone
 
-from billing_site.money import format_metered, format_quantity
+from billing_site.money import format_metered, format_quantity, format_unit
 
 from .charges import ChargeSpec, charge_amount
 from .models import Plan, PlanCharge, Subscription, SubscriptionProration
@@ -69,7 +69,7 @@ def plans_with_charges(plan_ids: Iterable[int]) -> dict[int, Plan]:
 
 def charge_price_text(charge: PlanCharge, currency: str) -> str:
     """The price of a charge as people read it: ``2.00 USD per 1,000 tokens``, ``graduated tiers``."""
-    unit = charge.unit or "units"
+    unit = format_unit(Decimal(2), charge.unit) if charge.unit else "units"
     if charge.charge_model == PlanCharge.ChargeModel.STANDARD:
         per = "" if charge.price_per_units == 1 else f"{format_quantity(charge.price_per_units)} "
         return f"{format_metered(charge.price, currency)} per {per}{unit if per else (charge.unit or 'unit')}"

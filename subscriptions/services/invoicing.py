@@ -39,6 +39,7 @@ from billing_site.money import (
     format_metered,
     format_period,
     format_quantity,
+    format_unit,
     minor_unit,
     round_preserving_sum,
     to_minor_units,
@@ -127,7 +128,7 @@ def overage_lines(usage: Sequence[MeterUsage], *, time_zone: str) -> list[LineDr
     """One line per meter of the ended period: included, used, overage and the price applied."""
     lines = []
     for meter in usage:
-        unit = meter.unit or "units"
+        unit = format_unit(meter.overage, meter.unit) if meter.unit else "units"
         lines.append(LineDraft(
             description=(f"Overage {meter.meter}: {format_quantity(meter.overage)} {unit} beyond "
                          f"{format_quantity(meter.included)} included, {_period_text(meter.period_start, meter.period_end, time_zone)}"),

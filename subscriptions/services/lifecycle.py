@@ -38,9 +38,12 @@ def _lock(subscription: Subscription) -> Subscription:
             .get(pk=subscription.pk))
 
 
-def _check_plan_open(plan: Plan) -> None:
+def _check_plan_open(plan: Plan) -> Plan:
+    """The plan as stored now, refused when archived."""
+    plan = Plan.objects.get(pk=plan.pk)
     if not plan.is_active:
         raise PlanArchived(f"plan {plan.code} is archived: nobody new subscribes to it or moves onto it", param="plan")
+    return plan
 
 
 def subscription_create(*, team: Team, plan: Plan, user=None, trial: bool | None = None,
@@ -70,7 +73,7 @@ def subscription_create(*, team: Team, plan: Plan, user=None, trial: bool | None
             a negative trial.
         SubscriptionExists: the subscriber already has a live subscription.
     """
-    _check_plan_open(plan)
+    plan = _check_plan_open(plan)
     team_currency_check(team=team, currency=plan.currency, param="plan")
     zone(time_zone)
     if user is not None and not TeamMembership.objects.filter(team=team, user=user).exists():
@@ -145,12 +148,6 @@ def _proration_rows(sub: Subscription, p: Proration, *, old: Plan, new: Plan | N
     return rows
 
 
-def _current_fee(sub: Subscription) -> Decimal:
-    """What the current period's fee was billed at (0 for a trial period)."""
-    period = SubscriptionPeriod.objects.filter(subscription=sub, period_start=sub.current_period_start).first()
-    return period.fee if period is not None else sub.plan.fee
-
-
 def proration_preview(*, subscription: Subscription, plan: Plan | None, at: dt.datetime | None = None,
                       by: str = "second") -> Proration:
     """The proration a change to ``plan`` (``None``: a cancellation now) at ``at`` would make; writes nothing.
@@ -160,8 +157,10 @@ def proration_preview(*, subscription: Subscription, plan: Plan | None, at: dt.d
         current fee, ``charge`` (≥ 0) for the remaining time on ``plan``, in minor units summing to ``net``.
     """
     at = at or timezone.now()
+    # The plan in effect now is what the unused time is credited at (after an earlier change in the
+    # period, the new plan's fee, not the fee billed at the period's start).
     new_fee = ZERO if plan is None else plan.fee
-    old_fee = _current_fee(subscription)
+    old_fee = subscription.plan.fee
     if subscription.status == Subscription.Status.TRIALING:
         old_fee = new_fee = ZERO
     return prorate(old_fee=old_fee, new_fee=new_fee, currency=subscription.plan.currency,
@@ -265,7 +264,7 @@ def subscription_change_plan(*, subscription: Subscription, plan: Plan, at: dt.d
         SubscriptionTransitionError (a canceled subscription).
     """
     at = at or timezone.now()
-    _check_plan_open(plan)
+    plan = _check_plan_open(plan)
     if when not in (None, "now", "period_end"):
         raise InvalidSubscriptionRequest(f"when is 'now' or 'period_end', got {when!r}", param="when")
     if proration not in ("second", "day"):
