@@ -277,7 +277,7 @@ class ChargeInputSerializer(StrictSerializerMixin, serializers.Serializer):
 
 
 class TierSerializer(serializers.ModelSerializer):
-    up_to = MoneyField(read_only=True)
+    up_to = MoneyField(read_only=True, allow_null=True)
     unit_price = MoneyField(read_only=True)
     flat_fee = MoneyField(read_only=True)
 
@@ -290,7 +290,7 @@ class ChargeSerializer(serializers.ModelSerializer):
     included_units = MoneyField(read_only=True)
     price = MoneyField(read_only=True)
     price_per_units = MoneyField(read_only=True)
-    package_size = MoneyField(read_only=True)
+    package_size = MoneyField(read_only=True, allow_null=True)
     tiers = TierSerializer(many=True, read_only=True)
 
     class Meta:
@@ -304,7 +304,7 @@ class PlanSerializer(serializers.ModelSerializer):
     places); ``in_use``: it has (or had) subscribers, so its prices are frozen (409 ``plan_immutable``)."""
 
     fee = MoneyField(read_only=True)
-    minimum_commitment = MoneyField(read_only=True)
+    minimum_commitment = MoneyField(read_only=True, allow_null=True)
     charges = ChargeSerializer(many=True, read_only=True)
     in_use = serializers.SerializerMethodField()
 
