@@ -93,22 +93,46 @@ def _matches(charge: PlanCharge, resource_type: str, feature_key: str, provider:
     )
 
 
+@dataclass(frozen=True)
+class _PricedCharge:
+    """What pricing one charge needs, prepared once per plan (its spec and the price's text)."""
+
+    charge: PlanCharge
+    spec: ChargeSpec
+    price: str
+    per_1k: Decimal | None
+
+
+def _priced_charges(plan: Plan) -> list[_PricedCharge]:
+    cached = getattr(plan, "_priced_charges", None)
+    if cached is None:
+        cached = []
+        for charge in plan_charges(plan):
+            per_1k = None
+            if charge.charge_model == PlanCharge.ChargeModel.STANDARD:
+                per_1k = charge.price * 1000 / charge.price_per_units
+            cached.append(_PricedCharge(charge, ChargeSpec.of(charge), charge_price_text(charge, plan.currency), per_1k))
+        plan._priced_charges = cached
+    return cached
+
+
 def meter_usage(*, plan: Plan, groups: Sequence[tuple[str, str, str, str, Decimal]], period_start: dt.datetime,
                 period_end: dt.datetime) -> list[MeterUsage]:
-    """Each charge of ``plan`` applied to usage ``groups`` ``(resource_type, feature_key, provider, unit, quantity)``."""
+    """Each charge of ``plan`` applied to usage ``groups`` ``(resource_type, feature_key, provider, unit, quantity)``.
+
+    Returns one :class:`MeterUsage` per charge, in the plan's order; usage of no charge is ignored.
+    """
     result = []
-    for charge in plan_charges(plan):
+    for priced in _priced_charges(plan):
+        charge = priced.charge
         used = sum((q for rt, fk, pv, un, q in groups if _matches(charge, rt, fk, pv, un)), ZERO)
         overage = max(used - charge.included_units, ZERO)
-        cost = charge_amount(ChargeSpec.of(charge), overage)
-        per_1k = None
-        if charge.charge_model == PlanCharge.ChargeModel.STANDARD:
-            per_1k = charge.price * 1000 / charge.price_per_units
+        cost = charge_amount(priced.spec, overage) if overage else ZERO
         result.append(MeterUsage(
             meter=charge.meter, charge_id=charge.pk, charge_model=charge.charge_model, unit=charge.unit,
             included=charge.included_units, used=used, remaining=max(charge.included_units - used, ZERO),
-            overage=overage, overage_cost=cost, price=charge_price_text(charge, plan.currency),
-            price_per_1k=per_1k, currency=plan.currency, period_start=period_start, period_end=period_end,
+            overage=overage, overage_cost=cost, price=priced.price, price_per_1k=priced.per_1k,
+            currency=plan.currency, period_start=period_start, period_end=period_end,
         ))
     return result
 

@@ -172,9 +172,20 @@ def proration_line(proration: SubscriptionProration) -> LineDraft:
     )
 
 
-def _billing_settings(team_ids: set[int]) -> dict[int, BillingSettings]:
-    found = {b.team_id: b for b in BillingSettings.objects.filter(team_id__in=team_ids)}
-    return found
+@dataclass(frozen=True)
+class TeamBilling:
+    """The few billing settings an invoice needs (``teams.BillingSettings``), read in one query per batch."""
+
+    billing_model: str
+    tax_rate: Decimal
+    payment_terms_days: int
+    billing_address: str
+
+
+def _billing_settings(team_ids: set[int]) -> dict[int, TeamBilling]:
+    rows = BillingSettings.objects.filter(team_id__in=team_ids).values_list(
+        "team_id", "billing_model", "tax_rate", "payment_terms_days", "billing_address")
+    return {row[0]: TeamBilling(*row[1:]) for row in rows}
 
 
 _ISSUE_SQL = """
@@ -261,7 +272,7 @@ def invoices_write(drafts: Sequence[InvoiceDraft], *, at: dt.datetime) -> list[W
             for pk, number, d, total in zip(ids, numbers, drafts, totals)]
 
 
-def prepaid_payer(subscription: Subscription, billing: BillingSettings | None) -> tuple[bool, object]:
+def prepaid_payer(subscription: Subscription, billing: TeamBilling | None) -> tuple[bool, object]:
     """Whether the subscriber pays from a wallet, and whose: ``(True, user or None)`` for prepaid teams."""
     model = billing.billing_model if billing else BillingSettings.BillingModel.PREPAID_TEAM
     if model == BillingSettings.BillingModel.PREPAID_TEAM:
