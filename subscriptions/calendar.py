@@ -87,7 +87,16 @@ def period_containing(*, anchor: dt.datetime, months: int, at: dt.datetime,
 
 def period_after(*, anchor: dt.datetime, months: int, end: dt.datetime,
                  time_zone: str = "UTC") -> tuple[dt.datetime, dt.datetime]:
-    """The period that starts at ``end`` (a boundary, the previous period's exclusive end)."""
+    """The period that starts at ``end`` (the previous period's exclusive end, a boundary of this calendar).
+
+    When ``end`` is not one of the anchor's boundaries (the plan's period length changed), the
+    period that contains ``end`` is returned.
+    """
+    tz = zone(time_zone)
+    local_anchor, local_end = anchor.astimezone(tz), end.astimezone(tz)
+    n, rest = divmod((local_end.year - local_anchor.year) * 12 + (local_end.month - local_anchor.month), months)
+    if not rest and period_boundary(anchor=anchor, months=months, n=n, time_zone=time_zone) == end:
+        return end, period_boundary(anchor=anchor, months=months, n=n + 1, time_zone=time_zone)
     return period_containing(anchor=anchor, months=months, at=end, time_zone=time_zone)
 
 

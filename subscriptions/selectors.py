@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import connection
@@ -93,22 +93,46 @@ def _matches(charge: PlanCharge, resource_type: str, feature_key: str, provider:
     )
 
 
+@dataclass(frozen=True)
+class _PricedCharge:
+    """What pricing one charge needs, prepared once per plan (its spec and the price's text)."""
+
+    charge: PlanCharge
+    spec: ChargeSpec
+    price: str
+    per_1k: Decimal | None
+
+
+def _priced_charges(plan: Plan) -> list[_PricedCharge]:
+    cached = getattr(plan, "_priced_charges", None)
+    if cached is None:
+        cached = []
+        for charge in plan_charges(plan):
+            per_1k = None
+            if charge.charge_model == PlanCharge.ChargeModel.STANDARD:
+                per_1k = charge.price * 1000 / charge.price_per_units
+            cached.append(_PricedCharge(charge, ChargeSpec.of(charge), charge_price_text(charge, plan.currency), per_1k))
+        plan._priced_charges = cached
+    return cached
+
+
 def meter_usage(*, plan: Plan, groups: Sequence[tuple[str, str, str, str, Decimal]], period_start: dt.datetime,
                 period_end: dt.datetime) -> list[MeterUsage]:
-    """Each charge of ``plan`` applied to usage ``groups`` ``(resource_type, feature_key, provider, unit, quantity)``."""
+    """Each charge of ``plan`` applied to usage ``groups`` ``(resource_type, feature_key, provider, unit, quantity)``.
+
+    Returns one :class:`MeterUsage` per charge, in the plan's order; usage of no charge is ignored.
+    """
     result = []
-    for charge in plan_charges(plan):
+    for priced in _priced_charges(plan):
+        charge = priced.charge
         used = sum((q for rt, fk, pv, un, q in groups if _matches(charge, rt, fk, pv, un)), ZERO)
         overage = max(used - charge.included_units, ZERO)
-        cost = charge_amount(ChargeSpec.of(charge), overage)
-        per_1k = None
-        if charge.charge_model == PlanCharge.ChargeModel.STANDARD:
-            per_1k = charge.price * 1000 / charge.price_per_units
+        cost = charge_amount(priced.spec, overage) if overage else ZERO
         result.append(MeterUsage(
             meter=charge.meter, charge_id=charge.pk, charge_model=charge.charge_model, unit=charge.unit,
             included=charge.included_units, used=used, remaining=max(charge.included_units - used, ZERO),
-            overage=overage, overage_cost=cost, price=charge_price_text(charge, plan.currency),
-            price_per_1k=per_1k, currency=plan.currency, period_start=period_start, period_end=period_end,
+            overage=overage, overage_cost=cost, price=priced.price, price_per_1k=priced.per_1k,
+            currency=plan.currency, period_start=period_start, period_end=period_end,
         ))
     return result
 
@@ -146,7 +170,8 @@ def usage_groups(windows: Sequence[tuple[int, int, int | None, dt.datetime, dt.d
 
 
 def subscription_usage(*, subscription: Subscription, period_start: dt.datetime | None = None,
-                       period_end: dt.datetime | None = None, at: dt.datetime | None = None) -> list[MeterUsage]:
+                       period_end: dt.datetime | None = None, at: dt.datetime | None = None,
+                       plan: Plan | None = None) -> list[MeterUsage]:
     """The usage per meter of ``subscription`` in a period (default: the current one, up to ``at``).
 
     Args:
@@ -154,6 +179,7 @@ def subscription_usage(*, subscription: Subscription, period_start: dt.datetime 
         period_start, period_end: the period, aware datetimes, ``period_end`` exclusive; default
             ``[current_period_start, min(at, current_period_end))``.
         at: the instant usage is read up to (default now).
+        plan: price with this plan's charges instead of the subscription's (a change's preview).
 
     Returns:
         One :class:`MeterUsage` per charge of the plan (``included``, ``used``, ``remaining``,
@@ -163,7 +189,8 @@ def subscription_usage(*, subscription: Subscription, period_start: dt.datetime 
     at = at or timezone.now()
     start = period_start or subscription.current_period_start
     end = period_end or min(max(at, start), subscription.current_period_end)
-    plan = plans_with_charges([subscription.plan_id])[subscription.plan_id]
+    plan_id = plan.pk if plan is not None else subscription.plan_id
+    plan = plans_with_charges([plan_id])[plan_id]
     groups = usage_groups([(subscription.pk, subscription.team_id, subscription.user_id, start, end)]) if end > start else {}
     return meter_usage(plan=plan, groups=groups.get(subscription.pk, []), period_start=start,
                        period_end=subscription.current_period_end if period_end is None else end)
@@ -190,20 +217,3 @@ def subscription_list(*, status: str | None = None, team=None) -> Iterable[Subsc
 def prorations_pending(*, subscription: Subscription) -> list[SubscriptionProration]:
     """Prorations of ``subscription`` that no invoice carries yet (the next invoice will)."""
     return list(SubscriptionProration.objects.filter(subscription=subscription, invoice__isnull=True).order_by("pk"))
-
-
-@dataclass
-class UpcomingInvoice:
-    """What the next invoice would carry, computed without writing (Stripe's upcoming invoice).
-
-    ``lines`` are ``subscriptions.services.invoicing.LineDraft``s (description, amounts, details);
-    ``subtotal`` is in minor units; ``usage`` the meters of the period whose overage is billed.
-    """
-
-    subscription: Subscription
-    period_start: dt.datetime
-    period_end: dt.datetime
-    currency: str
-    lines: list = field(default_factory=list)
-    subtotal: Decimal = ZERO
-    usage: list[MeterUsage] = field(default_factory=list)

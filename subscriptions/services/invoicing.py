@@ -53,6 +53,7 @@ from wallets.errors import InsufficientFunds, WalletFrozen
 from wallets.services.charges import wallet_charge
 from wallets.services.wallets import wallet_open
 
+from ..bulk import ids_take, rows_copy
 from ..calendar import zone
 from ..models import Plan, Subscription, SubscriptionProration
 from ..selectors import MeterUsage
@@ -171,9 +172,20 @@ def proration_line(proration: SubscriptionProration) -> LineDraft:
     )
 
 
-def _billing_settings(team_ids: set[int]) -> dict[int, BillingSettings]:
-    found = {b.team_id: b for b in BillingSettings.objects.filter(team_id__in=team_ids)}
-    return found
+@dataclass(frozen=True)
+class TeamBilling:
+    """The few billing settings an invoice needs (``teams.BillingSettings``), read in one query per batch."""
+
+    billing_model: str
+    tax_rate: Decimal
+    payment_terms_days: int
+    billing_address: str
+
+
+def _billing_settings(team_ids: set[int]) -> dict[int, TeamBilling]:
+    rows = BillingSettings.objects.filter(team_id__in=team_ids).values_list(
+        "team_id", "billing_model", "tax_rate", "payment_terms_days", "billing_address")
+    return {row[0]: TeamBilling(*row[1:]) for row in rows}
 
 
 _ISSUE_SQL = """
@@ -184,12 +196,24 @@ UPDATE invoices_invoice AS i
 """
 
 
-def invoices_write(drafts: Sequence[InvoiceDraft], *, at: dt.datetime) -> list[Invoice]:
+@dataclass(frozen=True)
+class WrittenInvoice:
+    """An invoice :func:`invoices_write` wrote and issued: what its callers need, without loading the row."""
+
+    pk: int
+    number: str
+    team_id: int
+    currency: str
+    total: Decimal
+
+
+def invoices_write(drafts: Sequence[InvoiceDraft], *, at: dt.datetime) -> list[WrittenInvoice]:
     """Write and issue the invoices of ``drafts`` in bulk: rows, lines, gap-free numbers; inside the caller's transaction.
 
     Each draft is rounded, taxed at its team's rate (``BillingSettings.tax_rate``, rounded once) and
-    written as a draft with its lines, then all are numbered in one take of the invoice sequence and
-    issued (``pending``, issue date = ``at``'s local date, due after the team's payment terms).
+    written as a draft with its lines (``COPY``, ``subscriptions.bulk``), then all are numbered in one
+    take of the invoice sequence and issued (``pending``, issue date = ``at``'s local date, due after
+    the team's payment terms) by one ``UPDATE``, through the invoices' status trigger like any issue.
     Proration rows carried get their ``invoice``. Returns the invoices in the order of ``drafts``.
     """
     drafts = [d.round() for d in drafts]
@@ -198,31 +222,37 @@ def invoices_write(drafts: Sequence[InvoiceDraft], *, at: dt.datetime) -> list[I
     billing = _billing_settings({d.subscription.team_id for d in drafts})
     default_terms = settings.BILLING_PAYMENT_TERMS_DAYS
     issue_date = timezone.localdate(at)
-    invoices = []
-    for d in drafts:
+    ids = ids_take(Invoice, len(drafts))
+    rows, totals = [], []
+    for pk, d in zip(ids, drafts):
         team = d.subscription.team
         b = billing.get(team.pk)
         rate = b.tax_rate if b else ZERO
         tax = invoice_tax_amount(subtotal=d.subtotal, rate=rate, currency=d.currency) if rate else ZERO
-        invoices.append(Invoice(
-            team_id=team.pk, user_id=d.subscription.user_id, kind=Invoice.Kind.SUBSCRIPTION,
-            status=Invoice.Status.DRAFT, period_start=d.period_start, period_end=d.period_end, currency=d.currency,
-            subtotal=d.subtotal, tax_rate=rate, tax_amount=tax, total=d.subtotal + tax,
-            team_name=team.name, cost_center=team.cost_center, billing_address=b.billing_address if b else "",
-        ))
-    Invoice.objects.bulk_create(invoices)
-    lines, carried = [], []
-    for d, invoice in zip(drafts, invoices):
+        totals.append(d.subtotal + tax)
+        rows.append({
+            "id": pk, "team_id": team.pk, "user_id": d.subscription.user_id, "kind": Invoice.Kind.SUBSCRIPTION,
+            "status": Invoice.Status.DRAFT, "period_start": d.period_start, "period_end": d.period_end,
+            "currency": d.currency, "subtotal": d.subtotal, "tax_rate": rate, "tax_amount": tax,
+            "total": d.subtotal + tax, "team_name": team.name, "cost_center": team.cost_center,
+            "billing_address": b.billing_address if b else "",
+        })
+    rows_copy(Invoice, rows)
+    line_rows, carried = [], []
+    line_ids = ids_take(InvoiceLine, sum(len(d.lines) for d in drafts))
+    next_id = iter(line_ids)
+    for d, pk in zip(drafts, ids):
         for position, (line, amount) in enumerate(zip(d.lines, d.amounts), start=1):
-            lines.append(InvoiceLine(
-                invoice_id=invoice.pk, position=position, description=line.description[:500],
-                service=line.details.get("section", ""), quantity=line.quantity, unit=line.unit,
-                unit_price=line.unit_price if line.unit_price is not None else line.amount_precise,
-                amount_precise=line.amount_precise, amount=amount, details=line.details,
-            ))
+            line_rows.append({
+                "id": next(next_id), "invoice_id": pk, "position": position, "description": line.description[:500],
+                "service": line.details.get("section", ""), "quantity": line.quantity, "unit": line.unit,
+                "unit_price": line.unit_price if line.unit_price is not None else line.amount_precise,
+                "amount_precise": line.amount_precise, "amount": amount, "details": line.details,
+                "record_count": 0, "rule_id": None, "rule_name": "", "rule_type": "",
+            })
             if line.proration_id is not None:
-                carried.append((line.proration_id, invoice.pk))
-    InvoiceLine.objects.bulk_create(lines)
+                carried.append((line.proration_id, pk))
+    rows_copy(InvoiceLine, line_rows)
     if carried:
         with connection.cursor() as cursor:
             cursor.execute(
@@ -230,23 +260,19 @@ def invoices_write(drafts: Sequence[InvoiceDraft], *, at: dt.datetime) -> list[I
                 "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, inv) WHERE p.id = v.id",
                 [[c[0] for c in carried], [c[1] for c in carried]],
             )
-    numbers = document_numbers_next(kind=DocumentSequence.Kind.INVOICE, date=issue_date, count=len(invoices))
+    numbers = document_numbers_next(kind=DocumentSequence.Kind.INVOICE, date=issue_date, count=len(drafts))
     now = timezone.now()
     dues = []
-    for invoice, number in zip(invoices, numbers):
-        b = billing.get(invoice.team_id)
-        due = issue_date + dt.timedelta(days=b.payment_terms_days if b else default_terms)
-        invoice.number, invoice.status, invoice.issue_date, invoice.due_date, invoice.issued_at = (
-            number, Invoice.Status.PENDING, issue_date, due, now)
-        dues.append(due)
+    for d in drafts:
+        b = billing.get(d.subscription.team_id)
+        dues.append(issue_date + dt.timedelta(days=b.payment_terms_days if b else default_terms))
     with connection.cursor() as cursor:
-        cursor.execute(_ISSUE_SQL, [issue_date, now, now, [i.pk for i in invoices], numbers, dues])
-    for invoice in invoices:
-        invoice._remember_frozen()
-    return invoices
+        cursor.execute(_ISSUE_SQL, [issue_date, now, now, ids, numbers, dues])
+    return [WrittenInvoice(pk=pk, number=number, team_id=d.subscription.team_id, currency=d.currency, total=total)
+            for pk, number, d, total in zip(ids, numbers, drafts, totals)]
 
 
-def prepaid_payer(subscription: Subscription, billing: BillingSettings | None) -> tuple[bool, object]:
+def prepaid_payer(subscription: Subscription, billing: TeamBilling | None) -> tuple[bool, object]:
     """Whether the subscriber pays from a wallet, and whose: ``(True, user or None)`` for prepaid teams."""
     model = billing.billing_model if billing else BillingSettings.BillingModel.PREPAID_TEAM
     if model == BillingSettings.BillingModel.PREPAID_TEAM:
@@ -261,7 +287,7 @@ def wallet_key(subscription: Subscription, period_start: dt.datetime) -> str:
     return f"subscription-{subscription.pk}-{period_start.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}"
 
 
-def invoices_pay_from_wallets(pairs: Sequence[tuple[InvoiceDraft, Invoice]]) -> list[Subscription]:
+def invoices_pay_from_wallets(pairs: Sequence[tuple[InvoiceDraft, WrittenInvoice]]) -> list[Subscription]:
     """Charge prepaid subscribers' wallets for their invoices; returns the subscriptions that could not pay.
 
     Runs inside the caller's transaction: ``wallet_charge`` runs in a savepoint, so a refusal keeps
@@ -288,7 +314,7 @@ def invoices_pay_from_wallets(pairs: Sequence[tuple[InvoiceDraft, Invoice]]) -> 
         except (InsufficientFunds, WalletFrozen):
             unpaid.append(sub)
             continue
-        invoice_mark_paid(invoice=invoice, payment_reference=f"wallet ledger entry {entry.pk}")
+        invoice_mark_paid(invoice=Invoice(pk=invoice.pk), payment_reference=f"wallet ledger entry {entry.pk}")
     return unpaid
 
 

@@ -121,7 +121,7 @@ def _bill_first_period(sub: Subscription, period: SubscriptionPeriod, *, at: dt.
     if draft.is_empty:
         return
     (invoice,) = invoices_write([draft], at=at)
-    SubscriptionPeriod.objects.filter(pk=period.pk).update(invoice=invoice)
+    SubscriptionPeriod.objects.filter(pk=period.pk).update(invoice_id=invoice.pk)
     unpaid = invoices_pay_from_wallets([(draft, invoice)])
     if unpaid:
         sub.status = Subscription.Status.PAST_DUE

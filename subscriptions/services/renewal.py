@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from django.db import connection, transaction
 from django.utils import timezone
 
+from ..bulk import ids_take, rows_copy
 from ..calendar import period_after
 from ..models import Subscription, SubscriptionPeriod, SubscriptionProration
 from ..selectors import meter_usage, plans_with_charges, usage_groups
@@ -121,8 +122,9 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
         draft = InvoiceDraft(subscription=sub, period_start=local_date(next_start, tz),
                              period_end=local_date(next_end, tz), currency=next_plan.currency, lines=lines,
                              key_instant=next_start)
-        new_period = SubscriptionPeriod(subscription_id=sub.pk, plan_id=next_plan.pk, period_start=next_start,
-                                        period_end=next_end, fee=next_plan.fee, currency=next_plan.currency)
+        new_period = {"subscription_id": sub.pk, "plan_id": next_plan.pk, "period_start": next_start,
+                      "period_end": next_end, "fee": next_plan.fee, "currency": next_plan.currency,
+                      "is_trial": False, "usage": {}, "invoice_id": None, "usage_invoice_id": None}
         new_periods.append(new_period)
         if not draft.is_empty:
             drafts.append((draft, period, new_period))
@@ -132,23 +134,21 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
         sub.current_period_start, sub.current_period_end = next_start, next_end
         result.renewed += 1
 
-    SubscriptionPeriod.objects.bulk_create(new_periods)
     invoice_drafts = [d[0] for d in drafts]
     invoices = invoices_write(invoice_drafts, at=at)
     result.invoices = len(invoices)
     result.lines = sum(len(d.lines) for d in invoice_drafts)
-    # Link each period to the invoices that carry its fee and its usage.
-    fee_links, usage_links = [], []
-    for entry, invoice in zip(drafts, invoices):
-        if entry[2] is not None:
-            fee_links.append((entry[2].pk, invoice.pk))
-        if entry[1] is not None:
-            usage_links.append((entry[1].pk, invoice.pk))
+    # Each period keeps the invoice of its fee; the ended period, the one of its usage.
+    usage_links = []
+    for (_, ended_period, new_period), invoice in zip(drafts, invoices):
+        if new_period is not None:
+            new_period["invoice_id"] = invoice.pk
+        if ended_period is not None:
+            usage_links.append((ended_period.id, invoice.pk))
+    for pk, row in zip(ids_take(SubscriptionPeriod, len(new_periods)), new_periods):
+        row["id"] = pk
+    rows_copy(SubscriptionPeriod, new_periods)
     with connection.cursor() as cursor:
-        if fee_links:
-            cursor.execute("UPDATE subscriptions_subscriptionperiod AS p SET invoice_id = v.inv "
-                           "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, inv) WHERE p.id = v.id",
-                           [[a for a, _ in fee_links], [b for _, b in fee_links]])
         if usage_links:
             cursor.execute("UPDATE subscriptions_subscriptionperiod AS p SET usage_invoice_id = v.inv "
                            "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, inv) WHERE p.id = v.id",
@@ -162,19 +162,30 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
     return result
 
 
-def _ended_periods(subs: Sequence[Subscription]) -> dict[int, SubscriptionPeriod]:
-    """The ``SubscriptionPeriod`` of each subscription's current period, by subscription id (one query)."""
+@dataclass(frozen=True)
+class EndedPeriod:
+    """The billed period that ends at a renewal's boundary (a ``SubscriptionPeriod`` row's figures)."""
+
+    id: int
+    is_trial: bool
+    fee: object
+    period_start: dt.datetime
+    period_end: dt.datetime
+
+
+def _ended_periods(subs: Sequence[Subscription]) -> dict[int, EndedPeriod]:
+    """The billed period of each subscription's current period, by subscription id (one query)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT p.id FROM subscriptions_subscriptionperiod p "
+            "SELECT p.subscription_id, p.id, p.is_trial, p.fee, p.period_start, p.period_end "
+            "FROM subscriptions_subscriptionperiod p "
             "JOIN unnest(%s::bigint[], %s::timestamptz[]) AS v(sid, ps) ON p.subscription_id = v.sid AND p.period_start = v.ps",
             [[s.pk for s in subs], [s.current_period_start for s in subs]],
         )
-        pks = [row[0] for row in cursor.fetchall()]
-    return {p.subscription_id: p for p in SubscriptionPeriod.objects.filter(pk__in=pks)}
+        return {row[0]: EndedPeriod(*row[1:]) for row in cursor.fetchall()}
 
 
-def _true_up(sub: Subscription, period: SubscriptionPeriod | None, usage) -> object:
+def _true_up(sub: Subscription, period: EndedPeriod | None, usage) -> object:
     if period is None or period.is_trial:
         return None
     return minimum_commitment_line(plan=sub.plan, fee=period.fee, usage=usage, start=period.period_start,

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from invoices.models import Invoice
 from subscriptions.models import Subscription, SubscriptionPeriod
+from subscriptions.preview import subscription_upcoming_invoice
 from subscriptions.selectors import subscription_usage
 from subscriptions.services.lifecycle import subscription_create
 from subscriptions.services.renewal import subscription_renew, subscriptions_renew_due
@@ -49,3 +50,20 @@ def test_renewal_invoices_fee_in_advance_and_overage_in_arrears_once(postpaid_te
     assert subscription_renew(subscription=sub, at=at(2024, 2, 1)).renewed == 0
     assert Invoice.objects.filter(kind="subscription").count() == 2  # the first period's and February's
     assert Subscription.objects.get().status == "active"
+
+
+def test_upcoming_invoice_previews_the_renewal_and_a_change_without_writing(postpaid_team, pro_plan, starter_plan):
+    # given a starter subscription with 350 units used of 100 included by mid-April
+    sub = subscription_create(team=postpaid_team, plan=starter_plan, start=at(2024, 4, 1))
+    record_usage(postpaid_team, 350, at(2024, 4, 10))
+    written = Invoice.objects.count()
+    # when the next invoice is previewed, and an upgrade to professional on 16 April
+    upcoming = subscription_upcoming_invoice(subscription=sub, at=at(2024, 4, 16))
+    change = subscription_upcoming_invoice(subscription=sub, at=at(2024, 4, 16), plan=pro_plan)
+    # then the preview bills May's fee and April's overage so far (250 × 3.00 / 1,000 = 0.75)
+    assert [(line.details["section"], amount) for line, amount in zip(upcoming.lines, upcoming.amounts)] == [
+        ("fee", D("19.00")), ("overage", D("0.75"))]
+    # and the change adds its proration (−9.50 + 24.50), May's fee on the new plan, and prices April's usage on it
+    # (350 of 500 included: no overage); nothing was written
+    assert (change.proration.credit, change.proration.charge, change.subtotal) == (D("-9.50"), D("24.50"), D("64.00"))
+    assert Invoice.objects.count() == written
