@@ -30,6 +30,7 @@ from chargeback.periods import month_start, next_month
 from chargeback.selectors import usage_records_active
 from invoices.models import Invoice
 from invoices.selectors import invoices_overdue
+from subscriptions.selectors_mrr import mrr_history, subscription_stats, subscriptions_by_tier, trials_ending
 from teams.models import Team
 from wallets.models import Wallet
 from wallets.selectors import wallets_below_warning
@@ -96,6 +97,7 @@ class Dashboard:
     overdue_url: str = ""
     runs: list[AllocationRun] = field(default_factory=list)
     runs_url: str = ""
+    subscriptions: dict = field(default_factory=dict)
 
 
 def dashboard_get(*, today: dt.date | None = None) -> Dashboard:
@@ -248,4 +250,40 @@ def dashboard_get(*, today: dt.date | None = None) -> Dashboard:
         run.allocated_display = format_amount(run.allocated_cost, run.currency)
         run.unallocated_display = format_amount(run.unallocated_cost, run.currency)
     board.runs_url = reverse("admin:chargeback_allocationrun_changelist")
+
+    # 6. Subscriptions: MRR now, its 12-month movements, subscriptions by tier, trials ending soon.
+    board.subscriptions = _subscriptions_board()
     return board
+
+
+def _subscriptions_board() -> dict:
+    """MRR now (reporting currency, other currencies beside), the MRR chart of the last 12 months
+    (new, expansion, contraction, churn as stacked bars, MRR as a line; exact decimal strings),
+    live subscriptions by tier and the trials ending within 7 days (5 queries)."""
+    stats = subscription_stats()
+    history = mrr_history(months=CHART_MONTHS)
+    currency = stats.reporting.currency
+    months = history.get(currency) or next(iter(history.values()), [])
+    subscriptions_url = reverse("admin:subscriptions_subscription_changelist")
+    tiers: dict[str, dict] = {}
+    for row in subscriptions_by_tier():
+        tier = tiers.setdefault(row["tier"], {"tier": row["tier"], "total": 0, "statuses": []})
+        tier["total"] += row["count"]
+        tier["statuses"].append((row["status"], row["count"]))
+    trials = list(trials_ending()[:LIST_ROWS])
+    return {
+        "mrr": format_amount(stats.reporting.monthly_revenue, currency),
+        "other_mrr": [format_amount(f.monthly_revenue, f.currency) for f in stats.other_currencies],
+        "customers": stats.total_customers, "active": stats.active_subscriptions,
+        "trialing": stats.trial_subscriptions, "past_due": stats.past_due_subscriptions,
+        "tiers": sorted(tiers.values(), key=lambda t: t["tier"]),
+        "trials": trials, "trials_url": subscriptions_url + "?trial_ends=7d",
+        "url": subscriptions_url,
+        "chart": {
+            "currency": currency,
+            "labels": [f"{m.month:%b %Y}" for m in months],
+            "mrr": [str(m.end) for m in months],
+            "movements": {name: [str(getattr(m, name)) for m in months]
+                          for name in ("new", "expansion", "contraction", "churn")},
+        },
+    }

@@ -61,6 +61,12 @@ credit_exceeds_invoice    422     ``invoices``' ``CreditNoteLimitExceeded``: mor
 amount_out_of_range       422     ``money.AmountOutOfRange``: a well-formed amount whose result
                                   would pass ``money.METERED_BOUND`` (10^18), what the columns hold
 invoice_generation_error  422     ``invoices``' ``InvoiceGenerationError``: nothing to bill, no run
+plan_immutable            409     ``subscriptions``' ``PlanImmutable``: a used plan's prices never change
+plan_archived             409     ``subscriptions``' ``PlanArchived``: nobody new joins an archived plan
+invalid_subscription_     409     ``subscriptions``' ``SubscriptionTransitionError``: the status
+transition                        forbids the move (``Subscription.TRANSITIONS``)
+subscription_exists       409     ``subscriptions``' ``SubscriptionExists``: one live subscription each
+subscription_error        422     ``subscriptions``' ``SubscriptionError``: a subscription refusal
 ========================  ======  ================================================================
 
 The API's ``type`` follows from the status, except ``idempotency_error``, whose type is

@@ -125,6 +125,7 @@ INSTALLED_APPS = [
     "chargeback",
     "wallets",
     "invoices",
+    "subscriptions",
     "auditlog",
     "rest_framework.authtoken",
     "drf_spectacular",

@@ -56,7 +56,8 @@ class Invoice(models.Model):
     """A bill to one team (``user`` empty) or one user within a team, for one billing period.
 
     Invariants: at most one live (not cancelled) invoice per team, user and period (partial unique
-    constraints); ``total = subtotal + tax_amount`` (a CHECK, migration 0002); ``number`` is unique once assigned (at issue).
+    constraints) for chargeback and statement invoices (subscription invoices follow the
+    subscription's periods and are unique per subscription and period in ``subscriptions``); ``total = subtotal + tax_amount`` (a CHECK, migration 0002); ``number`` is unique once assigned (at issue).
     Drafts are refreshed in place by the billing run; issued invoices never change.
 
     Lifecycle (``TRANSITIONS``): ``draft`` → ``pending`` (issued: numbered, frozen, PDF
@@ -99,6 +100,7 @@ class Invoice(models.Model):
     class Kind(models.TextChoices):
         CHARGEBACK = "chargeback", "Chargeback"
         PREPAID_STATEMENT = "prepaid_statement", "Prepaid statement"
+        SUBSCRIPTION = "subscription", "Subscription"
 
     team = models.ForeignKey("teams.Team", on_delete=models.PROTECT, related_name="invoices")
     user = models.ForeignKey(
@@ -150,12 +152,12 @@ class Invoice(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["team", "period_start", "period_end", "kind"],
-                condition=Q(user__isnull=True) & ~Q(status="cancelled"),
+                condition=Q(user__isnull=True) & ~Q(status="cancelled") & ~Q(kind="subscription"),
                 name="invoice_one_live_per_team_period",
             ),
             models.UniqueConstraint(
                 fields=["team", "user", "period_start", "period_end", "kind"],
-                condition=Q(user__isnull=False) & ~Q(status="cancelled"),
+                condition=Q(user__isnull=False) & ~Q(status="cancelled") & ~Q(kind="subscription"),
                 name="invoice_one_live_per_user_period",
             ),
             models.CheckConstraint(

@@ -94,6 +94,29 @@ def document_number_next(*, kind: str, date: dt.date, is_taken: Callable[[str], 
     return number
 
 
+def document_numbers_next(*, kind: str, date: dt.date, count: int) -> list[str]:
+    """Take ``count`` consecutive numbers of ``kind`` for documents issued on ``date`` (a batch issue).
+
+    The bulk twin of :func:`document_number_next` for callers that issue many documents in one
+    transaction (the subscription renewal): one lock and one write of the sequence row. Numbers
+    a caller chose by hand are not stepped over; the unique constraint on ``Invoice.number``
+    refuses a clash and the caller's transaction rolls back, giving the numbers back.
+
+    Raises:
+        TransactionManagementError: called outside a transaction.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise transaction.TransactionManagementError("document numbers are taken inside the issuing transaction")
+    if count <= 0:
+        return []
+    template = number_format(kind)
+    sequence = _locked_sequence(kind, date.year)
+    first = sequence.last_value + 1
+    sequence.last_value += count
+    sequence.save(update_fields=["last_value"])
+    return [format_number(template, date=date, seq=seq) for seq in range(first, first + count)]
+
+
 # --- invoice numbers chosen by a caller ------------------------------------------------------------
 
 def invoice_number_clean(number: object) -> str:

@@ -198,7 +198,11 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
         })
     run = invoice.allocation_run
     stamp = _stamp(invoice)
-    period = BillingPeriod(invoice.period_start, invoice.period_end)
+    # A subscription's period follows its billing anchor (31 January – 28 February), not whole months.
+    period_label = (
+        format_period(invoice.period_start, invoice.period_end) if invoice.kind == Invoice.Kind.SUBSCRIPTION
+        else BillingPeriod(invoice.period_start, invoice.period_end).label
+    )
     return {
         "invoice": invoice,
         "company_name": settings.BILLING_COMPANY_NAME,
@@ -211,7 +215,7 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
         "issue_date": format_date(invoice.issue_date),
         "due_date": format_date(invoice.due_date),
         "period": format_period(invoice.period_start, invoice.period_end),
-        "period_label": period.label,
+        "period_label": period_label,
         "currency": currency,
         "rows": rows,
         "has_average_prices": any(row["average"] for row in rows),
@@ -236,9 +240,35 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
         "direct_records_text": f"{direct_records:,}",
         "is_chargeback": invoice.kind == Invoice.Kind.CHARGEBACK,
         "is_statement": invoice.kind == Invoice.Kind.PREPAID_STATEMENT,
+        "is_subscription": invoice.kind == Invoice.Kind.SUBSCRIPTION,
+        "included_usage": _included_usage(lines, currency),
         "run": run,
         "run_date": format_date(run.committed_at.date()) if run is not None and run.committed_at else "",
     }
+
+
+def _included_usage(lines: list, currency: str) -> list[dict]:
+    """The "Included usage" rows of a subscription invoice: one per meter of its overage lines.
+
+    A subscription's overage line (``details["section"] == "overage"``) records the meter, the
+    units included, used and beyond, the period they were counted in and the price applied
+    (``subscriptions.services.invoicing``); they are printed as written, nothing is recomputed.
+    """
+    rows = []
+    for line in lines:
+        details = line.details or {}
+        if details.get("kind") != "subscription" or details.get("section") != "overage":
+            continue
+        rows.append({
+            "meter": details.get("meter", ""),
+            "period": details.get("period", ""),
+            "included": format_quantity(Decimal(details.get("included", "0"))),
+            "used": format_quantity(Decimal(details.get("used", "0"))),
+            "overage": format_quantity(Decimal(details.get("overage", "0"))),
+            "price": details.get("price", ""),
+            "amount": format_amount_short(line.amount, currency),
+        })
+    return rows
 
 
 # --- rendering -------------------------------------------------------------------------------------
@@ -305,7 +335,10 @@ def credit_note_pdf_context(credit_note: CreditNote) -> dict:
         "invoice_date": format_date(invoice.issue_date),
         "issue_date": format_date(credit_note.issue_date),
         "period": format_period(invoice.period_start, invoice.period_end),
-        "period_label": BillingPeriod(invoice.period_start, invoice.period_end).label,
+        "period_label": (
+            format_period(invoice.period_start, invoice.period_end) if invoice.kind == Invoice.Kind.SUBSCRIPTION
+            else BillingPeriod(invoice.period_start, invoice.period_end).label
+        ),
         "reason": credit_note.get_reason_display(),
         "description": credit_note.description,
         "currency": currency,

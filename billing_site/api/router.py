@@ -11,6 +11,7 @@ from rest_framework.routers import SimpleRouter
 from chargeback.api import views as chargeback_views
 from chargeback.api.focus_export import FocusExportView
 from invoices.api import views as invoice_views
+from subscriptions.api import views as subscription_views
 from teams.api import views as team_views
 from wallets.api import views as wallet_views
 
@@ -49,4 +50,5 @@ def api_urlpatterns() -> list:
     # FOCUS out: the allocated costs of a month as a FOCUS file.
     patterns.append(path("focus-export/", FocusExportView.as_view(), name="focus-export"))
     patterns += invoice_views.urlpatterns(router)
+    patterns += subscription_views.urlpatterns()
     return patterns + router.urls

@@ -43,7 +43,10 @@ def invoice_pdf_filename(invoice: Invoice) -> str:
     """``<number>.pdf`` for an issued invoice, else ``<team-slug>-<YYYY-MM>-draft.pdf`` (or ``-cancelled``)."""
     if invoice.number:
         return f"{slugify(invoice.number) or invoice.pk}.pdf"
-    period = BillingPeriod(invoice.period_start, invoice.period_end).label.replace("..", "_")
+    if invoice.kind == Invoice.Kind.SUBSCRIPTION:
+        period = f"{invoice.period_start:%Y-%m-%d}_{invoice.period_end:%Y-%m-%d}"
+    else:
+        period = BillingPeriod(invoice.period_start, invoice.period_end).label.replace("..", "_")
     suffix = "cancelled" if invoice.status == Invoice.Status.CANCELLED else "draft"
     return f"{invoice.team.slug}-{period}-{suffix}.pdf"
 

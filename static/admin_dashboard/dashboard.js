@@ -49,7 +49,31 @@
                    tooltip: { callbacks: { label: function (c) { return monthFormat(c.parsed.y); } } } }
       }
     });
+    drawMrr();
     document.getElementById("dashboard").dataset.chartsDrawn = "true";
+  }
+  // MRR movements: new and expansion above zero, contraction and churn below (stacked), MRR as a line.
+  function drawMrr() {
+    var element = document.getElementById("mrr-chart-data");
+    if (!element) { return; }
+    var mrr = JSON.parse(element.textContent);
+    var format = money(mrr.currency);
+    var sets = [["new", "New", "#2e7d32"], ["expansion", "Expansion", "#81c784"],
+                ["contraction", "Contraction", "#f5a623"], ["churn", "Churn", "#c62828"]];
+    var datasets = sets.map(function (s) {
+      return { type: "bar", label: s[1], data: mrr.movements[s[0]].map(Number), backgroundColor: s[2], stack: "moves",
+               yAxisID: "y" };
+    });
+    datasets.push({ type: "line", label: "MRR", data: mrr.mrr.map(Number), borderColor: "#417690",
+                    backgroundColor: "#417690", tension: 0, pointRadius: 3, yAxisID: "y" });
+    window.billingCharts.mrr = new Chart(document.getElementById("mrr-chart"), {
+      data: { labels: mrr.labels, datasets: datasets },
+      options: {
+        animation: false, responsive: true, maintainAspectRatio: false,
+        scales: { x: { stacked: true }, y: { stacked: true, ticks: { callback: format } } },
+        plugins: { tooltip: { callbacks: { label: function (c) { return c.dataset.label + ": " + format(c.parsed.y); } } } }
+      }
+    });
   }
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", draw); } else { draw(); }
 })();

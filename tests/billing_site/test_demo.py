@@ -12,6 +12,8 @@ from django.core.management import call_command
 
 from chargeback.models import AllocationRun
 from invoices.models import Invoice
+from subscriptions.models import Subscription
+from subscriptions.selectors_mrr import subscription_stats
 from wallets.models import LedgerEntry, UsageEvent, Wallet
 from wallets.selectors import ledger_verify
 
@@ -46,10 +48,17 @@ def test_demo_bills_the_month_and_puts_wallets_to_use_and_a_second_run_adds_noth
     password = re.search(r"Team users \(leads: [^)]*\)  password: (\S+)", first).group(1)
     assert get_user_model().objects.get(username="chloe").check_password(password)
     assert "/portal/" in first
+    # and plans and subscriptions through the services: a trial, monthly ones with overage, a yearly
+    # enterprise, a cancellation and an upgrade in the current period, with MRR on the dashboard
+    statuses = dict(Subscription.objects.values_list("team__slug", "status"))
+    assert statuses["identity"] == "trialing" and statuses["mobile-app"] == "canceled"
+    assert Subscription.objects.get(team__slug="data-warehouse").plan.code == "pro-monthly"
+    assert Subscription.objects.get(team__slug="ml-platform").plan.interval == "year"
+    assert subscription_stats().reporting.monthly_revenue == Decimal("1196.00")  # 4 × 49 + 12,000 / 12
 
     # when it is loaded again, then no money moves twice and the invoices are the same
     entries, totals = LedgerEntry.objects.count(), sorted(invoices.values_list("total", flat=True))
     second = _demo()
-    assert "Wallets: already loaded" in second
+    assert "Wallets: already loaded" in second and "Subscriptions: already loaded" in second
     assert LedgerEntry.objects.count() == entries
     assert sorted(Invoice.objects.filter(status=Invoice.Status.DRAFT).values_list("total", flat=True)) == totals

@@ -20,6 +20,7 @@ from chargeback import errors as chargeback_errors
 from chargeback.focus.results import FocusImportError
 from chargeback.periods import PeriodError
 from invoices import errors as invoice_errors
+from subscriptions import errors as subscription_errors
 from teams import errors as team_errors
 from wallets import errors as wallet_errors
 
@@ -64,6 +65,13 @@ DOCUMENTED = {
     invoice_errors.CreditNoteLimitExceeded: (422, "credit_exceeds_invoice"),
     invoice_errors.InvoiceGenerationError: (422, "invoice_generation_error"),
     invoice_errors.InvalidInvoiceRequest: (400, "invalid_request"),
+    # subscriptions
+    subscription_errors.SubscriptionError: (422, "subscription_error"),
+    subscription_errors.InvalidSubscriptionRequest: (400, "invalid_request"),
+    subscription_errors.PlanImmutable: (409, "plan_immutable"),
+    subscription_errors.PlanArchived: (409, "plan_archived"),
+    subscription_errors.SubscriptionTransitionError: (409, "invalid_subscription_transition"),
+    subscription_errors.SubscriptionExists: (409, "subscription_exists"),
 }
 
 

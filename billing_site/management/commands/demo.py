@@ -30,6 +30,11 @@ from chargeback.models import AllocationRule, AllocationTarget, Price
 from chargeback.periods import BillingPeriod, PeriodError
 from chargeback.services.focus_import import focus_import
 from chargeback.services.usage import usage_record_create
+from subscriptions.models import Plan, Subscription
+from subscriptions.selectors_mrr import subscription_stats
+from subscriptions.services.lifecycle import subscription_cancel, subscription_change_plan, subscription_create
+from subscriptions.services.plans import plan_create
+from subscriptions.services.renewal import subscriptions_renew_due
 from teams.models import Team, TeamMembership
 from teams.services import billing_settings_update
 from wallets.errors import InsufficientFunds
@@ -130,6 +135,7 @@ class Command(BaseCommand):
         if not options["no_billing_run"]:
             self.stdout.write(self.style.MIGRATE_HEADING(f"Month-end billing run for {billing_period}"))
             call_command("billing_run", "--period", billing_period.label, stdout=self.stdout, stderr=self.stderr)
+        self._subscriptions()
         self.stdout.write(self.style.SUCCESS(f"Demo ready: http://{options['host']}/admin/ (credentials above)."))
         self.stdout.write(self.style.SUCCESS(f"Team portal: http://{options['host']}/portal/ (team users above)."))
 
@@ -321,3 +327,63 @@ class Command(BaseCommand):
                     for slug, percentage in shares:
                         AllocationTarget.objects.create(rule=rule, team=receivers[slug], percentage=Decimal(percentage))
         self.stdout.write(f"Allocation rules: {AllocationRule.objects.filter(enabled=True).count()} enabled")
+
+    def _subscriptions(self) -> None:
+        """Plans and half a year of subscriptions, through the services, so the dashboard shows real MRR.
+
+        A 14-day trial ending within the week, monthly subscriptions with overage this period, a
+        yearly enterprise plan, a cancellation 40 days ago and an upgrade in the middle of the
+        current period. Each past step runs the renewal up to its instant first, as the periodic
+        job would have. Teams without billing settings are made postpaid (billed by invoice).
+        """
+        if Plan.objects.filter(code="pro-monthly").exists():
+            self.stdout.write("Subscriptions: already loaded")
+            return
+        inference = {"meter": "inference", "resource_type": "llm", "unit": "token", "charge_model": "standard",
+                     "price": Decimal("2.00"), "price_per_units": Decimal(1000)}
+        starter = plan_create(code="starter-monthly", name="Starter", tier="starter", currency="USD", fee=Decimal(19),
+                              trial_days=14, charges=[{**inference, "included_units": Decimal(500)}])
+        pro = plan_create(code="pro-monthly", name="Professional", tier="professional", currency="USD",
+                          fee=Decimal(49), charges=[{**inference, "included_units": Decimal(5000)}])
+        plan_create(code="pro-yearly", name="Professional (yearly)", tier="professional", currency="USD",
+                    fee=Decimal(490), interval="year", charges=[{**inference, "included_units": Decimal(5000)}])
+        enterprise = plan_create(
+            code="enterprise-yearly", name="Enterprise", tier="enterprise", currency="USD", fee=Decimal(12000),
+            interval="year", minimum_commitment=Decimal(12000),
+            charges=[{**inference, "included_units": Decimal(1_000_000), "charge_model": "graduated",
+                      "tiers": [{"up_to": Decimal(1_000_000), "unit_price": Decimal("0.0015")},
+                                {"up_to": None, "unit_price": Decimal("0.001")}]}])
+        teams = {t.slug: t for t in Team.objects.all()}
+        for slug in ("recommendations", "payments", "data-warehouse", "mobile-app", "logistics", "identity"):
+            if not hasattr(teams[slug], "billing_settings"):
+                billing_settings_update(team=teams[slug], billing_model="postpaid", credit_limit=Decimal(50000))
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        day = dt.timedelta(days=1)
+
+        def start(slug, plan, days_ago, **kwargs):
+            return subscription_create(team=teams[slug], plan=plan, start=now - days_ago * day, **kwargs)
+
+        start("recommendations", pro, 180)
+        mobile = start("mobile-app", pro, 150)
+        start("ml-platform", enterprise, 150)
+        start("payments", pro, 120)
+        warehouse = start("data-warehouse", starter, 90, trial=False)
+        start("logistics", pro, 75)
+        subscriptions_renew_due(at=now - 40 * day)
+        subscription_cancel(subscription=Subscription.objects.get(pk=mobile.pk), at_period_end=False, at=now - 40 * day)
+        subscriptions_renew_due(at=now - day)
+        subscription_change_plan(subscription=Subscription.objects.get(pk=warehouse.pk), plan=pro, when="now",
+                                 at=now - day)
+        subscriptions_renew_due(at=now)
+        start("identity", starter, 9)  # a 14-day trial: ends in 5 days
+        # Usage of this period beyond the included units: overage on the next renewal invoice.
+        for slug, tokens in (("recommendations", 8200), ("logistics", 6400), ("data-warehouse", 1200)):
+            usage_record_create(team=teams[slug], resource_type="llm", provider="openai", model="gpt-4", unit="token",
+                                quantity=Decimal(tokens), occurred_at=now - dt.timedelta(hours=2),
+                                idempotency_key=f"demo-subscription-usage-{slug}", feature_key=f"{slug}-assistant")
+        stats = subscription_stats()
+        self.stdout.write(
+            f"Subscriptions: {Plan.objects.count()} plans, {stats.total_customers} customers "
+            f"({stats.active_subscriptions} active, {stats.trial_subscriptions} trialing), "
+            f"MRR {stats.reporting.monthly_revenue} {stats.reporting.currency}"
+        )

@@ -1,0 +1,414 @@
+"""Serializers of the subscriptions API: validation and shape only (the services do the work).
+
+Money is a decimal string with its ``currency`` beside it: fees, MRR and invoice amounts in the
+currency's minor units (``"49.00"``), unit prices and included units at metered precision (12
+decimal places). Timestamps are ISO 8601 in UTC; period ends are exclusive.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+
+from billing_site.api.fields import AwareDateTimeField, MoneyField, StrictPrimaryKeyRelatedField, StrictSerializerMixin
+from billing_site.money import to_minor_units
+from subscriptions.models import Plan, PlanCharge, PlanChargeTier, Subscription
+from subscriptions.mrr import monthly_amount
+from teams.models import Team
+
+User = get_user_model()
+#: What a caller without a subscription is on: the basic tier, free, with no included units.
+BASIC_TIER = "basic"
+
+
+class WholeNumberField(serializers.IntegerField):
+    """A whole number: a JSON integer, or digits in a query string (``10``); ``10.0``, ``1e1`` and ``ten`` are refused."""
+
+    _DIGITS = re.compile(r"[0-9]{1,9}")
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not (isinstance(data, int) or (isinstance(data, str) and self._DIGITS.fullmatch(data))):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def minor(amount, currency: str) -> str | None:
+    """``amount`` in ``currency``'s minor units, as text (``"49.00"``); ``None`` stays ``None``."""
+    return None if amount is None else str(to_minor_units(amount, currency))
+
+
+# --- queries --------------------------------------------------------------------------------------
+
+
+class TeamQuerySerializer(StrictSerializerMixin, serializers.Serializer):
+    """``?team=<id>``: which of the caller's teams (optional when the caller belongs to one)."""
+
+    team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False)
+
+
+class InvoiceListQuerySerializer(TeamQuerySerializer):
+    limit = WholeNumberField(required=False, default=10, min_value=1, max_value=100)
+
+
+class ListQuerySerializer(StrictSerializerMixin, serializers.Serializer):
+    """``?limit=`` (1 to 1,000, default 100) and ``?offset=`` (from 0) of the finance lists."""
+
+    limit = WholeNumberField(required=False, default=100, min_value=1, max_value=1000)
+    offset = WholeNumberField(required=False, default=0, min_value=0)
+
+
+class SubscriptionListQuerySerializer(ListQuerySerializer):
+    status = serializers.ChoiceField(choices=Subscription.Status.choices, required=False)
+    tier = serializers.CharField(max_length=50, required=False)
+    plan = StrictPrimaryKeyRelatedField(queryset=Plan.objects.all(), required=False)
+    team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False)
+
+
+class CustomerListQuerySerializer(ListQuerySerializer):
+    tier = serializers.CharField(max_length=50, required=False)
+
+
+# --- the caller's own --------------------------------------------------------------------------------
+
+
+class CallerSubscriptionSerializer(serializers.Serializer):
+    """The caller's subscription (``GET billing/subscription``); without one, the basic tier:
+    ``tier`` ``basic``, ``status`` ``none``, ``amount`` ``"0.00"`` in the team's currency, no period."""
+
+    id = serializers.IntegerField(allow_null=True)
+    team = serializers.IntegerField()
+    user = serializers.IntegerField(allow_null=True, help_text="Set when the subscription is the caller's own.")
+    plan = serializers.CharField(allow_null=True, help_text="The plan's code.")
+    tier = serializers.CharField()
+    status = serializers.CharField(help_text="trialing, active, past_due, unpaid, or none (no subscription).")
+    current_period_start = serializers.DateTimeField(allow_null=True)
+    current_period_end = serializers.DateTimeField(allow_null=True, help_text="Exclusive.")
+    trial_end = serializers.DateTimeField(allow_null=True)
+    cancel_at_period_end = serializers.BooleanField()
+    amount = serializers.CharField(help_text="The fee per period, in minor units.")
+    interval = serializers.CharField(allow_null=True)
+    interval_count = serializers.IntegerField(allow_null=True)
+    currency = serializers.CharField()
+
+
+class CallerInvoiceSerializer(serializers.Serializer):
+    """One of the caller's invoices, in Stripe's shape: amounts in minor units with ``currency``."""
+
+    id = serializers.IntegerField()
+    number = serializers.CharField(allow_null=True)
+    amount_due = serializers.CharField()
+    amount_paid = serializers.CharField()
+    currency = serializers.CharField()
+    status = serializers.CharField()
+    created = serializers.DateTimeField(help_text="When it was issued.")
+    due_date = serializers.DateField(allow_null=True)
+    paid = serializers.BooleanField()
+    invoice_pdf = serializers.URLField(help_text="Our PDF of it (GET, authenticated).")
+    hosted_invoice_url = serializers.URLField(allow_null=True, help_text="Null until payments exist.")
+
+
+class CallerInvoiceListSerializer(serializers.Serializer):
+    invoices = CallerInvoiceSerializer(many=True)
+    has_more = serializers.BooleanField()
+
+
+class MeterUsageSerializer(serializers.Serializer):
+    meter = serializers.CharField()
+    unit = serializers.CharField(allow_blank=True)
+    included_credits = MoneyField()
+    used = MoneyField()
+    remaining = MoneyField()
+    overage = MoneyField()
+    overage_cost = serializers.CharField(help_text="Exact, in the plan's currency (12 decimal places).")
+    price_per_1k = serializers.CharField(allow_null=True, help_text="Standard charges: the price of 1,000 units.")
+    charge_model = serializers.CharField()
+
+
+class CreditsSerializer(serializers.Serializer):
+    """The first meter of the plan, as the seed shows it; ``meters`` has every meter."""
+
+    tier = serializers.CharField()
+    included_credits = MoneyField()
+    used = MoneyField()
+    remaining = MoneyField()
+    overage = MoneyField()
+    overage_cost = serializers.CharField()
+    price_per_1k = serializers.CharField(allow_null=True)
+    currency = serializers.CharField()
+
+
+class UsageWindowSerializer(serializers.Serializer):
+    today = serializers.DictField(child=MoneyField(), help_text="Units per meter since 00:00 UTC.")
+    month = serializers.DictField(child=MoneyField(), help_text="Units per meter in the current billing period.")
+
+
+class CallerUsageSerializer(serializers.Serializer):
+    tier = serializers.CharField()
+    period_start = serializers.DateTimeField()
+    period_end = serializers.DateTimeField(help_text="Exclusive.")
+    usage = UsageWindowSerializer()
+    credits = CreditsSerializer(allow_null=True)
+    meters = MeterUsageSerializer(many=True)
+
+
+# --- finance: stats, customers, subscriptions ----------------------------------------------------------
+
+
+class TierFiguresSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="Subscriptions counted in MRR (active and past due).")
+    revenue = serializers.CharField(help_text="MRR of the tier, minor units.")
+
+
+class CurrencyMRRSerializer(serializers.Serializer):
+    currency = serializers.CharField()
+    monthly_revenue = serializers.CharField()
+    tier_breakdown = serializers.DictField(child=TierFiguresSerializer())
+
+
+class StatsSerializer(serializers.Serializer):
+    """``monthly_revenue`` is MRR in ``currency`` (the reporting currency); plans in any other
+    currency are in ``other_currencies``, never added to it."""
+
+    total_customers = serializers.IntegerField()
+    active_subscriptions = serializers.IntegerField()
+    trial_subscriptions = serializers.IntegerField()
+    past_due_subscriptions = serializers.IntegerField()
+    canceled_subscriptions = serializers.IntegerField()
+    currency = serializers.CharField()
+    monthly_revenue = serializers.CharField()
+    tier_breakdown = serializers.DictField(child=TierFiguresSerializer())
+    other_currencies = CurrencyMRRSerializer(many=True)
+
+
+def stats_data(stats) -> dict:
+    """The JSON of ``GET admin/billing/stats`` from a ``selectors_mrr.SubscriptionStats``."""
+
+    def figures(f):
+        return {"currency": f.currency, "monthly_revenue": str(f.monthly_revenue),
+                "tier_breakdown": {t: {"count": v.count, "revenue": str(v.revenue)} for t, v in f.tier_breakdown.items()}}
+
+    reporting = figures(stats.reporting)
+    return {
+        "total_customers": stats.total_customers, "active_subscriptions": stats.active_subscriptions,
+        "trial_subscriptions": stats.trial_subscriptions, "past_due_subscriptions": stats.past_due_subscriptions,
+        "canceled_subscriptions": stats.canceled_subscriptions, **reporting,
+        "other_currencies": [figures(f) for f in stats.other_currencies],
+    }
+
+
+class SubscriptionSerializer(serializers.ModelSerializer):
+    """A subscription: ``amount`` is the plan's fee per period and ``mrr`` its monthly part (0 unless
+    active or past due), both in minor units of ``currency``."""
+
+    plan_code = serializers.CharField(source="plan.code", read_only=True)
+    tier = serializers.CharField(source="plan.tier", read_only=True)
+    team_name = serializers.CharField(source="team.name", read_only=True)
+    amount = serializers.SerializerMethodField()
+    mrr = serializers.SerializerMethodField()
+    currency = serializers.CharField(source="plan.currency", read_only=True)
+    interval = serializers.CharField(source="plan.interval", read_only=True)
+    interval_count = serializers.IntegerField(source="plan.interval_count", read_only=True)
+
+    class Meta:
+        model = Subscription
+        fields = ["id", "team", "team_name", "user", "plan", "plan_code", "tier", "pending_plan", "status", "amount",
+                  "mrr", "currency", "interval", "interval_count", "started_at", "current_period_start",
+                  "current_period_end", "trial_end", "cancel_at_period_end", "canceled_at", "ended_at", "time_zone"]
+        read_only_fields = fields
+
+    def get_amount(self, obj) -> str:
+        return minor(obj.plan.fee, obj.plan.currency)
+
+    def get_mrr(self, obj) -> str:
+        counted = obj.status in ("active", "past_due")
+        return minor(monthly_amount(fee=obj.plan.fee, interval=obj.plan.interval,
+                                    interval_count=obj.plan.interval_count, count=int(counted)), obj.plan.currency)
+
+
+class SubscriptionListSerializer(serializers.Serializer):
+    subscriptions = SubscriptionSerializer(many=True)
+    total = serializers.IntegerField()
+
+
+class CustomerSerializer(serializers.Serializer):
+    """A subscriber (a team, or one member of a team) with its live subscription."""
+
+    team = serializers.IntegerField()
+    team_name = serializers.CharField()
+    user = serializers.IntegerField(allow_null=True)
+    username = serializers.CharField(allow_null=True)
+    subscription = serializers.IntegerField()
+    plan = serializers.CharField(help_text="The plan's code.")
+    tier = serializers.CharField()
+    status = serializers.CharField()
+    mrr = serializers.CharField(help_text="Minor units of currency; 0 for a trial or an unpaid subscription.")
+    currency = serializers.CharField()
+    since = serializers.DateTimeField()
+
+
+class CustomerListSerializer(serializers.Serializer):
+    customers = CustomerSerializer(many=True)
+    total = serializers.IntegerField()
+
+
+# --- plans ------------------------------------------------------------------------------------------
+
+
+class TierInputSerializer(StrictSerializerMixin, serializers.Serializer):
+    up_to = MoneyField(required=False, allow_null=True, min_value=0)
+    unit_price = MoneyField(min_value=0)
+    flat_fee = MoneyField(required=False, min_value=0)
+
+
+class ChargeInputSerializer(StrictSerializerMixin, serializers.Serializer):
+    meter = serializers.SlugField(max_length=100)
+    resource_type = serializers.CharField(max_length=50)
+    feature_key = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    provider = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    unit = serializers.CharField(max_length=50, required=False, allow_blank=True)
+    included_units = MoneyField(required=False, min_value=0)
+    charge_model = serializers.ChoiceField(choices=PlanCharge.ChargeModel.choices, required=False)
+    price = MoneyField(required=False, min_value=0)
+    price_per_units = MoneyField(required=False, min_value=0)
+    package_size = MoneyField(required=False, allow_null=True, min_value=1)
+    tiers = TierInputSerializer(many=True, required=False)
+
+
+class TierSerializer(serializers.ModelSerializer):
+    up_to = MoneyField(read_only=True, allow_null=True)
+    unit_price = MoneyField(read_only=True)
+    flat_fee = MoneyField(read_only=True)
+
+    class Meta:
+        model = PlanChargeTier
+        fields = ["up_to", "unit_price", "flat_fee"]
+
+
+class ChargeSerializer(serializers.ModelSerializer):
+    included_units = MoneyField(read_only=True)
+    price = MoneyField(read_only=True)
+    price_per_units = MoneyField(read_only=True)
+    package_size = MoneyField(read_only=True, allow_null=True)
+    tiers = TierSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = PlanCharge
+        fields = ["meter", "resource_type", "feature_key", "provider", "unit", "included_units", "charge_model",
+                  "price", "price_per_units", "package_size", "tiers"]
+
+
+class PlanSerializer(serializers.ModelSerializer):
+    """A plan as read: ``fee`` per ``interval_count`` × ``interval`` in ``currency`` (12 decimal
+    places); ``in_use``: it has (or had) subscribers, so its prices are frozen (409 ``plan_immutable``)."""
+
+    fee = MoneyField(read_only=True)
+    minimum_commitment = MoneyField(read_only=True, allow_null=True)
+    charges = ChargeSerializer(many=True, read_only=True)
+    in_use = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Plan
+        fields = ["id", "code", "name", "tier", "description", "currency", "fee", "interval", "interval_count",
+                  "trial_days", "minimum_commitment", "status", "version", "replaces", "charges", "in_use",
+                  "created_at", "updated_at"]
+        read_only_fields = fields
+
+    def get_in_use(self, obj) -> bool:
+        used = getattr(obj, "in_use", None)
+        return bool(used) if used is not None else obj.subscriptions.exists()
+
+
+class PlanCreateSerializer(StrictSerializerMixin, serializers.Serializer):
+    """A new plan and its charges (one per meter). ``fee`` and prices are decimal strings in ``currency``."""
+
+    code = serializers.SlugField(max_length=100)
+    name = serializers.CharField(max_length=200)
+    tier = serializers.CharField(max_length=50)
+    description = serializers.CharField(required=False, allow_blank=True)
+    currency = serializers.RegexField(r"^[A-Z]{3}$", error_messages={"invalid": "An ISO 4217 code, e.g. USD."})
+    fee = MoneyField(min_value=0)
+    interval = serializers.ChoiceField(choices=Plan.Interval.choices, required=False)
+    interval_count = WholeNumberField(required=False, min_value=1, max_value=120)
+    trial_days = WholeNumberField(required=False, min_value=0, max_value=3650)
+    minimum_commitment = MoneyField(required=False, allow_null=True, min_value=0)
+    charges = ChargeInputSerializer(many=True, required=False)
+
+
+class PlanUpdateSerializer(StrictSerializerMixin, serializers.Serializer):
+    """Fields to change (PATCH). Names, tier, description and trial days change at any time; the
+    prices (``fee``, ``currency``, ``interval``, ``interval_count``, ``minimum_commitment``,
+    ``charges``) only while nobody subscribes to the plan: 409 ``plan_immutable`` afterwards."""
+
+    name = serializers.CharField(max_length=200, required=False)
+    tier = serializers.CharField(max_length=50, required=False)
+    description = serializers.CharField(required=False, allow_blank=True)
+    trial_days = WholeNumberField(required=False, min_value=0, max_value=3650)
+    currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
+    fee = MoneyField(required=False, min_value=0)
+    interval = serializers.ChoiceField(choices=Plan.Interval.choices, required=False)
+    interval_count = WholeNumberField(required=False, min_value=1, max_value=120)
+    minimum_commitment = MoneyField(required=False, allow_null=True, min_value=0)
+    charges = ChargeInputSerializer(many=True, required=False)
+
+
+# --- subscription writes ---------------------------------------------------------------------------------
+
+
+class SubscriptionCreateSerializer(StrictSerializerMixin, serializers.Serializer):
+    """Subscribe ``team`` (or one member of it, ``user``) to ``plan``. ``trial``: start with the plan's
+    trial (default: when the plan has trial days); ``trial_days`` overrides its length."""
+
+    team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all())
+    user = StrictPrimaryKeyRelatedField(queryset=User.objects.all(), required=False, allow_null=True)
+    plan = StrictPrimaryKeyRelatedField(queryset=Plan.objects.all())
+    trial = serializers.BooleanField(required=False, allow_null=True)
+    trial_days = WholeNumberField(required=False, allow_null=True, min_value=0, max_value=3650)
+    start = AwareDateTimeField(required=False, allow_null=True)
+    time_zone = serializers.CharField(max_length=64, required=False)
+
+
+class SubscriptionCancelSerializer(StrictSerializerMixin, serializers.Serializer):
+    """``at_period_end`` (default true): stop at the period end; false: now, with a prorated credit
+    for the unused time unless ``prorate`` is false."""
+
+    at_period_end = serializers.BooleanField(required=False, default=True)
+    prorate = serializers.BooleanField(required=False, default=True)
+
+
+class SubscriptionChangePlanSerializer(StrictSerializerMixin, serializers.Serializer):
+    """Move to ``plan``. ``when``: ``now`` (prorated) or ``period_end``; default: an upgrade now, a
+    downgrade at the period end. ``proration``: ``second`` (default) or ``day``."""
+
+    plan = StrictPrimaryKeyRelatedField(queryset=Plan.objects.all())
+    when = serializers.ChoiceField(choices=["now", "period_end"], required=False, allow_null=True)
+    proration = serializers.ChoiceField(choices=["second", "day"], required=False)
+
+
+class UpcomingQuerySerializer(StrictSerializerMixin, serializers.Serializer):
+    """``?plan=<id>``: preview a change to this plan (``when``, ``proration`` as for the change); without it, the next renewal."""
+
+    plan = StrictPrimaryKeyRelatedField(queryset=Plan.objects.all(), required=False)
+    when = serializers.ChoiceField(choices=["now", "period_end"], required=False)
+    proration = serializers.ChoiceField(choices=["second", "day"], required=False)
+
+
+class UpcomingLineSerializer(serializers.Serializer):
+    description = serializers.CharField()
+    kind = serializers.CharField(help_text="fee, usage, proration_credit, proration_charge, minimum_commitment.")
+    period_start = serializers.DateTimeField(allow_null=True)
+    period_end = serializers.DateTimeField(allow_null=True)
+    amount = serializers.CharField(help_text="Minor units of currency; negative for a credit.")
+
+
+class UpcomingInvoiceSerializer(serializers.Serializer):
+    """What the next invoice would carry, computed and not written."""
+
+    subscription = serializers.IntegerField()
+    plan = serializers.CharField(help_text="The plan the invoice's fee is for.")
+    when = serializers.CharField(help_text="renewal (no change), now or period_end (a change).")
+    issued_at = serializers.DateTimeField(help_text="When it would be issued.")
+    currency = serializers.CharField()
+    lines = UpcomingLineSerializer(many=True)
+    total = serializers.CharField(help_text="Minor units of currency.")

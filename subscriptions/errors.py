@@ -1,0 +1,58 @@
+"""Errors of the subscription services: :class:`SubscriptionError` and its subclasses, each a ``BillingError``.
+
+Each carries its ``code`` and HTTP status (``billing_site.errors`` has the table), ``message`` and
+``param`` (the request field at fault, or ``None``). Nothing was written when one is raised:
+
+* ``InvalidSubscriptionRequest`` (400, ``invalid_request``): malformed input (an unknown plan
+  code, a user outside the team, a charge whose tiers do not fit its model).
+* ``PlanImmutable`` (409, ``plan_immutable``): a price of a plan that has (or had) subscribers was
+  to change; finance makes a new plan (or version) and moves the subscriptions to it.
+* ``PlanArchived`` (409, ``plan_archived``): a new subscription (or a move) to an archived plan.
+* ``SubscriptionTransitionError`` (409, ``invalid_subscription_transition``): the subscription's
+  status does not allow the move (``Subscription.TRANSITIONS``); the message names both statuses.
+* ``SubscriptionExists`` (409, ``subscription_exists``): the subscriber already has a live
+  (not canceled) subscription.
+"""
+
+from __future__ import annotations
+
+from billing_site.errors import BillingError, InvalidRequest
+
+
+class SubscriptionError(BillingError):
+    """Base class: a subscription operation that was refused. Nothing was written when it is raised."""
+
+    code = "subscription_error"
+    http_status = 422
+
+
+class InvalidSubscriptionRequest(InvalidRequest):
+    """Input the caller got wrong (an unknown plan, a user outside the team, bad tiers). HTTP 400."""
+
+
+class PlanImmutable(SubscriptionError):
+    """A plan's prices cannot change once it has subscribers: make a new plan (or version). HTTP 409."""
+
+    code = "plan_immutable"
+    http_status = 409
+
+
+class PlanArchived(SubscriptionError):
+    """The plan is archived: nobody new subscribes to it and nobody moves onto it. HTTP 409."""
+
+    code = "plan_archived"
+    http_status = 409
+
+
+class SubscriptionTransitionError(SubscriptionError):
+    """The subscription's status does not allow the requested move (``Subscription.TRANSITIONS``). HTTP 409."""
+
+    code = "invalid_subscription_transition"
+    http_status = 409
+
+
+class SubscriptionExists(SubscriptionError):
+    """The subscriber (a team, or one member of it) already has a live subscription. HTTP 409."""
+
+    code = "subscription_exists"
+    http_status = 409
