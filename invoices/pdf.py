@@ -234,7 +234,7 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
         "allocations": allocations,
         # The shared pools behind the rule lines, by provider and charge category (credits netted
         # against charges shown), in the invoice's currency.
-        "pools": _pools_text(period, currency) if allocations else [],
+        "pools": _pools_text(BillingPeriod(invoice.period_start, invoice.period_end), currency) if allocations else [],
         "direct_count": direct_count,
         "direct_records": direct_records,
         "direct_records_text": f"{direct_records:,}",
