@@ -52,6 +52,8 @@ credit_exceeds_invoice    422     ``invoices``' ``CreditNoteLimitExceeded``: mor
 amount_out_of_range       422     ``money.AmountOutOfRange``: a well-formed amount whose result
                                   would pass ``money.METERED_BOUND`` (10^18), what the columns hold
 invoice_generation_error  422     ``invoices``' ``InvoiceGenerationError``: nothing to bill, no run
+billing_run_busy          409     ``invoices``' ``BillingRunBusy``: a billing run of the period is
+                                  already waiting to start
 ========================  ======  ================================================================
 
 The API's ``type`` follows from the status, except ``idempotency_error``, whose type is

@@ -53,6 +53,7 @@ DOCUMENTED = {
     invoice_errors.CreditNoteLimitExceeded: (422, "credit_exceeds_invoice"),
     invoice_errors.InvoiceGenerationError: (422, "invoice_generation_error"),
     invoice_errors.InvalidInvoiceRequest: (400, "invalid_request"),
+    invoice_errors.BillingRunBusy: (409, "billing_run_busy"),
 }
 
 
