@@ -25,8 +25,17 @@ STALLED_AFTER_SECONDS = 30
 @app.task(queue=queues.PERIODIC, name="jobs.tasks.retry_stalled_jobs", pass_context=True)
 async def retry_stalled_jobs(context, timestamp: int) -> None:
     """Put back to ``todo`` the jobs whose worker stopped sending heartbeats."""
-    for stalled in await context.app.job_manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_AFTER_SECONDS):
-        await context.app.job_manager.retry_job(stalled)
+    await stalled_jobs_retry(context.app.job_manager, seconds_since_heartbeat=STALLED_AFTER_SECONDS)
+
+
+async def stalled_jobs_retry(job_manager, *, seconds_since_heartbeat: float = STALLED_AFTER_SECONDS) -> list[int]:
+    """Put the ``doing`` jobs of workers silent for ``seconds_since_heartbeat`` back to ``todo``
+    (``retry_stalled_jobs``'s work, callable from a test or a shell); returns their ids."""
+    retried = []
+    for stalled in await job_manager.get_stalled_jobs(seconds_since_heartbeat=seconds_since_heartbeat):
+        await job_manager.retry_job(stalled)
+        retried.append(stalled.id)
+    return retried
 
 
 @job(queue=queues.MAIL)
