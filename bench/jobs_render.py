@@ -34,7 +34,7 @@ from _setup import bench_database, machine_facts  # noqa: E402
 BENCH_DB = "bench_jobs"
 
 
-def _workers_ready(count: int, timeout: float = 60) -> None:
+def _workers_ready(count: int, timeout: float = 300) -> None:
     from procrastinate.contrib.django.models import ProcrastinateWorker
 
     deadline = time.monotonic() + timeout
