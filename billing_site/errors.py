@@ -67,6 +67,8 @@ invalid_subscription_     409     ``subscriptions``' ``SubscriptionTransitionErr
 transition                        forbids the move (``Subscription.TRANSITIONS``)
 subscription_exists       409     ``subscriptions``' ``SubscriptionExists``: one live subscription each
 subscription_error        422     ``subscriptions``' ``SubscriptionError``: a subscription refusal
+billing_run_busy          409     ``invoices``' ``BillingRunBusy``: a billing run of the period is
+                                  already waiting to start
 ========================  ======  ================================================================
 
 The API's ``type`` follows from the status, except ``idempotency_error``, whose type is

@@ -72,6 +72,7 @@ DOCUMENTED = {
     subscription_errors.PlanArchived: (409, "plan_archived"),
     subscription_errors.SubscriptionTransitionError: (409, "invalid_subscription_transition"),
     subscription_errors.SubscriptionExists: (409, "subscription_exists"),
+    invoice_errors.BillingRunBusy: (409, "billing_run_busy"),
 }
 
 
