@@ -54,6 +54,10 @@ Billing
     BILLING_DEFAULT_CURRENCY, BILLING_COMPANY_NAME, BILLING_COMPANY_ADDRESS,
     BILLING_PAYMENT_TERMS_DAYS, BILLING_INVOICE_NUMBER_FORMAT, BILLING_CREDIT_NOTE_NUMBER_FORMAT:
                            see the "Billing" block below.
+Webhooks
+    WEBHOOKS_ALLOW_HTTP, WEBHOOKS_ALLOW_PRIVATE, WEBHOOKS_TIMEOUT_SECONDS, WEBHOOKS_RETRY_BASE_SECONDS,
+    WEBHOOKS_MAX_ATTEMPTS, WEBHOOKS_DISABLE_AFTER_HOURS, WEBHOOKS_ALERT_EMAILS: see the "Webhooks"
+                           block below and docs/webhooks.md.
 Logging and tests
     LOG_LEVEL              the root logger's level; default ``WARNING``.
     TEST_ARTIFACTS_DIR     where browser tests leave screenshots; default ``<project>/test-artifacts``.
@@ -122,6 +126,7 @@ INSTALLED_APPS = [
     "django_filters",
     "billing_site.apps.BillingSiteConfig",  # the shared models (idempotency records)
     "teams",
+    "webhooks",  # outbound webhooks: endpoints, the event outbox, signed deliveries (docs/webhooks.md)
     "chargeback",
     "wallets",
     "invoices",
@@ -278,6 +283,22 @@ BILLING_PAYMENT_TERMS_DAYS = env.int("BILLING_PAYMENT_TERMS_DAYS", default=30)
 # date), {year} and {seq} (gap-free per year, from 1).
 BILLING_INVOICE_NUMBER_FORMAT = env.str("BILLING_INVOICE_NUMBER_FORMAT", default="INV-{date:%Y%m%d}-{seq:04d}")
 BILLING_CREDIT_NOTE_NUMBER_FORMAT = env.str("BILLING_CREDIT_NOTE_NUMBER_FORMAT", default="CN-{date:%Y%m%d}-{seq:04d}")
+
+# --- Webhooks (docs/webhooks.md) ------------------------------------------------------------------
+# The SSRF guard (webhooks.guard): endpoint URLs must be https, and resolve to public addresses only.
+# Plain http and private, loopback or link-local receivers are for tests and on-premises use.
+WEBHOOKS_ALLOW_HTTP = env.bool("WEBHOOKS_ALLOW_HTTP", default=False)
+WEBHOOKS_ALLOW_PRIVATE = env.bool("WEBHOOKS_ALLOW_PRIVATE", default=False)
+# Seconds to connect and, separately, to wait for the receiver's answer.
+WEBHOOKS_TIMEOUT_SECONDS = env.float("WEBHOOKS_TIMEOUT_SECONDS", default=10.0)
+# Retries: the first waits the base, each next one 3 times longer, at most a day; 12 attempts in all
+# take about 3.1 days (webhooks.services.retry_delay).
+WEBHOOKS_RETRY_BASE_SECONDS = env.float("WEBHOOKS_RETRY_BASE_SECONDS", default=10.0)
+WEBHOOKS_MAX_ATTEMPTS = env.int("WEBHOOKS_MAX_ATTEMPTS", default=12)
+# An endpoint whose every attempt has failed for this long is disabled and finance is e-mailed
+# (the finance group and superusers with an address, plus these addresses, comma-separated).
+WEBHOOKS_DISABLE_AFTER_HOURS = env.float("WEBHOOKS_DISABLE_AFTER_HOURS", default=72.0)
+WEBHOOKS_ALERT_EMAILS = env.list("WEBHOOKS_ALERT_EMAILS", default=[])
 
 # --- Logging and tests -----------------------------------------------------------------------------
 LOGGING = {

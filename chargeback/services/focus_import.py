@@ -42,6 +42,7 @@ from chargeback.focus.reading import (
 )
 from chargeback.focus.results import FocusImportResult
 from chargeback.focus.writing import BLOCK_ROWS, write_rows
+from webhooks.services import event_record
 
 
 def focus_import(
@@ -100,6 +101,7 @@ def focus_import(
         rows = good_rows(reader, parser, result, skip_bad_rows=skip_bad_rows, report=report)
         with transaction.atomic():
             write_rows(rows, result, parser, block_rows)
+            event_record("usage.import_completed", result)
             committing = time.perf_counter()
         result.timings["commit"] = time.perf_counter() - committing
     result.rows_duplicate = result.rows_read - result.rows_skipped - result.rows_imported

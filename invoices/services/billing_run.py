@@ -30,6 +30,7 @@ from chargeback.models import AllocationRun
 from chargeback.periods import BillingPeriod
 from chargeback.services.allocation import allocation_run_create, allocation_run_execute
 from teams.models import Team
+from webhooks.services import event_record
 
 from ..models import Invoice
 from .generation import TeamAmount, invoice_generate_for_run, team_amounts
@@ -230,10 +231,11 @@ def billing_run_execute(
     with transaction.atomic(durable=True):
         run = allocation_run_execute(period=period, team=single, created_by=created_by)
         generated = invoice_generate_for_run(run=run, teams=chosen)
-    result = BillingRunResult(
-        period=period, dry_run=False, run=run, teams=chosen, invoices=list(generated), created=set(generated.created),
-        cancelled=list(generated.cancelled), skipped=list(generated.skipped),
-    )
+        result = BillingRunResult(
+            period=period, dry_run=False, run=run, teams=chosen, invoices=list(generated),
+            created=set(generated.created), cancelled=list(generated.cancelled), skipped=list(generated.skipped),
+        )
+        event_record("billing_run.committed", result, team=single)
     if render_pdfs and result.invoices:
         drafts = progress(result.invoices) if progress is not None else result.invoices
         result.invoices = [invoice_pdf_store(invoice=invoice) for invoice in drafts]

@@ -22,9 +22,10 @@ from billing_site.money import METERED_BOUND, AmountOutOfRange
 from teams.models import BillingSettings
 from teams.selectors import billing_settings_get
 from wallets.models import LedgerEntry, Wallet
+from webhooks.services import event_record
 
 from .amounts import ZERO, amount_positive
-from .notifications import low_balance_warn
+from .notifications import low_balance_warn, wallet_depleted_check
 from .posting import insufficient_funds_error, wallet_frozen_error
 from .results import result_replay
 
@@ -88,14 +89,14 @@ def wallet_charge(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feat
         with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
             with connection.cursor() as cursor:
                 cursor.execute(_CHARGE_FUNCTION_SQL, args)
-                replayed, entry_id, before, after, reserved, crossed, notify = cursor.fetchone()
+                replayed, entry_id, before, after, reserved, crossed, _notify = cursor.fetchone()
     except DatabaseError as exc:
         sqlstate = getattr(exc.__cause__, "sqlstate", None)
         if sqlstate == SQLSTATE_INSUFFICIENT_FUNDS:
             available = Decimal(exc.__cause__.diag.message_detail)
-            raise insufficient_funds_error(wallet.pk, available, amount, wallet.currency) from None
+            raise _refused(insufficient_funds_error(wallet.pk, available, amount, wallet.currency), params) from None
         if sqlstate == SQLSTATE_WALLET_NOT_ACTIVE:
-            raise wallet_frozen_error(wallet.pk, exc.__cause__.diag.message_detail) from None
+            raise _refused(wallet_frozen_error(wallet.pk, exc.__cause__.diag.message_detail), params) from None
         if sqlstate == SQLSTATE_NO_WALLET:
             raise Wallet.DoesNotExist(f"Wallet {wallet.pk} does not exist.") from None
         if sqlstate == SQLSTATE_OUT_OF_RANGE:
@@ -113,9 +114,26 @@ def wallet_charge(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feat
         created_by=created_by, created_at=now, metadata=metadata,
     )
     entry._state.adding, entry._state.db, entry.replayed = False, connection.alias, False
-    if crossed is not None and notify:  # rare: read the team and its addresses for the e-mail
+    if crossed is not None or before > 0 >= after:  # rare: read the team and its addresses for the e-mail
         current = Wallet.objects.select_related("team__billing_settings", "user").get(pk=wallet.pk)
         # The e-mail states the figures this charge left, not those of a charge committed since.
         current.balance, current.reserved = after, reserved
-        low_balance_warn(current, billing_settings_get(team=current.team), crossed)
+        if crossed is not None:
+            low_balance_warn(current, billing_settings_get(team=current.team), crossed)
+        wallet_depleted_check(current, before)
     return entry
+
+
+def _refused(error: Exception, params: dict) -> Exception:
+    """Record the ``charge.refused`` webhook event of a refused charge and hand ``error`` back.
+
+    Outside a transaction the event commits at once; inside one it lives or dies with it (a
+    refused usage event is committed as rejected, and so is its event).
+    """
+    wallet = Wallet.objects.select_related("team").get(pk=params["wallet"])
+    event_record("charge.refused", {
+        "wallet": wallet, "amount": params["amount"], "currency": wallet.currency, "feature_key": params["feature_key"],
+        "reference_type": params["reference_type"], "reference_id": str(params["reference_id"]),
+        "error": {"code": error.code, "message": error.message, "param": error.param},
+    }, team=wallet.team_id)
+    return error
