@@ -38,13 +38,13 @@ system-deps:
 migrate: install
 	@$(WITH_DATABASE) $(BIN)/python manage.py migrate --no-input
 
-## Set up, load demo data, run the month-end billing run, serve the app on http://$(HOST)
-## (Ctrl-C stops the server, and the embedded PostgreSQL with it)
+## Set up, load demo data, run the month-end billing run, serve the app on http://$(HOST) with a
+## background-jobs worker beside it (Ctrl-C stops both, and the embedded PostgreSQL with them)
 demo: install
 	@$(WITH_DATABASE) \
 	$(BIN)/python manage.py migrate --no-input; \
 	$(BIN)/python manage.py demo --host "$(HOST)" $(if $(FOCUS),--focus "$(FOCUS)",); \
-	$(BIN)/python manage.py runserver $(HOST)
+	$(BIN)/python scripts/serve.py $(HOST)
 
 ## Set up and run the whole test suite (on DATABASE_URL's server, else on the embedded PostgreSQL)
 test: install

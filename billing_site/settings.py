@@ -26,6 +26,7 @@ Internationalisation
 Mail
     EMAIL_BACKEND          default the console backend (mail is printed, not sent).
     DEFAULT_FROM_EMAIL     default ``billing@localhost``.
+    EMAIL_FILE_PATH        the file backend's folder; default ``<project>/sent-mail``.
 API
     API_MAX_BODY_BYTES     largest request body accepted (DATA_UPLOAD_MAX_MEMORY_SIZE); default
                            5 MiB, enough for a batch of 1,000 usage records.
@@ -54,6 +55,9 @@ Billing
     BILLING_DEFAULT_CURRENCY, BILLING_COMPANY_NAME, BILLING_COMPANY_ADDRESS,
     BILLING_PAYMENT_TERMS_DAYS, BILLING_INVOICE_NUMBER_FORMAT, BILLING_CREDIT_NOTE_NUMBER_FORMAT:
                            see the "Billing" block below.
+Background jobs
+    FOCUS_UPLOAD_MAX_BYTES  largest FOCUS file the admin accepts, in bytes; default 2 GiB.
+    FOCUS_UPLOAD_ABANDONED_HOURS  uploads never imported are removed after this; default 24.
 Webhooks
     WEBHOOKS_ALLOW_HTTP, WEBHOOKS_ALLOW_PRIVATE, WEBHOOKS_TIMEOUT_SECONDS, WEBHOOKS_RETRY_BASE_SECONDS,
     WEBHOOKS_MAX_ATTEMPTS, WEBHOOKS_DISABLE_AFTER_HOURS, WEBHOOKS_ALERT_EMAILS: see the "Webhooks"
@@ -134,6 +138,10 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # Background jobs (docs/jobs.md): Procrastinate's Django integration (its tables, admin and the
+    # ``procrastinate`` command), then the jobs app (queues, progress, the admin's Jobs page).
+    "procrastinate.contrib.django",
+    "jobs",
 ]
 
 MIDDLEWARE = [
@@ -200,6 +208,8 @@ USE_TZ = True
 # --- Mail ------------------------------------------------------------------------------------------
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="billing@localhost")
+# The file backend's folder (EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend).
+EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(BASE_DIR / "sent-mail"))
 
 # --- REST API (Django REST framework, drf-spectacular) ---------------------------------------------
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=5 * 1024 * 1024)
@@ -283,6 +293,19 @@ BILLING_PAYMENT_TERMS_DAYS = env.int("BILLING_PAYMENT_TERMS_DAYS", default=30)
 # date), {year} and {seq} (gap-free per year, from 1).
 BILLING_INVOICE_NUMBER_FORMAT = env.str("BILLING_INVOICE_NUMBER_FORMAT", default="INV-{date:%Y%m%d}-{seq:04d}")
 BILLING_CREDIT_NOTE_NUMBER_FORMAT = env.str("BILLING_CREDIT_NOTE_NUMBER_FORMAT", default="CN-{date:%Y%m%d}-{seq:04d}")
+
+# --- Background jobs (Procrastinate; docs/jobs.md) ----------------------------------------------------
+# Jobs live in PostgreSQL, in the product's own database: a job deferred inside a transaction is
+# committed or rolled back with the data it is about. Each app's ``tasks.py`` is found on its own.
+PROCRASTINATE_AUTODISCOVER_MODULE_NAME = "tasks"
+PROCRASTINATE_DATABASE_ALIAS = "default"
+# Workers poll at most every 5 s besides LISTEN/NOTIFY; a killed worker's jobs are retried once
+# its heartbeat is stale (Procrastinate's stalled-job recovery, see jobs.tasks).
+PROCRASTINATE_WORKER_DEFAULTS = {"fetch_job_polling_interval": 5.0}
+# The largest FOCUS file the admin accepts (bytes, after upload; a gzip'd file counts as sent).
+FOCUS_UPLOAD_MAX_BYTES = env.int("FOCUS_UPLOAD_MAX_BYTES", default=2 * 1024 ** 3)
+# Uploaded FOCUS files never imported are removed after this many hours.
+FOCUS_UPLOAD_ABANDONED_HOURS = env.int("FOCUS_UPLOAD_ABANDONED_HOURS", default=24)
 
 # --- Webhooks (docs/webhooks.md) ------------------------------------------------------------------
 # The SSRF guard (webhooks.guard): endpoint URLs must be https, and resolve to public addresses only.

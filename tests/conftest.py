@@ -6,9 +6,12 @@ there. Nothing is skipped: when the server does not answer, the session stops at
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -114,3 +117,122 @@ def catalog(db):
         for c, p, m, u, price in EXAMPLE_PRICES
     ]
 
+
+
+# --- Background jobs (Procrastinate, docs/jobs.md) --------------------------------------------------
+
+
+@pytest.fixture
+def run_jobs(transactional_db):
+    """Run the queued jobs through a real Procrastinate worker, in this process, until none is left.
+
+    ``run_jobs(queues=["pdf"])`` returns when the queues are empty (Procrastinate's ``wait=False``
+    worker). Jobs are rows of the test database, so the test must commit them: this fixture
+    brings ``transactional_db``. In-process, the test's settings (locmem mail, MEDIA_ROOT) hold.
+    """
+    from procrastinate.contrib.django import app
+
+    from jobs.progress import progress_connections_close
+
+    def run(queues: list[str] | None = None, concurrency: int = 1) -> None:
+        # The worker's own connector, as ``manage.py procrastinate worker`` uses (Django's
+        # connection hands JSON back as text).
+        with app.replace_connector(app.connector.get_worker_connector()) as worker_app:
+            worker_app.run_worker(queues=queues, wait=False, concurrency=concurrency,
+                                  install_signal_handlers=False, listen_notify=False)
+        progress_connections_close()
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def _procrastinate_tables_emptied(request, django_db_blocker):
+    """Empty Procrastinate's tables after a test that commits: they are not Django-managed, so the
+    flush between transactional tests leaves them, and a job of one test would run in the next."""
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    committed = {"transactional_db", "live_server"} & set(request.fixturenames) or (
+        marker is not None and marker.kwargs.get("transaction"))
+    if committed:
+        from django.db import connection
+
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute("TRUNCATE procrastinate_jobs, procrastinate_events, procrastinate_periodic_defers, "
+                           "procrastinate_workers CASCADE")
+
+
+class WorkerProcesses:
+    """Real ``manage.py procrastinate worker`` processes on the test database (see ``worker_process``)."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path):
+        self.env, self.log_dir, self.processes = env, log_dir, []
+
+    def start(self, *, queues: list[str] | None = None, concurrency: int = 1, **env: str) -> subprocess.Popen:
+        """Start a worker (all queues unless ``queues``) and return its process."""
+        command = [sys.executable, "manage.py", "procrastinate", "worker", f"--concurrency={concurrency}",
+                   "--fetch-job-polling-interval=0.2"]
+        if queues:
+            command.append(f"--queues={','.join(queues)}")
+        log = open(self.log_dir / f"worker-{len(self.processes)}.log", "w")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(command, cwd=settings.BASE_DIR, env={**self.env, **env}, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        process.log = log
+        self.processes.append(process)
+        return process
+
+    def wait_for(self, job_id: int, *, status: str = "succeeded", timeout: float = 60) -> str:
+        """Wait until job ``job_id`` has ``status`` (fails with the workers' logs when it ends otherwise)."""
+        from procrastinate.contrib.django.models import ProcrastinateJob
+
+        deadline = time.monotonic() + timeout
+        current = None
+        while time.monotonic() < deadline:
+            current = ProcrastinateJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+            if current == status:
+                return current
+            if current in {"failed", "succeeded", "cancelled", "aborted"} and current != status:
+                break
+            time.sleep(0.1)
+        pytest.fail(f"job {job_id} is {current}, not {status}\n{self.logs()}")
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {path.name}\n{path.read_text()[-4000:]}" for path in sorted(self.log_dir.glob("*.log")))
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            process.log.close()
+
+
+@pytest.fixture
+def worker_process(transactional_db, tmp_path, settings):
+    """Start real worker processes on the test database: ``worker_process.start(queues=[...])``.
+
+    The workers share the test's MEDIA_ROOT; their mail goes to files in ``tmp_path / "mail"``
+    (the file backend). ``wait_for(job_id)`` waits for a job's status; the workers are stopped at
+    the end (``os.kill`` one yourself to test a crash). Jobs must be committed: this fixture brings
+    ``transactional_db``.
+    """
+    from django.db import connection
+
+    (tmp_path / "mail").mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(connection.settings_dict),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "EMAIL_FILE_PATH": str(tmp_path / "mail"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    log_dir = tmp_path / "worker-logs"
+    log_dir.mkdir(exist_ok=True)
+    workers = WorkerProcesses(env, log_dir)
+    yield workers
+    workers.stop()
