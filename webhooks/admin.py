@@ -23,6 +23,7 @@ from .services import delivery_replay, endpoint_create, endpoint_secret_rotate, 
 
 
 class EndpointForm(forms.ModelForm):
+    url = forms.URLField(max_length=2000, assume_scheme="https")
     event_types = forms.MultipleChoiceField(
         choices=[(name, f"{name}: {text}") for name, text in EVENT_TYPES.items()],
         widget=forms.CheckboxSelectMultiple)

@@ -39,6 +39,7 @@ from django.utils import timezone
 from procrastinate import manager, tasks
 from procrastinate.contrib.django.django_connector import DjangoConnector
 
+from jobs.queues import WEBHOOKS as WEBHOOKS_QUEUE
 from teams.models import Team
 from teams.selectors import FINANCE_GROUP
 
@@ -52,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 #: The Procrastinate task that delivers (``webhooks.tasks.webhook_deliver``) and its queue.
 DELIVER_TASK = "webhooks.deliver"
-QUEUE = "webhooks"
+QUEUE = WEBHOOKS_QUEUE
 #: Each retry waits this many times longer than the one before (the first waits the base).
 RETRY_FACTOR = 3
 #: No retry waits longer than a day.
