@@ -52,6 +52,9 @@ credit_exceeds_invoice    422     ``invoices``' ``CreditNoteLimitExceeded``: mor
 amount_out_of_range       422     ``money.AmountOutOfRange``: a well-formed amount whose result
                                   would pass ``money.METERED_BOUND`` (10^18), what the columns hold
 invoice_generation_error  422     ``invoices``' ``InvoiceGenerationError``: nothing to bill, no run
+endpoint_url_refused      400     ``webhooks``' ``EndpointUrlRefused``: a webhook URL the SSRF guard
+                                  refuses (not https, a private, loopback or link-local address)
+unknown_event_type        400     ``webhooks``' ``UnknownEventType``: not a webhook event type
 ========================  ======  ================================================================
 
 The API's ``type`` follows from the status, except ``idempotency_error``, whose type is

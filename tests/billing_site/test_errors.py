@@ -15,6 +15,7 @@ from chargeback.periods import PeriodError
 from invoices import errors as invoice_errors
 from teams import errors as team_errors
 from wallets import errors as wallet_errors
+from webhooks import errors as webhook_errors
 
 D = Decimal
 
@@ -53,6 +54,9 @@ DOCUMENTED = {
     invoice_errors.CreditNoteLimitExceeded: (422, "credit_exceeds_invoice"),
     invoice_errors.InvoiceGenerationError: (422, "invoice_generation_error"),
     invoice_errors.InvalidInvoiceRequest: (400, "invalid_request"),
+    webhook_errors.WebhookError: (400, "webhook_error"),
+    webhook_errors.EndpointUrlRefused: (400, "endpoint_url_refused"),
+    webhook_errors.UnknownEventType: (400, "unknown_event_type"),
 }
 
 
