@@ -273,6 +273,8 @@ def delivery_attempt(*, delivery_id: int, token: str) -> Delivery | None:
     logger.info("webhook delivery %s (event %s, endpoint %s) attempt: %s in %d ms%s", delivery.pk,
                 delivery.event.webhook_id, delivery.endpoint_id, status_code or "no response", duration_ms,
                 f" ({error})" if error else "")
+    if succeeded and _succeeded_fast(delivery, token, started_at, duration_ms, status_code, excerpt):
+        return delivery
     disable = None
     with transaction.atomic():
         locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
@@ -303,6 +305,27 @@ def delivery_attempt(*, delivery_id: int, token: str) -> Delivery | None:
         if disable:
             endpoint_disable(endpoint=delivery.endpoint, reason=disable)
     return locked
+
+
+def _succeeded_fast(delivery: Delivery, token: str, started_at: dt.datetime, duration_ms: int, status_code: int,
+                    excerpt: str) -> bool:
+    """The common case in two statements: a success of the delivery as it was read (same token,
+    still pending, no attempt since). ``False`` when it changed meanwhile (the locked path decides)."""
+    number = delivery.attempt_count + 1
+    with transaction.atomic():
+        moved = Delivery.objects.filter(
+            pk=delivery.pk, job_token=token, status=Delivery.Status.PENDING, attempt_count=delivery.attempt_count,
+        ).update(status=Delivery.Status.SUCCEEDED, attempt_count=number, last_status_code=status_code,
+                 delivered_at=timezone.now(), next_attempt_at=None)
+        if not moved:
+            return False
+        DeliveryAttempt.objects.create(delivery_id=delivery.pk, number=number, started_at=started_at,
+                                       duration_ms=duration_ms, status_code=status_code, succeeded=True,
+                                       response_excerpt=excerpt)
+        if delivery.endpoint.failing_since is not None:
+            Endpoint.objects.filter(pk=delivery.endpoint_id).update(failing_since=None)
+    delivery.status, delivery.attempt_count = Delivery.Status.SUCCEEDED, number
+    return True
 
 
 def delivery_replay(*, delivery: Delivery) -> Delivery:
