@@ -38,9 +38,12 @@ def _render(value: Any) -> Any:
 
 def payload_render(value: Any) -> Any:
     """``value`` as JSON values: registered instances through their serializer, Decimals as
-    strings (the API's ``COERCE_DECIMAL_TO_STRING``), datetimes in ISO 8601.
+    strings (the API's ``COERCE_DECIMAL_TO_STRING``), datetimes in ISO 8601. A callable is called
+    first (a payload that costs a query to build is built only when an endpoint wants it).
 
     Raises:
         TypeError: a value that is neither registered nor JSON-encodable.
     """
+    if callable(value):
+        value = value()
     return json.loads(json.dumps(_render(value), cls=DjangoJSONEncoder))

@@ -170,21 +170,23 @@ def _endpoints_for(event_type: str, team_id: int | None) -> list[int]:
     return list(endpoints.filter(team_match).values_list("pk", flat=True))
 
 
-def event_record(type: str, payload: Any, *, team: Team | int | None = None) -> Event:
+def event_record(type: str, payload: Any, *, team: Team | int | None = None) -> Event | None:
     """Record an event and queue its delivery to every active endpoint that wants it.
 
     Args:
         type: a key of ``webhooks.models.EVENT_TYPES`` (``"invoice.issued"``).
         payload: the event's ``data``: a model instance whose app registered its API serializer
-            (``webhooks.payloads``), or a dict of such instances and JSON values.
+            (``webhooks.payloads``), or a dict of such instances and JSON values, or a function
+            returning one (called only when an endpoint wants the event).
         team: the team the event concerns (endpoints of that team and of all teams get it), or
             ``None`` (endpoints of all teams only).
 
     Call it inside the transaction of the change (the outbox): the event, its deliveries and their
-    jobs commit or roll back with it. Outside a transaction it opens its own.
+    jobs commit or roll back with it. Outside a transaction it opens its own. An event no active
+    endpoint wants costs one query and is not recorded (its payload is not even rendered).
 
     Returns:
-        The ``Event`` (with ``delivery_count``, the deliveries queued).
+        The ``Event`` (``delivery_count``: the deliveries queued), or ``None`` when no endpoint wants it.
 
     Raises:
         UnknownEventType: ``type`` is not an event type (a bug in the caller).
@@ -192,16 +194,16 @@ def event_record(type: str, payload: Any, *, team: Team | int | None = None) -> 
     if type not in EVENT_TYPES:
         raise UnknownEventType(f"unknown event type {type}", param="type")
     team_id = team.pk if isinstance(team, Team) else team
-    event = Event(webhook_id=f"msg_{uuid.uuid4().hex}", type=type, team_id=team_id, data=payload_render(payload),
-                  created_at=timezone.now())
     with transaction.atomic() if not connection.in_atomic_block else contextlib.nullcontext():
-        event.save()
         endpoint_ids = _endpoints_for(type, team_id)
+        if not endpoint_ids:
+            return None
+        event = Event.objects.create(webhook_id=f"msg_{uuid.uuid4().hex}", type=type, team_id=team_id,
+                                     data=payload_render(payload), created_at=timezone.now())
         deliveries = Delivery.objects.bulk_create(
             [Delivery(event=event, endpoint_id=pk, next_attempt_at=event.created_at) for pk in endpoint_ids])
-        if deliveries:
-            _deferrer().batch_defer(*({"delivery_id": d.pk, "token": str(d.job_token)} for d in deliveries))
-    event.delivery_count = len(endpoint_ids)
+        _deferrer().batch_defer(*({"delivery_id": d.pk, "token": str(d.job_token)} for d in deliveries))
+    event.delivery_count = len(deliveries)
     return event
 
 

@@ -24,7 +24,7 @@ from wallets.services.charges import wallet_charge
 from wallets.services.holds import hold_capture, wallet_hold
 from wallets.services.posting import wallet_top_up
 from wallets.services.wallets import wallet_freeze, wallet_open
-from webhooks.models import Delivery, Event
+from webhooks.models import EVENT_TYPES, Delivery, Event
 from webhooks.services import endpoint_create
 
 pytestmark = pytest.mark.django_db
@@ -32,8 +32,10 @@ D = Decimal
 
 
 @pytest.fixture(autouse=True)
-def _private_allowed(settings):
+def listener(settings):
+    """An endpoint of every event type, of every team: events nobody wants are not recorded."""
     settings.WEBHOOKS_ALLOW_PRIVATE = True
+    return endpoint_create(url="https://10.0.0.9/hooks", event_types=list(EVENT_TYPES))
 
 
 def _json(data) -> dict:
@@ -115,6 +117,15 @@ def test_wallet_depleted_by_a_posting_debit():
     assert len(_events("wallet.depleted")) == 1
 
 
+def test_event_no_endpoint_wants_is_not_recorded(listener):
+    # given no endpoint that listens
+    listener.delete()
+    # when a wallet is topped up
+    wallet_top_up(wallet=wallet_open(team=TeamFactory()), amount=D(1), idempotency_key="t1")
+    # then nothing was recorded
+    assert not Event.objects.exists()
+
+
 def test_billing_run_committed_is_recorded_with_the_api_shape():
     # given usage of two teams in September
     search, maps = TeamFactory(name="Search", slug="search"), TeamFactory(name="Maps", slug="maps")
@@ -154,7 +165,7 @@ def test_usage_import_completed_is_recorded_with_counts_and_costs(tmp_path: Path
     assert str(tmp_path) not in json.dumps(event.data)
 
 
-def test_endpoint_of_one_team_gets_only_its_events_and_of_all_teams_every_one(settings):
+def test_endpoint_of_one_team_gets_only_its_events_and_of_all_teams_every_one(settings, listener):
     # given an endpoint for one team, one for all teams, one for another event type, one disabled
     mine, other = TeamFactory(currency="USD"), TeamFactory(currency="USD")
     url = "http://127.0.0.1:9/hooks"
@@ -169,7 +180,7 @@ def test_endpoint_of_one_team_gets_only_its_events_and_of_all_teams_every_one(se
     for team in (mine, other):
         wallet_top_up(wallet=wallet_open(team=team), amount=D(1), idempotency_key=f"t-{team.pk}")
     # then the team's endpoint got its own event only, the all-teams endpoint both
-    deliveries = Delivery.objects.select_related("event")
+    deliveries = Delivery.objects.select_related("event").exclude(endpoint=listener)
     assert [d.event.team_id for d in deliveries.filter(endpoint=team_only)] == [mine.pk]
     assert sorted(d.event.team_id for d in deliveries.filter(endpoint=every_team)) == sorted([mine.pk, other.pk])
     assert deliveries.count() == 3

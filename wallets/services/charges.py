@@ -25,7 +25,7 @@ from wallets.models import LedgerEntry, Wallet
 from webhooks.services import event_record
 
 from .amounts import ZERO, amount_positive
-from .notifications import low_balance_warn, wallet_depleted_check
+from .notifications import low_balance_warn
 from .posting import insufficient_funds_error, wallet_frozen_error
 from .results import result_replay
 
@@ -89,7 +89,7 @@ def wallet_charge(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feat
         with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
             with connection.cursor() as cursor:
                 cursor.execute(_CHARGE_FUNCTION_SQL, args)
-                replayed, entry_id, before, after, reserved, crossed, _notify = cursor.fetchone()
+                replayed, entry_id, before, after, reserved, crossed, notify = cursor.fetchone()
     except DatabaseError as exc:
         sqlstate = getattr(exc.__cause__, "sqlstate", None)
         if sqlstate == SQLSTATE_INSUFFICIENT_FUNDS:
@@ -114,14 +114,21 @@ def wallet_charge(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feat
         created_by=created_by, created_at=now, metadata=metadata,
     )
     entry._state.adding, entry._state.db, entry.replayed = False, connection.alias, False
-    if crossed is not None or before > 0 >= after:  # rare: read the team and its addresses for the e-mail
-        current = Wallet.objects.select_related("team__billing_settings", "user").get(pk=wallet.pk)
-        # The e-mail states the figures this charge left, not those of a charge committed since.
-        current.balance, current.reserved = after, reserved
-        if crossed is not None:
-            low_balance_warn(current, billing_settings_get(team=current.team), crossed)
-        wallet_depleted_check(current, before)
+    if crossed is not None and notify:  # rare: read the team and its addresses for the e-mail
+        current = _wallet_as_left(wallet.pk, after, reserved)
+        low_balance_warn(current, billing_settings_get(team=current.team), crossed)  # and its webhook event
+    elif crossed is not None:  # the wallet is read only if a webhook endpoint wants the event
+        event_record("wallet.low_balance", lambda: _wallet_as_left(wallet.pk, after, reserved), team=wallet.team_id)
+    if before > 0 >= after:
+        event_record("wallet.depleted", lambda: _wallet_as_left(wallet.pk, after, reserved), team=wallet.team_id)
     return entry
+
+
+def _wallet_as_left(wallet_id: int, balance: Decimal, reserved: Decimal) -> Wallet:
+    """The wallet with the figures this charge left, not those of a charge committed since."""
+    current = Wallet.objects.select_related("team__billing_settings", "user").get(pk=wallet_id)
+    current.balance, current.reserved = balance, reserved
+    return current
 
 
 def _refused(error: Exception, params: dict) -> Exception:
