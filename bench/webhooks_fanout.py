@@ -72,8 +72,14 @@ def _receive(port_value, count_value, ready) -> None:
     server.serve_forever()
 
 
-def reference(url: str, count: int) -> float:
-    """Bare signed POSTs from one process and thread: POSTs per second."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (/proc/<pid>/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def reference(url: str, count: int) -> tuple[float, float]:
+    """Bare signed POSTs from one process and thread: (POSTs per second, CPU seconds per POST)."""
     import datetime as dt
 
     import requests
@@ -83,13 +89,13 @@ def reference(url: str, count: int) -> float:
     secret, session = secret_generate(), requests.Session()
     body = json.dumps({"type": "wallet.topped_up", "timestamp": "2026-01-01T00:00:00Z",
                        "data": {"id": 1, "balance": "10.000000000000"}}, separators=(",", ":"))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i in range(count):
         headers = signature_headers(secret=secret, webhook_id=f"msg_ref{i}", body=body, at=dt.datetime.now(dt.UTC))
         headers["Content-Type"] = "application/json"
         response = session.post(url, data=body.encode(), headers=headers, timeout=10, allow_redirects=False)
         assert response.status_code == 200
-    return count / (time.perf_counter() - started)
+    return count / (time.perf_counter() - started), (time.process_time() - cpu) / count
 
 
 def _succeeded() -> int:
@@ -136,8 +142,9 @@ def main() -> None:
     url = f"http://127.0.0.1:{port.value}/hooks"
     total = args.events * args.endpoints
 
-    ref_rate = reference(url, total)
-    print(f"reference: {total:,} bare signed POSTs from one process: {ref_rate:,.0f}/s")
+    ref_rate, ref_cpu = reference(url, total)
+    print(f"reference: {total:,} bare signed POSTs from one process: {ref_rate:,.0f}/s, "
+          f"{ref_cpu * 1000:.2f} ms CPU each (the sender's)")
 
     Event.objects.all().delete()
     team = Team.objects.create(name="Bench", slug="bench-webhooks", currency="USD")
@@ -157,6 +164,7 @@ def main() -> None:
         Delivery.objects.all().delete()
         Event.objects.all().delete()
         received_before = count.value
+        cpu_before = sum(_cpu_seconds(worker.pid) for worker in workers)
 
         payload = {"id": 1, "team": team.pk, "currency": "USD", "balance": "10.000000000000", "status": "active"}
         recording = time.perf_counter()
@@ -165,6 +173,7 @@ def main() -> None:
                 event_record("wallet.topped_up", {"wallet": payload}, team=team)
         committed = time.perf_counter()
         done = _wait_for(total, 600, workers)
+        worker_cpu = sum(_cpu_seconds(worker.pid) for worker in workers) - cpu_before
     finally:
         for worker in workers:
             os.killpg(worker.pid, signal.SIGTERM)
@@ -181,6 +190,9 @@ def main() -> None:
     print(f"delivered by {args.workers} workers (concurrency {args.concurrency}): {total:,} in {done - committed:.2f} s "
           f"= {rate:,.0f} deliveries/s (target ≥ 500/s); receiver counted {count.value - received_before:,}")
     print(f"ratio to the bare signed POSTs of one process: {rate / ref_rate:.2f}")
+    print(f"worker CPU: {worker_cpu * 1000 / total:.2f} ms per delivery (reference sender: {ref_cpu * 1000:.2f} ms "
+          f"per POST, ratio {worker_cpu / total / ref_cpu:.1f}); the workers alone would deliver "
+          f"{total / worker_cpu:,.0f}/s per core they get (PostgreSQL's share not counted)")
 
 
 if __name__ == "__main__":

@@ -279,6 +279,7 @@ def delivery_attempt(*, delivery_id: int, token: str) -> Delivery | None:
         return delivery
     disable = None
     with transaction.atomic():
+        _commit_without_waiting_for_disk()
         locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
         locked.attempt_count += 1
         DeliveryAttempt.objects.create(delivery=locked, number=locked.attempt_count, started_at=started_at,
@@ -309,12 +310,28 @@ def delivery_attempt(*, delivery_id: int, token: str) -> Delivery | None:
     return locked
 
 
+def _commit_without_waiting_for_disk() -> None:
+    """``SET LOCAL synchronous_commit TO OFF`` for the transaction that logs an attempt.
+
+    The log of an attempt is not money: if the database server crashed in the fraction of a second
+    before the WAL reaches disk, the attempt is forgotten and the delivery is simply sent again
+    (receivers drop duplicates by ``webhook-id``). The job's own completion, committed right after
+    by Procrastinate, waits for the disk and so flushes this commit with it: the attempt costs no
+    fsync of its own. A retry deferred here is lost only together with the attempt, and then the
+    unfinished job is run again (Procrastinate's stalled-job recovery) with its token still valid.
+    Never used for the transaction that records an event (that commit is the caller's, and waits).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
 def _succeeded_fast(delivery: Delivery, token: str, started_at: dt.datetime, duration_ms: int, status_code: int,
                     excerpt: str) -> bool:
     """The common case in two statements: a success of the delivery as it was read (same token,
     still pending, no attempt since). ``False`` when it changed meanwhile (the locked path decides)."""
     number = delivery.attempt_count + 1
     with transaction.atomic():
+        _commit_without_waiting_for_disk()
         moved = Delivery.objects.filter(
             pk=delivery.pk, job_token=token, status=Delivery.Status.PENDING, attempt_count=delivery.attempt_count,
         ).update(status=Delivery.Status.SUCCEEDED, attempt_count=number, last_status_code=status_code,
