@@ -21,8 +21,8 @@ from chargeback.errors import AllocationError, MixedCurrencyError
 from chargeback.forms import BillingRunCommitForm, BillingRunForm
 from chargeback.models import AllocationRun
 from chargeback.selectors import usage_period_currencies
-from invoices.errors import InvoiceGenerationError
-from invoices.services.billing_run import billing_run_execute
+from invoices.errors import BillingRunBusy
+from invoices.services.billing_run import billing_run_execute, billing_run_request
 from teams.selectors import user_sees_all_teams
 
 
@@ -60,9 +60,13 @@ class BillingAdminSite(admin.AdminSite):
     def billing_run_view(self, request):
         """"Run billing for a period…": a month and teams → dry-run preview (per team, tie-out) → commit.
 
-        Both steps call ``invoices.services.billing_run.billing_run_execute`` (the command's and the
-        API's service), the preview with ``dry_run``. Commit goes ahead only if the month's usage is
-        still what the preview showed (record count and total), else it shows the new preview.
+        The preview calls ``invoices.services.billing_run.billing_run_execute`` (the command's and
+        the API's service) with ``dry_run``. Commit queues a background job
+        (``billing_run_request``; the job calls the same service) and goes to the job's progress
+        page, where the summary, tie-out and warnings appear when it is done. It goes ahead only if
+        the month's usage is still what the preview showed (record count and total; checked here
+        and again by the job), else it shows the new preview. One billing run per period at a time:
+        a commit while one runs waits for it; while another waits to start, it is refused.
         """
         if not user_may_run_billing(request.user):
             raise PermissionDenied
@@ -88,25 +92,17 @@ class BillingAdminSite(admin.AdminSite):
                 self._message(request, f"The usage of {period} changed since the preview; check the new preview and "
                                        "commit again.", messages.WARNING)
             else:
+                # The commit and its PDFs run in a background job; the user follows it on its page.
                 try:
-                    result = billing_run_execute(period=period, teams=teams, render_pdfs=data.get("render_pdfs"),
-                                                 created_by=request.user)
-                except (AllocationError, InvoiceGenerationError) as exc:
-                    self._message(request, f"The billing run of {period} was refused: {exc}", messages.ERROR)
+                    record = billing_run_request(
+                        period=period, teams=teams, render_pdfs=bool(data.get("render_pdfs")), created_by=request.user,
+                        previewed={"currency": data["previewed_currency"], "total": str(data["previewed_total"]),
+                                   "records": data["previewed_records"]},
+                    )
+                except BillingRunBusy as exc:
+                    self._message(request, exc.message, messages.ERROR)
                     return TemplateResponse(request, template, context)
-                run = result.run
-                self._message(
-                    request,
-                    f"Allocation run #{run.pk} committed for {period}: {result.tie_out}. "
-                    f"{len(result.invoices)} draft invoice(s) written"
-                    + (f"; {len(result.skipped)} issued invoice(s) left unchanged" if result.skipped else "") + ".",
-                    messages.SUCCESS,
-                )
-                for warning in result.warnings:
-                    self._message(request, warning, messages.WARNING)
-                for entry in result.refused:
-                    self._message(request, f"Not billed: {entry['message']}", messages.ERROR)
-                return HttpResponseRedirect(reverse("admin:chargeback_allocationrun_change", args=[run.pk]))
+                return HttpResponseRedirect(reverse("admin:jobs_jobprogress_change", args=[record.pk]))
         try:
             result = billing_run_execute(period=period, teams=teams, dry_run=True, created_by=request.user)
         except AllocationError as exc:

@@ -52,6 +52,8 @@ credit_exceeds_invoice    422     ``invoices``' ``CreditNoteLimitExceeded``: mor
 amount_out_of_range       422     ``money.AmountOutOfRange``: a well-formed amount whose result
                                   would pass ``money.METERED_BOUND`` (10^18), what the columns hold
 invoice_generation_error  422     ``invoices``' ``InvoiceGenerationError``: nothing to bill, no run
+billing_run_busy          409     ``invoices``' ``BillingRunBusy``: a billing run of the period is
+                                  already waiting to start
 endpoint_url_refused      400     ``webhooks``' ``EndpointUrlRefused``: a webhook URL the SSRF guard
                                   refuses (not https, a private, loopback or link-local address)
 unknown_event_type        400     ``webhooks``' ``UnknownEventType``: not a webhook event type

@@ -12,9 +12,7 @@ changes are in the audit trail (django-auditlog, the objects' "History").
 from __future__ import annotations
 
 import datetime as dt
-import re
 import uuid
-from pathlib import Path
 
 from auditlog.models import LogEntry
 from django import forms
@@ -27,9 +25,11 @@ from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import HttpResponseRedirect
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from billing_site.admin_mixins import (
     AuditHistoryAdminMixin,
@@ -41,8 +41,7 @@ from billing_site.admin_mixins import (
 )
 from billing_site.errors import BillingError
 from billing_site.money import format_metered
-from chargeback.focus.preview import focus_file_preview
-from chargeback.focus.results import FocusImportError
+from chargeback.focus.uploads import FocusUploadHandler, UploadTokenError, focus_upload_path
 from chargeback.forms import (
     AllocationTargetFormSet,
     FocusUploadForm,
@@ -51,8 +50,9 @@ from chargeback.forms import (
     UsageVoidForm,
 )
 from chargeback.periods import month_start
-from chargeback.services.focus_import import focus_import
+from chargeback.services.focus_import import focus_upload_request
 from chargeback.services.usage import usage_adjustment_record, usage_record_void
+from jobs.models import JobProgress
 from teams.models import Team
 from teams.selectors import user_is_finance
 
@@ -146,17 +146,6 @@ class UsageResourceTypeFilter(_CachedValuesFilter):
     column = "resource_type"
 
 
-#: Where uploaded FOCUS files wait between preview and import (below MEDIA_ROOT, never served).
-FOCUS_UPLOAD_DIR = "focus_uploads"
-_UPLOAD_TOKEN = re.compile(r"^[0-9a-f]{32}$")
-
-
-def _upload_path(token: str) -> Path:
-    if not _UPLOAD_TOKEN.match(token or ""):
-        raise PermissionDenied("bad upload token")
-    return Path(settings.MEDIA_ROOT) / FOCUS_UPLOAD_DIR / f"{token}.csv"
-
-
 #: Most usage records one "Void…" sends to the service (a void is read, checked and audited one by one).
 VOID_MAX_RECORDS = 100
 
@@ -212,7 +201,7 @@ class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin
 
     def get_urls(self):
         return [
-            path("import-focus/", self.admin_site.admin_view(self.import_focus_view),
+            path("import-focus/", self.admin_site.admin_view(csrf_exempt(self.import_focus_entry)),
                  name="chargeback_usagerecord_import_focus"),
             path("adjustment/", self.admin_site.admin_view(self.adjustment_view),
                  name="chargeback_usagerecord_adjustment"),
@@ -278,64 +267,76 @@ class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin
                    "title": "Record a usage adjustment", "form": form}
         return TemplateResponse(request, "admin/chargeback/usagerecord/adjustment.html", context)
 
+    def import_focus_entry(self, request):
+        """The upload's door: the file is streamed to storage as it arrives (``FocusUploadHandler``,
+        size-limited) before the view reads the form; then the CSRF check, as for any admin view."""
+        request.upload_handlers = [FocusUploadHandler(request)]
+        return csrf_protect(self.import_focus_view)(request)
+
     def import_focus_view(self, request):
-        """Upload → preview (first rows, team mapping) → import, with the per-row error report."""
+        """Upload → preview job → preview page → import job, each job followed on its progress page.
+
+        The file is stored while it arrives (``FOCUS_UPLOAD_MAX_BYTES`` at most; gzip accepted),
+        then ``chargeback.tasks.focus_upload_preview`` reads it; its page links back here
+        (``?preview_job=<job id>``) to show the preview and the "Import" button, which queues
+        ``focus_upload_import``. Uploads never imported are removed after a day.
+        """
         if not self.has_import_permission(request):
             raise PermissionDenied
         context = {**self.admin_site.each_context(request), "opts": self.model._meta,
-                   "title": "Import a FOCUS file"}
+                   "title": "Import a FOCUS file",
+                   "max_size": filesizeformat(settings.FOCUS_UPLOAD_MAX_BYTES)}
         step = request.POST.get("step", "upload")
         if request.method == "POST" and step == "import":
-            return self._import(request, context)
+            return self._import(request)
+        if request.method == "GET" and request.GET.get("preview_job"):
+            return self._preview(request, context)
         form = FocusUploadForm(request.POST, request.FILES) if request.method == "POST" else FocusUploadForm()
-        if request.method == "POST" and form.is_valid():
-            token = uuid.uuid4().hex
-            target = _upload_path(token)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with target.open("wb") as out:
-                for chunk in form.cleaned_data["file"].chunks():
-                    out.write(chunk)
+        if request.method == "POST" and getattr(request, "focus_upload_too_large", False):
+            form.is_valid()
+            form.add_error("file", f"The file is larger than the upload limit of "
+                                   f"{filesizeformat(settings.FOCUS_UPLOAD_MAX_BYTES)} (FOCUS_UPLOAD_MAX_BYTES).")
+        elif request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
             options = {k: form.cleaned_data[k] for k in ("team_tag", "subaccount_fallback", "skip_bad_rows")}
-            try:
-                preview = focus_file_preview(path=target, team_tag=options["team_tag"],
-                                             subaccount_fallback=options["subaccount_fallback"])
-            except FocusImportError as exc:
-                target.unlink(missing_ok=True)
-                form.add_error("file", f"{form.cleaned_data['file'].name}: {exc.reason}"
-                               + (f" (line {exc.line}, column {exc.column})" if exc.column else ""))
-            else:
-                context.update(preview=preview, token=token, options=options,
-                               file_name=form.cleaned_data["file"].name, title="Import a FOCUS file: preview")
-                return TemplateResponse(request, "admin/chargeback/usagerecord/import_focus.html", context)
+            record = focus_upload_request(task="chargeback.tasks.focus_upload_preview", created_by=request.user,
+                                          title=f"Preview of {upload.name}"[:200], token=upload.token,
+                                          file_name=upload.name[:200], **options)
+            return HttpResponseRedirect(reverse("admin:jobs_jobprogress_change", args=[record.pk]))
         context["form"] = form
         return TemplateResponse(request, "admin/chargeback/usagerecord/import_focus.html", context)
 
-    def _import(self, request, context):
-        target = _upload_path(request.POST.get("token", ""))
-        file_name = request.POST.get("file_name", target.name)[:200]
-        if not target.exists():
+    def _preview(self, request, context):
+        record = JobProgress.objects.filter(job_id=request.GET.get("preview_job", "")[:20] or 0).first() \
+            if request.GET.get("preview_job", "").isdigit() else None
+        result = (record.result or {}) if record is not None else {}
+        if "preview" not in result:
+            self.message_user(request, "That preview is not ready, or gone; upload the file again.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:chargeback_usagerecord_import_focus"))
+        upload = result["upload"]
+        context.update(preview=result["preview"], token=upload["token"], file_name=upload["file_name"],
+                       options=upload, title="Import a FOCUS file: preview")
+        return TemplateResponse(request, "admin/chargeback/usagerecord/import_focus.html", context)
+
+    def _import(self, request):
+        token = request.POST.get("token", "")
+        try:
+            exists = focus_upload_path(token).exists()
+        except UploadTokenError:
+            raise PermissionDenied("bad upload token") from None
+        file_name = request.POST.get("file_name", "upload")[:200]
+        if not exists:
             self.message_user(request, "That upload is gone (imported already, or expired); upload the file again.",
                               messages.ERROR)
             return HttpResponseRedirect(reverse("admin:chargeback_usagerecord_import_focus"))
-        try:
-            result = focus_import(
-                path=target, team_tag=request.POST.get("team_tag") or "business_unit",
-                subaccount_fallback=request.POST.get("subaccount_fallback") == "True",
-                skip_bad_rows=request.POST.get("skip_bad_rows") == "True",
-            )
-        except FocusImportError as exc:
-            context.update(error=str(exc).replace(str(target), file_name), title="Import a FOCUS file: refused",
-                           form=FocusUploadForm())
-            return TemplateResponse(request, "admin/chargeback/usagerecord/import_focus.html", context)
-        finally:
-            target.unlink(missing_ok=True)
-        self.message_user(
-            request, f"{file_name}: {result.rows_imported:,} rows imported, {result.rows_duplicate:,} already "
-            f"imported, {result.rows_skipped:,} skipped, {result.teams_created} team(s) created.",
-            messages.SUCCESS if not result.rows_skipped else messages.WARNING,
+        total = request.POST.get("total_rows", "")
+        record = focus_upload_request(
+            task="chargeback.tasks.focus_upload_import", created_by=request.user, title=f"Import of {file_name}",
+            token=token, file_name=file_name, team_tag=request.POST.get("team_tag") or "business_unit",
+            subaccount_fallback=request.POST.get("subaccount_fallback") == "True",
+            skip_bad_rows=request.POST.get("skip_bad_rows") == "True", total_rows=int(total) if total.isdigit() else None,
         )
-        context.update(result=result, file_name=file_name, title="Import a FOCUS file: done")
-        return TemplateResponse(request, "admin/chargeback/usagerecord/import_focus.html", context)
+        return HttpResponseRedirect(reverse("admin:jobs_jobprogress_change", args=[record.pk]))
 
 
 # --- Price catalog -------------------------------------------------------------------------------

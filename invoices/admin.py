@@ -8,9 +8,6 @@ invoice and why, never an error page. No field of an invoice or a credit note is
 
 from __future__ import annotations
 
-import io
-import zipfile
-
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponseBadRequest, HttpResponseRedirect
@@ -29,6 +26,7 @@ from .forms import CreditNoteForm, MarkPaidForm
 from .models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 from .selectors import invoices_overdue
 from .services.credit_notes import credit_note_issue
+from .services.jobs import invoice_pdfs_zip_request, invoices_issue_request
 from .services.lifecycle import invoice_cancel, invoice_issue, invoice_mark_paid, invoice_mark_sent
 
 
@@ -223,23 +221,15 @@ class InvoiceAdmin(DocumentPdfMixin, DocumentAmountsMixin, BillingAdminMixin, ad
 
     @admin.action(description="Download the selected invoices' PDFs (zip)", permissions=["view"])
     def download_pdfs_action(self, request, queryset):
+        """Queue a ``pdf`` job that writes the zip to storage; its page offers the download."""
         invoices = list(queryset.order_by("pk"))
-        missing = [i.display_number for i in invoices if not i.pdf]
-        with_pdf = [i for i in invoices if i.pdf]
-        if not with_pdf:
+        if not any(i.pdf for i in invoices):
             self.message_user(request, "None of the selected invoices has a PDF yet.", messages.WARNING)
             return None
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for invoice in with_pdf:
-                with invoice.pdf.open("rb") as pdf:
-                    archive.writestr(f"{invoice.display_number}.pdf", pdf.read())
-            if missing:
-                archive.writestr("MISSING.txt", "No PDF yet for: " + ", ".join(missing) + "\n")
-        buffer.seek(0)
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-        return FileResponse(buffer, as_attachment=True, filename=f"invoices-{stamp}.zip",
-                            content_type="application/zip")
+        record = invoice_pdfs_zip_request(invoices=invoices, name=f"invoices-{stamp}-{request.user.pk}",
+                                          created_by=request.user)
+        return HttpResponseRedirect(reverse("admin:jobs_jobprogress_change", args=[record.pk]))
 
     # --- views ---------------------------------------------------------------------------------
     def get_urls(self):
@@ -272,6 +262,10 @@ class InvoiceAdmin(DocumentPdfMixin, DocumentAmountsMixin, BillingAdminMixin, ad
         form = None
         if form_class is not None:
             form = form_class(request.POST) if request.method == "POST" else form_class()
+        if request.method == "POST" and move == "issue":
+            # Issuing renders each invoice's final PDF: a background job, followed on its page.
+            record = invoices_issue_request(invoices=invoices, issued_by=request.user)
+            return HttpResponseRedirect(reverse("admin:jobs_jobprogress_change", args=[record.pk]))
         if request.method == "POST" and (form is None or form.is_valid()):
             data = form.cleaned_data if form is not None else {}
             done = 0

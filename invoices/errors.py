@@ -12,6 +12,7 @@ Each carries its ``code`` and HTTP status (``billing_site.errors`` has the table
 * ``CreditNoteLimitExceeded`` (422, ``credit_exceeds_invoice``): a credit note for more than is left
   on the invoice (``param`` ``amount`` or ``lines``).
 * ``InvoiceGenerationError`` (422): nothing to bill, no committed allocation run for the period…
+* ``BillingRunBusy`` (409): a billing run of the period is already waiting to start.
 * ``InvalidInvoiceRequest`` (400, ``invalid_request``): malformed input, such as a number, an amount
   with more digits than the currency's minor unit, an unknown reason or status.
 """
@@ -73,6 +74,14 @@ class InvoiceGenerationError(InvoiceError):
 
     code = "invoice_generation_error"
     http_status = 422
+
+
+class BillingRunBusy(InvoiceError):
+    """A billing run of the period is already waiting to start (one runs per period at a time;
+    a request while one runs waits for it, a second one waiting is refused)."""
+
+    code = "billing_run_busy"
+    http_status = 409
 
 
 class InvalidInvoiceRequest(InvoiceError, InvalidRequest):

@@ -9,8 +9,10 @@ stays registered beside it, under "Procrastinate".
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html
 from procrastinate import utils
 from procrastinate.contrib.django import app
@@ -99,6 +101,21 @@ class JobProgressAdmin(BillingAdminMixin, admin.ModelAdmin):
         self.message_user(request, f"{retried} failed job(s) put back in their queue.",
                           messages.SUCCESS if retried else messages.WARNING)
 
+    def get_urls(self):
+        return [
+            path("<int:pk>/download/", self.admin_site.admin_view(self.download_view), name="jobs_jobprogress_download"),
+        ] + super().get_urls()
+
+    def download_view(self, request, pk):
+        """The file a job wrote to storage (``result["file"]``: a zip of PDFs), as an attachment."""
+        record = self.get_object(request, str(pk))
+        if record is None or not self.has_view_permission(request, record):
+            raise Http404
+        name = (record.result or {}).get("file")
+        if not name or not default_storage.exists(name):
+            raise Http404("This job has no file (yet), or it was removed.")
+        return FileResponse(default_storage.open(name, "rb"), as_attachment=True, filename=name.rsplit("/", 1)[-1])
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         """The job's progress page: status, step and bar, then the result (message, lines,
         download) or the error. It reloads itself every two seconds until the job ends."""
@@ -106,13 +123,21 @@ class JobProgressAdmin(BillingAdminMixin, admin.ModelAdmin):
         if record is None or not self.has_view_permission(request, record):
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         status = job_status(record)
+        children = list(record.children.select_related("job"))
+        children_open = [child for child in children if job_status(child) in {"queued", "running"}]
+        children_failed = [child for child in children if job_status(child) == "failed"]
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": record.title,
             "record": record,
             "status": status,
-            "finished": status in {"done", "failed", "cancelled", "aborted", "gone"},
+            "finished": status in {"done", "failed", "cancelled", "aborted", "gone"} and not children_open,
+            "children": children,
+            "children_open": len(children_open),
+            "children_failed": children_failed,
+            "download_url": reverse("admin:jobs_jobprogress_download", args=[record.pk])
+            if (record.result or {}).get("file") else "",
             "result": record.result or {},
             "may_retry": status == "failed" and self.has_change_permission(request, record),
             "procrastinate_url": reverse("admin:procrastinate_procrastinatejob_change", args=[record.job_id])

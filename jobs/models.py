@@ -33,6 +33,10 @@ class JobProgress(models.Model):
     unit = models.CharField(max_length=20, blank=True, help_text='What is counted: "", "rows", "bytes".')
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
+                               related_name="children",
+                               help_text="The job this one works for (a billing run's PDF jobs): its page "
+                                         "counts theirs.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     started_at = models.DateTimeField(null=True, blank=True)

@@ -167,19 +167,25 @@ def job(*, queue: str, retry: int | RetryStrategy | bool = DEFAULT_RETRY, **task
     return decorator
 
 
-def job_defer(task, *, title: str, created_by=None, lock: str | None = None,
-              queueing_lock: str | None = None, **kwargs: Any) -> JobProgress:
+def job_defer(task: Any, *, title: str, created_by=None, lock: str | None = None,
+              queueing_lock: str | None = None, parent_job_id: int | None = None, **kwargs: Any) -> JobProgress:
     """Defer ``task`` with ``kwargs`` and create its progress row, in the current transaction.
 
-    Called inside a service's ``transaction.atomic``, the job exists only if that transaction
+    ``task``: the task, or its name. Called inside a service's ``transaction.atomic``, the job exists only if that transaction
     commits. ``lock``: jobs with the same lock run one at a time, in order (Procrastinate's locks);
     ``queueing_lock``: a second job with it is refused while one waits (raises
-    ``procrastinate.exceptions.AlreadyEnqueued``). Returns the :class:`JobProgress` row.
+    ``procrastinate.exceptions.AlreadyEnqueued``). ``parent_job_id``: the job this one works for
+    (its progress page counts this one's). Returns the :class:`JobProgress` row.
     """
+    options = {key: value for key, value in (("lock", lock), ("queueing_lock", queueing_lock)) if value}
+    # By name (``"invoices.tasks.billing_run_commit"``), a service needs not import the tasks module
+    # that imports it.
+    deferrer = app.configure_task(task, allow_unknown=False, **options) if isinstance(task, str) else (
+        task.configure(**options))
     with transaction.atomic():
-        options = {key: value for key, value in (("lock", lock), ("queueing_lock", queueing_lock)) if value}
-        job_id = task.configure(**options).defer(**kwargs) if options else task.defer(**kwargs)
-        return JobProgress.objects.create(job_id=job_id, title=title[:200], created_by=created_by)
+        job_id = deferrer.defer(**kwargs)
+        parent = JobProgress.objects.filter(job_id=parent_job_id).first() if parent_job_id else None
+        return JobProgress.objects.create(job_id=job_id, title=title[:200], created_by=created_by, parent=parent)
 
 
 def _record_start(job_id: int | None, context: JobContext) -> None:
@@ -202,6 +208,31 @@ def _record_end(job_id: int | None, *, result: dict | None = None, error: str = 
         "updated_at = now() WHERE job_id = %(job_id)s",
         {"job_id": job_id, "result": psycopg.types.json.Jsonb(result) if result is not None else None,
          "error": error},
+    )
+
+
+def job_parent_advance(parent_job_id: int | None, n: int, *, step: str = "") -> tuple[int, int | None]:
+    """Count ``n`` more items done on the parent job's row (a PDF job on its billing run's), at once
+    and on the progress connection. Returns the parent's ``(done, total)`` after the increment;
+    ``(0, None)`` without a parent."""
+    if parent_job_id is None:
+        return 0, None
+    row = _progress_connection().execute(
+        "UPDATE jobs_jobprogress SET done = done + %(n)s, step = COALESCE(NULLIF(%(step)s, ''), step), "
+        "updated_at = now() WHERE job_id = %(job_id)s RETURNING done, total",
+        {"n": n, "step": step, "job_id": parent_job_id},
+    ).fetchone()
+    return (row[0], row[1]) if row else (0, None)
+
+
+def job_parent_result_update(parent_job_id: int | None, values: dict) -> None:
+    """Merge ``values`` into the parent job's ``result`` (the zip of a billing run's PDFs)."""
+    if parent_job_id is None:
+        return
+    _progress_connection().execute(
+        "UPDATE jobs_jobprogress SET result = COALESCE(result, '{}'::jsonb) || %(values)s, updated_at = now() "
+        "WHERE job_id = %(job_id)s",
+        {"values": psycopg.types.json.Jsonb(values), "job_id": parent_job_id},
     )
 
 

@@ -1,7 +1,7 @@
 """The ``finance`` and ``auditor`` groups and their permissions.
 
 ``finance`` gets every permission of the billing apps (``teams``, ``chargeback``, ``wallets``,
-``invoices`` and the shared ``billing_site`` models): add, change, delete and view of each model
+``invoices``, the shared ``billing_site`` models and the ``jobs`` page): add, change, delete and view of each model
 plus the custom ones (``wallets.top_up``, ``wallets.grant``, ``wallets.freeze``,
 ``invoices.issue``…), and may read the audit log and users (for the members' autocomplete).
 ``auditor`` gets the ``view_*`` permissions only. Group names come from ``teams.selectors``
@@ -21,10 +21,12 @@ from django.contrib.auth.management import create_permissions
 
 from teams.selectors import AUDITOR_GROUP, FINANCE_GROUP
 
-BILLING_APPS = ("teams", "chargeback", "wallets", "invoices", "billing_site", "webhooks")
+BILLING_APPS = ("teams", "chargeback", "wallets", "invoices", "billing_site", "jobs", "webhooks")
 #: Permissions outside the billing apps, as (app label, codename): finance reads users for the team
 #: members' autocomplete; both groups read the audit trail.
-FINANCE_EXTRA = (("auth", "view_user"), ("auditlog", "view_logentry"))
+FINANCE_EXTRA = (("auth", "view_user"), ("auditlog", "view_logentry"),
+                 # Procrastinate's own admin of the jobs (arguments, events), beside the Jobs page.
+                 ("procrastinate", "view_procrastinatejob"), ("procrastinate", "view_procrastinateevent"))
 AUDITOR_EXTRA = (("auditlog", "view_logentry"),)
 
 
@@ -37,7 +39,7 @@ def billing_groups_sync(apps=global_apps, schema_editor=None) -> None:
     removes a permission someone granted by hand.
     """
     using = schema_editor.connection.alias if schema_editor is not None else "default"
-    for label in (*BILLING_APPS, "auth", "auditlog"):
+    for label in (*BILLING_APPS, "auth", "auditlog", "procrastinate"):
         try:
             app_config = global_apps.get_app_config(label)
         except LookupError:

@@ -195,6 +195,22 @@ class WorkerProcesses:
             time.sleep(0.1)
         pytest.fail(f"job {job_id} is {current}, not {status}\n{self.logs()}")
 
+    def retry_stalled(self, *, seconds_since_heartbeat: float = 2) -> list[int]:
+        """Put back to ``todo`` the jobs of workers silent for ``seconds_since_heartbeat`` (the
+        periodic ``jobs.tasks.retry_stalled_jobs``' work, without waiting for its minute)."""
+        import asyncio
+
+        from procrastinate.contrib.django import app
+
+        from jobs.tasks import stalled_jobs_retry
+
+        async def retry(worker_app):
+            async with worker_app.open_async():
+                return await stalled_jobs_retry(worker_app.job_manager, seconds_since_heartbeat=seconds_since_heartbeat)
+
+        with app.replace_connector(app.connector.get_worker_connector()) as worker_app:
+            return asyncio.run(retry(worker_app))
+
     def logs(self) -> str:
         return "\n".join(f"--- {path.name}\n{path.read_text()[-4000:]}" for path in sorted(self.log_dir.glob("*.log")))
 

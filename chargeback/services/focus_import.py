@@ -42,6 +42,7 @@ from chargeback.focus.reading import (
 )
 from chargeback.focus.results import FocusImportResult
 from chargeback.focus.writing import BLOCK_ROWS, write_rows
+from jobs.progress import job_defer
 from webhooks.services import event_record
 
 
@@ -107,3 +108,11 @@ def focus_import(
     result.rows_duplicate = result.rows_read - result.rows_skipped - result.rows_imported
     result.seconds = time.perf_counter() - started
     return result
+
+
+def focus_upload_request(*, task: str, title: str, created_by=None, **kwargs):
+    """Queue a job of an uploaded FOCUS file on the ``imports`` queue: ``task`` is
+    ``chargeback.tasks.focus_upload_preview`` or ``focus_upload_import`` (named, since the tasks
+    import this module), ``kwargs`` its arguments. Returns its ``jobs.models.JobProgress``."""
+    with transaction.atomic():
+        return job_defer(task, title=title, created_by=created_by, **kwargs)

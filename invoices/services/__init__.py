@@ -7,5 +7,7 @@
   API's ``POST /api/v1/billing-runs/``;
 * ``lifecycle``: issue, send, pay, overdue, cancel (``Invoice.TRANSITIONS``, one checker);
 * ``credit_notes``: credit notes on issued invoices;
-* ``pdf_storage``: storing an invoice's or a credit note's PDF (``invoices.pdf`` renders the bytes).
+* ``pdf_storage``: storing an invoice's or a credit note's PDF (``invoices.pdf`` renders the bytes),
+  and zips of many PDFs;
+* ``jobs``: issuing and zips requested from the admin, queued as background jobs (``invoices.tasks``).
 """

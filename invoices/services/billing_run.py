@@ -24,17 +24,25 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db import transaction
+from procrastinate.exceptions import AlreadyEnqueued
 
+from billing_site.idempotency import idempotency_claim
+from billing_site.models import IdempotencyRecord
 from billing_site.money import format_metered, to_minor_units
 from chargeback.models import AllocationRun
 from chargeback.periods import BillingPeriod
 from chargeback.services.allocation import allocation_run_create, allocation_run_execute
+from jobs.progress import job_defer
 from teams.models import Team
 from webhooks.services import event_record
 
+from ..errors import BillingRunBusy
 from ..models import Invoice
 from .generation import TeamAmount, invoice_generate_for_run, team_amounts
 from .pdf_storage import PDF_ORPHAN_GRACE, invoice_pdf_store, pdf_orphans_sweep
+
+#: The idempotency scope of billing runs committed by background jobs (key: the job's).
+BILLING_RUN_IDEMPOTENCY_SCOPE = "jobs:billing_run"
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,7 @@ def billing_run_execute(
     dry_run: bool = False,
     created_by=None,
     progress: Callable[[list[Invoice]], Iterable[Invoice]] | None = None,
+    idempotency_key: str | None = None,
 ) -> BillingRunResult:
     """Bill ``period``: allocate it, write the chosen teams' draft invoices, store their PDFs.
 
@@ -197,6 +206,10 @@ def billing_run_execute(
         dry_run: allocate in memory and report what would be invoiced; nothing is written.
         created_by: the user running it (stored on the allocation run).
         progress: wraps the list of drafts while their PDFs render (the command's progress bar).
+        idempotency_key: commit once per key (a background job passes its job's key): a second
+            call with the key, such as the retry of a job killed after the commit, writes nothing
+            and returns the run the first call committed with its drafts (a key is kept 24 hours,
+            ``billing_site.idempotency``).
 
     Returns:
         A :class:`BillingRunResult`: the run, the chosen teams' amounts, the drafts written, those
@@ -229,13 +242,26 @@ def billing_run_execute(
         return result
 
     with transaction.atomic(durable=True):
-        run = allocation_run_execute(period=period, team=single, created_by=created_by)
-        generated = invoice_generate_for_run(run=run, teams=chosen)
-        result = BillingRunResult(
-            period=period, dry_run=False, run=run, teams=chosen, invoices=list(generated),
-            created=set(generated.created), cancelled=list(generated.cancelled), skipped=list(generated.skipped),
-        )
-        event_record("billing_run.committed", result, team=single)
+        replayed = False
+        if idempotency_key is not None:
+            record, replayed = idempotency_claim(
+                scope=BILLING_RUN_IDEMPOTENCY_SCOPE, key=idempotency_key, operation="billing_run",
+                params={"period": period.label, "teams": [team.pk for team in chosen]},
+            )
+        if replayed:
+            run = AllocationRun.objects.get(pk=record.result_id)
+            result = _replayed_result(period=period, run=run, teams=chosen)
+        else:
+            run = allocation_run_execute(period=period, team=single, created_by=created_by)
+            generated = invoice_generate_for_run(run=run, teams=chosen)
+            if idempotency_key is not None:
+                IdempotencyRecord.objects.filter(pk=record.pk).update(result_type="allocation_run",
+                                                                      result_id=str(run.pk))
+            result = BillingRunResult(
+                period=period, dry_run=False, run=run, teams=chosen, invoices=list(generated),
+                created=set(generated.created), cancelled=list(generated.cancelled), skipped=list(generated.skipped),
+            )
+            event_record("billing_run.committed", result, team=single)
     if render_pdfs and result.invoices:
         drafts = progress(result.invoices) if progress is not None else result.invoices
         result.invoices = [invoice_pdf_store(invoice=invoice) for invoice in drafts]
@@ -256,6 +282,60 @@ def billing_run_execute(
                 f"the invoices ({invoiced}) do not sum to the allocated cost rounded ({expected} {run.currency})"
             )
     return result
+
+
+def _replayed_result(*, period: BillingPeriod, run: AllocationRun, teams: list[Team]) -> BillingRunResult:
+    """The result of a run committed by an earlier call with the same idempotency key, read back."""
+    invoices = Invoice.objects.filter(allocation_run=run).select_related("team").order_by("team_name", "pk")
+    if teams:
+        invoices = invoices.filter(team__in=teams)
+    drafts, skipped, cancelled = [], [], []
+    for invoice in invoices:
+        if invoice.status == Invoice.Status.DRAFT:
+            drafts.append(invoice)
+        elif invoice.status == Invoice.Status.CANCELLED:
+            cancelled.append(invoice)
+        else:
+            skipped.append(invoice)
+    return BillingRunResult(period=period, dry_run=False, run=run, teams=teams, invoices=drafts,
+                            cancelled=cancelled, skipped=skipped)
+
+
+def billing_run_lock_name(period: BillingPeriod) -> str:
+    """The job lock of ``period``'s billing runs: one runs at a time, the next waits for it."""
+    return f"billing-run:{period.label}"
+
+
+def billing_run_request(*, period: BillingPeriod, teams: Iterable[Team] = (), render_pdfs: bool = True,
+                        created_by=None, previewed: dict | None = None):
+    """Queue a billing run of ``period`` as a background job (``invoices.tasks.billing_run_commit``).
+
+    Args:
+        period, teams, render_pdfs, created_by: as :func:`billing_run_execute`.
+        previewed: ``{"currency", "total" (str, metered precision), "records"}`` of the dry run the
+            user saw; the job commits only if the period's usage is still that.
+
+    Returns:
+        The job's ``jobs.models.JobProgress`` (its admin page follows the job).
+
+    Raises:
+        BillingRunBusy: a billing run of ``period`` is already waiting to start. One that is
+            running does not refuse the request: the new job waits for it (the period's job lock).
+    """
+    chosen = sorted({team.pk for team in teams or ()})
+    lock = billing_run_lock_name(period)
+    try:
+        with transaction.atomic(durable=True):
+            return job_defer(
+                "invoices.tasks.billing_run_commit", title=f"Billing run {period.label}", created_by=created_by, lock=lock,
+                queueing_lock=lock, period=period.label, team_ids=chosen, render_pdfs=render_pdfs,
+                created_by_id=getattr(created_by, "pk", None), previewed=previewed,
+            )
+    except AlreadyEnqueued:
+        raise BillingRunBusy(
+            f"A billing run of {period.label} is already waiting to start; follow it on the Jobs page, "
+            "or request again once it has started."
+        ) from None
 
 
 def _run_warnings(run: AllocationRun) -> list[str]:

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from billing_site.money import format_amount
+from jobs.tasks import mail_queue
 from teams.models import BillingSettings
 from teams.selectors import billing_settings_get
 from wallets.services.posting import wallet_settle_invoice
@@ -143,7 +146,11 @@ def invoice_issue(
 
 
 def invoice_mark_sent(*, invoice: Invoice, by=None) -> Invoice:
-    """Record that an issued invoice was sent to the team (``pending`` → ``sent``, ``sent_at`` now).
+    """Send an issued invoice to the team (``pending`` → ``sent``, ``sent_at`` now).
+
+    The invoice, with its PDF attached, is e-mailed to the team's billing addresses
+    (``BillingSettings.notify_emails``) from the ``mail`` queue, once this transaction commits;
+    a team without addresses gets no e-mail (the move is recorded all the same).
 
     Raises:
         InvalidTransition: the invoice is not ``pending``.
@@ -153,7 +160,23 @@ def invoice_mark_sent(*, invoice: Invoice, by=None) -> Invoice:
         invoice_check_transition(invoice=locked, to_status=Invoice.Status.SENT)
         locked.status, locked.sent_at = Invoice.Status.SENT, timezone.now()
         locked.save(update_fields=["status", "sent_at", "updated_at"])
+        _invoice_mail(locked)
     return locked
+
+
+def _invoice_mail(invoice: Invoice) -> None:
+    recipients = billing_settings_get(team=invoice.team).notify_email_list
+    attachments = [{"name": invoice.pdf.name, "filename": f"{invoice.display_number}.pdf",
+                    "mimetype": "application/pdf"}] if invoice.pdf else []
+    body = (
+        f"Please find attached invoice {invoice.display_number} of {settings.BILLING_COMPANY_NAME} for "
+        f"{invoice.team_name}, period {invoice.period_start:%Y-%m-%d} to {invoice.period_end:%Y-%m-%d}.\n\n"
+        f"Total: {format_amount(invoice.total, invoice.currency)}\n"
+        f"Amount due: {format_amount(invoice.amount_due, invoice.currency)}\n"
+        + (f"Due date: {invoice.due_date:%Y-%m-%d}\n" if invoice.due_date else "")
+    )
+    mail_queue(subject=f"Invoice {invoice.display_number} — {invoice.team_name}", body=body, to=recipients,
+               attachments=attachments)
 
 
 def invoice_mark_paid(*, invoice: Invoice, payment_reference: str, by=None, paid_at: dt.datetime | None = None) -> Invoice:

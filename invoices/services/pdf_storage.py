@@ -12,8 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable
 
+from django.core.files import File
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
@@ -158,3 +164,57 @@ def _storage_files(storage, folder: str) -> list[str]:
         found += [f"{current}/{name}" for name in files]
         pending += [f"{current}/{name}" for name in folders]
     return found
+
+
+#: What one rendering reports back (plain strings, so it crosses from a worker process unchanged):
+#: ``(pk, outcome, status, text)``; outcome ``rendered`` / ``skipped`` / ``failed``, text the
+#: invoice's display number or the reason.
+PdfResult = tuple[int, str, str, str]
+
+
+def invoice_pdf_render_one(pk: int) -> PdfResult:
+    """Render and store invoice ``pk``'s PDF; never raises, so one bad invoice does not stop a batch."""
+    try:
+        invoice = invoice_pdf_store(invoice=Invoice(pk=pk))
+    except InvoicePdfError as exc:
+        # Issued (and rendered) between the selection and now: its PDF stays as it is.
+        return pk, "skipped", "", str(exc)
+    except Invoice.DoesNotExist:
+        return pk, "skipped", "", f"invoice #{pk} was deleted before its PDF was rendered"
+    except Exception as exc:  # noqa: BLE001 - reported per invoice, the batch goes on
+        return pk, "failed", "", f"invoice #{pk}: {type(exc).__name__}: {exc}"
+    return pk, "rendered", invoice.status, invoice.display_number
+
+
+#: Where zips of many PDFs are written (below MEDIA_ROOT; served through the Jobs page's download).
+PDF_ZIP_DIR = "zips"
+
+
+def invoice_pdfs_zip_store(*, invoices: Iterable[Invoice], name: str,
+                           progress: Callable[[Iterable[Invoice]], Iterable[Invoice]] | None = None) -> tuple[str, int]:
+    """Write the stored PDFs of ``invoices`` into one zip in the default storage, as ``zips/<name>.zip``.
+
+    The zip is built in a temporary file (never in memory) and saved under its final name only
+    when complete, replacing an earlier zip of that name: a zip killed half-way leaves nothing.
+    Invoices without a PDF are listed in ``MISSING.txt`` inside it. ``progress`` wraps the
+    iteration (a progress bar). Returns ``(storage name, PDFs written)``.
+    """
+    invoices = list(invoices)
+    target = f"{PDF_ZIP_DIR}/{slugify(name) or 'invoices'}.zip"
+    written, missing = 0, []
+    with tempfile.TemporaryFile() as buffer:
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for invoice in progress(invoices) if progress is not None else invoices:
+                if not invoice.pdf:
+                    missing.append(invoice.display_number)
+                    continue
+                with invoice.pdf.open("rb") as pdf, archive.open(f"{invoice.display_number}.pdf", "w") as member:
+                    shutil.copyfileobj(pdf, member, 1024 * 1024)
+                written += 1
+            if missing:
+                archive.writestr("MISSING.txt", "No PDF yet for: " + ", ".join(missing) + "\n")
+        buffer.seek(0)
+        if default_storage.exists(target):
+            default_storage.delete(target)
+        saved = default_storage.save(target, File(buffer, name=target))
+    return saved, written

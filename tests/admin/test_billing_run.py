@@ -1,4 +1,8 @@
-"""The "Run billing for a period…" page: a dry-run preview, then commit (allocation and draft invoices)."""
+"""The "Run billing for a period…" page: a dry-run preview, then commit (allocation and draft invoices).
+
+Commit queues a background job and goes to its progress page; the tests that commit run the job
+through a real worker (``run_jobs``), so they commit their data (``transaction=True``).
+"""
 
 from decimal import Decimal
 
@@ -7,6 +11,7 @@ from django.urls import reverse
 
 from chargeback.models import AllocationRun
 from invoices.models import Invoice
+from jobs.models import JobProgress
 from tests.factories import TeamFactory, UsageRecordFactory
 
 pytestmark = pytest.mark.django_db
@@ -50,22 +55,56 @@ def test_preview_shows_each_team_the_tie_out_and_unallocated_and_writes_nothing(
     assert not AllocationRun.objects.exists() and not Invoice.objects.exists()
 
 
-def test_commit_after_preview_commits_the_run_and_writes_draft_invoices(finance, finance_user, september):
+@pytest.mark.django_db(transaction=True)
+def test_commit_after_preview_queues_a_job_that_commits_the_run_and_writes_draft_invoices(
+        finance, finance_user, september, run_jobs):
+    # given a preview; when it is committed
     preview = _preview(finance)
-    response = finance.post(reverse(URL), _commit_data(preview), follow=True)
-    assert response.status_code == 200
+    response = finance.post(reverse(URL), _commit_data(preview))
+
+    # then the browser goes to the job's page, where the job is queued and nothing is written yet
+    record = JobProgress.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:jobs_jobprogress_change", args=[record.pk])
+    page = finance.get(response["Location"]).content.decode()
+    assert 'data-status="queued"' in page and "Billing run 2024-09" in page
+    assert not AllocationRun.objects.exists()
+
+    # when a worker runs it
+    run_jobs()
+
+    # then the run is committed with its drafts, and the job's page shows the summary and tie-out
     run = AllocationRun.objects.get()
     assert run.status == AllocationRun.Status.COMMITTED and run.created_by == finance_user
     assert sorted((i.team_name, i.total) for i in Invoice.objects.all()) == [
         ("Maps", Decimal("0.25")), ("Search", Decimal("12.50"))]
-    assert any("committed" in str(m) for m in response.context["messages"])
+    page = finance.get(response["Location"]).content.decode()
+    assert 'data-status="done"' in page
+    assert f"Allocation run #{run.pk} committed for 2024-09" in page and "unallocated 3.00" in page
 
 
-def test_commit_for_chosen_teams_writes_only_their_invoices(finance, september):
+@pytest.mark.django_db(transaction=True)
+def test_second_commit_of_a_period_while_one_waits_is_refused_with_a_clear_message(finance, september):
+    # given a billing run of September queued (not started)
+    preview = _preview(finance)
+    finance.post(reverse(URL), _commit_data(preview))
+
+    # when finance commits September again
+    response = finance.post(reverse(URL), _commit_data(preview))
+
+    # then the second is refused, naming the waiting run, and only one job exists
+    assert response.status_code == 200
+    assert any("already waiting to start" in str(m) for m in response.context["messages"])
+    assert JobProgress.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_commit_for_chosen_teams_writes_only_their_invoices(finance, september, run_jobs):
     search, _maps = september
     preview = _preview(finance, teams=[search.pk])
     assert [row["team"].name for row in preview.context["rows"]] == ["Search"]
     finance.post(reverse(URL), _commit_data(preview))
+    run_jobs()
     assert [i.team_name for i in Invoice.objects.all()] == ["Search"]
 
 
@@ -96,19 +135,23 @@ def test_billing_run_page_is_refused_to_auditors(auditor, september):
     assert _preview(auditor).status_code == 403
 
 
-def test_run_page_shows_its_allocations_read_only(finance, september):
+@pytest.mark.django_db(transaction=True)
+def test_run_page_shows_its_allocations_read_only(finance, september, run_jobs):
     finance.post(reverse(URL), _commit_data(_preview(finance)))
+    run_jobs()
     run = AllocationRun.objects.get()
     page = finance.get(reverse("admin:chargeback_allocationrun_change", args=[run.pk])).content.decode()
     assert "Search" in page and "allocations-TOTAL_FORMS" in page
     assert 'name="allocations-0-amount"' not in page
 
 
-def test_run_page_shows_its_largest_allocations_and_links_to_every_row(finance, september, monkeypatch):
+@pytest.mark.django_db(transaction=True)
+def test_run_page_shows_its_largest_allocations_and_links_to_every_row(finance, september, monkeypatch, run_jobs):
     from chargeback.admin import _LargestRowsFormSet
 
     monkeypatch.setattr(_LargestRowsFormSet, "LIMIT", 1)
     finance.post(reverse(URL), _commit_data(_preview(finance)))
+    run_jobs()
     run = AllocationRun.objects.get()
     response = finance.get(reverse("admin:chargeback_allocationrun_change", args=[run.pk]))
     [formset] = [f.formset for f in response.context["inline_admin_formsets"]]

@@ -8,6 +8,7 @@ and an invoice page land in ``test-artifacts/admin/`` (gitignored) for people to
 from __future__ import annotations
 
 import datetime as dt
+import zipfile
 from decimal import Decimal
 
 import pytest
@@ -47,8 +48,18 @@ def _usage(team, cost, day):
                        occurred_at=timezone.make_aware(dt.datetime.combine(day, dt.time(12))))
 
 
-def test_browser_billing_run_then_issue_an_invoice_and_download_its_pdf(logged_in, live_server, artifacts):
+def _job_done(page, *, timeout: float = 120_000) -> str:
+    """Wait on a job's progress page (it reloads itself) until the job and those working for it are
+    done; return the page's text."""
+    page.wait_for_selector("#job-status[data-status=done]", timeout=timeout)
+    page.wait_for_function("!document.querySelector('meta[http-equiv=refresh]')", timeout=timeout)
+    return page.inner_text("#content")
+
+
+def test_browser_billing_run_then_issue_an_invoice_and_download_its_pdf(logged_in, live_server, artifacts,
+                                                                         worker_process):
     page = logged_in
+    worker_process.start()
     search, maps = TeamFactory(name="Search", slug="search"), TeamFactory(name="Maps", slug="maps")
     _usage(search, "1234.5", dt.date(2024, 9, 3))
     _usage(maps, "99.99", dt.date(2024, 9, 4))
@@ -64,8 +75,7 @@ def test_browser_billing_run_then_issue_an_invoice_and_download_its_pdf(logged_i
     assert not AllocationRun.objects.exists()
 
     page.click("text=Commit the run and write the invoices")
-    page.wait_for_selector(".messagelist .success")
-    assert "committed for 2024-09" in page.inner_text(".messagelist")
+    assert "committed for 2024-09" in _job_done(page)
     assert AllocationRun.objects.get().status == "committed"
 
     invoice = Invoice.objects.get(team=search)
@@ -73,10 +83,11 @@ def test_browser_billing_run_then_issue_an_invoice_and_download_its_pdf(logged_i
     page.click("a.lifecycle-issue")
     page.wait_for_selector("#lifecycle-invoices")
     page.click("#lifecycle-form input[type=submit]")
-    page.wait_for_selector(".messagelist .success")
+    assert "Issue: 1 invoice(s) done" in _job_done(page)
     invoice.refresh_from_db()
     assert invoice.status == "pending" and invoice.number
     assert invoice.number in page.inner_text("#content")
+    page.goto(f"{live_server.url}/admin/invoices/invoice/{invoice.pk}/change/")
     page.screenshot(path=str(artifacts / "invoice.png"), full_page=True)
 
     with page.expect_download() as download_info:
@@ -86,6 +97,44 @@ def test_browser_billing_run_then_issue_an_invoice_and_download_its_pdf(logged_i
     target = artifacts / download.suggested_filename
     download.save_as(target)
     assert target.read_bytes().startswith(b"%PDF")
+
+
+def test_browser_billing_run_progress_page_then_download_the_zip_of_its_pdfs(logged_in, live_server, artifacts,
+                                                                              worker_process):
+    # given September usage of twelve teams, and a worker beside the web server
+    page = logged_in
+    teams = [TeamFactory(name=f"Team {n:02d}", slug=f"team-{n:02d}") for n in range(1, 13)]
+    for n, team in enumerate(teams, start=1):
+        _usage(team, f"{n}00.25", dt.date(2024, 9, 3))
+    worker_process.start()
+
+    # when finance previews and commits the run
+    page.goto(f"{live_server.url}/admin/chargeback/allocationrun/billing-run/")
+    page.fill("#id_period", "2024-09")
+    page.check("#id_render_pdfs")
+    page.click("input[name=preview]")
+    page.wait_for_selector("#preview-teams")
+    page.click("text=Commit the run and write the invoices")
+
+    # then the browser is on the job's progress page, which follows the run to its end
+    page.wait_for_selector("#job-status")
+    assert "/admin/jobs/jobprogress/" in page.url and "Billing run 2024-09" in page.inner_text("#content")
+    text = _job_done(page)
+    page.screenshot(path=str(artifacts / "billing-run-job.png"), full_page=True)
+    run = AllocationRun.objects.get()
+    assert f"Allocation run #{run.pk} committed for 2024-09" in text and "rendering PDFs 12 / 12" in text
+
+    # and the zip of the run's twelve PDFs downloads from it
+    with page.expect_download() as download_info:
+        page.click("#job-download")
+    download = download_info.value
+    target = artifacts / download.suggested_filename
+    download.save_as(target)
+    with zipfile.ZipFile(target) as archive:
+        names = sorted(archive.namelist())
+        assert len(names) == 12 and all(archive.read(name).startswith(b"%PDF") for name in names)
+    drafts = Invoice.objects.filter(allocation_run=run)
+    assert sorted(f"{invoice.display_number}.pdf" for invoice in drafts) == names
 
 
 def test_browser_top_up_form_submitted_twice_moves_money_once(logged_in, live_server):

@@ -1,10 +1,18 @@
 """Usage records in the admin: read-only, filtered, and the "Import FOCUS file" page."""
 
+import gzip
+import os
+import time
+from pathlib import Path
+
 import pytest
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from chargeback.models import UsageRecord
+from chargeback.tasks import remove_abandoned_focus_uploads
+from jobs.models import JobProgress
 from teams.models import Team
 from tests.factories import TeamFactory, UsageRecordFactory
 
@@ -57,56 +65,124 @@ def test_usage_bad_period_filter_is_not_a_server_error(finance):
     assert response.status_code in (200, 302)
 
 
-def test_focus_import_previews_rows_and_team_mapping_before_writing_anything(finance):
+URL_IMPORT = "admin:chargeback_usagerecord_import_focus"
+
+
+def _upload(client, run_jobs, upload, **options):
+    """Upload → the preview job's page; run the job; return (its JobProgress, the preview page)."""
+    response = client.post(reverse(URL_IMPORT), {"step": "upload", "file": upload, "team_tag": "business_unit",
+                                                 **options})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    record = JobProgress.objects.get(pk=int(response["Location"].rstrip("/").split("/")[-2]))
+    run_jobs(queues=["imports"])
+    record.refresh_from_db()
+    preview = client.get(reverse(URL_IMPORT) + f"?preview_job={record.job_id}") if "preview" in (
+        record.result or {}) else None
+    return record, preview
+
+
+def _import(client, run_jobs, preview, skip_bad_rows="True"):
+    """Post the preview's "Import" form; run the import job; return its JobProgress."""
+    form = {"step": "import", "token": preview.context["token"], "file_name": "september.csv",
+            "team_tag": "business_unit", "subaccount_fallback": "False", "skip_bad_rows": skip_bad_rows,
+            "total_rows": str(preview.context["preview"]["total"])}
+    response = client.post(reverse(URL_IMPORT), form)
+    assert response.status_code == 302
+    run_jobs(queues=["imports"])
+    return JobProgress.objects.get(pk=int(response["Location"].rstrip("/").split("/")[-2]))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_focus_import_previews_rows_and_team_mapping_before_writing_anything(finance, run_jobs):
+    # given a team named in the file; when the file is uploaded and its preview job runs
     TeamFactory(name="Search", slug="search")
-    response = finance.post(reverse("admin:chargeback_usagerecord_import_focus"),
-                            {"step": "upload", "file": _focus_file(*GOOD), "team_tag": "business_unit",
-                             "skip_bad_rows": "on"})
-    assert response.status_code == 200
-    preview = response.context["preview"]
-    assert preview["total"] == 3 and preview["unallocated"] == 1
-    mapping = {key: (team.name if team else None) for key, _count, team in preview["teams"]}
+    record, preview = _upload(finance, run_jobs, _focus_file(*GOOD), skip_bad_rows="on")
+
+    # then the job's page links to the preview, which maps the teams; nothing is written
+    page = finance.get(reverse("admin:jobs_jobprogress_change", args=[record.pk])).content.decode()
+    assert "3 data rows" in page and "Review the preview and import" in page
+    assert preview.status_code == 200
+    data = preview.context["preview"]
+    assert data["total"] == 3 and data["unallocated"] == 1
+    mapping = {key: (team["name"] if team else None) for key, _count, team in data["teams"]}
     assert mapping == {"Maps": None, "Search": "Search"}
-    assert "new team" in response.content.decode()
+    assert "new team" in preview.content.decode()
     assert not UsageRecord.objects.exists()
 
 
-def test_focus_import_writes_the_rows_and_reports_each_bad_row(finance):
-    url = reverse("admin:chargeback_usagerecord_import_focus")
-    preview = finance.post(url, {"step": "upload", "file": _focus_file(*GOOD, BAD), "team_tag": "business_unit",
-                                 "skip_bad_rows": "on"})
-    token = preview.context["token"]
+@pytest.mark.django_db(transaction=True)
+def test_focus_import_writes_the_rows_and_reports_each_bad_row(finance, run_jobs):
+    _record, preview = _upload(finance, run_jobs, _focus_file(*GOOD, BAD), skip_bad_rows="on")
 
-    done = finance.post(url, {"step": "import", "token": token, "file_name": "september.csv",
-                              "team_tag": "business_unit", "subaccount_fallback": "False", "skip_bad_rows": "True"})
+    record = _import(finance, run_jobs, preview)
 
-    assert done.status_code == 200
-    result = done.context["result"]
-    assert (result.rows_imported, result.rows_skipped) == (3, 1)
-    assert "row 4" in done.content.decode().lower() or ">4<" in done.content.decode()
-    assert "BilledCost" in done.content.decode()
+    page = finance.get(reverse("admin:jobs_jobprogress_change", args=[record.pk])).content.decode()
+    assert "3 rows imported, 0 already imported, 1 skipped" in page
+    assert "row 4" in page.lower() and "BilledCost" in page
     assert UsageRecord.objects.count() == 3
     assert Team.objects.filter(name="Maps").exists()
+    assert not list((Path(settings.MEDIA_ROOT) / "focus_uploads").glob("*.csv"))  # the upload is removed
 
 
-def test_focus_import_of_a_file_without_a_required_column_shows_the_column(finance):
+@pytest.mark.django_db(transaction=True)
+def test_focus_import_of_a_gzipped_file_is_read_as_it_comes(finance, run_jobs):
+    body = ("\n".join((HEADER, *GOOD)) + "\n").encode()
+    upload = SimpleUploadedFile("september.csv.gz", gzip.compress(body), content_type="application/gzip")
+    _record, preview = _upload(finance, run_jobs, upload)
+    record = _import(finance, run_jobs, preview)
+    assert record.result["rows_imported"] == 3 and UsageRecord.objects.count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_focus_import_of_a_file_without_a_required_column_shows_the_column(finance, run_jobs):
     bad = SimpleUploadedFile("bad.csv", b"BilledCost,BillingCurrency\n1,USD\n", content_type="text/csv")
-    response = finance.post(reverse("admin:chargeback_usagerecord_import_focus"),
-                            {"step": "upload", "file": bad, "team_tag": "business_unit"})
+    record, preview = _upload(finance, run_jobs, bad)
+    assert preview is None and record.result["refused"]
+    assert "BillingPeriodStart" in record.result["message"] and "bad.csv" in record.result["message"]
+    assert not UsageRecord.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_focus_import_refusing_bad_rows_writes_nothing_and_says_where(finance, run_jobs):
+    _record, preview = _upload(finance, run_jobs, _focus_file(*GOOD, BAD))
+    record = _import(finance, run_jobs, preview, skip_bad_rows="False")
+    message = record.result["message"]
+    assert record.result["refused"] and "row 4" in message and "BilledCost" in message
+    assert "september.csv" in message
+    assert not UsageRecord.objects.exists()
+
+
+def test_focus_upload_larger_than_the_limit_is_refused_and_not_kept(finance, settings):
+    # given a limit of 100 bytes
+    settings.FOCUS_UPLOAD_MAX_BYTES = 100
+
+    # when a larger file is uploaded
+    response = finance.post(reverse(URL_IMPORT), {"step": "upload", "file": _focus_file(*GOOD),
+                                                 "team_tag": "business_unit"})
+
+    # then the form says so, no job is queued and nothing of the file is kept
     assert response.status_code == 200
-    assert "BillingPeriodStart" in str(response.context["form"].errors["file"])
-    assert not UsageRecord.objects.exists()
+    assert "larger than the upload limit of 100" in str(response.context["form"].errors["file"])
+    assert not JobProgress.objects.exists()
+    assert not list((Path(settings.MEDIA_ROOT) / "focus_uploads").glob("*.csv"))
 
 
-def test_focus_import_refusing_bad_rows_writes_nothing_and_says_where(finance):
-    url = reverse("admin:chargeback_usagerecord_import_focus")
-    preview = finance.post(url, {"step": "upload", "file": _focus_file(*GOOD, BAD), "team_tag": "business_unit"})
-    done = finance.post(url, {"step": "import", "token": preview.context["token"], "file_name": "september.csv",
-                              "team_tag": "business_unit", "subaccount_fallback": "False", "skip_bad_rows": "False"})
-    assert done.status_code == 200
-    assert "row 4" in done.context["error"] and "BilledCost" in done.context["error"]
-    assert "september.csv" in done.context["error"]
-    assert not UsageRecord.objects.exists()
+def test_abandoned_focus_uploads_are_removed_after_a_day(settings):
+    # given an upload of two days ago and one of an hour ago
+    folder = Path(settings.MEDIA_ROOT) / "focus_uploads"
+    folder.mkdir(parents=True)
+    old, recent = folder / ("a" * 32 + ".csv"), folder / ("b" * 32 + ".csv")
+    old.write_text(HEADER)
+    recent.write_text(HEADER)
+    now = time.time()
+    os.utime(old, (now - 2 * 86400, now - 2 * 86400))
+    os.utime(recent, (now - 3600, now - 3600))
+
+    # when the periodic clean-up runs
+    remove_abandoned_focus_uploads(timestamp=int(now))
+
+    # then only the abandoned one is gone
+    assert not old.exists() and recent.exists()
 
 
 def test_focus_import_with_a_forged_token_is_refused(finance):

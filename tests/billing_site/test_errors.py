@@ -54,6 +54,7 @@ DOCUMENTED = {
     invoice_errors.CreditNoteLimitExceeded: (422, "credit_exceeds_invoice"),
     invoice_errors.InvoiceGenerationError: (422, "invoice_generation_error"),
     invoice_errors.InvalidInvoiceRequest: (400, "invalid_request"),
+    invoice_errors.BillingRunBusy: (409, "billing_run_busy"),
     webhook_errors.WebhookError: (400, "webhook_error"),
     webhook_errors.EndpointUrlRefused: (400, "endpoint_url_refused"),
     webhook_errors.UnknownEventType: (400, "unknown_event_type"),

@@ -123,7 +123,7 @@ def test_render_invoices_renders_only_the_status_and_team_asked_for():
     (["--period", "September"], 2, "bad --period: period 'September' is not a month written YYYY-MM"),
     (["--period", "2024-09", "--status", "issued"], 2, "bad --status: 'issued' is not an invoice status"),
     (["--period", "2024-09", "--team", "nobody"], 2, "bad --team: no team has the slug 'nobody'"),
-    (["--period", "2024-09", "--workers", "0"], 2, "bad --workers: 0 (at least 1)"),
+    (["--period", "2024-09", "--workers", "-1"], 2, "bad --workers: -1 (0 or more)"),
     (["--period", "2023-09"], 1, "no invoices to render for 2023-09"),
 ])
 def test_render_invoices_refuses_bad_arguments_with_a_clear_message(args, returncode, message):

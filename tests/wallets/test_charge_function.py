@@ -15,7 +15,6 @@ import itertools
 from decimal import Decimal
 
 import pytest
-from django.core import mail
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,6 +22,7 @@ from hypothesis import strategies as st
 from billing_site.errors import BillingError
 from teams.services import billing_settings_update
 from tests.factories import TeamFactory
+from tests.jobs.mail import queued_mails
 from tests.wallets.charge_oracle import charge_in_python
 from wallets.models import CreditGrant, LedgerEntry, Wallet
 from wallets.selectors import ledger_verify
@@ -81,7 +81,7 @@ class Side:
     def run(self, op: tuple, captured) -> tuple:
         """Run ``op``; return what a user would see of it, with this wallet's id left out."""
         kind, *args = op
-        outbox = len(mail.outbox)
+        outbox = len(queued_mails())
         try:
             with captured(execute=True):
                 result = self._run(kind, *args)
@@ -90,7 +90,7 @@ class Side:
                       .replace(f"Wallet {self.wallet.pk} ", "Wallet W "), getattr(exc, "available", None))
         wallet = self.refreshed()
         lots = list(CreditGrant.objects.filter(wallet=wallet).order_by("pk").values_list("remaining", flat=True))
-        mails = [(m.subject.split(":")[0], m.body.split("\n\n", 1)[1]) for m in mail.outbox[outbox:]]
+        mails = [(m["subject"].split(":")[0], m["body"].split("\n\n", 1)[1]) for m in queued_mails()[outbox:]]
         return (result, wallet.balance, wallet.reserved, wallet.granted_balance, wallet.low_balance_warned, lots,
                 mails)
 

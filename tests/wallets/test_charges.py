@@ -14,6 +14,7 @@ from chargeback.errors import PriceNotFound
 from chargeback.models import UsageRecord
 from teams.services import billing_settings_update
 from tests.factories import PriceFactory, UserFactory
+from tests.jobs.mail import queued_mails
 from tests.wallets.conftest import CALL_ITEMS, new_key
 from wallets import selectors
 from wallets.errors import InsufficientFunds, InvalidAmount, ProviderNotAllowed, WalletFrozen
@@ -184,17 +185,17 @@ def test_usage_event_charge_prepaid_user_debits_the_users_wallet(team, member, c
         _charge(team, user=UserFactory())
 
 
-def test_low_balance_email_sent_once_per_crossing_and_rearmed_by_top_up(
-    team, wallet, top_up, django_capture_on_commit_callbacks
-):
+@pytest.mark.django_db(transaction=True)
+def test_low_balance_email_sent_once_per_crossing_and_rearmed_by_top_up(team, wallet, top_up, run_jobs):
     # given a warning at 20 % of the last top-up, two addresses
     billing_settings_update(team=team, warning_threshold_type="percent_of_last_top_up",
                             warning_threshold_value=D(20), notify_emails="ops@example.com, cfo@example.com")
     top_up(wallet, "10")
-    # when the balance goes 10 → 5 → 1.5 (crossing 2) → 1 (each charge commits: its callbacks run)
+    # when the balance goes 10 → 5 → 1.5 (crossing 2) → 1 (each charge commits), and the mail worker runs
     for amount in ("5", "3.5", "0.5"):
-        with django_capture_on_commit_callbacks(execute=True):
-            wallet_charge(wallet=wallet, amount=D(amount), idempotency_key=new_key())
+        wallet_charge(wallet=wallet, amount=D(amount), idempotency_key=new_key())
+    assert mail.outbox == []  # sent from the mail queue, not by the charge
+    run_jobs(queues=["mail"])
     # then exactly one e-mail
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == ["ops@example.com", "cfo@example.com"]
@@ -202,23 +203,22 @@ def test_low_balance_email_sent_once_per_crossing_and_rearmed_by_top_up(
     # when a top-up lifts it above the threshold again (now 20 % of 9 = 1.8), and a charge crosses again
     top_up(wallet, "9")
     assert not Wallet.objects.get(pk=wallet.pk).low_balance_warned
-    with django_capture_on_commit_callbacks(execute=True):
-        wallet_charge(wallet=wallet, amount=D("8.5"), idempotency_key=new_key())
+    wallet_charge(wallet=wallet, amount=D("8.5"), idempotency_key=new_key())
+    run_jobs(queues=["mail"])
     # then a second e-mail
     assert len(mail.outbox) == 2
 
 
-def test_low_balance_email_not_sent_when_notify_is_off(team, wallet, top_up, django_capture_on_commit_callbacks):
+def test_low_balance_email_not_sent_when_notify_is_off(team, wallet, top_up):
     # given an absolute threshold of 5, notifications off
     billing_settings_update(team=team, warning_threshold_type="absolute", warning_threshold_value=D(5),
                             notify_emails="ops@example.com", notify_on_warning=False)
     top_up(wallet, "10")
     # when
-    with django_capture_on_commit_callbacks(execute=True):
-        wallet_charge(wallet=wallet, amount=D(6), idempotency_key=new_key())
-    # then the state is recorded, but no mail
+    wallet_charge(wallet=wallet, amount=D(6), idempotency_key=new_key())
+    # then the state is recorded, but no mail is queued
     assert Wallet.objects.get(pk=wallet.pk).low_balance_warned
-    assert mail.outbox == []
+    assert queued_mails() == []
 
 
 def test_low_balance_email_not_sent_for_a_refused_charge(team, wallet, top_up, django_capture_on_commit_callbacks):
@@ -229,8 +229,8 @@ def test_low_balance_email_not_sent_for_a_refused_charge(team, wallet, top_up, d
     # when a charge that would cross is refused
     with django_capture_on_commit_callbacks(execute=True) as callbacks, pytest.raises(InsufficientFunds):
         wallet_charge(wallet=wallet, amount=D(11), idempotency_key=new_key())
-    # then nothing was scheduled or sent
-    assert callbacks == [] and mail.outbox == []
+    # then nothing was scheduled or queued
+    assert callbacks == [] and queued_mails() == []
 
 
 def test_usage_event_summary_groups_in_the_database(team, wallet, top_up, catalog, member):

@@ -2,7 +2,7 @@
 
 A debit that takes the balance from at or above the warning threshold to below it, while the
 wallet has not warned yet, sets ``low_balance_warned`` and mails the team's notify addresses (if it
-wants them). A credit that lifts the balance back to the threshold re-arms the warning. The
+wants them), from the ``mail`` queue once the charge commits. A credit that lifts the balance back to the threshold re-arms the warning. The
 threshold is the team's (``BillingSettings.warning_threshold``: absolute, or a percent of the
 wallet's last top-up).
 """
@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.conf import settings as django_settings
-from django.core.mail import send_mail
-from django.db import transaction
-
+from jobs.tasks import mail_queue
 from teams.models import BillingSettings
 from wallets.models import Wallet
 from webhooks.services import event_record
@@ -49,11 +46,9 @@ def low_balance_warn(wallet: Wallet, billing: BillingSettings, threshold: Decima
     recipients = billing.notify_email_list
     if billing.notify_on_warning and recipients:
         subject, body = _low_balance_message(wallet, threshold)
-        # After commit only: a rolled-back charge must not warn. robust: a mail failure is
-        # logged, it cannot undo a committed charge.
-        transaction.on_commit(
-            lambda: send_mail(subject, body, django_settings.DEFAULT_FROM_EMAIL, recipients), robust=True
-        )
+        # A job of the ``mail`` queue, in the charge's transaction: sent only if the charge
+        # commits, and a mail failure (retried by the job) never undoes a committed charge.
+        mail_queue(subject=subject, body=body, to=recipients)
 
 
 def _low_balance_message(wallet: Wallet, threshold: Decimal) -> tuple[str, str]:

@@ -6,9 +6,11 @@ rendered: drafts and cancelled drafts every time (they render on demand), issued
 when they have no PDF yet. An issued invoice's PDF is the document that was sent out and is never
 rendered again: such invoices are counted as skipped.
 
-The work is spread over ``--workers`` processes (default: one per CPU core), each with its own
-database connection and its own parsed stylesheet; a progress bar shows on an interactive
-terminal. ``--workers 1`` renders in this process.
+The work is done by the ``pdf`` background jobs (``invoices.tasks.invoice_pdfs_render``, a few
+invoices each), on ``--workers`` one-shot worker processes the command starts and stops (default:
+one per CPU core); ``--workers 0`` leaves them to the workers already running (docs/jobs.md). A
+progress bar follows the jobs on an interactive terminal. ``--workers 1`` renders in this process,
+with the jobs' code.
 
 Exit codes: 0 done (also when every matching PDF was already final); 1 no invoice of the period
 matches, or some PDFs failed (each failure is printed, the others are stored); 2 a bad
@@ -17,48 +19,26 @@ matches, or some PDFs failed (each failure is printed, the others are stored); 2
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import subprocess
 import time
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection, connections
+from django.db import connection
 from tqdm import tqdm
 
 from billing_site.money import format_period
 from chargeback.periods import BillingPeriod, PeriodError
-from invoices.errors import InvoicePdfError
 from invoices.management.commands.billing_run import PROGRESS_MIN_INVOICES, _ProgressStream
 from invoices.models import Invoice
 from invoices.selectors import invoice_list_to_render
-from invoices.services.pdf_storage import invoice_pdf_store
+from invoices.services.pdf_storage import PdfResult as Result
+from invoices.services.pdf_storage import invoice_pdf_render_one as render_one
+from invoices.tasks import PDF_CHUNK, invoice_pdfs_defer
+from jobs import queues
+from jobs.models import JobProgress
+from jobs.workers import worker_start
 from teams.models import Team
-
-#: What one rendering reports back (plain strings, so it crosses from a worker process unchanged):
-#: ``(pk, outcome, status, text)``; outcome ``rendered`` / ``skipped`` / ``failed``, text the
-#: invoice's display number or the reason.
-Result = tuple[int, str, str, str]
-
-
-def render_one(pk: int) -> Result:
-    """Render and store invoice ``pk``'s PDF; never raises, so one bad invoice does not stop a batch."""
-    try:
-        invoice = invoice_pdf_store(invoice=Invoice(pk=pk))
-    except InvoicePdfError as exc:
-        # Issued (and rendered) between the selection and now: its PDF stays as it is.
-        return pk, "skipped", "", str(exc)
-    except Invoice.DoesNotExist:
-        return pk, "skipped", "", f"invoice #{pk} was deleted before its PDF was rendered"
-    except Exception as exc:  # noqa: BLE001 - reported per invoice, the batch goes on
-        return pk, "failed", "", f"invoice #{pk}: {type(exc).__name__}: {exc}"
-    return pk, "rendered", invoice.status, invoice.display_number
-
-
-def _worker_start() -> None:
-    # A forked worker must not use the parent's database connection (closed before the fork
-    # anyway): each worker opens its own on its first query.
-    for conn in connections.all(initialized_only=True):
-        conn.connection = None
 
 
 class Command(BaseCommand):
@@ -76,7 +56,8 @@ class Command(BaseCommand):
         parser.add_argument("--team", metavar="SLUG", help="Only this team's invoices.")
         parser.add_argument(
             "--workers", type=int, default=os.cpu_count() or 1, metavar="N",
-            help="Processes rendering at once (default: one per CPU core; 1 renders in this process).",
+            help="Worker processes rendering at once (default: one per CPU core; 1 renders in this process; "
+                 "0 leaves the jobs to the workers already running).",
         )
 
     def handle(self, *args, **options):
@@ -88,11 +69,12 @@ class Command(BaseCommand):
         ) + (f", team {team.name}" if team else "")
         if not pks and not final:
             raise CommandError(f"no invoices to render for {scope}", returncode=1)
-        workers = max(1, min(workers, len(pks)))
+        workers = min(workers, max(1, len(pks)))
         if pks:
             self.stdout.write(self.style.MIGRATE_HEADING(
                 f"Rendering {len(pks):,} invoice PDF{'s' if len(pks) != 1 else ''} for {scope} "
-                f"with {workers} {'worker process' + ('es' if workers != 1 else '') if workers > 1 else 'process'}"
+                + (f"with {workers} {'worker process' + ('es' if workers != 1 else '') if workers > 1 else 'process'}"
+                   if workers else "with the running workers (pdf queue)")
             ))
 
         started = time.perf_counter()
@@ -139,8 +121,8 @@ class Command(BaseCommand):
             team = Team.objects.filter(slug=options["team"]).first()
             if team is None:
                 raise CommandError(f"bad --team: no team has the slug {options['team']!r}", returncode=2)
-        if options["workers"] < 1:
-            raise CommandError(f"bad --workers: {options['workers']} (at least 1)", returncode=2)
+        if options["workers"] < 0:
+            raise CommandError(f"bad --workers: {options['workers']} (0 or more)", returncode=2)
         return period, statuses, team, options["workers"]
 
     def _render(self, pks: list[int], workers: int) -> list[Result]:
@@ -148,25 +130,60 @@ class Command(BaseCommand):
             total=len(pks), desc="Rendering PDFs", unit=" invoice", leave=False, file=_ProgressStream(self.stderr),
             disable=not self.stderr.isatty() or len(pks) < PROGRESS_MIN_INVOICES,
         )
-        results = []
         with bar:
             if workers == 1:
+                # In this process, with the code of the ``pdf`` jobs.
+                results = []
                 for pk in pks:
                     results.append(render_one(pk))
                     bar.update()
                 return results
             if connection.in_atomic_block:
                 raise CommandError(
-                    "--workers above 1 needs the invoices committed: run it outside a transaction, or use --workers 1",
-                    returncode=2,
+                    "--workers other than 1 needs the invoices committed: run it outside a transaction, or use "
+                    "--workers 1", returncode=2,
                 )
-            # Forked workers inherit the loaded Django but must not share this process's database
-            # socket: close it first (Django reconnects on the next query).
-            connections.close_all()
-            # A few invoices per hand-out keep both cores busy to the end without a round trip per PDF.
-            chunk = max(1, min(8, len(pks) // (workers * 8)))
-            with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_start) as pool:
-                for result in pool.imap_unordered(render_one, pks, chunksize=chunk):
-                    results.append(result)
-                    bar.update()
+            return self._render_by_jobs(pks, workers, bar)
+
+    def _render_by_jobs(self, pks: list[int], workers: int, bar) -> list[Result]:
+        """Queue the ``pdf`` jobs (``invoices.tasks.invoice_pdfs_render``) and follow them; with
+        ``workers`` > 0, start that many one-shot workers of the ``pdf`` queue, stopped when it is
+        empty; with 0, the workers already running do the work."""
+        # Small enough jobs that every worker has some to the end, at most PDF_CHUNK invoices each.
+        chunk = max(1, min(PDF_CHUNK, len(pks) // (max(workers, 2) * 4)))
+        job_ids = invoice_pdfs_defer(invoice_ids=pks, chunk=chunk)
+        processes = [worker_start(queues=[queues.PDF], one_shot=True, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for _ in range(workers)]
+        try:
+            shown = 0
+            while True:
+                records = list(JobProgress.objects.filter(job_id__in=job_ids).select_related("job"))
+                done = sum(record.done for record in records)
+                bar.update(max(0, min(done, len(pks)) - shown))
+                shown = max(shown, min(done, len(pks)))
+                if all(record.job.status in FINISHED for record in records):
+                    break
+                if processes and all(process.poll() is not None for process in processes):
+                    # The one-shot workers stopped before the jobs ended (another worker holds
+                    # some): wait for those as with --workers 0.
+                    processes = []
+                time.sleep(0.2)
+        finally:
+            for process in processes:
+                process.wait()
+        results: list[Result] = []
+        for record in records:
+            if record.job.status != "succeeded":
+                results += [(pk, "failed", "", f"invoice #{pk}: its job failed: {record.error}")
+                            for pk in _job_invoices(record)]
+            else:
+                results += [tuple(outcome) for outcome in (record.result or {}).get("outcomes", [])]
         return results
+
+
+#: Procrastinate statuses of a job that will not run again by itself.
+FINISHED = {"succeeded", "failed", "cancelled", "aborted"}
+
+
+def _job_invoices(record: JobProgress) -> list[int]:
+    return list(record.job.args.get("invoice_ids", []))
