@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from decimal import Decimal
 
 import pytest
@@ -184,3 +185,22 @@ def test_event_recorded_outside_a_transaction_commits_with_its_job(loopback_allo
     run_jobs(queues=["webhooks"])
     # then only the team's own event was sent
     assert [json.loads(r.body)["data"]["id"] for r in receiver.received] == [wallet.pk]
+
+
+def test_worker_process_delivers_and_retries(loopback_allowed, receiver, worker_process, team):
+    # given a real `manage.py procrastinate worker` on the webhooks queue, and a receiver failing once
+    endpoint = endpoint_create(url=receiver.url, event_types=["wallet.topped_up"])
+    receiver.answers = [500]
+    worker_process.start(queues=["webhooks"], WEBHOOKS_ALLOW_HTTP="true", WEBHOOKS_ALLOW_PRIVATE="true",
+                         WEBHOOKS_RETRY_BASE_SECONDS="0")
+    # when a top-up commits
+    _top_up(team)
+    # then the worker delivers it on the second attempt, signed
+    deadline = time.monotonic() + 60
+    while Delivery.objects.filter(status=Delivery.Status.SUCCEEDED).count() < 1:
+        if time.monotonic() > deadline:
+            pytest.fail(f"not delivered: {list(Delivery.objects.values())}\n{worker_process.logs()}")
+        time.sleep(0.1)
+    assert len(receiver.received) == 2
+    Webhook(endpoint.secret).verify(receiver.received[1].body, receiver.received[1].headers)
+    assert [a.status_code for a in Delivery.objects.get().attempts.all()] == [500, 200]
