@@ -8,6 +8,8 @@ is issued already, a zip is written under a temporary name and replaced whole.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.urls import reverse
@@ -57,8 +59,8 @@ def billing_run_commit(progress: Progress, *, period: str, team_ids: list[int], 
             now = usage_period_currencies(period=billing_period)
         except MixedCurrencyError:
             now = None
-        if now is None or (now.currency, str(now.total), now.records) != (
-                previewed.get("currency"), str(previewed.get("total")), previewed.get("records")):
+        if now is None or (now.currency, now.total, now.records) != (
+                previewed.get("currency"), Decimal(str(previewed.get("total"))), previewed.get("records")):
             if not _committed_by(progress):
                 return {"refused": True, "message": f"The usage of {period} changed since the preview; nothing was "
                                                     "committed. Check the new preview and commit again.",

@@ -130,19 +130,9 @@ def run_jobs(transactional_db):
     worker). Jobs are rows of the test database, so the test must commit them: this fixture
     brings ``transactional_db``. In-process, the test's settings (locmem mail, MEDIA_ROOT) hold.
     """
-    from procrastinate.contrib.django import app
+    from tests.jobs.helpers import run_queued_jobs
 
-    from jobs.progress import progress_connections_close
-
-    def run(queues: list[str] | None = None, concurrency: int = 1) -> None:
-        # The worker's own connector, as ``manage.py procrastinate worker`` uses (Django's
-        # connection hands JSON back as text).
-        with app.replace_connector(app.connector.get_worker_connector()) as worker_app:
-            worker_app.run_worker(queues=queues, wait=False, concurrency=concurrency,
-                                  install_signal_handlers=False, listen_notify=False)
-        progress_connections_close()
-
-    return run
+    return run_queued_jobs
 
 
 @pytest.fixture(autouse=True)

@@ -160,3 +160,19 @@ def test_run_page_shows_its_largest_allocations_and_links_to_every_row(finance, 
     assert every_row in response.content.decode()
     rows = finance.get(every_row).context["cl"].result_list
     assert sorted(r.team.name for r in rows) == ["Maps", "Search"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_job_refuses_to_commit_when_usage_changed_after_the_request(finance, september, run_jobs):
+    # given a commit queued after the preview, and usage recorded before the job runs
+    preview = _preview(finance)
+    response = finance.post(reverse(URL), _commit_data(preview))
+    UsageRecordFactory(team=september[0], cost=Decimal("1"))
+
+    # when the job runs
+    run_jobs()
+
+    # then nothing is committed and the job's page says why
+    assert not AllocationRun.objects.exists() and not Invoice.objects.exists()
+    page = finance.get(response["Location"]).content.decode()
+    assert 'data-status="done"' in page and "changed since the preview; nothing was committed" in page

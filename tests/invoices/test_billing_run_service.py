@@ -16,6 +16,7 @@ from chargeback.periods import BillingPeriod
 from invoices.models import Invoice
 from invoices.services.billing_run import billing_run_execute
 from tests.factories import TeamFactory, UsageRecordFactory, UserFactory
+from tests.jobs.helpers import run_queued_jobs
 
 pytestmark = pytest.mark.django_db
 
@@ -48,6 +49,7 @@ def _bill_search_by_admin(search, _maps, user):
                       "previewed_records": form.initial["previewed_records"],
                       "previewed_total": str(form.initial["previewed_total"]),
                       "previewed_currency": form.initial["previewed_currency"]})
+    run_queued_jobs()  # the commit is a background job
 
 
 def _bill_search_by_api(search, _maps, user):
@@ -58,6 +60,7 @@ def _bill_search_by_api(search, _maps, user):
     assert response.status_code == 201, response.content
 
 
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("door", [_bill_search_by_command, _bill_search_by_admin, _bill_search_by_api])
 def test_billing_one_team_gives_the_same_run_and_invoice_whichever_door(september, door):
     # Given September's usage, and a finance user
