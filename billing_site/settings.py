@@ -58,6 +58,10 @@ Billing
 Background jobs
     FOCUS_UPLOAD_MAX_BYTES  largest FOCUS file the admin accepts, in bytes; default 2 GiB.
     FOCUS_UPLOAD_ABANDONED_HOURS  uploads never imported are removed after this; default 24.
+Webhooks
+    WEBHOOKS_ALLOW_HTTP, WEBHOOKS_ALLOW_PRIVATE, WEBHOOKS_TIMEOUT_SECONDS, WEBHOOKS_RETRY_BASE_SECONDS,
+    WEBHOOKS_MAX_ATTEMPTS, WEBHOOKS_DISABLE_AFTER_HOURS, WEBHOOKS_ALERT_EMAILS: see the "Webhooks"
+                           block below and docs/webhooks.md.
 Logging and tests
     LOG_LEVEL              the root logger's level; default ``WARNING``.
     TEST_ARTIFACTS_DIR     where browser tests leave screenshots; default ``<project>/test-artifacts``.
@@ -126,6 +130,7 @@ INSTALLED_APPS = [
     "django_filters",
     "billing_site.apps.BillingSiteConfig",  # the shared models (idempotency records)
     "teams",
+    "webhooks",  # outbound webhooks: endpoints, the event outbox, signed deliveries (docs/webhooks.md)
     "chargeback",
     "wallets",
     "invoices",
@@ -305,6 +310,22 @@ PROCRASTINATE_WORKER_DEFAULTS = {"fetch_job_polling_interval": 5.0}
 FOCUS_UPLOAD_MAX_BYTES = env.int("FOCUS_UPLOAD_MAX_BYTES", default=2 * 1024 ** 3)
 # Uploaded FOCUS files never imported are removed after this many hours.
 FOCUS_UPLOAD_ABANDONED_HOURS = env.int("FOCUS_UPLOAD_ABANDONED_HOURS", default=24)
+
+# --- Webhooks (docs/webhooks.md) ------------------------------------------------------------------
+# The SSRF guard (webhooks.guard): endpoint URLs must be https, and resolve to public addresses only.
+# Plain http and private, loopback or link-local receivers are for tests and on-premises use.
+WEBHOOKS_ALLOW_HTTP = env.bool("WEBHOOKS_ALLOW_HTTP", default=False)
+WEBHOOKS_ALLOW_PRIVATE = env.bool("WEBHOOKS_ALLOW_PRIVATE", default=False)
+# Seconds to connect and, separately, to wait for the receiver's answer.
+WEBHOOKS_TIMEOUT_SECONDS = env.float("WEBHOOKS_TIMEOUT_SECONDS", default=10.0)
+# Retries: the first waits the base, each next one 3 times longer, at most a day; 12 attempts in all
+# take about 3.1 days (webhooks.services.retry_delay).
+WEBHOOKS_RETRY_BASE_SECONDS = env.float("WEBHOOKS_RETRY_BASE_SECONDS", default=10.0)
+WEBHOOKS_MAX_ATTEMPTS = env.int("WEBHOOKS_MAX_ATTEMPTS", default=12)
+# An endpoint whose every attempt has failed for this long is disabled and finance is e-mailed
+# (the finance group and superusers with an address, plus these addresses, comma-separated).
+WEBHOOKS_DISABLE_AFTER_HOURS = env.float("WEBHOOKS_DISABLE_AFTER_HOURS", default=72.0)
+WEBHOOKS_ALERT_EMAILS = env.list("WEBHOOKS_ALERT_EMAILS", default=[])
 
 # --- Logging and tests -----------------------------------------------------------------------------
 LOGGING = {

@@ -40,6 +40,7 @@ from chargeback.focus.results import FocusImportResult
 from chargeback.focus.teams import MappingIndex
 from chargeback.focus.writing import BLOCK_ROWS, write_rows
 from jobs.progress import job_defer
+from webhooks.services import event_record
 
 
 def focus_import(
@@ -107,6 +108,7 @@ def focus_import(
         with transaction.atomic():
             parser.use_mapping(MappingIndex.load())
             write_rows(rows, result, parser, block_rows, create_teams=create_teams)
+            event_record("usage.import_completed", result)
             committing = time.perf_counter()
         result.timings["commit"] = time.perf_counter() - committing
     result.rows_duplicate = result.rows_read - result.rows_skipped - result.rows_imported

@@ -34,6 +34,7 @@ from chargeback.periods import BillingPeriod
 from chargeback.services.allocation import allocation_run_create, allocation_run_execute
 from jobs.progress import job_defer
 from teams.models import Team
+from webhooks.services import event_record
 
 from ..errors import BillingRunBusy
 from ..models import Invoice
@@ -260,6 +261,7 @@ def billing_run_execute(
                 period=period, dry_run=False, run=run, teams=chosen, invoices=list(generated),
                 created=set(generated.created), cancelled=list(generated.cancelled), skipped=list(generated.skipped),
             )
+            event_record("billing_run.committed", result, team=single)
     if render_pdfs and result.invoices:
         drafts = progress(result.invoices) if progress is not None else result.invoices
         result.invoices = [invoice_pdf_store(invoice=invoice) for invoice in drafts]

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing_site.money import MoneyError, format_amount, minor_unit, parse_amount, split, to_minor_units
+from webhooks.services import event_record
 
 from ..errors import CreditNoteLimitExceeded, InvalidInvoiceRequest, InvalidTransition
 from ..models import CreditNote, CreditNoteLine, DocumentSequence, Invoice, InvoiceLine
@@ -220,5 +221,6 @@ def credit_note_issue(
         # After commit, in its own transaction: a credit note is valid without its PDF, and a
         # rendering failure is logged (robust) rather than undoing the credit.
         transaction.on_commit(lambda: credit_note_pdf_store(credit_note=note), robust=True)
+        event_record("credit_note.issued", note, team=locked.team_id)
     return note
 

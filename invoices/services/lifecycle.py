@@ -21,6 +21,7 @@ from jobs.tasks import mail_queue
 from teams.models import BillingSettings
 from teams.selectors import billing_settings_get
 from wallets.services.posting import wallet_settle_invoice
+from webhooks.services import event_record
 
 from ..errors import DuplicateInvoiceNumber, InvalidInvoiceRequest, InvalidTransition
 from ..models import DocumentSequence, Invoice
@@ -140,6 +141,7 @@ def invoice_issue(
             "pdf_sha256", "updated_at",
         ])
         issued = invoice_pdf_store(invoice=locked)
+        event_record("invoice.issued", issued, team=issued.team_id)
     return issued
 
 
@@ -209,6 +211,7 @@ def invoice_mark_paid(*, invoice: Invoice, payment_reference: str, by=None, paid
         locked.paid_at = paid_at or timezone.now()
         locked.payment_reference = payment_reference
         locked.save(update_fields=["status", "paid_at", "payment_reference", "updated_at"])
+        event_record("invoice.paid", locked, team=locked.team_id)
     return locked
 
 
@@ -223,6 +226,7 @@ def invoice_mark_overdue(*, invoice: Invoice, by=None) -> Invoice:
         invoice_check_transition(invoice=locked, to_status=Invoice.Status.OVERDUE)
         locked.status = Invoice.Status.OVERDUE
         locked.save(update_fields=["status", "updated_at"])
+        event_record("invoice.overdue", locked, team=locked.team_id)
     return locked
 
 
@@ -249,6 +253,7 @@ def invoices_mark_overdue(*, today: dt.date | None = None) -> list[Invoice]:
             invoice_check_transition(invoice=invoice, to_status=Invoice.Status.OVERDUE)
             invoice.status = Invoice.Status.OVERDUE
             invoice.save(update_fields=["status", "updated_at"])
+            event_record("invoice.overdue", invoice, team=invoice.team_id)
             moved.append(invoice)
     return moved
 

@@ -23,6 +23,7 @@ from invoices import errors as invoice_errors
 from subscriptions import errors as subscription_errors
 from teams import errors as team_errors
 from wallets import errors as wallet_errors
+from webhooks import errors as webhook_errors
 
 D = Decimal
 
@@ -73,6 +74,9 @@ DOCUMENTED = {
     subscription_errors.SubscriptionTransitionError: (409, "invalid_subscription_transition"),
     subscription_errors.SubscriptionExists: (409, "subscription_exists"),
     invoice_errors.BillingRunBusy: (409, "billing_run_busy"),
+    webhook_errors.WebhookError: (400, "webhook_error"),
+    webhook_errors.EndpointUrlRefused: (400, "endpoint_url_refused"),
+    webhook_errors.UnknownEventType: (400, "unknown_event_type"),
 }
 
 

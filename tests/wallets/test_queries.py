@@ -30,9 +30,9 @@ D = Decimal
 
 #: SAVEPOINT, SELECT wallets_charge(…), RELEASE SAVEPOINT (in autocommit: the SELECT alone).
 QUERIES_PER_CHARGE = 3
-#: SAVEPOINT, claim the key, lock the wallet, insert the entry, store the totals, record the result,
-#: RELEASE SAVEPOINT.
-QUERIES_PER_TOP_UP = 7
+#: SAVEPOINT, claim the key, lock the wallet, insert the entry, store the totals, ask whether a
+#: webhook endpoint wants the wallet.topped_up event (none here), record the result, RELEASE SAVEPOINT.
+QUERIES_PER_TOP_UP = 8
 
 
 def _charge(wallet, amount="1", key=None):
@@ -65,7 +65,9 @@ def test_wallet_charge_of_a_team_without_billing_settings_takes_the_same_queries
     # when
     entry, queries = _charge(wallet, "5")
     # then the defaults apply (block on zero: exactly the balance may be spent) without another query
-    assert len(queries) == QUERIES_PER_CHARGE
+    # but the two that ask whether a webhook endpoint wants the wallet.low_balance and
+    # wallet.depleted events (none does: nothing more is read)
+    assert len(queries) == QUERIES_PER_CHARGE + 2, [q["sql"][:90] for q in queries]
     assert entry.balance_after == 0
 
 

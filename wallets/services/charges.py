@@ -22,6 +22,7 @@ from billing_site.money import METERED_BOUND, AmountOutOfRange
 from teams.models import BillingSettings
 from teams.selectors import billing_settings_get
 from wallets.models import LedgerEntry, Wallet
+from webhooks.services import event_record
 
 from .amounts import ZERO, amount_positive
 from .notifications import low_balance_warn
@@ -93,9 +94,9 @@ def wallet_charge(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feat
         sqlstate = getattr(exc.__cause__, "sqlstate", None)
         if sqlstate == SQLSTATE_INSUFFICIENT_FUNDS:
             available = Decimal(exc.__cause__.diag.message_detail)
-            raise insufficient_funds_error(wallet.pk, available, amount, wallet.currency) from None
+            raise _refused(insufficient_funds_error(wallet.pk, available, amount, wallet.currency), params) from None
         if sqlstate == SQLSTATE_WALLET_NOT_ACTIVE:
-            raise wallet_frozen_error(wallet.pk, exc.__cause__.diag.message_detail) from None
+            raise _refused(wallet_frozen_error(wallet.pk, exc.__cause__.diag.message_detail), params) from None
         if sqlstate == SQLSTATE_NO_WALLET:
             raise Wallet.DoesNotExist(f"Wallet {wallet.pk} does not exist.") from None
         if sqlstate == SQLSTATE_OUT_OF_RANGE:
@@ -114,8 +115,32 @@ def wallet_charge(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feat
     )
     entry._state.adding, entry._state.db, entry.replayed = False, connection.alias, False
     if crossed is not None and notify:  # rare: read the team and its addresses for the e-mail
-        current = Wallet.objects.select_related("team__billing_settings", "user").get(pk=wallet.pk)
-        # The e-mail states the figures this charge left, not those of a charge committed since.
-        current.balance, current.reserved = after, reserved
-        low_balance_warn(current, billing_settings_get(team=current.team), crossed)
+        current = _wallet_as_left(wallet.pk, after, reserved)
+        low_balance_warn(current, billing_settings_get(team=current.team), crossed)  # and its webhook event
+    elif crossed is not None:  # the wallet is read only if a webhook endpoint wants the event
+        event_record("wallet.low_balance", lambda: _wallet_as_left(wallet.pk, after, reserved), team=wallet.team_id)
+    if before > 0 >= after:
+        event_record("wallet.depleted", lambda: _wallet_as_left(wallet.pk, after, reserved), team=wallet.team_id)
     return entry
+
+
+def _wallet_as_left(wallet_id: int, balance: Decimal, reserved: Decimal) -> Wallet:
+    """The wallet with the figures this charge left, not those of a charge committed since."""
+    current = Wallet.objects.select_related("team__billing_settings", "user").get(pk=wallet_id)
+    current.balance, current.reserved = balance, reserved
+    return current
+
+
+def _refused(error: Exception, params: dict) -> Exception:
+    """Record the ``charge.refused`` webhook event of a refused charge and hand ``error`` back.
+
+    Outside a transaction the event commits at once; inside one it lives or dies with it (a
+    refused usage event is committed as rejected, and so is its event).
+    """
+    wallet = Wallet.objects.select_related("team").get(pk=params["wallet"])
+    event_record("charge.refused", {
+        "wallet": wallet, "amount": params["amount"], "currency": wallet.currency, "feature_key": params["feature_key"],
+        "reference_type": params["reference_type"], "reference_id": str(params["reference_id"]),
+        "error": {"code": error.code, "message": error.message, "param": error.param},
+    }, team=wallet.team_id)
+    return error

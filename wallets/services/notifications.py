@@ -14,6 +14,7 @@ from decimal import Decimal
 from jobs.tasks import mail_queue
 from teams.models import BillingSettings
 from wallets.models import Wallet
+from webhooks.services import event_record
 
 
 def low_balance_after_debit(wallet: Wallet, billing: BillingSettings, balance_before: Decimal) -> None:
@@ -38,8 +39,10 @@ def low_balance_after_credit(wallet: Wallet, billing: BillingSettings) -> None:
 def low_balance_warn(wallet: Wallet, billing: BillingSettings, threshold: Decimal) -> None:
     """Mail the team's notify addresses (if it wants them) that ``wallet`` fell below ``threshold``.
 
-    The e-mail states ``wallet``'s balance and reserved amount as they are on the instance.
+    The e-mail states ``wallet``'s balance and reserved amount as they are on the instance; the
+    ``wallet.low_balance`` webhook event is recorded whether or not the team wants the e-mail.
     """
+    event_record("wallet.low_balance", wallet, team=wallet.team_id)
     recipients = billing.notify_email_list
     if billing.notify_on_warning and recipients:
         subject, body = _low_balance_message(wallet, threshold)
@@ -59,3 +62,10 @@ def _low_balance_message(wallet: Wallet, threshold: Decimal) -> tuple[str, str]:
         f"Top up the wallet to keep services running."
     )
     return subject, body
+
+
+def wallet_depleted_check(wallet: Wallet, balance_before: Decimal) -> None:
+    """Record the ``wallet.depleted`` webhook event when a debit took the balance from above zero to
+    zero or below (``wallet`` as it is after the debit)."""
+    if balance_before > 0 >= wallet.balance:
+        event_record("wallet.depleted", wallet, team=wallet.team_id)

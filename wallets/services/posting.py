@@ -23,9 +23,10 @@ from teams.models import BillingSettings
 from teams.selectors import billing_settings_get
 from wallets.errors import InsufficientFunds, InvalidAmount, WalletFrozen
 from wallets.models import CreditGrant, LedgerEntry, Wallet
+from webhooks.services import event_record
 
 from .amounts import ZERO, amount_parse, amount_positive
-from .notifications import low_balance_after_credit, low_balance_after_debit
+from .notifications import low_balance_after_credit, low_balance_after_debit, wallet_depleted_check
 from .results import team_idempotent_run
 from .wallets import wallet_lock, wallet_open
 
@@ -152,6 +153,7 @@ def entry_debit(wallet: Wallet, billing: BillingSettings, *, entry_type: str, am
     _grants_consume(wallet, amount)
     entry = entry_post(wallet, entry_type=entry_type, amount=-amount, reserved_delta=reserved_delta, **fields)
     low_balance_after_debit(wallet, billing, balance_before)
+    wallet_depleted_check(wallet, balance_before)
     return entry
 
 
@@ -188,6 +190,7 @@ def wallet_top_up(*, wallet: Wallet, amount: Decimal, idempotency_key: str, desc
                              reference_type=reference_type, reference_id=reference_id, description=description,
                              created_by=created_by, metadata=metadata)
         wallet_totals_save(locked)
+        event_record("wallet.topped_up", {"wallet": locked, "ledger_entry": entry}, team=locked.team_id)
         return entry
 
     with transaction.atomic(durable=True):
