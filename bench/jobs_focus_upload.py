@@ -139,7 +139,7 @@ def main() -> None:
           f"{time.perf_counter() - started:.1f} s")
 
     started = time.perf_counter()
-    result = focus_import(path=reference_file.path)
+    result = focus_import(path=reference_file.path, create_teams=True)
     reference = time.perf_counter() - started
     print(f"reference, focus_import in this process: {reference:6.1f} s ({result.rows_imported / reference:,.0f} rows/s); "
           f"load {os.getloadavg()[0]:.2f}")

@@ -61,7 +61,8 @@ class BillingAutoSchema(AutoSchema):
             if match:
                 whole, places = match.groups()
                 sign = "" if field.min_value is not None and field.min_value >= 0 else "-?"
-                schema["pattern"] = fr"^{sign}(?:\d{{1,{whole}}}(?:\.\d{{0,{places}}})?|\.\d{{1,{places}}})$"
+                empty = "|" if field.allow_null else ""  # DRF reads "" as null for a nullable decimal
+                schema["pattern"] = fr"^(?:{sign}(?:\d{{1,{whole}}}(?:\.\d{{0,{places}}})?|\.\d{{1,{places}}}){empty})$"
         return schema
 
     def _get_response_bodies(self, direction="response"):

@@ -84,9 +84,9 @@ class StrictSerializerMixin:
             repeated = sorted(name for name, values in data.lists() if len(values) > 1)
             if repeated:
                 raise exceptions.ValidationError({repeated[0]: ["Give this parameter once."]})
-            # DRF reads ``?user=`` as if the parameter were left out; only free text may be empty.
+            # DRF reads ``?user=`` as if the parameter were left out; only text that allows blank may be empty.
             blank = sorted(name for name, values in data.lists() if values == [""] and name in self.fields
-                           and not isinstance(self.fields[name], serializers.CharField))
+                           and not getattr(self.fields[name], "allow_blank", False))
             if blank:
                 raise exceptions.ValidationError({blank[0]: ["Give a value, or leave the parameter out."]})
         if isinstance(data, dict):
@@ -117,6 +117,25 @@ def MoneyField(**kwargs) -> serializers.DecimalField:  # noqa: N802 - reads as a
     kwargs.setdefault("max_digits", 30)
     kwargs.setdefault("decimal_places", 12)
     return serializers.DecimalField(**kwargs)
+
+
+class DecimalStringField(serializers.DecimalField):
+    """A decimal string only (``"49.00"``): the API's money shape, as the schema documents it. A JSON
+    number is refused (400 naming the field), for fields of a resource that has always taken strings."""
+
+    default_error_messages = {"not_a_string": "Give the amount as a decimal string, e.g. \"49.00\"."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
+
+
+def MoneyStringField(**kwargs) -> DecimalStringField:  # noqa: N802 - reads as a field class
+    """:func:`MoneyField` (30 digits, 12 decimals) that takes a decimal string only."""
+    kwargs.setdefault("max_digits", 30)
+    kwargs.setdefault("decimal_places", 12)
+    return DecimalStringField(**kwargs)
 
 
 def date_range(data: dict, start: str = "period_start", end: str = "period_end") -> None:

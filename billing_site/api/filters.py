@@ -50,6 +50,19 @@ class IdFilter(django_filters.NumberFilter):
     field_class = IdField
 
 
+@extend_schema_field({"type": "string", "pattern": "^[A-Za-z]{3}$"})
+class CurrencyFilter(django_filters.CharFilter):
+    """An ISO 4217 code (``USD``, any case): three letters, else 400 naming the filter."""
+
+    field_class = forms.RegexField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("regex", r"^[A-Za-z]{3}$")
+        kwargs.setdefault("lookup_expr", "iexact")
+        kwargs.setdefault("error_messages", {"invalid": "A currency is three letters (ISO 4217), e.g. USD."})
+        super().__init__(*args, **kwargs)
+
+
 class BooleanField(forms.Field):
     """``true`` or ``false`` (also ``1`` / ``0``, any case); anything else is refused, not read as no filter."""
 

@@ -19,14 +19,15 @@ from rest_framework.views import APIView
 
 from billing_site.api.scoping import visible_team_ids
 from chargeback.focus.export import FORMATS, focus_export_write
-from chargeback.periods import BillingPeriod, PeriodError
+from chargeback.periods import MONTH_PATTERN, BillingPeriod, PeriodError
 
 
 class FocusExportView(APIView):
     """The committed allocation of a month as FOCUS 1.0 (one row per allocated line; team and rule in ``x_`` columns)."""
 
     @extend_schema(
-        parameters=[OpenApiParameter("period", OpenApiTypes.STR, required=True, description="YYYY-MM"),
+        parameters=[OpenApiParameter("period", {"type": "string", "pattern": MONTH_PATTERN}, required=True,
+                                     description="YYYY-MM"),
                     OpenApiParameter("file_format", OpenApiTypes.STR, required=False, enum=list(FORMATS))],
         responses={(200, "text/csv"): OpenApiTypes.BINARY, (200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY},
     )

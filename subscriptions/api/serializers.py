@@ -12,7 +12,13 @@ import re
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from billing_site.api.fields import AwareDateTimeField, MoneyField, StrictPrimaryKeyRelatedField, StrictSerializerMixin
+from billing_site.api.fields import (
+    AwareDateTimeField,
+    MoneyField,
+    MoneyStringField,
+    StrictPrimaryKeyRelatedField,
+    StrictSerializerMixin,
+)
 from billing_site.money import to_minor_units
 from subscriptions.models import Plan, PlanCharge, PlanChargeTier, Subscription
 from subscriptions.mrr import monthly_amount
@@ -257,9 +263,9 @@ class CustomerListSerializer(serializers.Serializer):
 
 
 class TierInputSerializer(StrictSerializerMixin, serializers.Serializer):
-    up_to = MoneyField(required=False, allow_null=True, min_value=0)
-    unit_price = MoneyField(min_value=0)
-    flat_fee = MoneyField(required=False, min_value=0)
+    up_to = MoneyStringField(required=False, allow_null=True, min_value=0)
+    unit_price = MoneyStringField(min_value=0)
+    flat_fee = MoneyStringField(required=False, min_value=0)
 
 
 class ChargeInputSerializer(StrictSerializerMixin, serializers.Serializer):
@@ -268,11 +274,11 @@ class ChargeInputSerializer(StrictSerializerMixin, serializers.Serializer):
     feature_key = serializers.CharField(max_length=100, required=False, allow_blank=True)
     provider = serializers.CharField(max_length=100, required=False, allow_blank=True)
     unit = serializers.CharField(max_length=50, required=False, allow_blank=True)
-    included_units = MoneyField(required=False, min_value=0)
+    included_units = MoneyStringField(required=False, min_value=0)
     charge_model = serializers.ChoiceField(choices=PlanCharge.ChargeModel.choices, required=False)
-    price = MoneyField(required=False, min_value=0)
-    price_per_units = MoneyField(required=False, min_value=0)
-    package_size = MoneyField(required=False, allow_null=True, min_value=1)
+    price = MoneyStringField(required=False, min_value=0)
+    price_per_units = MoneyStringField(required=False, min_value=0)
+    package_size = MoneyStringField(required=False, allow_null=True, min_value=1)
     tiers = TierInputSerializer(many=True, required=False)
 
 
@@ -328,11 +334,11 @@ class PlanCreateSerializer(StrictSerializerMixin, serializers.Serializer):
     tier = serializers.CharField(max_length=50)
     description = serializers.CharField(required=False, allow_blank=True)
     currency = serializers.RegexField(r"^[A-Z]{3}$", error_messages={"invalid": "An ISO 4217 code, e.g. USD."})
-    fee = MoneyField(min_value=0)
+    fee = MoneyStringField(min_value=0)
     interval = serializers.ChoiceField(choices=Plan.Interval.choices, required=False)
     interval_count = WholeNumberField(required=False, min_value=1, max_value=120)
     trial_days = WholeNumberField(required=False, min_value=0, max_value=3650)
-    minimum_commitment = MoneyField(required=False, allow_null=True, min_value=0)
+    minimum_commitment = MoneyStringField(required=False, allow_null=True, min_value=0)
     charges = ChargeInputSerializer(many=True, required=False)
 
 
@@ -346,10 +352,10 @@ class PlanUpdateSerializer(StrictSerializerMixin, serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True)
     trial_days = WholeNumberField(required=False, min_value=0, max_value=3650)
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
-    fee = MoneyField(required=False, min_value=0)
+    fee = MoneyStringField(required=False, min_value=0)
     interval = serializers.ChoiceField(choices=Plan.Interval.choices, required=False)
     interval_count = WholeNumberField(required=False, min_value=1, max_value=120)
-    minimum_commitment = MoneyField(required=False, allow_null=True, min_value=0)
+    minimum_commitment = MoneyStringField(required=False, allow_null=True, min_value=0)
     charges = ChargeInputSerializer(many=True, required=False)
 
 

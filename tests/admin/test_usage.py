@@ -199,21 +199,20 @@ def test_focus_import_page_is_refused_to_auditors(auditor):
     assert auditor.get(reverse("admin:chargeback_usagerecord_import_focus")).status_code == 403
 
 
-def test_focus_import_preview_maps_a_value_to_an_existing_team_once(finance):
+@pytest.mark.django_db(transaction=True)
+def test_focus_import_preview_maps_a_value_to_an_existing_team_once(finance, run_jobs):
     # given a team "Maps Platform" and a file whose rows say "Maps"
     maps = TeamFactory(name="Maps Platform", slug="maps-platform")
-    url = reverse("admin:chargeback_usagerecord_import_focus")
-    preview = finance.post(url, {"step": "upload", "file": _focus_file(*GOOD), "team_tag": "business_unit"})
-    entry = next(e for e in preview.context["preview"]["unmapped"] if e.key == "Maps")
+    _record, preview = _upload(finance, run_jobs, _focus_file(*GOOD))
+    entry = next(e for e in preview.context["preview"]["unmapped"] if e["key"] == "Maps")
 
     # when finance maps it to that team in the preview and imports
-    finance.post(url, {"step": "import", "token": preview.context["token"], "file_name": "s.csv",
-                       "team_tag": "business_unit", "subaccount_fallback": "False", "skip_bad_rows": "False",
-                       "value_1": entry.key, "source_1": entry.source, "choice_1": f"map:{maps.pk}"})
+    _import(finance, run_jobs, preview, skip_bad_rows="False", value_1=entry["key"], source_1=entry["source"],
+            choice_1=f"map:{maps.pk}")
 
     # then the rows are the team's, the choice is a mapping, and the next preview shows it mapped
-    assert UsageRecord.objects.filter(team=maps).count() == entry.rows
+    assert UsageRecord.objects.filter(team=maps).count() == entry["rows"]
     assert TeamMapping.objects.get(value="Maps").team == maps
-    again = finance.post(url, {"step": "upload", "file": _focus_file(*GOOD), "team_tag": "business_unit"})
-    assert "Maps" not in [e.key for e in again.context["preview"]["unmapped"]]
+    _record, again = _upload(finance, run_jobs, _focus_file(*GOOD))
+    assert "Maps" not in [e["key"] for e in again.context["preview"]["unmapped"]]
     assert Team.objects.filter(name="Maps").count() == 0

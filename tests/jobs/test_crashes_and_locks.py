@@ -57,7 +57,7 @@ def user():
 def october_usage(tmp_path):
     """October 2026: 400 generated FOCUS rows over the generator's teams, imported."""
     generated = write_focus_file(tmp_path / "october.csv", rows=400, period="2026-10", seed=7)
-    focus_import(path=generated.path)
+    focus_import(path=generated.path, create_teams=True)
     return generated
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import django_filters
 
-from billing_site.api.filters import IdFilter, StrictFilterSet
+from billing_site.api.filters import CurrencyFilter, IdFilter, StrictFilterSet
 from chargeback.api.filters import InstantFilter
 from wallets.models import LedgerEntry, Wallet
 
@@ -16,7 +16,7 @@ class WalletFilter(StrictFilterSet):
     team = IdFilter(field_name="team_id")
     user = IdFilter(field_name="user_id")
     status = django_filters.ChoiceFilter(choices=Wallet.Status.choices)
-    currency = django_filters.CharFilter(field_name="currency", lookup_expr="iexact", max_length=3)
+    currency = CurrencyFilter(field_name="currency")
 
     class Meta:
         model = Wallet
