@@ -35,7 +35,6 @@ DOCUMENTED = {
     chargeback_errors.AllocationError: (422, "allocation_error"),
     chargeback_errors.NothingToAllocate: (422, "nothing_to_allocate"),
     chargeback_errors.RuleConfigurationError: (422, "rule_configuration_error"),
-    chargeback_errors.MixedCurrencyError: (422, "mixed_currency"),
     chargeback_errors.StaleAllocationRun: (409, "stale_allocation_run"),
     PeriodError: (400, "invalid_period"),
     FocusImportError: (400, "invalid_focus_file"),
@@ -53,6 +52,8 @@ DOCUMENTED = {
     invoice_errors.CreditNoteLimitExceeded: (422, "credit_exceeds_invoice"),
     invoice_errors.InvoiceGenerationError: (422, "invoice_generation_error"),
     invoice_errors.InvalidInvoiceRequest: (400, "invalid_request"),
+    invoice_errors.MissingExchangeRate: (422, "exchange_rate_missing"),
+    invoice_errors.InvalidRatesFile: (400, "invalid_rates_file"),
 }
 
 
