@@ -132,7 +132,9 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
         elif line.rule_id is not None or line.rule_name:
             share = format_percent(details.get("share_percent"))
             pool = details.get("pool_amount")
-            pool_text = format_amount(Decimal(pool), currency) if pool not in (None, "") else "—"
+            # A converted line's pool is in the currency it was converted from.
+            pool_currency = (details.get("fx") or {}).get("from", currency)
+            pool_text = format_amount(Decimal(pool), pool_currency) if pool not in (None, "") else "—"
             rule_type = line.rule_type or details.get("rule_type", "")
             note = f"{rule_type}, {share} of the shared pool of {pool_text}"
             allocations.append({
@@ -179,6 +181,7 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
             "average": average,
             "amount": format_amount_short(line.amount, currency),
         })
+    exchange_rates = _exchange_rates(lines, currency)
     run = invoice.allocation_run
     stamp = _stamp(invoice)
     period = BillingPeriod(invoice.period_start, invoice.period_end)
@@ -216,9 +219,33 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
         "direct_records_text": f"{direct_records:,}",
         "is_chargeback": invoice.kind == Invoice.Kind.CHARGEBACK,
         "is_statement": invoice.kind == Invoice.Kind.PREPAID_STATEMENT,
+        "exchange_rates": exchange_rates,
         "run": run,
         "run_date": format_date(run.committed_at.date()) if run is not None and run.committed_at else "",
     }
+
+
+def _exchange_rates(lines: list, currency: str) -> list[dict]:
+    """The rates a converted invoice used, one per source currency: what was converted, at which
+    rate, of which date and source, and how the rate was had (direct, inverse, cross via EUR)."""
+    found: dict[str, dict] = {}
+    for line in lines:
+        fx = (line.details or {}).get("fx")
+        if not fx:
+            continue
+        entry = found.setdefault(fx["from"], {"fx": fx, "amount": Decimal(0), "converted": Decimal(0), "lines": []})
+        entry["amount"] += Decimal(fx["original_amount"])
+        entry["converted"] += line.amount
+        entry["lines"].append(str(line.position))
+    return [
+        {
+            "from": code, "to": currency, "rate": entry["fx"]["rate"], "rate_date": entry["fx"]["rate_date"],
+            "source": entry["fx"]["source"], "derivation": entry["fx"]["derivation"], "basis": entry["fx"]["basis"],
+            "amount": format_amount(entry["amount"], code), "converted": format_amount(entry["converted"], currency),
+            "lines": ", ".join(entry["lines"]), "line_count": len(entry["lines"]),
+        }
+        for code, entry in sorted(found.items())
+    ]
 
 
 # --- rendering -------------------------------------------------------------------------------------
