@@ -38,6 +38,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from typing import NamedTuple
 
 from django.db import connection, transaction
@@ -192,6 +193,14 @@ def usage_item_label(*, resource_type: str, provider: str = "", model: str = "")
     return f"{kind} · {item}" if item else kind
 
 
+@lru_cache(maxsize=4096)
+def _service_label(resource_type: str, provider: str, model: str) -> str:
+    """``usage_item_label`` cut to ``AllocatedCost.service``: a month has tens of thousands of direct
+    rows but a few dozen priced items, so each label is made once (``bench/allocation_currencies.py``)."""
+    label = usage_item_label(resource_type=resource_type, provider=provider, model=model)
+    return label[:AllocatedCost._meta.get_field("service").max_length]
+
+
 def _item_key(column: str) -> Case:
     """``column`` for API / AI usage, NULL for FOCUS rows, so a ServiceName stays one group."""
     return Case(When(service_name="", then=F(column)), default=Value(None), output_field=CharField())
@@ -344,7 +353,7 @@ def _direct_row(group: dict) -> _Row:
     if group["unit_key"] is None:  # a FOCUS ServiceName
         return _Row(None, team_id, user_id, group["service_key"], amount, currency, records, {})
     item = {"resource_type": group["service_key"], "provider": group["provider_key"], "model": group["model_key"]}
-    label = usage_item_label(**item)[:AllocatedCost._meta.get_field("service").max_length]
+    label = _service_label(group["service_key"], group["provider_key"], group["model_key"])
     return _Row(None, team_id, user_id, label, amount, currency, records, item, group["quantity"], group["unit_key"])
 
 
