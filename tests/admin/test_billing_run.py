@@ -117,3 +117,30 @@ def test_run_page_shows_its_largest_allocations_and_links_to_every_row(finance, 
     assert every_row in response.content.decode()
     rows = finance.get(every_row).context["cl"].result_list
     assert sorted(r.team.name for r in rows) == ["Maps", "Search"]
+
+
+def test_preview_of_a_month_in_two_currencies_ties_out_each_and_commit_sees_a_change_in_either(finance, september):
+    # given September also has EUR usage of a team billed in EUR
+    euro = TeamFactory(name="Euro", slug="euro", currency="EUR")
+    UsageRecordFactory(team=euro, cost=Decimal("4.005"), currency="EUR")
+    # when finance previews the month
+    preview = _preview(finance)
+    page = preview.content.decode()
+    # then each currency has its own row of the tie-out table, and both tie out
+    assert 'class="pool-EUR"' in page and 'class="pool-USD"' in page
+    assert [(p["currency"], p["total"], p["invoiced"], p["ties_out"]) for p in preview.context["pools"]] == [
+        ("EUR", "4.005 EUR", "4.01 EUR", True), ("USD", "15.75 USD", "12.75 USD", True)]
+    # and when EUR usage changes after the preview, the commit is refused with the new preview
+    data = {**_commit_data(preview), "previewed_pools": preview.context["commit_form"].initial["previewed_pools"]}
+    UsageRecordFactory(team=euro, cost=Decimal("1"), currency="EUR")
+    response = finance.post(reverse(URL), data, follow=True)
+    assert any("changed since the preview" in str(m) for m in response.context["messages"])
+    assert not AllocationRun.objects.exists()
+    # and committed, the run list shows both currencies' figures
+    preview = _preview(finance)
+    finance.post(reverse(URL), {**_commit_data(preview),
+                                "previewed_pools": preview.context["commit_form"].initial["previewed_pools"]})
+    assert sorted((i.team_name, i.currency) for i in Invoice.objects.all()) == [
+        ("Euro", "EUR"), ("Maps", "USD"), ("Search", "USD")]
+    listing = finance.get(reverse("admin:chargeback_allocationrun_changelist")).content.decode()
+    assert "5.005 EUR, 15.75 USD" in listing

@@ -46,7 +46,6 @@ DOCUMENTED = {
     chargeback_errors.AllocationError: (422, "allocation_error"),
     chargeback_errors.NothingToAllocate: (422, "nothing_to_allocate"),
     chargeback_errors.RuleConfigurationError: (422, "rule_configuration_error"),
-    chargeback_errors.MixedCurrencyError: (422, "mixed_currency"),
     chargeback_errors.StaleAllocationRun: (409, "stale_allocation_run"),
     chargeback_errors.TeamMappingError: (400, "invalid_team_mapping"),
     PeriodError: (400, "invalid_period"),
@@ -72,6 +71,8 @@ DOCUMENTED = {
     subscription_errors.PlanArchived: (409, "plan_archived"),
     subscription_errors.SubscriptionTransitionError: (409, "invalid_subscription_transition"),
     subscription_errors.SubscriptionExists: (409, "subscription_exists"),
+    invoice_errors.MissingExchangeRate: (422, "exchange_rate_missing"),
+    invoice_errors.InvalidRatesFile: (400, "invalid_rates_file"),
 }
 
 
