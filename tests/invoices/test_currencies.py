@@ -230,6 +230,10 @@ def test_converted_invoice_pdf_appendix_prints_the_rate(three_currency_month, ec
     assert "Exchange rates" in text
     assert "1 EUR = 1.1196 USD" in text and "ECB rate of 2024-09-30" in text
     assert "5.55 EUR converted to 6.21 USD" in text
+    # and beside the rates, the shared pools behind its lines: the USD pool and the EUR pool it was
+    # converted from, each in its own currency (never converted or added together)
+    assert "Unallocated pool, by provider and charge category" in text
+    assert "Unallocated pool (EUR), by provider and charge category" in text
     # rendered to PNG (pdftoppm), the appendix page is an image one can look at
     (tmp_path / "invoice.pdf").write_bytes(pdf)
     subprocess.run(["pdftoppm", "-png", "-r", "60", str(tmp_path / "invoice.pdf"), str(tmp_path / "page")],
