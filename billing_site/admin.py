@@ -17,13 +17,13 @@ from billing_site.admin_mixins import BillingAdminMixin, ReadOnlyAdminMixin, use
 from billing_site.dashboard import dashboard_get
 from billing_site.models import IdempotencyRecord
 from billing_site.money import format_amount, format_metered
-from chargeback.errors import AllocationError, MixedCurrencyError
+from chargeback.errors import AllocationError
 from chargeback.focus.pools import pool_breakdown
 from chargeback.forms import BillingRunCommitForm, BillingRunForm
 from chargeback.models import AllocationRun
-from chargeback.selectors import usage_period_currencies
+from chargeback.selectors import allocation_currency_totals, usage_period_stats
 from invoices.errors import BillingRunBusy
-from invoices.services.billing_run import billing_run_execute, billing_run_request
+from invoices.services.billing_run import billing_run_converted_line, billing_run_execute, billing_run_request
 from teams.selectors import user_sees_all_teams
 
 
@@ -83,13 +83,11 @@ class BillingAdminSite(admin.AdminSite):
         period, teams = data["period"], list(data["teams"])
         context["period"] = period
         if commit:
-            try:
-                now = usage_period_currencies(period=period)
-            except MixedCurrencyError:
-                now = None
-            if now is None or (now.currency, now.total, now.records) != (
-                data["previewed_currency"], data["previewed_total"], data["previewed_records"]
-            ):
+            now = usage_period_stats(period=period)
+            principal = now.get(data["previewed_currency"], (None, 0))[0]
+            if (principal, sum(n for _total, n in now.values())) != (
+                data["previewed_total"], data["previewed_records"]
+            ) or data.get("previewed_pools") and data["previewed_pools"] != _pools_key(now):
                 self._message(request, f"The usage of {period} changed since the preview; check the new preview and "
                                        "commit again.", messages.WARNING)
             else:
@@ -110,8 +108,18 @@ class BillingAdminSite(admin.AdminSite):
             context["refused"] = f"Nothing can be billed for {period}: {exc}"
             return TemplateResponse(request, template, context)
         run = result.run
+        totals = result.totals()
+        pools = [
+            {"currency": pool.currency, "records": pool.record_count,
+             "total": format_metered(pool.total_cost, pool.currency),
+             "allocated": format_metered(pool.allocated_cost, pool.currency),
+             "unallocated": format_metered(pool.unallocated_cost, pool.currency),
+             "invoiced": format_amount(totals.get(pool.currency, Decimal(0)), pool.currency),
+             "ties_out": pool.allocated_cost + pool.unallocated_cost == pool.total_cost}
+            for pool in allocation_currency_totals(run)
+        ]
         context.update(
-            run=run,
+            run=run, pools=pools, converted=[billing_run_converted_line(e) for e in result.converted()],
             rows=[{"team": row.team, "amount": format_amount(row.amount, row.currency),
                    "precise": format_metered(row.precise, row.currency), "records": row.record_count,
                    "billed": bool(row.amount)} for row in result.rows()],
@@ -121,11 +129,13 @@ class BillingAdminSite(admin.AdminSite):
             unallocated=format_metered(run.unallocated_cost, run.currency),
             ties_out=run.allocated_cost + run.unallocated_cost == run.total_cost,
             not_billed=[entry["message"] for entry in result.refused],
-            pools=pool_breakdown(period=period),
+            pool_breakdown=pool_breakdown(period=period),
             commit_form=BillingRunCommitForm(initial={
                 "period": f"{period.start:%Y-%m}", "teams": teams, "render_pdfs": data["render_pdfs"],
                 "previewed_records": run.record_count, "previewed_total": run.total_cost,
                 "previewed_currency": run.currency,
+                "previewed_pools": _pools_key({p.currency: (p.total_cost, p.record_count)
+                                               for p in allocation_currency_totals(run)}),
             }),
         )
         return TemplateResponse(request, template, context)
@@ -133,6 +143,11 @@ class BillingAdminSite(admin.AdminSite):
     @staticmethod
     def _message(request, text: str, level: int) -> None:
         messages.add_message(request, level, text, fail_silently=True)
+
+
+def _pools_key(stats: dict[str, tuple[Decimal, int]]) -> str:
+    """The usage a preview was computed from, per currency (``EUR:12.5:3 USD:4:1``): a commit compares it."""
+    return " ".join(f"{code}:{total.normalize():f}:{records}" for code, (total, records) in sorted(stats.items()))
 
 
 # --- The shared models ---------------------------------------------------------------------------

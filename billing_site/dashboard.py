@@ -14,6 +14,7 @@ other months without a committed run (≤ 1); team names (1); wallets under thei
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -100,6 +101,16 @@ class Dashboard:
     subscriptions: dict = field(default_factory=dict)
 
 
+def _run_in(run: AllocationRun, pool) -> AllocationRun:
+    """``run`` as seen in one currency: a copy with ``pool``'s currency, total, allocated and unallocated."""
+    if pool is run:
+        return run
+    seen = copy.copy(run)
+    seen.currency, seen.total_cost = pool.currency, pool.total_cost
+    seen.allocated_cost, seen.unallocated_cost = pool.allocated_cost, pool.unallocated_cost
+    return seen
+
+
 def dashboard_get(*, today: dt.date | None = None) -> Dashboard:
     """The dashboard's figures for ``today`` (default: today in UTC)."""
     today = today or timezone.now().date()
@@ -113,12 +124,15 @@ def dashboard_get(*, today: dt.date | None = None) -> Dashboard:
     # A month with a committed allocation run shows the run's figures: the billed truth, read from
     # the run and its rows instead of summing the month's usage again (hundreds of thousands of
     # rows a month). Months without one are summed from usage.
+    # One entry per currency pool of a run (a month in three currencies has three), each a copy of
+    # the run carrying that pool's figures, so no figure of two currencies is ever added.
     runs = {
-        (run.period_start, run.currency): run
+        (run.period_start, pool.currency): _run_in(run, pool)
         for run in AllocationRun.objects.filter(
             status=AllocationRun.Status.COMMITTED, period_start__gte=first, period_start__lte=this_start,
-        )
+        ).prefetch_related("currency_totals")
         if run.period_end == next_month(run.period_start)
+        for pool in (run.currency_totals.all() or [run])
     }
     committed = {start for start, _ in runs}
 
@@ -243,12 +257,13 @@ def dashboard_get(*, today: dt.date | None = None) -> Dashboard:
     board.overdue_url = reverse("admin:invoices_invoice_changelist") + "?overdue=yes"
 
     # 5. The latest billing runs and their tie-out.
-    board.runs = list(AllocationRun.objects.order_by("-created_at", "-pk")[:LIST_ROWS])
+    board.runs = list(AllocationRun.objects.order_by("-created_at", "-pk").prefetch_related("currency_totals")[:LIST_ROWS])
     for run in board.runs:
-        run.ties_out = run.allocated_cost + run.unallocated_cost == run.total_cost
-        run.total_display = format_amount(run.total_cost, run.currency)
-        run.allocated_display = format_amount(run.allocated_cost, run.currency)
-        run.unallocated_display = format_amount(run.unallocated_cost, run.currency)
+        pools = list(run.currency_totals.all()) or [run]  # one figure per currency, never summed
+        run.ties_out = all(p.allocated_cost + p.unallocated_cost == p.total_cost for p in pools)
+        run.total_display = ", ".join(format_amount(p.total_cost, p.currency) for p in pools)
+        run.allocated_display = ", ".join(format_amount(p.allocated_cost, p.currency) for p in pools)
+        run.unallocated_display = ", ".join(format_amount(p.unallocated_cost, p.currency) for p in pools)
     board.runs_url = reverse("admin:chargeback_allocationrun_changelist")
 
     # 6. Subscriptions: MRR now, its 12-month movements, subscriptions by tier, trials ending soon.

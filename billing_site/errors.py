@@ -56,7 +56,7 @@ currency_not_allowed      422     ``teams``' ``CurrencyNotAllowed``: usage or a 
                                   billing settings); ``param`` names the currency field
 allocation_error          422     ``chargeback``' ``AllocationError``: a run that cannot be computed
                                   or committed; more precisely ``nothing_to_allocate``,
-                                  ``rule_configuration_error``, ``mixed_currency`` (all 422)
+                                  ``rule_configuration_error`` (all 422)
 credit_exceeds_invoice    422     ``invoices``' ``CreditNoteLimitExceeded``: more than is left
 amount_out_of_range       422     ``money.AmountOutOfRange``: a well-formed amount whose result
                                   would pass ``money.METERED_BOUND`` (10^18), what the columns hold
@@ -72,6 +72,10 @@ billing_run_busy          409     ``invoices``' ``BillingRunBusy``: a billing ru
 endpoint_url_refused      400     ``webhooks``' ``EndpointUrlRefused``: a webhook URL the SSRF guard
                                   refuses (not https, a private, loopback or link-local address)
 unknown_event_type        400     ``webhooks``' ``UnknownEventType``: not a webhook event type
+exchange_rate_missing     422     ``invoices``' ``MissingExchangeRate``: no rate for a currency pair
+                                  and date a converted invoice needs (the message names both)
+invalid_rates_file        400     ``invoices``' ``InvalidRatesFile``: an ECB rates file that cannot
+                                  be read (the message names the line and column)
 ========================  ======  ================================================================
 
 The API's ``type`` follows from the status, except ``idempotency_error``, whose type is

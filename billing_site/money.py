@@ -287,6 +287,80 @@ def to_minor_units(amount: Decimal, currency: str) -> Decimal:
     return _check_decimal(amount, "amount").quantize(minor_unit(currency), rounding=ROUNDING)
 
 
+#: Decimal places of a stored exchange rate (``ExchangeRate.rate``, ``numeric(24, 10)``). The ECB
+#: publishes at most 6 significant digits; a cross rate derived via EUR keeps 10 decimal places.
+RATE_DECIMAL_PLACES = 10
+RATE_QUANTUM = Decimal(1).scaleb(-RATE_DECIMAL_PLACES)
+
+
+def rate_quantize(rate: Decimal) -> Decimal:
+    """An exchange rate rounded (half-up) to :data:`RATE_DECIMAL_PLACES`; used only for a derived rate.
+
+    Raises:
+        MoneyError: a rate of zero or below.
+        TypeError: a float.
+    """
+    rate = _check_decimal(rate, "rate")
+    if rate <= 0:
+        raise MoneyError(f"an exchange rate must be greater than zero, got {rate}")
+    with localcontext(MONEY_CONTEXT):
+        return rate.quantize(RATE_QUANTUM, rounding=ROUNDING)
+
+
+def rate_cross(rate_from: Decimal, rate_to: Decimal) -> Decimal:
+    """The cross rate A→B from two rates quoted against one base currency (the ECB's EUR).
+
+    Args:
+        rate_from: units of A per 1 base (EUR→A, e.g. ``Decimal("1.0876")`` USD per EUR).
+        rate_to: units of B per 1 base (EUR→B, e.g. ``Decimal("0.8512")`` GBP per EUR).
+
+    Returns:
+        Units of B per 1 A, ``rate_to / rate_from``, computed exactly (:data:`MONEY_CONTEXT`) and
+        rounded once to :data:`RATE_DECIMAL_PLACES`. The inverse of one rate is ``rate_cross(r, 1)``.
+
+    Raises:
+        MoneyError: a rate of zero or below.
+    """
+    rate_from = _check_decimal(rate_from, "rate_from")
+    rate_to = _check_decimal(rate_to, "rate_to")
+    if rate_from <= 0 or rate_to <= 0:
+        raise MoneyError(f"exchange rates must be greater than zero, got {rate_from} and {rate_to}")
+    with localcontext(MONEY_CONTEXT):
+        return rate_quantize(rate_to / rate_from)
+
+
+def convert(amount: Decimal, rate: Decimal, currency: str) -> Decimal:
+    """An invoice ``amount`` converted at ``rate`` into ``currency``'s minor units, rounded once.
+
+    Args:
+        amount: an amount in the source currency (minor units of it, or metered), any sign.
+        rate: units of ``currency`` per one unit of the source currency (> 0).
+        currency: the target ISO 4217 code; the result has its exponent (0 for JPY, 3 for KWD).
+
+    Returns:
+        ``amount × rate``, computed exactly and rounded once, half-up (``ROUNDING``), to one minor
+        unit of ``currency``: the one place a converted amount is rounded.
+
+    Raises:
+        MoneyError: a rate of zero or below, or a bad currency code.
+        TypeError: a float.
+    """
+    amount = _check_decimal(amount, "amount")
+    rate = _check_decimal(rate, "rate")
+    if rate <= 0:
+        raise MoneyError(f"an exchange rate must be greater than zero, got {rate}")
+    with localcontext(MONEY_CONTEXT):
+        return (amount * rate).quantize(minor_unit(currency), rounding=ROUNDING)
+
+
+def convert_metered(amount: Decimal, rate: Decimal) -> Decimal:
+    """A metered ``amount`` converted at ``rate``, rounded once to 12 decimal places (display detail)."""
+    amount = _check_decimal(amount, "amount")
+    rate = _check_decimal(rate, "rate")
+    with localcontext(MONEY_CONTEXT):
+        return (amount * rate).quantize(METERED_QUANTUM, rounding=ROUNDING)
+
+
 def _scale(values: Sequence[Decimal]) -> int:
     """The power of ten that turns every value into an integer."""
     exponent = min((v.as_tuple().exponent for v in values), default=0)

@@ -541,21 +541,29 @@ class AllocationRunAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
         return format_html('<a href="{}">Every row of this run, filterable by team and rule</a>', url)
     change_list_template = "admin/chargeback/allocationrun/change_list.html"
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("currency_totals")
+
+    @staticmethod
+    def _pools(obj) -> list:
+        """The run's pools, one per currency (a run made before them: its own figures)."""
+        return list(obj.currency_totals.all()) or [obj]
+
     @admin.display(description="Total", ordering="total_cost")
     def total_display(self, obj):
-        return format_metered(obj.total_cost, obj.currency)
+        return ", ".join(format_metered(p.total_cost, p.currency) for p in self._pools(obj))
 
     @admin.display(description="Allocated", ordering="allocated_cost")
     def allocated_display(self, obj):
-        return format_metered(obj.allocated_cost, obj.currency)
+        return ", ".join(format_metered(p.allocated_cost, p.currency) for p in self._pools(obj))
 
     @admin.display(description="Unallocated", ordering="unallocated_cost")
     def unallocated_display(self, obj):
-        return format_metered(obj.unallocated_cost, obj.currency)
+        return ", ".join(format_metered(p.unallocated_cost, p.currency) for p in self._pools(obj))
 
     @admin.display(description="Ties out", boolean=True)
     def ties_out(self, obj):
-        return obj.allocated_cost + obj.unallocated_cost == obj.total_cost
+        return all(p.allocated_cost + p.unallocated_cost == p.total_cost for p in self._pools(obj))
 
     @admin.display(description="Invoices")
     def invoices_link(self, obj):

@@ -65,13 +65,6 @@ class RuleConfigurationError(AllocationError):
     http_status = 422
 
 
-class MixedCurrencyError(AllocationError):
-    """The period's usage is in more than one currency; a run ties out in one currency. HTTP 422."""
-
-    code = "mixed_currency"
-    http_status = 422
-
-
 class StaleAllocationRun(AllocationError):
     """The period's usage changed after the draft run was computed: it must be computed again. HTTP 409."""
 

@@ -136,6 +136,8 @@ class BillingRunCommitForm(BillingRunForm):
     previewed_records = forms.IntegerField(widget=forms.HiddenInput, min_value=0)
     previewed_total = forms.DecimalField(widget=forms.HiddenInput, max_digits=30, decimal_places=12)
     previewed_currency = forms.CharField(widget=forms.HiddenInput, max_length=3)
+    #: Every currency's total and record count as previewed (the figures above are the principal one's).
+    previewed_pools = forms.CharField(widget=forms.HiddenInput, required=False, max_length=2000)
 
 
 class FocusUploadForm(forms.Form):

@@ -322,10 +322,15 @@ class AllocationRun(models.Model):
     exactly, where ``total_cost`` is the period's total usage cost. A CHECK (``run_ties_out``,
     migration 0002) holds it in the database too.
 
-    A run is in one ``currency``. Usage the run cannot bill in it (a team's usage in several
-    currencies, or in another one) is left out of every figure of the run, and ``refused`` lists
-    whose and why: ``[{"team_id", "team", "currencies", "records", "costs", "message"}]``
-    (``team_id`` empty for usage without a team; ``costs`` by currency, metered decimal strings).
+    A run keeps one pool per currency: every currency of the period's usage has its own
+    :class:`AllocationCurrencyTotal` (``run.currency_totals``), with its own tie-out, and nothing is
+    summed across currencies. ``currency``, ``total_cost``, ``allocated_cost`` and
+    ``unallocated_cost`` repeat the figures of the run's principal currency (the default billing
+    currency when the period has usage in it, else the currency with the most records), so a
+    one-currency run reads as before; ``record_count`` counts the records of every currency.
+    ``refused`` lists the teams the billing run did not invoice, and why (a conversion into the
+    team's currency without an exchange rate; ``[{"team_id", "team", "currencies", "records",
+    "costs", "message"}]``); the allocation itself leaves no usage out.
     """
 
     class Status(models.TextChoices):
@@ -383,6 +388,36 @@ class AllocationRun(models.Model):
 
     def __str__(self) -> str:
         return f"Allocation {self.period_start:%Y-%m} #{self.pk} ({self.status})"
+
+
+class AllocationCurrencyTotal(models.Model):
+    """One currency's pool of an allocation run, and its tie-out.
+
+    Invariants: one row per (run, currency); ``allocated_cost + unallocated_cost == total_cost``
+    exactly (a CHECK), all metered (12 decimal places) in ``currency``; the run's ``AllocatedCost``
+    rows in ``currency`` sum to ``allocated_cost`` (checked at commit). Figures of two currencies
+    are never added together.
+    """
+
+    run = models.ForeignKey(AllocationRun, on_delete=models.CASCADE, related_name="currency_totals")
+    currency = CurrencyField()
+    total_cost = MeteredAmountField(default=0)
+    allocated_cost = MeteredAmountField(default=0)
+    unallocated_cost = MeteredAmountField(default=0)
+    record_count = models.PositiveIntegerField(default=0, help_text="Usage records in this currency.")
+
+    class Meta:
+        ordering = ["run", "currency"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "currency"], name="run_currency_unique"),
+            models.CheckConstraint(
+                condition=Q(allocated_cost=models.F("total_cost") - models.F("unallocated_cost")),
+                name="run_currency_ties_out",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run} {self.currency}"
 
 
 class AllocatedCost(models.Model):

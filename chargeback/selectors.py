@@ -18,8 +18,8 @@ from django.db.models.functions import TruncDate
 
 from billing_site.db import MeteredSum
 from billing_site.money import check_within_bound, metered_cost
-from chargeback.errors import MixedCurrencyError, PriceNotFound
-from chargeback.models import AllocatedCost, AllocationRun, Price, UsageRecord
+from chargeback.errors import PriceNotFound
+from chargeback.models import AllocatedCost, AllocationCurrencyTotal, AllocationRun, Price, UsageRecord
 from chargeback.periods import BillingPeriod
 from teams.models import Team
 from teams.selectors import billing_settings_get
@@ -27,6 +27,7 @@ from teams.selectors import billing_settings_get
 __all__ = [
     "PriceNotFound",
     "allocation_committed_run",
+    "allocation_currency_totals",
     "allocation_rows",
     "allocation_team_totals",
     "PriceItem",
@@ -39,9 +40,7 @@ __all__ = [
     "price_pick",
     "price_resolve",
     "prices_of_period",
-    "Holdings",
-    "PeriodCurrencies",
-    "usage_period_currencies",
+    "usage_principal_currency",
     "usage_period_stats",
     "usage_period_total",
     "usage_records_active",
@@ -253,129 +252,18 @@ def usage_period_stats(*, period: BillingPeriod) -> dict[str, tuple[Decimal, int
     return {row["currency"]: (row["total"], row["records"]) for row in rows}
 
 
-#: ``{(team id or None, currency): (total cost, record count)}``: a period's usage by holder and currency.
-Holdings = dict[tuple[int | None, str], tuple[Decimal, int]]
+def usage_principal_currency(stats: dict[str, tuple[Decimal, int]]) -> str:
+    """The principal currency of a period's usage ``{currency: (total cost, record count)}``.
 
-
-@dataclass(frozen=True)
-class PeriodCurrencies:
-    """The currency a period's allocation bills in, and the usage it must leave out.
-
-    An allocation run ties out in one currency, and one team's usage must never stop another
-    team's run: usage the run cannot bill is left out of the run (its totals, rows and tie-out)
-    and listed in ``refused``, and every other team is billed.
-
-    * ``currency``: the currency most holders (teams, and usage without a team) have all their
-      usage in; on a tie ``settings.BILLING_DEFAULT_CURRENCY``, then the one with more records,
-      then the first in alphabetical order.
-    * A team is refused when its usage is in several currencies, or in one other than
-      ``currency``; usage without a team is refused in the currencies other than ``currency``.
-    * ``refused``: one entry per refused holder, ``{"team_id", "team", "currencies", "records",
-      "costs", "message"}`` (``costs``: ``{currency: metered decimal string}``), by team name,
-      usage without a team last.
-    * ``total`` and ``records``: the usage billed (in ``currency``), 12 decimal places.
+    ``settings.BILLING_DEFAULT_CURRENCY`` when the period has usage in it, else the currency with
+    the most records (alphabetical on a tie); the default currency when there is no usage. It only
+    names which pool an allocation run's own figures repeat (``AllocationRun.currency``): every
+    currency is allocated, and none is converted into another here.
     """
-
-    currency: str
-    total: Decimal
-    records: int
-    refused_team_ids: frozenset[int] = frozenset()
-    teamless_refused: bool = False
-    refused: tuple[dict, ...] = ()
-
-    def billed(self, team_id: int | None, currency: str) -> bool:
-        """Whether usage of ``team_id`` (``None``: without a team) in ``currency`` is in the run."""
-        if team_id is None:
-            return currency == self.currency
-        return team_id not in self.refused_team_ids
-
-
-def _and_list(words: Sequence[str]) -> str:
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
-
-
-def usage_period_currencies(*, period: BillingPeriod, holdings: Holdings | None = None) -> PeriodCurrencies:
-    """Which currency ``period``'s allocation bills in and whose usage it leaves out (``PeriodCurrencies``).
-
-    Args:
-        period: the billing period; its active usage is read (one ``GROUP BY`` team, currency)
-            unless ``holdings`` gives it already (the allocation engine sums it with its groups).
-        holdings: ``{(team id or None, currency): (total cost, record count)}``.
-
-    Returns:
-        A :class:`PeriodCurrencies`; refused teams' names are read in one query.
-
-    Raises:
-        MixedCurrencyError: no holder has all its usage in one currency: nothing can be billed.
-    """
-    if holdings is None:
-        rows = (
-            usage_records_of_period(period=period).order_by().values("team_id", "currency")
-            .annotate(total=MeteredSum("cost"), records=Count("id"))
-        )
-        holdings = {(row["team_id"], row["currency"]): (row["total"], row["records"]) for row in rows}
-    by_holder: dict[int | None, dict[str, tuple[Decimal, int]]] = {}
-    for (team_id, currency), figures in holdings.items():
-        by_holder.setdefault(team_id, {})[currency] = figures
-    currencies = sorted({currency for _team, currency in holdings})
-    if len(currencies) <= 1:
-        currency = currencies[0] if currencies else settings.BILLING_DEFAULT_CURRENCY
-        return PeriodCurrencies(currency=currency, total=sum((f[0] for f in holdings.values()), Decimal(0)),
-                                records=sum(f[1] for f in holdings.values()))
-
-    clean = {c: 0 for c in currencies}
-    counted = {c: 0 for c in currencies}
-    for holder, figures in by_holder.items():
-        if holder is None:
-            for c in figures:
-                clean[c] += 1
-        elif len(figures) == 1:
-            clean[next(iter(figures))] += 1
-        for c, (_total, records) in figures.items():
-            counted[c] += records
     default = settings.BILLING_DEFAULT_CURRENCY
-    currency = max(currencies, key=lambda c: (clean[c], c == default, counted[c]))
-    if not clean[currency]:
-        raise MixedCurrencyError(
-            f"the usage of {period} is in several currencies ({', '.join(currencies)}) and every team's usage is "
-            "in more than one of them, so no team can be billed: convert or separate the usage first"
-        )
-
-    refused_ids = {
-        holder for holder, figures in by_holder.items()
-        if holder is not None and (len(figures) > 1 or currency not in figures)
-    }
-    names = dict(Team.objects.filter(pk__in=refused_ids).values_list("pk", "name")) if refused_ids else {}
-    refused = []
-    for holder in sorted(refused_ids, key=lambda pk: (names.get(pk, "").lower(), pk)):
-        figures = by_holder[holder]
-        codes = sorted(figures)
-        if len(codes) > 1:
-            why = f"usage in {_and_list(codes)}; convert or separate the usage first"
-        else:
-            why = f"usage in {codes[0]}, but this run bills in {currency}; convert or separate the usage first"
-        refused.append(_refusal(holder, names.get(holder, f"team #{holder}"), figures, why))
-    teamless = {c: f for c, f in by_holder.get(None, {}).items() if c != currency}
-    if teamless:
-        codes = sorted(teamless)
-        refused.append(_refusal(None, "Usage without a team", teamless,
-                                f"usage in {_and_list(codes)}, but this run bills in {currency}; "
-                                "convert or separate the usage first"))
-    billed = [figures for (team_id, c), figures in holdings.items()
-              if (c == currency if team_id is None else team_id not in refused_ids)]
-    return PeriodCurrencies(
-        currency=currency, total=sum((f[0] for f in billed), Decimal(0)), records=sum(f[1] for f in billed),
-        refused_team_ids=frozenset(refused_ids), teamless_refused=bool(teamless), refused=tuple(refused),
-    )
-
-
-def _refusal(team_id: int | None, name: str, figures: dict[str, tuple[Decimal, int]], why: str) -> dict:
-    records = sum(n for _total, n in figures.values())
-    return {
-        "team_id": team_id, "team": name, "currencies": sorted(figures), "records": records,
-        "costs": {c: str(total) for c, (total, _n) in sorted(figures.items())},
-        "message": f"{name}: {why} ({records} usage record{'s' if records != 1 else ''} not billed)",
-    }
+    if not stats or default in stats:
+        return default
+    return min(stats, key=lambda code: (-stats[code][1], code))
 
 
 def usage_voided_since(*, run: AllocationRun) -> dict[str, tuple[Decimal, int]]:
@@ -425,18 +313,43 @@ def allocation_rows(run: AllocationRun, *, team: Team | None = None) -> list[All
     return list(rows.order_by("team_id", "rule_id", "service", "user_id", "pk"))
 
 
-def allocation_team_totals(run: AllocationRun) -> dict[int, Decimal]:
-    """``{team id: Σ allocated amount}`` of ``run`` in ``run.currency`` (12 decimal places).
+def allocation_team_totals(run: AllocationRun, *, currency: str | None = None) -> dict[int, Decimal]:
+    """``{team id: Σ allocated amount}`` of ``run`` in one currency (12 decimal places).
 
-    For a saved run: every team of the period (one GROUP BY). For a dry run: the teams in its preview.
+    Args:
+        run: a saved run (every team of the period, one GROUP BY) or a dry run (its preview's teams).
+        currency: the pool read; by default the run's principal currency (``run.currency``). Amounts
+            of two currencies are never added together.
     """
+    currency = currency or run.currency
     if run.pk is None:
         totals: dict[int, Decimal] = {}
         for row in getattr(run, "preview", []):
-            totals[row.team_id] = totals.get(row.team_id, Decimal(0)) + row.amount
+            if row.currency == currency:
+                totals[row.team_id] = totals.get(row.team_id, Decimal(0)) + row.amount
         return totals
-    rows = AllocatedCost.objects.filter(run=run).order_by().values("team_id").annotate(total=MeteredSum("amount"))
+    rows = (AllocatedCost.objects.filter(run=run, currency=currency).order_by().values("team_id")
+            .annotate(total=MeteredSum("amount")))
     return {row["team_id"]: row["total"] for row in rows}
+
+
+def allocation_currency_totals(run: AllocationRun) -> list[AllocationCurrencyTotal]:
+    """The pools of ``run``, one per currency, by currency code: each with ``total_cost``,
+    ``allocated_cost``, ``unallocated_cost`` (metered, 12 dp, in its ``currency``) and ``record_count``.
+
+    A dry run's unsaved pools (``run.preview_totals``) or a saved run's rows. A run saved before
+    pools were kept per currency has none: its one currency's figures are read from the run itself.
+    """
+    if run.pk is None:
+        pools = list(getattr(run, "preview_totals", []))
+    else:
+        pools = list(AllocationCurrencyTotal.objects.filter(run=run).order_by("currency"))
+    if not pools:
+        pools = [AllocationCurrencyTotal(
+            run=run if run.pk else None, currency=run.currency, total_cost=run.total_cost,
+            allocated_cost=run.allocated_cost, unallocated_cost=run.unallocated_cost, record_count=run.record_count,
+        )]
+    return sorted(pools, key=lambda pool: pool.currency)
 
 
 # --- API reads --------------------------------------------------------------------------------------

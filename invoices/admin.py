@@ -23,7 +23,7 @@ from teams.selectors import user_is_finance
 
 from .errors import InvoiceError
 from .forms import CreditNoteForm, MarkPaidForm
-from .models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
+from .models import CreditNote, CreditNoteLine, ExchangeRate, Invoice, InvoiceLine
 from .selectors import invoices_overdue
 from .services.credit_notes import credit_note_issue
 from .services.jobs import invoice_pdfs_zip_request, invoices_issue_request
@@ -379,3 +379,17 @@ class CreditNoteAdmin(DocumentPdfMixin, DocumentAmountsMixin, BillingAdminMixin,
             path("<int:pk>/pdf/", self.admin_site.admin_view(self.pdf_view), name="invoices_creditnote_pdf"),
         ] + super().get_urls()
 
+
+
+@admin.register(ExchangeRate)
+class ExchangeRateAdmin(BillingAdminMixin, admin.ModelAdmin):
+    """The rates table: finance adds or corrects a rate by hand (source ``manual``, which wins over
+    the ECB's of the same date and pair); ``manage.py load_ecb_rates FILE`` loads the ECB's."""
+
+    list_display = ["date", "from_currency", "to_currency", "rate", "source"]
+    list_filter = ["source", "from_currency", "to_currency"]
+    search_fields = ["from_currency", "to_currency", "source"]
+    date_hierarchy = "date"
+    ordering = ["-date", "from_currency", "to_currency"]
+    show_full_result_count = False
+    fields = ["date", "from_currency", "to_currency", "rate", "source"]

@@ -95,3 +95,20 @@ class InvalidInvoiceRequest(InvoiceError, InvalidRequest):
 class InvoicePdfError(InvoiceImmutable):
     """A document whose PDF may not be rendered again: issued invoices and credit notes keep the PDF
     they were issued with (``invoices.services.pdf_storage``). HTTP 409, ``invoice_immutable``."""
+
+
+class MissingExchangeRate(InvoiceError):
+    """No exchange rate converts a team's costs into the currency it is invoiced in. HTTP 422,
+    ``exchange_rate_missing``; the message names the currency pair and the date, ``param`` is
+    ``"currency"``. Nothing of that team is invoiced (its invoices of the period are not half-written)."""
+
+    code = "exchange_rate_missing"
+    http_status = 422
+
+
+class InvalidRatesFile(InvoiceError):
+    """A reference-rate file that cannot be read (not the ECB CSV format, a bad date or rate). HTTP 400,
+    ``invalid_rates_file``; the message names the line and column. Nothing is loaded."""
+
+    code = "invalid_rates_file"
+    http_status = 400

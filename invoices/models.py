@@ -55,9 +55,10 @@ class InvoiceQuerySet(models.QuerySet):
 class Invoice(models.Model):
     """A bill to one team (``user`` empty) or one user within a team, for one billing period.
 
-    Invariants: at most one live (not cancelled) invoice per team, user and period (partial unique
-    constraints) for chargeback and statement invoices (subscription invoices follow the
-    subscription's periods and are unique per subscription and period in ``subscriptions``); ``total = subtotal + tax_amount`` (a CHECK, migration 0002); ``number`` is unique once assigned (at issue).
+    Invariants: at most one live (not cancelled) invoice per team, user, period, kind and currency
+    (partial unique constraints) for chargeback and statement invoices (subscription invoices follow
+    the subscription's periods and are unique per subscription and period in ``subscriptions``);
+    ``total = subtotal + tax_amount`` (a CHECK, migration 0002); ``number`` is unique once assigned (at issue).
     Drafts are refreshed in place by the billing run; issued invoices never change.
 
     Lifecycle (``TRANSITIONS``): ``draft`` → ``pending`` (issued: numbered, frozen, PDF
@@ -150,15 +151,17 @@ class Invoice(models.Model):
             ("issue_credit_note", "Can issue credit notes"),
         ]
         constraints = [
+            # One live invoice per team, period, kind and currency: a team with costs in several
+            # currencies gets one invoice per currency (as Stripe invoices one currency at a time).
             models.UniqueConstraint(
-                fields=["team", "period_start", "period_end", "kind"],
+                fields=["team", "period_start", "period_end", "kind", "currency"],
                 condition=Q(user__isnull=True) & ~Q(status="cancelled") & ~Q(kind="subscription"),
-                name="invoice_one_live_per_team_period",
+                name="invoice_one_live_per_team_period_currency",
             ),
             models.UniqueConstraint(
-                fields=["team", "user", "period_start", "period_end", "kind"],
+                fields=["team", "user", "period_start", "period_end", "kind", "currency"],
                 condition=Q(user__isnull=False) & ~Q(status="cancelled") & ~Q(kind="subscription"),
-                name="invoice_one_live_per_user_period",
+                name="invoice_one_live_per_user_period_currency",
             ),
             models.CheckConstraint(
                 condition=Q(status__in=["draft", "pending", "sent", "paid", "overdue", "cancelled"]),
@@ -437,3 +440,38 @@ class CreditNoteLine(models.Model):
 
     def delete(self, *args, **kwargs):
         raise InvoiceImmutable("credit note lines are never deleted")
+
+
+class ExchangeRate(models.Model):
+    """One exchange rate: ``1 from_currency = rate × to_currency`` on ``date``, and where it came from.
+
+    Kept by finance in the admin and loaded from the ECB's euro reference rates
+    (``manage.py load_ecb_rates eurofxref-hist.csv``, ``source = "ECB"``: EUR → each currency).
+    A rate is used to invoice a team's costs of another currency in the team's own currency
+    (``BillingSettings.invoice_currency``); ``invoices.selectors.exchange_rate_find`` picks it and
+    derives the inverse and the cross rates via EUR (``docs/billing-run.md``).
+
+    Invariants: ``rate > 0``; ``from_currency != to_currency``; one rate per (date, from, to,
+    source). ``rate`` keeps ``money.RATE_DECIMAL_PLACES`` (10) decimal places.
+    """
+
+    date = models.DateField(help_text="The day the rate applies to (the ECB's reference date).")
+    from_currency = CurrencyField(help_text="ISO 4217 code of the currency converted from (1 unit).")
+    to_currency = CurrencyField(help_text="ISO 4217 code of the currency converted to.")
+    rate = models.DecimalField(max_digits=24, decimal_places=10, help_text="Units of to_currency per 1 from_currency.")
+    source = models.CharField(max_length=40, default="manual", help_text="Where the rate comes from: ECB, manual, …")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-date", "from_currency", "to_currency"]
+        constraints = [
+            models.UniqueConstraint(fields=["date", "from_currency", "to_currency", "source"],
+                                    name="exchange_rate_unique_per_source"),
+            models.CheckConstraint(condition=Q(rate__gt=0), name="exchange_rate_positive"),
+            models.CheckConstraint(condition=~Q(from_currency=models.F("to_currency")),
+                                   name="exchange_rate_two_currencies"),
+        ]
+        indexes = [models.Index(fields=["from_currency", "to_currency", "-date"], name="exchange_rate_pair_date")]
+
+    def __str__(self) -> str:
+        return f"1 {self.from_currency} = {self.rate.normalize():f} {self.to_currency} on {self.date} ({self.source})"

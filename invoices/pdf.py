@@ -120,18 +120,23 @@ def _stamp(invoice: Invoice) -> str:
     return ""
 
 
-def _pools_text(period: BillingPeriod, currency: str) -> list[dict]:
-    """``chargeback.focus.pools.pool_breakdown`` of ``period`` in ``currency``, formatted for the appendix."""
+def _pools_text(period: BillingPeriod, currency: str, converted_from: set[str] | None = None) -> list[dict]:
+    """``chargeback.focus.pools.pool_breakdown`` of ``period`` in ``currency`` (and, for a converted
+    invoice, in each currency its lines were converted from: ``converted_from``), formatted for the
+    appendix; each pool in its own currency, never converted or added to another."""
+    shown = {currency} | set(converted_from or ())
     pools = []
     for pool in pool_breakdown(period=period):
-        if pool.currency != currency:
+        if pool.currency not in shown:
             continue
+        code = pool.currency
         pools.append({
-            "name": pool.name,
+            "name": pool.name if code == currency else f"{pool.name} ({code})",
+            "currency": code,
             "parts": [{"provider": part.provider, "category": part.charge_category, "rows": f"{part.rows:,}",
-                       "cost": format_metered(part.cost, currency), "credit": part.cost < 0} for part in pool.parts],
-            "charges": format_metered(pool.charges, currency), "credits": format_metered(pool.credits, currency),
-            "net": format_metered(pool.net, currency), "netted": pool.credits < 0 < pool.charges,
+                       "cost": format_metered(part.cost, code), "credit": part.cost < 0} for part in pool.parts],
+            "charges": format_metered(pool.charges, code), "credits": format_metered(pool.credits, code),
+            "net": format_metered(pool.net, code), "netted": pool.credits < 0 < pool.charges,
         })
     return pools
 
@@ -149,7 +154,9 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
         elif line.rule_id is not None or line.rule_name:
             share = format_percent(details.get("share_percent"))
             pool = details.get("pool_amount")
-            pool_text = format_amount(Decimal(pool), currency) if pool not in (None, "") else "—"
+            # A converted line's pool is in the currency it was converted from.
+            pool_currency = (details.get("fx") or {}).get("from", currency)
+            pool_text = format_amount(Decimal(pool), pool_currency) if pool not in (None, "") else "—"
             rule_type = line.rule_type or details.get("rule_type", "")
             note = f"{rule_type}, {share} of the shared pool of {pool_text}"
             allocations.append({
@@ -196,6 +203,7 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
             "average": average,
             "amount": format_amount_short(line.amount, currency),
         })
+    exchange_rates = _exchange_rates(lines, currency)
     run = invoice.allocation_run
     stamp = _stamp(invoice)
     # A subscription's period follows its billing anchor (31 January – 28 February), not whole months.
@@ -234,7 +242,8 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
         "allocations": allocations,
         # The shared pools behind the rule lines, by provider and charge category (credits netted
         # against charges shown), in the invoice's currency.
-        "pools": _pools_text(BillingPeriod(invoice.period_start, invoice.period_end), currency) if allocations else [],
+        "pools": _pools_text(BillingPeriod(invoice.period_start, invoice.period_end), currency,
+                             {r["from"] for r in exchange_rates}) if allocations else [],
         "direct_count": direct_count,
         "direct_records": direct_records,
         "direct_records_text": f"{direct_records:,}",
@@ -242,6 +251,7 @@ def invoice_pdf_context(invoice: Invoice) -> dict:
         "is_statement": invoice.kind == Invoice.Kind.PREPAID_STATEMENT,
         "is_subscription": invoice.kind == Invoice.Kind.SUBSCRIPTION,
         "included_usage": _included_usage(lines, currency),
+        "exchange_rates": exchange_rates,
         "run": run,
         "run_date": format_date(run.committed_at.date()) if run is not None and run.committed_at else "",
     }
@@ -269,6 +279,29 @@ def _included_usage(lines: list, currency: str) -> list[dict]:
             "amount": format_amount_short(line.amount, currency),
         })
     return rows
+
+
+def _exchange_rates(lines: list, currency: str) -> list[dict]:
+    """The rates a converted invoice used, one per source currency: what was converted, at which
+    rate, of which date and source, and how the rate was had (direct, inverse, cross via EUR)."""
+    found: dict[str, dict] = {}
+    for line in lines:
+        fx = (line.details or {}).get("fx")
+        if not fx:
+            continue
+        entry = found.setdefault(fx["from"], {"fx": fx, "amount": Decimal(0), "converted": Decimal(0), "lines": []})
+        entry["amount"] += Decimal(fx["original_amount"])
+        entry["converted"] += line.amount
+        entry["lines"].append(str(line.position))
+    return [
+        {
+            "from": code, "to": currency, "rate": entry["fx"]["rate"], "rate_date": entry["fx"]["rate_date"],
+            "source": entry["fx"]["source"], "derivation": entry["fx"]["derivation"], "basis": entry["fx"]["basis"],
+            "amount": format_amount(entry["amount"], code), "converted": format_amount(entry["converted"], currency),
+            "lines": ", ".join(entry["lines"]), "line_count": len(entry["lines"]),
+        }
+        for code, entry in sorted(found.items())
+    ]
 
 
 # --- rendering -------------------------------------------------------------------------------------

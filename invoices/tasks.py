@@ -18,9 +18,9 @@ from procrastinate.exceptions import AlreadyEnqueued
 
 from billing_site.models import IdempotencyRecord
 from billing_site.money import format_amount
-from chargeback.errors import AllocationError, MixedCurrencyError
+from chargeback.errors import AllocationError
 from chargeback.periods import BillingPeriod
-from chargeback.selectors import usage_period_currencies
+from chargeback.selectors import usage_period_stats
 from jobs import queues
 from jobs.progress import Progress, job, job_defer, job_parent_advance, job_parent_result_update
 from teams.models import Team
@@ -55,12 +55,11 @@ def billing_run_commit(progress: Progress, *, period: str, team_ids: list[int], 
     teams = list(Team.objects.filter(pk__in=team_ids).order_by("pk"))
     progress.step("checking the usage")
     if previewed:
-        try:
-            now = usage_period_currencies(period=billing_period)
-        except MixedCurrencyError:
-            now = None
-        if now is None or (now.currency, now.total, now.records) != (
-                previewed.get("currency"), Decimal(str(previewed.get("total"))), previewed.get("records")):
+        # The preview's figures: its principal currency's total, and the records of every currency.
+        now = usage_period_stats(period=billing_period)
+        principal = now.get(previewed.get("currency"), (None, 0))[0]
+        if (principal, sum(records for _total, records in now.values())) != (
+                Decimal(str(previewed.get("total"))), previewed.get("records")):
             if not _committed_by(progress):
                 return {"refused": True, "message": f"The usage of {period} changed since the preview; nothing was "
                                                     "committed. Check the new preview and commit again.",

@@ -131,7 +131,10 @@ class BillingSettings(models.Model):
     list of provider names (empty: all providers); ``extra_currencies`` is a JSON list of ISO 4217
     codes (upper case, ``billing_site.money.currency_exponent``) the team may also be billed in,
     besides ``team.currency``: usage and charges in any other currency are refused
-    (``teams.selectors.team_currency_check``).
+    (``teams.selectors.team_currency_check``). ``invoice_currency`` says how costs in several
+    currencies are invoiced: ``per_currency`` (default), one invoice per currency; ``team_currency``,
+    one invoice in ``team.currency``, the others converted at an exchange rate
+    (``invoices.services.generation``).
     """
 
     class BillingModel(models.TextChoices):
@@ -139,6 +142,10 @@ class BillingSettings(models.Model):
         PREPAID_USER = "prepaid_user", "Prepaid (a wallet per user)"
         POSTPAID = "postpaid", "Postpaid (credit limit, invoiced)"
         UNLIMITED = "unlimited", "Unlimited (recorded only)"
+
+    class InvoiceCurrency(models.TextChoices):
+        PER_CURRENCY = "per_currency", "One invoice per currency"
+        TEAM_CURRENCY = "team_currency", "One invoice in the team's currency (converted)"
 
     class ThresholdType(models.TextChoices):
         PERCENT_OF_LAST_TOP_UP = "percent_of_last_top_up", "Percent of the last top-up"
@@ -173,6 +180,11 @@ class BillingSettings(models.Model):
     tax_rate = models.DecimalField(
         max_digits=7, decimal_places=4, default=ZERO, help_text="Percent applied to invoice subtotals."
     )
+    invoice_currency = models.CharField(
+        max_length=20, choices=InvoiceCurrency.choices, default=InvoiceCurrency.PER_CURRENCY,
+        help_text="Costs in several currencies: one invoice per currency (default), or one invoice in the "
+                  "team's own currency, the other currencies converted at the exchange rate of the period's last day.",
+    )
     payment_terms_days = models.PositiveIntegerField(default=default_payment_terms_days)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -195,6 +207,10 @@ class BillingSettings(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(tax_rate__gte=0) & Q(tax_rate__lte=100), name="billing_settings_tax_rate_in_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(invoice_currency__in=["per_currency", "team_currency"]),
+                name="billing_settings_invoice_currency_valid",
             ),
         ]
 

@@ -7,6 +7,7 @@ ISO 8601 with their time zone. Fields a caller must not set are read-only.
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing_site.api.fields import (
@@ -19,6 +20,7 @@ from billing_site.api.fields import (
     month_range,
 )
 from chargeback.models import AllocatedCost, AllocationRule, AllocationRun, AllocationTarget, Price, UsageRecord
+from chargeback.selectors import allocation_currency_totals
 from chargeback.services.usage import USAGE_BATCH_MAX
 from teams.models import Team
 
@@ -242,7 +244,20 @@ class AllocatedCostSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class AllocationPoolSerializer(serializers.Serializer):
+    """One currency's pool of a run: metered figures, ``allocated + unallocated == total`` exactly."""
+
+    currency = serializers.CharField()
+    record_count = serializers.IntegerField()
+    total_cost = MoneyField()
+    allocated_cost = MoneyField()
+    unallocated_cost = MoneyField()
+
+
 class AllocationRunSerializer(serializers.ModelSerializer):
+    """A run: ``pools`` has every currency's figures; ``currency``, ``total_cost``… repeat the principal one's."""
+
+    pools = serializers.SerializerMethodField()
     total_cost = MoneyField(read_only=True)
     allocated_cost = MoneyField(read_only=True)
     unallocated_cost = MoneyField(read_only=True)
@@ -251,9 +266,13 @@ class AllocationRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = AllocationRun
         fields = ["id", "period_start", "period_end", "status", "dry_run", "rule", "team", "currency", "total_cost",
-                  "allocated_cost", "unallocated_cost", "record_count", "warnings", "refused", "created_by", "created_at",
-                  "committed_at"]
+                  "allocated_cost", "unallocated_cost", "record_count", "pools", "warnings", "refused", "created_by",
+                  "created_at", "committed_at"]
         read_only_fields = fields
+
+    @extend_schema_field(AllocationPoolSerializer(many=True))
+    def get_pools(self, run) -> list[dict]:
+        return AllocationPoolSerializer(allocation_currency_totals(run), many=True).data
 
 
 class AllocationRunResultSerializer(serializers.Serializer):

@@ -23,10 +23,12 @@ The allocation engine (``docs/architecture.md``, "Allocation"):
 4. Tie-out: ``allocated + unallocated == total`` exactly, checked here, again at commit, and by the
    ``run_ties_out`` CHECK.
 
-Void usage records are never read (``selectors.usage_records_of_period``). A run is in one
-currency (``selectors.usage_period_currencies`` picks it): usage it cannot bill in that currency
-(a team's usage in several currencies, or in another one) is left out of the run, so one team's
-data never stops another team's billing; the run lists it in ``refused``.
+Void usage records are never read (``selectors.usage_records_of_period``). A run keeps **one pool
+per currency**: the groups carry their currency, each rule's pool is split per currency, and each
+currency ties out on its own (``AllocationCurrencyTotal``). Nothing is ever summed across
+currencies, so a month with usage in USD, EUR and JPY is allocated in one run, and one team's usage
+in another currency never stops another team's billing. Converting a team's costs into one
+currency is the invoices' business (``invoices.services.generation``), never the allocation's.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from typing import NamedTuple
 
 from django.db import connection, transaction
@@ -50,16 +53,16 @@ from billing_site.money import check_within_bound, format_metered
 from chargeback import rules as strategies
 from chargeback.errors import (
     AllocationError,
-    MixedCurrencyError,
     NothingToAllocate,
     RuleConfigurationError,
     StaleAllocationRun,
 )
-from chargeback.models import AllocatedCost, AllocationRule, AllocationRun
+from chargeback.models import AllocatedCost, AllocationCurrencyTotal, AllocationRule, AllocationRun
 from chargeback.periods import BillingPeriod
 from chargeback.selectors import (
     allocation_committed_run,
-    usage_period_currencies,
+    usage_period_stats,
+    usage_principal_currency,
     usage_records_of_period,
     usage_voided_since,
 )
@@ -190,6 +193,14 @@ def usage_item_label(*, resource_type: str, provider: str = "", model: str = "")
     return f"{kind} · {item}" if item else kind
 
 
+@lru_cache(maxsize=4096)
+def _service_label(resource_type: str, provider: str, model: str) -> str:
+    """``usage_item_label`` cut to ``AllocatedCost.service``: a month has tens of thousands of direct
+    rows but a few dozen priced items, so each label is made once (``bench/allocation_currencies.py``)."""
+    label = usage_item_label(resource_type=resource_type, provider=provider, model=model)
+    return label[:AllocatedCost._meta.get_field("service").max_length]
+
+
 def _item_key(column: str) -> Case:
     """``column`` for API / AI usage, NULL for FOCUS rows, so a ServiceName stays one group."""
     return Case(When(service_name="", then=F(column)), default=Value(None), output_field=CharField())
@@ -198,25 +209,25 @@ def _item_key(column: str) -> Case:
 def _check_within_bounds(computed: "_Computed", period: BillingPeriod) -> None:
     """Refuse a run whose total, or any one row, would not fit its column (``money.METERED_BOUND``,
     10^18): ``AmountOutOfRange`` (422, ``param`` ``period``) before anything is written. Each usage
-    cost fits on its own; only a sum of many can pass it."""
-    what = f"the allocation of {period.label} ({computed.currency})"
-    for figure in (computed.total, computed.allocated, computed.unallocated):
-        check_within_bound(figure, param="period", what=what)
+    cost fits on its own; only a sum of many can pass it. Checked per currency pool (every pool's
+    total, allocated and unallocated cost) and per row, in the row's currency."""
+    for code, pool in sorted(computed.totals.items()):
+        what = f"the allocation of {period.label} ({code})"
+        for figure in (pool.total_cost, pool.allocated_cost, pool.unallocated_cost):
+            check_within_bound(figure, param="period", what=what)
     for row in computed.rows:
-        check_within_bound(row.amount, param="period", what=f"{what}, team {row.team_id}")
+        check_within_bound(row.amount, param="period",
+                           what=f"the allocation of {period.label} ({row.currency}), team {row.team_id}")
 
 
 @dataclass
 class _Computed:
-    currency: str
-    total: Decimal
-    records: int
-    allocated: Decimal
-    unallocated: Decimal
+    currency: str  # the principal currency (``usage_principal_currency``)
+    totals: dict[str, AllocationCurrencyTotal]  # one unsaved pool per currency, by code
+    records: int  # records of every currency
     rows: list[_Row]
     warnings: list[dict]
     groups: int
-    refused: list[dict] = field(default_factory=list)
 
 
 def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
@@ -248,26 +259,17 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
     )
     with transaction.atomic():
         _give_grouping_memory()
-        groups = list(grouped)
+        groups = _fetch_groups(grouped)
     if not groups:
         raise NothingToAllocate(f"no usage records are billed in {period}: nothing to allocate")
-    # One currency per run: usage it cannot bill (a team's in several currencies, or in another
-    # one) is left out here, before any sum, so the tie-out is exact for what is billed.
-    holdings: dict[tuple[int | None, str], list] = defaultdict(lambda: [ZERO, 0])
-    for g in groups:
-        held = holdings[(g["team_id"], g["currency"])]
-        held[0] += g["amount"]
-        held[1] += g["records"]
-    split = usage_period_currencies(period=period, holdings={k: (a, n) for k, (a, n) in holdings.items()})
-    billed_groups = [g for g in groups if split.billed(g["team_id"], g["currency"])]
-
+    # Every figure below is keyed by currency: one pool per currency, never a sum across them.
     totals: dict[str, list] = defaultdict(lambda: [ZERO, 0])
     team_usage: dict[str, dict[int, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     user_usage: dict[str, dict[tuple[int, int], Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     direct: list[dict] = []
     unallocated: dict[str, Decimal] = defaultdict(Decimal)
     pools: dict[tuple[int, str], _PoolSums] = defaultdict(_PoolSums)
-    for g in billed_groups:
+    for g in groups:
         currency, amount, records, team_id = g["currency"], g["amount"], g["records"], g["team_id"]
         totals[currency][0] += amount
         totals[currency][1] += records
@@ -286,8 +288,6 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
             direct.append(g)
         else:
             unallocated[currency] += amount
-
-    (currency, (total, record_count)), = totals.items()  # usage_period_currencies left one currency
 
     members = _members([r for r in rules if r.rule_type == AllocationRule.RuleType.BY_TEAM])
     user_teams = _user_teams(pools, rules_by_pk)
@@ -323,15 +323,24 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
                                f"{result.unallocated} {pool_currency} of its pool stays unallocated",
                 })
 
-    allocated = sum((row.amount for row in rows), ZERO)
-    left = unallocated[currency]
-    if allocated + left != total:  # the engine's own invariant; a failure here is a bug
-        raise AllocationError(
-            f"tie-out failed for {period}: allocated {allocated} + unallocated {left} != total {total} {currency}"
+    allocated: dict[str, Decimal] = defaultdict(Decimal)
+    for row in rows:
+        allocated[row.currency] += row.amount
+    pools_by_currency = {}
+    for code, (total, records) in sorted(totals.items()):
+        if allocated[code] + unallocated[code] != total:  # the engine's own invariant; a failure is a bug
+            raise AllocationError(
+                f"tie-out failed for {period} in {code}: allocated {allocated[code]} + unallocated "
+                f"{unallocated[code]} != total {total} {code}"
+            )
+        pools_by_currency[code] = AllocationCurrencyTotal(
+            currency=code, total_cost=total, allocated_cost=allocated[code], unallocated_cost=unallocated[code],
+            record_count=records,
         )
-    return _Computed(currency=currency, total=total, records=record_count, allocated=allocated, unallocated=left,
-                     rows=rows, warnings=warnings + _voided_warnings(period), groups=len(groups),
-                     refused=list(split.refused))
+    stats = {code: (t.total_cost, t.record_count) for code, t in pools_by_currency.items()}
+    return _Computed(currency=usage_principal_currency(stats), totals=pools_by_currency,
+                     records=sum(t.record_count for t in pools_by_currency.values()), rows=rows,
+                     warnings=warnings + _voided_warnings(period), groups=len(groups))
 
 
 def _voided_warnings(period: BillingPeriod) -> list[dict]:
@@ -358,8 +367,23 @@ def _direct_row(group: dict) -> _Row:
     if group["unit_key"] is None:  # a FOCUS ServiceName
         return _Row(None, team_id, user_id, group["service_key"], amount, currency, records, {})
     item = {"resource_type": group["service_key"], "provider": group["provider_key"], "model": group["model_key"]}
-    label = usage_item_label(**item)[:AllocatedCost._meta.get_field("service").max_length]
+    label = _service_label(group["service_key"], group["provider_key"], group["model_key"])
     return _Row(None, team_id, user_id, label, amount, currency, records, item, group["quantity"], group["unit_key"])
+
+
+def _fetch_groups(grouped) -> list[dict]:
+    """The period's groups as dicts, read with one cursor, without Django's per-row converters.
+
+    A month of three currencies has three times the groups of a one-currency month; Django's
+    ``values()`` iteration (a converter call per metered sum) took a third of the allocation's time
+    for them (``bench/allocation_currencies.py``). PostgreSQL's ``SUM`` of ``numeric(30, 12)``
+    already has 12 decimal places, and psycopg reads it as a ``Decimal``, so nothing is lost.
+    """
+    sql, params = grouped.query.get_compiler(using=grouped.db).as_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        names = [column.name for column in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
 #: Memory for the period's GROUP BY (``SET LOCAL``, this transaction only).
@@ -439,39 +463,44 @@ def allocation_run_create(
 
     Returns:
         An ``AllocationRun``: with ``dry_run``, unsaved (``dry_run=True``); else a saved ``draft``
-        with its ``AllocatedCost`` rows. ``total_cost``, ``allocated_cost``, ``unallocated_cost``
-        (12 decimal places, in ``currency``), ``record_count`` and ``warnings`` (pools a rule
-        could not split: ``{"rule_id", "rule", "currency", "unallocated", "message"}``; usage voided
-        since the period's committed run: ``{"kind": "voided", "currency", "records", "cost",
-        "message"}``), ``refused`` (the usage left out, ``selectors.PeriodCurrencies.refused``) are set,
-        and ``allocated + unallocated == total`` exactly. A dry run carries its unsaved
+        with its ``AllocatedCost`` rows and one ``AllocationCurrencyTotal`` per currency of the
+        period's usage (``selectors.allocation_currency_totals(run)`` reads them for a saved or a
+        dry run: per currency ``total_cost``, ``allocated_cost``, ``unallocated_cost``, 12 decimal
+        places, and ``allocated + unallocated == total`` exactly). ``currency``, ``total_cost``,
+        ``allocated_cost`` and ``unallocated_cost`` repeat the principal currency's pool;
+        ``record_count`` counts every currency's records; ``warnings`` lists pools a rule
+        could not split (``{"rule_id", "rule", "currency", "unallocated", "message"}``) and usage voided
+        since the period's committed run (``{"kind": "voided", "currency", "records", "cost",
+        "message"}``); ``refused`` is empty (every currency is allocated). A dry run carries its unsaved
         ``AllocatedCost`` rows as ``run.preview`` (scoped to ``team``); read a saved run's rows
         with ``selectors.allocation_rows``. ``run.group_count`` is the number of database groups
         the usage was summed into. Rows with a zero amount are not written.
 
     Raises:
         NothingToAllocate: the period has no usage records.
-        MixedCurrencyError: every team's usage is in more than one currency, so no team can be
-            billed. Otherwise usage the run cannot bill in its one currency is left out of every
-            figure and listed in ``run.refused`` (``selectors.PeriodCurrencies``): one team's data
-            never stops the others' run.
         RuleConfigurationError: an applicable rule cannot be applied (fixed split not summing to
             100, by_team without a source team, by_user target without a user…).
         AllocationError: ``rule`` is disabled or not valid in the period.
     """
     computed = _compute(period, rule)
     _check_within_bounds(computed, period)
+    principal = computed.totals[computed.currency]
     run = AllocationRun(
         period_start=period.start, period_end=period.end, status=AllocationRun.Status.DRAFT, dry_run=dry_run,
-        rule=rule, team=team, currency=computed.currency, total_cost=computed.total,
-        allocated_cost=computed.allocated, unallocated_cost=computed.unallocated, record_count=computed.records,
-        warnings=computed.warnings, refused=computed.refused, created_by=created_by,
+        rule=rule, team=team, currency=computed.currency, total_cost=principal.total_cost,
+        allocated_cost=principal.allocated_cost, unallocated_cost=principal.unallocated_cost,
+        record_count=computed.records, warnings=computed.warnings, refused=[], created_by=created_by,
     )
+    pools = list(computed.totals.values())
     if dry_run:
         run.preview = [row.model(run) for row in computed.rows if team is None or row.team_id == team.pk]
+        run.preview_totals = pools
     else:
         with transaction.atomic():
             run.save(force_insert=True)
+            for pool in pools:
+                pool.run = run
+            AllocationCurrencyTotal.objects.bulk_create(pools)
             _write_rows(run, computed.rows)
     run.group_count = computed.groups
     return run
@@ -492,7 +521,8 @@ def _write_rows(run: AllocationRun, rows: list[_Row]) -> None:
         for row in rows:
             copy.write_row((
                 run.pk, row.rule.pk if row.rule else None, row.team_id, row.user_id, row.service, row.quantity,
-                row.unit, row.amount, row.currency, row.record_count, json.dumps(row.details),
+                row.unit, row.amount, row.currency, row.record_count,
+                json.dumps(row.details) if row.details else "{}",
             ))
 
 
@@ -513,7 +543,8 @@ def allocation_run_commit(*, run: AllocationRun, committed_by=None) -> Allocatio
     In one transaction: lock (the commit lock, then the run and the period's committed run with
     ``select_for_update``, by pk), re-read, then check that the run is a draft, that the period's
     usage (record count and total cost, per currency) is what the draft was computed from, and the
-    tie-out (``Σ rows == allocated_cost``, ``allocated + unallocated == total``). The previous
+    tie-out of every currency (``Σ rows in it == its allocated_cost``, ``allocated + unallocated ==
+    total``). The previous
     committed run becomes ``superseded`` and this one ``committed`` with ``committed_at``: the
     period's costs are never counted twice (the ``run_one_committed_per_period`` index backs it).
 
@@ -551,27 +582,29 @@ def allocation_run_commit(*, run: AllocationRun, committed_by=None) -> Allocatio
                 f"which overlaps {period}; allocate the same period again to replace it"
             )
 
-        try:
-            now = usage_period_currencies(period=period)
-        except MixedCurrencyError:
-            now = None
-        if (
-            now is None or now.currency != locked.currency or now.total != locked.total_cost
-            or now.records != locked.record_count or _refused_keys(now.refused) != _refused_keys(locked.refused)
-        ):
-            state = "no team can be billed" if now is None else f"{now.records} records, {now.total} {now.currency}"
+        pools = {t.currency: t for t in AllocationCurrencyTotal.objects.filter(run=locked)}
+        then = {code: (t.total_cost, t.record_count) for code, t in pools.items()}
+        now = usage_period_stats(period=period)
+        if now != then:
             raise StaleAllocationRun(
                 f"the usage of {period} changed after allocation run #{locked.pk} was computed "
-                f"({locked.record_count} records, {locked.total_cost} {locked.currency} then; {state}"
-                + (f", {len(now.refused)} left out" if now is not None and now.refused else "")
-                + " now): run the allocation again"
+                f"({_describe_stats(then)} then; {_describe_stats(now)} now): run the allocation again"
             )
-        rows_total = AllocatedCost.objects.filter(run=locked).aggregate(total=MeteredSum("amount"))["total"] or ZERO
-        if rows_total != locked.allocated_cost or locked.allocated_cost + locked.unallocated_cost != locked.total_cost:
-            raise AllocationError(
-                f"allocation run #{locked.pk} does not tie out: rows {rows_total}, allocated {locked.allocated_cost}, "
-                f"unallocated {locked.unallocated_cost}, total {locked.total_cost} {locked.currency}"
-            )
+        rows_totals = {
+            row["currency"]: row["total"]
+            for row in AllocatedCost.objects.filter(run=locked).order_by().values("currency")
+            .annotate(total=MeteredSum("amount"))
+        }
+        for code, pool in sorted(pools.items()):
+            rows_total = rows_totals.get(code, ZERO)
+            if rows_total != pool.allocated_cost or pool.allocated_cost + pool.unallocated_cost != pool.total_cost:
+                raise AllocationError(
+                    f"allocation run #{locked.pk} does not tie out in {code}: rows {rows_total}, allocated "
+                    f"{pool.allocated_cost}, unallocated {pool.unallocated_cost}, total {pool.total_cost} {code}"
+                )
+        if set(rows_totals) - set(pools):
+            raise AllocationError(f"allocation run #{locked.pk} has rows in a currency without a pool: "
+                                  f"{', '.join(sorted(set(rows_totals) - set(pools)))}")
 
         for previous in committed:
             allocation_run_check_transition(run=previous, to_status=AllocationRun.Status.SUPERSEDED)
@@ -584,9 +617,11 @@ def allocation_run_commit(*, run: AllocationRun, committed_by=None) -> Allocatio
     return locked
 
 
-def _refused_keys(refused: list[dict] | tuple[dict, ...]) -> set[tuple[int | None, tuple[str, ...]]]:
-    """Whose usage a run left out, and in which currencies: what a commit compares."""
-    return {(entry.get("team_id"), tuple(entry.get("currencies", ()))) for entry in refused or ()}
+def _describe_stats(stats: Mapping[str, tuple[Decimal, int]]) -> str:
+    """``3 records, 12.5 USD; 1 record, 4 EUR`` (per currency, never summed); ``no usage`` when empty."""
+    if not stats:
+        return "no usage"
+    return "; ".join(f"{n} record{'s' if n != 1 else ''}, {total} {code}" for code, (total, n) in sorted(stats.items()))
 
 
 def allocation_run_execute(

@@ -262,13 +262,38 @@ class BillingRunTeamSerializer(serializers.Serializer):
 
 
 class BillingRunRefusedSerializer(serializers.Serializer):
-    """A team the run did not bill: its usage is left out of the run, for the reason in ``message``."""
+    """A team the run did not bill, for the reason in ``message`` (a conversion into the team's
+    currency without an exchange rate: ``currencies`` is ``[from, to]``, the message names the date)."""
 
     team = serializers.IntegerField(source="team_id", allow_null=True, help_text="Empty: usage without a team.")
     team_name = serializers.CharField(source="team")
     currencies = serializers.ListField(child=serializers.CharField())
     records = serializers.IntegerField(help_text="Usage records left out.")
     message = serializers.CharField()
+
+
+class BillingRunPoolSerializer(serializers.Serializer):
+    """One currency's pool of the run and its tie-out (metered, exact), with what its invoices bill."""
+
+    currency = serializers.CharField()
+    record_count = serializers.IntegerField()
+    total_cost = MoneyField()
+    allocated_cost = MoneyField()
+    unallocated_cost = MoneyField()
+
+
+class BillingRunConvertedSerializer(serializers.Serializer):
+    """An amount a team's invoice converted into its currency: minor units of ``from`` and ``to``."""
+
+    team = serializers.CharField()
+    from_currency = serializers.CharField(source="from")
+    to_currency = serializers.CharField(source="to")
+    amount = serializers.CharField()
+    converted = serializers.CharField()
+    rate = serializers.CharField(help_text="Units of to_currency per 1 from_currency.")
+    rate_date = serializers.CharField()
+    source = serializers.CharField()
+    derivation = serializers.CharField(help_text="direct, inverse or cross via EUR")
 
 
 class BillingRunResultSerializer(serializers.Serializer):
@@ -284,7 +309,11 @@ class BillingRunResultSerializer(serializers.Serializer):
     total_cost = MoneyField(source="run.total_cost")
     allocated_cost = MoneyField(source="run.allocated_cost")
     unallocated_cost = MoneyField(source="run.unallocated_cost")
-    tie_out = serializers.CharField(help_text="allocated X of Y, unallocated Z (metered, exact)")
+    tie_out = serializers.CharField(help_text="allocated X of Y, unallocated Z (metered, exact), one line per currency")
+    pools = BillingRunPoolSerializer(many=True, help_text="One pool per currency; currency, total, allocated, "
+                                                          "unallocated. currency/total_cost/… above repeat the "
+                                                          "principal currency's.")
+    converted = serializers.SerializerMethodField()
     teams = serializers.SerializerMethodField()
     totals = serializers.SerializerMethodField()
     invoices = serializers.IntegerField(source="billed", help_text="Invoices written (dry run: that would be).")
@@ -292,9 +321,15 @@ class BillingRunResultSerializer(serializers.Serializer):
     warnings = serializers.ListField(child=serializers.CharField())
     outcome = serializers.ChoiceField(
         choices=["billed", "partly_billed"],
-        help_text="partly_billed: the teams in refused were not billed (their usage is left out of the run).",
+        help_text="partly_billed: the teams in refused were not billed (no exchange rate for their conversion).",
     )
     refused = BillingRunRefusedSerializer(many=True, help_text="Teams not billed, and why.")
+
+    def get_converted(self, result) -> list[dict]:
+        return BillingRunConvertedSerializer(
+            [{**entry, "amount": str(entry["amount"]), "converted": str(entry["converted"])}
+             for entry in result.converted()], many=True,
+        ).data
 
     def get_teams(self, result) -> list[dict]:
         return BillingRunTeamSerializer(result.rows(), many=True).data

@@ -6,14 +6,16 @@ only reads its input and shows the :class:`BillingRunResult`, so one team billed
 them gets the same allocation run and the same invoice (``docs/billing-run.md``).
 
 Figures: invoice amounts in the currency's minor units (largest remainder over every team of the
-run, ``invoices.services.generation.team_amounts``); allocation totals and the tie-out line at
-metered precision (12 decimal places), written exactly, so ``allocated + unallocated = total`` to
-the last digit.
+run, per currency, ``invoices.services.generation.team_amounts``); allocation totals and the
+tie-out lines at metered precision (12 decimal places), written exactly, so ``allocated +
+unallocated = total`` to the last digit, **one line per currency** (a run keeps one pool per
+currency and never adds two currencies together).
 
-One team's data never stops another team's billing: usage the run cannot bill in its one currency
-(a team's usage in several currencies, or in another one) is left out of the run, every other team
-is billed, and the result lists the teams not billed and why (``BillingRunResult.refused``, outcome
-``partly_billed``).
+One team's data never stops another team's billing: every currency is allocated and invoiced
+(one invoice per team and currency, or converted into the team's currency when its billing
+settings say so). A team whose conversion has no exchange rate is the one left out: every other
+team is billed, and the result lists the teams not billed and why (``BillingRunResult.refused``,
+outcome ``partly_billed``).
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from procrastinate.exceptions import AlreadyEnqueued
 
 from billing_site.idempotency import idempotency_claim
 from billing_site.models import IdempotencyRecord
-from billing_site.money import format_metered, to_minor_units
-from chargeback.models import AllocationRun
+from billing_site.money import format_amount, format_metered, to_minor_units
+from chargeback.models import AllocationCurrencyTotal, AllocationRun
 from chargeback.periods import BillingPeriod
+from chargeback.selectors import allocation_currency_totals
 from chargeback.services.allocation import allocation_run_create, allocation_run_execute
 from jobs.progress import job_defer
 from teams.models import Team
@@ -38,7 +41,7 @@ from webhooks.services import event_record
 
 from ..errors import BillingRunBusy
 from ..models import Invoice
-from .generation import TeamAmount, invoice_generate_for_run, team_amounts
+from .generation import InvoicePlan, invoice_generate_for_run, invoice_plans, team_amounts
 from .pdf_storage import PDF_ORPHAN_GRACE, invoice_pdf_store, pdf_orphans_sweep
 
 #: The idempotency scope of billing runs committed by background jobs (key: the job's).
@@ -75,7 +78,8 @@ class BillingRunResult:
         dry_run: nothing was written.
         run: the committed ``AllocationRun``, or the dry run's unsaved one (with ``run.preview``).
         teams: the teams asked for (empty: every team).
-        amounts: each chosen team's ``TeamAmount`` (rounded with every team of the run); dry run only.
+        amounts: each chosen team's ``InvoicePlan`` (team, invoice currency, parts converted or
+            not; rounded with every team of the run); dry run only.
         team_by_id: the teams of ``amounts``, by pk; dry run only.
         invoices: the drafts written (new or refreshed), by team name, their PDFs stored when asked.
         created: pks of the drafts created by this run.
@@ -85,15 +89,16 @@ class BillingRunResult:
             period's last committed run), then one per skipped invoice.
         problems: broken invariants (the drafts do not sum to the allocated cost rounded); empty normally.
 
-    ``refused`` (from ``run.refused``) lists the teams whose usage the run left out, and why; with
-    any, ``outcome`` is ``partly_billed``.
+    ``refused`` lists the teams not billed, and why (a conversion without an exchange rate; for
+    runs made before pools were per currency, ``run.refused``); with any, ``outcome`` is
+    ``partly_billed``.
     """
 
     period: BillingPeriod
     dry_run: bool
     run: AllocationRun
     teams: list[Team] = field(default_factory=list)
-    amounts: list[TeamAmount] = field(default_factory=list)
+    amounts: list[InvoicePlan] = field(default_factory=list)
     team_by_id: dict[int, Team] = field(default_factory=dict)
     invoices: list[Invoice] = field(default_factory=list)
     created: set[int] = field(default_factory=set)
@@ -106,9 +111,11 @@ class BillingRunResult:
     def refused(self) -> list[dict]:
         """The teams not billed, and why: ``[{"team_id", "team", "currencies", "records", "costs", "message"}]``.
 
-        Their usage is left out of the run (``AllocationRun.refused``); ``team_id`` is empty for
-        usage without a team. Empty when every team's usage could be billed. A run asked for
-        some teams lists only those of them.
+        A team invoiced in its own currency whose other currency has no exchange rate on the
+        period's last day (the message names the pair and the date; ``currencies`` is ``[from,
+        to]``): none of its invoices is written. The run keeps the list (``AllocationRun.refused``,
+        shown under "Not billed" on its admin page). Empty when every team could be billed. A run
+        asked for some teams lists only those of them.
         """
         chosen = {team.pk for team in self.teams}
         return [entry for entry in self.run.refused or () if not chosen or entry.get("team_id") in chosen]
@@ -120,8 +127,57 @@ class BillingRunResult:
 
     @property
     def tie_out(self) -> str:
-        """``allocated X of Y, unallocated Z``: the run's totals written exactly, in its currency."""
+        """``allocated X of Y, unallocated Z``, one line per currency: each pool written exactly."""
         return billing_run_tie_out(self.run)
+
+    @property
+    def pools(self) -> list[AllocationCurrencyTotal]:
+        """The run's pools, one per currency (``chargeback.selectors.allocation_currency_totals``)."""
+        return allocation_currency_totals(self.run)
+
+    def converted(self) -> list[dict]:
+        """The amounts converted into another currency, one per (invoice, source currency):
+        ``{"team", "from", "to", "amount", "converted", "rate", "rate_date", "source", "derivation"}``
+        (amounts in minor units of ``from`` and ``to``). A dry run's come from its plans."""
+        found = []
+        if self.dry_run:
+            for plan in self.amounts:
+                for part in plan.parts:
+                    if part.rate is not None and part.source.amount:
+                        found.append({"team": self.team_by_id[plan.team_id].name, "from": part.source.currency,
+                                      "to": plan.currency, "amount": part.source.amount, "converted": part.converted,
+                                      **_rate_fields(part.rate.as_details())})
+            return found
+        for invoice in self.invoices:
+            by_source: dict[str, list] = {}
+            for line in invoice.lines.all():
+                fx = (line.details or {}).get("fx")
+                if fx:
+                    entry = by_source.setdefault(fx["from"], [Decimal(0), Decimal(0), fx])
+                    entry[0] += Decimal(fx["original_amount"])
+                    entry[1] += line.amount
+            for code, (amount, converted, fx) in sorted(by_source.items()):
+                found.append({"team": invoice.team_name, "from": code, "to": invoice.currency, "amount": amount,
+                              "converted": converted, **_rate_fields(fx)})
+        return found
+
+    def invoiced_by_source_currency(self) -> dict[str, Decimal]:
+        """``{currency: Σ}`` of what the run's invoices bill from each currency's pool, in its own
+        minor units (a converted line counts in the currency it was converted from). Without tax."""
+        totals: dict[str, Decimal] = defaultdict(Decimal)
+        if self.dry_run:
+            for plan in self.amounts:
+                for part in plan.parts:
+                    totals[part.source.currency] += part.source.amount
+            return dict(sorted(totals.items()))
+        for invoice in self.live_invoices:
+            for line in invoice.lines.all():
+                fx = (line.details or {}).get("fx")
+                if fx:
+                    totals[fx["from"]] += Decimal(fx["original_amount"])
+                else:
+                    totals[invoice.currency] += line.amount
+        return dict(sorted(totals.items()))
 
     @property
     def live_invoices(self) -> list[Invoice]:
@@ -142,8 +198,8 @@ class BillingRunResult:
         """``{currency: total}`` invoiced (tax included) or, for a dry run, that would be invoiced."""
         totals: dict[str, Decimal] = defaultdict(Decimal)
         if self.dry_run:
-            for amount in self.amounts:
-                totals[amount.currency] += amount.amount
+            for plan in self.amounts:
+                totals[plan.currency] += plan.amount
         else:
             for invoice in self.live_invoices:
                 totals[invoice.currency] += invoice.total
@@ -158,7 +214,8 @@ class BillingRunResult:
                     amount=a.amount, precise=a.precise, record_count=a.record_count, team=self.team_by_id[a.team_id],
                     state="would be invoiced" if a.amount else "rounds to zero",
                 )
-                for a in sorted(self.amounts, key=lambda a: (self.team_by_id[a.team_id].name.lower(), a.team_id))
+                for a in sorted(self.amounts, key=lambda a: (self.team_by_id[a.team_id].name.lower(), a.team_id,
+                                                              a.currency))
             ]
         rows = [
             BillingRunRow(team_id=i.team_id, team_name=i.team_name, currency=i.currency, amount=i.total,
@@ -173,12 +230,27 @@ class BillingRunResult:
 
 
 def billing_run_tie_out(run: AllocationRun) -> str:
-    """``allocated X of Y, unallocated Z`` for ``run``, each figure written exactly in its currency."""
-    currency = run.currency
-    return (
-        f"allocated {format_metered(run.allocated_cost, currency)} of {format_metered(run.total_cost, currency)}, "
-        f"unallocated {format_metered(run.unallocated_cost, currency)}"
+    """``allocated X of Y, unallocated Z`` for each currency of ``run``, one line per currency (by
+    code), each figure written exactly in its currency: ``allocated 12.76 USD of 15.76 USD,
+    unallocated 3.00 USD``. Figures of two currencies are never added."""
+    return "\n".join(
+        f"allocated {format_metered(pool.allocated_cost, pool.currency)} of "
+        f"{format_metered(pool.total_cost, pool.currency)}, "
+        f"unallocated {format_metered(pool.unallocated_cost, pool.currency)}"
+        for pool in allocation_currency_totals(run)
     )
+
+
+def _rate_fields(fx: dict) -> dict:
+    return {key: fx.get(key) for key in ("rate", "rate_date", "source", "derivation")}
+
+
+def billing_run_converted_line(entry: dict) -> str:
+    """One conversion as the command and the admin print it:
+    ``Data: 120.00 EUR → 130.51 USD at 1.0876 (ECB, 2024-09-30, direct)``."""
+    return (f"{entry['team']}: {format_amount(entry['amount'], entry['from'])} → "
+            f"{format_amount(entry['converted'], entry['to'])} at {entry['rate']} {entry['to']}/{entry['from']} "
+            f"({entry['source']}, {entry['rate_date']}, {entry['derivation']})")
 
 
 def billing_run_execute(
@@ -212,18 +284,19 @@ def billing_run_execute(
             ``billing_site.idempotency``).
 
     Returns:
-        A :class:`BillingRunResult`: the run, the chosen teams' amounts, the drafts written, those
-        cancelled and the issued invoices left unchanged, warnings, the tie-out line, and the
-        teams not billed (``refused``: usage the run cannot bill in its one currency is left out
-        and the other teams are billed; ``outcome`` says ``partly_billed``). A refused team's draft
-        of the period, if any, is cancelled like any team the run no longer bills.
+        A :class:`BillingRunResult`: the run, the chosen teams' invoice plans (dry run), the drafts
+        written (one per team and currency, or one converted per team), those cancelled and the
+        issued invoices left unchanged, warnings, the tie-out lines (one per currency), the
+        conversions made (``converted()``), and the teams not billed (``refused``: a conversion
+        without an exchange rate; the other teams are billed; ``outcome`` says
+        ``partly_billed``). A refused team's drafts of the period, if any, are cancelled like any
+        team the run no longer bills.
 
     Raises:
         NothingToAllocate: the period has no usage.
-        AllocationError (and its subclasses ``MixedCurrencyError``: no team's usage is in one
-            currency, ``RuleConfigurationError``, ``StaleAllocationRun``): the allocation failed;
-            nothing is written.
-        InvoiceGenerationError: the run bills one team in two currencies; nothing is written.
+        AllocationError (and its subclasses ``RuleConfigurationError``, ``StaleAllocationRun``):
+            the allocation failed; nothing is written.
+        InvoiceGenerationError: the run cannot be invoiced; nothing is written.
 
     The allocation and the drafts are written in one ``transaction.atomic(durable=True)``: the run
     is committed (superseding the period's previous one) only with its invoices. PDFs are rendered
@@ -236,8 +309,10 @@ def billing_run_execute(
         # The whole period, whatever the teams: the rounding of one team depends on all teams.
         run = allocation_run_create(period=period, dry_run=True, created_by=created_by)
         amounts = [a for a in team_amounts(run.preview) if not chosen_ids or a.team_id in chosen_ids]
-        result = BillingRunResult(period=period, dry_run=True, run=run, teams=chosen, amounts=amounts,
-                                  team_by_id=Team.objects.in_bulk([a.team_id for a in amounts]))
+        team_by_id = Team.objects.select_related("billing_settings").in_bulk([a.team_id for a in amounts])
+        plans, run.refused = invoice_plans(amounts, teams=team_by_id, period=period)
+        result = BillingRunResult(period=period, dry_run=True, run=run, teams=chosen, amounts=plans,
+                                  team_by_id=team_by_id)
         result.warnings = _run_warnings(run)
         return result
 
@@ -254,6 +329,10 @@ def billing_run_execute(
         else:
             run = allocation_run_execute(period=period, team=single, created_by=created_by)
             generated = invoice_generate_for_run(run=run, teams=chosen)
+            if generated.refused:
+                # The run records whom it did not bill, and why (its admin page lists them).
+                run.refused = generated.refused
+                AllocationRun.objects.filter(pk=run.pk).update(refused=run.refused)
             if idempotency_key is not None:
                 IdempotencyRecord.objects.filter(pk=record.pk).update(result_type="allocation_run",
                                                                       result_id=str(run.pk))
@@ -273,14 +352,16 @@ def billing_run_execute(
         "correct it with a credit note if this run bills the team differently"
         for invoice in result.skipped
     ]
-    if not chosen and not result.skipped:
-        # Every cent allocated is on some invoice: the drafts sum to the allocated cost rounded.
-        expected = to_minor_units(run.allocated_cost, run.currency)
-        invoiced = sum((i.total - i.tax_amount for i in result.invoices), Decimal(0))
-        if invoiced != expected:
-            result.problems.append(
-                f"the invoices ({invoiced}) do not sum to the allocated cost rounded ({expected} {run.currency})"
-            )
+    if not chosen and not result.skipped and not result.refused:
+        # Every minor unit allocated is on some invoice, currency by currency: what the drafts bill
+        # from each pool (converted lines counted in their own currency) is its allocated cost rounded.
+        invoiced = result.invoiced_by_source_currency()
+        for pool in result.pools:
+            expected = to_minor_units(pool.allocated_cost, pool.currency)
+            got = invoiced.get(pool.currency, Decimal(0))
+            if got != expected:
+                result.problems.append(f"the invoices bill {got} {pool.currency} of the {pool.currency} pool, "
+                                       f"not its allocated cost rounded ({expected} {pool.currency})")
     return result
 
 

@@ -21,6 +21,16 @@ period, or some records carried their own cost). Other lines are quantity 1 at t
 
 Because step 1 always looks at all teams of the run, generating for one team gives that team
 exactly the amount a full generation would.
+
+Currencies: an allocation run keeps one pool per currency, and step 1 rounds each currency on its
+own. A team with costs in several currencies gets **one invoice per currency** by default (as
+Stripe invoices one currency at a time). With ``BillingSettings.invoice_currency = team_currency``
+it gets one invoice in its own currency instead: each other currency's rounded amount is
+converted once (``money.convert``) at the rate of the period's last day
+(``invoices.selectors.exchange_rate_find``), and that converted amount is spread over the
+currency's lines by largest remainder; every converted line records the rate, its date, source and
+derivation (``details["fx"]``), which the line's text and the PDF appendix print. A missing rate
+refuses that team (:func:`invoice_plans`), never half of it.
 """
 
 from __future__ import annotations
@@ -37,6 +47,8 @@ from django.utils import timezone
 
 from billing_site.money import (
     METERED_QUANTUM,
+    convert,
+    convert_metered,
     format_amount,
     minor_unit,
     quantize_metered,
@@ -51,9 +63,10 @@ from teams.models import BillingSettings, Team, TeamMembership
 from teams.selectors import billing_settings_get
 from wallets.models import LedgerEntry, Wallet
 
-from ..errors import DuplicateInvoiceNumber, InvalidInvoiceRequest, InvoiceGenerationError
+from ..errors import DuplicateInvoiceNumber, InvalidInvoiceRequest, InvoiceGenerationError, MissingExchangeRate
 from ..models import Invoice, InvoiceLine
 from ..numbering import invoice_number_clean, invoice_number_taken, invoice_save_numbered
+from ..selectors import FoundRate, exchange_rate_find
 from .lifecycle import invoice_check_transition
 from .pdf_storage import invoice_pdf_discard
 
@@ -86,6 +99,8 @@ class InvoiceGenerationResult(list):
         cancelled: stale drafts set to ``cancelled`` because their team has nothing left to bill.
         skipped: issued (not draft) invoices of the period that were left untouched, although the
             run now gives their team another amount or none; they need a credit note.
+        refused: teams not invoiced because a rate their conversion needs is missing
+            (:func:`invoice_plans`); their drafts of the period are cancelled, none half-written.
     """
 
     def __init__(self) -> None:
@@ -93,6 +108,7 @@ class InvoiceGenerationResult(list):
         self.created: set[int] = set()
         self.cancelled: list[Invoice] = []
         self.skipped: list[Invoice] = []
+        self.refused: list[dict] = []
 
 
 def team_amounts(allocations: Iterable[AllocatedCost]) -> list[TeamAmount]:
@@ -126,6 +142,116 @@ def team_amounts(allocations: Iterable[AllocatedCost]) -> list[TeamAmount]:
             for team_id, p, r in zip(team_ids, precise, rounded)
         )
     return result
+
+
+@dataclass(frozen=True)
+class InvoicePart:
+    """One currency's share of an invoice: the team's rounded amount in that currency (``source``)
+    and, when it is converted, the rate and the converted amount (invoice currency, minor units,
+    rounded once by ``money.convert``); unconverted, ``converted == source.amount``."""
+
+    source: TeamAmount
+    converted: Decimal
+    rate: FoundRate | None = None
+
+    @property
+    def precise(self) -> Decimal:
+        """The part's metered cost in the invoice's currency (converted at 12 dp; display only)."""
+        return self.source.precise if self.rate is None else convert_metered(self.source.precise, self.rate.rate)
+
+
+@dataclass(frozen=True)
+class InvoicePlan:
+    """One invoice a run writes: a team, the invoice's currency and its parts (its own currency
+    first, then each converted currency by code). ``amount`` is the subtotal in minor units."""
+
+    team_id: int
+    currency: str
+    parts: tuple[InvoicePart, ...]
+
+    @property
+    def amount(self) -> Decimal:
+        return sum((part.converted for part in self.parts), Decimal(0))
+
+    @property
+    def precise(self) -> Decimal:
+        return sum((part.precise for part in self.parts), Decimal(0))
+
+    @property
+    def record_count(self) -> int:
+        return sum(part.source.record_count for part in self.parts)
+
+    @property
+    def billed(self) -> bool:
+        """Whether the plan writes an invoice: some part comes to a minor unit or more."""
+        return any(part.source.amount for part in self.parts)
+
+
+def invoice_rate_date(period: BillingPeriod) -> dt.date:
+    """The date whose exchange rate converts a period's costs: the period's last day (``end − 1``)."""
+    return period.end - dt.timedelta(days=1)
+
+
+def invoice_plans(
+    amounts: Iterable[TeamAmount], *, teams: dict[int, Team], period: BillingPeriod,
+) -> tuple[list[InvoicePlan], list[dict]]:
+    """Which invoices a run's rounded team amounts become, per the teams' billing settings.
+
+    Args:
+        amounts: :func:`team_amounts` of the run (any subset of teams).
+        teams: every team of ``amounts`` by pk (their ``billing_settings`` joined, or read here).
+        period: the run's period; its last day dates the exchange rates (:func:`invoice_rate_date`).
+
+    Returns:
+        ``(plans, refused)``. ``plans``: one :class:`InvoicePlan` per invoice, by team name then
+        currency: per currency by default (``BillingSettings.invoice_currency == "per_currency"``),
+        or one in ``team.currency`` with the other currencies converted (``"team_currency"``).
+        ``refused``: a team whose conversion has no rate is not planned at all, and gets an entry
+        ``{"team_id", "team", "currencies": [from, to], "records", "costs", "message"}`` whose
+        message names the currency pair and the date (``MissingExchangeRate``).
+    """
+    by_team: dict[int, list[TeamAmount]] = defaultdict(list)
+    for amount in amounts:
+        by_team[amount.team_id].append(amount)
+    rate_day = invoice_rate_date(period)
+    rates: dict[tuple[str, str], FoundRate | MissingExchangeRate] = {}
+    plans: list[InvoicePlan] = []
+    refused: list[dict] = []
+    for team_id in sorted(by_team, key=lambda pk: (teams[pk].name.lower(), pk)):
+        team, team_parts = teams[team_id], sorted(by_team[team_id], key=lambda a: a.currency)
+        mode = billing_settings_get(team=team).invoice_currency
+        if mode != BillingSettings.InvoiceCurrency.TEAM_CURRENCY:
+            plans.extend(InvoicePlan(team_id, a.currency, (InvoicePart(a, a.amount),)) for a in team_parts)
+            continue
+        target = team.currency
+        parts, missing = [], None
+        for amount in sorted(team_parts, key=lambda a: (a.currency != target, a.currency)):
+            if amount.currency == target:
+                parts.append(InvoicePart(amount, amount.amount))
+                continue
+            key = (amount.currency, target)
+            if key not in rates:
+                try:
+                    rates[key] = exchange_rate_find(from_currency=amount.currency, to_currency=target, on=rate_day)
+                except MissingExchangeRate as exc:
+                    rates[key] = exc
+            found = rates[key]
+            if isinstance(found, MissingExchangeRate):
+                missing = (amount, found)
+                break
+            parts.append(InvoicePart(amount, convert(amount.amount, found.rate, target), found))
+        if missing is not None:
+            amount, exc = missing
+            records = sum(a.record_count for a in team_parts)
+            refused.append({
+                "team_id": team_id, "team": team.name, "currencies": [amount.currency, target], "records": records,
+                "costs": {a.currency: str(a.precise) for a in team_parts},
+                "message": f"{team.name}: invoiced in {target}, but {exc.message} ({records} usage "
+                           f"record{'s' if records != 1 else ''} not billed)",
+            })
+            continue
+        plans.append(InvoicePlan(team_id, target, tuple(parts)))
+    return plans, refused
 
 
 def invoice_tax_rate(*, team: Team) -> Decimal:
@@ -251,9 +377,14 @@ def _unit_price(line: _Line, team_id: int, currency: str, prices: Prices) -> tup
 
 def _line_rows(
     invoice: Invoice, lines: list[_Line], subtotal: Decimal, pools: dict[tuple[int, str], Decimal], prices: Prices,
+    currency: str | None = None,
 ) -> list[InvoiceLine]:
-    """The unsaved ``InvoiceLine``s of ``invoice``: amounts rounded to sum exactly to ``subtotal``."""
-    currency = invoice.currency
+    """The unsaved ``InvoiceLine``s of ``invoice``: amounts rounded to sum exactly to ``subtotal``.
+
+    ``currency``: the currency of ``lines`` and ``subtotal`` (by default the invoice's); lines of
+    another currency are then converted by :func:`_converted_rows`.
+    """
+    currency = currency or invoice.currency
     rounded = round_preserving_sum([line.amount_precise for line in lines], minor_unit(currency), total=subtotal)
     result = []
     for position, (line, amount) in enumerate(zip(lines, rounded), start=1):
@@ -302,6 +433,45 @@ def _line_rows(
     return result
 
 
+def _converted_rows(rows: list[InvoiceLine], part: InvoicePart, currency: str) -> list[InvoiceLine]:
+    """``rows`` (in the part's own currency, summing to its rounded amount) converted into ``currency``.
+
+    The part's amount was converted once (``part.converted``, ``money.convert``); it is spread over
+    the lines by largest remainder on each line's exact ``amount × rate``, so the converted lines sum
+    exactly to it, each within one minor unit of its exact value. Precise amounts and unit prices are
+    converted at metered precision (display). Each line keeps its original figures and the rate in
+    ``details["fx"]`` and says so in its description.
+    """
+    rate = part.rate
+    exact = [row.amount * rate.rate for row in rows]
+    amounts = round_preserving_sum(exact, minor_unit(currency), total=part.converted)
+    source = part.source.currency
+    for row, amount in zip(rows, amounts):
+        fx = rate.as_details()
+        fx.update(original_amount=str(row.amount), original_currency=source,
+                  original_precise=str(row.amount_precise))
+        row.details = {**row.details, "fx": fx}
+        row.description = (f"{row.description} ({format_amount(row.amount, source)} at "
+                           f"{fx['rate']} {currency}/{source})")[:500]
+        row.amount = amount
+        row.amount_precise = convert_metered(row.amount_precise, rate.rate)
+        row.unit_price = convert_metered(row.unit_price, rate.rate)
+    return rows
+
+
+def _plan_rows(invoice: Invoice, plan: InvoicePlan, rows_by_key: dict, pools: dict, prices: Prices) -> list[InvoiceLine]:
+    """Every line of ``plan``'s invoice: its own currency's lines, then each converted currency's."""
+    result: list[InvoiceLine] = []
+    for part in plan.parts:
+        source = part.source
+        rows = _line_rows(invoice, _group_lines(rows_by_key[(source.team_id, source.currency)]), source.amount,
+                          pools, prices, currency=source.currency)
+        result.extend(rows if part.rate is None else _converted_rows(rows, part, plan.currency))
+    for position, row in enumerate(result, start=1):
+        row.position = position
+    return result
+
+
 def _save_draft(invoice: Invoice, *, owner: Team, subtotal: Decimal, currency: str) -> bool:
     """Set a draft's amounts and snapshots and save it, its old lines and stale PDF dropped; True if created.
 
@@ -339,12 +509,13 @@ def invoice_generate_for_run(
             neither, or an empty ``teams``: every team of the run.
 
     Returns:
-        The drafts written, a ``list[Invoice]`` ordered by team name (an
-        :class:`InvoiceGenerationResult`, which also reports the drafts cancelled and the issued
-        invoices skipped). One draft per team whose rounded total is not zero, in the run's
-        currency (a run ties out in one currency; a team has one live invoice per period); amounts
-        in the currency's minor units, ``total = subtotal + tax_amount``, lines summing exactly to
-        ``subtotal``. PDFs are not rendered here: the stale PDF of a refreshed draft is removed
+        The drafts written, a ``list[Invoice]`` ordered by team name then currency (an
+        :class:`InvoiceGenerationResult`, which also reports the drafts cancelled, the issued
+        invoices skipped and the teams refused). One draft per :class:`InvoicePlan`
+        (:func:`invoice_plans`): per team and currency whose rounded total is not zero, or one per
+        team in its own currency with the others converted (``BillingSettings.invoice_currency``);
+        amounts in the invoice currency's minor units, ``total = subtotal + tax_amount``, lines
+        summing exactly to ``subtotal``. PDFs are not rendered here: the stale PDF of a refreshed draft is removed
         (the file is deleted after commit) and the caller renders new ones with
         ``invoices.services.pdf_storage.invoice_pdf_store`` after this transaction commits.
 
@@ -355,8 +526,7 @@ def invoice_generate_for_run(
     changed: they are reported in ``result.skipped``.
 
     Raises:
-        InvoiceGenerationError: the run is unsaved, a dry run, or not committed, or it bills one
-            team in two currencies.
+        InvoiceGenerationError: the run is unsaved, a dry run, or not committed.
     """
     if run.pk is None or run.dry_run:
         raise InvoiceGenerationError("a dry run writes nothing and cannot be invoiced")
@@ -379,23 +549,17 @@ def invoice_generate_for_run(
             prices_of_period(period=BillingPeriod(run.period_start, run.period_end), categories=categories)
             if categories else {}
         )
-        currencies: dict[int, set[str]] = defaultdict(set)
-        for amount in amounts:
-            currencies[amount.team_id].add(amount.currency)
-        mixed = sorted(team_id for team_id, codes in currencies.items() if len(codes) > 1)
-        if mixed:
-            # A run ties out in one currency (the engine refuses mixed periods), and a team has one
-            # live invoice per period: two currencies for one team cannot be invoiced.
-            raise InvoiceGenerationError(
-                f"allocation run #{run.pk} bills team(s) {mixed} in more than one currency"
-            )
         if chosen:
             amounts = [a for a in amounts if a.team_id in chosen]
-        billed = {a.team_id: a for a in amounts if a.amount != 0}
-        rows_by_team: dict[int, list[AllocatedCost]] = defaultdict(list)
+        team_by_id = Team.objects.select_related("billing_settings").in_bulk({a.team_id for a in amounts})
+        plans, result.refused = invoice_plans(amounts, teams=team_by_id,
+                                              period=BillingPeriod(run.period_start, run.period_end))
+        billed = {(plan.team_id, plan.currency): plan for plan in plans if plan.billed}
+        billed_teams = {team_id for team_id, _currency in billed}
+        rows_by_key: dict[tuple[int, str], list[AllocatedCost]] = defaultdict(list)
         for allocation in allocations:
-            if allocation.team_id in billed:
-                rows_by_team[allocation.team_id].append(allocation)
+            if allocation.team_id in billed_teams:
+                rows_by_key[(allocation.team_id, allocation.currency)].append(allocation)
 
         live = Invoice.objects.filter(
             kind=Invoice.Kind.CHARGEBACK, user__isnull=True, period_start=run.period_start,
@@ -404,11 +568,10 @@ def invoice_generate_for_run(
         if chosen:
             live = live.filter(team_id__in=chosen)
         # Lock the period's live invoices in primary-key order (no deadlock between two runs).
-        existing = {i.team_id: i for i in live.select_for_update(of=("self",)).order_by("pk")}
-        teams = Team.objects.select_related("billing_settings").in_bulk(list(billed))
+        existing = {(i.team_id, i.currency): i for i in live.select_for_update(of=("self",)).order_by("pk")}
 
-        for team_id, invoice in existing.items():
-            if team_id in billed:
+        for key, invoice in existing.items():
+            if key in billed:
                 continue
             if invoice.status == Invoice.Status.DRAFT:
                 invoice_check_transition(invoice=invoice, to_status=Invoice.Status.CANCELLED)
@@ -419,9 +582,9 @@ def invoice_generate_for_run(
             else:
                 result.skipped.append(invoice)
 
-        for team_id in sorted(billed, key=lambda pk: (teams[pk].name.lower(), pk)):
-            amount, owner = billed[team_id], teams[team_id]
-            invoice = existing.get(team_id)
+        for key, plan in billed.items():
+            owner = team_by_id[plan.team_id]
+            invoice = existing.get(key)
             if invoice is not None and invoice.status != Invoice.Status.DRAFT:
                 result.skipped.append(invoice)
                 continue
@@ -431,11 +594,9 @@ def invoice_generate_for_run(
                     period_start=run.period_start, period_end=run.period_end,
                 )
             invoice.allocation_run = run
-            if _save_draft(invoice, owner=owner, subtotal=amount.amount, currency=amount.currency):
+            if _save_draft(invoice, owner=owner, subtotal=plan.amount, currency=plan.currency):
                 result.created.add(invoice.pk)
-            InvoiceLine.objects.bulk_create(
-                _line_rows(invoice, _group_lines(rows_by_team[team_id]), amount.amount, pools, prices)
-            )
+            InvoiceLine.objects.bulk_create(_plan_rows(invoice, plan, rows_by_key, pools, prices))
             result.append(invoice)
     if result.skipped:
         logger.warning(
@@ -564,8 +725,11 @@ def _chargeback_user_rows(run: AllocationRun, team: Team, user) -> tuple[Decimal
     remainder, so the per-user invoices of a team sum exactly to its team invoice's subtotal.
     """
     allocations = list(AllocatedCost.objects.filter(run=run).select_related("rule").order_by("pk"))
-    team_amount = next((a for a in team_amounts(allocations) if a.team_id == team.pk and a.amount != 0), None)
-    rows = [a for a in allocations if a.team_id == team.pk]
+    # A per-user invoice is in one currency: the team's own when it has costs in it, else the first.
+    candidates = [a for a in team_amounts(allocations) if a.team_id == team.pk and a.amount != 0]
+    team_amount = next((a for a in candidates if a.currency == team.currency), candidates[0] if candidates else None)
+    rows = [a for a in allocations if a.team_id == team.pk and team_amount is not None
+            and a.currency == team_amount.currency]
     groups: dict[int | None, Decimal] = defaultdict(Decimal)
     for row in rows:
         groups[row.user_id] += row.amount
@@ -667,10 +831,14 @@ def invoice_generate(
                 )
             if user is None:
                 result = invoice_generate_for_run(run=run, team=team)
+                if result.refused:
+                    # The transaction rolls back: nothing of the team is half-invoiced.
+                    raise MissingExchangeRate(result.refused[0]["message"], param="currency")
                 if not result:
                     raise InvoiceGenerationError(f"nothing to bill: allocation run #{run.pk} gives {team.name} "
                                                  f"no cost of a minor unit or more in {period}")
-                invoice = result[0]
+                # Several currencies: the invoice in the team's own currency, else the first by code.
+                invoice = next((i for i in result if i.currency == team.currency), result[0])
             else:
                 AllocationRun.objects.select_for_update().filter(pk=run.pk).first()
                 amount, currency, rows, pools, prices = _chargeback_user_rows(run, team, user)

@@ -176,3 +176,33 @@ def test_job_refuses_to_commit_when_usage_changed_after_the_request(finance, sep
     assert not AllocationRun.objects.exists() and not Invoice.objects.exists()
     page = finance.get(response["Location"]).content.decode()
     assert 'data-status="done"' in page and "changed since the preview; nothing was committed" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_preview_of_a_month_in_two_currencies_ties_out_each_and_commit_sees_a_change_in_either(finance, september,
+                                                                                               run_jobs):
+    # given September also has EUR usage of a team billed in EUR
+    euro = TeamFactory(name="Euro", slug="euro", currency="EUR")
+    UsageRecordFactory(team=euro, cost=Decimal("4.005"), currency="EUR")
+    # when finance previews the month
+    preview = _preview(finance)
+    page = preview.content.decode()
+    # then each currency has its own row of the tie-out table, and both tie out
+    assert 'class="pool-EUR"' in page and 'class="pool-USD"' in page
+    assert [(p["currency"], p["total"], p["invoiced"], p["ties_out"]) for p in preview.context["pools"]] == [
+        ("EUR", "4.005 EUR", "4.01 EUR", True), ("USD", "15.75 USD", "12.75 USD", True)]
+    # and when EUR usage changes after the preview, the commit is refused with the new preview
+    data = {**_commit_data(preview), "previewed_pools": preview.context["commit_form"].initial["previewed_pools"]}
+    UsageRecordFactory(team=euro, cost=Decimal("1"), currency="EUR")
+    response = finance.post(reverse(URL), data, follow=True)
+    assert any("changed since the preview" in str(m) for m in response.context["messages"])
+    assert not AllocationRun.objects.exists()
+    # and committed, the run list shows both currencies' figures
+    preview = _preview(finance)
+    finance.post(reverse(URL), {**_commit_data(preview),
+                                "previewed_pools": preview.context["commit_form"].initial["previewed_pools"]})
+    run_jobs()
+    assert sorted((i.team_name, i.currency) for i in Invoice.objects.all()) == [
+        ("Euro", "EUR"), ("Maps", "USD"), ("Search", "USD")]
+    listing = finance.get(reverse("admin:chargeback_allocationrun_changelist")).content.decode()
+    assert "5.005 EUR, 15.75 USD" in listing

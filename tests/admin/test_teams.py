@@ -25,7 +25,8 @@ def _team_data(team, **changes):
             "billing_settings-0-warning_threshold_type": "absolute",
             "billing_settings-0-warning_threshold_value": "50", "billing_settings-0-notify_emails": "",
             "billing_settings-0-billing_address": "", "billing_settings-0-allowed_providers": "[]",
-            "billing_settings-0-tax_rate": "19", "billing_settings-0-payment_terms_days": "14"}
+            "billing_settings-0-tax_rate": "19", "billing_settings-0-payment_terms_days": "14",
+            "billing_settings-0-invoice_currency": "per_currency"}
     data.update(changes)
     return data
 
@@ -66,3 +67,11 @@ def test_team_billing_settings_extra_currencies_are_saved_from_the_inline_and_ch
     assert refused.status_code == 200 and not BillingSettings.objects.filter(team=team).exists()
     assert finance.post(url, _team_data(team, **{"billing_settings-0-extra_currencies": '["EUR"]'})).status_code == 302
     assert BillingSettings.objects.get(team=team).extra_currencies == ["EUR"]
+
+
+def test_team_can_be_set_to_be_invoiced_in_its_own_currency_from_the_inline(finance):
+    team = TeamFactory(name="Search")
+    response = finance.post(reverse("admin:teams_team_change", args=[team.pk]),
+                            _team_data(team, **{"billing_settings-0-invoice_currency": "team_currency"}))
+    assert response.status_code == 302
+    assert BillingSettings.objects.get(team=team).invoice_currency == "team_currency"

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from chargeback.models import AllocationRun, UsageRecord
 from invoices.models import Invoice
+from teams.services import billing_settings_update
 from tests.factories import TeamFactory, UsageRecordFactory
 
 pytestmark = pytest.mark.django_db
@@ -94,21 +95,23 @@ def test_adjustment_page_is_refused_to_auditors(auditor):
 @pytest.mark.django_db(transaction=True)
 def test_billing_run_page_lists_the_teams_not_billed(finance, run_jobs):
     a, b = TeamFactory(name="Alpha"), TeamFactory(name="Beta")
+    billing_settings_update(team=a, invoice_currency="team_currency", extra_currencies=["EUR"])
     UsageRecordFactory(team=a, cost=Decimal("1"))
     UsageRecordFactory(team=a, cost=Decimal("2"), currency="EUR")
     UsageRecordFactory(team=b, cost=Decimal("3"))
     url = reverse("admin:chargeback_allocationrun_billing_run")
     preview = finance.post(url, {"step": "preview", "period": "2024-09", "render_pdfs": ""})
-    assert "Alpha: usage in EUR and USD" in preview.content.decode()
+    assert "Alpha: invoiced in USD, but no exchange rate EUR→USD on 2024-09-30" in preview.content.decode()
     form = preview.context["commit_form"]
     response = finance.post(url, {"step": "commit", "period": "2024-09",
                                   "previewed_records": form.initial["previewed_records"],
                                   "previewed_total": str(form.initial["previewed_total"]),
-                                  "previewed_currency": form.initial["previewed_currency"]})
+                                  "previewed_currency": form.initial["previewed_currency"],
+                                  "previewed_pools": form.initial["previewed_pools"]})
     run_jobs()
     job_page = finance.get(response["Location"]).content.decode()
     assert "Not billed: Alpha" in job_page
     assert [i.team_name for i in Invoice.objects.all()] == ["Beta"]
     run_page = finance.get(reverse("admin:chargeback_allocationrun_change", args=[AllocationRun.objects.get().pk]))
-    assert "Alpha: usage in EUR and USD" in run_page.content.decode()  # the run's page, "Not billed"
+    assert "no exchange rate EUR→USD on 2024-09-30" in run_page.content.decode()  # the run's page, "Not billed"
     assert AllocationRun.objects.get().refused[0]["team"] == "Alpha"

@@ -161,9 +161,11 @@ def test_void_usage_is_listed_as_void_and_left_out_of_the_summary(member, team_a
 # --- one team's data never stops another team's billing run ----------------------------------
 
 
-def test_billing_run_bills_the_good_team_and_reports_the_one_with_mixed_currencies(finance):
-    # given team A's September has a record in EUR beside its USD usage, and team B's is fine
+def test_billing_run_bills_every_currency_and_reports_the_team_without_a_rate(finance):
+    # given team A's September has a record in EUR beside its USD usage and A is invoiced in USD,
+    # converted, without any rate loaded; team B's is fine
     a, b = TeamFactory(name="Alpha", slug="alpha"), TeamFactory(name="Beta", slug="beta")
+    billing_settings_update(team=a, invoice_currency="team_currency", extra_currencies=["EUR"])
     UsageRecordFactory(team=a, cost=Decimal("5"))
     UsageRecordFactory(team=a, cost=Decimal("7"), currency="EUR", source=UsageRecord.Source.FOCUS_IMPORT)
     UsageRecordFactory(team=b, cost=Decimal("3.5"))
@@ -175,10 +177,11 @@ def test_billing_run_bills_the_good_team_and_reports_the_one_with_mixed_currenci
     assert body["outcome"] == "partly_billed"
     assert [(r["team"], r["team_name"], r["currencies"], r["records"]) for r in body["refused"]] == [
         (a.pk, "Alpha", ["EUR", "USD"], 2)]
-    assert body["refused"][0]["message"].startswith("Alpha: usage in EUR and USD; convert or separate the usage first")
+    assert body["refused"][0]["message"].startswith("Alpha: invoiced in USD, but no exchange rate EUR→USD on 2024-09-30")
     assert [(t["team_name"], t["amount"]) for t in body["teams"]] == [("Beta", "3.50")]
-    # and the tie-out is exact for what was billed: A's records are left out
-    assert (body["total_cost"], body["record_count"]) == ("3.500000000000", 1)
+    # and each currency's pool ties out on its own: nothing is left out of the allocation
+    assert [(p["currency"], p["total_cost"], p["record_count"]) for p in body["pools"]] == [
+        ("EUR", "7.000000000000", 1), ("USD", "8.500000000000", 2)]
     assert [i.team_id for i in Invoice.objects.all()] == [b.pk]
 
 
@@ -188,8 +191,8 @@ def test_billing_run_of_clean_data_is_billed(finance):
     assert (body["outcome"], body["refused"]) == ("billed", [])
 
 
-def test_allocation_api_reports_the_refused_team_instead_of_failing(finance):
-    a, b = TeamFactory(name="Alpha"), TeamFactory(name="Beta")
+def test_allocation_api_reports_one_pool_per_currency(finance):
+    a, b = TeamFactory(name="Alpha", currency="EUR"), TeamFactory(name="Beta")
     UsageRecordFactory(team=a, cost=Decimal("5"), currency="EUR", source=UsageRecord.Source.FOCUS_IMPORT)
     UsageRecordFactory(team=b, cost=Decimal("3"))
     UsageRecordFactory(team=TeamFactory(name="Gamma"), cost=Decimal("2"))
@@ -197,6 +200,6 @@ def test_allocation_api_reports_the_refused_team_instead_of_failing(finance):
                             format="json")
     assert response.status_code in (200, 201), response.json()
     run = response.json()["run"]
-    assert (run["currency"], run["total_cost"]) == ("USD", "5.000000000000")
-    assert [r["team"] for r in run["refused"]] == ["Alpha"]
-    assert "usage in EUR, but this run bills in USD" in run["refused"][0]["message"]
+    assert (run["currency"], run["total_cost"], run["refused"]) == ("USD", "5.000000000000", [])
+    assert [(p["currency"], p["allocated_cost"]) for p in run["pools"]] == [
+        ("EUR", "5.000000000000"), ("USD", "5.000000000000")]

@@ -47,7 +47,6 @@ DOCUMENTED = {
     chargeback_errors.AllocationError: (422, "allocation_error"),
     chargeback_errors.NothingToAllocate: (422, "nothing_to_allocate"),
     chargeback_errors.RuleConfigurationError: (422, "rule_configuration_error"),
-    chargeback_errors.MixedCurrencyError: (422, "mixed_currency"),
     chargeback_errors.StaleAllocationRun: (409, "stale_allocation_run"),
     chargeback_errors.TeamMappingError: (400, "invalid_team_mapping"),
     PeriodError: (400, "invalid_period"),
@@ -77,6 +76,8 @@ DOCUMENTED = {
     webhook_errors.WebhookError: (400, "webhook_error"),
     webhook_errors.EndpointUrlRefused: (400, "endpoint_url_refused"),
     webhook_errors.UnknownEventType: (400, "unknown_event_type"),
+    invoice_errors.MissingExchangeRate: (422, "exchange_rate_missing"),
+    invoice_errors.InvalidRatesFile: (400, "invalid_rates_file"),
 }
 
 

@@ -61,3 +61,17 @@ def test_an_allocation_whose_sum_passes_the_bound_is_refused_and_writes_nothing(
     assert refused.value.param == "period"
     assert "2024-09" in refused.value.message
     assert not AllocationRun.objects.exists() and not AllocatedCost.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_allocation_is_bounded_per_currency_pool_not_only_in_its_principal_currency():
+    # Given a month whose USD usage is small and whose EUR usage sums past 10^18 (a pool of its own)
+    team = TeamFactory()
+    UsageRecordFactory.create_batch(3, team=team, cost=D("1.5"))
+    UsageRecordFactory.create_batch(2, team=team, cost=D("900000000000000000"), currency="EUR")
+    # When the month is allocated, Then the EUR pool is refused by name, and nothing is written
+    with pytest.raises(AmountOutOfRange) as refused:
+        allocation_run_create(period=BillingPeriod.month("2024-09"))
+    assert refused.value.param == "period"
+    assert "(EUR)" in refused.value.message
+    assert not AllocationRun.objects.exists() and not AllocatedCost.objects.exists()

@@ -11,7 +11,6 @@ from django.db import IntegrityError, connections, transaction
 
 from chargeback.errors import (
     AllocationError,
-    MixedCurrencyError,
     NothingToAllocate,
     RuleConfigurationError,
     StaleAllocationRun,
@@ -20,6 +19,7 @@ from chargeback.models import AllocatedCost, AllocationRule, AllocationRun
 from chargeback.periods import BillingPeriod
 from chargeback.selectors import (
     allocation_committed_run,
+    allocation_currency_totals,
     allocation_rows,
     allocation_team_totals,
     usage_period_total,
@@ -213,27 +213,27 @@ def test_allocation_of_an_empty_period_is_refused_with_a_clear_message():
         allocation_run_create(period=SEPT)
 
 
-def test_allocation_of_a_period_in_several_currencies_bills_one_and_lists_the_team_left_out():
-    # given one team's usage in USD and another team's in EUR (a tie: the default currency wins)
+def test_allocation_of_a_period_in_several_currencies_keeps_one_pool_per_currency():
+    # given one team's usage in USD and another team's in EUR
     usage(TeamFactory(), "1")
     euro = TeamFactory(name="Euro team", currency="EUR")
     usage(euro, "2", currency="EUR")
     # when the period is allocated
     run = allocation_run_create(period=SEPT)
-    # then the USD team is allocated, and the EUR team is left out of every figure and listed
-    assert (run.currency, run.total_cost, run.record_count) == ("USD", D(1), 1)
-    assert_ties_out(run)
-    assert [(r["team_id"], r["currencies"], r["records"]) for r in run.refused] == [(euro.pk, ["EUR"], 1)]
-    assert run.refused[0]["message"].startswith("Euro team: usage in EUR, but this run bills in USD")
+    # then both are allocated, each currency in its own pool, nothing left out
+    assert (run.currency, run.total_cost, run.record_count) == ("USD", D(1), 2)
+    pools = {p.currency: (p.total_cost, p.allocated_cost, p.unallocated_cost, p.record_count)
+             for p in allocation_currency_totals(run)}
+    assert pools == {"EUR": (D(2), D(2), D(0), 1), "USD": (D(1), D(1), D(0), 1)}
+    assert run.refused == []
 
 
-def test_allocation_where_no_team_has_its_usage_in_one_currency_is_refused():
+def test_allocation_where_every_team_has_usage_in_two_currencies_bills_both():
     for team in (TeamFactory(), TeamFactory()):
         usage(team, "1")
         usage(team, "2", currency="EUR")
-    with pytest.raises(MixedCurrencyError, match="several currencies.*EUR.*USD"):
-        allocation_run_create(period=SEPT)
-    assert not AllocationRun.objects.exists()
+    run = allocation_run_create(period=SEPT)
+    assert {p.currency: p.allocated_cost for p in allocation_currency_totals(run)} == {"EUR": D(4), "USD": D(2)}
 
 
 # --- the five rule types --------------------------------------------------------------------------

@@ -12,10 +12,11 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from billing_site.errors import IdempotencyError
+from billing_site.money import METERED_QUANTUM, split
 from chargeback.errors import InvalidUsage, StaleAllocationRun, UsageRecordVoid
 from chargeback.models import AllocationRun, UsageRecord
 from chargeback.periods import BillingPeriod
-from chargeback.selectors import allocation_rows, allocation_team_totals, usage_summary
+from chargeback.selectors import allocation_currency_totals, allocation_rows, allocation_team_totals, usage_summary
 from chargeback.services.allocation import allocation_run_commit, allocation_run_create, allocation_run_execute
 from chargeback.services.usage import (
     usage_adjustment_record,
@@ -231,7 +232,7 @@ def test_database_refuses_a_void_record_without_a_reason():
 # --- one team's data never stops another team's run ------------------------------------------
 
 
-def test_run_leaves_out_the_team_with_usage_in_two_currencies_and_allocates_the_others():
+def test_run_allocates_the_team_with_usage_in_two_currencies_in_both_pools():
     # given team A has EUR and USD usage, B and C only USD, and a by-usage rule over the untagged pool
     a, b, c = TeamFactory(name="Alpha"), TeamFactory(name="Beta"), TeamFactory(name="Gamma")
     UsageRecordFactory(team=a, cost=D(50))
@@ -242,43 +243,40 @@ def test_run_leaves_out_the_team_with_usage_in_two_currencies_and_allocates_the_
     AllocationRuleFactory(rule_type="by_usage")
     # when the month is allocated
     run = allocation_run_execute(period=SEPT)
-    # then A is left out of every figure (its USD too), and the pool is shared by B and C only
-    assert (run.currency, run.total_cost, run.record_count) == ("USD", D(6), 3)
-    assert run.allocated_cost + run.unallocated_cost == run.total_cost
-    assert allocation_team_totals(run) == {b.pk: D("4.5"), c.pk: D("1.5")}
-    assert run.refused == [{
-        "team_id": a.pk, "team": "Alpha", "currencies": ["EUR", "USD"], "records": 2,
-        "costs": {"EUR": "7.000000000000", "USD": "50.000000000000"},
-        "message": "Alpha: usage in EUR and USD; convert or separate the usage first (2 usage records not billed)",
-    }]
+    # then nobody is left out: the USD pool is shared by the USD usage of A, B and C, EUR stays A's
+    assert (run.currency, run.total_cost, run.record_count, run.refused) == ("USD", D(56), 5, [])
+    shares = split(D(2), [D(50), D(3), D(1)], METERED_QUANTUM)
+    assert allocation_team_totals(run) == {a.pk: D(50) + shares[0], b.pk: D(3) + shares[1], c.pk: D(1) + shares[2]}
+    assert allocation_team_totals(run, currency="EUR") == {a.pk: D(7)}
 
 
-def test_run_leaves_out_usage_without_a_team_in_another_currency():
+def test_run_keeps_usage_without_a_team_in_its_own_currency_unallocated():
     team = TeamFactory()
     UsageRecordFactory(team=team, cost=D(1))
     UsageRecordFactory(team=None, cost=D(9), currency="EUR")
     run = allocation_run_create(period=SEPT)
     assert (run.total_cost, run.unallocated_cost) == (D(1), D(0))
-    assert [(r["team_id"], r["team"]) for r in run.refused] == [(None, "Usage without a team")]
+    eur = next(p for p in allocation_currency_totals(run) if p.currency == "EUR")
+    assert (eur.total_cost, eur.allocated_cost, eur.unallocated_cost) == (D(9), D(0), D(9))
 
 
-def test_run_bills_in_the_currency_most_teams_have_their_usage_in():
-    # given two EUR teams and one USD team: the run is in EUR, and the USD team is left out
+def test_run_repeats_the_default_currency_pool_else_the_one_with_most_records():
     eur_a, eur_b = TeamFactory(currency="EUR"), TeamFactory(currency="EUR")
-    usd = TeamFactory(name="Dollar team")
     for team in (eur_a, eur_b):
         UsageRecordFactory(team=team, cost=D(1), currency="EUR")
-    UsageRecordFactory(team=usd, cost=D(100))
+    UsageRecordFactory(team=TeamFactory(), cost=D(100))
+    assert (allocation_run_create(period=SEPT).currency) == "USD"
+    UsageRecord.objects.filter(currency="USD").delete()
+    UsageRecordFactory(team=TeamFactory(currency="JPY"), cost=D(500), currency="JPY")
     run = allocation_run_create(period=SEPT)
     assert (run.currency, run.total_cost) == ("EUR", D(2))
-    assert [r["team"] for r in run.refused] == ["Dollar team"]
 
 
-def test_commit_is_stale_when_a_good_team_gets_usage_in_another_currency():
+def test_commit_is_stale_when_a_team_gets_usage_in_another_currency():
     a = TeamFactory()
     UsageRecordFactory(team=a, cost=D(1))
     UsageRecordFactory(team=TeamFactory(), cost=D(1))
     draft = allocation_run_create(period=SEPT)
     UsageRecordFactory(team=a, cost=D(1), currency="EUR")
-    with pytest.raises(StaleAllocationRun, match="1 left out now"):
+    with pytest.raises(StaleAllocationRun, match="2 records, 2.000000000000 USD then; 1 record, 1.000000000000 EUR"):
         allocation_run_commit(run=draft)

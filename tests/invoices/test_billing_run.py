@@ -13,6 +13,7 @@ from pypdf import PdfReader
 from chargeback.models import AllocatedCost, AllocationRule, AllocationRun, UsageRecord
 from chargeback.services.focus_import import focus_import
 from invoices.models import Invoice, InvoiceLine
+from teams.services import billing_settings_update
 from tests.factories import TeamFactory, UsageRecordFactory
 
 pytestmark = pytest.mark.django_db
@@ -160,9 +161,11 @@ def test_billing_run_prints_team_amount_invoice_status_and_pdf():
     assert out.rstrip().endswith("allocated 13.00 USD of 13.00 USD, unallocated 0.00 USD")
 
 
-def test_billing_run_bills_the_good_teams_and_exits_3_naming_the_team_not_billed():
-    # given team Alpha's September has usage in EUR and USD, and Beta's only USD
+def test_billing_run_bills_the_good_teams_and_exits_3_naming_the_team_without_a_rate():
+    # given team Alpha's September has usage in EUR and USD and is invoiced in USD, converted, but
+    # no EUR→USD rate is loaded; Beta has only USD
     alpha, beta = TeamFactory(name="Alpha", slug="alpha"), TeamFactory(name="Beta", slug="beta")
+    billing_settings_update(team=alpha, invoice_currency="team_currency", extra_currencies=["EUR"])
     UsageRecordFactory(team=alpha, cost=D("5"))
     UsageRecordFactory(team=alpha, cost=D("7"), currency="EUR", source=UsageRecord.Source.FOCUS_IMPORT)
     UsageRecordFactory(team=beta, cost=D("3.5"))
@@ -170,19 +173,22 @@ def test_billing_run_bills_the_good_teams_and_exits_3_naming_the_team_not_billed
     # when the month is billed
     with pytest.raises(CommandError, match="partly billed: 1 team not billed") as raised:
         call_command("billing_run", "--period", "2024-09", "--no-pdf", stdout=out, stderr=err)
-    # then Beta is invoiced, Alpha is not, the summary says why, and the exit code says "partly billed"
+    # then Beta is invoiced, Alpha not at all (not even its USD), the summary names the pair and date
     assert raised.value.returncode == 3
     assert [(i.team_name, i.total) for i in live_invoices()] == [("Beta", D("3.50"))]
     summary = out.getvalue()
     assert "Total invoiced: 3.50 USD (1 invoice)" in summary
-    assert "allocated 3.50 USD of 3.50 USD, unallocated 0.00 USD" in summary
+    assert "allocated 7.00 EUR of 7.00 EUR, unallocated 0.00 EUR" in summary
+    assert "allocated 8.50 USD of 8.50 USD, unallocated 0.00 USD" in summary
     assert "Not billed (1 team)" in summary
-    assert "Alpha: usage in EUR and USD; convert or separate the usage first (2 usage records not billed)" in summary
-    assert AllocationRun.objects.get().status == AllocationRun.Status.COMMITTED
+    assert "Alpha: invoiced in USD, but no exchange rate EUR→USD on 2024-09-30" in summary
+    run = AllocationRun.objects.get()
+    assert run.status == AllocationRun.Status.COMMITTED and run.refused[0]["currencies"] == ["EUR", "USD"]
 
 
 def test_billing_run_dry_run_also_names_the_team_that_would_not_be_billed():
-    alpha = TeamFactory(name="Alpha", slug="alpha")
+    alpha = TeamFactory(name="Alpha", slug="alpha", currency="GBP")
+    billing_settings_update(team=alpha, invoice_currency="team_currency", extra_currencies=["EUR"])
     UsageRecordFactory(team=alpha, cost=D("7"), currency="EUR")
     UsageRecordFactory(team=TeamFactory(name="Beta", slug="beta"), cost=D("3.5"))
     UsageRecordFactory(team=TeamFactory(name="Gamma", slug="gamma"), cost=D("1"))
@@ -190,6 +196,6 @@ def test_billing_run_dry_run_also_names_the_team_that_would_not_be_billed():
     with pytest.raises(CommandError) as raised:
         call_command("billing_run", "--period", "2024-09", "--dry-run", stdout=out, stderr=io.StringIO())
     assert raised.value.returncode == 3
-    assert "would be left out of this run" in out.getvalue()
-    assert "Alpha: usage in EUR, but this run bills in USD" in out.getvalue()
+    assert "would not be invoiced" in out.getvalue()
+    assert "Alpha: invoiced in GBP, but no exchange rate EUR→GBP on 2024-09-30" in out.getvalue()
     assert not AllocationRun.objects.exists() and not Invoice.objects.exists()

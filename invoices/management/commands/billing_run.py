@@ -4,16 +4,20 @@ One door of ``invoices.services.billing_run.billing_run_execute`` (the admin's "
 period…" and ``POST /api/v1/billing-runs/`` are the others): it allocates the calendar month
 (committing the run, superseding the month's previous one), creates or refreshes one draft invoice
 per team, stores each draft's PDF, and this command prints the summary: team, amount, invoice,
-status, PDF, then the total invoiced and the tie-out line ``allocated X of Y, unallocated Z``.
+status, PDF, then the total invoiced per currency, the amounts converted into a team's own
+currency (with the rate, its date and source), and one tie-out line ``allocated X of Y,
+unallocated Z`` per currency (each currency is its own pool; none is added to another).
 
 Figures: invoice amounts in the currency's minor units (rounded by the largest-remainder method);
 the tie-out line in metered precision, written exactly (no rounding), so X + Z = Y to the last
 digit. ``--dry-run`` allocates in memory and prints what would be invoiced: it writes nothing (no
 run, no invoice, no PDF).
 
-One team's data never stops the others' run: usage the run cannot bill in its one currency (a
-team's usage in several currencies, or in another one) is left out, every other team is billed,
-and the summary ends with the teams not billed and why ("Not billed: …"); the exit code is then 3.
+One team's data never stops the others' run: a team with costs in several currencies gets one
+invoice per currency, or one in its own currency with the others converted; a team whose
+conversion has no exchange rate is not invoiced, every other team is, and the summary ends with
+the teams not billed and why ("Not billed: …", naming the currency pair and date); the exit code
+is then 3.
 
 Exit codes: 0 done; 1 nothing to bill or the allocation failed; 2 a bad ``--period`` or ``--team``;
 3 partly billed: the teams listed under "Not billed" were not (the others were; the run is committed).
@@ -28,7 +32,7 @@ from billing_site.money import format_amount, format_metered, format_period
 from chargeback.errors import AllocationError, NothingToAllocate
 from chargeback.focus.pools import pool_breakdown
 from chargeback.periods import BillingPeriod, PeriodError
-from invoices.services.billing_run import BillingRunResult, billing_run_execute
+from invoices.services.billing_run import BillingRunResult, billing_run_converted_line, billing_run_execute
 from teams.models import Team
 
 #: Below this many invoices the PDFs render without a progress bar.
@@ -103,7 +107,7 @@ class Command(BaseCommand):
         run = result.run
         self.stdout.write(
             f"Allocation run #{run.pk} committed: {run.record_count:,} usage records, "
-            f"{format_metered(run.total_cost, run.currency)}"
+            + ", ".join(format_metered(pool.total_cost, pool.currency) for pool in result.pools)
         )
         self._run_warnings(result)
         if result.nothing_to_bill:
@@ -129,6 +133,7 @@ class Command(BaseCommand):
                 f"{invoice.display_number} ({invoice.team_name}) was issued before this run and was not changed; "
                 "correct it with a credit note if this run bills the team differently"
             ))
+        self._converted(result)
         self.stdout.write(result.tie_out)
         self._not_billed(result)
 
@@ -136,7 +141,8 @@ class Command(BaseCommand):
 
     def _dry_run(self, result: BillingRunResult) -> None:
         run = result.run
-        self.stdout.write(f"Would allocate {run.record_count:,} usage records, {format_metered(run.total_cost, run.currency)}")
+        self.stdout.write(f"Would allocate {run.record_count:,} usage records, "
+                          + ", ".join(format_metered(pool.total_cost, pool.currency) for pool in result.pools))
         self._run_warnings(result)
         rows = [
             (row.team_name, format_amount(row.amount, row.currency), format_metered(row.precise, row.currency),
@@ -150,6 +156,7 @@ class Command(BaseCommand):
             + (", ".join(format_amount(t, c) for c, t in result.totals().items()) or "nothing")
             + f" ({billed} invoice{'s' if billed != 1 else ''})"
         )
+        self._converted(result)
         self.stdout.write(result.tie_out)
         self._pools(result)
         if result.nothing_to_bill:
@@ -175,14 +182,23 @@ class Command(BaseCommand):
         if not refused:
             return
         count = f"{len(refused)} team{'s' if len(refused) != 1 else ''}"
-        left = "would be left out of" if result.dry_run else "is left out of"
-        self.stdout.write(self.style.ERROR(f"Not billed ({count}): their usage {left} this run"))
+        left = "would not be invoiced" if result.dry_run else "is not invoiced"
+        self.stdout.write(self.style.ERROR(f"Not billed ({count}): their usage {left} in this run"))
         for entry in refused:
             self.stdout.write(f"  {entry['message']}")
         raise CommandError(
-            f"partly billed: {count} not billed (listed above); correct their usage and run {result.period} again",
+            f"partly billed: {count} not billed (listed above); load the missing exchange rates "
+            f"(manage.py load_ecb_rates FILE) and run {result.period} again",
             returncode=3,
         )
+
+    def _converted(self, result: BillingRunResult) -> None:
+        """The amounts converted into a team's currency, each with its rate, date and source."""
+        converted = result.converted()
+        if converted:
+            self.stdout.write("Converted:")
+            for entry in converted:
+                self.stdout.write(f"  {billing_run_converted_line(entry)}")
 
     def _run_warnings(self, result: BillingRunResult) -> None:
         for warning in result.run.warnings or []:
