@@ -198,8 +198,25 @@ class WorkerProcesses:
             async with worker_app.open_async():
                 return await stalled_jobs_retry(worker_app.job_manager, seconds_since_heartbeat=seconds_since_heartbeat)
 
-        with app.replace_connector(app.connector.get_worker_connector()) as worker_app:
-            return asyncio.run(retry(worker_app))
+        # In a thread of its own: after the browser tests an event loop stays running in the main
+        # thread, and asyncio.run() refuses to nest.
+        import threading
+
+        outcome: dict = {}
+
+        def work():
+            try:
+                with app.replace_connector(app.connector.get_worker_connector()) as worker_app:
+                    outcome["jobs"] = asyncio.run(retry(worker_app))
+            except BaseException as exc:  # noqa: BLE001 - handed to the test below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=work, name="retry-stalled")
+        thread.start()
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["jobs"]
 
     def logs(self) -> str:
         return "\n".join(f"--- {path.name}\n{path.read_text()[-4000:]}" for path in sorted(self.log_dir.glob("*.log")))

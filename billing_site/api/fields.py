@@ -119,6 +119,18 @@ def MoneyField(**kwargs) -> serializers.DecimalField:  # noqa: N802 - reads as a
     return serializers.DecimalField(**kwargs)
 
 
+class TextField(serializers.CharField):
+    """A JSON string only: DRF's ``CharField`` would read ``0`` or ``1.5`` as text. A number is
+    refused (400 naming the field), as the schema's ``type: string`` says."""
+
+    default_error_messages = {"not_a_string": "Give text (a JSON string)."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
+
+
 class DecimalStringField(serializers.DecimalField):
     """A decimal string only (``"49.00"``): the API's money shape, as the schema documents it. A JSON
     number is refused (400 naming the field), for fields of a resource that has always taken strings."""

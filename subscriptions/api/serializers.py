@@ -18,6 +18,7 @@ from billing_site.api.fields import (
     MoneyStringField,
     StrictPrimaryKeyRelatedField,
     StrictSerializerMixin,
+    TextField,
 )
 from billing_site.money import to_minor_units
 from subscriptions.models import Plan, PlanCharge, PlanChargeTier, Subscription
@@ -67,13 +68,13 @@ class ListQuerySerializer(StrictSerializerMixin, serializers.Serializer):
 
 class SubscriptionListQuerySerializer(ListQuerySerializer):
     status = serializers.ChoiceField(choices=Subscription.Status.choices, required=False)
-    tier = serializers.CharField(max_length=50, required=False)
+    tier = TextField(max_length=50, required=False)
     plan = StrictPrimaryKeyRelatedField(queryset=Plan.objects.all(), required=False)
     team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False)
 
 
 class CustomerListQuerySerializer(ListQuerySerializer):
-    tier = serializers.CharField(max_length=50, required=False)
+    tier = TextField(max_length=50, required=False)
 
 
 # --- the caller's own --------------------------------------------------------------------------------
@@ -86,28 +87,28 @@ class CallerSubscriptionSerializer(serializers.Serializer):
     id = serializers.IntegerField(allow_null=True)
     team = serializers.IntegerField()
     user = serializers.IntegerField(allow_null=True, help_text="Set when the subscription is the caller's own.")
-    plan = serializers.CharField(allow_null=True, help_text="The plan's code.")
-    tier = serializers.CharField()
-    status = serializers.CharField(help_text="trialing, active, past_due, unpaid, or none (no subscription).")
+    plan = TextField(allow_null=True, help_text="The plan's code.")
+    tier = TextField()
+    status = TextField(help_text="trialing, active, past_due, unpaid, or none (no subscription).")
     current_period_start = serializers.DateTimeField(allow_null=True)
     current_period_end = serializers.DateTimeField(allow_null=True, help_text="Exclusive.")
     trial_end = serializers.DateTimeField(allow_null=True)
     cancel_at_period_end = serializers.BooleanField()
-    amount = serializers.CharField(help_text="The fee per period, in minor units.")
-    interval = serializers.CharField(allow_null=True)
+    amount = TextField(help_text="The fee per period, in minor units.")
+    interval = TextField(allow_null=True)
     interval_count = serializers.IntegerField(allow_null=True)
-    currency = serializers.CharField()
+    currency = TextField()
 
 
 class CallerInvoiceSerializer(serializers.Serializer):
     """One of the caller's invoices, in Stripe's shape: amounts in minor units with ``currency``."""
 
     id = serializers.IntegerField()
-    number = serializers.CharField(allow_null=True)
-    amount_due = serializers.CharField()
-    amount_paid = serializers.CharField()
-    currency = serializers.CharField()
-    status = serializers.CharField()
+    number = TextField(allow_null=True)
+    amount_due = TextField()
+    amount_paid = TextField()
+    currency = TextField()
+    status = TextField()
     created = serializers.DateTimeField(help_text="When it was issued.")
     due_date = serializers.DateField(allow_null=True)
     paid = serializers.BooleanField()
@@ -121,28 +122,28 @@ class CallerInvoiceListSerializer(serializers.Serializer):
 
 
 class MeterUsageSerializer(serializers.Serializer):
-    meter = serializers.CharField()
-    unit = serializers.CharField(allow_blank=True)
+    meter = TextField()
+    unit = TextField(allow_blank=True)
     included_credits = MoneyField()
     used = MoneyField()
     remaining = MoneyField()
     overage = MoneyField()
-    overage_cost = serializers.CharField(help_text="Exact, in the plan's currency (12 decimal places).")
-    price_per_1k = serializers.CharField(allow_null=True, help_text="Standard charges: the price of 1,000 units.")
-    charge_model = serializers.CharField()
+    overage_cost = TextField(help_text="Exact, in the plan's currency (12 decimal places).")
+    price_per_1k = TextField(allow_null=True, help_text="Standard charges: the price of 1,000 units.")
+    charge_model = TextField()
 
 
 class CreditsSerializer(serializers.Serializer):
     """The first meter of the plan, as the seed shows it; ``meters`` has every meter."""
 
-    tier = serializers.CharField()
+    tier = TextField()
     included_credits = MoneyField()
     used = MoneyField()
     remaining = MoneyField()
     overage = MoneyField()
-    overage_cost = serializers.CharField()
-    price_per_1k = serializers.CharField(allow_null=True)
-    currency = serializers.CharField()
+    overage_cost = TextField()
+    price_per_1k = TextField(allow_null=True)
+    currency = TextField()
 
 
 class UsageWindowSerializer(serializers.Serializer):
@@ -151,7 +152,7 @@ class UsageWindowSerializer(serializers.Serializer):
 
 
 class CallerUsageSerializer(serializers.Serializer):
-    tier = serializers.CharField()
+    tier = TextField()
     period_start = serializers.DateTimeField()
     period_end = serializers.DateTimeField(help_text="Exclusive.")
     usage = UsageWindowSerializer()
@@ -164,12 +165,12 @@ class CallerUsageSerializer(serializers.Serializer):
 
 class TierFiguresSerializer(serializers.Serializer):
     count = serializers.IntegerField(help_text="Subscriptions counted in MRR (active and past due).")
-    revenue = serializers.CharField(help_text="MRR of the tier, minor units.")
+    revenue = TextField(help_text="MRR of the tier, minor units.")
 
 
 class CurrencyMRRSerializer(serializers.Serializer):
-    currency = serializers.CharField()
-    monthly_revenue = serializers.CharField()
+    currency = TextField()
+    monthly_revenue = TextField()
     tier_breakdown = serializers.DictField(child=TierFiguresSerializer())
 
 
@@ -182,8 +183,8 @@ class StatsSerializer(serializers.Serializer):
     trial_subscriptions = serializers.IntegerField()
     past_due_subscriptions = serializers.IntegerField()
     canceled_subscriptions = serializers.IntegerField()
-    currency = serializers.CharField()
-    monthly_revenue = serializers.CharField()
+    currency = TextField()
+    monthly_revenue = TextField()
     tier_breakdown = serializers.DictField(child=TierFiguresSerializer())
     other_currencies = CurrencyMRRSerializer(many=True)
 
@@ -208,13 +209,13 @@ class SubscriptionSerializer(serializers.ModelSerializer):
     """A subscription: ``amount`` is the plan's fee per period and ``mrr`` its monthly part (0 unless
     active or past due), both in minor units of ``currency``."""
 
-    plan_code = serializers.CharField(source="plan.code", read_only=True)
-    tier = serializers.CharField(source="plan.tier", read_only=True)
-    team_name = serializers.CharField(source="team.name", read_only=True)
+    plan_code = TextField(source="plan.code", read_only=True)
+    tier = TextField(source="plan.tier", read_only=True)
+    team_name = TextField(source="team.name", read_only=True)
     amount = serializers.SerializerMethodField()
     mrr = serializers.SerializerMethodField()
-    currency = serializers.CharField(source="plan.currency", read_only=True)
-    interval = serializers.CharField(source="plan.interval", read_only=True)
+    currency = TextField(source="plan.currency", read_only=True)
+    interval = TextField(source="plan.interval", read_only=True)
     interval_count = serializers.IntegerField(source="plan.interval_count", read_only=True)
 
     class Meta:
@@ -242,15 +243,15 @@ class CustomerSerializer(serializers.Serializer):
     """A subscriber (a team, or one member of a team) with its live subscription."""
 
     team = serializers.IntegerField()
-    team_name = serializers.CharField()
+    team_name = TextField()
     user = serializers.IntegerField(allow_null=True)
-    username = serializers.CharField(allow_null=True)
+    username = TextField(allow_null=True)
     subscription = serializers.IntegerField()
-    plan = serializers.CharField(help_text="The plan's code.")
-    tier = serializers.CharField()
-    status = serializers.CharField()
-    mrr = serializers.CharField(help_text="Minor units of currency; 0 for a trial or an unpaid subscription.")
-    currency = serializers.CharField()
+    plan = TextField(help_text="The plan's code.")
+    tier = TextField()
+    status = TextField()
+    mrr = TextField(help_text="Minor units of currency; 0 for a trial or an unpaid subscription.")
+    currency = TextField()
     since = serializers.DateTimeField()
 
 
@@ -270,10 +271,10 @@ class TierInputSerializer(StrictSerializerMixin, serializers.Serializer):
 
 class ChargeInputSerializer(StrictSerializerMixin, serializers.Serializer):
     meter = serializers.SlugField(max_length=100)
-    resource_type = serializers.CharField(max_length=50)
-    feature_key = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    provider = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    unit = serializers.CharField(max_length=50, required=False, allow_blank=True)
+    resource_type = TextField(max_length=50)
+    feature_key = TextField(max_length=100, required=False, allow_blank=True)
+    provider = TextField(max_length=100, required=False, allow_blank=True)
+    unit = TextField(max_length=50, required=False, allow_blank=True)
     included_units = MoneyStringField(required=False, min_value=0)
     charge_model = serializers.ChoiceField(choices=PlanCharge.ChargeModel.choices, required=False)
     price = MoneyStringField(required=False, min_value=0)
@@ -330,9 +331,9 @@ class PlanCreateSerializer(StrictSerializerMixin, serializers.Serializer):
     """A new plan and its charges (one per meter). ``fee`` and prices are decimal strings in ``currency``."""
 
     code = serializers.SlugField(max_length=100)
-    name = serializers.CharField(max_length=200)
-    tier = serializers.CharField(max_length=50)
-    description = serializers.CharField(required=False, allow_blank=True)
+    name = TextField(max_length=200)
+    tier = TextField(max_length=50)
+    description = TextField(required=False, allow_blank=True)
     currency = serializers.RegexField(r"^[A-Z]{3}$", error_messages={"invalid": "An ISO 4217 code, e.g. USD."})
     fee = MoneyStringField(min_value=0)
     interval = serializers.ChoiceField(choices=Plan.Interval.choices, required=False)
@@ -347,9 +348,9 @@ class PlanUpdateSerializer(StrictSerializerMixin, serializers.Serializer):
     prices (``fee``, ``currency``, ``interval``, ``interval_count``, ``minimum_commitment``,
     ``charges``) only while nobody subscribes to the plan: 409 ``plan_immutable`` afterwards."""
 
-    name = serializers.CharField(max_length=200, required=False)
-    tier = serializers.CharField(max_length=50, required=False)
-    description = serializers.CharField(required=False, allow_blank=True)
+    name = TextField(max_length=200, required=False)
+    tier = TextField(max_length=50, required=False)
+    description = TextField(required=False, allow_blank=True)
     trial_days = WholeNumberField(required=False, min_value=0, max_value=3650)
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
     fee = MoneyStringField(required=False, min_value=0)
@@ -372,7 +373,7 @@ class SubscriptionCreateSerializer(StrictSerializerMixin, serializers.Serializer
     trial = serializers.BooleanField(required=False, allow_null=True)
     trial_days = WholeNumberField(required=False, allow_null=True, min_value=0, max_value=3650)
     start = AwareDateTimeField(required=False, allow_null=True)
-    time_zone = serializers.CharField(max_length=64, required=False)
+    time_zone = TextField(max_length=64, required=False)
 
 
 class SubscriptionCancelSerializer(StrictSerializerMixin, serializers.Serializer):
@@ -401,20 +402,20 @@ class UpcomingQuerySerializer(StrictSerializerMixin, serializers.Serializer):
 
 
 class UpcomingLineSerializer(serializers.Serializer):
-    description = serializers.CharField()
-    kind = serializers.CharField(help_text="fee, usage, proration_credit, proration_charge, minimum_commitment.")
+    description = TextField()
+    kind = TextField(help_text="fee, usage, proration_credit, proration_charge, minimum_commitment.")
     period_start = serializers.DateTimeField(allow_null=True)
     period_end = serializers.DateTimeField(allow_null=True)
-    amount = serializers.CharField(help_text="Minor units of currency; negative for a credit.")
+    amount = TextField(help_text="Minor units of currency; negative for a credit.")
 
 
 class UpcomingInvoiceSerializer(serializers.Serializer):
     """What the next invoice would carry, computed and not written."""
 
     subscription = serializers.IntegerField()
-    plan = serializers.CharField(help_text="The plan the invoice's fee is for.")
-    when = serializers.CharField(help_text="renewal (no change), now or period_end (a change).")
+    plan = TextField(help_text="The plan the invoice's fee is for.")
+    when = TextField(help_text="renewal (no change), now or period_end (a change).")
     issued_at = serializers.DateTimeField(help_text="When it would be issued.")
-    currency = serializers.CharField()
+    currency = TextField()
     lines = UpcomingLineSerializer(many=True)
-    total = serializers.CharField(help_text="Minor units of currency.")
+    total = TextField(help_text="Minor units of currency.")
