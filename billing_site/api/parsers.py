@@ -17,9 +17,6 @@ from billing_site.text import BAD_TEXT, bad_text_found
 #: deepest document, a batch record's metadata, needs 4; past the limit the body is refused (400).
 MAX_JSON_DEPTH = 32
 
-#: A NUL or an unpaired surrogate (``billing_site.text``): text PostgreSQL cannot store.
-_BAD_TEXT = BAD_TEXT
-
 
 class LimitedJSONParser(JSONParser):
     """JSON with numbers as ``Decimal`` (never float) and a body no larger than
@@ -77,14 +74,14 @@ def json_check(data: Any) -> None:
     while stack:
         value, path, depth = stack.pop()
         if isinstance(value, str):
-            if _BAD_TEXT.search(value):
+            if BAD_TEXT.search(value):
                 _refuse_text(path or "body", value)
             continue
         if isinstance(value, (dict, list)) and depth > MAX_JSON_DEPTH:
             raise exceptions.ParseError(_too_deep())
         if isinstance(value, dict):
             for key in value:
-                if _BAD_TEXT.search(key):
+                if BAD_TEXT.search(key):
                     _refuse_text(f"{path}.{_shown(key)}" if path else _shown(key), key, is_key=True)
             stack.extend((item, f"{path}.{key}" if path else key, depth + 1) for key, item in reversed(value.items()))
         elif isinstance(value, list):
@@ -97,7 +94,7 @@ def _too_deep() -> str:
 
 def _shown(text: str) -> str:
     """``text`` with its NULs and surrogates written as ``\\uXXXX``, so a message can show it."""
-    return _BAD_TEXT.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return BAD_TEXT.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _refuse_text(path: str, text: str, *, is_key: bool = False) -> None:
