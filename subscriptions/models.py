@@ -382,3 +382,30 @@ class SubscriptionProration(models.Model):
 
     def __str__(self) -> str:
         return f"{self.description}: {self.amount} {self.currency}"
+
+
+class SubscriptionStatusChange(models.Model):
+    """One move of a subscription's status, at the instant it took effect: the status history.
+
+    Written by ``subscriptions.services.status`` (``subscription_status_set`` and the renewal's bulk
+    ``status_changes_record``), next to the one check of ``Subscription.TRANSITIONS``; the first row
+    of a subscription has an empty ``from_status`` (its creation). ``at`` is when the status took
+    effect (a trial that ends at its boundary: the boundary, not the instant the renewal ran). The
+    status of a subscription at an instant *t* is the ``to_status`` of its latest row with
+    ``at <= t`` (``subscriptions.selectors_mrr.mrr_history`` reads it so): past MRR points leave
+    out what was trialing, unpaid or canceled then. Rows before this history existed were filled
+    from what the subscriptions and their periods say (migration ``0002``).
+    """
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="status_changes")
+    from_status = models.CharField(max_length=10, blank=True)
+    to_status = models.CharField(max_length=10)
+    at = models.DateTimeField(help_text="When the status took effect.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["subscription", "at", "pk"]
+        indexes = [models.Index(fields=["subscription", "at"], name="subscription_status_at")]
+
+    def __str__(self) -> str:
+        return f"{self.subscription_id}: {self.from_status or '∅'} → {self.to_status} at {self.at:%Y-%m-%d %H:%M}"

@@ -10,7 +10,8 @@ reads the rows it works on, with a fixed number of queries whatever the number o
 * :func:`mrr_history` (1 query): MRR at the start of each of the last months and now, and the
   movements between them (new, expansion, contraction, churn), derived from the billed periods:
   at an instant *t* a subscriber pays the plan of its ``SubscriptionPeriod`` covering *t* (not a
-  trial) unless the subscription ended (``ended_at``) by *t*; a change inside that period (its
+  trial) unless the subscription ended (``ended_at``) by *t* or its status at *t* (the latest
+  ``SubscriptionStatusChange`` by then) was not ``active`` or ``past_due`` (trialing, unpaid, canceled); a change inside that period (its
   ``SubscriptionProration`` rows, at the change's instant) sets the plan: the latest change's new
   plan (its charge) from the change on, the next change's old plan (its credit) before it. The last point is *now*, read from the
   subscriptions' current status and plan, so it equals :func:`subscription_stats`' MRR.
@@ -33,7 +34,13 @@ from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from billing_site.money import quantize_metered
-from subscriptions.models import Plan, Subscription, SubscriptionPeriod, SubscriptionProration
+from subscriptions.models import (
+    Plan,
+    Subscription,
+    SubscriptionPeriod,
+    SubscriptionProration,
+    SubscriptionStatusChange,
+)
 from subscriptions.mrr import MOVEMENTS, MRR_STATUSES, ZERO, CurrencyMRR, mrr_by_currency, round_breakdown
 
 #: Subscriptions that have a subscriber now: every status but ``canceled``.
@@ -185,6 +192,9 @@ snap AS (
     FROM points pt
     JOIN {period} p ON p.period_start <= pt.t AND p.period_end > pt.t AND NOT p.is_trial
     JOIN {subscription} s ON s.id = p.subscription_id AND (s.ended_at IS NULL OR s.ended_at > pt.t)
+    -- The status at pt.t (the history's latest move by then): only active and past due count.
+    AND COALESCE((SELECT c.to_status FROM {status_change} c WHERE c.subscription_id = s.id AND c.at <= pt.t
+                  ORDER BY c.at DESC, c.id DESC LIMIT 1), 'active') = ANY(%(statuses)s)
     LEFT JOIN LATERAL (
         -- A change inside the period: the plan is the latest change's new plan (its charge) from the
         -- change on, and the next change's old plan (its credit) before it.
@@ -238,6 +248,7 @@ def mrr_history(*, months: int = 12, now: dt.datetime | None = None) -> dict[str
     sql = _HISTORY_SQL.format(
         proration=SubscriptionProration._meta.db_table, period=SubscriptionPeriod._meta.db_table,
         subscription=Subscription._meta.db_table, plan=Plan._meta.db_table,
+        status_change=SubscriptionStatusChange._meta.db_table,
         monthly=_MONTHLY.format(p="pl"),
     )
     params = {"idx": list(range(len(instants))), "ts": instants, "now": len(instants) - 1,

@@ -28,7 +28,7 @@ from ..models import Plan, Subscription, SubscriptionPeriod, SubscriptionProrati
 from ..proration import Proration, prorate
 from .invoicing import InvoiceDraft, fee_line, invoices_pay_from_wallets, invoices_write, local_date
 from .renewal import _renew_locked
-from .status import subscription_check_transition
+from .status import status_changes_record, subscription_check_transition, subscription_status_set
 
 ZERO = Decimal(0)
 
@@ -101,6 +101,7 @@ def subscription_create(*, team: Team, plan: Plan, user=None, trial: bool | None
             who = f"member {user} of team {team}" if user is not None else f"team {team}"
             raise SubscriptionExists(f"{who} already has a live subscription; change its plan instead",
                                      param="team") from None
+        status_changes_record([(sub.pk, "", sub.status, start)])
         period = SubscriptionPeriod.objects.create(
             subscription=sub, plan=plan, period_start=sub.current_period_start, period_end=sub.current_period_end,
             is_trial=sub.status == Subscription.Status.TRIALING,
@@ -124,7 +125,7 @@ def _bill_first_period(sub: Subscription, period: SubscriptionPeriod, *, at: dt.
     SubscriptionPeriod.objects.filter(pk=period.pk).update(invoice_id=invoice.pk)
     unpaid = invoices_pay_from_wallets([(draft, invoice)])
     if unpaid:
-        sub.status = Subscription.Status.PAST_DUE
+        subscription_status_set(subscription=sub, to_status=Subscription.Status.PAST_DUE, at=at)
         sub.save(update_fields=["status", "updated_at"])
 
 
@@ -208,7 +209,8 @@ def subscription_cancel(*, subscription: Subscription, at_period_end: bool = Tru
             sub.save(update_fields=["cancel_at_period_end", "canceled_at", "current_period_end", "updated_at"])
             _renew_locked([sub], at=at)
         else:
-            sub.status, sub.ended_at = Subscription.Status.CANCELED, at
+            subscription_status_set(subscription=sub, to_status=Subscription.Status.CANCELED, at=at)
+            sub.ended_at = at
             sub.save(update_fields=["cancel_at_period_end", "canceled_at", "status", "ended_at", "updated_at"])
     sub.refresh_from_db()
     return sub

@@ -41,7 +41,7 @@ from .invoicing import (
     overage_lines,
     proration_line,
 )
-from .status import subscriptions_mark_past_due
+from .status import status_changes_record, status_move_check, subscriptions_mark_past_due
 
 
 @dataclass
@@ -86,7 +86,7 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
     billed = [s for s in subs if not (ended.get(s.pk) and ended[s.pk].is_trial)]
     groups = usage_groups([(s.pk, s.team_id, s.user_id, s.current_period_start, s.current_period_end) for s in billed])
 
-    drafts, new_periods, updates = [], [], []
+    drafts, new_periods, updates, moves = [], [], [], []
     for sub in subs:
         start, boundary, tz = sub.current_period_start, sub.current_period_end, sub.time_zone
         period = ended.get(sub.pk)
@@ -107,6 +107,8 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
             if not draft.is_empty:
                 drafts.append((draft, period, None))
             updates.append((sub.pk, start, boundary, plan.pk, Subscription.Status.CANCELED, boundary))
+            status_move_check(subscription_id=sub.pk, from_status=sub.status, to_status=Subscription.Status.CANCELED)
+            moves.append((sub.pk, sub.status, Subscription.Status.CANCELED, boundary))
             sub.status, sub.ended_at = Subscription.Status.CANCELED, boundary
             result.canceled += 1
             continue
@@ -129,6 +131,9 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
         if not draft.is_empty:
             drafts.append((draft, period, new_period))
         status = Subscription.Status.ACTIVE if sub.status == Subscription.Status.TRIALING else sub.status
+        if status != sub.status:
+            status_move_check(subscription_id=sub.pk, from_status=sub.status, to_status=status)
+            moves.append((sub.pk, sub.status, status, boundary))
         updates.append((sub.pk, next_start, next_end, next_plan.pk, status, None))
         sub.plan, sub.status = next_plan, status
         sub.current_period_start, sub.current_period_end = next_start, next_end
@@ -155,9 +160,10 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
                            [[a for a, _ in usage_links], [b for _, b in usage_links]])
         columns = list(zip(*updates))
         cursor.execute(_SUBSCRIPTION_UPDATE_SQL, [timezone.now(), *[list(c) for c in columns]])
+    status_changes_record(moves)
     unpaid = invoices_pay_from_wallets(list(zip(invoice_drafts, invoices)))
     if unpaid:
-        subscriptions_mark_past_due(subscriptions=unpaid)
+        subscriptions_mark_past_due(subscriptions=unpaid, at=at)
         result.past_due = [s.pk for s in unpaid]
     return result
 
