@@ -409,3 +409,99 @@ class SubscriptionStatusChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subscription_id}: {self.from_status or '∅'} → {self.to_status} at {self.at:%Y-%m-%d %H:%M}"
+
+
+class Coupon(models.Model):
+    """A discount finance offers, in Stripe's shape: ``percent_off`` or ``amount_off`` (in ``currency``), for a duration.
+
+    ``duration``: ``once`` (the fee of one period: the first that starts once it is applied),
+    ``repeating`` (the fees of the periods that start within ``duration_in_months`` calendar months
+    of its application) or ``forever``. It discounts a period's **fee** (the recurring part, what
+    MRR counts), not its usage, prorations or minimum-commitment true-up, and never by more than
+    the fee: ``amount_off`` is capped at the fee, ``percent_off`` is at most 100.
+
+    Invariants: exactly one of ``percent_off`` (0 < p ≤ 100) and ``amount_off`` (> 0, with its
+    ``currency``); ``duration_in_months`` ≥ 1 for ``repeating`` and empty otherwise. A coupon's
+    terms never change (as Stripe's): finance archives it and makes another; an archived coupon is
+    applied to no new subscription, and the discounts it made keep running.
+    """
+
+    class Duration(models.TextChoices):
+        ONCE = "once", "Once"
+        REPEATING = "repeating", "Repeating (N months)"
+        FOREVER = "forever", "Forever"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        ARCHIVED = "archived", "Archived"
+
+    code = models.SlugField(max_length=100, unique=True, help_text="Stable identifier, e.g. 'launch-20'.")
+    name = models.CharField(max_length=200)
+    percent_off = models.DecimalField(max_digits=5, decimal_places=2, null=True, blank=True,
+                                      help_text="Percent of the fee taken off (0 < p ≤ 100).")
+    amount_off = MeteredAmountField(null=True, blank=True, help_text="Amount taken off the fee, in currency.")
+    currency = models.CharField(max_length=3, blank=True, help_text="The currency of amount_off (ISO 4217).")
+    duration = models.CharField(max_length=9, choices=Duration.choices, default=Duration.ONCE)
+    duration_in_months = models.PositiveSmallIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(percent_off__isnull=False) & Q(amount_off__isnull=True) & Q(currency=""))
+                | (Q(percent_off__isnull=True) & Q(amount_off__isnull=False) & Q(currency__regex=r"^[A-Z]{3}$")),
+                name="coupon_percent_or_amount",
+            ),
+            models.CheckConstraint(condition=Q(percent_off__isnull=True) | (Q(percent_off__gt=0) & Q(percent_off__lte=100)),
+                                   name="coupon_percent_range"),
+            models.CheckConstraint(condition=Q(amount_off__isnull=True) | Q(amount_off__gt=0), name="coupon_amount_positive"),
+            models.CheckConstraint(
+                condition=(Q(duration="repeating") & Q(duration_in_months__gte=1))
+                | (Q(duration__in=["once", "forever"]) & Q(duration_in_months__isnull=True)),
+                name="coupon_duration_months",
+            ),
+            models.CheckConstraint(condition=Q(status__in=["active", "archived"]), name="coupon_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+
+class SubscriptionDiscount(models.Model):
+    """A coupon applied to a subscription: it discounts the fee of each period that starts in ``[start, end)``.
+
+    ``start`` is when it was applied; ``end`` (exclusive) follows the coupon's duration: the end of
+    the first period it discounts (``once``), ``start`` + N calendar months (``repeating``), or
+    empty (``forever``). Applying another coupon, or removing the discount, moves ``end`` to that
+    instant: a subscription has at most one discount for a period (the newest). The renewal invoice
+    carries a ``discount`` line beside the fee; MRR counts the discounted fee of the periods it
+    covers (``subscriptions.selectors_mrr``).
+    """
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="discounts")
+    coupon = models.ForeignKey(Coupon, on_delete=models.PROTECT, related_name="discounts")
+    start = models.DateTimeField()
+    end = models.DateTimeField(null=True, blank=True, help_text="Exclusive; empty: forever.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["subscription", "start", "pk"]
+        indexes = [models.Index(fields=["subscription", "start"], name="subscription_discount_start")]
+        constraints = [
+            models.CheckConstraint(condition=Q(end__isnull=True) | Q(end__gte=models.F("start")),
+                                   name="subscription_discount_range"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.coupon.code} on {self.subscription_id} from {self.start:%Y-%m-%d}"
+
+    def applies_to(self, period_start) -> bool:
+        """Whether it discounts the fee of the period that starts at ``period_start``."""
+        return self.start <= period_start and (self.end is None or period_start < self.end)

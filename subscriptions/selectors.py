@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import Prefetch
+from django.db.models import Prefetch, Q
 from django.utils import timezone
 
 from billing_site.money import format_metered, format_quantity, format_unit
 
 from .charges import ChargeSpec, charge_amount
-from .models import Plan, PlanCharge, Subscription, SubscriptionProration
+from .models import Plan, PlanCharge, Subscription, SubscriptionDiscount, SubscriptionProration
 
 ZERO = Decimal(0)
 
@@ -217,3 +217,29 @@ def subscription_list(*, status: str | None = None, team=None) -> Iterable[Subsc
 def prorations_pending(*, subscription: Subscription) -> list[SubscriptionProration]:
     """Prorations of ``subscription`` that no invoice carries yet (the next invoice will)."""
     return list(SubscriptionProration.objects.filter(subscription=subscription, invoice__isnull=True).order_by("pk"))
+
+
+def discounts_running(*, subscription_ids: Iterable[int], since: dt.datetime) -> dict[int, list[SubscriptionDiscount]]:
+    """The discounts (coupon loaded) of the subscriptions that may cover a period starting at or after ``since``,
+    by subscription id (1 query, whatever the number of subscriptions)."""
+    out: dict[int, list[SubscriptionDiscount]] = defaultdict(list)
+    rows = (SubscriptionDiscount.objects.filter(subscription_id__in=list(subscription_ids))
+            .filter(Q(end__isnull=True) | Q(end__gt=since)).select_related("coupon").order_by("start", "pk"))
+    for d in rows:
+        out[d.subscription_id].append(d)
+    return out
+
+
+def discount_for(discounts: Sequence[SubscriptionDiscount], period_start: dt.datetime) -> SubscriptionDiscount | None:
+    """The discount of the fee of the period starting at ``period_start``: the newest that covers it, or ``None``."""
+    found = None
+    for d in discounts:
+        if d.applies_to(period_start) and (found is None or (d.start, d.pk) >= (found.start, found.pk)):
+            found = d
+    return found
+
+
+def subscription_discount(*, subscription: Subscription, period_start: dt.datetime | None = None) -> SubscriptionDiscount | None:
+    """The discount of the period starting at ``period_start`` (default: the current period), or ``None``."""
+    start = period_start or subscription.current_period_start
+    return discount_for(discounts_running(subscription_ids=[subscription.pk], since=start)[subscription.pk], start)

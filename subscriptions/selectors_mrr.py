@@ -17,8 +17,11 @@ reads the rows it works on, with a fixed number of queries whatever the number o
   subscriptions' current status and plan, so it equals :func:`subscription_stats`' MRR.
 * :func:`subscriptions_by_tier`, :func:`trials_ending` (1 query each).
 
-Discounts: plans carry no discount yet, so a plan's fee is what a subscriber pays; a discount would
-be subtracted from ``fee`` before :func:`subscriptions.mrr.monthly_amount`.
+Discounts: MRR is after discounts. A subscription whose period (the current one for *now*, the
+one covering *t* for a past point) is covered by a coupon's discount (``SubscriptionDiscount``)
+counts its fee less the discount (``subscriptions.discounts.discount_amount``: a percent of the fee,
+or an amount capped at it), divided by the period's months; so a ``once`` coupon lowers the MRR of
+the one period it discounts, a ``repeating`` one of the periods that start within its months.
 """
 
 from __future__ import annotations
@@ -34,14 +37,25 @@ from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from billing_site.money import quantize_metered
+from subscriptions.discounts import DISCOUNT_SQL, discount_amount
 from subscriptions.models import (
+    Coupon,
     Plan,
     Subscription,
+    SubscriptionDiscount,
     SubscriptionPeriod,
     SubscriptionProration,
     SubscriptionStatusChange,
 )
-from subscriptions.mrr import MOVEMENTS, MRR_STATUSES, ZERO, CurrencyMRR, mrr_by_currency, round_breakdown
+from subscriptions.mrr import (
+    MOVEMENTS,
+    MRR_STATUSES,
+    ZERO,
+    CurrencyMRR,
+    monthly_amount,
+    mrr_by_currency,
+    round_breakdown,
+)
 
 #: Subscriptions that have a subscriber now: every status but ``canceled``.
 LIVE_STATUSES = ("trialing", "active", "past_due", "unpaid")
@@ -107,11 +121,46 @@ def mrr_now(*, counts: dict[tuple[str, int], int] | None = None) -> dict[str, Cu
         if status in MRR_STATUSES:
             per_plan[plan_id] += count
     plans = Plan.objects.filter(pk__in=per_plan).only("tier", "currency", "fee", "interval", "interval_count")
-    return mrr_by_currency(
+    mrr = mrr_by_currency(
         {"currency": plan.currency, "tier": plan.tier, "fee": plan.fee, "interval": plan.interval,
          "interval_count": plan.interval_count, "count": per_plan[plan.pk]}
         for plan in plans
     )
+    for row in _discounts_now():
+        off = discount_amount(fee=row["fee"], percent_off=row["percent_off"], amount_off=row["amount_off"])
+        amount = monthly_amount(fee=off, interval=row["interval"], interval_count=row["interval_count"],
+                                count=row["count"])
+        if amount:
+            mrr.setdefault(row["currency"], CurrencyMRR(row["currency"])).add(tier=row["tier"], count=0, amount=-amount)
+    return mrr
+
+
+_DISCOUNTS_NOW_SQL = """
+SELECT pl.tier, pl.currency, pl.fee, pl.interval, pl.interval_count, c.percent_off,
+       CASE WHEN c.currency = pl.currency THEN c.amount_off END, COUNT(*)
+FROM {subscription} s
+JOIN {plan} pl ON pl.id = s.plan_id
+JOIN LATERAL (
+    SELECT d.coupon_id FROM {discount} d
+    WHERE d.subscription_id = s.id AND d.start <= s.current_period_start
+      AND (d."end" IS NULL OR d."end" > s.current_period_start)
+    ORDER BY d.start DESC, d.id DESC LIMIT 1
+) cur ON TRUE
+JOIN {coupon} c ON c.id = cur.coupon_id
+WHERE s.status = ANY(%s) AND s.id IN (SELECT subscription_id FROM {discount})
+GROUP BY 1, 2, 3, 4, 5, 6, 7
+"""
+
+
+def _discounts_now() -> list[dict]:
+    """The discounts of the current periods of the subscriptions counted in MRR, grouped by plan and coupon terms
+    (1 query; it reads the discounted subscriptions only, through the discounts' index)."""
+    sql = _DISCOUNTS_NOW_SQL.format(subscription=Subscription._meta.db_table, plan=Plan._meta.db_table,
+                                    discount=SubscriptionDiscount._meta.db_table, coupon=Coupon._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [list(MRR_STATUSES)])
+        names = ("tier", "currency", "fee", "interval", "interval_count", "percent_off", "amount_off", "count")
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
 def _counts_by_status_and_plan() -> dict[tuple[str, int], int]:
@@ -183,7 +232,16 @@ def _month_starts(today: dt.date, months: int) -> list[dt.date]:
     return out[::-1]
 
 
-_MONTHLY = "{p}.fee / ({p}.interval_count * CASE WHEN {p}.interval = 'year' THEN 12 ELSE 1 END)"
+_MONTHLY = "({p}.fee - {off}) / ({p}.interval_count * CASE WHEN {p}.interval = 'year' THEN 12 ELSE 1 END)"
+
+#: The coupon terms of the discount of a subscription ``s``'s period starting at ``{start}`` (none: no row);
+#: an ``amount_off`` in another currency than the plan ``pl`` takes nothing off.
+_DISCOUNT_OF = (
+    "SELECT c.percent_off, CASE WHEN c.currency = pl.currency THEN c.amount_off END AS amount_off "
+    "FROM subscriptions_subscriptiondiscount d JOIN subscriptions_coupon c ON c.id = d.coupon_id "
+    "WHERE d.subscription_id = s.id AND d.start <= {start} AND (d.\"end\" IS NULL OR d.\"end\" > {start}) "
+    "ORDER BY d.start DESC, d.id DESC LIMIT 1"
+)
 
 _HISTORY_SQL = """
 WITH points(i, t) AS (SELECT * FROM unnest(%(idx)s::int[], %(ts)s::timestamptz[])),
@@ -206,11 +264,13 @@ snap AS (
         LIMIT 1
     ) u ON TRUE
     JOIN {plan} pl ON pl.id = COALESCE(u.plan_id, p.plan_id)
+    LEFT JOIN LATERAL ({discount_of_period}) dc ON TRUE
     WHERE pt.i < %(now)s
     GROUP BY 1, 2, 3, 4
     UNION ALL
     SELECT %(now)s, s.team_id, COALESCE(s.user_id, 0), pl.currency, SUM({monthly})
     FROM {subscription} s JOIN {plan} pl ON pl.id = s.plan_id
+    LEFT JOIN LATERAL ({discount_of_current}) dc ON TRUE
     WHERE s.status = ANY(%(statuses)s)
     GROUP BY 1, 2, 3, 4
 ),
@@ -249,7 +309,9 @@ def mrr_history(*, months: int = 12, now: dt.datetime | None = None) -> dict[str
         proration=SubscriptionProration._meta.db_table, period=SubscriptionPeriod._meta.db_table,
         subscription=Subscription._meta.db_table, plan=Plan._meta.db_table,
         status_change=SubscriptionStatusChange._meta.db_table,
-        monthly=_MONTHLY.format(p="pl"),
+        monthly=_MONTHLY.format(p="pl", off=DISCOUNT_SQL.format(c="dc", fee="pl.fee")),
+        discount_of_period=_DISCOUNT_OF.format(start="p.period_start"),
+        discount_of_current=_DISCOUNT_OF.format(start="s.current_period_start"),
     )
     params = {"idx": list(range(len(instants))), "ts": instants, "now": len(instants) - 1,
               "statuses": list(MRR_STATUSES)}

@@ -3,6 +3,8 @@
 At each renewal (Stripe's convention) one invoice of kind ``subscription`` carries
 
 1. the fee of the coming period ``[B, C)`` (section ``fee``);
+   and, when a coupon's discount covers that period, its ``discount`` line (negative, at most
+   the fee: ``subscriptions.discounts``);
 2. the prorations left by mid-period changes that no invoice carried yet (section ``proration``);
 3. one overage line per meter of the period just ended ``[A, B)``: its included, used and overage
    units and the price applied (section ``overage``; amount 0 when the usage stayed within the
@@ -55,7 +57,8 @@ from wallets.services.wallets import wallet_open
 
 from ..bulk import ids_take, rows_copy
 from ..calendar import zone
-from ..models import Plan, Subscription, SubscriptionProration
+from ..discounts import discount_amount
+from ..models import Plan, Subscription, SubscriptionDiscount, SubscriptionProration
 from ..selectors import MeterUsage
 
 ZERO = Decimal(0)
@@ -90,11 +93,16 @@ class InvoiceDraft:
     key_instant: dt.datetime | None = None
 
     def round(self) -> InvoiceDraft:
-        """Round the lines to minor units: prorations keep their amounts, the rest by largest remainder."""
+        """Round the lines to minor units: prorations keep their amounts, the rest by largest remainder;
+        a discount line is then held to at most the fee lines' rounded amount."""
         quantum = minor_unit(self.currency)
         free = [line.amount_precise for line in self.lines if line.amount is None]
         rounded = iter(round_preserving_sum(free, quantum) if free else [])
         self.amounts = [line.amount if line.amount is not None else next(rounded) for line in self.lines]
+        # A discount never takes off more than the fee it discounts, even a cent that rounding moved.
+        fees = sum((a for line, a in zip(self.lines, self.amounts) if line.details.get("section") == "fee"), ZERO)
+        self.amounts = [max(a, -fees) if line.details.get("section") == "discount" else a
+                        for line, a in zip(self.lines, self.amounts)]
         self.subtotal = sum(self.amounts, ZERO)
         return self
 
@@ -121,6 +129,26 @@ def fee_line(*, plan: Plan, start: dt.datetime, end: dt.datetime, time_zone: str
         description=f"{plan.name}: fee per {every}, {_period_text(start, end, time_zone)}",
         amount_precise=plan.fee, unit_price=plan.fee,
         details={"kind": "subscription", "section": "fee", "plan": plan.code, "tier": plan.tier,
+                 "period_start": start.isoformat(), "period_end": end.isoformat()},
+    )
+
+
+def discount_line(*, discount: SubscriptionDiscount, plan: Plan, start: dt.datetime, end: dt.datetime,
+                  time_zone: str) -> LineDraft | None:
+    """The discount of ``plan``'s fee for ``[start, end)`` by ``discount``'s coupon (a negative line), or ``None`` when 0."""
+    coupon = discount.coupon
+    amount = discount_amount(fee=plan.fee, percent_off=coupon.percent_off,
+                             amount_off=coupon.amount_off if coupon.currency == plan.currency else None)
+    if not amount:
+        return None
+    off = f"{coupon.percent_off.normalize():f}% off" if coupon.percent_off is not None else \
+        f"{format_metered(coupon.amount_off, coupon.currency)} off"
+    return LineDraft(
+        description=f"Discount {coupon.name} ({off}): {plan.name}, {_period_text(start, end, time_zone)}",
+        amount_precise=-amount, unit_price=-amount,
+        details={"kind": "subscription", "section": "discount", "coupon": coupon.code, "discount": discount.pk,
+                 "percent_off": None if coupon.percent_off is None else str(coupon.percent_off),
+                 "amount_off": None if coupon.amount_off is None else str(coupon.amount_off),
                  "period_start": start.isoformat(), "period_end": end.isoformat()},
     )
 

@@ -24,9 +24,11 @@ from teams.selectors import team_currency_check
 
 from ..calendar import period_boundary, zone
 from ..errors import InvalidSubscriptionRequest, PlanArchived, SubscriptionExists, SubscriptionTransitionError
-from ..models import Plan, Subscription, SubscriptionPeriod, SubscriptionProration
+from ..models import Coupon, Plan, Subscription, SubscriptionPeriod, SubscriptionProration
 from ..proration import Proration, prorate
-from .invoicing import InvoiceDraft, fee_line, invoices_pay_from_wallets, invoices_write, local_date
+from ..selectors import subscription_discount
+from .discounts import discount_start
+from .invoicing import InvoiceDraft, discount_line, fee_line, invoices_pay_from_wallets, invoices_write, local_date
 from .renewal import _renew_locked
 from .status import status_changes_record, subscription_check_transition, subscription_status_set
 
@@ -48,7 +50,7 @@ def _check_plan_open(plan: Plan) -> Plan:
 
 def subscription_create(*, team: Team, plan: Plan, user=None, trial: bool | None = None,
                         trial_days: int | None = None, start: dt.datetime | None = None,
-                        time_zone: str = "UTC") -> Subscription:
+                        time_zone: str = "UTC", coupon: Coupon | None = None) -> Subscription:
     """Subscribe a team (or one member of it, ``user``) to ``plan``; bill the first period unless it is a trial.
 
     Args:
@@ -60,6 +62,8 @@ def subscription_create(*, team: Team, plan: Plan, user=None, trial: bool | None
         start: when the subscription starts (aware; default now); the billing anchor is ``start``,
             or the trial's end for a trial (Stripe resets the anchor at the trial's end).
         time_zone: the IANA zone whose calendar keeps the anchor's day (default ``"UTC"``).
+        coupon: a coupon applied from ``start`` (``subscriptions.services.discounts``): the first
+            paid period's fee is discounted when the coupon's duration reaches it.
 
     Returns:
         The subscription: ``trialing`` with ``trial_end = start + trial_days`` and a free first
@@ -70,7 +74,7 @@ def subscription_create(*, team: Team, plan: Plan, user=None, trial: bool | None
         PlanArchived: the plan is archived.
         CurrencyNotAllowed: the team is not billed in the plan's currency (``param`` ``plan``).
         InvalidSubscriptionRequest: ``user`` is not a member of ``team``; an unknown time zone;
-            a negative trial.
+            a negative trial; an archived coupon or one in another currency (``param`` ``coupon``).
         SubscriptionExists: the subscriber already has a live subscription.
     """
     plan = _check_plan_open(plan)
@@ -102,6 +106,8 @@ def subscription_create(*, team: Team, plan: Plan, user=None, trial: bool | None
             raise SubscriptionExists(f"{who} already has a live subscription; change its plan instead",
                                      param="team") from None
         status_changes_record([(sub.pk, "", sub.status, start)])
+        if coupon is not None:
+            discount_start(subscription=sub, coupon=Coupon.objects.get(pk=coupon.pk), at=start)
         period = SubscriptionPeriod.objects.create(
             subscription=sub, plan=plan, period_start=sub.current_period_start, period_end=sub.current_period_end,
             is_trial=sub.status == Subscription.Status.TRIALING,
@@ -119,6 +125,12 @@ def _bill_first_period(sub: Subscription, period: SubscriptionPeriod, *, at: dt.
                          period_end=local_date(period.period_end, tz), currency=sub.plan.currency,
                          lines=[fee_line(plan=sub.plan, start=period.period_start, end=period.period_end, time_zone=tz)],
                          key_instant=period.period_start)
+    discount = subscription_discount(subscription=sub, period_start=period.period_start)
+    if discount is not None:
+        line = discount_line(discount=discount, plan=sub.plan, start=period.period_start, end=period.period_end,
+                             time_zone=tz)
+        if line:
+            draft.lines.append(line)
     if draft.is_empty:
         return
     (invoice,) = invoices_write([draft], at=at)

@@ -30,9 +30,10 @@ from django.utils import timezone
 from ..bulk import ids_take, rows_copy
 from ..calendar import period_after
 from ..models import Subscription, SubscriptionPeriod, SubscriptionProration
-from ..selectors import meter_usage, plans_with_charges, usage_groups
+from ..selectors import discount_for, discounts_running, meter_usage, plans_with_charges, usage_groups
 from .invoicing import (
     InvoiceDraft,
+    discount_line,
     fee_line,
     invoices_pay_from_wallets,
     invoices_write,
@@ -83,10 +84,11 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
     pending: dict[int, list[SubscriptionProration]] = {}
     for p in SubscriptionProration.objects.filter(subscription_id__in=ids, invoice__isnull=True).order_by("pk"):
         pending.setdefault(p.subscription_id, []).append(p)
+    discounts = discounts_running(subscription_ids=ids, since=min(s.current_period_end for s in subs))
     billed = [s for s in subs if not (ended.get(s.pk) and ended[s.pk].is_trial)]
     groups = usage_groups([(s.pk, s.team_id, s.user_id, s.current_period_start, s.current_period_end) for s in billed])
 
-    drafts, new_periods, updates, moves = [], [], [], []
+    drafts, new_periods, updates, moves, once_used = [], [], [], [], []
     for sub in subs:
         start, boundary, tz = sub.current_period_start, sub.current_period_end, sub.time_zone
         period = ended.get(sub.pk)
@@ -116,6 +118,13 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
         next_start, next_end = period_after(anchor=sub.billing_anchor, months=next_plan.months_per_period,
                                             end=boundary, time_zone=tz)
         lines.append(fee_line(plan=next_plan, start=next_start, end=next_end, time_zone=tz))
+        discount = discount_for(discounts.get(sub.pk, ()), next_start)
+        if discount is not None:
+            line = discount_line(discount=discount, plan=next_plan, start=next_start, end=next_end, time_zone=tz)
+            if line:
+                lines.append(line)
+            if discount.coupon.duration == "once" and discount.end != next_end:
+                once_used.append((discount.pk, next_end))
         lines += [proration_line(p) for p in pending.get(sub.pk, [])]
         lines += overage_lines(usage, time_zone=tz)
         true_up = _true_up(sub, period, usage)
@@ -158,6 +167,11 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
             cursor.execute("UPDATE subscriptions_subscriptionperiod AS p SET usage_invoice_id = v.inv "
                            "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, inv) WHERE p.id = v.id",
                            [[a for a, _ in usage_links], [b for _, b in usage_links]])
+        if once_used:
+            # A coupon that applies once has been used: its discount ends with the period it discounted.
+            cursor.execute("UPDATE subscriptions_subscriptiondiscount AS d SET \"end\" = v.e "
+                           "FROM unnest(%s::bigint[], %s::timestamptz[]) AS v(id, e) WHERE d.id = v.id",
+                           [[a for a, _ in once_used], [b for _, b in once_used]])
         columns = list(zip(*updates))
         cursor.execute(_SUBSCRIPTION_UPDATE_SQL, [timezone.now(), *[list(c) for c in columns]])
     status_changes_record(moves)
