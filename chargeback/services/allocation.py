@@ -11,10 +11,11 @@ The allocation engine (``docs/architecture.md``, "Allocation"):
 1. Rules enabled and valid in the period (validity ``[valid_from, valid_to)`` overlaps it), in
    ``(priority, pk)`` order. Each usage record is taken by the first rule whose source and filters
    match it; the assignment is one SQL ``CASE WHEN`` annotation and the records are summed in one
-   ``GROUP BY (team, user, service, item, assigned rule, currency)``. Python loops over groups,
-   never over usage records.
+   ``GROUP BY (team, user, service, item, assigned rule, currency)`` into a temporary table
+   (``GROUPS_TABLE``). Python reads only small sums of it, never the usage records nor the
+   direct-cost groups.
 2. Groups no rule took keep their team: direct costs, one ``AllocatedCost`` per (team, user,
-   service) with ``rule`` empty. A service is the FOCUS ServiceName, or for API / AI usage (no
+   service) with ``rule`` empty, inserted from the groups' table in the database. A service is the FOCUS ServiceName, or for API / AI usage (no
    ServiceName) the priced item (resource type, provider, model, unit) with its summed quantity.
    Groups without a team that no rule took stay unallocated.
 3. Each rule's pool (per currency) is split by its strategy (``chargeback.rules.STRATEGIES``) with
