@@ -11,10 +11,11 @@ The allocation engine (``docs/architecture.md``, "Allocation"):
 1. Rules enabled and valid in the period (validity ``[valid_from, valid_to)`` overlaps it), in
    ``(priority, pk)`` order. Each usage record is taken by the first rule whose source and filters
    match it; the assignment is one SQL ``CASE WHEN`` annotation and the records are summed in one
-   ``GROUP BY (team, user, service, item, assigned rule, currency)``. Python loops over groups,
-   never over usage records.
+   ``GROUP BY (team, user, service, item, assigned rule, currency)`` into a temporary table
+   (``GROUPS_TABLE``). Python reads only small sums of it, never the usage records nor the
+   direct-cost groups.
 2. Groups no rule took keep their team: direct costs, one ``AllocatedCost`` per (team, user,
-   service) with ``rule`` empty. A service is the FOCUS ServiceName, or for API / AI usage (no
+   service) with ``rule`` empty, inserted from the groups' table in the database. A service is the FOCUS ServiceName, or for API / AI usage (no
    ServiceName) the priced item (resource type, provider, model, unit) with its summed quantity.
    Groups without a team that no rule took stay unallocated.
 3. Each rule's pool (per currency) is split by its strategy (``chargeback.rules.STRATEGIES``) with
@@ -49,7 +50,7 @@ from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from billing_site.db import MeteredSum
-from billing_site.money import check_within_bound, format_metered
+from billing_site.money import METERED_BOUND, check_within_bound, format_metered
 from chargeback import rules as strategies
 from chargeback.errors import (
     AllocationError,
@@ -215,6 +216,10 @@ def _check_within_bounds(computed: "_Computed", period: BillingPeriod) -> None:
         what = f"the allocation of {period.label} ({code})"
         for figure in (pool.total_cost, pool.allocated_cost, pool.unallocated_cost):
             check_within_bound(figure, param="period", what=what)
+    beyond = _direct_row_beyond_bound()
+    if beyond is not None:
+        team_id, currency, amount = beyond
+        check_within_bound(amount, param="period", what=f"the allocation of {period.label} ({currency}), team {team_id}")
     for row in computed.rows:
         check_within_bound(row.amount, param="period",
                            what=f"the allocation of {period.label} ({row.currency}), team {row.team_id}")
@@ -257,43 +262,22 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
             quantity=MeteredSum(Case(When(service_name="", then=F("quantity")), default=Value(None))),
         )
     )
-    with transaction.atomic():
-        _give_grouping_memory()
-        groups = _fetch_groups(grouped)
-    if not groups:
+    _give_grouping_memory()
+    _group_into_table(grouped)
+    group_sums = _group_sums()
+    if not group_sums.groups:
         raise NothingToAllocate(f"no usage records are billed in {period}: nothing to allocate")
     # Every figure below is keyed by currency: one pool per currency, never a sum across them.
-    totals: dict[str, list] = defaultdict(lambda: [ZERO, 0])
-    team_usage: dict[str, dict[int, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    user_usage: dict[str, dict[tuple[int, int], Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    direct: list[dict] = []
-    unallocated: dict[str, Decimal] = defaultdict(Decimal)
-    pools: dict[tuple[int, str], _PoolSums] = defaultdict(_PoolSums)
-    for g in groups:
-        currency, amount, records, team_id = g["currency"], g["amount"], g["records"], g["team_id"]
-        totals[currency][0] += amount
-        totals[currency][1] += records
-        if team_id is not None:
-            team_usage[currency][team_id] += amount
-            if g["user_id"] is not None:
-                user_usage[currency][(team_id, g["user_id"])] += amount
-        if g["assigned_rule"] is not None:
-            pool = pools[(g["assigned_rule"], currency)]
-            pool.amount += amount
-            pool.records += records
-            holder = pool.holders[(team_id, g["user_id"])]
-            holder[0] += amount
-            holder[1] += records
-        elif team_id is not None:
-            direct.append(g)
-        else:
-            unallocated[currency] += amount
+    totals, unallocated, team_usage, user_usage, pools = (
+        group_sums.totals, group_sums.unallocated, group_sums.team_usage, group_sums.user_usage, group_sums.pools,
+    )
 
     members = _members([r for r in rules if r.rule_type == AllocationRule.RuleType.BY_TEAM])
     user_teams = _user_teams(pools, rules_by_pk)
 
-    rows: list[_Row] = [_direct_row(g) for g in direct if g["amount"]]
-    rows.sort(key=lambda row: (row.team_id, row.user_id or 0, row.service, row.unit))
+    # The direct-cost rows stay in the groups' table (``_write_direct_rows``): only the rule rows
+    # are made here, so the Python work no longer grows with the groups.
+    rows: list[_Row] = []
 
     warnings = []
     for r in rules:
@@ -323,7 +307,7 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
                                f"{result.unallocated} {pool_currency} of its pool stays unallocated",
                 })
 
-    allocated: dict[str, Decimal] = defaultdict(Decimal)
+    allocated: dict[str, Decimal] = defaultdict(Decimal, group_sums.direct)
     for row in rows:
         allocated[row.currency] += row.amount
     pools_by_currency = {}
@@ -340,7 +324,7 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
     stats = {code: (t.total_cost, t.record_count) for code, t in pools_by_currency.items()}
     return _Computed(currency=usage_principal_currency(stats), totals=pools_by_currency,
                      records=sum(t.record_count for t in pools_by_currency.values()), rows=rows,
-                     warnings=warnings + _voided_warnings(period), groups=len(groups))
+                     warnings=warnings + _voided_warnings(period), groups=group_sums.groups)
 
 
 def _voided_warnings(period: BillingPeriod) -> list[dict]:
@@ -371,19 +355,149 @@ def _direct_row(group: dict) -> _Row:
     return _Row(None, team_id, user_id, label, amount, currency, records, item, group["quantity"], group["unit_key"])
 
 
-def _fetch_groups(grouped) -> list[dict]:
-    """The period's groups as dicts, read with one cursor, without Django's per-row converters.
+#: The period's groups, one row per (team, user, service, item, assigned rule, currency): a temporary
+#: table of the allocating transaction (``_group_into_table``), dropped when the run is made.
+GROUPS_TABLE = "chargeback_allocation_groups"
 
-    A month of three currencies has three times the groups of a one-currency month; Django's
-    ``values()`` iteration (a converter call per metered sum) took a third of the allocation's time
-    for them (``bench/allocation_currencies.py``). PostgreSQL's ``SUM`` of ``numeric(30, 12)``
-    already has 12 decimal places, and psycopg reads it as a ``Decimal``, so nothing is lost.
+#: The groups that are direct costs: a team's own usage that no rule took.
+_DIRECT = "assigned_rule IS NULL AND team_id IS NOT NULL"
+
+
+def _group_into_table(grouped) -> None:
+    """Sum the period's usage into ``GROUPS_TABLE`` (one scan of the usage records, in the database).
+
+    The groups stay in the database: the direct-cost groups become ``AllocatedCost`` rows with one
+    ``INSERT … SELECT`` (``_write_direct_rows``), and Python reads only the sums the rules and the
+    tie-out need (``_group_sums``). A month of three currencies has about twice the groups of a
+    one-currency month of the same records (each (team, user, service) group once per currency);
+    reading them all into Python and writing them back with ``COPY`` made the allocation grow with
+    the currencies (``bench/allocation_currencies.py``: 1.74× for three).
     """
     sql, params = grouped.query.get_compiler(using=grouped.db).as_sql()
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{GROUPS_TABLE}")
+        cursor.execute(f"CREATE TEMPORARY TABLE {GROUPS_TABLE} ON COMMIT DROP AS {sql}", params)
+
+
+def _drop_groups() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{GROUPS_TABLE}")
+
+
+@dataclass
+class _GroupSums:
+    """What the allocation reads of the period's groups, per currency (never summed across them)."""
+
+    groups: int = 0
+    totals: dict[str, tuple[Decimal, int]] = field(default_factory=dict)  # Σ cost, records
+    direct: dict[str, Decimal] = field(default_factory=dict)  # Σ direct-cost groups
+    unallocated: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))  # no team, no rule
+    team_usage: dict[str, dict[int, Decimal]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(Decimal)))
+    user_usage: dict[str, dict[tuple[int, int], Decimal]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(Decimal)))
+    pools: dict[tuple[int, str], _PoolSums] = field(default_factory=lambda: defaultdict(_PoolSums))
+
+
+def _group_sums() -> _GroupSums:
+    """Read from ``GROUPS_TABLE`` the per-currency totals, the teams' and users' usage (the
+    ``by_usage`` drivers) and each (rule, currency) pool by (team, user) holder: three small
+    ``GROUP BY``s of the groups, in ``numeric`` (exact)."""
+    sums = _GroupSums()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT currency, SUM(amount), SUM(records), COUNT(*), SUM(amount) FILTER (WHERE {_DIRECT}), "
+            f"SUM(amount) FILTER (WHERE assigned_rule IS NULL AND team_id IS NULL) "
+            f"FROM {GROUPS_TABLE} GROUP BY currency"
+        )
+        for currency, amount, records, groups, direct, unallocated in cursor.fetchall():
+            sums.groups += groups
+            sums.totals[currency] = (amount, int(records))
+            if direct is not None:
+                sums.direct[currency] = direct
+            if unallocated is not None:
+                sums.unallocated[currency] += unallocated
+        cursor.execute(
+            f"SELECT currency, team_id, user_id, SUM(amount) FROM {GROUPS_TABLE} "
+            f"WHERE team_id IS NOT NULL GROUP BY currency, team_id, user_id"
+        )
+        for currency, team_id, user_id, amount in cursor.fetchall():
+            sums.team_usage[currency][team_id] += amount
+            if user_id is not None:
+                sums.user_usage[currency][(team_id, user_id)] += amount
+        cursor.execute(
+            f"SELECT assigned_rule, currency, team_id, user_id, SUM(amount), SUM(records) FROM {GROUPS_TABLE} "
+            f"WHERE assigned_rule IS NOT NULL GROUP BY assigned_rule, currency, team_id, user_id"
+        )
+        for rule_pk, currency, team_id, user_id, amount, records in cursor.fetchall():
+            pool = sums.pools[(rule_pk, currency)]
+            pool.amount += amount
+            pool.records += int(records)
+            pool.holders[(team_id, user_id)] = [amount, int(records)]
+    return sums
+
+
+def _direct_rows() -> list[_Row]:
+    """The direct-cost rows as ``_Row``s, in the order they are written (a dry run's preview)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT * FROM {GROUPS_TABLE} WHERE {_DIRECT} AND amount <> 0")
         names = [column.name for column in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        rows = [_direct_row(dict(zip(names, group))) for group in cursor.fetchall()]
+    rows.sort(key=lambda row: (row.team_id, row.user_id or 0, row.service, row.unit, row.currency))
+    return rows
+
+
+def _direct_row_beyond_bound() -> tuple[int, str, Decimal] | None:
+    """The first direct-cost group (team, currency, amount) too large for its column, if any."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT team_id, currency, amount FROM {GROUPS_TABLE} WHERE {_DIRECT} AND abs(amount) >= %s "
+            f"ORDER BY team_id, COALESCE(user_id, 0), service_key COLLATE \"C\", currency LIMIT 1",
+            [METERED_BOUND],
+        )
+        return cursor.fetchone()
+
+
+def _write_direct_rows(run: AllocationRun) -> None:
+    """Insert the direct-cost rows of ``run`` from ``GROUPS_TABLE`` with one ``INSERT … SELECT``.
+
+    One row per direct-cost group with a non-zero amount, in the order the rows were always written
+    (team, user, service, unit; the invoices list a run's rows by pk): a FOCUS service keeps its
+    ServiceName, a priced API / AI item gets its label (``_service_label``, made in Python for the
+    few distinct items), its summed quantity, its unit and ``details`` naming the item.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT DISTINCT service_key, provider_key, model_key FROM {GROUPS_TABLE} "
+            f"WHERE {_DIRECT} AND unit_key IS NOT NULL"
+        )
+        items = cursor.fetchall()
+        labels = [_service_label(*item) for item in items]
+        quote = connection.ops.quote_name
+        columns = ("run_id", "rule_id", "team_id", "user_id", "service", "quantity", "unit", "amount", "currency",
+                   "record_count", "details")
+        cursor.execute(
+            f"""
+            INSERT INTO {quote(AllocatedCost._meta.db_table)} ({', '.join(map(quote, columns))})
+            SELECT %s, NULL, team_id, user_id, service, quantity, unit, amount, currency, records, details
+            FROM (
+                SELECT g.team_id, g.user_id, g.quantity, g.amount, g.currency, g.records,
+                       CASE WHEN g.unit_key IS NULL THEN g.service_key ELSE item.label END AS service,
+                       COALESCE(g.unit_key, '') AS unit,
+                       CASE WHEN g.unit_key IS NULL THEN '{{}}'::jsonb
+                            ELSE jsonb_build_object('resource_type', g.service_key, 'provider', g.provider_key,
+                                                    'model', g.model_key) END AS details
+                FROM {GROUPS_TABLE} g
+                LEFT JOIN unnest(%s::text[], %s::text[], %s::text[], %s::text[])
+                          AS item (resource_type, provider, model, label)
+                       ON g.unit_key IS NOT NULL AND item.resource_type = g.service_key
+                          AND item.provider IS NOT DISTINCT FROM g.provider_key
+                          AND item.model IS NOT DISTINCT FROM g.model_key
+                WHERE g.assigned_rule IS NULL AND g.team_id IS NOT NULL AND g.amount <> 0
+            ) direct
+            ORDER BY team_id, COALESCE(user_id, 0), service COLLATE "C", unit COLLATE "C", currency
+            """,
+            [run.pk, [i[0] for i in items], [i[1] for i in items], [i[2] for i in items], labels],
+        )
 
 
 #: Memory for the period's GROUP BY (``SET LOCAL``, this transaction only).
@@ -482,35 +596,38 @@ def allocation_run_create(
             100, by_team without a source team, by_user target without a user…).
         AllocationError: ``rule`` is disabled or not valid in the period.
     """
-    computed = _compute(period, rule)
-    _check_within_bounds(computed, period)
-    principal = computed.totals[computed.currency]
-    run = AllocationRun(
-        period_start=period.start, period_end=period.end, status=AllocationRun.Status.DRAFT, dry_run=dry_run,
-        rule=rule, team=team, currency=computed.currency, total_cost=principal.total_cost,
-        allocated_cost=principal.allocated_cost, unallocated_cost=principal.unallocated_cost,
-        record_count=computed.records, warnings=computed.warnings, refused=[], created_by=created_by,
-    )
-    pools = list(computed.totals.values())
-    if dry_run:
-        run.preview = [row.model(run) for row in computed.rows if team is None or row.team_id == team.pk]
-        run.preview_totals = pools
-    else:
-        with transaction.atomic():
+    # One transaction: the period's groups live in a temporary table of it (``GROUPS_TABLE``).
+    with transaction.atomic():
+        computed = _compute(period, rule)
+        _check_within_bounds(computed, period)
+        principal = computed.totals[computed.currency]
+        run = AllocationRun(
+            period_start=period.start, period_end=period.end, status=AllocationRun.Status.DRAFT, dry_run=dry_run,
+            rule=rule, team=team, currency=computed.currency, total_cost=principal.total_cost,
+            allocated_cost=principal.allocated_cost, unallocated_cost=principal.unallocated_cost,
+            record_count=computed.records, warnings=computed.warnings, refused=[], created_by=created_by,
+        )
+        pools = list(computed.totals.values())
+        if dry_run:
+            rows = _direct_rows() + computed.rows
+            run.preview = [row.model(run) for row in rows if team is None or row.team_id == team.pk]
+            run.preview_totals = pools
+        else:
             run.save(force_insert=True)
             for pool in pools:
                 pool.run = run
             AllocationCurrencyTotal.objects.bulk_create(pools)
+            _write_direct_rows(run)
             _write_rows(run, computed.rows)
+        _drop_groups()
     run.group_count = computed.groups
     return run
 
 
 def _write_rows(run: AllocationRun, rows: list[_Row]) -> None:
-    """Insert the run's rows with ``COPY``.
+    """Insert the run's rule rows with ``COPY``, after its direct-cost rows (``_write_direct_rows``).
 
-    A month has tens of thousands of rows (one per team, user and service). Django's
-    ``bulk_create`` spends most of its time preparing values in Python (measured with
+    Django's ``bulk_create`` spends most of its time preparing values in Python (measured with
     ``bench/allocate.py``: 19,000 rows in about 3 s, against 0.5 s with ``COPY``).
     """
     quote = connection.ops.quote_name
