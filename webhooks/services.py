@@ -88,13 +88,14 @@ def _event_types_check(event_types: Iterable[str]) -> list[str]:
 
 
 def endpoint_create(*, url: str, event_types: Iterable[str], team: Team | None = None, description: str = "",
-                    created_by=None) -> Endpoint:
+                    is_active: bool = True, created_by=None) -> Endpoint:
     """Register an endpoint with a new secret.
 
     Args:
         url: where to POST (checked by ``webhooks.guard.endpoint_url_check``).
         event_types: keys of ``webhooks.models.EVENT_TYPES``.
         team: only this team's events; ``None``: every team's.
+        is_active: ``False`` registers it disabled (no deliveries until enabled).
 
     Returns:
         The endpoint; its ``secret`` is for the caller to show once, and is never shown again.
@@ -104,7 +105,8 @@ def endpoint_create(*, url: str, event_types: Iterable[str], team: Team | None =
         UnknownEventType: an event type is unknown, or none is given.
     """
     endpoint = Endpoint(url=endpoint_url_check(url), event_types=_event_types_check(event_types), team=team,
-                        description=description, secret=secret_generate(), created_by=created_by)
+                        description=description, is_active=is_active, secret=secret_generate(),
+                        created_by=created_by)
     with transaction.atomic():
         endpoint.save()
     return endpoint
@@ -124,6 +126,13 @@ def endpoint_update(*, endpoint: Endpoint, url: str, event_types: Iterable[str],
     with transaction.atomic():
         endpoint.save()
     return endpoint
+
+
+def endpoint_delete(*, endpoint: Endpoint) -> None:
+    """Delete ``endpoint`` with its deliveries and their attempts (the events stay: other endpoints
+    may have them). A batch in flight to it is sent, and its log dropped."""
+    with transaction.atomic():
+        Endpoint.objects.filter(pk=endpoint.pk).delete()
 
 
 def endpoint_secret_rotate(*, endpoint: Endpoint) -> Endpoint:
