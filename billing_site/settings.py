@@ -60,7 +60,8 @@ Background jobs
     FOCUS_UPLOAD_ABANDONED_HOURS  uploads never imported are removed after this; default 24.
 Webhooks
     WEBHOOKS_ALLOW_HTTP, WEBHOOKS_ALLOW_PRIVATE, WEBHOOKS_TIMEOUT_SECONDS, WEBHOOKS_RETRY_BASE_SECONDS,
-    WEBHOOKS_MAX_ATTEMPTS, WEBHOOKS_DISABLE_AFTER_HOURS, WEBHOOKS_ALERT_EMAILS: see the "Webhooks"
+    WEBHOOKS_MAX_ATTEMPTS, WEBHOOKS_DISABLE_AFTER_HOURS, WEBHOOKS_ALERT_EMAILS, WEBHOOKS_BATCH_SIZE,
+    WEBHOOKS_SENDERS: see the "Webhooks"
                            block below and docs/webhooks.md.
 Logging and tests
     LOG_LEVEL              the root logger's level; default ``WARNING``.
@@ -252,6 +253,7 @@ SPECTACULAR_SETTINGS = {
         "WalletStatusEnum": "wallets.models.Wallet.Status",
         "UsageEventStatusEnum": "wallets.models.UsageEvent.Status",
         "AllocationRunStatusEnum": "chargeback.models.AllocationRun.Status",
+        "WebhookDeliveryStatusEnum": "webhooks.models.Delivery.Status",
     },
     # Swagger UI from the project's own static files (drf-spectacular-sidecar), never a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -326,6 +328,10 @@ WEBHOOKS_MAX_ATTEMPTS = env.int("WEBHOOKS_MAX_ATTEMPTS", default=12)
 # (the finance group and superusers with an address, plus these addresses, comma-separated).
 WEBHOOKS_DISABLE_AFTER_HOURS = env.float("WEBHOOKS_DISABLE_AFTER_HOURS", default=72.0)
 WEBHOOKS_ALERT_EMAILS = env.list("WEBHOOKS_ALERT_EMAILS", default=[])
+# Throughput: a webhooks job claims up to this many due deliveries at once, and a worker process
+# sends them over this many threads, each with its keep-alive connections (webhooks.services).
+WEBHOOKS_BATCH_SIZE = env.int("WEBHOOKS_BATCH_SIZE", default=100)
+WEBHOOKS_SENDERS = env.int("WEBHOOKS_SENDERS", default=16)
 
 # --- Logging and tests -----------------------------------------------------------------------------
 LOGGING = {

@@ -17,10 +17,11 @@ class WebhookError(BillingError):
 
 class EndpointUrlRefused(WebhookError):
     """An endpoint URL the SSRF guard refuses (not https, no host, a private, loopback or link-local
-    address, a host that does not resolve). ``param`` is ``url``. HTTP 400."""
+    address, a host that does not resolve). ``param`` is ``url``. HTTP 422: the URL is well-formed
+    (a 400 is what the schema states); where it points is what is refused (docs/api.md, "400 or 422")."""
 
     code = "endpoint_url_refused"
-    http_status = 400
+    http_status = 422
 
     def __init__(self, message: str, *, param: str | None = "url", code: str | None = None) -> None:
         super().__init__(message, param=param, code=code)

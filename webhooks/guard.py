@@ -5,7 +5,7 @@ only the server can reach: its own loopback, the private network, the cloud's li
 service (169.254.169.254). The rules (OWASP's SSRF prevention cheat sheet):
 
 - the scheme is ``https`` (``http`` only with ``settings.WEBHOOKS_ALLOW_HTTP``);
-- the URL has a host and no user name or password;
+- the URL has a host and no user name or password, and is a valid URL (Django's ``URLValidator``);
 - the host resolves, and every address it resolves to is public (``ipaddress``'s ``is_global``, and
   not multicast); an IPv4 address mapped into IPv6 is judged as the IPv4 address. Private, loopback,
   link-local, shared (100.64/10), reserved and unspecified addresses are refused unless
@@ -22,6 +22,8 @@ import socket
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 
 from .errors import EndpointUrlRefused
 
@@ -51,6 +53,10 @@ def endpoint_url_check(url: str) -> str:
         raise EndpointUrlRefused("url has no host")
     if parts.username is not None or parts.password is not None:
         raise EndpointUrlRefused("url must not carry a user name or password")
+    try:
+        URLValidator(schemes=list(allowed))(url)
+    except ValidationError:
+        raise EndpointUrlRefused(f"url is not a valid URL: {url[:200]!r}") from None
     if settings.WEBHOOKS_ALLOW_PRIVATE:
         return url
     port = port or (443 if parts.scheme == "https" else 80)

@@ -105,9 +105,11 @@ class Event(models.Model):
 class Delivery(models.Model):
     """One event to one endpoint: pending until an attempt succeeds (2xx) or the retries run out.
 
-    Invariants: one per (event, endpoint); ``job_token`` names the one job allowed to attempt it
-    next (a replay or a retry gives a new token, so a stale job does nothing); ``status`` moves
-    pending → succeeded | failed, and back to pending only by a replay.
+    Invariants: one per (event, endpoint); a pending delivery is due at ``next_attempt_at``; a job
+    that claims it sets a new ``job_token`` and moves ``next_attempt_at`` past its lease, and its
+    attempt moves the delivery only if the token is still that (a replay gives a new token and
+    makes it due now); ``status`` moves pending → succeeded | failed, and back to pending only by a
+    replay.
     """
 
     class Status(models.TextChoices):
@@ -133,7 +135,11 @@ class Delivery(models.Model):
             models.CheckConstraint(condition=Q(status__in=["pending", "succeeded", "failed"]),
                                    name="webhook_delivery_status"),
         ]
-        indexes = [models.Index(fields=["endpoint", "status"], name="webhook_delivery_ep_status")]
+        indexes = [
+            models.Index(fields=["endpoint", "status"], name="webhook_delivery_ep_status"),
+            # What a job claims: the pending deliveries that are due, oldest first.
+            models.Index(fields=["next_attempt_at", "id"], condition=Q(status="pending"), name="webhook_delivery_due"),
+        ]
 
     def __str__(self) -> str:
         return f"delivery {self.pk} of {self.event_id} to endpoint {self.endpoint_id}"

@@ -2,19 +2,21 @@
 
 - :func:`event_record` is called by the billing services, inside the transaction of the change it
   reports. It writes the :class:`~webhooks.models.Event`, a :class:`~webhooks.models.Delivery` per
-  matching endpoint and a ``webhooks`` job per delivery, all in that transaction (Procrastinate's
-  jobs are rows of the same database, deferred through Django's connection). Rolled back, nothing
-  is sent; committed, every delivery has its job.
-- :func:`delivery_attempt` is the job's body: one signed POST, its attempt logged, and on failure
-  the next attempt scheduled with exponential back-off (:func:`retry_delay`), about three days in
-  all; an endpoint failing for longer than ``WEBHOOKS_DISABLE_AFTER_HOURS`` is disabled and
-  finance is e-mailed.
+  matching endpoint (due at once) and, once per transaction, a ``webhooks`` job, all in that
+  transaction (Procrastinate's jobs are rows of the same database, deferred through Django's
+  connection). Rolled back, nothing is sent; committed, a job will claim every delivery.
+- :func:`deliveries_send` is the job's body: it claims a batch of due deliveries
+  (``FOR UPDATE SKIP LOCKED``, :func:`deliveries_claim`), sends them at once over keep-alive
+  sessions, then logs every attempt and moves every delivery in one transaction; a failure is
+  retried with exponential back-off (:func:`retry_delay`), about three days in all; an endpoint
+  failing for longer than ``WEBHOOKS_DISABLE_AFTER_HOURS`` is disabled and finance is e-mailed
+  (through the ``mail`` queue). A periodic job (every minute) claims what a lost worker left.
 - :func:`delivery_replay` sends a delivery again (the admin's "Replay" action).
 
 Settings (``billing_site/settings.py``, "Webhooks"): ``WEBHOOKS_ALLOW_HTTP``,
 ``WEBHOOKS_ALLOW_PRIVATE`` (the SSRF guard, ``webhooks.guard``), ``WEBHOOKS_TIMEOUT_SECONDS``,
 ``WEBHOOKS_RETRY_BASE_SECONDS``, ``WEBHOOKS_MAX_ATTEMPTS``, ``WEBHOOKS_DISABLE_AFTER_HOURS``,
-``WEBHOOKS_ALERT_EMAILS``.
+``WEBHOOKS_ALERT_EMAILS``, ``WEBHOOKS_BATCH_SIZE``, ``WEBHOOKS_SENDERS``.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.mail import send_mail
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -40,6 +43,7 @@ from procrastinate import manager, tasks
 from procrastinate.contrib.django.django_connector import DjangoConnector
 
 from jobs.queues import WEBHOOKS as WEBHOOKS_QUEUE
+from jobs.tasks import mail_queue
 from teams.models import Team
 from teams.selectors import FINANCE_GROUP
 
@@ -51,7 +55,7 @@ from .signing import secret_generate, signature_headers
 
 logger = logging.getLogger(__name__)
 
-#: The Procrastinate task that delivers (``webhooks.tasks.webhook_deliver``) and its queue.
+#: The Procrastinate task that claims and sends a batch (``webhooks.tasks.webhook_deliver``) and its queue.
 DELIVER_TASK = "webhooks.deliver"
 QUEUE = WEBHOOKS_QUEUE
 #: Each retry waits this many times longer than the one before (the first waits the base).
@@ -84,13 +88,14 @@ def _event_types_check(event_types: Iterable[str]) -> list[str]:
 
 
 def endpoint_create(*, url: str, event_types: Iterable[str], team: Team | None = None, description: str = "",
-                    created_by=None) -> Endpoint:
+                    is_active: bool = True, created_by=None) -> Endpoint:
     """Register an endpoint with a new secret.
 
     Args:
         url: where to POST (checked by ``webhooks.guard.endpoint_url_check``).
         event_types: keys of ``webhooks.models.EVENT_TYPES``.
         team: only this team's events; ``None``: every team's.
+        is_active: ``False`` registers it disabled (no deliveries until enabled).
 
     Returns:
         The endpoint; its ``secret`` is for the caller to show once, and is never shown again.
@@ -100,7 +105,8 @@ def endpoint_create(*, url: str, event_types: Iterable[str], team: Team | None =
         UnknownEventType: an event type is unknown, or none is given.
     """
     endpoint = Endpoint(url=endpoint_url_check(url), event_types=_event_types_check(event_types), team=team,
-                        description=description, secret=secret_generate(), created_by=created_by)
+                        description=description, is_active=is_active, secret=secret_generate(),
+                        created_by=created_by)
     with transaction.atomic():
         endpoint.save()
     return endpoint
@@ -122,6 +128,13 @@ def endpoint_update(*, endpoint: Endpoint, url: str, event_types: Iterable[str],
     return endpoint
 
 
+def endpoint_delete(*, endpoint: Endpoint) -> None:
+    """Delete ``endpoint`` with its deliveries and their attempts (the events stay: other endpoints
+    may have them). A batch in flight to it is sent, and its log dropped."""
+    with transaction.atomic():
+        Endpoint.objects.filter(pk=endpoint.pk).delete()
+
+
 def endpoint_secret_rotate(*, endpoint: Endpoint) -> Endpoint:
     """Give ``endpoint`` a new secret (the old one stops signing at once); the caller shows it once."""
     with transaction.atomic():
@@ -138,7 +151,8 @@ def _finance_addresses() -> list[str]:
 
 
 def endpoint_disable(*, endpoint: Endpoint, reason: str) -> Endpoint:
-    """Disable ``endpoint`` (no new deliveries; pending ones wait) and e-mail finance, after commit.
+    """Disable ``endpoint`` (no new deliveries; pending ones wait) and e-mail finance: the e-mail is
+    queued on the ``mail`` queue in this transaction (``jobs.tasks.mail_queue``), sent once it commits.
 
     Finance is the ``finance`` group's active users and superusers with an address, and
     ``settings.WEBHOOKS_ALERT_EMAILS``. Idempotent: an endpoint disabled already is left as it is.
@@ -155,8 +169,7 @@ def endpoint_disable(*, endpoint: Endpoint, reason: str) -> Endpoint:
             body = (f"The webhook endpoint {locked.url} (id {locked.pk}) was disabled: {reason}\n\n"
                     f"Its pending deliveries wait. Fix the receiver, enable the endpoint in the admin "
                     f"and replay the failed deliveries.")
-            transaction.on_commit(
-                lambda: send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients), robust=True)
+            mail_queue(subject=subject, body=body, to=recipients)
     logger.warning("webhook endpoint %s disabled: %s", locked.pk, reason)
     return locked
 
@@ -202,9 +215,26 @@ def event_record(type: str, payload: Any, *, team: Team | int | None = None) -> 
                                      data=payload_render(payload), created_at=timezone.now())
         deliveries = Delivery.objects.bulk_create(
             [Delivery(event=event, endpoint_id=pk, next_attempt_at=event.created_at) for pk in endpoint_ids])
-        _deferrer().batch_defer(*({"delivery_id": d.pk, "token": str(d.job_token)} for d in deliveries))
+        _send_job_once_per_transaction()
     event.delivery_count = len(deliveries)
     return event
+
+
+def _send_job_queued() -> None:
+    """Marks, among the transaction's on-commit callbacks, that it has queued a ``webhooks`` job."""
+
+
+def _send_job_once_per_transaction() -> None:
+    """Defer one ``webhooks`` job per transaction, however many events it records: the job claims
+    every due delivery, batch after batch (:func:`deliveries_claim`).
+
+    The mark is an on-commit callback (it does nothing), so it is dropped with the job when a
+    savepoint that deferred it rolls back, and the next event of the transaction defers again.
+    """
+    if any(func is _send_job_queued for _, func, _ in connection.run_on_commit):
+        return
+    _deferrer().defer()
+    transaction.on_commit(_send_job_queued)
 
 
 # --- Delivery ----------------------------------------------------------------------------------------
@@ -225,7 +255,7 @@ _local = threading.local()
 
 
 def _session() -> requests.Session:
-    """One HTTP session per thread, so a worker keeps its connections to receivers alive."""
+    """One HTTP session per thread, so a sender keeps its connections to receivers alive."""
     session = getattr(_local, "session", None)
     if session is None:
         session = _local.session = requests.Session()
@@ -233,17 +263,30 @@ def _session() -> requests.Session:
     return session
 
 
-def _post(endpoint: Endpoint, event: Event) -> tuple[int | None, str, str]:
-    """POST ``event`` to ``endpoint``, signed: (status code or None, error or "", response excerpt)."""
+_senders: ThreadPoolExecutor | None = None
+_senders_lock = threading.Lock()
+
+
+def _sender_pool() -> ThreadPoolExecutor:
+    """The process's pool of ``WEBHOOKS_SENDERS`` threads that send a batch's POSTs at once, each
+    with its keep-alive session (shared by the jobs a worker runs concurrently)."""
+    global _senders
+    with _senders_lock:
+        if _senders is None:
+            _senders = ThreadPoolExecutor(max_workers=settings.WEBHOOKS_SENDERS, thread_name_prefix="webhook-send")
+        return _senders
+
+
+def _post(url: str, secret: str, webhook_id: str, body: str) -> tuple[int | None, str, str]:
+    """POST ``body`` to ``url``, signed: (status code or None, error or "", response excerpt)."""
     try:
-        endpoint_url_check(endpoint.url)
+        endpoint_url_check(url)
     except EndpointUrlRefused as exc:
         return None, str(exc), ""
-    body = json.dumps(event.envelope(), separators=(",", ":"), ensure_ascii=False)
-    headers = signature_headers(secret=endpoint.secret, webhook_id=event.webhook_id, body=body, at=timezone.now())
+    headers = signature_headers(secret=secret, webhook_id=webhook_id, body=body, at=timezone.now())
     headers["Content-Type"] = "application/json"
     try:
-        response = _session().post(endpoint.url, data=body.encode(), headers=headers, allow_redirects=False,
+        response = _session().post(url, data=body.encode(), headers=headers, allow_redirects=False,
                                    timeout=settings.WEBHOOKS_TIMEOUT_SECONDS)
     except requests.RequestException as exc:
         return None, f"{type(exc).__name__}: {exc}"[:EXCERPT_CHARS], ""
@@ -253,98 +296,172 @@ def _post(endpoint: Endpoint, event: Event) -> tuple[int | None, str, str]:
     return response.status_code, f"HTTP {response.status_code}", excerpt
 
 
-def delivery_attempt(*, delivery_id: int, token: str) -> Delivery | None:
-    """Make one attempt of a delivery (the ``webhooks`` job's body); returns it, or ``None`` when the
-    job is stale (the delivery succeeded, was replayed or rescheduled since, or is gone).
+@dataclass(frozen=True)
+class _Outcome:
+    """What one attempt of a claimed delivery gave."""
 
-    The POST happens outside any transaction; then, under the delivery's row lock, the attempt is
-    logged (number, start, duration in ms, status code, error) and the delivery moves: a 2xx
-    succeeds it; anything else schedules the next attempt after :func:`retry_delay` (a new job,
-    deferred in that transaction) or, after ``WEBHOOKS_MAX_ATTEMPTS``, fails it. An endpoint whose
-    failures have lasted ``WEBHOOKS_DISABLE_AFTER_HOURS`` is disabled (:func:`endpoint_disable`).
-    A disabled endpoint's delivery waits, unattempted, for a replay.
+    delivery_id: int
+    endpoint_id: int
+    token: str
+    started_at: dt.datetime
+    duration_ms: int
+    status_code: int | None
+    error: str
+    excerpt: str
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.error
+
+
+def _lease_seconds() -> float:
+    """How long a claimed batch is a job's own: every POST of it timing out, one sender after
+    another, and a minute more. A worker lost half-way leaves its batch to the next claim after that."""
+    rounds = -(-settings.WEBHOOKS_BATCH_SIZE // settings.WEBHOOKS_SENDERS)
+    return settings.WEBHOOKS_TIMEOUT_SECONDS * rounds + 60
+
+
+_CLAIM_SQL = """
+    UPDATE webhooks_delivery AS d
+       SET next_attempt_at = now() + make_interval(secs => %(lease)s), job_token = gen_random_uuid()
+      FROM (SELECT due.id FROM webhooks_delivery AS due
+              JOIN webhooks_endpoint AS endpoint ON endpoint.id = due.endpoint_id
+             WHERE due.status = 'pending' AND due.next_attempt_at <= now() AND endpoint.is_active
+             ORDER BY due.next_attempt_at, due.id
+             LIMIT %(limit)s
+               FOR UPDATE OF due SKIP LOCKED) AS claimed
+     WHERE d.id = claimed.id
+ RETURNING d.id, d.job_token
+"""
+
+
+def deliveries_claim(*, limit: int | None = None) -> dict[int, str]:
+    """Claim up to ``limit`` (``WEBHOOKS_BATCH_SIZE``) due deliveries for this job: pending, due
+    (``next_attempt_at`` passed), of an active endpoint, oldest first.
+
+    One statement, ``FOR UPDATE SKIP LOCKED``: jobs running at once claim disjoint batches. Each
+    claimed delivery gets a new ``job_token`` (what this job will record its attempt against) and
+    ``next_attempt_at`` moves past the lease (:func:`_lease_seconds`), so no other job claims it
+    meanwhile. When the batch is full, the next job is deferred in the same transaction, for another
+    worker (or thread) to claim the next batch while this one sends. Returns ``{delivery id: token}``.
     """
-    delivery = Delivery.objects.select_related("endpoint", "event").filter(pk=delivery_id).first()
-    if (delivery is None or str(delivery.job_token) != token or delivery.status != Delivery.Status.PENDING
-            or not delivery.endpoint.is_active):
-        return None
-    started_at, started = timezone.now(), time.perf_counter()
-    status_code, error, excerpt = _post(delivery.endpoint, delivery.event)
-    duration_ms = round((time.perf_counter() - started) * 1000)
-    succeeded = not error
-    logger.info("webhook delivery %s (event %s, endpoint %s) attempt: %s in %d ms%s", delivery.pk,
-                delivery.event.webhook_id, delivery.endpoint_id, status_code or "no response", duration_ms,
-                f" ({error})" if error else "")
-    if succeeded and _succeeded_fast(delivery, token, started_at, duration_ms, status_code, excerpt):
-        return delivery
-    disable = None
+    limit = limit or settings.WEBHOOKS_BATCH_SIZE
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(_CLAIM_SQL, {"lease": _lease_seconds(), "limit": limit})
+            claimed = {pk: str(token) for pk, token in cursor.fetchall()}
+        if len(claimed) == limit:
+            _deferrer().defer()
+    return claimed
+
+
+def deliveries_send(*, limit: int | None = None) -> int:
+    """The ``webhooks`` job's body: claim a batch (:func:`deliveries_claim`), POST each delivery,
+    signed, over the sender threads' keep-alive sessions, then log every attempt and move every
+    delivery in one transaction (:func:`_outcomes_record`). Returns how many were attempted.
+
+    Deliveries of a batch go out at once: the order in which a receiver gets events is not
+    promised (it never was across retries; each body has its ``timestamp``).
+    """
+    claimed = deliveries_claim(limit=limit)
+    if not claimed:
+        return 0
+    deliveries = list(Delivery.objects.filter(pk__in=claimed).select_related("endpoint", "event")
+                      .only("pk", "endpoint__url", "endpoint__secret", "event__webhook_id", "event__type",
+                            "event__created_at", "event__data"))
+    bodies: dict[int, str] = {}
+    for delivery in deliveries:
+        if delivery.event_id not in bodies:
+            bodies[delivery.event_id] = json.dumps(delivery.event.envelope(), separators=(",", ":"),
+                                                   ensure_ascii=False)
+
+    def send(delivery: Delivery) -> _Outcome:
+        started_at, started = timezone.now(), time.perf_counter()
+        status_code, error, excerpt = _post(delivery.endpoint.url, delivery.endpoint.secret,
+                                            delivery.event.webhook_id, bodies[delivery.event_id])
+        duration_ms = round((time.perf_counter() - started) * 1000)
+        if error:
+            logger.info("webhook delivery %s (event %s, endpoint %s) attempt: %s in %d ms (%s)", delivery.pk,
+                        delivery.event.webhook_id, delivery.endpoint_id, status_code or "no response",
+                        duration_ms, error)
+        return _Outcome(delivery.pk, delivery.endpoint_id, claimed[delivery.pk], started_at, duration_ms,
+                        status_code, error, excerpt)
+
+    outcomes = list(_sender_pool().map(send, deliveries))
+    succeeded = sum(outcome.succeeded for outcome in outcomes)
+    logger.info("webhook batch: %d deliveries attempted, %d succeeded", len(outcomes), succeeded)
+    _outcomes_record(outcomes)
+    return len(outcomes)
+
+
+def _outcomes_record(outcomes: list[_Outcome]) -> None:
+    """Log each attempt and move each delivery, in one transaction, under the deliveries' row locks.
+
+    Per delivery, as its attempt says: a 2xx succeeds it; anything else, if the delivery is still
+    this job's (same token, pending), schedules the next attempt after :func:`retry_delay` (a job is
+    deferred for that time, in this transaction) or, after ``WEBHOOKS_MAX_ATTEMPTS``, fails it. A
+    delivery replayed meanwhile keeps its new schedule; its attempt is logged all the same. An
+    endpoint with a success has its failure record cleared; one with failures only has it started,
+    and is disabled (:func:`endpoint_disable`) once it lasts ``WEBHOOKS_DISABLE_AFTER_HOURS``.
+    """
+    by_id = {outcome.delivery_id: outcome for outcome in outcomes}
     with transaction.atomic():
         _commit_without_waiting_for_disk()
-        locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
-        locked.attempt_count += 1
-        DeliveryAttempt.objects.create(delivery=locked, number=locked.attempt_count, started_at=started_at,
-                                       duration_ms=duration_ms, status_code=status_code, succeeded=succeeded,
-                                       error=error[:EXCERPT_CHARS], response_excerpt=excerpt)
-        locked.last_status_code = status_code
-        current = str(locked.job_token) == token and locked.status == Delivery.Status.PENDING
+        locked = list(Delivery.objects.select_for_update().filter(pk__in=by_id).order_by("pk")
+                      .only("pk", "endpoint_id", "status", "attempt_count", "job_token", "next_attempt_at",
+                            "last_status_code", "delivered_at"))
         now = timezone.now()
-        if succeeded:
-            locked.status, locked.delivered_at, locked.next_attempt_at = Delivery.Status.SUCCEEDED, now, None
-            Endpoint.objects.filter(pk=locked.endpoint_id, failing_since__isnull=False).update(failing_since=None)
-        else:
-            Endpoint.objects.filter(pk=locked.endpoint_id, failing_since__isnull=True).update(failing_since=started_at)
-            if current and locked.attempt_count < settings.WEBHOOKS_MAX_ATTEMPTS:
-                wait = retry_delay(locked.attempt_count)
-                locked.job_token, locked.next_attempt_at = uuid.uuid4(), now + wait
-                _deferrer(schedule_in={"seconds": wait.total_seconds()}).defer(
-                    delivery_id=locked.pk, token=str(locked.job_token))
+        attempts, retry_at = [], set()
+        for delivery in locked:
+            outcome = by_id[delivery.pk]
+            delivery.attempt_count += 1
+            attempts.append(DeliveryAttempt(
+                delivery_id=delivery.pk, number=delivery.attempt_count, started_at=outcome.started_at,
+                duration_ms=outcome.duration_ms, status_code=outcome.status_code, succeeded=outcome.succeeded,
+                error=outcome.error[:EXCERPT_CHARS], response_excerpt=outcome.excerpt))
+            delivery.last_status_code = outcome.status_code
+            current = str(delivery.job_token) == outcome.token and delivery.status == Delivery.Status.PENDING
+            if outcome.succeeded:
+                delivery.status, delivery.delivered_at, delivery.next_attempt_at = Delivery.Status.SUCCEEDED, now, None
+            elif current and delivery.attempt_count < settings.WEBHOOKS_MAX_ATTEMPTS:
+                delivery.job_token, delivery.next_attempt_at = uuid.uuid4(), now + retry_delay(delivery.attempt_count)
+                retry_at.add(delivery.next_attempt_at.replace(microsecond=0) + dt.timedelta(seconds=1))
             elif current:
-                locked.status, locked.next_attempt_at = Delivery.Status.FAILED, None
-            failing_since = Endpoint.objects.values_list("failing_since", flat=True).get(pk=locked.endpoint_id)
-            if failing_since and now - failing_since >= dt.timedelta(hours=settings.WEBHOOKS_DISABLE_AFTER_HOURS):
-                disable = f"every attempt has failed since {failing_since:%Y-%m-%d %H:%M} UTC (last: {error})"
-        locked.save(update_fields=["attempt_count", "last_status_code", "status", "delivered_at", "next_attempt_at",
-                                   "job_token"])
-        if disable:
-            endpoint_disable(endpoint=delivery.endpoint, reason=disable)
-    return locked
+                delivery.status, delivery.next_attempt_at = Delivery.Status.FAILED, None
+        Delivery.objects.bulk_update(locked, ["attempt_count", "last_status_code", "status", "delivered_at",
+                                              "next_attempt_at", "job_token"])
+        DeliveryAttempt.objects.bulk_create(attempts)
+        for at in sorted(retry_at):
+            _deferrer(**({"schedule_at": at} if at > now + dt.timedelta(seconds=1) else {})).defer()
+        ok = {outcome.endpoint_id for outcome in outcomes if outcome.succeeded}
+        first_failure: dict[int, dt.datetime] = {}
+        for outcome in outcomes:
+            if not outcome.succeeded and outcome.endpoint_id not in ok:
+                first_failure[outcome.endpoint_id] = min(first_failure.get(outcome.endpoint_id, outcome.started_at),
+                                                         outcome.started_at)
+        if ok:
+            Endpoint.objects.filter(pk__in=ok, failing_since__isnull=False).update(failing_since=None)
+        for endpoint_id, since in first_failure.items():
+            Endpoint.objects.filter(pk=endpoint_id, failing_since__isnull=True).update(failing_since=since)
+        limit = dt.timedelta(hours=settings.WEBHOOKS_DISABLE_AFTER_HOURS)
+        last_error = {o.endpoint_id: o.error for o in outcomes if not o.succeeded}
+        for endpoint in Endpoint.objects.filter(pk__in=first_failure, is_active=True, failing_since__isnull=False):
+            if now - endpoint.failing_since >= limit:
+                endpoint_disable(endpoint=endpoint, reason=f"every attempt has failed since "
+                                 f"{endpoint.failing_since:%Y-%m-%d %H:%M} UTC (last: {last_error[endpoint.pk]})")
 
 
 def _commit_without_waiting_for_disk() -> None:
-    """``SET LOCAL synchronous_commit TO OFF`` for the transaction that logs an attempt.
+    """``SET LOCAL synchronous_commit TO OFF`` for the transaction that logs a batch's attempts.
 
     The log of an attempt is not money: if the database server crashed in the fraction of a second
-    before the WAL reaches disk, the attempt is forgotten and the delivery is simply sent again
-    (receivers drop duplicates by ``webhook-id``). The job's own completion, committed right after
-    by Procrastinate, waits for the disk and so flushes this commit with it: the attempt costs no
-    fsync of its own. A retry deferred here is lost only together with the attempt, and then the
-    unfinished job is run again (Procrastinate's stalled-job recovery) with its token still valid.
+    before the WAL reaches disk, the attempts are forgotten and the deliveries are sent again once
+    their lease ends (receivers drop duplicates by ``webhook-id``). The job's own completion,
+    committed right after by Procrastinate, waits for the disk and so flushes this commit with it.
     Never used for the transaction that records an event (that commit is the caller's, and waits).
     """
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
-
-
-def _succeeded_fast(delivery: Delivery, token: str, started_at: dt.datetime, duration_ms: int, status_code: int,
-                    excerpt: str) -> bool:
-    """The common case in two statements: a success of the delivery as it was read (same token,
-    still pending, no attempt since). ``False`` when it changed meanwhile (the locked path decides)."""
-    number = delivery.attempt_count + 1
-    with transaction.atomic():
-        _commit_without_waiting_for_disk()
-        moved = Delivery.objects.filter(
-            pk=delivery.pk, job_token=token, status=Delivery.Status.PENDING, attempt_count=delivery.attempt_count,
-        ).update(status=Delivery.Status.SUCCEEDED, attempt_count=number, last_status_code=status_code,
-                 delivered_at=timezone.now(), next_attempt_at=None)
-        if not moved:
-            return False
-        DeliveryAttempt.objects.create(delivery_id=delivery.pk, number=number, started_at=started_at,
-                                       duration_ms=duration_ms, status_code=status_code, succeeded=True,
-                                       response_excerpt=excerpt)
-        if delivery.endpoint.failing_since is not None:
-            Endpoint.objects.filter(pk=delivery.endpoint_id).update(failing_since=None)
-    delivery.status, delivery.attempt_count = Delivery.Status.SUCCEEDED, number
-    return True
 
 
 def delivery_replay(*, delivery: Delivery) -> Delivery:
@@ -360,5 +477,5 @@ def delivery_replay(*, delivery: Delivery) -> Delivery:
         locked.status, locked.job_token, locked.next_attempt_at = Delivery.Status.PENDING, uuid.uuid4(), timezone.now()
         locked.delivered_at = None
         locked.save(update_fields=["status", "job_token", "next_attempt_at", "delivered_at"])
-        _deferrer().defer(delivery_id=locked.pk, token=str(locked.job_token))
+        _deferrer().defer()
     return locked

@@ -14,6 +14,7 @@ from invoices.api import views as invoice_views
 from subscriptions.api import views as subscription_views
 from teams.api import views as team_views
 from wallets.api import views as wallet_views
+from webhooks.api import views as webhook_views
 
 #: An id in a URL: a whole number. Anything else (``1.5``, ``abc``, ``-1``) matches no route and
 #: answers the API's JSON 404 (``billing_site.api.errors.not_found``).
@@ -38,6 +39,8 @@ def api_urlpatterns() -> list:
     router.register("allocations", chargeback_views.AllocationViewSet, basename="allocation")
     router.register("wallets", wallet_views.WalletViewSet, basename="wallet")
     router.register("ledger-entries", wallet_views.LedgerEntryViewSet, basename="ledger-entry")
+    router.register("webhook-endpoints", webhook_views.EndpointViewSet, basename="webhook-endpoint")
+    router.register("webhook-deliveries", webhook_views.DeliveryViewSet, basename="webhook-delivery")
     patterns = [
         path("prices/", chargeback_views.PriceView.as_view(), name="price-resolve"),
         path("providers/", chargeback_views.ProviderView.as_view(), name="provider-list"),

@@ -3,14 +3,17 @@ Webhooks, retried until the receiver accepts, never sent for a change that rolle
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import threading
 import time
 from decimal import Decimal
 
 import pytest
 from django.core import mail
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 from procrastinate.contrib.django.models import ProcrastinateJob
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -20,7 +23,8 @@ from tests.factories import TeamFactory, UserFactory, draft_invoice
 from wallets.services.posting import wallet_top_up
 from wallets.services.wallets import wallet_open
 from webhooks.models import Delivery, Endpoint, Event
-from webhooks.services import delivery_replay, endpoint_create, event_record
+from webhooks.services import deliveries_claim, deliveries_send, delivery_replay, endpoint_create, event_record
+from webhooks.tasks import webhook_sweep
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -110,9 +114,11 @@ def test_endpoint_failing_for_days_is_disabled_and_finance_is_mailed(loopback_al
     UserFactory(username="fin", email="finance@example.com", is_superuser=True)
     endpoint = endpoint_create(url=receiver.url, event_types=["wallet.topped_up"])
     receiver.answers = [503] * 20
-    # when an event is delivered
+    # when an event is delivered, and the mail queue runs
     _top_up(team)
     run_jobs(queues=["webhooks"])
+    assert mail.outbox == []  # queued, not sent by the webhooks job
+    run_jobs(queues=["mail"])
     # then one attempt was made, the endpoint is disabled and finance got one e-mail
     endpoint.refresh_from_db()
     assert len(receiver.received) == 1
@@ -204,3 +210,59 @@ def test_worker_process_delivers_and_retries(loopback_allowed, receiver, worker_
     assert len(receiver.received) == 2
     Webhook(endpoint.secret).verify(receiver.received[1].body, receiver.received[1].headers)
     assert [a.status_code for a in Delivery.objects.get().attempts.all()] == [500, 200]
+
+
+def test_many_events_of_one_transaction_are_sent_in_batches_each_once(loopback_allowed, receiver, team):
+    # given two endpoints, and jobs that claim 7 deliveries at a time
+    loopback_allowed.WEBHOOKS_BATCH_SIZE = 7
+    first = endpoint_create(url=receiver.url + "/a", event_types=["wallet.low_balance"])
+    endpoint_create(url=receiver.url + "/b", event_types=["wallet.low_balance"])
+    # when 30 events are recorded in one transaction
+    wallet = wallet_open(team=team)
+    with transaction.atomic():
+        for _ in range(30):
+            event_record("wallet.low_balance", wallet, team=team)
+    # then one job was queued for them all
+    assert ProcrastinateJob.objects.filter(task_name="webhooks.deliver").count() == 1
+    # and when two senders claim batches at once, every delivery arrives once, signed, and is logged once
+    threads = [threading.Thread(target=_send_until_none_due) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(receiver.received) == 60
+    assert len({(r.headers["webhook-id"], r.headers["webhook-signature"]) for r in receiver.received}) == 60
+    assert sum(_verifies(first, r) for r in receiver.received) == 30
+    assert Delivery.objects.filter(status=Delivery.Status.SUCCEEDED, attempt_count=1).count() == 60
+
+
+def _send_until_none_due() -> None:
+    try:
+        while deliveries_send():
+            pass
+    finally:
+        connection.close()
+
+
+def _verifies(endpoint, received) -> bool:
+    try:
+        Webhook(endpoint.secret).verify(received.body, received.headers)
+    except WebhookVerificationError:
+        return False
+    return True
+
+
+def test_batch_of_a_lost_worker_is_sent_once_its_lease_ends(loopback_allowed, receiver, run_jobs, team):
+    # given a delivery claimed by a job whose worker was then lost (nothing sent, nothing logged)
+    endpoint_create(url=receiver.url, event_types=["wallet.low_balance"])
+    event_record("wallet.low_balance", wallet_open(team=team), team=team)
+    assert len(deliveries_claim()) == 1
+    # when the queued jobs run while the lease holds
+    run_jobs(queues=["webhooks"])
+    # then nobody sends it
+    assert receiver.received == []
+    # and when the lease has ended, the minute's sweep sends it, once
+    Delivery.objects.update(next_attempt_at=timezone.now() - dt.timedelta(seconds=1))
+    webhook_sweep(timestamp=0)
+    assert len(receiver.received) == 1
+    assert Delivery.objects.get().status == Delivery.Status.SUCCEEDED

@@ -42,7 +42,7 @@ def test_guard_refuses_urls_that_could_reach_the_inside(production, url, reason)
     with pytest.raises(EndpointUrlRefused) as refused:
         endpoint_url_check(url)
     assert reason in refused.value.message
-    assert refused.value.param == "url" and refused.value.http_status == 400
+    assert refused.value.param == "url" and refused.value.http_status == 422
 
 
 def test_guard_accepts_a_public_https_address(production):
