@@ -38,6 +38,8 @@ class BillingAdminSite(admin.AdminSite):
     site_title = "Billing"
     index_title = "Chargeback, wallets and invoices"
     index_template = "admin/billing_index.html"
+    #: No app list beside every page: at 1440 px it took a fifth of the width the finance lists need.
+    enable_nav_sidebar = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
