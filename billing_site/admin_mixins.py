@@ -432,7 +432,14 @@ class CommaListField(forms.CharField):
     def to_python(self, value):
         if isinstance(value, (list, tuple)):
             return list(value)
-        text = super().to_python(value) or ""
+        text = (super().to_python(value) or "").strip()
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                raise forms.ValidationError("Write the values separated by commas.") from None
+            if isinstance(parsed, list):
+                return [str(v).strip() for v in parsed if str(v).strip()]
         return [part.strip() for part in text.split(",") if part.strip()]
 
     def has_changed(self, initial, data):

@@ -112,3 +112,10 @@ def _at_midnight(value) -> bool:
 def month_display(day: dt.date | None, *, locale: str | None = None) -> str:
     """The month of ``day``: ``October 2026``; ``—`` for ``None``."""
     return "—" if day is None else format_skeleton("yMMMM", _day(day), locale=locale or display_locale())
+
+
+def money_number(amount: Decimal | None, currency: str, *, locale: str | None = None, exact: bool = False) -> str:
+    """``money_display`` without the code, for a column whose header names the currency: ``1,234.50``."""
+    if amount is None:
+        return "—"
+    return money_display(amount, currency, locale=locale, exact=exact).rsplit(NBSP, 1)[0]

@@ -90,7 +90,7 @@ def test_every_billing_list_and_detail_page_fits_1440_wide_and_no_amount_wraps(
         for label, url in urls:
             response = page.goto(f"{live_server.url}{url}")
             assert response.status == 200, f"{url} answered {response.status}"
-            page.screenshot(path=str(folder / f"{label}.png"))
+            page.screenshot(path=str(folder / f"{label}.png"), full_page=label.endswith("-detail"))
             seen.append(label)
             found = page.evaluate(PROBLEMS_JS)
             if found:
