@@ -6,25 +6,40 @@ its permissions allow, and the read-only ``auditor`` group. Staff outside these 
 billing, whatever model permissions they were given (``teams.selectors.user_sees_all_teams`` is the
 one definition, shared with the API).
 
-This module imports only Django, django-auditlog and the ground floor's ``teams.selectors``, so any
-app's admin may use it; the admin site (``billing_site.admin``) sits above the apps.
+How values read (docs/admin.md, "Money and dates"): ``money_column``, ``number_column`` and
+``period_column`` make the list and detail columns of amounts, counts and billing periods, through the
+one formatter of ``billing_site.formatting``; the admin's CSS (``static/admin_billing/billing.css``)
+right-aligns them and keeps each amount on one line.
+
+This module imports only Django, django-auditlog, the ground floor's ``billing_site.formatting`` and
+``teams.selectors``, so any app's admin may use it; the admin site (``billing_site.admin``) sits above
+the apps.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from collections import defaultdict
+from decimal import Decimal
 from functools import cached_property
 
 from auditlog.models import LogEntry
+from django import forms
+from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import PAGE_VAR, ChangeList
 from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import connection, models
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
+from billing_site.formatting import money_display, number_display, period_display
 from teams.selectors import user_is_finance, user_sees_all_teams
 
 
@@ -41,6 +56,12 @@ class BillingAdminMixin:
     user without ``wallets.top_up`` cannot top up; but a permission alone never opens billing to
     staff outside the two groups.
     """
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        # Amounts and rates are edited as plain numbers (``0``, not ``0E-12``).
+        if isinstance(db_field, models.DecimalField) and not db_field.choices:
+            kwargs.setdefault("form_class", PlainDecimalField)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def has_module_permission(self, request):
         return user_sees_all_teams(request.user) and super().has_module_permission(request)
@@ -251,3 +272,245 @@ def _readable_changes(entries) -> list[tuple[object, list[tuple[str, str, str]]]
                  for field, name, old, new in rows])
         for entry, rows in parsed
     ]
+
+
+# --- how values read: amounts, counts, periods -------------------------------------------------------
+
+
+def _attr(obj, path: str):
+    """``obj``'s attribute at a dotted ``path`` (``wallet.currency``); ``None`` past a missing link."""
+    for name in path.split("."):
+        if obj is None:
+            return None
+        obj = getattr(obj, name)
+    return obj
+
+
+def money_html(amount, currency: str | None):
+    """An amount for a list cell or a detail page: ``<span class="money" title="exact">1,234.50 USD</span>``.
+
+    Rounded to the currency's minor units, with the locale's separators and the code as a no-break
+    suffix; the tooltip holds the exact metered figure when rounding hid digits. ``—`` without one.
+    """
+    if amount is None or not currency:
+        return "—"
+    shown = money_display(amount, currency)
+    exact = money_display(amount, currency, exact=True)
+    if exact == shown:
+        return format_html('<span class="money">{}</span>', shown)
+    return format_html('<span class="money" title="{}">{}</span>', f"exact: {exact}", shown)
+
+
+def money_exact_html(amount, currency: str | None):
+    """An amount with every non-zero digit (a detail page's metered figure): ``0.000125 USD``."""
+    if amount is None or not currency:
+        return "—"
+    return format_html('<span class="money">{}</span>', money_display(amount, currency, exact=True))
+
+
+def number_html(value):
+    """A count or quantity with separators, right-aligned like an amount: ``5,360``, ``0.5``."""
+    if value is None:
+        return "—"
+    return format_html('<span class="number">{}</span>', number_display(value))
+
+
+def money_column(field: str, description: str, *, currency: str = "currency", ordering: str | None = "",
+                 exact: bool = False):
+    """A ``list_display`` / ``readonly_fields`` method showing ``obj.<field>`` in ``obj.<currency>``.
+
+    ``field`` and ``currency`` may be dotted paths (``wallet.currency``). ``ordering`` defaults to
+    ``field`` when it is a plain column; ``None`` makes the column unsortable. ``exact`` shows every
+    digit (detail pages) instead of minor units with the exact figure as a tooltip.
+    """
+    render = money_exact_html if exact else money_html
+
+    def show(self, obj):
+        return render(_attr(obj, field), _attr(obj, currency))
+
+    show.short_description = description
+    order = field.replace(".", "__") if ordering == "" else ordering
+    if order:
+        show.admin_order_field = order
+    return show
+
+
+def number_column(field: str, description: str, *, ordering: str | None = ""):
+    """A ``list_display`` / ``readonly_fields`` method showing a count or quantity with separators."""
+
+    def show(self, obj):
+        return number_html(_attr(obj, field))
+
+    show.short_description = description
+    order = field.replace(".", "__") if ordering == "" else ordering
+    if order:
+        show.admin_order_field = order
+    return show
+
+
+def period_column(start: str, end: str, description: str = "Period", *, ordering: str | None = ""):
+    """A column showing the half-open period ``[obj.<start>, obj.<end>)``: ``October 2026`` or an
+    inclusive range (``billing_site.formatting.period_display``)."""
+
+    def show(self, obj):
+        return period_display(_attr(obj, start), _attr(obj, end))
+
+    show.short_description = description
+    order = start.replace(".", "__") if ordering == "" else ordering
+    if order:
+        show.admin_order_field = order
+    return show
+
+
+def readable_html(value):
+    """A JSON value on a read-only page, for people: a list as bullets, an object as "key: value"
+    lines, nested values as compact JSON; "None" for an empty list or object (never a raw ``[]``)."""
+    if value in (None, "", [], {}):
+        return "None"
+    if isinstance(value, list):
+        return format_html('<ul class="readable-list">{}</ul>', format_html_join(
+            "", "<li>{}</li>", ((_scalar(v),) for v in value)))
+    if isinstance(value, dict):
+        return format_html('<dl class="readable-map">{}</dl>', format_html_join(
+            "", "<dt>{}</dt><dd>{}</dd>", ((k, _scalar(v)) for k, v in value.items())))
+    return _scalar(value)
+
+
+def _scalar(value) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return "—" if value is None else str(value)
+
+
+def json_column(field: str, description: str, *, pretty: bool = False):
+    """A read-only detail field showing the JSON ``obj.<field>`` readably (``readable_html``), or
+    ``pretty``: indented JSON in a ``<pre>`` (a webhook's payload, which is read as JSON)."""
+
+    def show(self, obj):
+        value = _attr(obj, field)
+        if pretty and value not in (None, "", [], {}):
+            return format_html('<pre class="readable-json">{}</pre>',
+                               json.dumps(value, indent=2, sort_keys=True, default=str))
+        return readable_html(value)
+
+    show.short_description = description
+    return show
+
+
+def readable_fields(model, **shown: str) -> list[str]:
+    """The model's concrete fields in order, ``id`` left out, each named in ``shown`` replaced by its
+    display method: ``readable_fields(Hold, amount="amount_display")`` for a read-only detail page."""
+    return [shown.get(f.name, f.name) for f in model._meta.concrete_fields if f.name != "id"]
+
+
+# --- form fields that read like the rest -------------------------------------------------------------
+
+
+class PlainDecimalField(forms.DecimalField):
+    """A decimal input showing its value without padding: ``0``, ``1.7``, ``250`` — never ``0E-12``
+    or ``1.700000000000`` (a metered column holds 12 decimal places)."""
+
+    def prepare_value(self, value):
+        if isinstance(value, Decimal):
+            return f"{value.normalize():f}" if value else "0"
+        return super().prepare_value(value)
+
+
+class CommaListField(forms.CharField):
+    """A JSON list of short strings (provider names, currency codes) edited as ``a, b`` text."""
+
+    def prepare_value(self, value):
+        if isinstance(value, str) and value.startswith("["):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return value
+        if isinstance(value, (list, tuple)):
+            return ", ".join(str(v) for v in value)
+        return value
+
+    def to_python(self, value):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        text = (super().to_python(value) or "").strip()
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                raise forms.ValidationError("Write the values separated by commas.") from None
+            if isinstance(parsed, list):
+                return [str(v).strip() for v in parsed if str(v).strip()]
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    def has_changed(self, initial, data):
+        return self.to_python(self.prepare_value(initial) or "") != self.to_python(data)
+
+
+# --- a date-range filter -------------------------------------------------------------------------------
+
+
+class DateRangeFilter(admin.FieldListFilter):
+    """From and to dates (both inclusive) for a date or date-time column, in the filter sidebar.
+
+    ``list_filter = [("created_at", DateRangeFilter)]``. The query string holds
+    ``<field>__from=YYYY-MM-DD`` and ``<field>__to=YYYY-MM-DD``; a date-time column is compared in the
+    current time zone, the "to" day included (``< to + 1 day``). A malformed date is a 400-free
+    "bad filter" message (``IncorrectLookupParameters``), not a 500.
+    """
+
+    template = "admin/billing_date_range_filter.html"
+
+    def __init__(self, field, request, params, model, model_admin, field_path):
+        self.param_from, self.param_to = f"{field_path}__from", f"{field_path}__to"
+        self.value_from = self._pop(params, self.param_from)
+        self.value_to = self._pop(params, self.param_to)
+        super().__init__(field, request, params, model, model_admin, field_path)
+        self.title = f"{self.title} between"
+
+    @staticmethod
+    def _pop(params, name):
+        value = params.pop(name, None)
+        if isinstance(value, list):
+            value = value[-1] if value else None
+        return value or ""
+
+    def expected_parameters(self):
+        return [self.param_from, self.param_to]
+
+    def has_output(self):
+        return True
+
+    def _day(self, text: str):
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            raise IncorrectLookupParameters(f"{self.field_path}: dates are YYYY-MM-DD, got {text!r}") from None
+
+    def queryset(self, request, queryset):
+        bounds = {}
+        is_datetime = isinstance(self.field, models.DateTimeField)
+        if self.value_from:
+            start = self._day(self.value_from)
+            bounds[f"{self.field_path}__gte"] = _day_start(start) if is_datetime else start
+        if self.value_to:
+            end = self._day(self.value_to)
+            bounds[f"{self.field_path}__lt" if is_datetime else f"{self.field_path}__lte"] = (
+                _day_start(end + dt.timedelta(days=1)) if is_datetime else end)
+        return queryset.filter(**bounds) if bounds else queryset
+
+    def choices(self, changelist):
+        kept = [(k, v) for k, v in changelist.get_filters_params().items()
+                if k not in (self.param_from, self.param_to)]
+        if changelist.query:
+            kept.append(("q", changelist.query))
+        yield {
+            "param_from": self.param_from, "param_to": self.param_to,
+            "value_from": self.value_from, "value_to": self.value_to,
+            "kept": [(k, item) for k, values in kept for item in (values if isinstance(values, list) else [values])],
+            "clear_url": changelist.get_query_string(remove=[self.param_from, self.param_to]),
+            "selected": bool(self.value_from or self.value_to),
+        }
+
+
+def _day_start(day: dt.date):
+    return timezone.make_aware(dt.datetime.combine(day, dt.time()))

@@ -25,7 +25,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing_site.db import MeteredSum
-from billing_site.money import METERED_DECIMAL_PLACES, METERED_MAX_DIGITS, format_amount
+from billing_site.formatting import money_display
+from billing_site.money import METERED_DECIMAL_PLACES, METERED_MAX_DIGITS
 from chargeback.models import AllocatedCost, AllocationRun
 from chargeback.periods import month_start, next_month
 from chargeback.selectors import usage_records_active
@@ -71,18 +72,18 @@ class MonthFigures:
     allocated_url: str = ""
     unallocated_url: str = ""
 
-    # Shown rounded to the currency's minor units (money.format_amount); the lists behind them are exact.
+    # Shown rounded to the currency's minor units (billing_site.formatting.money_display); the lists behind them are exact.
     @property
     def total_display(self) -> str:
-        return format_amount(self.total, self.currency)
+        return money_display(self.total, self.currency)
 
     @property
     def allocated_display(self) -> str:
-        return format_amount(self.allocated, self.currency)
+        return money_display(self.allocated, self.currency)
 
     @property
     def unallocated_display(self) -> str:
-        return format_amount(self.unallocated, self.currency)
+        return money_display(self.unallocated, self.currency)
 
 
 @dataclass
@@ -239,21 +240,21 @@ def dashboard_get(*, today: dt.date | None = None) -> Dashboard:
     board.low_wallet_count = low.count()
     board.low_wallets = list(low.select_related("team", "user").order_by("balance", "pk")[:LIST_ROWS])
     for wallet in board.low_wallets:
-        wallet.balance_display = format_amount(wallet.balance, wallet.currency)
-        wallet.threshold_display = format_amount(wallet.warning_threshold, wallet.currency)
+        wallet.balance_display = money_display(wallet.balance, wallet.currency)
+        wallet.threshold_display = money_display(wallet.warning_threshold, wallet.currency)
     board.low_wallets_url = reverse("admin:wallets_wallet_changelist") + "?below_warning=yes"
 
     # 4. Overdue invoices, with their amounts per currency.
     overdue = invoices_overdue(today=today)
     # What is still owed: the total less what credit notes took off (Invoice.amount_due).
     board.overdue_totals = [
-        (row["currency"], format_amount(row["amount"], row["currency"]), row["count"])
+        (row["currency"], money_display(row["amount"], row["currency"]), row["count"])
         for row in overdue.order_by("currency").values("currency")
         .annotate(amount=Sum(F("total") - F("credited_total")), count=Count("id"))
     ]
     board.overdue = list(overdue.select_related("team").order_by("due_date", "pk")[:LIST_ROWS])
     for invoice in board.overdue:
-        invoice.total_display = format_amount(invoice.amount_due, invoice.currency)
+        invoice.total_display = money_display(invoice.amount_due, invoice.currency)
     board.overdue_url = reverse("admin:invoices_invoice_changelist") + "?overdue=yes"
 
     # 5. The latest billing runs and their tie-out.
@@ -261,9 +262,9 @@ def dashboard_get(*, today: dt.date | None = None) -> Dashboard:
     for run in board.runs:
         pools = list(run.currency_totals.all()) or [run]  # one figure per currency, never summed
         run.ties_out = all(p.allocated_cost + p.unallocated_cost == p.total_cost for p in pools)
-        run.total_display = ", ".join(format_amount(p.total_cost, p.currency) for p in pools)
-        run.allocated_display = ", ".join(format_amount(p.allocated_cost, p.currency) for p in pools)
-        run.unallocated_display = ", ".join(format_amount(p.unallocated_cost, p.currency) for p in pools)
+        run.total_display = ", ".join(money_display(p.total_cost, p.currency) for p in pools)
+        run.allocated_display = ", ".join(money_display(p.allocated_cost, p.currency) for p in pools)
+        run.unallocated_display = ", ".join(money_display(p.unallocated_cost, p.currency) for p in pools)
     board.runs_url = reverse("admin:chargeback_allocationrun_changelist")
 
     # 6. Subscriptions: MRR now, its 12-month movements, subscriptions by tier, trials ending soon.
@@ -287,8 +288,8 @@ def _subscriptions_board() -> dict:
         tier["statuses"].append((row["status"], row["count"]))
     trials = list(trials_ending()[:LIST_ROWS])
     return {
-        "mrr": format_amount(stats.reporting.monthly_revenue, currency),
-        "other_mrr": [format_amount(f.monthly_revenue, f.currency) for f in stats.other_currencies],
+        "mrr": money_display(stats.reporting.monthly_revenue, currency),
+        "other_mrr": [money_display(f.monthly_revenue, f.currency) for f in stats.other_currencies],
         "customers": stats.total_customers, "active": stats.active_subscriptions,
         "trialing": stats.trial_subscriptions, "past_due": stats.past_due_subscriptions,
         "tiers": sorted(tiers.values(), key=lambda t: t["tier"]),

@@ -12,10 +12,13 @@ Babel only lays the digits out. The exact metered figure is available with ``exa
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 
+from babel.dates import format_date, format_interval, format_skeleton
 from babel.numbers import format_currency, format_decimal
 from django.conf import settings
+from django.utils import timezone
 from django.utils.translation import to_locale
 
 from billing_site.money import to_minor_units
@@ -60,3 +63,59 @@ def number_display(value: Decimal | int | None, *, locale: str | None = None) ->
     if isinstance(value, Decimal):
         value = value.normalize() if value else Decimal(0)
     return format_decimal(value, locale=locale or display_locale(), decimal_quantization=False)
+
+
+def quantity_display(value: Decimal | int | None, *, locale: str | None = None) -> str:
+    """A metered quantity for people: separators, trailing zeros dropped (``1,250``, ``0.5``, ``0``)."""
+    return number_display(value, locale=locale)
+
+
+def period_display(start: dt.date | None, end: dt.date | None, *, locale: str | None = None) -> str:
+    """A half-open billing period ``[start, end)`` as people read it.
+
+    A whole calendar month is its name (``October 2026``); any other span is the inclusive range of
+    its days, so the exclusive end is never shown as if it were the last day (``[1 Oct, 1 Nov)`` of
+    part of a month → ``Oct 1 – 15, 2026``). An open end reads ``from Oct 1, 2026``; ``—`` without a
+    start. Babel's CLDR interval patterns lay it out in the settings' locale.
+    """
+    if start is None:
+        return "—"
+    locale = locale or display_locale()
+    start, end, end_at_midnight = _day(start), _day(end), _at_midnight(end)
+    if end is None:
+        return f"from {format_date(start, 'medium', locale=locale)}"
+    # An instant that ends mid-day (a subscription anchored at 10:23) includes its end's day.
+    last = end - dt.timedelta(days=1) if end_at_midnight else end
+    if not end_at_midnight:
+        end = end + dt.timedelta(days=1)
+    if start.day == 1 and end.day == 1 and (end.year * 12 + end.month) - (start.year * 12 + start.month) == 1:
+        return format_skeleton("yMMMM", start, locale=locale)
+    if last <= start:
+        return format_date(start, "medium", locale=locale)
+    return format_interval(start, last, "yMMMd", locale=locale)
+
+
+def _day(value):
+    """The local calendar day of a date-time (in the current time zone), or the date itself."""
+    if isinstance(value, dt.datetime):
+        return timezone.localtime(value).date() if timezone.is_aware(value) else value.date()
+    return value
+
+
+def _at_midnight(value) -> bool:
+    if isinstance(value, dt.datetime):
+        local = timezone.localtime(value) if timezone.is_aware(value) else value
+        return local.time() == dt.time()
+    return True
+
+
+def month_display(day: dt.date | None, *, locale: str | None = None) -> str:
+    """The month of ``day``: ``October 2026``; ``—`` for ``None``."""
+    return "—" if day is None else format_skeleton("yMMMM", _day(day), locale=locale or display_locale())
+
+
+def money_number(amount: Decimal | None, currency: str, *, locale: str | None = None, exact: bool = False) -> str:
+    """``money_display`` without the code, for a column whose header names the currency: ``1,234.50``."""
+    if amount is None:
+        return "—"
+    return money_display(amount, currency, locale=locale, exact=exact).rsplit(NBSP, 1)[0]

@@ -35,13 +35,20 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from billing_site.admin_mixins import (
     AuditHistoryAdminMixin,
     BillingAdminMixin,
+    DateRangeFilter,
     ExactSearchMixin,
     LargeTableAdminMixin,
     ReadOnlyAdminMixin,
+    json_column,
+    money_column,
+    money_html,
+    number_column,
+    period_column,
+    readable_fields,
     user_may_run_billing,
 )
 from billing_site.errors import BillingError
-from billing_site.money import format_metered
+from billing_site.formatting import money_display, month_display
 from chargeback.errors import TeamMappingError
 from chargeback.focus.export import FORMATS as FOCUS_FORMATS
 from chargeback.focus.export import focus_export_write
@@ -164,11 +171,11 @@ VOID_MAX_RECORDS = 100
 class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin, AuditHistoryAdminMixin,
                        ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
-        "occurred_at", "billing_period_start", "team", "resource_type", "provider", "service_name", "quantity",
+        "occurred_at", "period_display", "team", "resource_type", "provider", "service_name", "quantity_display",
         "unit", "cost_display", "source", "status_display",
     ]
     list_filter = [UsageTeamFilter, UsageProviderFilter, UsageResourceTypeFilter, "source", "status",
-                   UsagePeriodFilter]
+                   UsagePeriodFilter, ("occurred_at", DateRangeFilter)]
     actions = ["void_records"]
     search_fields = ["idempotency_key", "external_reference", "resource_id"]  # exactly: ExactSearchMixin
     exact_search_fields = ("idempotency_key", "external_reference", "resource_id")
@@ -181,11 +188,30 @@ class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin
     ordering = ["-pk"]
     change_list_template = "admin/chargeback/usagerecord/change_list.html"
 
+    quantity_display = number_column("quantity", "Quantity")
+
+    @admin.display(description="Billing period", ordering="billing_period_start")
+    def period_display(self, obj):
+        return month_display(obj.billing_period_start)
+
     @admin.display(description="Cost", ordering="cost")
     def cost_display(self, obj):
         if obj.status == UsageRecord.Status.VOID:
-            return format_html("<del>{}</del>", format_metered(obj.cost, obj.currency))
-        return format_metered(obj.cost, obj.currency)
+            return format_html("<del>{}</del>", money_html(obj.cost, obj.currency))
+        return money_html(obj.cost, obj.currency)
+
+    def get_fields(self, request, obj=None):
+        return readable_fields(UsageRecord, quantity="quantity_display", cost="cost_exact",
+                               effective_cost="effective_cost_exact", billing_period_start="period_display",
+                               metadata="metadata_display", tags="tags_display")
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
+    cost_exact = money_column("cost", "Cost", exact=True)
+    effective_cost_exact = money_column("effective_cost", "Effective cost", exact=True)
+    metadata_display = json_column("metadata", "Metadata")
+    tags_display = json_column("tags", "Tags")
 
     @admin.display(description="Status", ordering="status")
     def status_display(self, obj):
@@ -269,7 +295,7 @@ class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin
                 form.add_error(field, exc.message)
             else:
                 self.message_user(
-                    request, f"Adjustment of {format_metered(record.cost, record.currency)} recorded for "
+                    request, f"Adjustment of {money_display(record.cost, record.currency)} recorded for "
                     f"{record.team} in {record.billing_period_start:%Y-%m}: it is billed in that month's next run.",
                     messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:chargeback_usagerecord_change", args=[record.pk]))
@@ -407,7 +433,8 @@ class PriceScopeFilter(admin.SimpleListFilter):
 @admin.register(Price)
 class PriceAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
     form = PriceAdminForm
-    list_display = ["category", "provider", "model", "unit", "unit_price", "currency", "team", "valid_from", "valid_to"]
+    list_display = ["category", "provider", "model", "unit", "unit_price_display", "team", "valid_from", "valid_to"]
+    unit_price_display = money_column("unit_price", "Unit price", exact=True)
     list_filter = [PriceScopeFilter, "category", "provider", "team"]
     search_fields = ["category", "provider", "model", "team__name"]
     autocomplete_fields = ["team"]
@@ -467,8 +494,11 @@ class AllocatedCostInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularIn
     model = AllocatedCost
     formset = _LargestRowsFormSet
     verbose_name_plural = f"allocations (the {_LargestRowsFormSet.LIMIT} largest; every row: “All allocations” above)"
-    fields = ["team", "user", "rule", "service", "quantity", "unit", "amount", "currency", "record_count"]
+    fields = ["team", "user", "rule", "service", "quantity_display", "unit", "amount_display", "record_count_display"]
     readonly_fields = fields
+    quantity_display = number_column("quantity", "Quantity")
+    amount_display = money_column("amount", "Amount")
+    record_count_display = number_column("record_count", "Records")
     extra = 0
     show_change_link = False
 
@@ -487,8 +517,26 @@ class AllocationTeamFilter(UsageTeamFilter):
 class AllocatedCostAdmin(BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Every row of every run, read-only: the run page shows only its largest rows."""
 
-    list_display = ["run", "team", "user", "rule", "service", "quantity", "unit", "amount", "currency", "record_count"]
+    list_display = ["run_display", "team", "user", "rule", "service", "quantity_display", "unit", "amount_display",
+                    "record_count_display"]
     list_filter = ["run", AllocationTeamFilter, "rule"]
+    quantity_display = number_column("quantity", "Quantity")
+    amount_display = money_column("amount", "Amount")
+    record_count_display = number_column("record_count", "Records")
+
+    @admin.display(description="Run", ordering="run")
+    def run_display(self, obj):
+        return f"{month_display(obj.run.period_start)} #{obj.run_id}"
+
+    def get_fields(self, request, obj=None):
+        return readable_fields(AllocatedCost, quantity="quantity_display", amount="amount_exact",
+                               record_count="record_count_display", details="details_display")
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
+    amount_exact = money_column("amount", "Amount", exact=True)
+    details_display = json_column("details", "Details")
     search_fields = ["service"]
     list_select_related = ["run", "team", "user", "rule"]
     show_full_result_count = False
@@ -498,13 +546,25 @@ class AllocatedCostAdmin(BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminM
 @admin.register(AllocationRun)
 class AllocationRunAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
-        "__str__", "period_start", "period_end", "status", "total_display", "allocated_display",
+        "__str__", "period_display", "status", "total_display", "allocated_display",
         "unallocated_display", "ties_out", "committed_at", "invoices_link",
     ]
-    list_filter = ["status", "period_start"]
+    list_filter = ["status", ("period_start", DateRangeFilter)]
     list_select_related = ["created_by"]
     inlines = [AllocatedCostInline]
-    readonly_fields = ["all_allocations", "not_billed"]
+    period_display = period_column("period_start", "period_end", "Period")
+
+    def get_fields(self, request, obj=None):
+        names = readable_fields(AllocationRun, period_start="period_display", total_cost="total_display",
+                                allocated_cost="allocated_display", unallocated_cost="unallocated_display",
+                                warnings="warnings_display", refused="not_billed")
+        return [n for n in names if n not in ("period_end", "record_count")] + ["records_display", "all_allocations"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
+    records_display = number_column("record_count", "Usage records")
+    warnings_display = json_column("warnings", "Warnings")
     actions = ["export_focus_csv", "export_focus_parquet"]
 
     def _export_focus(self, request, queryset, fmt: str):
@@ -551,15 +611,15 @@ class AllocationRunAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
 
     @admin.display(description="Total", ordering="total_cost")
     def total_display(self, obj):
-        return ", ".join(format_metered(p.total_cost, p.currency) for p in self._pools(obj))
+        return format_html_join(", ", "{}", ((money_html(p.total_cost, p.currency),) for p in self._pools(obj)))
 
     @admin.display(description="Allocated", ordering="allocated_cost")
     def allocated_display(self, obj):
-        return ", ".join(format_metered(p.allocated_cost, p.currency) for p in self._pools(obj))
+        return format_html_join(", ", "{}", ((money_html(p.allocated_cost, p.currency),) for p in self._pools(obj)))
 
     @admin.display(description="Unallocated", ordering="unallocated_cost")
     def unallocated_display(self, obj):
-        return ", ".join(format_metered(p.unallocated_cost, p.currency) for p in self._pools(obj))
+        return format_html_join(", ", "{}", ((money_html(p.unallocated_cost, p.currency),) for p in self._pools(obj)))
 
     @admin.display(description="Ties out", boolean=True)
     def ties_out(self, obj):
@@ -611,8 +671,9 @@ class TeamMappingAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.ModelAdm
     """
 
     form = TeamMappingForm
-    list_display = ["kind", "key", "value", "team", "valid_from", "valid_to", "created_by", "created_at"]
+    list_display = ["kind", "key", "value", "team", "months_display", "created_by", "created_at"]
     list_filter = ["kind", ("valid_to", admin.EmptyFieldListFilter)]
+    months_display = period_column("valid_from", "valid_to", "Applies to")
     search_fields = ["value", "key", "team__name", "team__slug"]
     list_select_related = ["team", "created_by"]
     autocomplete_fields = ["team"]

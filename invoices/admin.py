@@ -17,8 +17,18 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing_site.admin_mixins import BillingAdminMixin, ReadOnlyAdminMixin
-from billing_site.money import format_amount, format_metered, format_percent, format_quantity
+from billing_site.admin_mixins import (
+    BillingAdminMixin,
+    DateRangeFilter,
+    ReadOnlyAdminMixin,
+    money_exact_html,
+    money_html,
+    number_column,
+    number_html,
+    period_column,
+)
+from billing_site.formatting import money_display
+from billing_site.money import format_percent
 from teams.selectors import user_is_finance
 
 from .errors import InvoiceError
@@ -38,15 +48,15 @@ class DocumentAmountsMixin:
 
     @admin.display(description="Subtotal", ordering="subtotal")
     def subtotal_display(self, obj):
-        return format_amount(obj.subtotal, obj.currency)
+        return money_html(obj.subtotal, obj.currency)
 
     @admin.display(description="Tax", ordering="tax_amount")
     def tax_display(self, obj):
-        return format_amount(obj.tax_amount, obj.currency)
+        return money_html(obj.tax_amount, obj.currency)
 
     @admin.display(description="Total", ordering="total")
     def total_display(self, obj):
-        return format_amount(obj.total, obj.currency)
+        return money_html(obj.total, obj.currency)
 
 
 def _pdf_response(document, filename: str):
@@ -85,25 +95,26 @@ class InvoiceLineInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInli
 
     model = InvoiceLine
     fields = ["position", "description", "rule_name", "quantity_display", "unit", "unit_price_display",
-              "amount_precise_display", "amount_display", "record_count"]
+              "amount_precise_display", "amount_display", "record_count_display"]
     readonly_fields = fields
     extra = 0
+    record_count_display = number_column("record_count", "Records")
 
     @admin.display(description="Quantity")
     def quantity_display(self, obj):
-        return format_quantity(obj.quantity)
+        return number_html(obj.quantity)
 
     @admin.display(description="Unit price")
     def unit_price_display(self, obj):
-        return format_metered(obj.unit_price, obj.invoice.currency)
+        return money_exact_html(obj.unit_price, obj.invoice.currency)
 
     @admin.display(description="Metered amount")
     def amount_precise_display(self, obj):
-        return format_metered(obj.amount_precise, obj.invoice.currency)
+        return money_exact_html(obj.amount_precise, obj.invoice.currency)
 
     @admin.display(description="Amount")
     def amount_display(self, obj):
-        return format_amount(obj.amount, obj.invoice.currency)
+        return money_html(obj.amount, obj.invoice.currency)
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("invoice")
@@ -150,15 +161,17 @@ LIFECYCLE = {
 @admin.register(Invoice)
 class InvoiceAdmin(DocumentPdfMixin, DocumentAmountsMixin, BillingAdminMixin, admin.ModelAdmin):
     pdf_missing_message = "This invoice has no PDF yet; run the billing run."
-    list_display = ["__str__", "team", "period_start", "status", "total_display", "amount_due_display", "due_date",
+    list_display = ["__str__", "team", "period_display", "status", "total_display", "amount_due_display", "due_date",
                     "pdf_link"]
-    list_filter = ["status", OverdueFilter, "team", "period_start", "kind", "currency"]
+    list_filter = ["status", OverdueFilter, "team", ("period_start", DateRangeFilter), ("due_date", DateRangeFilter),
+                   "kind", "currency"]
+    period_display = period_column("period_start", "period_end", "Period")
     search_fields = ["number", "team__name", "team__slug", "team_name", "payment_reference"]
     list_select_related = ["team", "user"]
     date_hierarchy = "period_start"
     fieldsets = [
         (None, {"fields": ["number", "status", "kind", "team", "user", "team_name", "cost_center", "billing_address"]}),
-        ("Period and dates", {"fields": ["period_start", "period_end", "issue_date", "due_date", "issued_at",
+        ("Period and dates", {"fields": ["period_display", "issue_date", "due_date", "issued_at",
                                          "issued_by", "sent_at", "paid_at", "payment_reference"]}),
         ("Amounts", {"fields": ["currency", "subtotal_display", "tax_rate_display", "tax_display", "total_display",
                                 "credited_display", "amount_due_display"]}),
@@ -282,8 +295,8 @@ class InvoiceAdmin(DocumentPdfMixin, DocumentAmountsMixin, BillingAdminMixin, ad
                 return HttpResponseRedirect(reverse("admin:invoices_invoice_change", args=[invoices[0].pk]))
             return HttpResponseRedirect(reverse("admin:invoices_invoice_changelist"))
         for invoice in invoices:
-            invoice.total_text = format_amount(invoice.total, invoice.currency)
-            invoice.due_text = format_amount(invoice.amount_due, invoice.currency)
+            invoice.total_text = money_display(invoice.total, invoice.currency)
+            invoice.due_text = money_display(invoice.amount_due, invoice.currency)
         context = {
             **self.admin_site.each_context(request),
             "title": f"{label}: {len(invoices)} invoice(s)",
@@ -328,11 +341,11 @@ class InvoiceAdmin(DocumentPdfMixin, DocumentAmountsMixin, BillingAdminMixin, ad
 
     @admin.display(description="Credited")
     def credited_display(self, obj):
-        return format_amount(obj.credited_total, obj.currency)
+        return money_html(obj.credited_total, obj.currency)
 
     @admin.display(description="Amount due")
     def amount_due_display(self, obj):
-        return format_amount(obj.amount_due, obj.currency)
+        return money_html(obj.amount_due, obj.currency)
 
 
 
@@ -344,7 +357,7 @@ class CreditNoteLineInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularI
 
     @admin.display(description="Amount")
     def amount_display(self, obj):
-        return format_amount(obj.amount, obj.credit_note.currency)
+        return money_html(obj.amount, obj.credit_note.currency)
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("credit_note", "invoice_line")
@@ -357,7 +370,7 @@ class CreditNoteAdmin(DocumentPdfMixin, DocumentAmountsMixin, BillingAdminMixin,
     pdf_missing_message = "This credit note has no PDF yet."
 
     list_display = ["__str__", "invoice", "issue_date", "reason", "total_display", "pdf_link"]
-    list_filter = ["reason", "issue_date", "currency"]
+    list_filter = ["reason", ("issue_date", DateRangeFilter), "currency"]
     search_fields = ["number", "invoice__number", "invoice__team_name"]
     list_select_related = ["invoice"]
     fields = ["number", "invoice", "reason", "description", "currency", "subtotal_display", "tax_display",
@@ -386,8 +399,9 @@ class ExchangeRateAdmin(BillingAdminMixin, admin.ModelAdmin):
     """The rates table: finance adds or corrects a rate by hand (source ``manual``, which wins over
     the ECB's of the same date and pair); ``manage.py load_ecb_rates FILE`` loads the ECB's."""
 
-    list_display = ["date", "from_currency", "to_currency", "rate", "source"]
+    list_display = ["date", "from_currency", "to_currency", "rate_display", "source"]
     list_filter = ["source", "from_currency", "to_currency"]
+    rate_display = number_column("rate", "Rate")
     search_fields = ["from_currency", "to_currency", "source"]
     date_hierarchy = "date"
     ordering = ["-date", "from_currency", "to_currency"]

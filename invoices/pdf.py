@@ -8,8 +8,8 @@ system (DejaVu, Debian package ``fonts-dejavu-core``); no web fonts. The stylesh
 
 This module renders bytes only; storing a PDF on its invoice or credit note is the service
 ``invoices.services.pdf_storage``. Money in the PDF is formatted from Decimals only, by the
-helpers of ``billing_site.money``: invoice amounts with ``format_amount`` (the currency's minor
-units), metered amounts (unit prices, the tie-out) exactly, with ``format_metered``. No float is
+one formatter of ``billing_site.formatting`` (Babel, the settings' locale): invoice amounts in the
+currency's minor units, metered amounts (unit prices, the tie-out) exactly. No float is
 ever made.
 """
 
@@ -28,14 +28,11 @@ from weasyprint import CSS, HTML
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse, path2url
 
+from billing_site.formatting import money_display, money_number, number_display
 from billing_site.money import (
-    format_amount,
-    format_amount_short,
     format_date,
-    format_metered,
     format_percent,
     format_period,
-    format_quantity,
     format_unit,
 )
 from chargeback.focus.pools import pool_breakdown
@@ -118,6 +115,25 @@ def _stamp(invoice: Invoice) -> str:
     if invoice.status == Invoice.Status.DRAFT:
         return "DRAFT"
     return ""
+
+
+def format_amount(amount, currency: str) -> str:
+    """An invoice amount: ``1,234.50 USD`` (``billing_site.formatting.money_display``)."""
+    return money_display(amount, currency)
+
+
+def format_amount_short(amount, currency: str) -> str:
+    """An invoice amount in a column whose header names the currency: ``1,234.50``."""
+    return money_number(amount, currency)
+
+
+def format_metered(amount, currency: str, *, code: bool = True) -> str:
+    """A metered amount with every digit: ``0.000125 USD`` (``code=False``: ``0.000125``)."""
+    return money_display(amount, currency, exact=True) if code else money_number(amount, currency, exact=True)
+
+
+def format_quantity(quantity) -> str:
+    return number_display(quantity)
 
 
 def _pools_text(period: BillingPeriod, currency: str, converted_from: set[str] | None = None) -> list[dict]:

@@ -28,6 +28,7 @@ from invoices.models import CreditNote
 from invoices.pdf import RULE_TYPE_EXPLANATIONS, credit_note_render_pdf, invoice_render_pdf
 from invoices.selectors import credit_note_get_with_lines, credit_note_list, invoice_get_with_lines
 from invoices.services.pdf_storage import invoice_pdf_filename
+from subscriptions.selectors import subscription_get_for, subscription_usage
 from teams.selectors import team_list_for_user
 from teams.services import api_key_create, api_key_revoke
 from wallets.selectors import hold_list, ledger_entry_list, wallet_balance_get
@@ -82,9 +83,13 @@ def overview(request, team_id: int):
     # The team's wallet and the user's own (a prepaid_user team); the members' wallets are on the wallet page.
     wallets = [(w, wallet_balance_get(wallet_id=w.pk)) for w in sel.team_wallets(user=request.user, team=team)
                if w.user_id in (None, request.user.pk)]
+    # The team's plan and the user's own (a per-member subscription): included units against usage so far.
+    subscriptions = [sub for sub in (subscription_get_for(team=team), subscription_get_for(team=team, user=request.user))
+                     if sub is not None]
+    plans = [{"subscription": sub, "meters": subscription_usage(subscription=sub)} for sub in subscriptions]
     return _page(
         request, "portal/overview.html", team, "overview",
-        this_month=this_month, last_month=last_month, costs=costs,
+        this_month=this_month, last_month=last_month, costs=costs, plans=plans,
         budget=sel.budget_status_get(team=team, today=today), wallets=wallets,
         open_invoices=sel.team_open_invoices(user=request.user, team=team)[:20],
     )

@@ -25,9 +25,18 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing_site.admin_mixins import BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin
+from billing_site.admin_mixins import (
+    BillingAdminMixin,
+    LargeTableAdminMixin,
+    ReadOnlyAdminMixin,
+    json_column,
+    money_column,
+    money_html,
+    number_column,
+    period_column,
+)
 from billing_site.errors import BillingError
-from billing_site.money import format_amount, format_metered
+from billing_site.formatting import money_display, period_display
 from teams.selectors import user_is_finance
 
 from .models import Plan, PlanCharge, Subscription, SubscriptionPeriod, SubscriptionProration
@@ -42,9 +51,11 @@ from .upcoming import subscription_upcoming_invoice
 
 class PlanChargeInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
     model = PlanCharge
-    fields = ["meter", "resource_type", "feature_key", "provider", "unit", "included_units", "charge_model", "price_text"]
+    fields = ["meter", "resource_type", "feature_key", "provider", "unit", "included_display", "charge_model",
+              "price_text"]
     readonly_fields = fields
     extra = 0
+    included_display = number_column("included_units", "Included units")
 
     @admin.display(description="Price beyond the included units")
     def price_text(self, obj):
@@ -73,9 +84,7 @@ class PlanAdmin(BillingAdminMixin, admin.ModelAdmin):
             used=Exists(Subscription.objects.filter(plan=OuterRef("pk"))),
         )
 
-    @admin.display(description="Fee", ordering="fee")
-    def fee_display(self, obj):
-        return format_metered(obj.fee, obj.currency)
+    fee_display = money_column("fee", "Fee")
 
     @admin.display(description="Per")
     def period(self, obj):
@@ -146,17 +155,21 @@ class PlanAdmin(BillingAdminMixin, admin.ModelAdmin):
 
 class SubscriptionPeriodInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
     model = SubscriptionPeriod
-    fields = ["period_start", "period_end", "plan", "is_trial", "fee", "currency", "invoice", "usage_invoice"]
+    fields = ["period_display", "plan", "is_trial", "fee_display", "usage_display", "invoice", "usage_invoice"]
     readonly_fields = fields
     extra = 0
     ordering = ["-period_start"]
+    period_display = period_column("period_start", "period_end", "Period")
+    fee_display = money_column("fee", "Fee")
+    usage_display = json_column("usage", "Usage")
 
 
 class SubscriptionProrationInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
     model = SubscriptionProration
-    fields = ["kind", "description", "amount", "currency", "invoice"]
+    fields = ["kind", "description", "amount_display", "invoice"]
     readonly_fields = fields
     extra = 0
+    amount_display = money_column("amount", "Amount")
 
 
 class TrialEndingFilter(admin.SimpleListFilter):
@@ -191,7 +204,7 @@ class ExtendTrialForm(forms.Form):
 
 @admin.register(Subscription)
 class SubscriptionAdmin(BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "subscriber", "plan", "tier", "status", "mrr_display", "current_period_end",
+    list_display = ["id", "subscriber", "plan", "tier", "status", "mrr_display", "current_period_display",
                     "cancel_at_period_end", "trial_end"]
     list_filter = ["status", "plan__tier", "plan", "cancel_at_period_end", TrialEndingFilter, "plan__currency"]
     search_fields = ["team__name", "team__slug", "user__username", "plan__code"]
@@ -215,7 +228,11 @@ class SubscriptionAdmin(BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMi
         plan = obj.plan
         amount = monthly_amount(fee=plan.fee, interval=plan.interval, interval_count=plan.interval_count,
                                 count=int(obj.status in MRR_STATUSES))
-        return format_amount(amount, plan.currency)
+        return money_html(amount, plan.currency)
+
+    @admin.display(description="Current period", ordering="current_period_end")
+    def current_period_display(self, obj):
+        return period_display(obj.current_period_start, obj.current_period_end)
 
     def has_manage_permission(self, request):
         return user_is_finance(request.user) and request.user.has_perm("subscriptions.change_subscription")
@@ -278,7 +295,7 @@ class SubscriptionAdmin(BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMi
         data = request.POST if request.method == "POST" else (request.GET if "plan" in request.GET else None)
         form = ChangePlanForm(data, subscription=sub)
         context = self._context(request, f"Change the plan of {self.subscriber(sub)}", form=form, subscription=sub,
-                                current=format_metered(sub.plan.fee, sub.plan.currency))
+                                current=money_display(sub.plan.fee, sub.plan.currency))
         if data is not None and form.is_valid():
             choice = form.cleaned_data
             if request.method == "POST" and request.POST.get("step") == "commit":

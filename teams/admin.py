@@ -10,10 +10,16 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.urls import reverse
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 
-from billing_site.admin_mixins import AuditHistoryAdminMixin, BillingAdminMixin
-from billing_site.money import format_metered
+from billing_site.admin_mixins import (
+    AuditHistoryAdminMixin,
+    BillingAdminMixin,
+    CommaListField,
+    money_column,
+    money_html,
+)
+from billing_site.formatting import number_display
 from teams.models import ApiKey, BillingSettings, Team, TeamMembership
 from teams.services import api_key_create, api_key_revoke, billing_settings_update
 
@@ -24,7 +30,25 @@ class TeamMembershipInline(BillingAdminMixin, admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
-class BillingSettingsInline(BillingAdminMixin, admin.StackedInline):
+class ThresholdDisplayMixin:
+    """The warning threshold as people read it: ``10 %`` of the last top-up, or an amount."""
+
+    @admin.display(description="Warning threshold", ordering="warning_threshold_value")
+    def threshold_display(self, obj):
+        if obj.warning_threshold_type == BillingSettings.ThresholdType.ABSOLUTE:
+            return money_html(obj.warning_threshold_value, obj.team.currency)
+        return format_html('<span class="number">{} % of the last top-up</span>',
+                           number_display(obj.warning_threshold_value))
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        # Provider names and currency codes as "a, b" text rather than a JSON box showing "[]".
+        if db_field.name in ("allowed_providers", "extra_currencies"):
+            return CommaListField(required=False, label=db_field.verbose_name.capitalize(),
+                                  help_text=f"{db_field.help_text} Comma-separated.".replace(', e.g. ["EUR"]', ""))
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+
+class BillingSettingsInline(ThresholdDisplayMixin, BillingAdminMixin, admin.StackedInline):
     """The team's billing settings, saved through ``teams.services.billing_settings_update``."""
 
     model = BillingSettings
@@ -66,7 +90,7 @@ class TeamAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
         return format_html_join(
             ", ", '<a href="{}">{}{}</a>',
             (
-                (reverse("admin:wallets_wallet_change", args=[w.pk]), format_metered(w.balance, w.currency),
+                (reverse("admin:wallets_wallet_change", args=[w.pk]), money_html(w.balance, w.currency),
                  f" ({w.user})" if w.user_id else "" if w.status == "active" else f" ({w.status})")
                 for w in sorted(wallets, key=lambda w: (w.user_id or 0, w.currency))
             ),
@@ -97,13 +121,18 @@ class TeamAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(BillingSettings)
-class BillingSettingsAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
-    list_display = ["team", "billing_model", "credit_limit", "block_on_zero_balance", "warning_threshold_type",
-                    "warning_threshold_value", "tax_rate", "payment_terms_days"]
+class BillingSettingsAdmin(ThresholdDisplayMixin, BillingAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
+    list_display = ["team", "billing_model", "credit_limit_display", "block_on_zero_balance", "threshold_display",
+                    "tax_rate_display", "payment_terms_days"]
     list_filter = ["billing_model", "block_on_zero_balance"]
     search_fields = ["team__name", "team__slug"]
     autocomplete_fields = ["team"]
     list_select_related = ["team"]
+    credit_limit_display = money_column("credit_limit", "Credit limit", currency="team.currency")
+
+    @admin.display(description="Tax rate", ordering="tax_rate")
+    def tax_rate_display(self, obj):
+        return format_html('<span class="number">{} %</span>', number_display(obj.tax_rate))
 
 
 @admin.register(ApiKey)

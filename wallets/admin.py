@@ -24,10 +24,15 @@ from billing_site.admin_mixins import (
     ExactSearchMixin,
     LargeTableAdminMixin,
     ReadOnlyAdminMixin,
+    json_column,
+    money_column,
+    money_html,
+    number_column,
+    readable_fields,
 )
 from billing_site.errors import BillingError
 from billing_site.exports import csv_writer
-from billing_site.money import format_metered
+from billing_site.formatting import money_display
 from teams.models import Team
 from teams.selectors import billing_settings_get, user_is_finance
 
@@ -53,16 +58,31 @@ class BelowWarningFilter(admin.SimpleListFilter):
         return queryset
 
 
+class LowBalanceWarnedFilter(admin.SimpleListFilter):
+    """Wallets whose team was (or was not yet) e-mailed that the balance is low, in words."""
+
+    title = "low-balance warning"
+    parameter_name = "low_balance_warned"
+
+    def lookups(self, request, model_admin):
+        return [("1", "Warned"), ("0", "Not warned")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("0", "1"):
+            return queryset.filter(low_balance_warned=self.value() == "1")
+        return queryset
+
+
 @admin.register(Wallet)
 class WalletAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["pk", "team", "user", "status", "balance_display", "reserved_display", "available_display",
-                    "granted_display", "low_balance_warned", "updated_at"]
+                    "granted_display", "warned_display", "updated_at"]
     list_display_links = ["pk", "team"]
-    list_filter = ["status", BelowWarningFilter, "currency", "low_balance_warned"]
+    list_filter = ["status", BelowWarningFilter, "currency", LowBalanceWarnedFilter]
     search_fields = ["team__name", "team__slug", "user__username"]
     list_select_related = ["team__billing_settings", "user"]
     readonly_fields = ["team", "user", "currency", "status", "balance_display", "reserved_display",
-                       "available_display", "granted_display", "last_top_up_amount", "low_balance_warned",
+                       "available_display", "granted_display", "last_top_up_display", "warned_display",
                        "created_at", "updated_at", "ledger_link"]
     fields = readonly_fields
     actions = ["top_up_action", "grant_action", "freeze_action", "unfreeze_action"]
@@ -95,21 +115,21 @@ class WalletAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         pass  # a wallet has no related rows to save with it
 
     # --- figures -----------------------------------------------------------------------------
-    @admin.display(description="Balance", ordering="balance")
-    def balance_display(self, obj):
-        return format_metered(obj.balance, obj.currency)
-
-    @admin.display(description="Reserved", ordering="reserved")
-    def reserved_display(self, obj):
-        return format_metered(obj.reserved, obj.currency)
+    balance_display = money_column("balance", "Balance")
+    reserved_display = money_column("reserved", "Reserved")
+    granted_display = money_column("granted_balance", "Granted (unspent)")
+    last_top_up_display = money_column("last_top_up_amount", "Last top-up")
 
     @admin.display(description="Available")
     def available_display(self, obj):
-        return format_metered(obj.available(billing_settings_get(team=obj.team)), obj.currency)
+        return money_html(obj.available(billing_settings_get(team=obj.team)), obj.currency)
 
-    @admin.display(description="Granted (unspent)", ordering="granted_balance")
-    def granted_display(self, obj):
-        return format_metered(obj.granted_balance, obj.currency)
+    @admin.display(description="Low-balance warning", ordering="low_balance_warned")
+    def warned_display(self, obj):
+        """A label, not a tick: "Warned" once the team was e-mailed about the low balance."""
+        if obj.low_balance_warned:
+            return format_html('<span class="label label-warn">{}</span>', "Warned")
+        return "Not warned"
 
     @admin.display(description="Ledger")
     def ledger_link(self, obj):
@@ -228,7 +248,7 @@ class WalletAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
                     break
                 done.append((wallet, entry, seen))
             for wallet, entry, seen in done:
-                amount = format_metered(entry.amount, entry.currency)
+                amount = money_display(entry.amount, entry.currency)
                 if seen:
                     self.message_user(
                         request, f"This form was already submitted: {title.lower()} of {amount} to {wallet.team} "
@@ -237,7 +257,7 @@ class WalletAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
                 else:
                     self.message_user(
                         request, f"{title} of {amount} to {wallet.team}: ledger entry #{entry.pk}, balance now "
-                        f"{format_metered(entry.balance_after, entry.currency)}.", messages.SUCCESS,
+                        f"{money_display(entry.balance_after, entry.currency)}.", messages.SUCCESS,
                     )
             if form.is_valid():
                 return HttpResponseRedirect(changelist)
@@ -289,7 +309,7 @@ class LedgerCurrencyFilter(admin.SimpleListFilter):
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["pk", "created_at", "wallet_team", "entry_type", "amount_display", "balance_after_display",
-                    "reserved_delta", "reference_type", "reference_id", "idempotency_key"]
+                    "reserved_delta_display", "reference_type", "reference_id", "idempotency_key"]
     list_filter = ["entry_type", LedgerTeamFilter, LedgerCurrencyFilter]
     search_fields = ["idempotency_key", "reference_id"]  # searched exactly: ExactSearchMixin
     exact_search_fields = ("idempotency_key", "reference_id")
@@ -323,13 +343,32 @@ class LedgerEntryAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin
         wallet = obj.wallet
         return f"{wallet.team} / {wallet.user}" if wallet.user_id else str(wallet.team)
 
-    @admin.display(description="Amount", ordering="amount")
-    def amount_display(self, obj):
-        return format_metered(obj.amount, obj.currency)
+    amount_display = money_column("amount", "Amount")
+    balance_after_display = money_column("balance_after", "Balance after")
 
-    @admin.display(description="Balance after", ordering="balance_after")
-    def balance_after_display(self, obj):
-        return format_metered(obj.balance_after, obj.currency)
+    @admin.display(description="Reserved change", ordering="reserved_delta")
+    def reserved_delta_display(self, obj):
+        """Blank when the entry moved no reservation (most do), instead of "0.000000000000"."""
+        return money_html(obj.reserved_delta, obj.currency) if obj.reserved_delta else ""
+
+    def get_fields(self, request, obj=None):
+        return self.detail_fields
+
+    #: The entry's page: amounts in their currency (exact figures), reservation moves only when there are.
+    detail_fields = ["wallet", "entry_type", "amount_exact", "balance_before_exact", "balance_after_exact",
+                     "reserved_exact", "currency", "description", "feature_key", "reference_type", "reference_id",
+                     "idempotency_key", "created_by", "created_at"]
+    readonly_fields = detail_fields
+    amount_exact = money_column("amount", "Amount", exact=True)
+    balance_before_exact = money_column("balance_before", "Balance before", exact=True)
+    balance_after_exact = money_column("balance_after", "Balance after", exact=True)
+
+    @admin.display(description="Reserved")
+    def reserved_exact(self, obj):
+        if not obj.reserved_delta:
+            return "No change"
+        return format_html("{} → {} (change {})", money_html(obj.reserved_before, obj.currency),
+                           money_html(obj.reserved_after, obj.currency), money_html(obj.reserved_delta, obj.currency))
 
     def get_urls(self):
         return [
@@ -368,26 +407,39 @@ class LedgerEntryAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin
 
 @admin.register(CreditGrant)
 class CreditGrantAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["pk", "wallet", "amount", "remaining", "expires_at", "expired_at", "created_at"]
+    list_display = ["pk", "wallet", "amount_display", "remaining_display", "expires_at", "expired_at", "created_at"]
     list_filter = [("expires_at", admin.EmptyFieldListFilter)]
-    list_select_related = ["wallet__team"]
+    list_select_related = ["wallet__team", "wallet__user"]
     raw_id_fields = ["wallet", "entry"]
+    fields = readonly_fields = readable_fields(CreditGrant, amount="amount_display", remaining="remaining_display")
+    amount_display = money_column("amount", "Amount", currency="wallet.currency")
+    remaining_display = money_column("remaining", "Remaining", currency="wallet.currency")
 
 
 @admin.register(Hold)
 class HoldAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["pk", "wallet", "amount", "captured_amount", "released_amount", "status", "expires_at", "created_at"]
+    list_display = ["pk", "wallet", "amount_display", "captured_display", "released_display", "status", "expires_at",
+                    "created_at"]
     list_filter = ["status"]
-    list_select_related = ["wallet__team"]
+    list_select_related = ["wallet__team", "wallet__user"]
     raw_id_fields = ["wallet", "created_by"]
+    amount_display = money_column("amount", "Amount", currency="wallet.currency")
+    captured_display = money_column("captured_amount", "Captured", currency="wallet.currency")
+    released_display = money_column("released_amount", "Released", currency="wallet.currency")
+
+    fields = readonly_fields = readable_fields(Hold, amount="amount_display", captured_amount="captured_display",
+                                               released_amount="released_display")
 
 
 class UsageEventItemInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
     model = UsageEventItem
     extra = 0
-    fields = ["position", "category", "provider", "model", "unit", "quantity", "unit_price", "cost", "currency",
-              "usage_record"]
+    fields = ["position", "category", "provider", "model", "unit", "quantity_display", "unit_price_display",
+              "cost_display", "usage_record"]
     readonly_fields = fields
+    quantity_display = number_column("quantity", "Quantity")
+    unit_price_display = money_column("unit_price", "Unit price", exact=True)
+    cost_display = money_column("cost", "Cost")
 
 
 @admin.register(UsageEvent)
@@ -400,6 +452,6 @@ class UsageEventAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     show_full_result_count = False
     inlines = [UsageEventItemInline]
 
-    @admin.display(description="Total", ordering="total")
-    def total_display(self, obj):
-        return format_metered(obj.total, obj.currency)
+    fields = readonly_fields = readable_fields(UsageEvent, total="total_display", metadata="metadata_display")
+    total_display = money_column("total", "Total")
+    metadata_display = json_column("metadata", "Metadata")

@@ -18,6 +18,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from billing_site.fields import CurrencyField, MeteredAmountField
+from billing_site.formatting import money_display, number_display
 from billing_site.money import MONEY_CONTEXT
 from teams.models import BillingSettings, Team
 
@@ -90,7 +91,7 @@ class Wallet(models.Model):
 
     def __str__(self) -> str:
         owner = f"{self.team} / {self.user}" if self.user_id else str(self.team)
-        return f"{owner}: {self.balance} {self.currency}"
+        return f"{owner}: {money_display(self.balance, self.currency)}"
 
     @property
     def purchased_balance(self) -> Decimal:
@@ -229,7 +230,7 @@ class LedgerEntry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.entry_type} {self.amount} {self.currency}"
+        return f"#{self.pk} {self.entry_type} {money_display(self.amount, self.currency)}"
 
     def save(self, *args, **kwargs):
         if not self._state.adding:
@@ -291,7 +292,9 @@ class CreditGrant(models.Model):
         indexes = [models.Index(fields=["expires_at"], name="grant_expires", condition=Q(remaining__gt=0))]
 
     def __str__(self) -> str:
-        return f"Grant {self.amount} ({self.remaining} left) on wallet {self.wallet_id}"
+        currency = self.wallet.currency
+        return (f"Grant {money_display(self.amount, currency)} ({money_display(self.remaining, currency)} left) "
+                f"on wallet {self.wallet_id}")
 
 
 class Hold(models.Model):
@@ -348,7 +351,7 @@ class Hold(models.Model):
         indexes = [models.Index(fields=["expires_at"], name="hold_open_expires", condition=Q(status="open"))]
 
     def __str__(self) -> str:
-        return f"Hold {self.amount} on wallet {self.wallet_id} ({self.status})"
+        return f"Hold {money_display(self.amount, self.wallet.currency)} on wallet {self.wallet_id} ({self.status})"
 
 
 class UsageEvent(models.Model):
@@ -411,7 +414,7 @@ class UsageEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Usage event {self.pk} {self.total} {self.currency} ({self.status})"
+        return f"Usage event {self.pk} {money_display(self.total, self.currency)} ({self.status})"
 
 
 class UsageEventItem(models.Model):
@@ -450,4 +453,5 @@ class UsageEventItem(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.category}/{self.provider}/{self.model} {self.quantity} {self.unit} = {self.cost}"
+        return (f"{self.category}/{self.provider}/{self.model} {number_display(self.quantity)} {self.unit} = "
+                f"{money_display(self.cost, self.currency)}")

@@ -13,7 +13,7 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from billing_site.admin_mixins import BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin
+from billing_site.admin_mixins import BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin, json_column
 from teams.selectors import user_is_finance
 
 from .errors import WebhookError
@@ -98,9 +98,10 @@ class EventAdmin(ReadOnlyAdminMixin, LargeTableAdminMixin, BillingAdminMixin, ad
     list_select_related = ["team"]
     search_fields = ["=webhook_id"]
     date_hierarchy = "created_at"
-    fields = ["webhook_id", "type", "team", "created_at", "data"]
+    fields = ["webhook_id", "type", "team", "created_at", "data_display"]
     readonly_fields = fields
     inlines = [DeliveryInline]
+    data_display = json_column("data", "Data", pretty=True)
 
 
 class DeliveryAttemptInline(ReadOnlyAdminMixin, BillingAdminMixin, admin.TabularInline):

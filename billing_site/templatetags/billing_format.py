@@ -7,7 +7,7 @@ import datetime as dt
 
 from django import template
 
-from billing_site.formatting import money_display, number_display
+from billing_site.formatting import money_display, number_display, period_display
 from billing_site.money import format_unit
 
 register = template.Library()
@@ -43,3 +43,10 @@ def quantity_in(quantity, unit: str) -> str:
     if quantity is None:
         return ""
     return f"{number_display(quantity)} {format_unit(quantity, unit)}".strip() if unit else number_display(quantity)
+
+
+@register.filter
+def period(start, end) -> str:
+    """A half-open period ``[start, end)`` as people read it: ``October 2026``, or the inclusive range
+    ``Oct 1 – 15, 2026`` (``billing_site.formatting.period_display``)."""
+    return period_display(start, end)

@@ -205,4 +205,5 @@ def test_preview_of_a_month_in_two_currencies_ties_out_each_and_commit_sees_a_ch
     assert sorted((i.team_name, i.currency) for i in Invoice.objects.all()) == [
         ("Euro", "EUR"), ("Maps", "USD"), ("Search", "USD")]
     listing = finance.get(reverse("admin:chargeback_allocationrun_changelist")).content.decode()
-    assert "5.005 EUR, 15.75 USD" in listing
+    # (each in its currency's minor units, the exact metered figure in the tooltip)
+    assert 'title="exact: 5.005\u00a0EUR">5.01\u00a0EUR</span>, <span class="money">15.75\u00a0USD</span>' in listing

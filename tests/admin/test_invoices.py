@@ -40,7 +40,7 @@ def test_issue_action_asks_for_confirmation_then_a_job_numbers_the_invoice_and_s
     invoice = draft_invoice(amounts=("120.00", "30.50"))
     confirm = finance.post(reverse("admin:invoices_invoice_changelist"),
                            {"action": "issue_action", "_selected_action": [invoice.pk]}, follow=True)
-    assert "150.50 USD" in confirm.content.decode()
+    assert "150.50\u00a0USD" in confirm.content.decode()
     invoice.refresh_from_db()
     assert invoice.status == Invoice.Status.DRAFT  # nothing happens before the confirmation
 

@@ -36,10 +36,10 @@ def test_team_page_shows_wallet_balance_and_links_to_ledger_usage_invoices(finan
     wallet = wallet_open(team=team)
     wallet_top_up(wallet=wallet, amount=Decimal("42.5"), idempotency_key=new_key())
     page = finance.get(reverse("admin:teams_team_change", args=[team.pk])).content.decode()
-    assert "42.50 USD" in page
+    assert "42.50\u00a0USD" in page
     assert f"?team={team.pk}" in page and f"?team__id__exact={team.pk}" in page
     listing = finance.get(reverse("admin:teams_team_changelist")).content.decode()
-    assert "42.50 USD" in listing
+    assert "42.50\u00a0USD" in listing
 
 
 def test_team_billing_settings_inline_saves_through_the_service_and_is_audited(finance, finance_user):

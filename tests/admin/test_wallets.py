@@ -43,7 +43,7 @@ def test_top_up_credits_the_wallet_once_when_the_form_is_submitted_twice(finance
     wallet.refresh_from_db()
     assert wallet.balance == Decimal("125.50")
     assert LedgerEntry.objects.filter(wallet=wallet, entry_type="top_up", reference_id="PO-4711").count() == 1
-    assert any("Top up of 25.50 USD to Search" in m for m in _messages(first))
+    assert any("Top up of 25.50\u00a0USD to Search" in m for m in _messages(first))
     assert any("already submitted" in m for m in _messages(second))
 
 
@@ -140,8 +140,10 @@ def test_usage_event_list_shows_totals_as_amounts_with_their_currency(finance, w
     # when finance opens the usage events
     page = finance.get(reverse("admin:wallets_usageevent_changelist")).content.decode()
 
-    # then the total reads as an amount with its currency, not a 12-place number
-    assert "0.015 USD" in page and "0.015000000000" not in page
+    # then the total reads as an amount in cents with its currency, right-aligned on one line, the
+    # exact metered figure as its tooltip, never a 12-place number
+    assert '<span class="money" title="exact: 0.015\u00a0USD">0.02\u00a0USD</span>' in page
+    assert "0.015000000000" not in page
 
 
 def test_finance_opens_a_wallet_for_a_team_before_any_charge_in_the_admin(finance, db):

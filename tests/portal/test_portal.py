@@ -18,7 +18,9 @@ from chargeback.periods import BillingPeriod
 from chargeback.services.allocation import allocation_run_execute
 from portal.models import BudgetAlert
 from portal.services import budget_alerts_check, budget_set
-from teams.services import api_key_authenticate
+from subscriptions.services.lifecycle import subscription_create
+from subscriptions.services.plans import plan_create
+from teams.services import api_key_authenticate, billing_settings_update
 from tests.factories import AllocationRuleFactory, AllocationTargetFactory, UsageRecordFactory, draft_invoice
 from wallets.services.posting import wallet_top_up
 from wallets.services.wallets import wallet_open
@@ -84,7 +86,24 @@ def test_portal_overview_shows_the_month_so_far_against_last_month_and_the_walle
     page = member.get(f"/portal/teams/{search.pk}/").content.decode()
     assert "1,234.50\u00a0USD" in page and "August 2024: 99.00\u00a0USD" in page
     assert "5,000.00\u00a0USD" in page
-    assert 'id="plan-slot"' in page
+    assert 'id="plan-slot"' in page and "no subscription" in page
+
+
+def test_portal_overview_shows_included_units_used_against_the_plan(member, search, today):
+    # given the team on a plan with 500 included LLM tokens a month and 585 used this period
+    billing_settings_update(team=search, billing_model="postpaid", credit_limit=Decimal(100000))
+    plan = plan_create(code="pro", name="Pro", tier="pro", currency="USD", fee=Decimal("49"), charges=[{
+        "meter": "inference", "resource_type": "llm", "unit": "token", "included_units": Decimal(500),
+        "charge_model": "standard", "price": Decimal("2.00"), "price_per_units": Decimal(1000)}])
+    subscription_create(team=search, plan=plan, start=timezone.make_aware(dt.datetime(2024, 9, 1)))
+    _usage(search, "1", resource_type="llm", unit="token", quantity=Decimal("585"))
+    # when a member opens the overview
+    page = member.get(f"/portal/teams/{search.pk}/").content.decode()
+    # then the plan's included units, the usage so far and what lies beyond the plan are shown
+    plan_part = page.split('id="plan-slot"')[1].split("</section>")[0]
+    assert "Pro" in plan_part and "49.00\u00a0USD" in plan_part
+    assert "500 tokens" in plan_part and "585 tokens" in plan_part and "85 tokens" in plan_part
+    assert "0.17\u00a0USD" in plan_part
 
 
 def test_portal_usage_groups_by_provider_and_drills_down_to_rows(member, search, maps, today):

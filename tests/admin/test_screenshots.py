@@ -1,0 +1,102 @@
+"""Every billing list and detail page of the admin at 1440 × 900, with the demo's data, as finance sees it.
+
+One browser, one logged-in page: each changelist and the change page of its first row are opened,
+screenshotted into ``test-artifacts/admin/screens/`` (gitignored) for people to look at, and held to
+what a reader notices first: no column cut off (the page and the result table fit their width) and
+no amount broken over two lines (every ``.money`` cell stays on one line and says ``nowrap``).
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.contrib import admin
+from django.core.management import call_command
+from django.urls import reverse
+
+from tests.admin.test_browser import PASSWORD
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+#: The billing apps whose every model the finance admin shows.
+BILLING_APPS = {"teams", "chargeback", "wallets", "invoices", "subscriptions", "webhooks", "jobs", "billing_site"}
+
+#: Run in the page: what is cut off or wrapped, as sentences (an empty list when all is well).
+PROBLEMS_JS = """
+() => {
+  const problems = [];
+  const root = document.documentElement;
+  if (root.scrollWidth > root.clientWidth + 1) {
+    problems.push(`the page is ${root.scrollWidth}px wide in a ${root.clientWidth}px window`);
+  }
+  const table = document.querySelector('#result_list');
+  if (table) {
+    const box = table.closest('.results') || table.parentElement;
+    if (table.scrollWidth > box.clientWidth + 1) {
+      const heads = [...table.querySelectorAll('thead th')].filter(
+        th => th.getBoundingClientRect().right > box.getBoundingClientRect().right + 1);
+      problems.push(`the result table is ${table.scrollWidth}px in ${box.clientWidth}px; cut off: ` +
+                    heads.map(th => th.innerText.trim()).join(', '));
+    }
+  }
+  for (const el of document.querySelectorAll('.money')) {
+    if (!el.offsetParent) continue;  // hidden (a collapsed fieldset)
+    const style = getComputedStyle(el);
+    const lines = el.getClientRects().length;
+    const lineHeight = parseFloat(style.lineHeight) || parseFloat(style.fontSize) * 1.4;
+    if (style.whiteSpace !== 'nowrap' || lines > 1 || el.getBoundingClientRect().height > lineHeight * 1.6) {
+      problems.push(`the amount "${el.innerText}" wraps`);
+    }
+  }
+  return problems;
+}
+"""
+
+
+def _billing_models():
+    return sorted(
+        ((model, model_admin) for model, model_admin in admin.site._registry.items()
+         if model._meta.app_label in BILLING_APPS),
+        key=lambda pair: (pair[0]._meta.app_label, pair[0]._meta.model_name),
+    )
+
+
+def test_every_billing_list_and_detail_page_fits_1440_wide_and_no_amount_wraps(
+        browser, live_server, finance_user, artifacts):
+    # given the demo's month: teams, usage, a committed billing run, invoices, wallets, subscriptions
+    call_command("demo", "--rows", "200", stdout=io.StringIO(), stderr=io.StringIO())
+    folder = artifacts / "screens"
+    folder.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/")
+    page.fill("#id_username", finance_user.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_selector("#user-tools")
+
+    # when finance opens each list and the first row's page
+    problems, seen = {}, []
+    for model, _model_admin in _billing_models():
+        opts = model._meta
+        name = f"{opts.app_label}-{opts.model_name}"
+        urls = [(f"{name}-list", reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))]
+        first = model._default_manager.order_by("pk").first()
+        if first is not None:
+            urls.append((f"{name}-detail", reverse(f"admin:{opts.app_label}_{opts.model_name}_change",
+                                                   args=[first.pk])))
+        for label, url in urls:
+            response = page.goto(f"{live_server.url}{url}")
+            assert response.status == 200, f"{url} answered {response.status}"
+            page.screenshot(path=str(folder / f"{label}.png"), full_page=label.endswith("-detail"))
+            seen.append(label)
+            found = page.evaluate(PROBLEMS_JS)
+            if found:
+                problems[label] = found
+    context.close()
+
+    # then every page was seen, and none has a column cut off or an amount on two lines
+    assert "wallets-wallet-detail" in seen and "invoices-invoice-list" in seen
+    assert problems == {}
