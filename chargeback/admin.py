@@ -36,6 +36,7 @@ from billing_site.admin_mixins import (
     AuditHistoryAdminMixin,
     BillingAdminMixin,
     ExactSearchMixin,
+    ExportAdminMixin,
     LargeTableAdminMixin,
     ReadOnlyAdminMixin,
     user_may_run_billing,
@@ -67,6 +68,7 @@ from teams.models import Team
 from teams.selectors import user_is_finance
 
 from .models import AllocatedCost, AllocationRule, AllocationRun, AllocationTarget, Price, TeamMapping, UsageRecord
+from .resources import AllocatedCostResource, AllocationRunResource, UsageRecordResource
 
 # --- Usage ---------------------------------------------------------------------------------------
 
@@ -161,8 +163,10 @@ VOID_MAX_RECORDS = 100
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin, AuditHistoryAdminMixin,
-                       ReadOnlyAdminMixin, admin.ModelAdmin):
+class UsageRecordAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixin, ExactSearchMixin,
+                       AuditHistoryAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    resource_classes = [UsageRecordResource]  # Export CSV / XLSX (ExportAdminMixin)
+    export_filename = "usage"
     list_display = [
         "occurred_at", "billing_period_start", "team", "resource_type", "provider", "service_name", "quantity",
         "unit", "cost_display", "source", "status_display",
@@ -484,7 +488,9 @@ class AllocationTeamFilter(UsageTeamFilter):
 
 
 @admin.register(AllocatedCost)
-class AllocatedCostAdmin(BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class AllocatedCostAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    resource_classes = [AllocatedCostResource]  # Export CSV / XLSX (ExportAdminMixin)
+    export_filename = "allocations"
     """Every row of every run, read-only: the run page shows only its largest rows."""
 
     list_display = ["run", "team", "user", "rule", "service", "quantity", "unit", "amount", "currency", "record_count"]
@@ -496,7 +502,8 @@ class AllocatedCostAdmin(BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminM
 
 
 @admin.register(AllocationRun)
-class AllocationRunAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class AllocationRunAdmin(BillingAdminMixin, ExportAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    resource_classes = [AllocationRunResource]  # Export CSV / XLSX (ExportAdminMixin)
     list_display = [
         "__str__", "period_start", "period_end", "status", "total_display", "allocated_display",
         "unallocated_display", "ties_out", "committed_at", "invoices_link",

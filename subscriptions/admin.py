@@ -25,13 +25,14 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing_site.admin_mixins import BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin
+from billing_site.admin_mixins import BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin
 from billing_site.errors import BillingError
 from billing_site.money import format_amount, format_metered
 from teams.selectors import user_is_finance
 
 from .models import Plan, PlanCharge, Subscription, SubscriptionPeriod, SubscriptionProration
 from .mrr import MRR_STATUSES, monthly_amount
+from .resources import PlanResource, SubscriptionResource
 from .selectors import charge_price_text
 from .services.lifecycle import subscription_cancel, subscription_change_plan, subscription_trial_extend
 from .services.plans import PLAN_PRICE_FIELDS, plan_archive, plan_create, plan_new_version, plan_update
@@ -59,7 +60,8 @@ class PlanForm(forms.ModelForm):
 
 
 @admin.register(Plan)
-class PlanAdmin(BillingAdminMixin, admin.ModelAdmin):
+class PlanAdmin(BillingAdminMixin, ExportAdminMixin, admin.ModelAdmin):
+    resource_classes = [PlanResource]  # Export CSV / XLSX (ExportAdminMixin)
     form = PlanForm
     list_display = ["code", "name", "tier", "fee_display", "period", "trial_days", "status", "version", "subscribers"]
     list_filter = ["tier", "status", "interval", "currency"]
@@ -190,7 +192,8 @@ class ExtendTrialForm(forms.Form):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class SubscriptionAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    resource_classes = [SubscriptionResource]  # Export CSV / XLSX (ExportAdminMixin)
     list_display = ["id", "subscriber", "plan", "tier", "status", "mrr_display", "current_period_end",
                     "cancel_at_period_end", "trial_end"]
     list_filter = ["status", "plan__tier", "plan", "cancel_at_period_end", TrialEndingFilter, "plan__currency"]

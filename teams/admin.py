@@ -12,9 +12,10 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html_join
 
-from billing_site.admin_mixins import AuditHistoryAdminMixin, BillingAdminMixin
+from billing_site.admin_mixins import AuditHistoryAdminMixin, BillingAdminMixin, ExportAdminMixin
 from billing_site.money import format_metered
 from teams.models import ApiKey, BillingSettings, Team, TeamMembership
+from teams.resources import TeamResource
 from teams.services import api_key_create, api_key_revoke, billing_settings_update
 
 
@@ -37,7 +38,8 @@ class BillingSettingsInline(BillingAdminMixin, admin.StackedInline):
 
 
 @admin.register(Team)
-class TeamAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
+class TeamAdmin(BillingAdminMixin, ExportAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
+    resource_classes = [TeamResource]  # Export CSV / XLSX (ExportAdminMixin)
     list_display = ["name", "slug", "cost_center", "parent", "currency", "is_active", "wallet_balances"]
     list_filter = ["is_active", "currency"]
     search_fields = ["name", "slug", "cost_center"]
