@@ -54,7 +54,7 @@ from chargeback.forms import (
     UsageAdjustmentForm,
     UsageVoidForm,
 )
-from chargeback.periods import BillingPeriod, month_start
+from chargeback.periods import BillingPeriod, PeriodError, month_start
 from chargeback.services.focus_import import focus_upload_request
 from chargeback.services.team_mapping import (
     team_mapping_check,
@@ -97,7 +97,10 @@ class UsageTeamFilter(admin.SimpleListFilter):
 
 
 class UsagePeriodFilter(admin.SimpleListFilter):
-    """Billing period (``billing_period_start``): the last 24 months, computed, not read from usage."""
+    """Billing period (``billing_period_start``): the last 24 months, computed, not read from usage.
+
+    The parameter also takes a quarter (``2026-Q4``) or a year (``2026``): the dashboard's links.
+    """
 
     title = "billing period"
     parameter_name = "period"
@@ -114,10 +117,12 @@ class UsagePeriodFilter(admin.SimpleListFilter):
         if not self.value():
             return queryset
         try:
-            start = dt.date.fromisoformat(f"{self.value()}-01")
-        except ValueError:
-            raise IncorrectLookupParameters(f"period must be YYYY-MM, got {self.value()!r}") from None
-        return queryset.filter(billing_period_start=start)
+            period = BillingPeriod.parse(self.value())
+        except PeriodError:
+            raise IncorrectLookupParameters(f"period must be YYYY-MM, YYYY-Qn or YYYY, got {self.value()!r}") from None
+        if period.kind == "month":
+            return queryset.filter(billing_period_start=period.start)
+        return queryset.filter(billing_period_start__gte=period.start, billing_period_start__lt=period.end)
 
 
 class _CachedValuesFilter(admin.SimpleListFilter):
