@@ -7,7 +7,7 @@ billing, whatever model permissions they were given (``teams.selectors.user_sees
 one definition, shared with the API).
 
 This module imports only Django, django-auditlog, django-import-export and the ground floor's
-``teams.selectors`` and ``billing_site.exports``, so any app's admin may use it; the admin site (``billing_site.admin``) sits above the apps.
+``teams`` models and selectors and ``billing_site.exports``, so any app's admin may use it; the admin site (``billing_site.admin``) sits above the apps.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from django.urls import path
 from django.utils import timezone
 
 from billing_site.exports import export_csv_response, export_xlsx_response
+from teams.models import Team
 from teams.selectors import user_is_finance, user_sees_all_teams
 
 
@@ -222,6 +223,44 @@ class ExportAdminMixin:
         if respond is export_xlsx_response:
             return respond(header, rows, filename=filename, sheet=stem)
         return respond(header, rows, filename=filename)
+
+
+class FragmentSearchMixin(ExactSearchMixin):
+    """Search by key (exactly), by a fragment of the text (case-insensitive) and by team name or slug.
+
+    A row matches when one of ``exact_search_fields`` equals the term, when ``search_text`` (an
+    upper-cased text expression of the model, e.g. its description and reference) contains the
+    term upper-cased, or when its team's name or slug contains it. ``search_text`` should be the very
+    expression a trigram GIN index of the table is built on (``gin_trgm_ops``), so the fragment
+    search is an index scan, not a scan of a million rows. The team is looked up in the (small)
+    teams table first and reached through ``search_team_path`` (``team``, or ``wallet__team``
+    through the wallets table), so that branch is served by the table's index on its team or
+    wallet too. The three branches are OR-ed: PostgreSQL combines the indexes (BitmapOr).
+    """
+
+    #: An expression such as ``Upper(Concat("description", Value(" "), "reference_id"))``.
+    search_text = None
+    #: The path to the row's team: ``team``, or ``<fk>__team`` through one related table.
+    search_team_path = "team"
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        condition = Q()
+        for name in self.exact_search_fields:
+            condition |= Q(**{name: term})
+        if self.search_text is not None:
+            queryset = queryset.alias(_search_text=self.search_text)
+            condition |= Q(_search_text__contains=term.upper())
+        teams = Team.objects.filter(Q(name__icontains=term) | Q(slug__icontains=term)).values("pk")
+        via, _, last = self.search_team_path.rpartition("__")
+        if via:
+            related = self.model._meta.get_field(via).related_model
+            condition |= Q(**{f"{via}__in": related._default_manager.filter(**{f"{last}__in": teams}).values("pk")})
+        else:
+            condition |= Q(**{f"{last}__in": teams})
+        return queryset.filter(condition), False
 
 
 class ReadOnlyAdminMixin:

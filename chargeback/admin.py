@@ -35,8 +35,8 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from billing_site.admin_mixins import (
     AuditHistoryAdminMixin,
     BillingAdminMixin,
-    ExactSearchMixin,
     ExportAdminMixin,
+    FragmentSearchMixin,
     LargeTableAdminMixin,
     ReadOnlyAdminMixin,
     user_may_run_billing,
@@ -67,7 +67,16 @@ from jobs.models import JobProgress
 from teams.models import Team
 from teams.selectors import user_is_finance
 
-from .models import AllocatedCost, AllocationRule, AllocationRun, AllocationTarget, Price, TeamMapping, UsageRecord
+from .models import (
+    USAGE_SEARCH_TEXT,
+    AllocatedCost,
+    AllocationRule,
+    AllocationRun,
+    AllocationTarget,
+    Price,
+    TeamMapping,
+    UsageRecord,
+)
 from .resources import AllocatedCostResource, AllocationRunResource, UsageRecordResource
 
 # --- Usage ---------------------------------------------------------------------------------------
@@ -168,7 +177,7 @@ VOID_MAX_RECORDS = 100
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixin, ExactSearchMixin,
+class UsageRecordAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixin, FragmentSearchMixin,
                        AuditHistoryAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     resource_classes = [UsageRecordResource]  # Export CSV / XLSX (ExportAdminMixin)
     export_filename = "usage"
@@ -179,9 +188,11 @@ class UsageRecordAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixin
     list_filter = [UsageTeamFilter, UsageProviderFilter, UsageResourceTypeFilter, "source", "status",
                    UsagePeriodFilter]
     actions = ["void_records"]
-    search_fields = ["idempotency_key", "external_reference", "resource_id"]  # exactly: ExactSearchMixin
-    exact_search_fields = ("idempotency_key", "external_reference", "resource_id")
-    search_help_text = "Exact idempotency key, external reference (FOCUS Id) or resource id."
+    # Searched by FragmentSearchMixin: a fragment of these (one trigram index), or of the team's name or slug.
+    search_fields = ["service_name", "model", "feature_key", "external_reference", "idempotency_key", "resource_id"]
+    search_text = USAGE_SEARCH_TEXT
+    search_help_text = ("A fragment of the service, model, feature, external reference (FOCUS Id), idempotency key, "
+                        "resource id or team name.")
     list_select_related = ["team"]
     show_full_result_count = False
     # Newest first by primary key (an index walk). The model's order, occurred_at then pk, has no

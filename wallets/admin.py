@@ -19,8 +19,8 @@ from django.utils.html import format_html
 
 from billing_site.admin_mixins import (
     BillingAdminMixin,
-    ExactSearchMixin,
     ExportAdminMixin,
+    FragmentSearchMixin,
     LargeTableAdminMixin,
     ReadOnlyAdminMixin,
 )
@@ -30,7 +30,7 @@ from teams.models import Team
 from teams.selectors import billing_settings_get, user_is_finance
 
 from .forms import GrantForm, TopUpForm, WalletOpenForm
-from .models import CreditGrant, Hold, LedgerEntry, UsageEvent, UsageEventItem, Wallet
+from .models import LEDGER_SEARCH_TEXT, CreditGrant, Hold, LedgerEntry, UsageEvent, UsageEventItem, Wallet
 from .resources import LedgerEntryResource, WalletResource
 from .selectors import wallets_below_warning
 from .services.posting import wallet_grant, wallet_top_up
@@ -287,16 +287,17 @@ class LedgerCurrencyFilter(admin.SimpleListFilter):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin,
+class LedgerEntryAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixin, FragmentSearchMixin, ReadOnlyAdminMixin,
                        admin.ModelAdmin):
     resource_classes = [LedgerEntryResource]  # Export CSV / XLSX (ExportAdminMixin)
     export_filename = "ledger"
     list_display = ["pk", "created_at", "wallet_team", "entry_type", "amount_display", "balance_after_display",
                     "reserved_delta", "reference_type", "reference_id", "idempotency_key"]
     list_filter = ["entry_type", LedgerTeamFilter, LedgerCurrencyFilter]
-    search_fields = ["idempotency_key", "reference_id"]  # searched exactly: ExactSearchMixin
-    exact_search_fields = ("idempotency_key", "reference_id")
-    search_help_text = "Exact idempotency key or reference (payment, invoice number, hold)."
+    search_fields = ["description", "reference_id", "idempotency_key"]  # searched by FragmentSearchMixin:
+    search_text = LEDGER_SEARCH_TEXT  # a fragment of these (one trigram index),
+    search_team_path = "wallet__team"  # or of the team's name or slug
+    search_help_text = "A fragment of the description, reference (payment, invoice number, hold), key or team name."
     date_hierarchy = "created_at"
     list_select_related = ["wallet__team", "wallet__user"]
     show_full_result_count = False
