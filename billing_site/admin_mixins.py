@@ -155,13 +155,13 @@ class ExactSearchMixin:
 class ExportAdminMixin:
     """*Export CSV* and *Export XLSX* of the changelist as it is filtered and searched, streamed.
 
-    The columns are a django-import-export ``ModelResource`` (``resource_classes[0]``): its fields,
-    ``dehydrate_*`` methods and export order, read with ``force_native_type`` so amounts reach the
-    writer as ``Decimal`` and dates as dates. The rows are not built by the library's ``export()``
-    (it fills a ``tablib.Dataset`` in memory); they are read with ``queryset.iterator(chunk_size=…)``
-    and written by ``billing_site.exports`` (the one writer and its formula neutraliser), so a
-    million rows never sit in memory. The resource's ``filter_export`` may add ``select_related``
-    or annotations to the queryset.
+    The columns are a ``billing_site.exports.ExportResource`` (a django-import-export
+    ``ModelResource``, ``resource_classes[0]``): its fields, ``dehydrate_*`` methods and export
+    order, values as stored (amounts as ``Decimal``, dates as dates). The rows are not built by the
+    library's ``export()`` (it fills a ``tablib.Dataset`` in memory); they are read in chunks
+    (``ExportResource.export_rows``) and written by ``billing_site.exports`` (the one writer and its
+    formula neutraliser), so a million rows never sit in memory. The resource's ``filter_export``
+    may add ``select_related``, annotations or an order to the queryset.
 
     URLs: ``<app>_<model>_export`` (``export.csv``) and ``<app>_<model>_export_xlsx`` (``export.xlsx``),
     carrying the changelist's query string. Only users who may view the list may export (the
@@ -201,17 +201,9 @@ class ExportAdminMixin:
         """
         if not self.has_view_permission(request):
             raise PermissionDenied
-        resource = self.resource_classes[0]()
         changelist = self.get_changelist_instance(request)
-        queryset = resource.filter_export(changelist.get_queryset(request))
-        fields = resource.get_export_fields()
-        header = [str(field.column_name) for field in fields]
-
-        def rows():
-            for obj in queryset.iterator(chunk_size=self.export_chunk_size):
-                yield [resource.export_field(field, obj, force_native_type=True) for field in fields]
-
-        return header, rows()
+        return self.resource_classes[0]().export_rows(changelist.get_queryset(request),
+                                                      chunk_size=self.export_chunk_size)
 
     def _export(self, request, respond):
         try:

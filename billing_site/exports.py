@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import FieldError
 from django.http import FileResponse, StreamingHttpResponse
 from import_export import resources
 from openpyxl import Workbook
@@ -126,14 +127,23 @@ def export_csv_response(header: list[str], rows: Iterable[Iterable[Any]], *, fil
     writer = csv_writer(_Echo())
 
     def lines() -> Iterator[str]:
-        yield writer.writerow(header)
+        # Lines go out in blocks of CSV_BLOCK_ROWS: one write to the client per block, not per row.
+        block = [writer.writerow(header)]
         for row in rows:
-            yield writer.writerow(row)
+            block.append(writer.writerow(row))
+            if len(block) >= CSV_BLOCK_ROWS:
+                yield "".join(block)
+                block = []
+        if block:
+            yield "".join(block)
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}.csv"'
     return response
 
+
+#: Rows per block the CSV response sends (about 100 KB of a ledger export).
+CSV_BLOCK_ROWS = 500
 
 XLSX_CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -167,9 +177,37 @@ class ExportResource(resources.ModelResource):
     """
 
     def export_field(self, field, instance, **kwargs):
+        method = self.dehydrator(field)
+        return export_value(method(instance) if method is not None else field.get_value(instance))
+
+    def dehydrator(self, field):
+        """The field's ``dehydrate_*`` method (or callable), or ``None``."""
         dehydrate = field.get_dehydrate_method(self.get_field_name(field))
-        method = dehydrate if callable(dehydrate) else getattr(self, dehydrate, None)
-        value = method(instance) if method is not None else field.get_value(instance)
-        if isinstance(value, (dict, list)):
-            return json.dumps(value, sort_keys=True, separators=(",", ":"))
-        return value
+        return dehydrate if callable(dehydrate) else getattr(self, dehydrate, None)
+
+    def export_rows(self, queryset, *, chunk_size: int = 2000) -> tuple[list[str], Iterator[list]]:
+        """``(header, rows)`` of ``queryset`` after :meth:`filter_export`; ``rows`` a generator of lists.
+
+        When every column is a plain attribute path (no ``dehydrate_*``), the rows are read with
+        ``values_list(…).iterator(chunk_size)``: tuples, no model instance per row (about twice
+        as fast, ``bench/admin_export.py``); otherwise instances with ``iterator(chunk_size)``.
+        """
+        fields = self.get_export_fields()
+        header = [str(field.column_name) for field in fields]
+        queryset = self.filter_export(queryset)
+        if all(field.attribute and self.dehydrator(field) is None for field in fields):
+            try:
+                values = queryset.values_list(*[field.attribute for field in fields])
+            except FieldError:  # an attribute that is a property, not a column: read instances
+                values = None
+            if values is not None:
+                return header, ([export_value(value) for value in row] for row in values.iterator(chunk_size=chunk_size))
+        return header, ([self.export_field(field, obj) for field in fields]
+                        for obj in queryset.iterator(chunk_size=chunk_size))
+
+
+def export_value(value: Any) -> Any:
+    """A value as the writer takes it: JSON (a dict or list) as compact JSON text, anything else as it is."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value
