@@ -21,6 +21,7 @@ from chargeback.errors import AllocationError
 from chargeback.focus.pools import pool_breakdown
 from chargeback.forms import BillingRunCommitForm, BillingRunForm
 from chargeback.models import AllocationRun
+from chargeback.periods import BillingPeriod, PeriodError
 from chargeback.selectors import allocation_currency_totals, usage_period_stats
 from invoices.errors import BillingRunBusy
 from invoices.services.billing_run import billing_run_converted_line, billing_run_execute, billing_run_request
@@ -49,10 +50,22 @@ class BillingAdminSite(admin.AdminSite):
         self.register(IdempotencyRecord, IdempotencyRecordAdmin)
 
     def index(self, request, extra_context=None):
+        """The dashboard of ``?period=`` (``2026-10``, ``2026-Q4`` or ``2026``; default: the latest billed
+        month); a period it cannot read answers 400 with the reason, above the default period's figures."""
         extra_context = dict(extra_context or {})
+        status = 200
         if user_sees_all_teams(request.user):
-            extra_context["dashboard"] = dashboard_get(today=None)
-        return super().index(request, extra_context)
+            period = None
+            if request.GET.get("period"):
+                try:
+                    period = BillingPeriod.parse(request.GET["period"])
+                except PeriodError as exc:
+                    extra_context["dashboard_error"] = exc.message
+                    status = 400
+            extra_context["dashboard"] = dashboard_get(today=None, period=period)
+        response = super().index(request, extra_context)
+        response.status_code = status
+        return response
 
     def get_urls(self):
         return [

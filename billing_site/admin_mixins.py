@@ -1,5 +1,5 @@
 """Building blocks every billing app's admin shares: scoping to finance and auditors, read-only admins,
-counts that cost no scan of a large table, exact search, and django-auditlog's history.
+counts that cost no scan of a large table, exact search, CSV/XLSX export, and django-auditlog's history.
 
 Who sees what: billing screens are for the ``finance`` group (and superusers), which may change what
 its permissions allow, and the read-only ``auditor`` group. Staff outside these groups see nothing of
@@ -11,9 +11,9 @@ How values read (docs/admin.md, "Money and dates"): ``money_column``, ``number_c
 one formatter of ``billing_site.formatting``; the admin's CSS (``static/admin_billing/billing.css``)
 right-aligns them and keeps each amount on one line.
 
-This module imports only Django, django-auditlog, the ground floor's ``billing_site.formatting`` and
-``teams.selectors``, so any app's admin may use it; the admin site (``billing_site.admin``) sits above
-the apps.
+This module imports only Django, django-auditlog, django-import-export, the ground floor's
+``billing_site.formatting`` and ``billing_site.exports``, and ``teams``' models and selectors, so any
+app's admin may use it; the admin site (``billing_site.admin``) sits above the apps.
 """
 
 from __future__ import annotations
@@ -34,12 +34,15 @@ from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection, models
 from django.db.models import Q, QuerySet
-from django.http import Http404
+from django.http import Http404, HttpResponseBadRequest
 from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from billing_site.exports import export_csv_response, export_xlsx_response
 from billing_site.formatting import money_display, number_display, period_display
+from teams.models import Team
 from teams.selectors import user_is_finance, user_sees_all_teams
 
 
@@ -165,6 +168,109 @@ class ExactSearchMixin:
         condition = Q()
         for name in self.exact_search_fields:
             condition |= Q(**{name: term})
+        return queryset.filter(condition), False
+
+
+class ExportAdminMixin:
+    """*Export CSV* and *Export XLSX* of the changelist as it is filtered and searched, streamed.
+
+    The columns are a ``billing_site.exports.ExportResource`` (a django-import-export
+    ``ModelResource``, ``resource_classes[0]``): its fields, ``dehydrate_*`` methods and export
+    order, values as stored (amounts as ``Decimal``, dates as dates). The rows are not built by the
+    library's ``export()`` (it fills a ``tablib.Dataset`` in memory); they are read in chunks
+    (``ExportResource.export_rows``) and written by ``billing_site.exports`` (the one writer and its
+    formula neutraliser), so a million rows never sit in memory. The resource's ``filter_export``
+    may add ``select_related``, annotations or an order to the queryset.
+
+    URLs: ``<app>_<model>_export`` (``export.csv``) and ``<app>_<model>_export_xlsx`` (``export.xlsx``),
+    carrying the changelist's query string. Only users who may view the list may export (the
+    billing scoping of ``BillingAdminMixin`` applies); a bad filter answers 400.
+    """
+
+    resource_classes: list = []
+    export_chunk_size = 2000
+    #: File name stem; the model's plural name by default.
+    export_filename = ""
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path("export.csv", self.admin_site.admin_view(self.export_csv_view), name="%s_%s_export" % info),
+            path("export.xlsx", self.admin_site.admin_view(self.export_xlsx_view), name="%s_%s_export_xlsx" % info),
+        ] + super().get_urls()
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "export_formats": ["csv", "xlsx"] if self.resource_classes else []}
+        return super().changelist_view(request, extra_context)
+
+    def export_csv_view(self, request):
+        """The changelist's filtered, searched rows as CSV (UTF-8, one header row), streamed."""
+        return self._export(request, export_csv_response)
+
+    def export_xlsx_view(self, request):
+        """The changelist's filtered, searched rows as XLSX (one sheet, one header row)."""
+        return self._export(request, export_xlsx_response)
+
+    def export_rows(self, request):
+        """``(header, rows)`` of the changelist's queryset; ``rows`` is a generator of lists.
+
+        Raises:
+            PermissionDenied: the user may not view this list.
+            IncorrectLookupParameters: a filter of the query string is wrong.
+        """
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        changelist = self.get_changelist_instance(request)
+        return self.resource_classes[0]().export_rows(changelist.get_queryset(request),
+                                                      chunk_size=self.export_chunk_size)
+
+    def _export(self, request, respond):
+        try:
+            header, rows = self.export_rows(request)
+        except IncorrectLookupParameters as exc:
+            return HttpResponseBadRequest(f"Bad filter: {exc}")
+        stem = self.export_filename or str(self.opts.verbose_name_plural).replace(" ", "-")
+        filename = f"{stem}-{timezone.now():%Y%m%d-%H%M%S}"
+        if respond is export_xlsx_response:
+            return respond(header, rows, filename=filename, sheet=stem)
+        return respond(header, rows, filename=filename)
+
+
+class FragmentSearchMixin(ExactSearchMixin):
+    """Search by key (exactly), by a fragment of the text (case-insensitive) and by team name or slug.
+
+    A row matches when one of ``exact_search_fields`` equals the term, when ``search_text`` (an
+    upper-cased text expression of the model, e.g. its description and reference) contains the
+    term upper-cased, or when its team's name or slug contains it. ``search_text`` should be the very
+    expression a trigram GIN index of the table is built on (``gin_trgm_ops``), so the fragment
+    search is an index scan, not a scan of a million rows. The team is looked up in the (small)
+    teams table first and reached through ``search_team_path`` (``team``, or ``wallet__team``
+    through the wallets table), so that branch is served by the table's index on its team or
+    wallet too. The three branches are OR-ed: PostgreSQL combines the indexes (BitmapOr).
+    """
+
+    #: An expression such as ``Upper(Concat("description", Value(" "), "reference_id"))``.
+    search_text = None
+    #: The path to the row's team: ``team``, or ``<fk>__team`` through one related table.
+    search_team_path = "team"
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        condition = Q()
+        for name in self.exact_search_fields:
+            condition |= Q(**{name: term})
+        if self.search_text is not None:
+            queryset = queryset.alias(_search_text=self.search_text)
+            condition |= Q(_search_text__contains=term.upper())
+        teams = Team.objects.filter(Q(name__icontains=term) | Q(slug__icontains=term)).values("pk")
+        via, _, last = self.search_team_path.rpartition("__")
+        if via:
+            related = self.model._meta.get_field(via).related_model
+            condition |= Q(**{f"{via}__in": related._default_manager.filter(**{f"{last}__in": teams}).values("pk")})
+        else:
+            condition |= Q(**{f"{last}__in": teams})
         return queryset.filter(condition), False
 
 

@@ -127,6 +127,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # PostgreSQL's index types and operator classes in migrations (the admin search's trigram GIN
+    # indexes need OpClass registered as an index wrapper, which this app's ready() does).
+    "django.contrib.postgres",
     "rest_framework",
     "django_filters",
     "billing_site.apps.BillingSiteConfig",  # the shared models (idempotency records)

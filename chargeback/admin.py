@@ -36,7 +36,8 @@ from billing_site.admin_mixins import (
     AuditHistoryAdminMixin,
     BillingAdminMixin,
     DateRangeFilter,
-    ExactSearchMixin,
+    ExportAdminMixin,
+    FragmentSearchMixin,
     LargeTableAdminMixin,
     ReadOnlyAdminMixin,
     json_column,
@@ -60,7 +61,7 @@ from chargeback.forms import (
     UsageAdjustmentForm,
     UsageVoidForm,
 )
-from chargeback.periods import BillingPeriod, month_start
+from chargeback.periods import BillingPeriod, PeriodError, month_start
 from chargeback.services.focus_import import focus_upload_request
 from chargeback.services.team_mapping import (
     team_mapping_check,
@@ -73,7 +74,17 @@ from jobs.models import JobProgress
 from teams.models import Team
 from teams.selectors import user_is_finance
 
-from .models import AllocatedCost, AllocationRule, AllocationRun, AllocationTarget, Price, TeamMapping, UsageRecord
+from .models import (
+    USAGE_SEARCH_TEXT,
+    AllocatedCost,
+    AllocationRule,
+    AllocationRun,
+    AllocationTarget,
+    Price,
+    TeamMapping,
+    UsageRecord,
+)
+from .resources import AllocatedCostResource, AllocationRunResource, UsageRecordResource
 
 # --- Usage ---------------------------------------------------------------------------------------
 
@@ -102,7 +113,10 @@ class UsageTeamFilter(admin.SimpleListFilter):
 
 
 class UsagePeriodFilter(admin.SimpleListFilter):
-    """Billing period (``billing_period_start``): the last 24 months, computed, not read from usage."""
+    """Billing period (``billing_period_start``): the last 24 months, computed, not read from usage.
+
+    The parameter also takes a quarter (``2026-Q4``) or a year (``2026``): the dashboard's links.
+    """
 
     title = "billing period"
     parameter_name = "period"
@@ -119,10 +133,12 @@ class UsagePeriodFilter(admin.SimpleListFilter):
         if not self.value():
             return queryset
         try:
-            start = dt.date.fromisoformat(f"{self.value()}-01")
-        except ValueError:
-            raise IncorrectLookupParameters(f"period must be YYYY-MM, got {self.value()!r}") from None
-        return queryset.filter(billing_period_start=start)
+            period = BillingPeriod.parse(self.value())
+        except PeriodError:
+            raise IncorrectLookupParameters(f"period must be YYYY-MM, YYYY-Qn or YYYY, got {self.value()!r}") from None
+        if period.kind == "month":
+            return queryset.filter(billing_period_start=period.start)
+        return queryset.filter(billing_period_start__gte=period.start, billing_period_start__lt=period.end)
 
 
 class _CachedValuesFilter(admin.SimpleListFilter):
@@ -168,8 +184,10 @@ VOID_MAX_RECORDS = 100
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin, AuditHistoryAdminMixin,
-                       ReadOnlyAdminMixin, admin.ModelAdmin):
+class UsageRecordAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixin, FragmentSearchMixin,
+                       AuditHistoryAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    resource_classes = [UsageRecordResource]  # Export CSV / XLSX (ExportAdminMixin)
+    export_filename = "usage"
     list_display = [
         "occurred_at", "period_display", "team", "resource_type", "provider", "service_name", "quantity_display",
         "unit", "cost_display", "source", "status_display",
@@ -177,9 +195,11 @@ class UsageRecordAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin
     list_filter = [UsageTeamFilter, UsageProviderFilter, UsageResourceTypeFilter, "source", "status",
                    UsagePeriodFilter, ("occurred_at", DateRangeFilter)]
     actions = ["void_records"]
-    search_fields = ["idempotency_key", "external_reference", "resource_id"]  # exactly: ExactSearchMixin
-    exact_search_fields = ("idempotency_key", "external_reference", "resource_id")
-    search_help_text = "Exact idempotency key, external reference (FOCUS Id) or resource id."
+    # Searched by FragmentSearchMixin: a fragment of these (one trigram index), or of the team's name or slug.
+    search_fields = ["service_name", "model", "feature_key", "external_reference", "idempotency_key", "resource_id"]
+    search_text = USAGE_SEARCH_TEXT
+    search_help_text = ("A fragment of the service, model, feature, external reference (FOCUS Id), idempotency key, "
+                        "resource id or team name.")
     list_select_related = ["team"]
     show_full_result_count = False
     # Newest first by primary key (an index walk). The model's order, occurred_at then pk, has no
@@ -514,7 +534,9 @@ class AllocationTeamFilter(UsageTeamFilter):
 
 
 @admin.register(AllocatedCost)
-class AllocatedCostAdmin(BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class AllocatedCostAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    resource_classes = [AllocatedCostResource]  # Export CSV / XLSX (ExportAdminMixin)
+    export_filename = "allocations"
     """Every row of every run, read-only: the run page shows only its largest rows."""
 
     list_display = ["run_display", "team", "user", "rule", "service", "quantity_display", "unit", "amount_display",
@@ -544,7 +566,8 @@ class AllocatedCostAdmin(BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminM
 
 
 @admin.register(AllocationRun)
-class AllocationRunAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class AllocationRunAdmin(BillingAdminMixin, ExportAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    resource_classes = [AllocationRunResource]  # Export CSV / XLSX (ExportAdminMixin)
     list_display = [
         "__str__", "period_display", "status", "total_display", "allocated_display",
         "unallocated_display", "ties_out", "committed_at", "invoices_link",

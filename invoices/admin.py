@@ -20,6 +20,7 @@ from django.utils.html import format_html
 from billing_site.admin_mixins import (
     BillingAdminMixin,
     DateRangeFilter,
+    ExportAdminMixin,
     ReadOnlyAdminMixin,
     money_exact_html,
     money_html,
@@ -34,6 +35,7 @@ from teams.selectors import user_is_finance
 from .errors import InvoiceError
 from .forms import CreditNoteForm, MarkPaidForm
 from .models import CreditNote, CreditNoteLine, ExchangeRate, Invoice, InvoiceLine
+from .resources import CreditNoteResource, InvoiceResource
 from .selectors import invoices_overdue
 from .services.credit_notes import credit_note_issue
 from .services.jobs import invoice_pdfs_zip_request, invoices_issue_request
@@ -159,7 +161,8 @@ LIFECYCLE = {
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(DocumentPdfMixin, DocumentAmountsMixin, BillingAdminMixin, admin.ModelAdmin):
+class InvoiceAdmin(DocumentPdfMixin, DocumentAmountsMixin, BillingAdminMixin, ExportAdminMixin, admin.ModelAdmin):
+    resource_classes = [InvoiceResource]  # Export CSV / XLSX (ExportAdminMixin)
     pdf_missing_message = "This invoice has no PDF yet; run the billing run."
     list_display = ["__str__", "team", "period_display", "status", "total_display", "amount_due_display", "due_date",
                     "pdf_link"]
@@ -364,7 +367,8 @@ class CreditNoteLineInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularI
 
 
 @admin.register(CreditNote)
-class CreditNoteAdmin(DocumentPdfMixin, DocumentAmountsMixin, BillingAdminMixin, admin.ModelAdmin):
+class CreditNoteAdmin(DocumentPdfMixin, DocumentAmountsMixin, BillingAdminMixin, ExportAdminMixin, admin.ModelAdmin):
+    resource_classes = [CreditNoteResource]  # Export CSV / XLSX (ExportAdminMixin)
     """Credit notes are issued from their invoice ("Cancel…" or the API) and never change."""
 
     pdf_missing_message = "This credit note has no PDF yet."

@@ -27,6 +27,7 @@ from django.utils.html import format_html
 
 from billing_site.admin_mixins import (
     BillingAdminMixin,
+    ExportAdminMixin,
     LargeTableAdminMixin,
     ReadOnlyAdminMixin,
     json_column,
@@ -41,6 +42,7 @@ from teams.selectors import user_is_finance
 
 from .models import Plan, PlanCharge, Subscription, SubscriptionPeriod, SubscriptionProration
 from .mrr import MRR_STATUSES, monthly_amount
+from .resources import PlanResource, SubscriptionResource
 from .selectors import charge_price_text
 from .services.lifecycle import subscription_cancel, subscription_change_plan, subscription_trial_extend
 from .services.plans import PLAN_PRICE_FIELDS, plan_archive, plan_create, plan_new_version, plan_update
@@ -70,7 +72,8 @@ class PlanForm(forms.ModelForm):
 
 
 @admin.register(Plan)
-class PlanAdmin(BillingAdminMixin, admin.ModelAdmin):
+class PlanAdmin(BillingAdminMixin, ExportAdminMixin, admin.ModelAdmin):
+    resource_classes = [PlanResource]  # Export CSV / XLSX (ExportAdminMixin)
     form = PlanForm
     list_display = ["code", "name", "tier", "fee_display", "period", "trial_days", "status", "version", "subscribers"]
     list_filter = ["tier", "status", "interval", "currency"]
@@ -203,7 +206,8 @@ class ExtendTrialForm(forms.Form):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class SubscriptionAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    resource_classes = [SubscriptionResource]  # Export CSV / XLSX (ExportAdminMixin)
     list_display = ["id", "subscriber", "plan", "tier", "status", "mrr_display", "current_period_display",
                     "cancel_at_period_end", "trial_end"]
     list_filter = ["status", "plan__tier", "plan", "cancel_at_period_end", TrialEndingFilter, "plan__currency"]

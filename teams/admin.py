@@ -16,11 +16,13 @@ from billing_site.admin_mixins import (
     AuditHistoryAdminMixin,
     BillingAdminMixin,
     CommaListField,
+    ExportAdminMixin,
     money_column,
     money_html,
 )
 from billing_site.formatting import number_display
 from teams.models import ApiKey, BillingSettings, Team, TeamMembership
+from teams.resources import TeamResource
 from teams.services import api_key_create, api_key_revoke, billing_settings_update
 
 
@@ -61,7 +63,8 @@ class BillingSettingsInline(ThresholdDisplayMixin, BillingAdminMixin, admin.Stac
 
 
 @admin.register(Team)
-class TeamAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
+class TeamAdmin(BillingAdminMixin, ExportAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
+    resource_classes = [TeamResource]  # Export CSV / XLSX (ExportAdminMixin)
     list_display = ["name", "slug", "cost_center", "parent", "currency", "is_active", "wallet_balances"]
     list_filter = ["is_active", "currency"]
     search_fields = ["name", "slug", "cost_center"]

@@ -12,16 +12,15 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
-from django.db.models import F
-from django.http import HttpResponseBadRequest, HttpResponseRedirect, StreamingHttpResponse
+from django.http import HttpResponseBadRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from billing_site.admin_mixins import (
     BillingAdminMixin,
-    ExactSearchMixin,
+    ExportAdminMixin,
+    FragmentSearchMixin,
     LargeTableAdminMixin,
     ReadOnlyAdminMixin,
     json_column,
@@ -31,13 +30,13 @@ from billing_site.admin_mixins import (
     readable_fields,
 )
 from billing_site.errors import BillingError
-from billing_site.exports import csv_writer
 from billing_site.formatting import money_display
 from teams.models import Team
 from teams.selectors import billing_settings_get, user_is_finance
 
 from .forms import GrantForm, TopUpForm, WalletOpenForm
-from .models import CreditGrant, Hold, LedgerEntry, UsageEvent, UsageEventItem, Wallet
+from .models import LEDGER_SEARCH_TEXT, CreditGrant, Hold, LedgerEntry, UsageEvent, UsageEventItem, Wallet
+from .resources import LedgerEntryResource, WalletResource
 from .selectors import wallets_below_warning
 from .services.posting import wallet_grant, wallet_top_up
 from .services.wallets import wallet_freeze, wallet_open, wallet_unfreeze
@@ -74,7 +73,8 @@ class LowBalanceWarnedFilter(admin.SimpleListFilter):
 
 
 @admin.register(Wallet)
-class WalletAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class WalletAdmin(BillingAdminMixin, ExportAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    resource_classes = [WalletResource]  # Export CSV / XLSX (ExportAdminMixin)
     list_display = ["pk", "team", "user", "status", "balance_display", "reserved_display", "available_display",
                     "granted_display", "warned_display", "updated_at"]
     list_display_links = ["pk", "team"]
@@ -307,36 +307,22 @@ class LedgerCurrencyFilter(admin.SimpleListFilter):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class LedgerEntryAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixin, FragmentSearchMixin, ReadOnlyAdminMixin,
+                       admin.ModelAdmin):
+    resource_classes = [LedgerEntryResource]  # Export CSV / XLSX (ExportAdminMixin)
+    export_filename = "ledger"
     list_display = ["pk", "created_at", "wallet_team", "entry_type", "amount_display", "balance_after_display",
                     "reserved_delta_display", "reference_type", "reference_id", "idempotency_key"]
     list_filter = ["entry_type", LedgerTeamFilter, LedgerCurrencyFilter]
-    search_fields = ["idempotency_key", "reference_id"]  # searched exactly: ExactSearchMixin
-    exact_search_fields = ("idempotency_key", "reference_id")
-    search_help_text = "Exact idempotency key or reference (payment, invoice number, hold)."
+    search_fields = ["description", "reference_id", "idempotency_key"]  # searched by FragmentSearchMixin:
+    search_text = LEDGER_SEARCH_TEXT  # a fragment of these (one trigram index),
+    search_team_path = "wallet__team"  # or of the team's name or slug
+    search_help_text = "A fragment of the description, reference (payment, invoice number, hold), key or team name."
     date_hierarchy = "created_at"
     list_select_related = ["wallet__team", "wallet__user"]
     show_full_result_count = False
     raw_id_fields = ["wallet", "created_by"]
     change_list_template = "admin/wallets/ledgerentry/change_list.html"
-
-    #: CSV columns: (header, value of an entry). Amounts exactly as stored (12 decimal places).
-    CSV_COLUMNS = [
-        ("id", lambda e: e.pk),
-        ("created_at", lambda e: e.created_at.isoformat()),
-        ("team", lambda e: e.team_slug),
-        ("wallet", lambda e: e.wallet_id),
-        ("entry_type", lambda e: e.entry_type),
-        ("amount", lambda e: e.amount),  # a number: fixed point, never 1E-12 (billing_site.exports)
-        ("reserved_delta", lambda e: e.reserved_delta),
-        ("balance_after", lambda e: e.balance_after),
-        ("currency", lambda e: e.currency),
-        ("reference_type", lambda e: e.reference_type),
-        ("reference_id", lambda e: e.reference_id),
-        ("idempotency_key", lambda e: e.idempotency_key),
-        ("feature_key", lambda e: e.feature_key),
-        ("description", lambda e: e.description),
-    ]
 
     @admin.display(description="Team", ordering="wallet__team__name")
     def wallet_team(self, obj):
@@ -369,40 +355,6 @@ class LedgerEntryAdmin(BillingAdminMixin, LargeTableAdminMixin, ExactSearchMixin
             return "No change"
         return format_html("{} → {} (change {})", money_html(obj.reserved_before, obj.currency),
                            money_html(obj.reserved_after, obj.currency), money_html(obj.reserved_delta, obj.currency))
-
-    def get_urls(self):
-        return [
-            path("export.csv", self.admin_site.admin_view(self.export_csv_view), name="wallets_ledgerentry_export"),
-        ] + super().get_urls()
-
-    def export_csv_view(self, request):
-        """The changelist's filtered, searched entries as CSV (UTF-8, one header row), streamed."""
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        try:
-            changelist = self.get_changelist_instance(request)
-        except IncorrectLookupParameters as exc:
-            return HttpResponseBadRequest(f"Bad filter: {exc}")
-        entries = (
-            changelist.get_queryset(request).select_related(None).annotate(team_slug=F("wallet__team__slug"))
-            .order_by("pk")
-        )
-
-        class Echo:
-            def write(self, value):
-                return value
-
-        writer = csv_writer(Echo())
-
-        def rows():
-            yield writer.writerow([header for header, _ in self.CSV_COLUMNS])
-            for entry in entries.iterator(chunk_size=2000):
-                yield writer.writerow([value(entry) for _, value in self.CSV_COLUMNS])
-
-        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-        response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="ledger-{stamp}.csv"'
-        return response
 
 
 @admin.register(CreditGrant)

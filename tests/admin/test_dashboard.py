@@ -22,6 +22,7 @@ from wallets.services.wallets import wallet_open
 pytestmark = pytest.mark.django_db
 
 TODAY = dt.date(2024, 10, 15)
+OCTOBER = BillingPeriod.month("2024-10")
 
 
 def _at(day: dt.date) -> dt.datetime:
@@ -40,8 +41,8 @@ def months(db):
     return search, maps
 
 
-def test_dashboard_figures_of_this_and_last_month(months):
-    board = dashboard_get(today=TODAY)
+def test_dashboard_figures_of_a_month_and_the_month_before(months):
+    board = dashboard_get(today=TODAY, period=OCTOBER)
     this, last = board.months
     assert (this.total, this.allocated, this.unallocated) == (Decimal(8), Decimal(7), Decimal(1))
     assert (last.total, last.allocated, last.unallocated) == (Decimal(17), Decimal(15), Decimal(2))
@@ -50,7 +51,7 @@ def test_dashboard_figures_of_this_and_last_month(months):
 
 
 def test_dashboard_charts_per_team_and_per_month(months):
-    board = dashboard_get(today=TODAY)
+    board = dashboard_get(today=TODAY, period=OCTOBER)
     assert board.team_chart["labels"] == ["Search", "Maps", "No team (unallocated)"]
     assert board.team_chart["datasets"][0]["data"] == ["7.000000000000", "0", "1.000000000000"]
     assert len(board.month_chart["labels"]) == 12 and board.month_chart["labels"][-1] == "Oct 2024"
@@ -122,6 +123,81 @@ def test_dashboard_does_not_count_void_usage(months):
         wrong = UsageRecordFactory(team=team, cost=Decimal(100), occurred_at=_at(day))
         usage_record_void(record=wrong, reason="posted twice", voided_by=UserFactory())
     # then this month's figures and the monthly chart are as without them
-    board = dashboard_get(today=TODAY)
+    board = dashboard_get(today=TODAY, period=OCTOBER)
     assert board.months[0].total == Decimal(8)
     assert board.month_chart["data"][4] == "4.000000000000"
+
+
+# --- The period picker: month, quarter, year; the latest billed month by default -----------------------
+
+def test_dashboard_opens_on_the_latest_billed_month(finance):
+    # Given demo-like data: usage in September, October and November 2026, October just billed
+    search = TeamFactory(name="Search", slug="search")
+    for day, cost in [(dt.date(2026, 9, 9), "3"), (dt.date(2026, 10, 9), "40"), (dt.date(2026, 11, 2), "6")]:
+        UsageRecordFactory(team=search, cost=Decimal(cost), occurred_at=_at(day))
+    allocation_run_execute(period=BillingPeriod.month("2026-10"))
+    # When finance opens the admin in November, without a period
+    response = finance.get(reverse("admin:index"))
+    # Then the cards show October, as billed, beside September
+    board = response.context["dashboard"]
+    assert board.period == BillingPeriod.month("2026-10")
+    october, september = board.months
+    assert (october.label, october.total, october.state, october.run is not None) == (
+        "October 2026", Decimal(40), "billed", True)
+    assert september.total == Decimal(3)
+    page = response.content.decode()
+    assert 'id="period-picker"' in page and '<option value="2026-10" selected>October 2026</option>' in page
+
+
+def test_dashboard_without_any_billing_run_opens_on_the_current_month(months):
+    from chargeback.models import AllocationRun
+
+    AllocationRun.objects.all().delete()
+    assert dashboard_get(today=TODAY).period == OCTOBER
+
+
+def test_dashboard_quarter_sums_its_three_months_and_compares_with_the_quarter_before(months):
+    search, maps = months
+    for day, team, cost in [(dt.date(2024, 7, 3), search, "100"), (dt.date(2024, 8, 3), None, "20"),
+                            (dt.date(2024, 5, 3), maps, "9")]:
+        UsageRecordFactory(team=team, cost=Decimal(cost), occurred_at=_at(day))
+    board = dashboard_get(today=TODAY, period=BillingPeriod.parse("2024-Q3"))
+    q3, q2 = board.months
+    # July and August from usage, September from its committed run (17 = 10 + 5 + 2 unallocated)
+    assert (q3.label, q3.total, q3.allocated, q3.unallocated) == (
+        "Q3 2024 (July–September)", Decimal(137), Decimal(115), Decimal(22))
+    assert q3.state == "" and q3.run is None and q3.total_url.endswith("?period=2024-Q3")
+    assert q2.total == Decimal(9)
+    assert board.team_chart["labels"][:2] == ["Search", "Maps"]
+    assert board.team_chart["datasets"][0]["data"][:2] == ["110.000000000000", "5.000000000000"]
+    assert board.month_chart["labels"][-1] == "Sep 2024"
+
+
+def test_dashboard_year_sums_every_month_of_the_year(months):
+    board = dashboard_get(today=TODAY, period=BillingPeriod.parse("2024"))
+    year, before = board.months
+    # March 4 + September 17 (billed) + October 8 (so far)
+    assert (year.label, year.total, year.state) == ("2024", Decimal(29), "so far")
+    assert before.total == Decimal(0) and before.label.startswith("2023")
+    assert len(board.month_chart["labels"]) == 12 and board.month_chart["labels"][0] == "Jan 2024"
+
+
+def test_dashboard_period_param_picks_month_quarter_and_year(finance, months):
+    for param, total in [("2024-09", Decimal(17)), ("2024-Q3", Decimal(17)), ("2024", Decimal(29))]:
+        response = finance.get(reverse("admin:index"), {"period": param})
+        assert response.status_code == 200
+        assert response.context["dashboard"].months[0].total == total, param
+
+
+@pytest.mark.parametrize("bad", ["2024-13", "2024-Q5", "last month", "0999"])
+def test_dashboard_bad_period_is_a_clear_400_not_a_500(finance, months, bad):
+    response = finance.get(reverse("admin:index"), {"period": bad})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert 'id="period-error"' in page and "period" in response.context["dashboard_error"]
+    assert 'id="dashboard"' in page  # the default period's figures are still shown
+
+
+def test_usage_list_follows_a_quarter_link_of_the_dashboard(finance, months):
+    usage = finance.get(reverse("admin:chargeback_usagerecord_changelist"), {"period": "2024-Q3"})
+    assert sorted(r.cost for r in usage.context["cl"].result_list) == [Decimal(2), Decimal(5), Decimal(10)]

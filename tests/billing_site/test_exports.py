@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 from decimal import Decimal
 
 import pytest
 
-from billing_site.exports import FORMULA_STARTS, csv_safe_cell, csv_writer
+from billing_site.exports import FORMULA_STARTS, csv_safe_cell, csv_writer, xlsx_safe_cell
 
 
 def written(row) -> list[str]:
@@ -53,3 +54,33 @@ def test_text_that_looks_like_a_negative_number_is_still_text():
 
 def test_empty_and_boolean_cells():
     assert written([None, True, False]) == ["", "True", "False"]
+
+
+# --- XLSX cells: the same neutraliser, exact amounts -------------------------------------------------
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_xlsx_text_cell_starting_a_formula_is_quoted_like_the_csv(start):
+    text = f"{start}SUM(A1:A9)"
+    assert xlsx_safe_cell(text) == csv_safe_cell(text) == "'" + text
+
+
+@pytest.mark.parametrize(("value", "cell"), [
+    (Decimal("-12.500000000000"), "-12.500000000000"),
+    (Decimal("1E-12"), "0.000000000001"),
+    (Decimal("123456789012345678.123456789012"), "123456789012345678.123456789012"),
+])
+def test_xlsx_amount_is_its_exact_decimal_text_never_a_float(value, cell):
+    assert xlsx_safe_cell(value) == cell
+
+
+def test_xlsx_times_are_utc_without_a_zone_dates_and_numbers_native():
+    paris = dt.timezone(dt.timedelta(hours=2))
+    assert xlsx_safe_cell(dt.datetime(2026, 10, 1, 2, 30, tzinfo=paris)) == dt.datetime(2026, 10, 1, 0, 30)
+    assert xlsx_safe_cell(dt.date(2026, 10, 1)) == dt.date(2026, 10, 1)
+    assert [xlsx_safe_cell(v) for v in (None, 7, True)] == [None, 7, True]
+
+
+def test_csv_times_are_utc_iso_8601():
+    paris = dt.timezone(dt.timedelta(hours=2))
+    assert written([dt.datetime(2026, 10, 1, 2, 30, tzinfo=paris), dt.date(2026, 10, 1)]) == [
+        "2026-10-01T00:30:00+00:00", "2026-10-01"]

@@ -134,13 +134,13 @@ def test_portal_usage_csv_neutralises_formulas_and_keeps_numbers(member, search,
     assert row[header.index("cost")] == "-1.250000000000"
 
 
-def test_portal_usage_xlsx_neutralises_formulas_and_keeps_numbers(member, search, today):
+def test_portal_usage_xlsx_neutralises_formulas_and_keeps_exact_amounts(member, search, today):
     _usage(search, "2.5", feature_key="=1+2", provider="@SUM(A1)")
     response = member.get(f"/portal/teams/{search.pk}/usage/export.xlsx", {"period": "2024-09"})
     sheet = load_workbook(io.BytesIO(b"".join(response.streaming_content)), read_only=True).active
     header, row = [list(r) for r in sheet.iter_rows(max_row=2, values_only=True)]
     assert row[header.index("feature_key")] == "'=1+2" and row[header.index("provider")] == "'@SUM(A1)"
-    assert row[header.index("cost")] == 2.5
+    assert row[header.index("cost")] == "2.500000000000"  # exact, never a float
 
 
 # --- wallet, invoices, allocations ---------------------------------------------------------------------
