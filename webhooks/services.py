@@ -320,10 +320,11 @@ class _Outcome:
 
 
 def _lease_seconds() -> float:
-    """How long a claimed batch is a job's own: every POST of it timing out, one sender after
-    another, and a minute more. A worker lost half-way leaves its batch to the next claim after that."""
-    rounds = -(-settings.WEBHOOKS_BATCH_SIZE // settings.WEBHOOKS_SENDERS)
-    return settings.WEBHOOKS_TIMEOUT_SECONDS * rounds + 60
+    """How long a claimed batch is a job's own: every POST of it timing out, one after another, and a
+    minute more (1,060 s with the defaults). The sender threads are shared by the jobs a worker runs
+    at once, so a batch may wait behind others' POSTs; one after another bounds that for up to
+    ``WEBHOOKS_SENDERS`` jobs at once. A worker lost half-way leaves its batch to a claim after that."""
+    return settings.WEBHOOKS_TIMEOUT_SECONDS * settings.WEBHOOKS_BATCH_SIZE + 60
 
 
 _CLAIM_SQL = """
