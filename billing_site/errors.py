@@ -69,7 +69,7 @@ subscription_exists       409     ``subscriptions``' ``SubscriptionExists``: one
 subscription_error        422     ``subscriptions``' ``SubscriptionError``: a subscription refusal
 billing_run_busy          409     ``invoices``' ``BillingRunBusy``: a billing run of the period is
                                   already waiting to start
-endpoint_url_refused      400     ``webhooks``' ``EndpointUrlRefused``: a webhook URL the SSRF guard
+endpoint_url_refused      422     ``webhooks``' ``EndpointUrlRefused``: a webhook URL the SSRF guard
                                   refuses (not https, a private, loopback or link-local address)
 unknown_event_type        400     ``webhooks``' ``UnknownEventType``: not a webhook event type
 exchange_rate_missing     422     ``invoices``' ``MissingExchangeRate``: no rate for a currency pair

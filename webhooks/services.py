@@ -116,15 +116,20 @@ def endpoint_update(*, endpoint: Endpoint, url: str, event_types: Iterable[str],
                     description: str = "", is_active: bool = True) -> Endpoint:
     """Change an endpoint's URL, event types, team, description or state (the secret stays).
 
-    Enabling a disabled endpoint clears its failure record. Raises as :func:`endpoint_create`.
+    Enabling a disabled endpoint clears its failure record and queues a job, so the deliveries
+    that waited while it was disabled go out (those that failed are replayed by hand). Raises as
+    :func:`endpoint_create`.
     """
     endpoint.url, endpoint.event_types = endpoint_url_check(url), _event_types_check(event_types)
     endpoint.team, endpoint.description = team, description
-    if is_active and not endpoint.is_active:
+    enabled = is_active and not endpoint.is_active
+    if enabled:
         endpoint.failing_since, endpoint.disabled_at, endpoint.disabled_reason = None, None, ""
     endpoint.is_active = is_active
     with transaction.atomic():
         endpoint.save()
+        if enabled:
+            _deferrer().defer()
     return endpoint
 
 
@@ -167,8 +172,8 @@ def endpoint_disable(*, endpoint: Endpoint, reason: str) -> Endpoint:
         if recipients:
             subject = f"Webhook endpoint disabled: {locked.url}"
             body = (f"The webhook endpoint {locked.url} (id {locked.pk}) was disabled: {reason}\n\n"
-                    f"Its pending deliveries wait. Fix the receiver, enable the endpoint in the admin "
-                    f"and replay the failed deliveries.")
+                    f"Its pending deliveries wait. Fix the receiver and enable the endpoint in the admin: "
+                    f"they go out then. Replay the failed ones.")
             mail_queue(subject=subject, body=body, to=recipients)
     logger.warning("webhook endpoint %s disabled: %s", locked.pk, reason)
     return locked
@@ -315,10 +320,11 @@ class _Outcome:
 
 
 def _lease_seconds() -> float:
-    """How long a claimed batch is a job's own: every POST of it timing out, one sender after
-    another, and a minute more. A worker lost half-way leaves its batch to the next claim after that."""
-    rounds = -(-settings.WEBHOOKS_BATCH_SIZE // settings.WEBHOOKS_SENDERS)
-    return settings.WEBHOOKS_TIMEOUT_SECONDS * rounds + 60
+    """How long a claimed batch is a job's own: every POST of it timing out, one after another, and a
+    minute more (1,060 s with the defaults). The sender threads are shared by the jobs a worker runs
+    at once, so a batch may wait behind others' POSTs; one after another bounds that for up to
+    ``WEBHOOKS_SENDERS`` jobs at once. A worker lost half-way leaves its batch to a claim after that."""
+    return settings.WEBHOOKS_TIMEOUT_SECONDS * settings.WEBHOOKS_BATCH_SIZE + 60
 
 
 _CLAIM_SQL = """

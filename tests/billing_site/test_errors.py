@@ -74,7 +74,7 @@ DOCUMENTED = {
     subscription_errors.SubscriptionExists: (409, "subscription_exists"),
     invoice_errors.BillingRunBusy: (409, "billing_run_busy"),
     webhook_errors.WebhookError: (400, "webhook_error"),
-    webhook_errors.EndpointUrlRefused: (400, "endpoint_url_refused"),
+    webhook_errors.EndpointUrlRefused: (422, "endpoint_url_refused"),
     webhook_errors.UnknownEventType: (400, "unknown_event_type"),
     invoice_errors.MissingExchangeRate: (422, "exchange_rate_missing"),
     invoice_errors.InvalidRatesFile: (400, "invalid_rates_file"),

@@ -23,7 +23,14 @@ from tests.factories import TeamFactory, UserFactory, draft_invoice
 from wallets.services.posting import wallet_top_up
 from wallets.services.wallets import wallet_open
 from webhooks.models import Delivery, Endpoint, Event
-from webhooks.services import deliveries_claim, deliveries_send, delivery_replay, endpoint_create, event_record
+from webhooks.services import (
+    deliveries_claim,
+    deliveries_send,
+    delivery_replay,
+    endpoint_create,
+    endpoint_update,
+    event_record,
+)
 from webhooks.tasks import webhook_sweep
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -264,5 +271,23 @@ def test_batch_of_a_lost_worker_is_sent_once_its_lease_ends(loopback_allowed, re
     # and when the lease has ended, the minute's sweep sends it, once
     Delivery.objects.update(next_attempt_at=timezone.now() - dt.timedelta(seconds=1))
     webhook_sweep(timestamp=0)
+    assert len(receiver.received) == 1
+    assert Delivery.objects.get().status == Delivery.Status.SUCCEEDED
+
+
+def test_deliveries_that_waited_on_a_disabled_endpoint_go_out_once_it_is_enabled(
+        loopback_allowed, receiver, run_jobs, team):
+    # given a disabled endpoint with a pending delivery
+    endpoint = endpoint_create(url=receiver.url, event_types=["wallet.low_balance"])
+    event_record("wallet.low_balance", wallet_open(team=team), team=team)
+    endpoint_update(endpoint=endpoint, url=endpoint.url, event_types=endpoint.event_types, team=None,
+                    is_active=False)
+    run_jobs(queues=["webhooks"])
+    assert receiver.received == [] and Delivery.objects.get().status == Delivery.Status.PENDING
+    # when finance enables it again
+    endpoint_update(endpoint=endpoint, url=endpoint.url, event_types=endpoint.event_types, team=None,
+                    is_active=True)
+    run_jobs(queues=["webhooks"])
+    # then the delivery that waited is sent, once
     assert len(receiver.received) == 1
     assert Delivery.objects.get().status == Delivery.Status.SUCCEEDED
