@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import operator
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 
 from auditlog.models import LogEntry
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from billing_site.errors import IdempotencyError
@@ -469,19 +470,17 @@ def _usage_records_write(rows: list[dict]) -> list[int]:
         )
         ids = [row[0] for row in cursor.fetchall()]
         sql = f"COPY {quote(table)} ({', '.join(quote(f.column) for f in fields)}) FROM STDIN"
-        getters = [(f.attname, defaults.get(f.attname, _NOT_DEFAULTED)) for f in fields]
+        pick = operator.itemgetter(*(f.attname for f in fields))
+        json_columns = [f.attname for f in fields if f.attname in _WRITTEN and isinstance(f, models.JSONField)]
         # The raw psycopg cursor: wrap its errors as Django's, so a duplicate key is an IntegrityError.
         with connection.wrap_database_errors, cursor.cursor.copy(sql) as copy:
             for pk, values in zip(ids, rows):
                 values["id"], values["created_at"] = pk, now
-                copy.write_row([
-                    _copy_value(values[name]) if default is _NOT_DEFAULTED else default for name, default in getters
-                ])
+                row = defaults | values
+                for name in json_columns:
+                    row[name] = _copy_value(row[name])
+                copy.write_row(pick(row))
     return ids
-
-
-#: Marks a column whose value each row sets (``_usage_records_write``).
-_NOT_DEFAULTED = object()
 
 
 def _copy_value(value: object) -> object:
