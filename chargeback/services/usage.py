@@ -258,9 +258,10 @@ def usage_records_create(
             billed in; ``param`` ``records[i].currency``.
         IdempotencyError: a row's key was used before (or earlier in the batch) with other parameters.
         Nothing is written when anything is raised. Prices are applied as ``price_item`` applies
-        them, from one query for the batch's items (``price_items``); rows are inserted with one ``COPY``. A
-        concurrent call inserting one of the keys first makes this call start over once, so its
-        rows then replay.
+        them, from one query for the batch's items (``price_items``); rows are inserted with one ``COPY``,
+        first as if every key were new (the unique index checks them); when one was recorded before,
+        the batch starts over reading the recorded keys, so those rows replay. A concurrent call
+        inserting one of the keys in between makes this call start over once more.
     """
     return _usage_records_run(team, _usage_rows_checked(records, source), source, instances=True)
 
