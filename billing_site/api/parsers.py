@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -48,20 +49,25 @@ class LimitedJSONParser(JSONParser):
         if limit is not None and len(raw) > limit:
             raise RequestTooLarge(f"The request body is larger than the limit of {limit:,} bytes.")
         try:
-            data = json.loads(raw.decode(settings.DEFAULT_CHARSET), parse_float=Decimal, parse_constant=_no_constant)
+            text = raw.decode(settings.DEFAULT_CHARSET)
+            data = json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise exceptions.ParseError(f"JSON parse error - {exc}") from None
         except RecursionError:
             # The decoder recurses once per level: far past MAX_JSON_DEPTH, it gives up first.
             raise exceptions.ParseError(_too_deep()) from None
-        json_check(data)
+        json_check(data, text=text)
         return data
 
 
-def json_check(data: Any) -> None:
+def json_check(data: Any, *, text: str | None = None) -> None:
     """Refuse a decoded JSON document nested past :data:`MAX_JSON_DEPTH` or holding bad text.
 
-    Walks the document without recursion, so any depth is safe to check.
+    Walks the document without recursion, so any depth is safe to check. ``text``, the JSON text
+    ``data`` was decoded from, lets the walk skip the strings when it holds no ``\\u`` escape of a
+    NUL or a surrogate: decoded JSON can hold such a character only through one (the decoder
+    refuses raw control characters, and UTF-8 text cannot hold a surrogate), so only the nesting
+    is then walked (a batch of 1,000 records: its 1,000 objects instead of its 10,000 values).
 
     Raises:
         rest_framework.exceptions.ParseError: nested deeper than :data:`MAX_JSON_DEPTH`.
@@ -69,6 +75,9 @@ def json_check(data: Any) -> None:
             or an unpaired surrogate (``\\ud800``…``\\udfff``); its detail is keyed by the field's
             path (``records[3].metadata.note``), which the error shape gives as ``param``.
     """
+    if text is not None and not _BAD_TEXT_ESCAPE.search(text):
+        _depth_check(data)
+        return
     # A stack, not recursion; children pushed in reverse so the first bad field in reading order is named.
     stack: list[tuple[Any, str, int]] = [(data, "", 1)]
     while stack:
@@ -86,6 +95,22 @@ def json_check(data: Any) -> None:
             stack.extend((item, f"{path}.{key}" if path else key, depth + 1) for key, item in reversed(value.items()))
         elif isinstance(value, list):
             stack.extend((value[i], f"{path}[{i}]", depth + 1) for i in range(len(value) - 1, -1, -1))
+
+
+#: A JSON escape that decodes to a NUL or a surrogate (``\\u0000``, ``\\ud800``…``\\udfff``), or
+#: an escaped backslash before such letters: either way the full walk decides.
+_BAD_TEXT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def _depth_check(data: Any) -> None:
+    """Refuse ``data`` nested deeper than :data:`MAX_JSON_DEPTH` (only its objects and arrays are walked)."""
+    stack: list[tuple[Any, int]] = [(data, 1)] if isinstance(data, (dict, list)) else []
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise exceptions.ParseError(_too_deep())
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((item, depth + 1) for item in children if isinstance(item, (dict, list)))
 
 
 def _too_deep() -> str:

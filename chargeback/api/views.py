@@ -34,7 +34,7 @@ from chargeback.services.allocation_rules import (
     allocation_rule_delete,
     allocation_rule_update,
 )
-from chargeback.services.usage import usage_record_create, usage_records_create
+from chargeback.services.usage import usage_record_create, usage_records_record
 from teams.models import Team, TeamMembership
 from teams.selectors import user_is_member
 
@@ -119,11 +119,11 @@ class UsageViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             record.setdefault("occurred_at", now)
 
         def body():
-            rows = usage_records_create(team=team, records=records)
-            created = sum(1 for r in rows if not r.replayed)
+            rows = usage_records_record(team=team, records=records)  # (pk, replayed) per record
+            created = sum(1 for _pk, replayed in rows if not replayed)
             return status.HTTP_201_CREATED, {
                 "object": "usage_batch", "team": team.pk, "count": len(rows), "created": created,
-                "replayed": len(rows) - created, "ids": [r.pk for r in rows],
+                "replayed": len(rows) - created, "ids": [pk for pk, _replayed in rows],
             }
 
         params = {"team": team.pk, "records": request.data.get("records")}

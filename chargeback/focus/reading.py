@@ -148,7 +148,9 @@ class _ParquetRecords(FocusRecords):
 
         self.name, self.batch_rows = name, batch_rows
         try:
-            self.file = pq.ParquetFile(path)
+            # No pre-buffering: it coalesces reads for remote storage through pyarrow's I/O threads;
+            # for a local file it only added CPU (a quarter of the decoding, measured on 300,000 rows).
+            self.file = pq.ParquetFile(path, pre_buffer=False)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError…: all "unreadable"
             raise FocusImportError(f"not a readable Parquet file ({exc})", file=name) from None
         self.header = _checked_header([f.name for f in self.file.schema_arrow], name)
@@ -171,7 +173,8 @@ class _ParquetRecords(FocusRecords):
                 # Read only the wanted columns of a row group whose rows all have an Id.
                 names = None
                 if self.wanted is not None and self.id_index is not None:
-                    ids = self.file.read_row_group(group, columns=[header[self.id_index]]).column(0)
+                    ids = self.file.read_row_group(group, columns=[header[self.id_index]],
+                                                   use_threads=False).column(0)
                     if not ids.null_count and not (pa.types.is_string(ids.type)
                                                    and pc.any(pc.is_in(ids, blank)).as_py()):
                         names = [header[i] for i in sorted(self.wanted)]

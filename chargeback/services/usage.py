@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import operator
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 
 from auditlog.models import LogEntry
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from billing_site.errors import IdempotencyError
@@ -257,10 +258,29 @@ def usage_records_create(
             billed in; ``param`` ``records[i].currency``.
         IdempotencyError: a row's key was used before (or earlier in the batch) with other parameters.
         Nothing is written when anything is raised. Prices are applied as ``price_item`` applies
-        them, from one query for the batch's items (``price_items``); rows are inserted with one ``COPY``. A
-        concurrent call inserting one of the keys first makes this call start over once, so its
-        rows then replay.
+        them, from one query for the batch's items (``price_items``); rows are inserted with one ``COPY``,
+        first as if every key were new (the unique index checks them); when one was recorded before,
+        the batch starts over reading the recorded keys, so those rows replay. A concurrent call
+        inserting one of the keys in between makes this call start over once more.
     """
+    return _usage_records_run(team, _usage_rows_checked(records, source), source, instances=True)
+
+
+def usage_records_record(
+    *, team: Team | None, records: list[Mapping[str, object]], source: str = UsageRecord.Source.API
+) -> list[tuple[int, bool]]:
+    """Record a batch as :func:`usage_records_create` does, answering only ``(pk, replayed)`` per input row.
+
+    The same arguments, checks, errors, prices and rows written; what differs is the answer: no
+    ``UsageRecord`` instance is built for the new rows (their values go straight into the ``COPY``),
+    which is most of a batch's Python time after the parse (``bench/api_load.py``). ``POST
+    usage/batch/`` answers with the ids and the replayed count, so it needs no more.
+    """
+    return _usage_records_run(team, _usage_rows_checked(records, source), source, instances=False)
+
+
+def _usage_rows_checked(records: list[Mapping[str, object]], source: str) -> list[dict]:
+    """The batch's rows as dicts, each checked as ``usage_record_create`` checks one (``InvalidUsage``)."""
     if not isinstance(records, list) or not records:
         raise InvalidUsage("records must be a non-empty list")
     if len(records) > USAGE_BATCH_MAX:
@@ -291,12 +311,19 @@ def usage_records_create(
         if not isinstance(occurred_at, dt.datetime) or timezone.is_naive(occurred_at):
             raise _row_error(InvalidUsage("occurred_at must be a timezone-aware datetime"), i, "occurred_at")
         rows.append(row)
+    return rows
 
-    for _attempt in range(2):
+
+def _usage_records_run(team: Team | None, rows: list[dict], source: str, *, instances: bool) -> list:
+    # First as if every key were new: the unique index checks them during the COPY, so a batch of
+    # new keys (nearly every batch, and every charge) costs no query of its keys. A key recorded
+    # before fails the COPY (its savepoint rolls back, nothing is written) and the batch starts over
+    # reading the recorded keys, so those rows replay; a concurrent call recording one of the keys
+    # between the read and the COPY makes it start over once more.
+    for look_up_keys in (False, True, True):
         try:
-            return _usage_records_insert(team, rows, source)
+            return _usage_records_insert(team, rows, source, look_up_keys=look_up_keys, instances=instances)
         except IntegrityError:
-            # A concurrent call recorded one of these keys first; start over so those rows replay.
             continue
     raise IdempotencyError("the batch's idempotency keys are being recorded by concurrent calls; retry")
 
@@ -318,9 +345,13 @@ def _usage_request(team: Team | None, row: Mapping[str, object]) -> dict:
     return requested
 
 
-def _usage_records_insert(team: Team | None, rows: list[dict], source: str) -> list[UsageRecord]:
-    keys = [row["idempotency_key"] for row in rows]
-    existing = {r.idempotency_key: r for r in UsageRecord.objects.filter(source=source, idempotency_key__in=keys)}
+def _usage_records_insert(team: Team | None, rows: list[dict], source: str, *, look_up_keys: bool,
+                          instances: bool) -> list:
+    """Price and write ``rows``: a ``UsageRecord`` per row (``instances``), else ``(pk, replayed)``."""
+    existing: dict[str, UsageRecord] = {}
+    if look_up_keys:
+        keys = [row["idempotency_key"] for row in rows]
+        existing = {r.idempotency_key: r for r in UsageRecord.objects.filter(source=source, idempotency_key__in=keys)}
     unpriced = [i for i, row in enumerate(rows) if row.get("cost") is None]
     priced = dict(zip(unpriced, price_items(team=team, lines=[
         ((rows[i]["resource_type"], rows[i].get("provider") or "", rows[i].get("model") or "",
@@ -330,11 +361,11 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str) -> l
 
     allowed = billing_settings_get(team=team).billing_currencies() if team is not None else ()  # one read
     team_id = team.pk if team is not None else None
-    attnames = [f.attname for f in UsageRecord._meta.concrete_fields]
-    defaulted = [f for f in UsageRecord._meta.concrete_fields if f.attname not in _ROW_VALUES]
-    results: list[UsageRecord | None] = [None] * len(rows)
-    new: list[UsageRecord] = []
-    new_index: dict[str, tuple[UsageRecord, int]] = {}
+    # Per input row: the index in ``new`` of the row that records it, or the recorded row it replays.
+    results: list[int | UsageRecord] = [0] * len(rows)
+    new: list[dict] = []  # each new row's column values, by attname
+    users: list = []  # each new row's user (or None), for the instances
+    new_index: dict[str, tuple[int, int]] = {}  # key → (index in ``new``, input row)
     for i, row in enumerate(rows):
         key = row["idempotency_key"]
         try:
@@ -381,19 +412,29 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str) -> l
             "external_reference": row.get("external_reference") or "", "idempotency_key": key,
             "metadata": row.get("metadata") if row.get("metadata") is not None else {},
         }
+        new_index[key] = (len(new), i)
+        results[i] = len(new)
+        new.append(values)
+        users.append(user)
+    ids: list[int] = []
+    if new:
+        with transaction.atomic():
+            ids = _usage_records_write(new)
+    if not instances:
+        return [(r.pk, True) if isinstance(r, UsageRecord) else (ids[r], False) for r in results]
+    attnames = [f.attname for f in UsageRecord._meta.concrete_fields]
+    defaulted = [f for f in UsageRecord._meta.concrete_fields if f.attname not in _WRITTEN]
+    made = []
+    for values, user in zip(new, users):
         for field in defaulted:
             values[field.attname] = field.get_default()
         # Positional values in the model's field order: the cheap way Django builds rows it reads.
         record = UsageRecord(*[values[name] for name in attnames])
+        record._state.adding, record._state.db = False, connection.alias
         record._state.fields_cache.update(team=team, user=user)
         record.replayed = False
-        new.append(record)
-        new_index[key] = (record, i)
-        results[i] = record
-    if new:
-        with transaction.atomic():
-            _usage_records_write(new)
-    return results
+        made.append(record)
+    return [r if isinstance(r, UsageRecord) else made[r] for r in results]
 
 
 #: The columns a usage record's row sets from the request; every other column takes its field default.
@@ -401,42 +442,53 @@ _ROW_VALUES = {"id", "team_id", "user_id", "agent_id", "resource_type", "provide
                "currency", "occurred_at", "billing_period_start", "source", "feature_key", "external_reference",
                "idempotency_key", "metadata"}
 
+#: The columns ``_usage_records_write`` takes from each row: the request's, its id and creation time.
+_WRITTEN = _ROW_VALUES | {"created_at"}
+
 #: The JSON text of an empty object or list, written without the encoder (most rows' metadata and tags).
 _EMPTY_JSON = {dict: "{}", list: "[]"}
 
 
-def _usage_records_write(records: list[UsageRecord]) -> None:
-    """Insert ``records`` and set their pks with ``COPY``.
+def _usage_records_write(rows: list[dict]) -> list[int]:
+    """Insert ``rows`` (column values by attname, without ``id`` and ``created_at``) with ``COPY``;
+    sets each row's ``id`` and ``created_at`` and returns the ids, in order.
 
     ``bulk_create`` would spend most of a 1,000-row batch preparing values in Python (about 0.2 s);
     here the ids are drawn from the table's sequence in one query and the rows streamed with
-    ``COPY`` (as ``allocation._write_rows`` writes an allocation run's rows). A duplicate idempotency key still fails
-    on the unique constraint (``IntegrityError``).
+    ``COPY`` (as ``allocation._write_rows`` writes an allocation run's rows), straight from the
+    values: the columns a row does not set take their field default, made once for the batch
+    (JSON columns as JSON text). A duplicate idempotency key still fails on the unique constraint
+    (``IntegrityError``).
     """
     table = UsageRecord._meta.db_table
-    fields = [f for f in UsageRecord._meta.concrete_fields]
-    attnames = [f.attname for f in fields]
+    fields = list(UsageRecord._meta.concrete_fields)
     quote = connection.ops.quote_name
     now = timezone.now()
+    defaults = {f.attname: _copy_value(f.get_default()) for f in fields if f.attname not in _WRITTEN}
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, len(records)]
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, len(rows)]
         )
         ids = [row[0] for row in cursor.fetchall()]
         sql = f"COPY {quote(table)} ({', '.join(quote(f.column) for f in fields)}) FROM STDIN"
+        pick = operator.itemgetter(*(f.attname for f in fields))
+        json_columns = [f.attname for f in fields if f.attname in _WRITTEN and isinstance(f, models.JSONField)]
         # The raw psycopg cursor: wrap its errors as Django's, so a duplicate key is an IntegrityError.
         with connection.wrap_database_errors, cursor.cursor.copy(sql) as copy:
-            for pk, record in zip(ids, records):
-                record.pk, record.created_at = pk, now
-                # The instance's own values (its __dict__, as the model set them), JSON columns as JSON text.
-                values = record.__dict__
-                copy.write_row([
-                    (json.dumps(value) if value else _EMPTY_JSON[type(value)]) if isinstance(value, (dict, list))
-                    else value
-                    for value in [values[name] for name in attnames]
-                ])
-    for record in records:
-        record._state.adding, record._state.db = False, connection.alias
+            for pk, values in zip(ids, rows):
+                values["id"], values["created_at"] = pk, now
+                row = defaults | values
+                for name in json_columns:
+                    row[name] = _copy_value(row[name])
+                copy.write_row(pick(row))
+    return ids
+
+
+def _copy_value(value: object) -> object:
+    """A column value as ``COPY`` takes it: JSON columns (dicts, lists) as JSON text."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value) if value else _EMPTY_JSON[type(value)]
+    return value
 
 
 # --- finance's corrections --------------------------------------------------------------------
