@@ -252,6 +252,8 @@ SPECTACULAR_SETTINGS = {
         "WalletStatusEnum": "wallets.models.Wallet.Status",
         "UsageEventStatusEnum": "wallets.models.UsageEvent.Status",
         "AllocationRunStatusEnum": "chargeback.models.AllocationRun.Status",
+        # active/archived: plans' and coupons' status (the same two values).
+        "ArchivableStatusEnum": "subscriptions.models.Coupon.Status",
     },
     # Swagger UI from the project's own static files (drf-spectacular-sidecar), never a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -454,14 +454,17 @@ class Coupon(models.Model):
                 condition=(Q(percent_off__isnull=False) & Q(amount_off__isnull=True) & Q(currency=""))
                 | (Q(percent_off__isnull=True) & Q(amount_off__isnull=False) & Q(currency__regex=r"^[A-Z]{3}$")),
                 name="coupon_percent_or_amount",
+                violation_error_message="A coupon has either percent_off or amount_off (with its currency), not both.",
             ),
             models.CheckConstraint(condition=Q(percent_off__isnull=True) | (Q(percent_off__gt=0) & Q(percent_off__lte=100)),
-                                   name="coupon_percent_range"),
+                                   name="coupon_percent_range",
+                                   violation_error_message="percent_off is above 0 and at most 100."),
             models.CheckConstraint(condition=Q(amount_off__isnull=True) | Q(amount_off__gt=0), name="coupon_amount_positive"),
             models.CheckConstraint(
                 condition=(Q(duration="repeating") & Q(duration_in_months__gte=1))
                 | (Q(duration__in=["once", "forever"]) & Q(duration_in_months__isnull=True)),
                 name="coupon_duration_months",
+                violation_error_message="A repeating coupon needs duration_in_months; the others have none.",
             ),
             models.CheckConstraint(condition=Q(status__in=["active", "archived"]), name="coupon_status_valid"),
         ]

@@ -243,3 +243,17 @@ def subscription_discount(*, subscription: Subscription, period_start: dt.dateti
     """The discount of the period starting at ``period_start`` (default: the current period), or ``None``."""
     start = period_start or subscription.current_period_start
     return discount_for(discounts_running(subscription_ids=[subscription.pk], since=start)[subscription.pk], start)
+
+
+def discounts_current(subscriptions: Sequence[Subscription]) -> dict[int, SubscriptionDiscount]:
+    """``{subscription id: the discount of its current period}`` for those that have one (1 query)."""
+    subs = list(subscriptions)
+    if not subs:
+        return {}
+    running = discounts_running(subscription_ids=[s.pk for s in subs], since=min(s.current_period_start for s in subs))
+    out = {}
+    for sub in subs:
+        found = discount_for(running.get(sub.pk, ()), sub.current_period_start)
+        if found is not None:
+            out[sub.pk] = found
+    return out
