@@ -33,6 +33,7 @@ from ..models import Subscription, SubscriptionPeriod, SubscriptionProration
 from ..selectors import discount_for, discounts_running, meter_usage, plans_with_charges, usage_groups
 from .invoicing import (
     InvoiceDraft,
+    billing_settings_of,
     discount_line,
     fee_line,
     invoices_pay_from_wallets,
@@ -71,6 +72,14 @@ UPDATE subscriptions_subscription AS s
        AS v(id, ps, pe, plan, status, ended)
  WHERE s.id = v.id
 """
+#: The renewals that keep their plan and status (most): the period moves, and the status counts'
+#: trigger (``UPDATE OF plan_id, status``) does not fire.
+_SUBSCRIPTION_PERIOD_SQL = """
+UPDATE subscriptions_subscription AS s
+   SET current_period_start = v.ps, current_period_end = v.pe, updated_at = %s
+  FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS v(id, ps, pe)
+ WHERE s.id = v.id
+"""
 
 
 def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalResult:
@@ -82,13 +91,16 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
     ended = _ended_periods(subs)
     plans = plans_with_charges({s.plan_id for s in subs} | {s.pending_plan_id for s in subs if s.pending_plan_id})
     pending: dict[int, list[SubscriptionProration]] = {}
-    for p in SubscriptionProration.objects.filter(subscription_id__in=ids, invoice__isnull=True).order_by("pk"):
+    for p in SubscriptionProration.objects.raw(
+            f"SELECT * FROM {SubscriptionProration._meta.db_table} WHERE subscription_id = ANY(%s::bigint[]) "
+            "AND invoice_id IS NULL ORDER BY id", [ids]):
         pending.setdefault(p.subscription_id, []).append(p)
     discounts = discounts_running(subscription_ids=ids, since=min(s.current_period_end for s in subs))
     billed = [s for s in subs if not (ended.get(s.pk) and ended[s.pk].is_trial)]
     groups = usage_groups([(s.pk, s.team_id, s.user_id, s.current_period_start, s.current_period_end) for s in billed])
 
     drafts, new_periods, updates, moves, once_used = [], [], [], [], []
+    unchanged: set[int] = set()
     for sub in subs:
         start, boundary, tz = sub.current_period_start, sub.current_period_end, sub.time_zone
         period = ended.get(sub.pk)
@@ -144,12 +156,15 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
             status_move_check(subscription_id=sub.pk, from_status=sub.status, to_status=status)
             moves.append((sub.pk, sub.status, status, boundary))
         updates.append((sub.pk, next_start, next_end, next_plan.pk, status, None))
+        if next_plan.pk == sub.plan_id and status == sub.status and not sub.pending_plan_id:
+            unchanged.add(sub.pk)
         sub.plan, sub.status = next_plan, status
         sub.current_period_start, sub.current_period_end = next_start, next_end
         result.renewed += 1
 
     invoice_drafts = [d[0] for d in drafts]
-    invoices = invoices_write(invoice_drafts, at=at)
+    billing = billing_settings_of(invoice_drafts) if invoice_drafts else {}
+    invoices = invoices_write(invoice_drafts, at=at, billing=billing)
     result.invoices = len(invoices)
     result.lines = sum(len(d.lines) for d in invoice_drafts)
     # Each period keeps the invoice of its fee; the ended period, the one of its usage.
@@ -172,10 +187,15 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
             cursor.execute("UPDATE subscriptions_subscriptiondiscount AS d SET \"end\" = v.e "
                            "FROM unnest(%s::bigint[], %s::timestamptz[]) AS v(id, e) WHERE d.id = v.id",
                            [[a for a, _ in once_used], [b for _, b in once_used]])
-        columns = list(zip(*updates))
-        cursor.execute(_SUBSCRIPTION_UPDATE_SQL, [timezone.now(), *[list(c) for c in columns]])
+        now = timezone.now()
+        same = [u for u in updates if u[0] in unchanged]
+        changed = [u for u in updates if u[0] not in unchanged]
+        if same:
+            cursor.execute(_SUBSCRIPTION_PERIOD_SQL, [now, *[list(c) for c in list(zip(*same))[:3]]])
+        if changed:
+            cursor.execute(_SUBSCRIPTION_UPDATE_SQL, [now, *[list(c) for c in zip(*changed)]])
     status_changes_record(moves)
-    unpaid = invoices_pay_from_wallets(list(zip(invoice_drafts, invoices)))
+    unpaid = invoices_pay_from_wallets(list(zip(invoice_drafts, invoices)), billing)
     if unpaid:
         subscriptions_mark_past_due(subscriptions=unpaid, at=at)
         result.past_due = [s.pk for s in unpaid]
