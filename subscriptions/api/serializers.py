@@ -227,11 +227,12 @@ class CouponSerializer(serializers.ModelSerializer):
 class CouponCreateSerializer(StrictSerializerMixin, serializers.Serializer):
     """A new coupon: ``percent_off`` (a decimal string, at most 2 decimal places, 0 < p ≤ 100) or ``amount_off``
     with its ``currency`` (a decimal string within the currency's minor unit); ``duration`` (default ``once``);
-    ``duration_in_months`` for ``repeating`` only."""
+    ``duration_in_months`` for ``repeating`` only. Terms that do not fit together are 422 ``coupon_terms``."""
 
     code = serializers.SlugField(max_length=100)
     name = TextField(max_length=200)
-    percent_off = DecimalStringField(max_digits=5, decimal_places=2, required=False, allow_null=True, min_value=0)
+    percent_off = DecimalStringField(max_digits=5, decimal_places=2, required=False, allow_null=True, min_value=0,
+                                     max_value=100)
     amount_off = MoneyStringField(required=False, allow_null=True, min_value=0)
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, allow_blank=True,
                                       error_messages={"invalid": "An ISO 4217 code, e.g. USD."})

@@ -12,7 +12,7 @@ from billing_site.errors import BillingError
 from billing_site.money import to_minor_units
 from invoices.models import Invoice
 from subscriptions.discounts import discount_amount
-from subscriptions.errors import InvalidSubscriptionRequest, SubscriptionTransitionError
+from subscriptions.errors import CouponTermsConflict, InvalidSubscriptionRequest, SubscriptionTransitionError
 from subscriptions.models import Subscription
 from subscriptions.selectors_mrr import mrr_history, subscription_stats
 from subscriptions.services.discounts import (
@@ -105,7 +105,7 @@ def test_a_new_coupon_replaces_the_running_one_and_removing_ends_it(postpaid_tea
 
 
 def test_coupon_terms_are_checked_and_never_change(postpaid_team, pro_plan):
-    with pytest.raises(InvalidSubscriptionRequest) as both:
+    with pytest.raises(CouponTermsConflict) as both:
         coupon_create(code="x", name="X", percent_off=D(10), amount_off=D(1), currency="USD")
     assert both.value.param == "percent_off"
     with pytest.raises(InvalidSubscriptionRequest) as over:
@@ -114,7 +114,7 @@ def test_coupon_terms_are_checked_and_never_change(postpaid_team, pro_plan):
     with pytest.raises(BillingError) as cents:
         coupon_create(code="x", name="X", amount_off=D("1.001"), currency="USD")
     assert cents.value.param == "amount_off"
-    with pytest.raises(InvalidSubscriptionRequest) as months:
+    with pytest.raises(CouponTermsConflict) as months:
         coupon_create(code="x", name="X", percent_off=D(10), duration="repeating")
     assert months.value.param == "duration_in_months"
     coupon = coupon_create(code="x", name="X", percent_off=D(10))
