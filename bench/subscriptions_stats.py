@@ -106,7 +106,7 @@ def load(count: int) -> None:
             """
             INSERT INTO subscriptions_coupon (code, name, percent_off, amount_off, currency, duration,
                 duration_in_months, status, created_at, updated_at)
-            VALUES ('bench-20', 'Bench 20 %%', 20, NULL, '', 'forever', NULL, 'active', now(), now()),
+            VALUES ('bench-20', 'Bench 20 percent', 20, NULL, '', 'forever', NULL, 'active', now(), now()),
                    ('bench-10usd', 'Bench 10 USD', NULL, 10, 'USD', 'repeating', 3, 'active', now(), now()),
                    ('bench-half', 'Bench half', 50, NULL, '', 'once', NULL, 'active', now(), now())
             """)
@@ -117,8 +117,8 @@ def load(count: int) -> None:
                    CASE c.duration WHEN 'forever' THEN NULL WHEN 'repeating' THEN s.current_period_start + interval '3 months'
                                    ELSE s.current_period_end END, now()
             FROM subscriptions_subscription s
-            JOIN subscriptions_coupon c ON c.code = (ARRAY['bench-20', 'bench-10usd', 'bench-half'])[1 + (s.id / 10) %% 3]
-            WHERE s.id %% 10 = 3
+            JOIN subscriptions_coupon c ON c.code = (ARRAY['bench-20', 'bench-10usd', 'bench-half'])[1 + (s.id / 10) % 3]
+            WHERE s.id % 10 = 3
             """)
         cursor.execute("ANALYZE teams_team; ANALYZE subscriptions_subscription; ANALYZE subscriptions_subscriptionperiod;"
                        " ANALYZE subscriptions_subscriptiondiscount")

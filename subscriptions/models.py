@@ -218,6 +218,9 @@ class Subscription(models.Model):
     ``cancel_at_period_end``: the renewal at ``current_period_end`` cancels instead of renewing.
     ``pending_plan``: a downgrade waiting for the period end (the renewal moves to it).
     ``canceled_at``: when the cancellation was asked; ``ended_at``: when the subscription stopped.
+    ``discount_coupon``: the coupon of the ``SubscriptionDiscount`` that covers the current period
+    (set where the period or the discounts change: creation, renewal, applying or removing a coupon),
+    so MRR after discounts is read from counts a trigger keeps (``subscriptions_discountcount``).
 
     Invariants: at most one live (not canceled) subscription per subscriber (partial unique
     constraints); ``current_period_end > current_period_start``; a trialing subscription has a
@@ -262,6 +265,10 @@ class Subscription(models.Model):
     cancel_at_period_end = models.BooleanField(default=False)
     canceled_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    discount_coupon = models.ForeignKey(
+        "Coupon", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The coupon whose discount covers the current period (kept by the services; the stats count it).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

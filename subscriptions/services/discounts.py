@@ -22,6 +22,7 @@ from billing_site.money import parse_amount
 from ..calendar import period_after, period_boundary
 from ..errors import CouponTermsConflict, InvalidSubscriptionRequest, SubscriptionTransitionError
 from ..models import Coupon, Subscription, SubscriptionDiscount
+from ..selectors import subscription_discount
 
 #: The coupon's terms: fixed once it is made.
 COUPON_TERMS = ("percent_off", "amount_off", "currency", "duration", "duration_in_months")
@@ -135,6 +136,15 @@ def _end_current(subscription: Subscription, at: dt.datetime) -> int:
             .filter(Q(end__isnull=True) | Q(end__gt=at)).update(end=at))
 
 
+def discount_coupon_sync(subscription: Subscription) -> None:
+    """Set ``subscription.discount_coupon`` to the coupon whose discount covers its current period (saved if it moved)."""
+    found = subscription_discount(subscription=subscription)
+    coupon_id = found.coupon_id if found is not None else None
+    if coupon_id != subscription.discount_coupon_id:
+        subscription.discount_coupon_id = coupon_id
+        Subscription.objects.filter(pk=subscription.pk).update(discount_coupon_id=coupon_id)
+
+
 def discount_start(*, subscription: Subscription, coupon: Coupon, at: dt.datetime) -> SubscriptionDiscount:
     """Apply ``coupon`` to ``subscription`` (locked by the caller) from ``at``; inside the caller's transaction.
 
@@ -148,9 +158,11 @@ def discount_start(*, subscription: Subscription, coupon: Coupon, at: dt.datetim
         raise InvalidSubscriptionRequest(f"coupon {coupon.code} is in {coupon.currency}, the subscription in "
                                          f"{subscription.plan.currency}", param="coupon")
     _end_current(subscription, at)
-    return SubscriptionDiscount.objects.create(
+    discount = SubscriptionDiscount.objects.create(
         subscription=subscription, coupon=coupon, start=at,
         end=discount_end(subscription=subscription, coupon=coupon, start=at))
+    discount_coupon_sync(subscription)
+    return discount
 
 
 def _lock(subscription: Subscription) -> Subscription:
@@ -190,4 +202,7 @@ def subscription_discount_remove(*, subscription: Subscription, at: dt.datetime 
     """
     at = at or timezone.now()
     with transaction.atomic():
-        return _end_current(_lock(subscription), at)
+        sub = _lock(subscription)
+        ended = _end_current(sub, at)
+        discount_coupon_sync(sub)
+        return ended

@@ -67,13 +67,14 @@ class RenewalResult:
 _SUBSCRIPTION_UPDATE_SQL = """
 UPDATE subscriptions_subscription AS s
    SET current_period_start = v.ps, current_period_end = v.pe, plan_id = v.plan, pending_plan_id = NULL,
-       status = v.status, ended_at = v.ended, updated_at = %s
-  FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::bigint[], %s::text[], %s::timestamptz[])
-       AS v(id, ps, pe, plan, status, ended)
+       status = v.status, ended_at = v.ended, discount_coupon_id = v.coupon, updated_at = %s
+  FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::bigint[], %s::text[], %s::timestamptz[],
+              %s::bigint[])
+       AS v(id, ps, pe, plan, status, ended, coupon)
  WHERE s.id = v.id
 """
-#: The renewals that keep their plan and status (most): the period moves, and the status counts'
-#: trigger (``UPDATE OF plan_id, status``) does not fire.
+#: The renewals that keep their plan, status and discount's coupon (most): the period moves, and the
+#: counts' triggers (``UPDATE OF plan_id, status, discount_coupon_id``) do not fire.
 _SUBSCRIPTION_PERIOD_SQL = """
 UPDATE subscriptions_subscription AS s
    SET current_period_start = v.ps, current_period_end = v.pe, updated_at = %s
@@ -120,7 +121,8 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
                                  currency=plan.currency, lines=lines, key_instant=boundary)
             if not draft.is_empty:
                 drafts.append((draft, period, None))
-            updates.append((sub.pk, start, boundary, plan.pk, Subscription.Status.CANCELED, boundary))
+            updates.append((sub.pk, start, boundary, plan.pk, Subscription.Status.CANCELED, boundary,
+                            sub.discount_coupon_id))
             status_move_check(subscription_id=sub.pk, from_status=sub.status, to_status=Subscription.Status.CANCELED)
             moves.append((sub.pk, sub.status, Subscription.Status.CANCELED, boundary))
             sub.status, sub.ended_at = Subscription.Status.CANCELED, boundary
@@ -131,6 +133,7 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
                                             end=boundary, time_zone=tz)
         lines.append(fee_line(plan=next_plan, start=next_start, end=next_end, time_zone=tz))
         discount = discount_for(discounts.get(sub.pk, ()), next_start)
+        coupon_id = discount.coupon_id if discount is not None else None
         if discount is not None:
             line = discount_line(discount=discount, plan=next_plan, start=next_start, end=next_end, time_zone=tz)
             if line:
@@ -155,9 +158,11 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
         if status != sub.status:
             status_move_check(subscription_id=sub.pk, from_status=sub.status, to_status=status)
             moves.append((sub.pk, sub.status, status, boundary))
-        updates.append((sub.pk, next_start, next_end, next_plan.pk, status, None))
-        if next_plan.pk == sub.plan_id and status == sub.status and not sub.pending_plan_id:
+        updates.append((sub.pk, next_start, next_end, next_plan.pk, status, None, coupon_id))
+        if (next_plan.pk == sub.plan_id and status == sub.status and not sub.pending_plan_id
+                and coupon_id == sub.discount_coupon_id):
             unchanged.add(sub.pk)
+        sub.discount_coupon_id = coupon_id
         sub.plan, sub.status = next_plan, status
         sub.current_period_start, sub.current_period_end = next_start, next_end
         result.renewed += 1
