@@ -7,10 +7,11 @@ Recreates the database (PostgreSQL only; ``--keep`` reuses what an earlier run l
 plans through ``subscriptions.services.plans.plan_create`` (4 tiers, monthly and yearly, USD and
 EUR) and inserts ``--subscriptions`` subscriptions, one per team, with SQL ``generate_series``
 (statuses: 70 % active, 10 % trialing, 5 % past due, 5 % unpaid, 10 % canceled; a billed period
-each), then ``ANALYZE``. It times, in the same run and process, through Django's test client as a
+each; a coupon's discount on one in ten), then ``ANALYZE``. It times, in the same run and process, through Django's test client as a
 finance user (token authentication, the whole DRF stack):
 
-* the stats endpoint (2 queries: counts by status and plan, the plans);
+* the stats endpoint (3 queries: counts by status and plan, the plans, the discounts of the
+  current periods); ``--explain`` prints ``EXPLAIN (ANALYZE, BUFFERS)`` of each first;
 * the reference: ``GET /api/v1/billing/subscription/?team=<id>`` of a finance user, a minimal
   authenticated endpoint (a team and a subscription read by key), and a plain
   ``SELECT COUNT(*)`` of the subscriptions table through the same connection;
@@ -100,7 +101,27 @@ def load(count: int) -> None:
                 p.currency, '{}'::jsonb, now()
             FROM subscriptions_subscription s JOIN subscriptions_plan p ON p.id = s.plan_id
             """)
-        cursor.execute("ANALYZE teams_team; ANALYZE subscriptions_subscription; ANALYZE subscriptions_subscriptionperiod")
+        # Discounts on one subscription in ten: three coupons (20 % forever, 10.00 off for 3 months, 50 % once).
+        cursor.execute(
+            """
+            INSERT INTO subscriptions_coupon (code, name, percent_off, amount_off, currency, duration,
+                duration_in_months, status, created_at, updated_at)
+            VALUES ('bench-20', 'Bench 20 percent', 20, NULL, '', 'forever', NULL, 'active', now(), now()),
+                   ('bench-10usd', 'Bench 10 USD', NULL, 10, 'USD', 'repeating', 3, 'active', now(), now()),
+                   ('bench-half', 'Bench half', 50, NULL, '', 'once', NULL, 'active', now(), now())
+            """)
+        cursor.execute(
+            """
+            INSERT INTO subscriptions_subscriptiondiscount (subscription_id, coupon_id, start, "end", created_at)
+            SELECT s.id, c.id, s.current_period_start,
+                   CASE c.duration WHEN 'forever' THEN NULL WHEN 'repeating' THEN s.current_period_start + interval '3 months'
+                                   ELSE s.current_period_end END, now()
+            FROM subscriptions_subscription s
+            JOIN subscriptions_coupon c ON c.code = (ARRAY['bench-20', 'bench-10usd', 'bench-half'])[1 + (s.id / 10) % 3]
+            WHERE s.id % 10 = 3
+            """)
+        cursor.execute("ANALYZE teams_team; ANALYZE subscriptions_subscription; ANALYZE subscriptions_subscriptionperiod;"
+                       " ANALYZE subscriptions_subscriptiondiscount")
     print(f"inserted {count:,} teams, subscriptions and billed periods with generate_series in "
           f"{time.perf_counter() - t0:.1f} s")
 
@@ -110,6 +131,7 @@ def main() -> None:
     parser.add_argument("--subscriptions", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--keep", action="store_true", help="Reuse the data of an earlier run.")
+    parser.add_argument("--explain", action="store_true", help="Print EXPLAIN ANALYZE of the stats' queries.")
     args = parser.parse_args()
     name = "bench_subscriptions_stats"
     bench_database(name, keep=args.keep)
@@ -142,6 +164,18 @@ def main() -> None:
     print(f"{total:,} subscriptions: {body['total_customers']:,} customers, {body['active_subscriptions']:,} active, "
           f"{body['trial_subscriptions']:,} trialing; MRR {body['monthly_revenue']} {body['currency']}"
           + "".join(f", {c['monthly_revenue']} {c['currency']}" for c in body["other_currencies"]))
+
+    if args.explain:
+        from django.test.utils import CaptureQueriesContext
+
+        with CaptureQueriesContext(connection) as queries:
+            client.get("/api/v1/admin/billing/stats/")
+        with connection.cursor() as cursor:
+            for q in queries.captured_queries:
+                if not q["sql"].lstrip().upper().startswith("SELECT") or "authtoken" in q["sql"] or "auth_" in q["sql"]:
+                    continue
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + q["sql"])
+                print("\n".join(row[0] for row in cursor.fetchall()) + "\n")
 
     def stats():
         assert client.get("/api/v1/admin/billing/stats/").status_code == 200

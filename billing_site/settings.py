@@ -257,6 +257,8 @@ SPECTACULAR_SETTINGS = {
         "UsageEventStatusEnum": "wallets.models.UsageEvent.Status",
         "AllocationRunStatusEnum": "chargeback.models.AllocationRun.Status",
         "WebhookDeliveryStatusEnum": "webhooks.models.Delivery.Status",
+        # active/archived: plans' and coupons' status (the same two values).
+        "ArchivableStatusEnum": "subscriptions.models.Coupon.Status",
     },
     # Swagger UI from the project's own static files (drf-spectacular-sidecar), never a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",

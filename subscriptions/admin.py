@@ -8,7 +8,12 @@ subscriptions. Charges and their tiers are shown; new plans with charges come fr
 
 Subscriptions are written by the services only (the list and pages are read-only): the actions
 "Cancel at period end", "Cancel now (prorated credit)", "Change plan…" (a form that previews the
-upcoming invoice, proration included, before anything is committed) and "Extend trial…".
+upcoming invoice, proration included, before anything is committed), "Extend trial…", "Apply a
+coupon…" and "Remove discount" (``subscriptions.services.discounts``). A subscription's page lists its
+discounts and its status history.
+
+Coupons: made here through ``coupon_create`` (percent or amount off, duration); afterwards only the
+name changes (the terms are read-only, as Stripe's); "Archive" stops new discounts.
 """
 
 from __future__ import annotations
@@ -40,10 +45,28 @@ from billing_site.errors import BillingError
 from billing_site.formatting import money_display, period_display
 from teams.selectors import user_is_finance
 
-from .models import Plan, PlanCharge, Subscription, SubscriptionPeriod, SubscriptionProration
+from .discounts import discount_amount
+from .models import (
+    Coupon,
+    Plan,
+    PlanCharge,
+    Subscription,
+    SubscriptionDiscount,
+    SubscriptionPeriod,
+    SubscriptionProration,
+    SubscriptionStatusChange,
+)
 from .mrr import MRR_STATUSES, monthly_amount
 from .resources import PlanResource, SubscriptionResource
-from .selectors import charge_price_text
+from .selectors import charge_price_text, discounts_current
+from .services.discounts import (
+    COUPON_TERMS,
+    coupon_archive,
+    coupon_create,
+    coupon_update,
+    subscription_discount_apply,
+    subscription_discount_remove,
+)
 from .services.lifecycle import subscription_cancel, subscription_change_plan, subscription_trial_extend
 from .services.plans import PLAN_PRICE_FIELDS, plan_archive, plan_create, plan_new_version, plan_update
 from .upcoming import subscription_upcoming_invoice
@@ -175,6 +198,22 @@ class SubscriptionProrationInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.T
     amount_display = money_column("amount", "Amount")
 
 
+class SubscriptionDiscountInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
+    model = SubscriptionDiscount
+    fields = ["coupon", "start", "end"]
+    readonly_fields = fields
+    extra = 0
+    verbose_name_plural = "Discounts (the fee of each period starting in [start, end))"
+
+
+class SubscriptionStatusChangeInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInline):
+    model = SubscriptionStatusChange
+    fields = ["at", "from_status", "to_status"]
+    readonly_fields = fields
+    extra = 0
+    verbose_name_plural = "Status history"
+
+
 class TrialEndingFilter(admin.SimpleListFilter):
     title = "trial ends"
     parameter_name = "trial_ends"
@@ -201,6 +240,11 @@ class ChangePlanForm(forms.Form):
             currency=subscription.plan.currency).exclude(pk=subscription.plan_id)
 
 
+class ApplyCouponForm(forms.Form):
+    coupon = forms.ModelChoiceField(queryset=Coupon.objects.filter(status=Coupon.Status.ACTIVE).order_by("code"),
+                                    help_text="From now: the discount each subscription had ends now.")
+
+
 class ExtendTrialForm(forms.Form):
     days = forms.IntegerField(min_value=1, max_value=365, help_text="Days added to each selected trial.")
 
@@ -215,8 +259,10 @@ class SubscriptionAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixi
     list_select_related = ["team", "user", "plan"]
     autocomplete_fields = ["team", "user"]
     date_hierarchy = "started_at"
-    inlines = [SubscriptionPeriodInline, SubscriptionProrationInline]
-    actions = ["cancel_at_period_end_action", "cancel_now_action", "change_plan_action", "extend_trial_action"]
+    inlines = [SubscriptionPeriodInline, SubscriptionProrationInline, SubscriptionDiscountInline,
+               SubscriptionStatusChangeInline]
+    actions = ["cancel_at_period_end_action", "cancel_now_action", "change_plan_action", "extend_trial_action",
+               "apply_coupon_action", "remove_discount_action"]
     change_form_template = "admin/subscriptions/subscription/change_form.html"
 
     @admin.display(description="Subscriber", ordering="team__name")
@@ -227,10 +273,21 @@ class SubscriptionAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixi
     def tier(self, obj):
         return obj.plan.tier
 
-    @admin.display(description="MRR")
+    def get_queryset(self, request):
+        # Whether a subscription ever had a discount: only those read theirs for the MRR column.
+        return super().get_queryset(request).annotate(
+            discounted=Exists(SubscriptionDiscount.objects.filter(subscription=OuterRef("pk"))))
+
+    @admin.display(description="MRR (after discount)")
     def mrr_display(self, obj):
         plan = obj.plan
-        amount = monthly_amount(fee=plan.fee, interval=plan.interval, interval_count=plan.interval_count,
+        discount = discounts_current([obj]).get(obj.pk) if getattr(obj, "discounted", True) else None
+        fee = plan.fee
+        if discount is not None:
+            c = discount.coupon
+            fee -= discount_amount(fee=fee, percent_off=c.percent_off,
+                                   amount_off=c.amount_off if c.currency == plan.currency else None)
+        amount = monthly_amount(fee=fee, interval=plan.interval, interval_count=plan.interval_count,
                                 count=int(obj.status in MRR_STATUSES))
         return money_html(amount, plan.currency)
 
@@ -277,10 +334,21 @@ class SubscriptionAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixi
         ids = ",".join(str(pk) for pk in queryset.order_by("pk").values_list("pk", flat=True))
         return HttpResponseRedirect(reverse("admin:subscriptions_subscription_extend_trial") + f"?ids={ids}")
 
+    @admin.action(description="Apply a coupon…", permissions=["manage"])
+    def apply_coupon_action(self, request, queryset):
+        ids = ",".join(str(pk) for pk in queryset.order_by("pk").values_list("pk", flat=True))
+        return HttpResponseRedirect(reverse("admin:subscriptions_subscription_apply_coupon") + f"?ids={ids}")
+
+    @admin.action(description="Remove discount (full fee from the next period)", permissions=["manage"])
+    def remove_discount_action(self, request, queryset):
+        self._each(request, queryset, lambda sub: subscription_discount_remove(subscription=sub),
+                   "pay the full fee from their next period")
+
     # --- the intermediate forms ----------------------------------------------------------------------
     def get_urls(self):
         view = self.admin_site.admin_view
         return [
+            path("apply-coupon/", view(self.apply_coupon_view), name="subscriptions_subscription_apply_coupon"),
             path("<int:pk>/change-plan/", view(self.change_plan_view), name="subscriptions_subscription_change_plan"),
             path("extend-trial/", view(self.extend_trial_view), name="subscriptions_subscription_extend_trial"),
         ] + super().get_urls()
@@ -349,3 +417,92 @@ class SubscriptionAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixi
                                 subscriptions=subs, ids=",".join(str(s.pk) for s in subs))
         return TemplateResponse(request, "admin/subscriptions/subscription/extend_trial.html", context)
 
+
+    def apply_coupon_view(self, request):
+        """Choose a coupon for the selected subscriptions; each is applied through ``subscription_discount_apply``."""
+        if not self.has_manage_permission(request):
+            raise PermissionDenied
+        source = request.POST if request.method == "POST" else request.GET
+        try:
+            ids = [int(part) for part in source.get("ids", "").split(",") if part]
+        except ValueError:
+            return HttpResponseBadRequest("ids must be subscription numbers separated by commas")
+        subs = list(self.get_queryset(request).select_related("plan", "team", "user").filter(pk__in=ids).order_by("pk"))
+        form = ApplyCouponForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            coupon = form.cleaned_data["coupon"]
+            self._each(request, Subscription.objects.filter(pk__in=[s.pk for s in subs]),
+                       lambda sub: subscription_discount_apply(subscription=sub, coupon=coupon),
+                       f"discounted by {coupon.code} from now")
+            return HttpResponseRedirect(reverse("admin:subscriptions_subscription_changelist"))
+        context = self._context(request, f"Apply a coupon to {len(subs)} subscription(s)", form=form,
+                                subscriptions=subs, ids=",".join(str(s.pk) for s in subs))
+        return TemplateResponse(request, "admin/subscriptions/subscription/apply_coupon.html", context)
+
+
+# --- coupons -------------------------------------------------------------------------------------------
+
+
+class CouponForm(forms.ModelForm):
+    class Meta:
+        model = Coupon
+        fields = ["code", "name", "percent_off", "amount_off", "currency", "duration", "duration_in_months"]
+
+
+@admin.register(Coupon)
+class CouponAdmin(BillingAdminMixin, admin.ModelAdmin):
+    form = CouponForm
+    list_display = ["code", "name", "off", "duration_display", "status", "discounts_count"]
+    list_filter = ["status", "duration", "currency"]
+    search_fields = ["code", "name"]
+    actions = ["archive_action"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(used=Count("discounts"))
+
+    @admin.display(description="Off")
+    def off(self, obj):
+        if obj.percent_off is not None:
+            return f"{obj.percent_off.normalize():f} %"
+        return money_html(obj.amount_off, obj.currency)
+
+    @admin.display(description="Duration", ordering="duration")
+    def duration_display(self, obj):
+        if obj.duration == Coupon.Duration.REPEATING:
+            return f"{obj.duration_in_months} month(s)"
+        return obj.get_duration_display()
+
+    @admin.display(description="Discounts", ordering="used")
+    def discounts_count(self, obj):
+        return obj.used
+
+    def get_readonly_fields(self, request, obj=None):
+        # A coupon's terms never change once made (Stripe's rule): archive it and make another.
+        return list(COUPON_TERMS) + ["code", "status"] if obj is not None else []
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            data = {name: form.cleaned_data.get(name) for name in CouponForm.Meta.fields}
+            data = {k: v for k, v in data.items() if v not in (None, "")}
+            created = coupon_create(**data)
+            obj.pk, obj.created_at, obj.updated_at = created.pk, created.created_at, created.updated_at
+            return
+        if "name" in form.changed_data:
+            coupon_update(coupon=Coupon.objects.get(pk=obj.pk), name=form.cleaned_data["name"])
+
+    def _changeform_view(self, request, object_id, form_url, extra_context):
+        try:
+            return super()._changeform_view(request, object_id, form_url, extra_context)
+        except BillingError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    @admin.action(description="Archive (applied to nobody new)", permissions=["change"])
+    def archive_action(self, request, queryset):
+        for coupon in queryset.order_by("pk"):
+            coupon_archive(coupon=coupon)
+        self.message_user(request, f"{queryset.count()} coupon(s) archived; their discounts keep running.",
+                          messages.SUCCESS)

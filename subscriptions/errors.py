@@ -12,6 +12,7 @@ Each carries its ``code`` and HTTP status (``billing_site.errors`` has the table
   status does not allow the move (``Subscription.TRANSITIONS``); the message names both statuses.
 * ``SubscriptionExists`` (409, ``subscription_exists``): the subscriber already has a live
   (not canceled) subscription.
+* ``CouponTermsConflict`` (422, ``coupon_terms``): a coupon's terms that do not fit together.
 """
 
 from __future__ import annotations
@@ -56,3 +57,12 @@ class SubscriptionExists(SubscriptionError):
 
     code = "subscription_exists"
     http_status = 409
+
+
+class CouponTermsConflict(SubscriptionError):
+    """A coupon's terms that are each well-formed but do not fit together (HTTP 422, ``coupon_terms``):
+    both or neither of ``percent_off`` and ``amount_off``, a currency beside a percent or none beside an
+    amount, ``duration_in_months`` without ``repeating`` or missing with it. ``param`` names the field."""
+
+    code = "coupon_terms"
+    http_status = 422

@@ -218,6 +218,9 @@ class Subscription(models.Model):
     ``cancel_at_period_end``: the renewal at ``current_period_end`` cancels instead of renewing.
     ``pending_plan``: a downgrade waiting for the period end (the renewal moves to it).
     ``canceled_at``: when the cancellation was asked; ``ended_at``: when the subscription stopped.
+    ``discount_coupon``: the coupon of the ``SubscriptionDiscount`` that covers the current period
+    (set where the period or the discounts change: creation, renewal, applying or removing a coupon),
+    so MRR after discounts is read from counts a trigger keeps (``subscriptions_discountcount``).
 
     Invariants: at most one live (not canceled) subscription per subscriber (partial unique
     constraints); ``current_period_end > current_period_start``; a trialing subscription has a
@@ -262,6 +265,10 @@ class Subscription(models.Model):
     cancel_at_period_end = models.BooleanField(default=False)
     canceled_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    discount_coupon = models.ForeignKey(
+        "Coupon", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The coupon whose discount covers the current period (kept by the services; the stats count it).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -454,14 +461,17 @@ class Coupon(models.Model):
                 condition=(Q(percent_off__isnull=False) & Q(amount_off__isnull=True) & Q(currency=""))
                 | (Q(percent_off__isnull=True) & Q(amount_off__isnull=False) & Q(currency__regex=r"^[A-Z]{3}$")),
                 name="coupon_percent_or_amount",
+                violation_error_message="A coupon has either percent_off or amount_off (with its currency), not both.",
             ),
             models.CheckConstraint(condition=Q(percent_off__isnull=True) | (Q(percent_off__gt=0) & Q(percent_off__lte=100)),
-                                   name="coupon_percent_range"),
+                                   name="coupon_percent_range",
+                                   violation_error_message="percent_off is above 0 and at most 100."),
             models.CheckConstraint(condition=Q(amount_off__isnull=True) | Q(amount_off__gt=0), name="coupon_amount_positive"),
             models.CheckConstraint(
                 condition=(Q(duration="repeating") & Q(duration_in_months__gte=1))
                 | (Q(duration__in=["once", "forever"]) & Q(duration_in_months__isnull=True)),
                 name="coupon_duration_months",
+                violation_error_message="A repeating coupon needs duration_in_months; the others have none.",
             ),
             models.CheckConstraint(condition=Q(status__in=["active", "archived"]), name="coupon_status_valid"),
         ]

@@ -4,9 +4,10 @@ The arithmetic is ``subscriptions.mrr`` (MRR counts ``active`` and ``past_due`` 
 a period's fee divided by its months, per currency, never summed across currencies); this module
 reads the rows it works on, with a fixed number of queries whatever the number of subscriptions:
 
-* :func:`subscription_stats` (2 queries): counts by status and MRR by currency and tier, read as
-  ``(status, plan) → count`` (kept by a trigger, so no scan of the subscriptions) and the plans,
-  then priced in Python (one row per plan and status).
+* :func:`subscription_stats` (3 queries): counts by status and MRR by currency and tier, read as
+  ``(status, plan) → count`` (kept by a trigger, so no scan of the subscriptions), the plans, and
+  ``(status, plan, coupon) → count`` of the discounted ones (kept by a trigger too), then priced in
+  Python (one row per plan and status, one per plan, status and coupon).
 * :func:`mrr_history` (1 query): MRR at the start of each of the last months and now, and the
   movements between them (new, expansion, contraction, churn), derived from the billed periods:
   at an instant *t* a subscriber pays the plan of its ``SubscriptionPeriod`` covering *t* (not a
@@ -42,7 +43,6 @@ from subscriptions.models import (
     Coupon,
     Plan,
     Subscription,
-    SubscriptionDiscount,
     SubscriptionPeriod,
     SubscriptionProration,
     SubscriptionStatusChange,
@@ -137,26 +137,21 @@ def mrr_now(*, counts: dict[tuple[str, int], int] | None = None) -> dict[str, Cu
 
 _DISCOUNTS_NOW_SQL = """
 SELECT pl.tier, pl.currency, pl.fee, pl.interval, pl.interval_count, c.percent_off,
-       CASE WHEN c.currency = pl.currency THEN c.amount_off END, COUNT(*)
-FROM {subscription} s
-JOIN {plan} pl ON pl.id = s.plan_id
-JOIN LATERAL (
-    SELECT d.coupon_id FROM {discount} d
-    WHERE d.subscription_id = s.id AND d.start <= s.current_period_start
-      AND (d."end" IS NULL OR d."end" > s.current_period_start)
-    ORDER BY d.start DESC, d.id DESC LIMIT 1
-) cur ON TRUE
-JOIN {coupon} c ON c.id = cur.coupon_id
-WHERE s.status = ANY(%s) AND s.id IN (SELECT subscription_id FROM {discount})
+       CASE WHEN c.currency = pl.currency THEN c.amount_off END, SUM(k.subscriptions)
+FROM subscriptions_discountcount k
+JOIN {plan} pl ON pl.id = k.plan_id
+JOIN {coupon} c ON c.id = k.coupon_id
+WHERE k.subscriptions > 0 AND k.status = ANY(%s)
 GROUP BY 1, 2, 3, 4, 5, 6, 7
 """
 
 
 def _discounts_now() -> list[dict]:
-    """The discounts of the current periods of the subscriptions counted in MRR, grouped by plan and coupon terms
-    (1 query; it reads the discounted subscriptions only, through the discounts' index)."""
-    sql = _DISCOUNTS_NOW_SQL.format(subscription=Subscription._meta.db_table, plan=Plan._meta.db_table,
-                                    discount=SubscriptionDiscount._meta.db_table, coupon=Coupon._meta.db_table)
+    """The discounted subscriptions counted in MRR, by plan and coupon terms (1 query): from
+    ``subscriptions_discountcount``, ``(plan, status, coupon) → subscriptions`` kept by a trigger on the
+    subscriptions' ``discount_coupon`` (the coupon whose discount covers the current period), a few rows
+    whatever the number of subscriptions (``subscriptions/migrations/0004_discount_counts.sql``)."""
+    sql = _DISCOUNTS_NOW_SQL.format(plan=Plan._meta.db_table, coupon=Coupon._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(sql, [list(MRR_STATUSES)])
         names = ("tier", "currency", "fee", "interval", "interval_count", "percent_off", "amount_off", "count")
@@ -270,7 +265,10 @@ snap AS (
     UNION ALL
     SELECT %(now)s, s.team_id, COALESCE(s.user_id, 0), pl.currency, SUM({monthly})
     FROM {subscription} s JOIN {plan} pl ON pl.id = s.plan_id
-    LEFT JOIN LATERAL ({discount_of_current}) dc ON TRUE
+    LEFT JOIN (SELECT id, percent_off, amount_off, currency AS off_currency FROM {coupon}) dc0
+           ON dc0.id = s.discount_coupon_id
+    CROSS JOIN LATERAL (SELECT dc0.percent_off,
+                               CASE WHEN dc0.off_currency = pl.currency THEN dc0.amount_off END AS amount_off) dc
     WHERE s.status = ANY(%(statuses)s)
     GROUP BY 1, 2, 3, 4
 ),
@@ -311,7 +309,7 @@ def mrr_history(*, months: int = 12, now: dt.datetime | None = None) -> dict[str
         status_change=SubscriptionStatusChange._meta.db_table,
         monthly=_MONTHLY.format(p="pl", off=DISCOUNT_SQL.format(c="dc", fee="pl.fee")),
         discount_of_period=_DISCOUNT_OF.format(start="p.period_start"),
-        discount_of_current=_DISCOUNT_OF.format(start="s.current_period_start"),
+        coupon=Coupon._meta.db_table,
     )
     params = {"idx": list(range(len(instants))), "ts": instants, "now": len(instants) - 1,
               "statuses": list(MRR_STATUSES)}

@@ -81,7 +81,7 @@ def subscription_upcoming_invoice(*, subscription: Subscription, plan: Plan | No
     upcoming = preview_upcoming_invoice(subscription=sub, at=at, plan=plan, when=when or "now", proration=proration)
     return Upcoming(
         subscription=sub, plan=plan or sub.pending_plan or old, when=when if plan is not None else "renewal",
-        issued_at=sub.current_period_end, currency=upcoming.currency,
+        issued_at=upcoming.issued_at or sub.current_period_end, currency=upcoming.currency,
         lines=[UpcomingLine(description=line.description, kind=_kind(line), period_start=_bound(line, "period_start"),
                             period_end=_bound(line, "period_end"), amount=amount)
                for line, amount in zip(upcoming.lines, upcoming.amounts)],

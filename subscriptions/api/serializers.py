@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 
 from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing_site.api.fields import (
     AwareDateTimeField,
+    DecimalStringField,
     MoneyField,
     MoneyStringField,
     StrictPrimaryKeyRelatedField,
@@ -21,7 +23,8 @@ from billing_site.api.fields import (
     TextField,
 )
 from billing_site.money import to_minor_units
-from subscriptions.models import Plan, PlanCharge, PlanChargeTier, Subscription
+from subscriptions.discounts import discount_amount
+from subscriptions.models import Coupon, Plan, PlanCharge, PlanChargeTier, Subscription, SubscriptionDiscount
 from subscriptions.mrr import monthly_amount
 from teams.models import Team
 
@@ -205,9 +208,72 @@ def stats_data(stats) -> dict:
     }
 
 
+class CouponSerializer(serializers.ModelSerializer):
+    """A coupon: ``percent_off`` (0 < p ≤ 100) or ``amount_off`` in ``currency`` (12 decimal places), taken off
+    the fee of each period its discount covers; ``duration`` ``once``, ``repeating`` (``duration_in_months``)
+    or ``forever``. Its terms never change; an ``archived`` coupon is applied to nobody new."""
+
+    percent_off = serializers.DecimalField(max_digits=5, decimal_places=2, read_only=True, allow_null=True)
+    amount_off = MoneyField(read_only=True, allow_null=True)
+    currency = TextField(read_only=True, allow_blank=True, help_text="The currency of amount_off; empty for a percent.")
+
+    class Meta:
+        model = Coupon
+        fields = ["id", "code", "name", "percent_off", "amount_off", "currency", "duration", "duration_in_months",
+                  "status", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class CouponCreateSerializer(StrictSerializerMixin, serializers.Serializer):
+    """A new coupon: ``percent_off`` (a decimal string, at most 2 decimal places, 0 < p ≤ 100) or ``amount_off``
+    with its ``currency`` (a decimal string within the currency's minor unit); ``duration`` (default ``once``);
+    ``duration_in_months`` for ``repeating`` only. Terms that do not fit together are 422 ``coupon_terms``."""
+
+    code = serializers.SlugField(max_length=100)
+    name = TextField(max_length=200)
+    percent_off = DecimalStringField(max_digits=5, decimal_places=2, required=False, allow_null=True, min_value=0,
+                                     max_value=100)
+    amount_off = MoneyStringField(required=False, allow_null=True, min_value=0)
+    currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, allow_blank=True,
+                                      error_messages={"invalid": "An ISO 4217 code, e.g. USD."})
+    duration = serializers.ChoiceField(choices=Coupon.Duration.choices, required=False)
+    duration_in_months = WholeNumberField(required=False, allow_null=True, min_value=1, max_value=1200)
+
+
+class CouponUpdateSerializer(StrictSerializerMixin, serializers.Serializer):
+    """Fields to change (PATCH): the ``name`` and ``status``. The terms never change (400 naming the field)."""
+
+    name = TextField(max_length=200, required=False)
+    status = serializers.ChoiceField(choices=Coupon.Status.choices, required=False)
+
+
+class DiscountSerializer(serializers.ModelSerializer):
+    """A coupon applied to a subscription: it discounts the fee of each period that starts in ``[start, end)``
+    (``end`` exclusive; null: forever)."""
+
+    coupon = CouponSerializer(read_only=True)
+
+    class Meta:
+        model = SubscriptionDiscount
+        fields = ["id", "subscription", "coupon", "start", "end", "created_at"]
+        read_only_fields = fields
+
+
+class DiscountApplySerializer(StrictSerializerMixin, serializers.Serializer):
+    """Apply ``coupon`` (its id) now; the discount the subscription had ends now."""
+
+    coupon = StrictPrimaryKeyRelatedField(queryset=Coupon.objects.all())
+
+
+class DiscountRemovedSerializer(serializers.Serializer):
+    subscription = serializers.IntegerField()
+    ended = serializers.IntegerField(help_text="Discounts ended (0: it had none).")
+
+
 class SubscriptionSerializer(serializers.ModelSerializer):
-    """A subscription: ``amount`` is the plan's fee per period and ``mrr`` its monthly part (0 unless
-    active or past due), both in minor units of ``currency``."""
+    """A subscription: ``amount`` is the plan's fee per period and ``mrr`` its monthly part after the discount of
+    the current period (0 unless active or past due), both in minor units of ``currency``; ``discount`` is the
+    discount of the current period, if any."""
 
     plan_code = TextField(source="plan.code", read_only=True)
     tier = TextField(source="plan.tier", read_only=True)
@@ -217,21 +283,41 @@ class SubscriptionSerializer(serializers.ModelSerializer):
     currency = TextField(source="plan.currency", read_only=True)
     interval = TextField(source="plan.interval", read_only=True)
     interval_count = serializers.IntegerField(source="plan.interval_count", read_only=True)
+    discount = serializers.SerializerMethodField()
 
     class Meta:
         model = Subscription
         fields = ["id", "team", "team_name", "user", "plan", "plan_code", "tier", "pending_plan", "status", "amount",
-                  "mrr", "currency", "interval", "interval_count", "started_at", "current_period_start",
+                  "mrr", "discount", "currency", "interval", "interval_count", "started_at", "current_period_start",
                   "current_period_end", "trial_end", "cancel_at_period_end", "canceled_at", "ended_at", "time_zone"]
         read_only_fields = fields
 
     def get_amount(self, obj) -> str:
         return minor(obj.plan.fee, obj.plan.currency)
 
+    def _discount(self, obj) -> SubscriptionDiscount | None:
+        """The current period's discount, from the view's ``discounts`` (``{subscription id: discount}``)."""
+        return self.context.get("discounts", {}).get(obj.pk)
+
+    @extend_schema_field(DiscountSerializer(allow_null=True))
+    def get_discount(self, obj):
+        discount = self._discount(obj)
+        return None if discount is None else DiscountSerializer(discount).data
+
     def get_mrr(self, obj) -> str:
         counted = obj.status in ("active", "past_due")
-        return minor(monthly_amount(fee=obj.plan.fee, interval=obj.plan.interval,
-                                    interval_count=obj.plan.interval_count, count=int(counted)), obj.plan.currency)
+        return minor(subscription_mrr(obj, self._discount(obj), counted=counted), obj.plan.currency)
+
+
+def subscription_mrr(sub: Subscription, discount: SubscriptionDiscount | None, *, counted: bool = True):
+    """The subscription's MRR after ``discount`` (metered), 0 when not ``counted``."""
+    plan = sub.plan
+    fee = plan.fee
+    if discount is not None:
+        coupon = discount.coupon
+        fee -= discount_amount(fee=fee, percent_off=coupon.percent_off,
+                               amount_off=coupon.amount_off if coupon.currency == plan.currency else None)
+    return monthly_amount(fee=fee, interval=plan.interval, interval_count=plan.interval_count, count=int(counted))
 
 
 class SubscriptionListSerializer(serializers.Serializer):
@@ -374,6 +460,8 @@ class SubscriptionCreateSerializer(StrictSerializerMixin, serializers.Serializer
     trial_days = WholeNumberField(required=False, allow_null=True, min_value=0, max_value=3650)
     start = AwareDateTimeField(required=False, allow_null=True)
     time_zone = TextField(max_length=64, required=False)
+    coupon = StrictPrimaryKeyRelatedField(queryset=Coupon.objects.all(), required=False, allow_null=True,
+                                          help_text="A coupon applied from the start (its id).")
 
 
 class SubscriptionCancelSerializer(StrictSerializerMixin, serializers.Serializer):
@@ -403,7 +491,7 @@ class UpcomingQuerySerializer(StrictSerializerMixin, serializers.Serializer):
 
 class UpcomingLineSerializer(serializers.Serializer):
     description = TextField()
-    kind = TextField(help_text="fee, usage, proration_credit, proration_charge, minimum_commitment.")
+    kind = TextField(help_text="fee, discount, usage, proration_credit, proration_charge, minimum_commitment.")
     period_start = serializers.DateTimeField(allow_null=True)
     period_end = serializers.DateTimeField(allow_null=True)
     amount = TextField(help_text="Minor units of currency; negative for a credit.")

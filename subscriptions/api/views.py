@@ -36,9 +36,16 @@ from chargeback.selectors import usage_records_active
 from invoices.models import Invoice
 from subscriptions import selectors
 from subscriptions.api import serializers as s
-from subscriptions.models import Plan, PlanCharge, PlanChargeTier, Subscription
-from subscriptions.mrr import MRR_STATUSES, monthly_amount
+from subscriptions.models import Coupon, Plan, PlanCharge, PlanChargeTier, Subscription
+from subscriptions.mrr import MRR_STATUSES
 from subscriptions.selectors_mrr import LIVE_STATUSES, subscription_stats
+from subscriptions.services.discounts import (
+    coupon_archive,
+    coupon_create,
+    coupon_update,
+    subscription_discount_apply,
+    subscription_discount_remove,
+)
 from subscriptions.services.lifecycle import subscription_cancel, subscription_change_plan, subscription_create
 from subscriptions.services.plans import plan_archive, plan_create, plan_update
 from subscriptions.upcoming import subscription_upcoming_invoice
@@ -218,11 +225,20 @@ def _subscriptions():
     return Subscription.objects.select_related("plan", "team", "user")
 
 
+def _discounts(subs) -> dict:
+    """The serializer context of subscriptions: the discount of each one's current period (1 query)."""
+    return {"discounts": selectors.discounts_current(subs)}
+
+
+def _subscription_data(sub: Subscription) -> dict:
+    return s.SubscriptionSerializer(sub, context=_discounts([sub])).data
+
+
 class CustomerListView(FinanceView):
     @extend_schema(parameters=[s.CustomerListQuerySerializer], responses=s.CustomerListSerializer)
     def get(self, request):
         """Subscribers with a live subscription (``total`` of them), by team name (``?limit=``, ``?offset=``,
-        ``?tier=``). ``mrr`` is the subscription's monthly part, 0 for trials and unpaid ones."""
+        ``?tier=``). ``mrr`` is the subscription's monthly part after its discount, 0 for trials and unpaid ones."""
         query = s.CustomerListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         data = query.validated_data
@@ -231,11 +247,12 @@ class CustomerListView(FinanceView):
             rows = rows.filter(plan__tier=data["tier"])
         total = rows.count()
         page = rows.order_by("team__name", "team_id", "user_id", "pk")[data["offset"]: data["offset"] + data["limit"]]
+        page = list(page)
+        discounts = selectors.discounts_current(page)
         customers = []
         for sub in page:
             plan = sub.plan
-            mrr = monthly_amount(fee=plan.fee, interval=plan.interval, interval_count=plan.interval_count,
-                                 count=int(sub.status in MRR_STATUSES))
+            mrr = s.subscription_mrr(sub, discounts.get(sub.pk), counted=sub.status in MRR_STATUSES)
             customers.append({
                 "team": sub.team_id, "team_name": sub.team.name, "user": sub.user_id,
                 "username": sub.user.get_username() if sub.user_id else None, "subscription": sub.pk,
@@ -262,7 +279,8 @@ class SubscriptionListView(FinanceView):
                 rows = rows.filter(**{lookup: data[name]})
         total = rows.count()
         page = list(rows.order_by("-created_at", "-pk")[data["offset"]: data["offset"] + data["limit"]])
-        return Response(s.SubscriptionListSerializer({"subscriptions": page, "total": total}).data)
+        return Response(s.SubscriptionListSerializer({"subscriptions": page, "total": total},
+                                                     context=_discounts(page)).data)
 
     @extend_schema(request=s.SubscriptionCreateSerializer, responses={201: s.SubscriptionSerializer},
                    parameters=[IDEMPOTENCY_HEADER])
@@ -276,7 +294,7 @@ class SubscriptionListView(FinanceView):
 
         def body():
             sub = subscription_create(**data)
-            return status.HTTP_201_CREATED, s.SubscriptionSerializer(_subscriptions().get(pk=sub.pk)).data
+            return status.HTTP_201_CREATED, _subscription_data(_subscriptions().get(pk=sub.pk))
 
         return run_idempotent(request, operation="subscription_create", params=data, body=body)
 
@@ -293,7 +311,7 @@ class SubscriptionView(SubscriptionDetailView):
     @extend_schema(responses=s.SubscriptionSerializer)
     def get(self, request, pk: int):
         """One subscription."""
-        return Response(s.SubscriptionSerializer(self.get_subscription(pk)).data)
+        return Response(_subscription_data(self.get_subscription(pk)))
 
 
 class SubscriptionCancelView(SubscriptionDetailView):
@@ -311,7 +329,7 @@ class SubscriptionCancelView(SubscriptionDetailView):
 
         def body():
             subscription_cancel(subscription=sub, at_period_end=data["at_period_end"], prorate_unused=data["prorate"])
-            return status.HTTP_200_OK, s.SubscriptionSerializer(self.get_subscription(pk)).data
+            return status.HTTP_200_OK, _subscription_data(self.get_subscription(pk))
 
         return run_idempotent(request, operation="subscription_cancel", params={"subscription": pk, **data}, body=body)
 
@@ -332,7 +350,7 @@ class SubscriptionChangePlanView(SubscriptionDetailView):
 
         def body():
             subscription_change_plan(subscription=sub, **data)
-            return status.HTTP_200_OK, s.SubscriptionSerializer(self.get_subscription(pk)).data
+            return status.HTTP_200_OK, _subscription_data(self.get_subscription(pk))
 
         return run_idempotent(request, operation="subscription_change_plan", params={"subscription": pk, **data},
                               body=body)
@@ -358,6 +376,84 @@ class SubscriptionUpcomingView(SubscriptionDetailView):
             "lines": [{"description": line.description, "kind": line.kind, "period_start": line.period_start,
                        "period_end": line.period_end, "amount": str(line.amount)} for line in upcoming.lines],
         }).data)
+
+
+class SubscriptionDiscountView(SubscriptionDetailView):
+    money_actions = ("post", "delete")
+
+    @extend_schema(request=s.DiscountApplySerializer, responses={201: s.DiscountSerializer},
+                   parameters=[IDEMPOTENCY_HEADER])
+    def post(self, request, pk: int):
+        """Apply a coupon now: the fee of each period that starts while it runs is discounted (the next renewal's
+        invoice carries a ``discount`` line), and MRR counts the discounted fee. The discount the subscription
+        had ends now. 400 naming ``coupon`` for an archived coupon or an amount in another currency; 409
+        ``invalid_subscription_transition`` for a canceled subscription."""
+        sub = self.get_subscription(pk)
+        serializer = s.DiscountApplySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        coupon = serializer.validated_data["coupon"]
+
+        def body():
+            discount = subscription_discount_apply(subscription=sub, coupon=coupon)
+            return status.HTTP_201_CREATED, s.DiscountSerializer(discount).data
+
+        return run_idempotent(request, operation="subscription_discount_apply",
+                              params={"subscription": pk, "coupon": coupon.pk}, body=body)
+
+    @extend_schema(responses=s.DiscountRemovedSerializer)
+    def delete(self, request, pk: int):
+        """End the subscription's discount now: periods that start from now on pay the full fee."""
+        ended = subscription_discount_remove(subscription=self.get_subscription(pk))
+        return Response(s.DiscountRemovedSerializer({"subscription": pk, "ended": ended}).data)
+
+
+# --- coupons -----------------------------------------------------------------------------------------------
+
+
+class CouponListView(FinanceView):
+    @extend_schema(operation_id="admin_billing_coupons_list", responses=s.CouponSerializer(many=True))
+    def get(self, request):
+        """Every coupon, by code."""
+        return Response(s.CouponSerializer(Coupon.objects.order_by("code"), many=True).data)
+
+    @extend_schema(request=s.CouponCreateSerializer, responses={201: s.CouponSerializer})
+    def post(self, request):
+        """Make a coupon (Stripe's shape): ``percent_off`` or ``amount_off`` with ``currency``, and a ``duration``.
+        400 naming the field for terms that do not fit, or a code in use."""
+        if not is_finance(request):
+            raise PermissionDenied("Only finance may do this.")
+        serializer = s.CouponCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = {k: v for k, v in serializer.validated_data.items() if v is not None}
+        coupon = coupon_create(**data)
+        return Response(s.CouponSerializer(coupon).data, status=status.HTTP_201_CREATED)
+
+
+class CouponView(FinanceView):
+    def get_coupon(self, pk: int) -> Coupon:
+        coupon = Coupon.objects.filter(pk=pk).first()
+        if coupon is None:
+            raise NotFound(f"No coupon {pk}.")
+        return coupon
+
+    @extend_schema(responses=s.CouponSerializer)
+    def get(self, request, pk: int):
+        """One coupon."""
+        return Response(s.CouponSerializer(self.get_coupon(pk)).data)
+
+    @extend_schema(request=s.CouponUpdateSerializer, responses=s.CouponSerializer)
+    def patch(self, request, pk: int):
+        """Rename or archive a coupon; its terms never change (make another coupon)."""
+        coupon = self.get_coupon(pk)
+        serializer = s.CouponUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response(s.CouponSerializer(coupon_update(coupon=coupon, **serializer.validated_data)).data)
+
+    @extend_schema(responses=s.CouponSerializer)
+    def delete(self, request, pk: int):
+        """Archive the coupon (it is kept: discounts and invoices name it): applied to nobody new; the discounts
+        it made keep running."""
+        return Response(s.CouponSerializer(coupon_archive(coupon=self.get_coupon(pk))).data)
 
 
 # --- plans -------------------------------------------------------------------------------------------------
@@ -444,6 +540,10 @@ def urlpatterns() -> list:
              name="admin-billing-subscription-change-plan"),
         path("admin/billing/subscriptions/<int:pk>/upcoming-invoice/", SubscriptionUpcomingView.as_view(),
              name="admin-billing-subscription-upcoming"),
+        path("admin/billing/subscriptions/<int:pk>/discount/", SubscriptionDiscountView.as_view(),
+             name="admin-billing-subscription-discount"),
+        path("admin/billing/coupons/", CouponListView.as_view(), name="admin-billing-coupons"),
+        path("admin/billing/coupons/<int:pk>/", CouponView.as_view(), name="admin-billing-coupon"),
         path("admin/billing/plans/", PlanListView.as_view(), name="admin-billing-plans"),
         path("admin/billing/plans/<int:pk>/", PlanView.as_view(), name="admin-billing-plan"),
     ]

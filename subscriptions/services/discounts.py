@@ -20,8 +20,9 @@ from django.utils import timezone
 from billing_site.money import parse_amount
 
 from ..calendar import period_after, period_boundary
-from ..errors import InvalidSubscriptionRequest, SubscriptionTransitionError
+from ..errors import CouponTermsConflict, InvalidSubscriptionRequest, SubscriptionTransitionError
 from ..models import Coupon, Subscription, SubscriptionDiscount
+from ..selectors import subscription_discount
 
 #: The coupon's terms: fixed once it is made.
 COUPON_TERMS = ("percent_off", "amount_off", "currency", "duration", "duration_in_months")
@@ -30,7 +31,7 @@ COUPON_TERMS = ("percent_off", "amount_off", "currency", "duration", "duration_i
 def _terms(*, percent_off, amount_off, currency, duration, duration_in_months) -> dict:
     """The coupon's terms, checked; each refusal names its field."""
     if (percent_off is None) == (amount_off is None):
-        raise InvalidSubscriptionRequest("a coupon has either percent_off or amount_off (with its currency)",
+        raise CouponTermsConflict("a coupon has either percent_off or amount_off (with its currency)",
                                          param="percent_off" if percent_off is not None else "amount_off")
     out = {"percent_off": None, "amount_off": None, "currency": "", "duration": duration,
            "duration_in_months": None}
@@ -39,10 +40,12 @@ def _terms(*, percent_off, amount_off, currency, duration, duration_in_months) -
         if p > 100:
             raise InvalidSubscriptionRequest("percent_off is at most 100", param="percent_off")
         if currency:
-            raise InvalidSubscriptionRequest("a percent_off coupon has no currency", param="currency")
+            raise CouponTermsConflict("a percent_off coupon has no currency", param="currency")
         out["percent_off"] = p
     else:
-        if not currency or not isinstance(currency, str) or len(currency) != 3 or not currency.isupper():
+        if not currency:
+            raise CouponTermsConflict("an amount_off coupon needs its currency (ISO 4217, e.g. USD)", param="currency")
+        if not isinstance(currency, str) or len(currency) != 3 or not currency.isupper():
             raise InvalidSubscriptionRequest("an amount_off coupon needs its currency (ISO 4217, e.g. USD)",
                                              param="currency")
         out["amount_off"] = parse_amount(amount_off, param="amount_off", positive=True, currency=currency,
@@ -52,11 +55,11 @@ def _terms(*, percent_off, amount_off, currency, duration, duration_in_months) -
         raise InvalidSubscriptionRequest(f"duration is one of {', '.join(Coupon.Duration.values)}", param="duration")
     if duration == Coupon.Duration.REPEATING:
         if not isinstance(duration_in_months, int) or isinstance(duration_in_months, bool) or not 1 <= duration_in_months <= 1200:
-            raise InvalidSubscriptionRequest("a repeating coupon needs duration_in_months (1 to 1,200)",
-                                             param="duration_in_months")
+            raise CouponTermsConflict("a repeating coupon needs duration_in_months (1 to 1,200)",
+                                      param="duration_in_months")
         out["duration_in_months"] = duration_in_months
     elif duration_in_months is not None:
-        raise InvalidSubscriptionRequest("duration_in_months is for repeating coupons only", param="duration_in_months")
+        raise CouponTermsConflict("duration_in_months is for repeating coupons only", param="duration_in_months")
     return out
 
 
@@ -65,9 +68,11 @@ def coupon_create(*, code: str, name: str, percent_off=None, amount_off=None, cu
     """Make a coupon: ``percent_off`` (0 < p ≤ 100, 2 decimal places) or ``amount_off`` in ``currency``.
 
     Raises:
-        InvalidSubscriptionRequest: terms that do not fit (both or neither amount, a percent above
-            100, an amount without currency or with more decimals than it has, a repeating coupon
-            without ``duration_in_months``, a code in use), naming the field.
+        CouponTermsConflict: (422) terms that do not fit together: both or neither amount, a currency
+            beside a percent or none beside an amount, ``duration_in_months`` without ``repeating``
+            or missing with it; naming the field.
+        InvalidSubscriptionRequest, MoneyError: (400) a percent above 100, an amount with more
+            decimals than its currency has, a code in use; naming the field.
     """
     terms = _terms(percent_off=percent_off, amount_off=amount_off, currency=currency, duration=duration,
                    duration_in_months=duration_in_months)
@@ -131,6 +136,15 @@ def _end_current(subscription: Subscription, at: dt.datetime) -> int:
             .filter(Q(end__isnull=True) | Q(end__gt=at)).update(end=at))
 
 
+def discount_coupon_sync(subscription: Subscription) -> None:
+    """Set ``subscription.discount_coupon`` to the coupon whose discount covers its current period (saved if it moved)."""
+    found = subscription_discount(subscription=subscription)
+    coupon_id = found.coupon_id if found is not None else None
+    if coupon_id != subscription.discount_coupon_id:
+        subscription.discount_coupon_id = coupon_id
+        Subscription.objects.filter(pk=subscription.pk).update(discount_coupon_id=coupon_id)
+
+
 def discount_start(*, subscription: Subscription, coupon: Coupon, at: dt.datetime) -> SubscriptionDiscount:
     """Apply ``coupon`` to ``subscription`` (locked by the caller) from ``at``; inside the caller's transaction.
 
@@ -144,9 +158,11 @@ def discount_start(*, subscription: Subscription, coupon: Coupon, at: dt.datetim
         raise InvalidSubscriptionRequest(f"coupon {coupon.code} is in {coupon.currency}, the subscription in "
                                          f"{subscription.plan.currency}", param="coupon")
     _end_current(subscription, at)
-    return SubscriptionDiscount.objects.create(
+    discount = SubscriptionDiscount.objects.create(
         subscription=subscription, coupon=coupon, start=at,
         end=discount_end(subscription=subscription, coupon=coupon, start=at))
+    discount_coupon_sync(subscription)
+    return discount
 
 
 def _lock(subscription: Subscription) -> Subscription:
@@ -186,4 +202,7 @@ def subscription_discount_remove(*, subscription: Subscription, at: dt.datetime 
     """
     at = at or timezone.now()
     with transaction.atomic():
-        return _end_current(_lock(subscription), at)
+        sub = _lock(subscription)
+        ended = _end_current(sub, at)
+        discount_coupon_sync(sub)
+        return ended

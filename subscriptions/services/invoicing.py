@@ -15,7 +15,8 @@ At each renewal (Stripe's convention) one invoice of kind ``subscription`` carri
 Invoices are the existing ones: the lines' metered amounts are rounded once to the currency's
 minor units by the largest-remainder rule (``money.round_preserving_sum``; proration lines keep
 the amounts their pair was split into), the team's tax rate applies (``total = subtotal + tax``),
-the number is the next gap-free invoice number and the invoice is issued (``pending``) at once,
+the number is the next gap-free invoice number (a block taken for the batch) and the invoice is
+written issued (``pending``) at once,
 its PDF rendered separately (``invoices.services.pdf_storage.invoice_pdf_store``). The invoice's
 ``period_start``/``period_end`` are the dates of the fee period in the subscription's time zone
 (the ended period's for a final invoice that carries usage only).
@@ -211,17 +212,11 @@ class TeamBilling:
 
 
 def _billing_settings(team_ids: set[int]) -> dict[int, TeamBilling]:
-    rows = BillingSettings.objects.filter(team_id__in=team_ids).values_list(
-        "team_id", "billing_model", "tax_rate", "payment_terms_days", "billing_address")
-    return {row[0]: TeamBilling(*row[1:]) for row in rows}
-
-
-_ISSUE_SQL = """
-UPDATE invoices_invoice AS i
-   SET number = v.number, status = 'pending', issue_date = %s, due_date = v.due, issued_at = %s, updated_at = %s
-  FROM unnest(%s::bigint[], %s::text[], %s::date[]) AS v(id, number, due)
- WHERE i.id = v.id
-"""
+    """The teams' billing settings (1 query; the ids as one array parameter, not one parameter each)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT team_id, billing_model, tax_rate, payment_terms_days, billing_address "
+                       f"FROM {BillingSettings._meta.db_table} WHERE team_id = ANY(%s::bigint[])", [list(team_ids)])
+        return {row[0]: TeamBilling(*row[1:]) for row in cursor.fetchall()}
 
 
 @dataclass(frozen=True)
@@ -235,24 +230,31 @@ class WrittenInvoice:
     total: Decimal
 
 
-def invoices_write(drafts: Sequence[InvoiceDraft], *, at: dt.datetime) -> list[WrittenInvoice]:
-    """Write and issue the invoices of ``drafts`` in bulk: rows, lines, gap-free numbers; inside the caller's transaction.
+def invoices_write(drafts: Sequence[InvoiceDraft], *, at: dt.datetime,
+                   billing: dict[int, TeamBilling] | None = None) -> list[WrittenInvoice]:
+    """Write the invoices of ``drafts`` issued, in bulk: lines, rows, gap-free numbers; inside the caller's transaction.
 
-    Each draft is rounded, taxed at its team's rate (``BillingSettings.tax_rate``, rounded once) and
-    written as a draft with its lines (``COPY``, ``subscriptions.bulk``), then all are numbered in one
-    take of the invoice sequence and issued (``pending``, issue date = ``at``'s local date, due after
-    the team's payment terms) by one ``UPDATE``, through the invoices' status trigger like any issue.
-    Proration rows carried get their ``invoice``. Returns the invoices in the order of ``drafts``.
+    Each draft is rounded and taxed at its team's rate (``BillingSettings.tax_rate``, rounded once);
+    all are numbered in one take of the invoice sequence (a block of consecutive numbers, one lock
+    and one write of the sequence row), then their lines and the invoices are written with one
+    ``COPY`` each (``subscriptions.bulk``): the lines first (their foreign key is checked at commit,
+    and the lines' trigger refuses a line on an invoice already issued), then the invoices as
+    issued (``pending``, numbered, issue date = ``at``'s local date, due after the team's payment
+    terms). Proration rows carried get their ``invoice``. ``billing``: the teams' settings when the
+    caller has read them (:func:`billing_settings_of`). Returns the invoices in the order of ``drafts``.
     """
     drafts = [d.round() for d in drafts]
     if not drafts:
         return []
-    billing = _billing_settings({d.subscription.team_id for d in drafts})
+    if billing is None:
+        billing = billing_settings_of(drafts)
     default_terms = settings.BILLING_PAYMENT_TERMS_DAYS
     issue_date = timezone.localdate(at)
+    now = timezone.now()
+    numbers = document_numbers_next(kind=DocumentSequence.Kind.INVOICE, date=issue_date, count=len(drafts))
     ids = ids_take(Invoice, len(drafts))
     rows, totals = [], []
-    for pk, d in zip(ids, drafts):
+    for pk, number, d in zip(ids, numbers, drafts):
         team = d.subscription.team
         b = billing.get(team.pk)
         rate = b.tax_rate if b else ZERO
@@ -260,12 +262,14 @@ def invoices_write(drafts: Sequence[InvoiceDraft], *, at: dt.datetime) -> list[W
         totals.append(d.subtotal + tax)
         rows.append({
             "id": pk, "team_id": team.pk, "user_id": d.subscription.user_id, "kind": Invoice.Kind.SUBSCRIPTION,
-            "status": Invoice.Status.DRAFT, "period_start": d.period_start, "period_end": d.period_end,
+            "status": Invoice.Status.PENDING, "number": number, "issue_date": issue_date,
+            "due_date": issue_date + dt.timedelta(days=b.payment_terms_days if b else default_terms),
+            "issued_at": now, "created_at": now, "updated_at": now,
+            "period_start": d.period_start, "period_end": d.period_end,
             "currency": d.currency, "subtotal": d.subtotal, "tax_rate": rate, "tax_amount": tax,
             "total": d.subtotal + tax, "team_name": team.name, "cost_center": team.cost_center,
             "billing_address": b.billing_address if b else "",
         })
-    rows_copy(Invoice, rows)
     line_rows, carried = [], []
     line_ids = ids_take(InvoiceLine, sum(len(d.lines) for d in drafts))
     next_id = iter(line_ids)
@@ -281,6 +285,7 @@ def invoices_write(drafts: Sequence[InvoiceDraft], *, at: dt.datetime) -> list[W
             if line.proration_id is not None:
                 carried.append((line.proration_id, pk))
     rows_copy(InvoiceLine, line_rows)
+    rows_copy(Invoice, rows)
     if carried:
         with connection.cursor() as cursor:
             cursor.execute(
@@ -288,14 +293,6 @@ def invoices_write(drafts: Sequence[InvoiceDraft], *, at: dt.datetime) -> list[W
                 "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, inv) WHERE p.id = v.id",
                 [[c[0] for c in carried], [c[1] for c in carried]],
             )
-    numbers = document_numbers_next(kind=DocumentSequence.Kind.INVOICE, date=issue_date, count=len(drafts))
-    now = timezone.now()
-    dues = []
-    for d in drafts:
-        b = billing.get(d.subscription.team_id)
-        dues.append(issue_date + dt.timedelta(days=b.payment_terms_days if b else default_terms))
-    with connection.cursor() as cursor:
-        cursor.execute(_ISSUE_SQL, [issue_date, now, now, ids, numbers, dues])
     return [WrittenInvoice(pk=pk, number=number, team_id=d.subscription.team_id, currency=d.currency, total=total)
             for pk, number, d, total in zip(ids, numbers, drafts, totals)]
 
@@ -315,7 +312,13 @@ def wallet_key(subscription: Subscription, period_start: dt.datetime) -> str:
     return f"subscription-{subscription.pk}-{period_start.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}"
 
 
-def invoices_pay_from_wallets(pairs: Sequence[tuple[InvoiceDraft, WrittenInvoice]]) -> list[Subscription]:
+def billing_settings_of(drafts: Sequence[InvoiceDraft]) -> dict[int, TeamBilling]:
+    """The billing settings of the drafts' teams, by team id (1 query), to pass to the writes and the payments."""
+    return _billing_settings({d.subscription.team_id for d in drafts})
+
+
+def invoices_pay_from_wallets(pairs: Sequence[tuple[InvoiceDraft, WrittenInvoice]],
+                              billing: dict[int, TeamBilling] | None = None) -> list[Subscription]:
     """Charge prepaid subscribers' wallets for their invoices; returns the subscriptions that could not pay.
 
     Runs inside the caller's transaction: ``wallet_charge`` runs in a savepoint, so a refusal keeps
@@ -323,7 +326,8 @@ def invoices_pay_from_wallets(pairs: Sequence[tuple[InvoiceDraft, WrittenInvoice
     nothing twice.
     """
     unpaid = []
-    billing = _billing_settings({d.subscription.team_id for d, _ in pairs})
+    if billing is None:
+        billing = _billing_settings({d.subscription.team_id for d, _ in pairs})
     for draft, invoice in pairs:
         if invoice.total <= 0:
             continue

@@ -33,6 +33,7 @@ from ..models import Subscription, SubscriptionPeriod, SubscriptionProration
 from ..selectors import discount_for, discounts_running, meter_usage, plans_with_charges, usage_groups
 from .invoicing import (
     InvoiceDraft,
+    billing_settings_of,
     discount_line,
     fee_line,
     invoices_pay_from_wallets,
@@ -66,9 +67,18 @@ class RenewalResult:
 _SUBSCRIPTION_UPDATE_SQL = """
 UPDATE subscriptions_subscription AS s
    SET current_period_start = v.ps, current_period_end = v.pe, plan_id = v.plan, pending_plan_id = NULL,
-       status = v.status, ended_at = v.ended, updated_at = %s
-  FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::bigint[], %s::text[], %s::timestamptz[])
-       AS v(id, ps, pe, plan, status, ended)
+       status = v.status, ended_at = v.ended, discount_coupon_id = v.coupon, updated_at = %s
+  FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::bigint[], %s::text[], %s::timestamptz[],
+              %s::bigint[])
+       AS v(id, ps, pe, plan, status, ended, coupon)
+ WHERE s.id = v.id
+"""
+#: The renewals that keep their plan, status and discount's coupon (most): the period moves, and the
+#: counts' triggers (``UPDATE OF plan_id, status, discount_coupon_id``) do not fire.
+_SUBSCRIPTION_PERIOD_SQL = """
+UPDATE subscriptions_subscription AS s
+   SET current_period_start = v.ps, current_period_end = v.pe, updated_at = %s
+  FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS v(id, ps, pe)
  WHERE s.id = v.id
 """
 
@@ -82,13 +92,16 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
     ended = _ended_periods(subs)
     plans = plans_with_charges({s.plan_id for s in subs} | {s.pending_plan_id for s in subs if s.pending_plan_id})
     pending: dict[int, list[SubscriptionProration]] = {}
-    for p in SubscriptionProration.objects.filter(subscription_id__in=ids, invoice__isnull=True).order_by("pk"):
+    for p in SubscriptionProration.objects.raw(
+            f"SELECT * FROM {SubscriptionProration._meta.db_table} WHERE subscription_id = ANY(%s::bigint[]) "
+            "AND invoice_id IS NULL ORDER BY id", [ids]):
         pending.setdefault(p.subscription_id, []).append(p)
     discounts = discounts_running(subscription_ids=ids, since=min(s.current_period_end for s in subs))
     billed = [s for s in subs if not (ended.get(s.pk) and ended[s.pk].is_trial)]
     groups = usage_groups([(s.pk, s.team_id, s.user_id, s.current_period_start, s.current_period_end) for s in billed])
 
     drafts, new_periods, updates, moves, once_used = [], [], [], [], []
+    unchanged: set[int] = set()
     for sub in subs:
         start, boundary, tz = sub.current_period_start, sub.current_period_end, sub.time_zone
         period = ended.get(sub.pk)
@@ -108,7 +121,8 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
                                  currency=plan.currency, lines=lines, key_instant=boundary)
             if not draft.is_empty:
                 drafts.append((draft, period, None))
-            updates.append((sub.pk, start, boundary, plan.pk, Subscription.Status.CANCELED, boundary))
+            updates.append((sub.pk, start, boundary, plan.pk, Subscription.Status.CANCELED, boundary,
+                            sub.discount_coupon_id))
             status_move_check(subscription_id=sub.pk, from_status=sub.status, to_status=Subscription.Status.CANCELED)
             moves.append((sub.pk, sub.status, Subscription.Status.CANCELED, boundary))
             sub.status, sub.ended_at = Subscription.Status.CANCELED, boundary
@@ -119,6 +133,7 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
                                             end=boundary, time_zone=tz)
         lines.append(fee_line(plan=next_plan, start=next_start, end=next_end, time_zone=tz))
         discount = discount_for(discounts.get(sub.pk, ()), next_start)
+        coupon_id = discount.coupon_id if discount is not None else None
         if discount is not None:
             line = discount_line(discount=discount, plan=next_plan, start=next_start, end=next_end, time_zone=tz)
             if line:
@@ -143,13 +158,18 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
         if status != sub.status:
             status_move_check(subscription_id=sub.pk, from_status=sub.status, to_status=status)
             moves.append((sub.pk, sub.status, status, boundary))
-        updates.append((sub.pk, next_start, next_end, next_plan.pk, status, None))
+        updates.append((sub.pk, next_start, next_end, next_plan.pk, status, None, coupon_id))
+        if (next_plan.pk == sub.plan_id and status == sub.status and not sub.pending_plan_id
+                and coupon_id == sub.discount_coupon_id):
+            unchanged.add(sub.pk)
+        sub.discount_coupon_id = coupon_id
         sub.plan, sub.status = next_plan, status
         sub.current_period_start, sub.current_period_end = next_start, next_end
         result.renewed += 1
 
     invoice_drafts = [d[0] for d in drafts]
-    invoices = invoices_write(invoice_drafts, at=at)
+    billing = billing_settings_of(invoice_drafts) if invoice_drafts else {}
+    invoices = invoices_write(invoice_drafts, at=at, billing=billing)
     result.invoices = len(invoices)
     result.lines = sum(len(d.lines) for d in invoice_drafts)
     # Each period keeps the invoice of its fee; the ended period, the one of its usage.
@@ -172,10 +192,15 @@ def _renew_locked(subs: Sequence[Subscription], *, at: dt.datetime) -> RenewalRe
             cursor.execute("UPDATE subscriptions_subscriptiondiscount AS d SET \"end\" = v.e "
                            "FROM unnest(%s::bigint[], %s::timestamptz[]) AS v(id, e) WHERE d.id = v.id",
                            [[a for a, _ in once_used], [b for _, b in once_used]])
-        columns = list(zip(*updates))
-        cursor.execute(_SUBSCRIPTION_UPDATE_SQL, [timezone.now(), *[list(c) for c in columns]])
+        now = timezone.now()
+        same = [u for u in updates if u[0] in unchanged]
+        changed = [u for u in updates if u[0] not in unchanged]
+        if same:
+            cursor.execute(_SUBSCRIPTION_PERIOD_SQL, [now, *[list(c) for c in list(zip(*same))[:3]]])
+        if changed:
+            cursor.execute(_SUBSCRIPTION_UPDATE_SQL, [now, *[list(c) for c in zip(*changed)]])
     status_changes_record(moves)
-    unpaid = invoices_pay_from_wallets(list(zip(invoice_drafts, invoices)))
+    unpaid = invoices_pay_from_wallets(list(zip(invoice_drafts, invoices)), billing)
     if unpaid:
         subscriptions_mark_past_due(subscriptions=unpaid, at=at)
         result.past_due = [s.pk for s in unpaid]

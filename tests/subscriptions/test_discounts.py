@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -12,8 +13,8 @@ from billing_site.errors import BillingError
 from billing_site.money import to_minor_units
 from invoices.models import Invoice
 from subscriptions.discounts import discount_amount
-from subscriptions.errors import InvalidSubscriptionRequest, SubscriptionTransitionError
-from subscriptions.models import Subscription
+from subscriptions.errors import CouponTermsConflict, InvalidSubscriptionRequest, SubscriptionTransitionError
+from subscriptions.models import Coupon, Subscription
 from subscriptions.selectors_mrr import mrr_history, subscription_stats
 from subscriptions.services.discounts import (
     coupon_archive,
@@ -105,7 +106,7 @@ def test_a_new_coupon_replaces_the_running_one_and_removing_ends_it(postpaid_tea
 
 
 def test_coupon_terms_are_checked_and_never_change(postpaid_team, pro_plan):
-    with pytest.raises(InvalidSubscriptionRequest) as both:
+    with pytest.raises(CouponTermsConflict) as both:
         coupon_create(code="x", name="X", percent_off=D(10), amount_off=D(1), currency="USD")
     assert both.value.param == "percent_off"
     with pytest.raises(InvalidSubscriptionRequest) as over:
@@ -114,7 +115,7 @@ def test_coupon_terms_are_checked_and_never_change(postpaid_team, pro_plan):
     with pytest.raises(BillingError) as cents:
         coupon_create(code="x", name="X", amount_off=D("1.001"), currency="USD")
     assert cents.value.param == "amount_off"
-    with pytest.raises(InvalidSubscriptionRequest) as months:
+    with pytest.raises(CouponTermsConflict) as months:
         coupon_create(code="x", name="X", percent_off=D(10), duration="repeating")
     assert months.value.param == "duration_in_months"
     coupon = coupon_create(code="x", name="X", percent_off=D(10))
@@ -199,3 +200,35 @@ def test_a_discount_never_makes_an_invoice_negative_and_rounds_to_the_minor_unit
     assert draft.amounts[0] + draft.amounts[1] >= 0
     assert draft.subtotal >= 0
     assert abs(draft.subtotal - to_minor_units(fee - off + overage, "USD")) <= D("0.01")
+
+
+def test_the_kept_discount_counts_follow_applications_renewals_and_removals(postpaid_team, pro_plan, starter_plan):
+    # given coupons applied at creation and mid-period, renewals past their ends, a removal and a plan change
+    ten = coupon_create(code="ten", name="Ten", percent_off=D(10), duration="repeating", duration_in_months=2)
+    once = coupon_create(code="once", name="Once", percent_off=D(50), duration="once")
+    other = TeamFactory(currency="USD")
+    BillingSettings.objects.create(team=other, billing_model="postpaid", credit_limit=D(100000))
+    a = subscription_create(team=postpaid_team, plan=pro_plan, start=at(2024, 1, 1), coupon=ten)
+    b = subscription_create(team=other, plan=starter_plan, start=at(2024, 1, 1))
+    subscription_discount_apply(subscription=b, coupon=once, at=at(2024, 1, 10))
+
+    def kept():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT plan_id, status, coupon_id, subscriptions FROM subscriptions_discountcount "
+                           "WHERE subscriptions > 0 ORDER BY 1, 2, 3")
+            return cursor.fetchall()
+
+    # then the counts say which coupon covers each current period, month after month
+    assert kept() == [(pro_plan.pk, "active", ten.pk, 1)]
+    subscriptions_renew_due(at=at(2024, 2, 1))
+    assert kept() == sorted([(pro_plan.pk, "active", ten.pk, 1), (starter_plan.pk, "active", once.pk, 1)])
+    subscriptions_renew_due(at=at(2024, 3, 1))
+    assert kept() == []
+    subscription_discount_apply(subscription=Subscription.objects.get(pk=a.pk), coupon=coupon_create(
+        code="now", name="Now", percent_off=D(5), duration="forever"), at=at(2024, 3, 5))
+    assert kept() == []  # it covers the periods from the next one
+    subscriptions_renew_due(at=at(2024, 4, 1))
+    assert [row[2] for row in kept()] == [Coupon.objects.get(code="now").pk]
+    subscription_discount_remove(subscription=Subscription.objects.get(pk=a.pk), at=at(2024, 4, 1))
+    assert kept() == []
+    assert b.pk

@@ -8,7 +8,8 @@ from invoices.models import Invoice
 from subscriptions.models import Subscription, SubscriptionPeriod
 from subscriptions.preview import subscription_upcoming_invoice
 from subscriptions.selectors import subscription_usage
-from subscriptions.services.lifecycle import subscription_create
+from subscriptions.services.lifecycle import subscription_change_plan, subscription_create
+from subscriptions.services.plans import plan_create
 from subscriptions.services.renewal import subscription_renew, subscriptions_renew_due
 
 from .conftest import at, record_usage
@@ -67,3 +68,33 @@ def test_upcoming_invoice_previews_the_renewal_and_a_change_without_writing(post
     # (350 of 500 included: no overage); nothing was written
     assert (change.proration.credit, change.proration.charge, change.subtotal) == (D("-9.50"), D("24.50"), D("64.00"))
     assert Invoice.objects.count() == written
+
+
+def test_upcoming_invoice_of_a_monthly_to_yearly_change_now_is_the_invoice_the_change_writes(postpaid_team, pro_plan):
+    # given a professional monthly subscription (49.00) from 1 April with 700 units used by 16 April 00:00
+    yearly = plan_create(code="pro-yearly", name="Professional yearly", tier="professional", currency="USD",
+                         fee=D("490.00"), interval="year",
+                         charges=[{"meter": "inference", "resource_type": "llm", "unit": "token",
+                                   "included_units": D(6000), "charge_model": "standard", "price": D("2.00"),
+                                   "price_per_units": D(1000)}])
+    sub = subscription_create(team=postpaid_team, plan=pro_plan, start=at(2024, 4, 1))
+    record_usage(postpaid_team, 700, at(2024, 4, 10))
+    change_at = at(2024, 4, 16)
+
+    # when a change to the yearly plan now is previewed
+    preview = subscription_upcoming_invoice(subscription=sub, at=change_at, plan=yearly, when="now")
+
+    # then (Stripe's rule) the anchor resets to the change: the yearly fee from 16 April 2024 to 16 April 2025 now,
+    # a credit for the unused 15 of 30 days of April's 49.00, and April's overage so far (200 × 2.00 / 1,000)
+    assert (preview.period_start, preview.period_end) == (change_at, at(2025, 4, 16))
+    sections = [(line.details["section"], amount) for line, amount in zip(preview.lines, preview.amounts)]
+    assert sections == [("fee", D("490.00")), ("proration", D("-24.50")), ("overage", D("0.40"))]
+    assert preview.subtotal == D("465.90")
+
+    # and the change writes exactly that invoice, at once
+    subscription_change_plan(subscription=sub, plan=yearly, when="now", at=change_at)
+    invoice = Invoice.objects.filter(team=postpaid_team, kind="subscription").order_by("-pk").first()
+    assert [(line.details["section"], line.amount) for line in invoice.lines.order_by("position")] == sections
+    assert invoice.subtotal == preview.subtotal
+    sub.refresh_from_db()
+    assert (sub.plan_id, sub.billing_anchor, sub.current_period_end) == (yearly.pk, change_at, at(2025, 4, 16))

@@ -8,7 +8,8 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from subscriptions.models import Plan, Subscription, SubscriptionProration
+from subscriptions.models import Coupon, Plan, Subscription, SubscriptionDiscount, SubscriptionProration
+from subscriptions.services.discounts import coupon_create
 from subscriptions.services.lifecycle import subscription_create
 from subscriptions.services.plans import plan_create
 from tests.subscriptions.api.conftest import INFERENCE, postpaid_team
@@ -114,3 +115,38 @@ def test_auditor_reads_but_cannot_act(auditor, subs):
     auditor.post(reverse(CHANGELIST), {"action": "cancel_now_action", "_selected_action": [subs["search"].pk]})
     assert Subscription.objects.get(pk=subs["search"].pk).status == "active"
     assert Plan.objects.count() == 3
+
+
+def test_coupon_made_in_the_admin_through_the_service_with_its_terms_then_read_only(finance):
+    response = finance.post(reverse("admin:subscriptions_coupon_add"), {
+        "code": "spring-15", "name": "Spring", "percent_off": "15", "amount_off": "", "currency": "",
+        "duration": "repeating", "duration_in_months": "3"})
+    assert response.status_code == 302
+    coupon = Coupon.objects.get(code="spring-15")
+    assert (coupon.percent_off, coupon.duration, coupon.duration_in_months) == (Decimal(15), "repeating", 3)
+    page = finance.get(reverse("admin:subscriptions_coupon_change", args=[coupon.pk]))
+    assert b'name="percent_off"' not in page.content and b'name="name"' in page.content
+    refused = finance.post(reverse("admin:subscriptions_coupon_add"), {
+        "code": "bad", "name": "Bad", "percent_off": "15", "amount_off": "5", "currency": "USD", "duration": "once"},
+        follow=True)
+    assert b"either percent_off or amount_off" in refused.content
+    assert not Coupon.objects.filter(code="bad").exists()
+
+
+def test_apply_a_coupon_and_remove_it_from_the_subscription_list(finance, subs):
+    coupon = coupon_create(code="half", name="Half", percent_off=Decimal(50), duration="forever")
+    search = subs["search"]
+    response = finance.post(reverse(CHANGELIST), {"action": "apply_coupon_action", "_selected_action": [search.pk]})
+    assert response.status_code == 302 and "apply-coupon" in response["Location"]
+    form = finance.get(response["Location"])
+    assert b"Half" in form.content
+    done = finance.post(reverse("admin:subscriptions_subscription_apply_coupon"),
+                        {"ids": str(search.pk), "coupon": coupon.pk}, follow=True)
+    assert b"discounted by half" in done.content
+    discount = SubscriptionDiscount.objects.get(subscription=search)
+    assert discount.coupon == Coupon.objects.get(code="half") and discount.end is None
+    page = finance.get(reverse("admin:subscriptions_subscription_change", args=[search.pk]))
+    assert b"Status history" in page.content and b"Discounts" in page.content
+    finance.post(reverse(CHANGELIST), {"action": "remove_discount_action", "_selected_action": [search.pk]})
+    discount.refresh_from_db()
+    assert discount.end is not None
