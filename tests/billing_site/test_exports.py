@@ -84,3 +84,35 @@ def test_csv_times_are_utc_iso_8601():
     paris = dt.timezone(dt.timedelta(hours=2))
     assert written([dt.datetime(2026, 10, 1, 2, 30, tzinfo=paris), dt.date(2026, 10, 1)]) == [
         "2026-10-01T00:30:00+00:00", "2026-10-01"]
+
+
+# --- Export resources: columns by django-import-export, rows streamed by the one writer ---------------
+
+@pytest.mark.django_db
+def test_a_resource_with_a_dehydrate_method_reads_instances_and_its_cells_are_still_neutralised():
+    from import_export.fields import Field
+
+    from billing_site.exports import ExportResource, export_csv_response
+    from teams.models import Team
+    from tests.factories import TeamFactory
+
+    class TeamShout(ExportResource):
+        shout = Field(column_name="shout")
+
+        class Meta:
+            model = Team
+            fields = ("slug", "shout", "currency")
+            export_order = fields
+
+        def dehydrate_shout(self, team):
+            return f"={team.name.upper()}"
+
+    # Given a team, and a column computed by a method (the rows are model instances then)
+    TeamFactory(name="Search", slug="search")
+    header, rows = TeamShout().export_rows(Team.objects.all())
+    # When they are written as CSV
+    response = export_csv_response(header, rows, filename="teams")
+    lines = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    # Then the computed cell that starts a formula is text
+    assert lines == [["slug", "shout", "currency"], ["search", "'=SEARCH", "USD"]]
+    assert response["Content-Disposition"] == 'attachment; filename="teams.csv"'
