@@ -39,6 +39,7 @@ from django.core.exceptions import FieldError
 from django.http import FileResponse, StreamingHttpResponse
 from import_export import resources
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
 #: What a text cell may not begin with (OWASP, CSV Injection): formula starts, tab, carriage return.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -99,7 +100,9 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 def xlsx_safe_cell(value: Any) -> Any:
     """One XLSX cell: ``None``, ``bool``, ``int`` and dates native; a datetime in UTC without a zone;
-    a ``Decimal`` as its exact fixed-point text (never a float); other text through :func:`csv_safe_cell`."""
+    a ``Decimal`` as its exact fixed-point text (never a float); other text through :func:`csv_safe_cell`,
+    with control characters XML cannot hold (``\x00``–``\x08``, ``\x0b``, ``\x0c``, ``\x0e``–``\x1f``)
+    replaced by U+FFFD."""
     if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, Decimal):
@@ -108,7 +111,8 @@ def xlsx_safe_cell(value: Any) -> Any:
         return _utc(value).replace(tzinfo=None)
     if isinstance(value, dt.date):
         return value
-    return csv_safe_cell(value)
+    # XML 1.0 has no control characters but tab, LF and CR: openpyxl would refuse the whole file.
+    return ILLEGAL_CHARACTERS_RE.sub("\ufffd", csv_safe_cell(value))
 
 
 class _Echo:

@@ -116,3 +116,9 @@ def test_a_resource_with_a_dehydrate_method_reads_instances_and_its_cells_are_st
     # Then the computed cell that starts a formula is text
     assert lines == [["slug", "shout", "currency"], ["search", "'=SEARCH", "USD"]]
     assert response["Content-Disposition"] == 'attachment; filename="teams.csv"'
+
+
+def test_xlsx_text_with_control_characters_is_written_not_refused():
+    # A description sent through the API may hold a control character XML cannot carry
+    assert xlsx_safe_cell("bell\x07 and nul\x00") == "bell\ufffd and nul\ufffd"
+    assert xlsx_safe_cell("two\nlines\tand a tab") == "two\nlines\tand a tab"
