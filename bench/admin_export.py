@@ -1,7 +1,7 @@
 """Benchmark: the admin's CSV and XLSX exports of the ledger and of usage, at 100,000 and 1,000,000 rows.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_admin_export .venv/bin/python bench/admin_export.py \
-        [--rows 100000,1000000] [--keep] [--only csv|xlsx]
+        [--rows 100000,1000000] [--keep] [--only csv|xlsx] [--tables ledger,usage]
 
 Recreates the scratch database (``--keep`` reuses what an earlier run loaded), then loads with SQL
 ``generate_series`` two teams with a wallet each: "Small" with the smallest ``--rows`` figure of
@@ -184,6 +184,9 @@ def main() -> None:
     formats = ["csv", "xlsx"]
     if "--only" in sys.argv:
         formats = [sys.argv[sys.argv.index("--only") + 1]]
+    tables = ["ledger", "usage"]
+    if "--tables" in sys.argv:
+        tables = sys.argv[sys.argv.index("--tables") + 1].split(",")
     small, large = sizes[0], sizes[-1]
     bench_database("bench_admin_export", keep=keep)
     from django.contrib.auth import get_user_model
@@ -208,7 +211,7 @@ def main() -> None:
 
     print(f"{'export':<22} {'rows':>10} {'seconds':>8} {'rows/s':>9} {'MiB out':>8} {'peak RSS +MiB':>14}"
           f"   reference COPY: {'seconds':>7} {'rows/s':>9} {'RSS +MiB':>9}   ratio")
-    for what in ("ledger", "usage"):
+    for what in tables:
         for rows in (small, large) if small != large else (large,):
             team = small_team if rows == small and small != large else None
             ref_s, _ref_bytes, ref_mem = copy_reference(what, team)

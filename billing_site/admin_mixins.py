@@ -243,10 +243,10 @@ class FragmentSearchMixin(ExactSearchMixin):
     upper-cased text expression of the model, e.g. its description and reference) contains the
     term upper-cased, or when its team's name or slug contains it. ``search_text`` should be the very
     expression a trigram GIN index of the table is built on (``gin_trgm_ops``), so the fragment
-    search is an index scan, not a scan of a million rows. The team is looked up in the (small)
-    teams table first and reached through ``search_team_path`` (``team``, or ``wallet__team``
-    through the wallets table), so that branch is served by the table's index on its team or
-    wallet too. The three branches are OR-ed: PostgreSQL combines the indexes (BitmapOr).
+    search is an index scan, not a scan of a million rows. The teams are looked up first (one
+    query on the small teams table, through ``search_team_path``: ``team``, or ``wallet__team``
+    through the wallets table) and passed as ids, so that branch is served by the table's index on
+    its team or wallet too. The branches are OR-ed: PostgreSQL combines the indexes (BitmapOr).
     """
 
     #: An expression such as ``Upper(Concat("description", Value(" "), "reference_id"))``.
@@ -264,14 +264,21 @@ class FragmentSearchMixin(ExactSearchMixin):
         if self.search_text is not None:
             queryset = queryset.alias(_search_text=self.search_text)
             condition |= Q(_search_text__contains=term.upper())
+        # The teams (and their wallets) are read first, in one small query, and passed as a list of
+        # ids: PostgreSQL combines "col IN (1, 2, 3)" with the trigram index (BitmapOr), while an
+        # "IN (subquery)" OR-ed with it becomes a filter applied to every row of the table.
         teams = Team.objects.filter(Q(name__icontains=term) | Q(slug__icontains=term)).values("pk")
         via, _, last = self.search_team_path.rpartition("__")
         if via:
             related = self.model._meta.get_field(via).related_model
-            condition |= Q(**{f"{via}__in": related._default_manager.filter(**{f"{last}__in": teams}).values("pk")})
+            ids = list(related._default_manager.filter(**{f"{last}__in": teams}).values_list("pk", flat=True))
+            if ids:
+                condition |= Q(**{f"{via}__in": ids})
         else:
-            condition |= Q(**{f"{last}__in": teams})
-        return queryset.filter(condition), False
+            ids = list(teams.values_list("pk", flat=True))
+            if ids:
+                condition |= Q(**{f"{last}__in": ids})
+        return queryset.filter(condition) if condition else queryset.none(), False
 
 
 class ReadOnlyAdminMixin:

@@ -17,12 +17,12 @@ looks like a number (``"-5"`` typed as a description) is text and is neutralised
 XLSX: a ``Decimal`` is written as its exact fixed-point text (``"-12.500000000000"``), never as a
 float: Excel keeps 15 significant digits, and a metered amount has up to 30. Integers, dates and
 booleans are native cells; datetimes are UTC without a zone (Excel has none). Text cells are
-neutralised as in the CSV (openpyxl would store a string starting ``=`` as a formula).
+neutralised as in the CSV (a spreadsheet program may still take typed ``=…`` text for a formula).
 
 Streaming: rows are written as they come (``queryset.iterator(chunk_size=…)``); the CSV goes to the
-client line by line (``StreamingHttpResponse``), the XLSX is written by openpyxl's write-only
-workbook to a temporary file (rows go to disk as they come, strings inline) and then sent from it.
-Memory stays flat however many rows (``bench/admin_export.py`` measures it).
+client in blocks of rows (``StreamingHttpResponse``), the XLSX is written by :func:`xlsx_write`
+(the sheet compressed into the zip as the rows come, strings inline) to a temporary file and then
+sent from it. Memory stays flat however many rows (``bench/admin_export.py`` measures it).
 """
 
 from __future__ import annotations
@@ -30,15 +30,17 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import re
 import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
+from xml.sax.saxutils import escape
 
 from django.core.exceptions import FieldError
 from django.http import FileResponse, StreamingHttpResponse
 from import_export import resources
-from openpyxl import Workbook
 
 #: What a text cell may not begin with (OWASP, CSV Injection): formula starts, tab, carriage return.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -99,7 +101,9 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 def xlsx_safe_cell(value: Any) -> Any:
     """One XLSX cell: ``None``, ``bool``, ``int`` and dates native; a datetime in UTC without a zone;
-    a ``Decimal`` as its exact fixed-point text (never a float); other text through :func:`csv_safe_cell`."""
+    a ``Decimal`` as its exact fixed-point text (never a float); other text through :func:`csv_safe_cell`,
+    with control characters XML cannot hold (``\x00``–``\x08``, ``\x0b``, ``\x0c``, ``\x0e``–``\x1f``)
+    replaced by U+FFFD."""
     if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, Decimal):
@@ -108,7 +112,8 @@ def xlsx_safe_cell(value: Any) -> Any:
         return _utc(value).replace(tzinfo=None)
     if isinstance(value, dt.date):
         return value
-    return csv_safe_cell(value)
+    # XML 1.0 has no control characters but tab, LF and CR: a spreadsheet would refuse the file.
+    return _XML_ILLEGAL.sub("\ufffd", csv_safe_cell(value))
 
 
 class _Echo:
@@ -147,21 +152,119 @@ CSV_BLOCK_ROWS = 500
 
 XLSX_CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
+#: XML 1.0 holds no control character but tab, LF and CR.
+_XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+#: Excel's day 0 (its 1900 leap-year bug included): a date is written as days since then.
+_EXCEL_EPOCH = dt.datetime(1899, 12, 30)
+_SHEET_NAME_ILLEGAL = re.compile(r"[\[\]:*?/\\]")
+_MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+_REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+_PKG_REL_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
+_XML_HEAD = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+_XLSX_PARTS = {
+    "[Content_Types].xml": (
+        '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        '<Override PartName="/xl/workbook.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+        '<Override PartName="/xl/worksheets/sheet1.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+        '<Override PartName="/xl/styles.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/></Types>'
+    ),
+    "_rels/.rels": (
+        f'<Relationships xmlns="{_PKG_REL_NS}"><Relationship Id="rId1" '
+        f'Type="{_REL_NS}/officeDocument" Target="xl/workbook.xml"/></Relationships>'
+    ),
+    "xl/_rels/workbook.xml.rels": (
+        f'<Relationships xmlns="{_PKG_REL_NS}">'
+        f'<Relationship Id="rId1" Type="{_REL_NS}/worksheet" Target="worksheets/sheet1.xml"/>'
+        f'<Relationship Id="rId2" Type="{_REL_NS}/styles" Target="styles.xml"/></Relationships>'
+    ),
+    # Cell styles: 0 plain, 1 date and time, 2 date, 3 bold (the header row).
+    "xl/styles.xml": (
+        f'<styleSheet xmlns="{_MAIN_NS}"><numFmts count="2">'
+        '<numFmt numFmtId="164" formatCode="yyyy-mm-dd hh:mm:ss"/><numFmt numFmtId="165" formatCode="yyyy-mm-dd"/>'
+        '</numFmts><fonts count="2"><font><sz val="11"/><name val="Calibri"/></font>'
+        '<font><b/><sz val="11"/><name val="Calibri"/></font></fonts>'
+        '<fills count="2"><fill><patternFill patternType="none"/></fill><fill><patternFill patternType="gray125"/>'
+        '</fill></fills><borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
+        '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
+        '<cellXfs count="4"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
+        '<xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
+        '<xf numFmtId="165" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
+        '<xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1"/></cellXfs>'
+        '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles></styleSheet>'
+    ),
+}
+#: Rows per write to the compressed sheet.
+XLSX_BLOCK_ROWS = 500
+
+
+def _xlsx_text(text: str, style: str = "") -> str:
+    text = escape(_XML_ILLEGAL.sub("\ufffd", text)).replace("\r", "&#13;")
+    return f'<c t="inlineStr"{style}><is><t xml:space="preserve">{text}</t></is></c>'
+
+
+def _xlsx_cell(value: Any) -> str:
+    """One ``<c>`` element of :func:`xlsx_safe_cell`'s value: a number, a boolean, a date or text."""
+    value = xlsx_safe_cell(value)
+    if value is None:
+        return "<c/>"
+    if isinstance(value, bool):
+        return f'<c t="b"><v>{int(value)}</v></c>'
+    if isinstance(value, int):
+        return f"<c><v>{value}</v></c>"
+    if isinstance(value, float):
+        return f"<c><v>{value!r}</v></c>"
+    if isinstance(value, dt.datetime):
+        since = value - _EXCEL_EPOCH
+        return f'<c s="1"><v>{since.days + (since.seconds + since.microseconds / 1e6) / 86400!r}</v></c>'
+    if isinstance(value, dt.date):
+        return f'<c s="2"><v>{(value - _EXCEL_EPOCH.date()).days}</v></c>'
+    return _xlsx_text(str(value))
+
+
+def xlsx_write(out, header: list[str], rows: Iterable[Iterable[Any]], *, sheet: str = "export") -> int:
+    """Write ``rows`` under ``header`` (bold) as an XLSX workbook of one sheet to the binary file ``out``.
+
+    The sheet's XML is compressed into the zip as the rows come, in blocks of
+    :data:`XLSX_BLOCK_ROWS`: memory stays flat. Strings are inline (no shared-strings table to keep
+    in memory); cells are :func:`xlsx_safe_cell`'s values: text neutralised, amounts as exact
+    decimal text, times in UTC as Excel dates. About ten times as fast as openpyxl's write-only
+    workbook, which builds a cell object per value (``bench/admin_export.py``). Returns the rows.
+    """
+    name = escape(_SHEET_NAME_ILLEGAL.sub("-", sheet)[:31] or "export", {'"': "&quot;"})
+    count = 0
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as book:
+        for part, xml in _XLSX_PARTS.items():
+            book.writestr(part, _XML_HEAD + xml)
+        book.writestr("xl/workbook.xml", f'{_XML_HEAD}<workbook xmlns="{_MAIN_NS}" xmlns:r="{_REL_NS}"><sheets>'
+                                         f'<sheet name="{name}" sheetId="1" r:id="rId1"/></sheets></workbook>')
+        with book.open("xl/worksheets/sheet1.xml", "w", force_zip64=True) as part:
+            head = "".join(_xlsx_text(str(title), ' s="3"') for title in header)
+            block = [f'{_XML_HEAD}<worksheet xmlns="{_MAIN_NS}"><sheetData><row>{head}</row>']
+            for row in rows:
+                block.append("<row>" + "".join(map(_xlsx_cell, row)) + "</row>")
+                count += 1
+                if len(block) >= XLSX_BLOCK_ROWS:
+                    part.write("".join(block).encode())
+                    block = []
+            block.append("</sheetData></worksheet>")
+            part.write("".join(block).encode())
+    return count
+
 
 def export_xlsx_response(header: list[str], rows: Iterable[Iterable[Any]], *, filename: str,
                          sheet: str = "export") -> FileResponse:
     """``rows`` under ``header`` as an XLSX attachment ``<filename>.xlsx``, one sheet named ``sheet``.
 
-    Written by openpyxl's write-only workbook to a temporary file (memory flat), then sent from the
-    file in blocks. Every cell goes through :func:`xlsx_safe_cell`.
+    Written by :func:`xlsx_write` to a temporary file (memory flat), then sent from the file in
+    blocks; the first byte leaves when the last row is written (a zip's directory comes last).
     """
-    book = Workbook(write_only=True)
-    page = book.create_sheet(sheet[:31])
-    page.append(list(header))
-    for row in rows:
-        page.append([xlsx_safe_cell(cell) for cell in row])
     handle = tempfile.TemporaryFile()
-    book.save(handle)
+    xlsx_write(handle, header, rows, sheet=sheet)
     handle.seek(0)
     return FileResponse(handle, as_attachment=True, filename=f"{filename}.xlsx", content_type=XLSX_CONTENT_TYPE)
 

@@ -84,3 +84,64 @@ def test_csv_times_are_utc_iso_8601():
     paris = dt.timezone(dt.timedelta(hours=2))
     assert written([dt.datetime(2026, 10, 1, 2, 30, tzinfo=paris), dt.date(2026, 10, 1)]) == [
         "2026-10-01T00:30:00+00:00", "2026-10-01"]
+
+
+# --- Export resources: columns by django-import-export, rows streamed by the one writer ---------------
+
+@pytest.mark.django_db
+def test_a_resource_with_a_dehydrate_method_reads_instances_and_its_cells_are_still_neutralised():
+    from import_export.fields import Field
+
+    from billing_site.exports import ExportResource, export_csv_response
+    from teams.models import Team
+    from tests.factories import TeamFactory
+
+    class TeamShout(ExportResource):
+        shout = Field(column_name="shout")
+
+        class Meta:
+            model = Team
+            fields = ("slug", "shout", "currency")
+            export_order = fields
+
+        def dehydrate_shout(self, team):
+            return f"={team.name.upper()}"
+
+    # Given a team, and a column computed by a method (the rows are model instances then)
+    TeamFactory(name="Search", slug="search")
+    header, rows = TeamShout().export_rows(Team.objects.all())
+    # When they are written as CSV
+    response = export_csv_response(header, rows, filename="teams")
+    lines = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    # Then the computed cell that starts a formula is text
+    assert lines == [["slug", "shout", "currency"], ["search", "'=SEARCH", "USD"]]
+    assert response["Content-Disposition"] == 'attachment; filename="teams.csv"'
+
+
+def test_xlsx_text_with_control_characters_is_written_not_refused():
+    # A description sent through the API may hold a control character XML cannot carry
+    assert xlsx_safe_cell("bell\x07 and nul\x00") == "bell\ufffd and nul\ufffd"
+    assert xlsx_safe_cell("two\nlines\tand a tab") == "two\nlines\tand a tab"
+
+
+def test_xlsx_workbook_reads_back_in_openpyxl_with_dates_numbers_and_text():
+    from openpyxl import load_workbook
+
+    from billing_site.exports import xlsx_write
+
+    # Given rows of every kind of value, text that XML must escape and a formula start
+    rows = [[1, True, Decimal("-0.000000000001"), dt.datetime(2026, 10, 31, 23, 59, 59, tzinfo=dt.UTC),
+             dt.date(2026, 10, 1), 'a < b & "c"\r\n', "=1+2", None, "  spaced  "]]
+    out = io.BytesIO()
+    # When they are written
+    assert xlsx_write(out, ["n", "b", "amount", "at", "day", "text", "formula", "none", "pad"], rows,
+                      sheet="usage: Q4/2026") == 1
+    # Then a spreadsheet reads them back as they were, dates as dates and the amount exact
+    book = load_workbook(io.BytesIO(out.getvalue()))
+    sheet = book.active
+    assert sheet.title == "usage- Q4-2026"
+    assert [c.value for c in sheet[1]] == ["n", "b", "amount", "at", "day", "text", "formula", "none", "pad"]
+    assert sheet["A1"].font.b
+    assert [c.value for c in sheet[2]] == [1, True, "-0.000000000001", dt.datetime(2026, 10, 31, 23, 59, 59),
+                                           dt.datetime(2026, 10, 1), 'a < b & "c"\r\n', "'=1+2", None, "  spaced  "]
+    assert sheet["E2"].is_date and sheet["F2"].data_type == "s"
