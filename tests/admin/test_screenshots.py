@@ -2,8 +2,9 @@
 
 One browser, one logged-in page: each changelist and the change page of its first row are opened,
 screenshotted into ``test-artifacts/admin/screens/`` (gitignored) for people to look at, and held to
-what a reader notices first: no column cut off (the page and the result table fit their width) and
-no amount broken over two lines (every ``.money`` cell stays on one line and says ``nowrap``).
+what a reader notices first: no column cut off (the page and the result table fit their width), no
+amount broken over two lines (every ``.money`` stays on one line and says ``nowrap``), and amounts
+right-aligned in their columns.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ PROBLEMS_JS = """
     const lineHeight = parseFloat(style.lineHeight) || parseFloat(style.fontSize) * 1.4;
     if (style.whiteSpace !== 'nowrap' || lines > 1 || el.getBoundingClientRect().height > lineHeight * 1.6) {
       problems.push(`the amount "${el.innerText}" wraps`);
+    }
+    const cell = el.closest('#result_list td');
+    if (cell && !['right', 'end'].includes(getComputedStyle(cell).textAlign)) {
+      problems.push(`the amount "${el.innerText}" is not right-aligned`);
     }
   }
   return problems;
