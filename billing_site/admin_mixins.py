@@ -415,7 +415,21 @@ def money_html(amount, currency: str | None):
 
 
 def money_exact_html(amount, currency: str | None):
-    """An amount with every non-zero digit (a detail page's metered figure): ``0.000125 USD``."""
+    """An amount on a detail page: in minor units, followed by the exact metered figure when rounding
+    hid digits (``0.02 USD (exact: 0.015 USD)``); a unit price keeps its digits the same way."""
+    if amount is None or not currency:
+        return "—"
+    shown = money_display(amount, currency)
+    exact = money_display(amount, currency, exact=True)
+    if exact == shown:
+        return format_html('<span class="money">{}</span>', shown)
+    return format_html('<span class="money">{}</span> <span class="money-exact">(exact: <span class="money">{}</span>)</span>',
+                       shown, exact)
+
+
+def money_metered_html(amount, currency: str | None):
+    """An amount with every non-zero digit and nothing else, for unit prices and "metered amount"
+    columns, whose point is the exact figure: ``0.00003 USD``, ``1.904763725 USD``."""
     if amount is None or not currency:
         return "—"
     return format_html('<span class="money">{}</span>', money_display(amount, currency, exact=True))
@@ -429,14 +443,16 @@ def number_html(value):
 
 
 def money_column(field: str, description: str, *, currency: str = "currency", ordering: str | None = "",
-                 exact: bool = False):
+                 exact: bool = False, metered: bool = False):
     """A ``list_display`` / ``readonly_fields`` method showing ``obj.<field>`` in ``obj.<currency>``.
 
     ``field`` and ``currency`` may be dotted paths (``wallet.currency``). ``ordering`` defaults to
-    ``field`` when it is a plain column; ``None`` makes the column unsortable. ``exact`` shows every
-    digit (detail pages) instead of minor units with the exact figure as a tooltip.
+    ``field`` when it is a plain column; ``None`` makes the column unsortable. By default the amount
+    is in minor units with the exact figure as a tooltip (``money_html``); ``exact``: followed by the
+    exact figure (detail pages, ``money_exact_html``); ``metered``: the exact figure alone (unit
+    prices, ``money_metered_html``).
     """
-    render = money_exact_html if exact else money_html
+    render = money_metered_html if metered else money_exact_html if exact else money_html
 
     def show(self, obj):
         return render(_attr(obj, field), _attr(obj, currency))

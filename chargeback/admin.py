@@ -42,6 +42,7 @@ from billing_site.admin_mixins import (
     ReadOnlyAdminMixin,
     json_column,
     money_column,
+    money_exact_html,
     money_html,
     number_column,
     period_column,
@@ -454,7 +455,7 @@ class PriceScopeFilter(admin.SimpleListFilter):
 class PriceAdmin(BillingAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
     form = PriceAdminForm
     list_display = ["category", "provider", "model", "unit", "unit_price_display", "team", "valid_from", "valid_to"]
-    unit_price_display = money_column("unit_price", "Unit price", exact=True)
+    unit_price_display = money_column("unit_price", "Unit price", metered=True)
     list_filter = [PriceScopeFilter, "category", "provider", "team"]
     search_fields = ["category", "provider", "model", "team__name"]
     autocomplete_fields = ["team"]
@@ -578,8 +579,8 @@ class AllocationRunAdmin(BillingAdminMixin, ExportAdminMixin, ReadOnlyAdminMixin
     period_display = period_column("period_start", "period_end", "Period")
 
     def get_fields(self, request, obj=None):
-        names = readable_fields(AllocationRun, period_start="period_display", total_cost="total_display",
-                                allocated_cost="allocated_display", unallocated_cost="unallocated_display",
+        names = readable_fields(AllocationRun, period_start="period_display", total_cost="total_exact",
+                                allocated_cost="allocated_exact", unallocated_cost="unallocated_exact",
                                 warnings="warnings_display", refused="not_billed")
         return [n for n in names if n not in ("period_end", "record_count")] + ["records_display", "all_allocations"]
 
@@ -636,13 +637,25 @@ class AllocationRunAdmin(BillingAdminMixin, ExportAdminMixin, ReadOnlyAdminMixin
     def total_display(self, obj):
         return format_html_join(", ", "{}", ((money_html(p.total_cost, p.currency),) for p in self._pools(obj)))
 
+    @admin.display(description="Total")
+    def total_exact(self, obj):
+        return format_html_join(", ", "{}", ((money_exact_html(p.total_cost, p.currency),) for p in self._pools(obj)))
+
     @admin.display(description="Allocated", ordering="allocated_cost")
     def allocated_display(self, obj):
         return format_html_join(", ", "{}", ((money_html(p.allocated_cost, p.currency),) for p in self._pools(obj)))
 
+    @admin.display(description="Allocated")
+    def allocated_exact(self, obj):
+        return format_html_join(", ", "{}", ((money_exact_html(p.allocated_cost, p.currency),) for p in self._pools(obj)))
+
     @admin.display(description="Unallocated", ordering="unallocated_cost")
     def unallocated_display(self, obj):
         return format_html_join(", ", "{}", ((money_html(p.unallocated_cost, p.currency),) for p in self._pools(obj)))
+
+    @admin.display(description="Unallocated")
+    def unallocated_exact(self, obj):
+        return format_html_join(", ", "{}", ((money_exact_html(p.unallocated_cost, p.currency),) for p in self._pools(obj)))
 
     @admin.display(description="Ties out", boolean=True)
     def ties_out(self, obj):

@@ -16,6 +16,7 @@ from django.db.models import Q, Value
 from django.db.models.functions import Concat, Upper
 
 from billing_site.fields import CurrencyField, MeteredAmountField
+from billing_site.formatting import money_display, number_display
 from teams.models import Team
 
 #: What the admin's search finds a fragment of (what the usage was: service, model, feature; and its
@@ -138,7 +139,7 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         void = " (void)" if self.status == self.Status.VOID else ""
-        return f"{self.resource_type} {self.quantity} {self.unit} = {self.cost} {self.currency}{void}"
+        return f"{self.resource_type} {number_display(self.quantity)} {self.unit} = {money_display(self.cost, self.currency)}{void}"
 
 
 class Price(models.Model):
@@ -179,7 +180,8 @@ class Price(models.Model):
 
     def __str__(self) -> str:
         who = f" ({self.team})" if self.team_id else ""
-        return f"{self.category}/{self.provider}/{self.model}/{self.unit} {self.unit_price} {self.currency}{who}"
+        return (f"{self.category}/{self.provider}/{self.model}/{self.unit} "
+                f"{money_display(self.unit_price, self.currency, exact=True)}{who}")
 
     def clean(self) -> None:
         if self.valid_from is None:
@@ -471,7 +473,7 @@ class AllocatedCost(models.Model):
         indexes = [models.Index(fields=["run", "team"], name="allocated_run_team")]
 
     def __str__(self) -> str:
-        return f"{self.team} {self.amount} {self.currency}"
+        return f"{self.team} {money_display(self.amount, self.currency)}"
 
 
 class TeamMapping(models.Model):

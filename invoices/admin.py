@@ -22,8 +22,8 @@ from billing_site.admin_mixins import (
     DateRangeFilter,
     ExportAdminMixin,
     ReadOnlyAdminMixin,
-    money_exact_html,
     money_html,
+    money_metered_html,
     number_column,
     number_html,
     period_column,
@@ -108,11 +108,11 @@ class InvoiceLineInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularInli
 
     @admin.display(description="Unit price")
     def unit_price_display(self, obj):
-        return money_exact_html(obj.unit_price, obj.invoice.currency)
+        return money_metered_html(obj.unit_price, obj.invoice.currency)
 
     @admin.display(description="Metered amount")
     def amount_precise_display(self, obj):
-        return money_exact_html(obj.amount_precise, obj.invoice.currency)
+        return money_metered_html(obj.amount_precise, obj.invoice.currency)
 
     @admin.display(description="Amount")
     def amount_display(self, obj):

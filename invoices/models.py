@@ -15,6 +15,7 @@ from django.db import models
 from django.db.models import Q
 
 from billing_site.fields import CurrencyField, MeteredAmountField
+from billing_site.formatting import number_display
 from billing_site.money import INVOICE_DECIMAL_PLACES, INVOICE_MAX_DIGITS
 
 from .errors import InvoiceImmutable
@@ -309,7 +310,7 @@ class InvoiceLine(models.Model):
     objects = InvoiceLineQuerySet.as_manager()
 
     def __str__(self) -> str:
-        return f"{self.description}: {self.amount}"
+        return f"{self.description}: {number_display(self.amount)}"
 
     def save(self, *args, **kwargs):
         if _issued_invoice_ids([self.invoice_id]):
@@ -431,7 +432,7 @@ class CreditNoteLine(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.description}: {self.amount}"
+        return f"{self.description}: {number_display(self.amount)}"
 
     def save(self, *args, **kwargs):
         if not self._state.adding:

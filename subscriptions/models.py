@@ -26,6 +26,7 @@ from django.db import models
 from django.db.models import Q
 
 from billing_site.fields import CurrencyField, MeteredAmountField
+from billing_site.formatting import money_display, number_display
 from teams.models import Team
 
 
@@ -199,7 +200,8 @@ class PlanChargeTier(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"tier {self.position}: up to {self.up_to or '∞'} at {self.unit_price}"
+        return (f"tier {self.position}: up to {number_display(self.up_to) if self.up_to else '∞'} at "
+                f"{number_display(self.unit_price)}")
 
 
 class Subscription(models.Model):
@@ -388,7 +390,7 @@ class SubscriptionProration(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.description}: {self.amount} {self.currency}"
+        return f"{self.description}: {money_display(self.amount, self.currency)}"
 
 
 class SubscriptionStatusChange(models.Model):

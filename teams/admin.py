@@ -17,7 +17,6 @@ from billing_site.admin_mixins import (
     BillingAdminMixin,
     CommaListField,
     ExportAdminMixin,
-    money_column,
     money_html,
 )
 from billing_site.formatting import number_display
@@ -131,7 +130,13 @@ class BillingSettingsAdmin(ThresholdDisplayMixin, BillingAdminMixin, AuditHistor
     search_fields = ["team__name", "team__slug"]
     autocomplete_fields = ["team"]
     list_select_related = ["team"]
-    credit_limit_display = money_column("credit_limit", "Credit limit", currency="team.currency")
+
+    @admin.display(description="Credit limit", ordering="credit_limit")
+    def credit_limit_display(self, obj):
+        """Postpaid teams' limit; other billing models have none ("—", not "0.00 USD")."""
+        if obj.billing_model != BillingSettings.BillingModel.POSTPAID:
+            return "—"
+        return money_html(obj.credit_limit, obj.team.currency)
 
     @admin.display(description="Tax rate", ordering="tax_rate")
     def tax_rate_display(self, obj):

@@ -334,7 +334,7 @@ class LedgerEntryAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixin
 
     @admin.display(description="Reserved change", ordering="reserved_delta")
     def reserved_delta_display(self, obj):
-        """Blank when the entry moved no reservation (most do), instead of "0.000000000000"."""
+        """Empty ("-") when the entry moved no reservation (most do), instead of "0.000000000000"."""
         return money_html(obj.reserved_delta, obj.currency) if obj.reserved_delta else ""
 
     def get_fields(self, request, obj=None):
@@ -390,7 +390,7 @@ class UsageEventItemInline(BillingAdminMixin, ReadOnlyAdminMixin, admin.TabularI
               "cost_display", "usage_record"]
     readonly_fields = fields
     quantity_display = number_column("quantity", "Quantity")
-    unit_price_display = money_column("unit_price", "Unit price", exact=True)
+    unit_price_display = money_column("unit_price", "Unit price", metered=True)
     cost_display = money_column("cost", "Cost")
 
 

@@ -242,7 +242,7 @@ class LedgerEntry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.entry_type} {money_display(self.amount, self.currency)}"
+        return f"#{self.pk} {self.get_entry_type_display()} {money_display(self.amount, self.currency)}"
 
     def save(self, *args, **kwargs):
         if not self._state.adding:

@@ -12,8 +12,15 @@ from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.html import format_html
 
-from billing_site.admin_mixins import BillingAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin, json_column
+from billing_site.admin_mixins import (
+    BillingAdminMixin,
+    LargeTableAdminMixin,
+    ReadOnlyAdminMixin,
+    json_column,
+    number_column,
+)
 from teams.selectors import user_is_finance
 
 from .errors import WebhookError
@@ -113,8 +120,19 @@ class DeliveryAttemptInline(ReadOnlyAdminMixin, BillingAdminMixin, admin.Tabular
 
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdminMixin, LargeTableAdminMixin, BillingAdminMixin, admin.ModelAdmin):
-    list_display = ["pk", "event_type", "event", "endpoint", "status", "attempt_count", "last_status_code",
+    list_display = ["pk", "event_type", "event_short", "endpoint", "status", "attempts_display", "http_status",
                     "next_attempt_at", "delivered_at"]
+    attempts_display = number_column("attempt_count", "Attempts")
+
+    @admin.display(description="HTTP status", ordering="last_status_code")
+    def http_status(self, obj):
+        return obj.last_status_code or "—"
+
+    @admin.display(description="Event", ordering="event")
+    def event_short(self, obj):
+        """The event's id, shortened (its type is the column before); the whole id as the tooltip."""
+        webhook_id = obj.event.webhook_id
+        return format_html('<span title="{}">{}…</span>', webhook_id, webhook_id[:12])
     list_filter = ["status", "event__type"]
     list_select_related = ["event", "endpoint"]
     fields = ["event", "endpoint", "status", "attempt_count", "last_status_code", "next_attempt_at", "created_at",

@@ -50,8 +50,8 @@ def test_preview_shows_each_team_the_tie_out_and_unallocated_and_writes_nothing(
     assert response.status_code == 200
     page = response.content.decode()
     rows = {row["team"].name: row["amount"] for row in response.context["rows"]}
-    assert rows == {"Maps": "0.25 USD", "Search": "12.50 USD"}
-    assert "ties out" in page and "3.00 USD" in page and "15.75 USD" in page
+    assert rows == {"Maps": "0.25\u00a0USD", "Search": "12.50\u00a0USD"}
+    assert "ties out" in page and "3.00\u00a0USD" in page and "15.75\u00a0USD" in page
     assert not AllocationRun.objects.exists() and not Invoice.objects.exists()
 
 
@@ -115,7 +115,7 @@ def test_commit_is_refused_when_usage_changed_after_the_preview(finance, septemb
     assert response.status_code == 200
     assert any("changed since the preview" in str(m) for m in response.context["messages"])
     assert not AllocationRun.objects.exists()
-    assert response.context["rows"][1]["amount"] == "13.50 USD"
+    assert response.context["rows"][1]["amount"] == "13.50\u00a0USD"
 
 
 def test_period_without_usage_says_nothing_can_be_billed(finance, db):
@@ -190,7 +190,7 @@ def test_preview_of_a_month_in_two_currencies_ties_out_each_and_commit_sees_a_ch
     # then each currency has its own row of the tie-out table, and both tie out
     assert 'class="pool-EUR"' in page and 'class="pool-USD"' in page
     assert [(p["currency"], p["total"], p["invoiced"], p["ties_out"]) for p in preview.context["pools"]] == [
-        ("EUR", "4.005 EUR", "4.01 EUR", True), ("USD", "15.75 USD", "12.75 USD", True)]
+        ("EUR", "4.005\u00a0EUR", "4.01\u00a0EUR", True), ("USD", "15.75\u00a0USD", "12.75\u00a0USD", True)]
     # and when EUR usage changes after the preview, the commit is refused with the new preview
     data = {**_commit_data(preview), "previewed_pools": preview.context["commit_form"].initial["previewed_pools"]}
     UsageRecordFactory(team=euro, cost=Decimal("1"), currency="EUR")

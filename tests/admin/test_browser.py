@@ -70,7 +70,7 @@ def test_browser_billing_run_then_issue_an_invoice_and_download_its_pdf(logged_i
     page.fill("#id_period", "2024-09")
     page.click("input[name=preview]")
     page.wait_for_selector("#preview-teams")
-    assert "1,234.50 USD" in page.inner_text("#preview-teams")
+    assert "1,234.50\u00a0USD" in page.inner_text("#preview-teams")
     assert "ties out" in page.inner_text("#tie-out")
     assert not AllocationRun.objects.exists()
 
@@ -198,6 +198,6 @@ def test_browser_dashboard_draws_both_charts(logged_in, live_server, artifacts):
     assert all(chart["width"] > 100 and chart["height"] > 100 and chart["painted"] > 1000 for chart in drawn), drawn
     labels = page.evaluate("() => window.billingCharts.team.data.labels")
     assert labels[:3] == ["Search", "Maps", "Ads"]
-    assert late.number in page.inner_text("#overdue-invoices") and "1,250.00 USD" in page.inner_text("#overdue-invoices")
+    assert late.number in page.inner_text("#overdue-invoices") and "1,250.00\u00a0USD" in page.inner_text("#overdue-invoices")
     assert "Search" in page.inner_text("#low-wallets") and "ties out" in page.inner_text("#latest-runs")
     page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)

@@ -76,7 +76,7 @@ def test_dashboard_lists_wallets_under_their_threshold_and_overdue_invoices(mont
 
     assert [w.pk for w in board.low_wallets] == [low.pk] and board.low_wallet_count == 1
     assert [i.pk for i in board.overdue] == [overdue.pk]
-    assert board.overdue_totals == [("USD", "12.50 USD", 1)]
+    assert board.overdue_totals == [("USD", "12.50\u00a0USD", 1)]
 
 
 def test_dashboard_page_links_each_figure_to_its_list(finance, months):

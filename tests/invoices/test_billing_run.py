@@ -62,7 +62,7 @@ def test_billing_run_bills_every_cent_of_the_focus_sample(september_sample):
         assert invoice.pdf and len(invoice.pdf_sha256) == 64
         assert invoice.pdf.path in out
         with invoice.pdf.open("rb") as handle:
-            text = "".join(page.extract_text() for page in PdfReader(handle).pages)
+            text = "".join(page.extract_text() for page in PdfReader(handle).pages).replace("\u00a0", " ")
         assert invoice.team_name in text
         assert f"{invoice.total:.2f} USD" in text
 

@@ -226,7 +226,7 @@ def test_converted_invoice_pdf_appendix_prints_the_rate(three_currency_month, ec
     billing_run_execute(period=SEPT, render_pdfs=False)
     (invoice,) = live(usd)
     pdf = invoice_render_pdf(invoice)
-    text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages).replace("\u00a0", " ")
     assert "Exchange rates" in text
     assert "1 EUR = 1.1196 USD" in text and "ECB rate of 2024-09-30" in text
     assert "5.55 EUR converted to 6.21 USD" in text

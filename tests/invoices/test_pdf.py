@@ -32,7 +32,8 @@ D = Decimal
 
 
 def pages_text(pdf: bytes) -> list[str]:
-    return [page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages]
+    # Amounts join the number and the code with a no-break space (billing_site.formatting); read as a space.
+    return [page.extract_text().replace("\u00a0", " ") for page in PdfReader(io.BytesIO(pdf)).pages]
 
 
 def realistic_invoice() -> Invoice:

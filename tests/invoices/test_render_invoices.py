@@ -53,7 +53,7 @@ def stored_text(invoice: Invoice) -> str:
     with invoice.pdf.open("rb") as handle:
         content = handle.read()
     assert hashlib.sha256(content).hexdigest() == invoice.pdf_sha256
-    return "".join(page.extract_text() for page in PdfReader(io.BytesIO(content)).pages)
+    return "".join(page.extract_text() for page in PdfReader(io.BytesIO(content)).pages).replace("\u00a0", " ")
 
 
 def test_render_invoices_stores_the_pdf_of_every_draft_of_the_period():
