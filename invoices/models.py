@@ -135,6 +135,12 @@ class Invoice(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     paid_at = models.DateTimeField(null=True, blank=True)
     payment_reference = models.CharField(max_length=200, blank=True)
+    # A payment of this invoice was disputed by the cardholder's bank (Stripe's ``charge.dispute.created``).
+    # Not frozen: a dispute happens to an issued invoice and is recorded on it.
+    disputed_at = models.DateTimeField(null=True, blank=True, help_text="When a payment of it was disputed.")
+    dispute_reference = models.CharField(
+        max_length=200, blank=True, help_text="The dispute's id and reason at the payment provider (dp_…).",
+    )
     credited_total = InvoiceAmountField(
         default=0, help_text="Σ of the totals of its credit notes, in the currency's minor units."
     )

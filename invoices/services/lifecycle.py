@@ -307,3 +307,29 @@ def invoice_transition(*, invoice: Invoice, to_status: str, by=None, payment_ref
     raise AssertionError("unreachable: nothing moves to draft")  # pragma: no cover
 
 
+
+
+def invoice_mark_disputed(*, invoice: Invoice, dispute_reference: str, disputed_at: dt.datetime | None = None) -> Invoice:
+    """Flag an issued invoice as disputed: a payment of it was contested by the payer's bank.
+
+    Args:
+        dispute_reference: the provider's dispute id and reason (text, cut to 200 characters),
+            e.g. ``"dp_123 (fraudulent)"`` from Stripe's ``charge.dispute.created``.
+        disputed_at: when the dispute was opened (aware datetime; default now).
+
+    The status does not change (a disputed invoice stays paid until finance decides); the flag is
+    shown and filtered in the admin. Flagging again keeps the first date and the newest reference.
+    Runs inside the caller's transaction when there is one (the Stripe webhook's).
+
+    Raises:
+        InvalidInvoiceRequest: the invoice is a draft (never issued, so never paid).
+    """
+    with transaction.atomic():
+        locked = invoice_lock(invoice.pk)
+        if not locked.is_issued:
+            raise InvalidInvoiceRequest(f"invoice {locked.display_number} is a draft; it cannot be disputed",
+                                        param="invoice")
+        locked.disputed_at = locked.disputed_at or disputed_at or timezone.now()
+        locked.dispute_reference = (dispute_reference or "")[:200]
+        locked.save(update_fields=["disputed_at", "dispute_reference", "updated_at"])
+    return locked
