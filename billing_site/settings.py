@@ -135,6 +135,7 @@ INSTALLED_APPS = [
     "wallets",
     "invoices",
     "subscriptions",
+    "payments",  # Stripe: customers, payment methods, collection, top-ups by card, refunds (docs/payments.md)
     "auditlog",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -326,6 +327,19 @@ WEBHOOKS_MAX_ATTEMPTS = env.int("WEBHOOKS_MAX_ATTEMPTS", default=12)
 # (the finance group and superusers with an address, plus these addresses, comma-separated).
 WEBHOOKS_DISABLE_AFTER_HOURS = env.float("WEBHOOKS_DISABLE_AFTER_HOURS", default=72.0)
 WEBHOOKS_ALERT_EMAILS = env.list("WEBHOOKS_ALERT_EMAILS", default=[])
+
+# --- Payments through Stripe (docs/payments.md) ------------------------------------------------------
+# Without STRIPE_SECRET_KEY payments are recorded by hand and the payment endpoints answer 409
+# ``payments_not_configured``. The key and the webhook secret come from the environment only: never in
+# the repository, never logged, never shown. STRIPE_API_BASE points the SDK at another Stripe-compatible
+# server (the tests' localstripe); empty means Stripe's own https://api.stripe.com.
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
+# Seconds the SDK waits for Stripe (connect and read); network retries of the SDK (idempotent: every
+# write carries an idempotency key).
+STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=30.0)
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
 
 # --- Logging and tests -----------------------------------------------------------------------------
 LOGGING = {

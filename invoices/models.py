@@ -362,6 +362,10 @@ class CreditNote(models.Model):
     checked under the invoice's row lock by ``invoices.services.credit_notes.credit_note_issue``). A credit
     note that brings the invoice's ``credited_total`` to its ``total`` cancels the invoice.
     ``number`` is gap-free per year (``CN-YYYYMMDD-NNNN`` by default).
+
+    A credit note on a paid invoice is a refund: ``refund_reference`` names it (the Stripe refund made
+    by ``payments.services.refunds.invoice_refund``, or the bank reference of a manual refund); the
+    paid invoice stays paid, its ``credited_total`` grows.
     """
 
     class Reason(models.TextChoices):
@@ -384,6 +388,11 @@ class CreditNote(models.Model):
     )
     pdf = models.FileField(upload_to="credit_notes/%Y/%m/", blank=True)
     pdf_sha256 = models.CharField(max_length=64, blank=True)
+    refund_reference = models.CharField(
+        max_length=255, blank=True, default="",
+        help_text="On a paid invoice: the refund that paid the credit back (a Stripe refund re_…, or a "
+                  "bank reference for a manual refund).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
