@@ -42,9 +42,11 @@ class PaymentError(BillingError):
     code = "payment_failed"
     http_status = 402
 
-    def __init__(self, message: str, *, failure_code: str = "", param=None):
+    def __init__(self, message: str, *, failure_code: str = "", payment_intent_id: str = "", param=None):
         super().__init__(message, param=param)
         self.failure_code = failure_code
+        #: The PaymentIntent Stripe created before refusing it (Stripe names it in the error), or "".
+        self.payment_intent_id = payment_intent_id
 
 
 class StripeUnavailable(BillingError):

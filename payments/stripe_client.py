@@ -106,8 +106,9 @@ def stripe_call(method: Callable[..., Any], *args: Any, idempotency_key: str | N
     try:
         return method(*args, **call_kwargs)
     except stripe.CardError as exc:
-        raise PaymentError(_user_message(exc, "The card was declined."),
-                           failure_code=card_failure_code(exc)) from None
+        intent = getattr(getattr(exc, "error", None), "payment_intent", None)
+        raise PaymentError(_user_message(exc, "The card was declined."), failure_code=card_failure_code(exc),
+                           payment_intent_id=stripe_id(intent)) from None
     except stripe.AuthenticationError:
         logger.error("Stripe refused the configured API key (authentication error)")
         raise StripeUnavailable("Stripe refused the configured API key; check STRIPE_SECRET_KEY.") from None
@@ -137,10 +138,24 @@ def _user_message(exc: stripe.StripeError, default: str) -> str:
     return message[:500]
 
 
+def field(obj: Any, name: str, default: Any = None) -> Any:
+    """``obj[name]`` of a Stripe object (the SDK's ``StripeObject``, or a plain dict), ``default`` when absent or null.
+
+    The SDK's objects are not dicts (no ``.get``) and raise ``AttributeError`` for a missing key.
+    """
+    if obj is None:
+        return default
+    try:
+        value = obj[name]
+    except (KeyError, TypeError, AttributeError):
+        return default
+    return default if value is None else value
+
+
 def stripe_id(value: Any) -> str:
     """The id of an expandable field: a string id, or an expanded object's ``id`` (``""`` for none)."""
     if value is None:
         return ""
     if isinstance(value, str):
         return value
-    return str(getattr(value, "id", "") or (value.get("id") if hasattr(value, "get") else "") or "")
+    return str(field(value, "id", ""))

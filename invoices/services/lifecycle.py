@@ -31,6 +31,7 @@ from ..numbering import (
     invoice_number_taken,
     invoice_save_numbered,
 )
+from ..signals import invoices_issued
 from .pdf_storage import invoice_pdf_discard, invoice_pdf_store
 
 #: What a status is called in an error message when a move is refused.
@@ -103,7 +104,8 @@ def invoice_issue(
         The invoice as stored: ``status`` pending, ``number``, ``issue_date``, ``due_date``,
         ``issued_at``, ``issued_by``, and ``pdf`` / ``pdf_sha256`` of the PDF rendered once, in the
         same transaction (``invoices.services.pdf_storage.invoice_pdf_store``). From now on its amounts and lines
-        never change (model, queryset and, on PostgreSQL, a trigger refuse).
+        never change (model, queryset and, on PostgreSQL, a trigger refuse). ``invoices.signals.invoices_issued``
+        is sent in the transaction (the payments app queues automatic collection).
 
     Raises:
         InvalidTransition: the invoice is not a draft.
@@ -142,6 +144,8 @@ def invoice_issue(
         ])
         issued = invoice_pdf_store(invoice=locked)
         event_record("invoice.issued", issued, team=issued.team_id)
+        # Apps after invoices (payments: automatic collection) defer their work in this transaction.
+        invoices_issued.send(sender=Invoice, invoice_ids=[issued.pk])
     return issued
 
 

@@ -48,6 +48,7 @@ from invoices.models import DocumentSequence, Invoice, InvoiceLine
 from invoices.numbering import document_numbers_next
 from invoices.services.generation import invoice_tax_amount
 from invoices.services.lifecycle import invoice_mark_paid
+from invoices.signals import invoices_issued
 from teams.models import BillingSettings
 from wallets.errors import InsufficientFunds, WalletFrozen
 from wallets.services.charges import wallet_charge
@@ -214,7 +215,8 @@ def invoices_write(drafts: Sequence[InvoiceDraft], *, at: dt.datetime) -> list[W
     written as a draft with its lines (``COPY``, ``subscriptions.bulk``), then all are numbered in one
     take of the invoice sequence and issued (``pending``, issue date = ``at``'s local date, due after
     the team's payment terms) by one ``UPDATE``, through the invoices' status trigger like any issue.
-    Proration rows carried get their ``invoice``. Returns the invoices in the order of ``drafts``.
+    Proration rows carried get their ``invoice``. ``invoices.signals.invoices_issued`` is sent with
+    their ids. Returns the invoices in the order of ``drafts``.
     """
     drafts = [d.round() for d in drafts]
     if not drafts:
@@ -268,6 +270,8 @@ def invoices_write(drafts: Sequence[InvoiceDraft], *, at: dt.datetime) -> list[W
         dues.append(issue_date + dt.timedelta(days=b.payment_terms_days if b else default_terms))
     with connection.cursor() as cursor:
         cursor.execute(_ISSUE_SQL, [issue_date, now, now, ids, numbers, dues])
+    # Apps after subscriptions (payments: automatic collection) defer their work in this transaction.
+    invoices_issued.send(sender=Invoice, invoice_ids=list(ids))
     return [WrittenInvoice(pk=pk, number=number, team_id=d.subscription.team_id, currency=d.currency, total=total)
             for pk, number, d, total in zip(ids, numbers, drafts, totals)]
 
