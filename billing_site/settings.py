@@ -347,6 +347,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
+    # The stripe SDK logs whole request and response bodies at INFO and DEBUG (a PaymentIntent's
+    # client_secret among them): never below WARNING, whatever LOG_LEVEL says.
+    "loggers": {"stripe": {"level": "WARNING"}},
 }
 
 # Folder where browser tests leave their screenshots (gitignored).

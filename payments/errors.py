@@ -8,6 +8,8 @@
 * ``StripeUnavailable`` (502, ``stripe_unavailable``): Stripe did not answer or answered an error the
   product cannot act on; nothing was written, the request may be retried.
 * ``InvalidPaymentRequest`` (400, ``invalid_request``): input the caller got wrong, naming the field.
+* ``DunningError`` (409, ``dunning_not_open``): dunning cannot start, the invoice awaits no payment.
+* ``DunningTransitionError`` (409, ``invalid_dunning_transition``): ``Dunning.TRANSITIONS`` forbids it.
 
 No message ever carries the API key or the webhook secret: they are built from the product's own
 words and Stripe's ``user_message``/``code``, never from the SDK's request details.
@@ -58,3 +60,18 @@ class StripeUnavailable(BillingError):
 
 class InvalidPaymentRequest(InvalidRequest):
     """Input the caller got wrong (an unknown field, a malformed id or amount). HTTP 400."""
+
+
+class DunningError(BillingError):
+    """Dunning cannot start: the invoice is not issued and awaiting payment (paid, cancelled, a draft,
+    nothing due). HTTP 409, ``dunning_not_open``."""
+
+    code = "dunning_not_open"
+    http_status = 409
+
+
+class DunningTransitionError(BillingError):
+    """A dunning status move that ``Dunning.TRANSITIONS`` forbids. HTTP 409, ``invalid_dunning_transition``."""
+
+    code = "invalid_dunning_transition"
+    http_status = 409

@@ -39,6 +39,7 @@ from ..errors import PaymentError, StripeUnavailable
 from ..models import Payment
 from ..stripe_client import field, payments_configured, payments_require, stripe_call, stripe_client, stripe_id
 from .customers import customer_get
+from .dunning import dunning_recover, dunning_start
 from .payment_methods import default_payment_method_id
 
 logger = logging.getLogger(__name__)
@@ -53,16 +54,23 @@ LIVE_STATUSES = ("pending", "processing", "requires_action", "succeeded")
 def payment_failed_hook(*, payment: Payment) -> None:
     """Called once per failed invoice payment, inside the transaction that records the failure.
 
-    Dunning starts here (the dunning work: schedule the retries, e-mail the team). Until it does,
-    failed payments are the rows ``Payment.objects.filter(kind="invoice", status="failed")``.
+    Dunning starts here (``payments.services.dunning.dunning_start``: the retries scheduled, the
+    team e-mailed); a second failure of the same invoice (a retry) finds its dunning and changes
+    nothing. An invoice with nothing left to collect starts none.
     """
+    invoice = Invoice.objects.get(pk=payment.invoice_id)
+    if invoice.status in Invoice.OPEN_STATUSES and invoice.amount_due > 0:
+        dunning_start(invoice=invoice, failure_code=payment.failure_code, failure_message=payment.failure_message)
 
 
 def payment_succeeded_hook(*, payment: Payment) -> None:
     """Called once per succeeded payment, inside the transaction that records the success.
 
-    Dunning ends here (a payment that arrives later: the subscription active again, the wallet unfrozen).
+    Dunning ends here (``payments.services.dunning.dunning_recover``: a payment that arrives later
+    makes the subscription active again and unfreezes the wallets the dunning froze).
     """
+    if payment.kind == Payment.Kind.INVOICE:
+        dunning_recover(invoice=Invoice(pk=payment.invoice_id), recovered_by=payment.reference)
 
 
 # --- collection ----------------------------------------------------------------------------------------
@@ -205,7 +213,8 @@ def _last_error(payment_intent: Any) -> tuple[str, str]:
     return str(code), str(field(error, "message") or "The payment failed.")[:2000]
 
 
-def payment_intent_apply(*, payment_intent: Any, payment: Payment | None = None) -> Payment | None:
+def payment_intent_apply(*, payment_intent: Any, payment: Payment | None = None,
+                         credit_top_up: bool = True) -> Payment | None:
     """Apply a PaymentIntent's state to its ``Payment``: idempotent, whoever reports it, in any order.
 
     Args:
@@ -215,7 +224,10 @@ def payment_intent_apply(*, payment_intent: Any, payment: Payment | None = None)
         payment: the payment, when the caller has it.
 
     A ``succeeded`` payment never goes back; its side effects (invoice paid, wallet credited) are
-    made once whatever the number of reports. Call it outside a transaction.
+    made once whatever the number of reports. Runs inside the caller's transaction when there is
+    one: the Stripe webhook claims its event in the same transaction
+    (``payments.services.stripe_events``) and passes ``credit_top_up=False``, crediting a top-up's
+    wallet (:func:`top_up_credit`, durable) once its transaction has committed.
 
     Returns:
         The payment as stored, or ``None`` when the PaymentIntent is none of the product's.
@@ -227,14 +239,15 @@ def payment_intent_apply(*, payment_intent: Any, payment: Payment | None = None)
     if status == "succeeded":
         return payment_success_record(payment=payment, payment_intent_id=payment_intent.id,
                                       charge_id=_charge_id(payment_intent),
-                                      amount_received=field(payment_intent, "amount_received"))
+                                      amount_received=field(payment_intent, "amount_received"),
+                                      credit_top_up=credit_top_up)
     if status in ("requires_payment_method", "canceled") and (status == "canceled" or _last_error(payment_intent)[0]):
         code, message = _last_error(payment_intent)
         return payment_failure_record(payment=payment, failure_code=code or status,
                                       failure_message=message or f"The payment was {status}.",
                                       payment_intent_id=payment_intent.id, canceled=status == "canceled")
     target = {"processing": Payment.Status.PROCESSING, "requires_action": Payment.Status.REQUIRES_ACTION}.get(status)
-    with transaction.atomic(durable=True):
+    with transaction.atomic():
         locked = Payment.objects.select_for_update().get(pk=payment.pk)
         if not locked.stripe_payment_intent_id:
             locked.stripe_payment_intent_id = payment_intent.id
@@ -245,9 +258,13 @@ def payment_intent_apply(*, payment_intent: Any, payment: Payment | None = None)
 
 
 def payment_success_record(*, payment: Payment, payment_intent_id: str, charge_id: str = "",
-                           amount_received: int | None = None) -> Payment:
-    """Record a succeeded payment and make its effects, once (see the module's docstring)."""
-    with transaction.atomic(durable=True):
+                           amount_received: int | None = None, credit_top_up: bool = True) -> Payment:
+    """Record a succeeded payment and make its effects, once (see the module's docstring).
+
+    Inside the caller's transaction when there is one (the webhook's). A top-up's wallet credit
+    (:func:`top_up_credit`, a durable transaction of its own) is made at the end, unless
+    ``credit_top_up`` is false: a caller inside a transaction (the webhook) credits it after its commit."""
+    with transaction.atomic():
         locked = Payment.objects.select_for_update().get(pk=payment.pk)
         first = locked.status != Payment.Status.SUCCEEDED
         if amount_received is not None and from_stripe_amount(int(amount_received), locked.currency) != locked.amount:
@@ -272,7 +289,7 @@ def payment_success_record(*, payment: Payment, payment_intent_id: str, charge_i
                 logger.warning("payment %s succeeded for invoice %s, which is %s", locked.pk, invoice.pk, invoice.status)
         if first:
             payment_succeeded_hook(payment=locked)
-    if locked.kind == Payment.Kind.TOP_UP and locked.ledger_entry_id is None:
+    if locked.kind == Payment.Kind.TOP_UP and locked.ledger_entry_id is None and credit_top_up:
         top_up_credit(payment=locked)
         locked.refresh_from_db()
     return locked
@@ -302,8 +319,9 @@ def top_up_credit(*, payment: Payment):
 def payment_failure_record(*, payment: Payment, failure_code: str, failure_message: str, payment_intent_id: str = "",
                            canceled: bool = False) -> Payment:
     """Record a failed (declined) or canceled payment: the invoice stays open, its subscription becomes
-    ``past_due``, :func:`payment_failed_hook` runs once. A succeeded payment is left as it is."""
-    with transaction.atomic(durable=True):
+    ``past_due``, :func:`payment_failed_hook` runs once (dunning starts). A succeeded payment is left as
+    it is. Inside the caller's transaction when there is one (the webhook's)."""
+    with transaction.atomic():
         locked = Payment.objects.select_for_update().get(pk=payment.pk)
         if locked.status == Payment.Status.SUCCEEDED:
             return locked
