@@ -11,6 +11,7 @@ from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from billing_site.api.fields import MoneyStringField, StrictPrimaryKeyRelatedField, StrictSerializerMixin, TextField
+from billing_site.money import to_minor_units
 from invoices.models import CreditNote
 from subscriptions.api.serializers import WholeNumberField
 from teams.models import Team
@@ -77,8 +78,14 @@ class TopUpRequestSerializer(StrictSerializerMixin, serializers.Serializer):
 
 
 class PaymentSerializer(serializers.ModelSerializer):
-    amount = MoneyStringField()
-    amount_refunded = MoneyStringField()
+    amount = serializers.CharField(help_text="Decimal string in the currency's minor units (\"12.50\").")
+    amount_refunded = serializers.CharField(help_text="Decimal string in the currency's minor units.")
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["amount"] = str(to_minor_units(instance.amount, instance.currency))
+        data["amount_refunded"] = str(to_minor_units(instance.amount_refunded, instance.currency))
+        return data
 
     class Meta:
         model = Payment
@@ -118,6 +125,6 @@ class RefundRequestSerializer(StrictSerializerMixin, serializers.Serializer):
 class RefundSerializer(serializers.Serializer):
     credit_note = serializers.IntegerField()
     number = serializers.CharField()
-    total = MoneyStringField()
+    total = serializers.CharField(help_text="Decimal string in the currency's minor units.")
     currency = serializers.CharField()
     refund_reference = serializers.CharField(help_text="Stripe's refund id (re_…).")

@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 
 from billing_site.api.idempotency import idempotency_key_of, idempotency_key_parameter
 from billing_site.api.scoping import team_for_read, team_for_write
+from billing_site.money import to_minor_units
 from invoices.models import Invoice
 from subscriptions.api.views import FinanceAccess
 
@@ -166,7 +167,7 @@ class InvoiceRefundView(APIView):
         note = invoice_refund(invoice=invoice, reason=body.validated_data["reason"],
                               amount=body.validated_data.get("amount"),
                               description=body.validated_data.get("description", ""), issued_by=request.user)
-        return Response(s.RefundSerializer({"credit_note": note.pk, "number": note.number, "total": note.total,
+        return Response(s.RefundSerializer({"credit_note": note.pk, "number": note.number, "total": str(to_minor_units(note.total, note.currency)),
                                             "currency": note.currency, "refund_reference": note.refund_reference}).data,
                         status=status.HTTP_201_CREATED)
 
