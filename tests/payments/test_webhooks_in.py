@@ -354,3 +354,37 @@ def test_no_secret_reaches_the_logs_the_answers_or_the_admin(client, stripe_sett
     text = caplog.text + "".join(r.content.decode() for r in answers + pages)
     for secret in (TEST_STRIPE_WEBHOOK_SECRET, TEST_STRIPE_SECRET_KEY, intent["client_secret"]):
         assert secret not in text
+
+
+# --- delivered by localstripe itself ---------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_localstripe_sends_are_verified_and_recorded(live_server, localstripe_url, stripe_settings):
+    # given localstripe told to deliver its events to the running site, signed with our secret
+    import requests
+
+    register = f"{localstripe_url}/_config/webhooks/dun"
+    requests.post(register, data={"url": f"{live_server.url}{URL}", "secret": TEST_STRIPE_WEBHOOK_SECRET},
+                  timeout=10).raise_for_status()
+    try:
+        # when a card payment of an invoice succeeds at Stripe
+        team = paying_team()
+        invoice = open_invoice(team)
+        from payments.services.collection import invoice_payment_attempt
+        payment = invoice_payment_attempt(invoice=invoice)
+        # then Stripe's payment_intent.succeeded arrives (about a second later), passes the signature
+        # check and is recorded once against the team; the invoice was paid once
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not StripeEvent.objects.filter(
+                type="payment_intent.succeeded", object_id=payment.stripe_payment_intent_id).exists():
+            time.sleep(0.2)
+        row = StripeEvent.objects.get(type="payment_intent.succeeded", object_id=payment.stripe_payment_intent_id)
+        assert (row.outcome, row.team_id) == ("processed", team.pk)
+        invoice.refresh_from_db()
+        assert invoice.status == "paid"
+        assert Payment.objects.filter(invoice=invoice).count() == 1
+    finally:
+        # Later tests' events go nowhere (localstripe delivers only the listed types).
+        requests.post(register, data={"url": "http://127.0.0.1:9/", "secret": "whsec_off", "events[0]": "none"},
+                      timeout=10)
