@@ -76,6 +76,12 @@ exchange_rate_missing     422     ``invoices``' ``MissingExchangeRate``: no rate
                                   and date a converted invoice needs (the message names both)
 invalid_rates_file        400     ``invoices``' ``InvalidRatesFile``: an ECB rates file that cannot
                                   be read (the message names the line and column)
+payments_not_configured   409     ``payments``' ``PaymentsNotConfigured``: no ``STRIPE_SECRET_KEY``;
+                                  payments are recorded by hand
+payment_failed            402     ``payments``' ``PaymentError``: Stripe refused the card or the
+                                  payment (declined, no card on file); the message is Stripe's
+payment_method_not_found  404     ``payments``' ``PaymentMethodNotFound``: not a card of the team
+stripe_unavailable        502     ``payments``' ``StripeUnavailable``: Stripe did not answer (retry)
 ========================  ======  ================================================================
 
 The API's ``type`` follows from the status, except ``idempotency_error``, whose type is

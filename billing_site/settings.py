@@ -253,6 +253,7 @@ SPECTACULAR_SETTINGS = {
         "WalletStatusEnum": "wallets.models.Wallet.Status",
         "UsageEventStatusEnum": "wallets.models.UsageEvent.Status",
         "AllocationRunStatusEnum": "chargeback.models.AllocationRun.Status",
+        "PaymentStatusEnum": "payments.models.Payment.Status",
     },
     # Swagger UI from the project's own static files (drf-spectacular-sidecar), never a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -91,19 +91,23 @@ def redis_url(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def localstripe_url(tmp_path_factory) -> str:
-    """A ``localstripe`` server of the test session's own (the package's ``localstripe`` command, an
-    aiohttp server keeping its objects in memory) on a free loopback port; stopped at the end.
+    """A ``localstripe`` server of the test session's own (an aiohttp server keeping its objects in
+    memory, started by ``scripts/localstripe_server.py``) on a free port; stopped at the end.
 
     The SDK talks real HTTP to it (``STRIPE_API_BASE``). Its objects live as long as the session:
     tests create their own customers and never count objects they did not create.
     """
-    binary = Path(sys.executable).with_name("localstripe")
-    if not binary.exists():
-        pytest.fail(f"localstripe is missing: expected {binary} (pip install -r requirements-dev.txt)")
+    try:
+        import localstripe  # noqa: F401 - only its presence is checked here
+    except ImportError:
+        pytest.fail("localstripe is missing: pip install -r requirements-dev.txt")
     port = free_port()
     log = (tmp_path_factory.mktemp("localstripe") / "localstripe.log").open("wb")
-    server = subprocess.Popen([str(binary), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                              cwd=tmp_path_factory.getbasetemp())
+    # In memory only (scripts/localstripe_server.py): localstripe would otherwise share one pickle
+    # file in /tmp with every other server on the machine.
+    launcher = Path(settings.BASE_DIR) / "scripts" / "localstripe_server.py"
+    server = subprocess.Popen([sys.executable, str(launcher), "--port", str(port), "--from-scratch"], stdout=log,
+                              stderr=subprocess.STDOUT, cwd=tmp_path_factory.getbasetemp())
     deadline = time.monotonic() + 20
     while True:
         try:

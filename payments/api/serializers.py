@@ -78,6 +78,7 @@ class TopUpRequestSerializer(StrictSerializerMixin, serializers.Serializer):
 
 
 class PaymentSerializer(serializers.ModelSerializer):
+    kind = serializers.CharField(help_text="invoice or top_up.")
     amount = serializers.CharField(help_text="Decimal string in the currency's minor units (\"12.50\").")
     amount_refunded = serializers.CharField(help_text="Decimal string in the currency's minor units.")
 
@@ -99,7 +100,7 @@ class RecentChargesQuerySerializer(StrictSerializerMixin, serializers.Serializer
     limit = WholeNumberField(required=False, default=20, min_value=1, max_value=100)
 
 
-class ChargeSerializer(serializers.Serializer):
+class StripeChargeSerializer(serializers.Serializer):
     id = serializers.CharField(help_text="Stripe's charge id (ch_…).")
     amount = serializers.IntegerField(help_text="Stripe's integer of minor units.")
     currency = serializers.CharField(help_text="Stripe's lower-case ISO code.")
@@ -112,7 +113,7 @@ class ChargeSerializer(serializers.Serializer):
 
 
 class RecentChargesSerializer(serializers.Serializer):
-    charges = ChargeSerializer(many=True)
+    charges = StripeChargeSerializer(many=True)
     total = serializers.IntegerField(help_text="How many charges are listed.")
 
 
