@@ -6,6 +6,10 @@
   every invoice it wrote). A receiver runs in that transaction: it may only defer work (a Procrastinate
   job commits with the invoices or not at all), never call a network service, and should read in
   bulk. The ``payments`` app queues automatic collection there (``payments.receivers``).
+* ``invoices_paid``: invoices were marked paid, by any door (a card payment, finance by hand, the
+  API); keyword ``invoice_ids``. Sent inside the transaction of
+  ``invoices.services.lifecycle.invoice_mark_paid``, with the same rules. The ``payments`` app ends
+  the invoice's dunning there (a job: the subscription active again, the wallets unfrozen).
 """
 
 from __future__ import annotations
@@ -13,3 +17,4 @@ from __future__ import annotations
 from django.dispatch import Signal
 
 invoices_issued = Signal()
+invoices_paid = Signal()

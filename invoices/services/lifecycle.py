@@ -31,7 +31,7 @@ from ..numbering import (
     invoice_number_taken,
     invoice_save_numbered,
 )
-from ..signals import invoices_issued
+from ..signals import invoices_issued, invoices_paid
 from .pdf_storage import invoice_pdf_discard, invoice_pdf_store
 
 #: What a status is called in an error message when a move is refused.
@@ -196,6 +196,7 @@ def invoice_mark_paid(*, invoice: Invoice, payment_reference: str, by=None, paid
     ``invoice_settlement`` ledger entry crediting ``amount_due`` (``total − credited_total``, in
     the invoice's currency), idempotent by invoice (``wallets.services.wallet_settle_invoice``).
     Prepaid teams' invoices record the payment only (their credit was bought up front).
+    ``invoices.signals.invoices_paid`` is sent in the transaction (payments ends a dunning).
 
     Raises:
         InvalidTransition: the invoice is a draft, already paid or cancelled.
@@ -216,6 +217,8 @@ def invoice_mark_paid(*, invoice: Invoice, payment_reference: str, by=None, paid
         locked.payment_reference = payment_reference
         locked.save(update_fields=["status", "paid_at", "payment_reference", "updated_at"])
         event_record("invoice.paid", locked, team=locked.team_id)
+        # Apps after invoices (payments: a dunning ends) defer their work in this transaction.
+        invoices_paid.send(sender=Invoice, invoice_ids=[locked.pk])
     return locked
 
 

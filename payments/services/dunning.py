@@ -244,3 +244,13 @@ def dunning_settle_if_done(invoice: Invoice, *, at: dt.datetime) -> Dunning | No
         if dunning is not None:
             return _end_locked(dunning, status=Dunning.Status.CLOSED, by=f"invoice {invoice.status}", at=at)
     return None
+
+
+def dunning_settle(*, invoice_id: int, at: dt.datetime | None = None) -> Dunning | None:
+    """End the dunning of an invoice that needs no more collecting, by whatever door it was paid or
+    cancelled (:func:`dunning_settle_if_done` under the invoice's lock); ``None`` when there is
+    nothing to end. For the ``dunning_end`` job and ``run_dunning``."""
+    at = at or timezone.now()
+    with transaction.atomic(durable=True):
+        invoice = Invoice.objects.select_for_update(of=("self",)).get(pk=invoice_id)
+        return dunning_settle_if_done(invoice, at=at)

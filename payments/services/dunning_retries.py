@@ -23,7 +23,7 @@ from invoices.models import Invoice
 from ..errors import PaymentError
 from ..models import Dunning, DunningAttempt, Payment
 from .collection import invoice_payment_attempt
-from .dunning import dunning_final_action, dunning_remind, dunning_settle_if_done
+from .dunning import dunning_final_action, dunning_remind, dunning_settle, dunning_settle_if_done
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +143,8 @@ class DunningRun:
 def dunnings_run_due(*, at: dt.datetime | None = None) -> DunningRun:
     """Run the due dunning retries (``manage.py run_dunning``; hourly as a periodic job).
 
-    First ends the dunnings whose invoice was paid or cancelled through another door (marked paid
-    by hand in the admin or the API, credited in full), reversing what they did; then makes each
+    First ends the dunnings whose invoice was paid or cancelled through another door and whose
+    ``dunning_end`` job has not run (or an invoice credited in full), reversing what they did; then makes each
     active dunning's retry whose time has come (``next_attempt_at <= at``; at most one per dunning
     per run; one another run holds is skipped). Safe to run concurrently and repeatedly. A retry
     Stripe could not take is listed in ``errors`` and made by the next run.
@@ -154,10 +154,8 @@ def dunnings_run_due(*, at: dt.datetime | None = None) -> DunningRun:
     settled = (Dunning.objects.filter(status__in=[Dunning.Status.ACTIVE, Dunning.Status.EXHAUSTED])
                .exclude(invoice__status__in=Invoice.OPEN_STATUSES).values_list("invoice_id", flat=True))
     for invoice_id in list(settled):
-        with transaction.atomic(durable=True):
-            invoice = Invoice.objects.select_for_update(of=("self",)).get(pk=invoice_id)
-            if dunning_settle_if_done(invoice, at=at) is not None:
-                run.settled += 1
+        if dunning_settle(invoice_id=invoice_id, at=at) is not None:
+            run.settled += 1
     due = (Dunning.objects.filter(status=Dunning.Status.ACTIVE, next_attempt_at__lte=at)
            .order_by("next_attempt_at", "pk").values_list("pk", flat=True))
     for pk in list(due):

@@ -168,6 +168,26 @@ def test_an_invoice_marked_paid_by_hand_ends_dunning_at_the_next_run(declined):
     assert wallet.status == Wallet.Status.ACTIVE
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_invoice_marked_paid_by_hand_ends_dunning_right_after(stripe_settings, plan, run_jobs):
+    # given a subscription past due after a declined card, its wallet frozen by an earlier dunning's policy
+    team = paying_team(card=DECLINED_ON_CHARGE, billing_model="postpaid", credit_limit=D(100000))
+    subscription = subscription_create(team=team, plan=plan)
+    invoice = subscription.periods.get().invoice
+    invoice_collect(invoice_id=invoice.pk)
+    subscription.refresh_from_db()
+    assert subscription.status == Subscription.Status.PAST_DUE
+    # when finance records a bank transfer, and the jobs that follow run
+    invoice_mark_paid(invoice=invoice, payment_reference="bank transfer 42")
+    run_jobs(queues=["billing"])
+    # then the subscription is active again and the dunning ended, without waiting for run_dunning
+    subscription.refresh_from_db()
+    dunning = Dunning.objects.get(invoice=invoice)
+    assert subscription.status == Subscription.Status.ACTIVE
+    assert (dunning.status, dunning.recovered_by) == ("recovered", "bank transfer 42")
+    assert not DunningAttempt.objects.exists()
+
+
 def test_finance_sets_the_schedule_and_a_final_cancellation_without_freezing(stripe_settings, plan):
     # given finance's policy: retry on days 2 and 4, then cancel, wallets left alone
     policy = dunning_policy_get()
