@@ -215,3 +215,12 @@ def test_finance_sets_the_schedule_and_a_final_cancellation_without_freezing(str
 def test_run_dunning_without_stripe_does_nothing(db, capsys):
     call_command("run_dunning")
     assert "not configured" in capsys.readouterr().out
+
+
+def test_run_dunning_is_the_hourly_periodic_job(db, stripe_settings, capsys):
+    from procrastinate.contrib.django import app
+
+    periodic = app.periodic_registry.periodic_tasks[("jobs.tasks.command_run_dunning", "command:run_dunning")]
+    assert periodic.cron == "30 * * * *"
+    app.tasks["jobs.tasks.command_run_dunning"](timestamp=0)  # what the periodic worker runs
+    assert "Dunning: 0 retried" in capsys.readouterr().out
