@@ -78,9 +78,10 @@ def stripe_event_process(*, event: stripe.Event) -> Processed:
     Args:
         event: the event as ``stripe.Webhook.construct_event`` returns it (signature checked).
 
-    A service's refusal (``BillingError``) is recorded as ``refused`` with its message. Raises
-    ``StripeUnavailable`` when Stripe cannot be read (nothing is recorded: the view answers 503
-    and Stripe delivers the event again), and any bug as is (500, likewise).
+    A service's refusal (``BillingError``) is recorded as ``refused`` with its message; an object
+    Stripe no longer knows (a 404 on the re-read) as ``unmatched``. Raises ``StripeUnavailable``
+    when Stripe cannot be read (nothing is recorded: the view answers 502 and Stripe delivers the
+    event again), and any bug as is (500, likewise).
     """
     recorded = StripeEvent.objects.filter(event_id=event.id).first()
     if recorded is not None:
@@ -88,7 +89,12 @@ def stripe_event_process(*, event: stripe.Event) -> Processed:
         return Processed(recorded, replayed=True)
     payload = event.to_dict()  # plain dicts from here on (the SDK's objects are not dicts)
     handler = HANDLERS.get(event.type)
-    current = handler.reread(payload) if handler else None
+    current, gone = None, ""
+    if handler is not None:
+        try:
+            current = handler.reread(payload)
+        except stripe.InvalidRequestError as missing:  # deleted, or of another account or mode
+            gone = f"{_obj(payload).get('id') or 'the object'} cannot be read at Stripe ({missing.http_status})"
     created = payload.get("created")
     with transaction.atomic(durable=True):
         try:
@@ -104,6 +110,8 @@ def stripe_event_process(*, event: stripe.Event) -> Processed:
             return Processed(StripeEvent.objects.get(event_id=event.id), replayed=True)
         if handler is None:
             outcome = Outcome(StripeEvent.Outcome.IGNORED, f"{event.type} is not handled")
+        elif gone:
+            outcome = Outcome(StripeEvent.Outcome.UNMATCHED, gone)
         else:
             try:
                 with transaction.atomic():

@@ -388,3 +388,10 @@ def test_events_localstripe_sends_are_verified_and_recorded(live_server, localst
         # Later tests' events go nowhere (localstripe delivers only the listed types).
         requests.post(register, data={"url": "http://127.0.0.1:9/", "secret": "whsec_off", "events[0]": "none"},
                       timeout=10)
+
+
+def test_an_event_whose_object_stripe_no_longer_has_is_recorded_as_unmatched(client, stripe_settings):
+    response = deliver(client, event("customer.updated", {"id": "cus_gone0000000000", "object": "customer"}))
+    assert response.status_code == 200
+    row = StripeEvent.objects.get()
+    assert row.outcome == "unmatched" and "cus_gone0000000000" in row.result
