@@ -93,3 +93,17 @@ def test_a_team_without_a_card_is_not_charged(db, stripe_settings):
     invoice = invoice_issue(invoice=draft_invoice(team=team))
     assert invoice_collect(invoice_id=invoice.pk) is None
     assert not Payment.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_subscription_invoice_issued_in_bulk_is_collected_too(stripe_settings, run_jobs):
+    # given a postpaid team with automatic collection and a 4242 card
+    team = paying_team(billing_model="postpaid", credit_limit=D(100000))
+    plan = plan_create(code="team-pro", name="Pro", tier="professional", currency="USD", fee=D("49.00"), charges=[])
+    # when it subscribes (its first invoice is written and issued by the subscriptions' bulk issue) and the jobs run
+    sub = subscription_create(team=team, plan=plan, start=dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
+    run_jobs(queues=["billing"])
+    # then the fee's invoice is paid by card
+    invoice = Invoice.objects.get(subscription_periods__subscription=sub)
+    assert invoice.status == "paid"
+    assert Payment.objects.get(invoice=invoice).amount == D("49.00")
