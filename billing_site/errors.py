@@ -82,6 +82,10 @@ payment_failed            402     ``payments``' ``PaymentError``: Stripe refused
                                   payment (declined, no card on file); the message is Stripe's
 payment_method_not_found  404     ``payments``' ``PaymentMethodNotFound``: not a card of the team
 stripe_unavailable        502     ``payments``' ``StripeUnavailable``: Stripe did not answer (retry)
+dunning_not_open          409     ``payments``' ``DunningError``: dunning cannot start, the invoice
+                                  awaits no payment (paid, cancelled, nothing due)
+invalid_dunning_          409     ``payments``' ``DunningTransitionError``: a dunning status move
+transition                        ``Dunning.TRANSITIONS`` forbids
 ========================  ======  ================================================================
 
 The API's ``type`` follows from the status, except ``idempotency_error``, whose type is
