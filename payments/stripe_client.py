@@ -36,6 +36,15 @@ def payments_configured() -> bool:
     return bool((getattr(settings, "STRIPE_SECRET_KEY", "") or "").strip())
 
 
+def payments_mode() -> str:
+    """``"test mode"`` or ``"live mode"`` from the key's prefix (``sk_test_``/``rk_test_``), ``""`` when not
+    configured; for the admin, which never shows the key."""
+    key = (getattr(settings, "STRIPE_SECRET_KEY", "") or "").strip()
+    if not key:
+        return ""
+    return "test mode" if "_test_" in key[:8] else "live mode"
+
+
 def payments_require() -> None:
     """Raise :class:`PaymentsNotConfigured` (409, ``payments_not_configured``) unless configured."""
     if not payments_configured():
