@@ -82,6 +82,8 @@ payment_failed            402     ``payments``' ``PaymentError``: Stripe refused
                                   payment (declined, no card on file); the message is Stripe's
 payment_method_not_found  404     ``payments``' ``PaymentMethodNotFound``: not a card of the team
 stripe_unavailable        502     ``payments``' ``StripeUnavailable``: Stripe did not answer (retry)
+stripe_request_refused    422     ``payments``' ``StripeRequestRefused``: Stripe refused the request
+                                  as invalid (an object it does not have, a detached card)
 ========================  ======  ================================================================
 
 The API's ``type`` follows from the status, except ``idempotency_error``, whose type is

@@ -21,7 +21,7 @@ from typing import Any
 import stripe
 from django.conf import settings
 
-from .errors import PaymentError, PaymentsNotConfigured, StripeUnavailable
+from .errors import PaymentError, PaymentsNotConfigured, StripeRequestRefused, StripeUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,8 @@ def stripe_call(method: Callable[..., Any], *args: Any, idempotency_key: str | N
             is Stripe's decline code or code; the message Stripe's sentence for people.
         StripeUnavailable: (502) no answer, an authentication problem (a wrong key: the message says
             so without the key), rate limits, an API error.
-        stripe.InvalidRequestError is re-raised as is (the caller decides: a missing object is often a 404).
+        StripeRequestRefused: (422) Stripe refused the request as invalid; ``stripe_status`` 404 is an
+            object Stripe does not have (callers turn it into their own 404).
     """
     options: dict[str, Any] = {}
     if idempotency_key:
@@ -123,8 +124,9 @@ def stripe_call(method: Callable[..., Any], *args: Any, idempotency_key: str | N
         raise StripeUnavailable("Stripe refused the configured API key; check STRIPE_SECRET_KEY.") from None
     except stripe.PermissionError:
         raise StripeUnavailable("The configured Stripe key may not do this.") from None
-    except stripe.InvalidRequestError:
-        raise
+    except stripe.InvalidRequestError as exc:
+        raise StripeRequestRefused(_user_message(exc, "Stripe refused the request."), stripe_status=exc.http_status,
+                                   stripe_code=str(getattr(exc, "code", "") or "")) from None
     except stripe.APIConnectionError:
         logger.warning("Stripe did not answer")
         raise StripeUnavailable("Stripe did not answer; try again in a moment.") from None

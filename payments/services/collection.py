@@ -35,7 +35,7 @@ from subscriptions.services.status import subscriptions_mark_past_due
 from teams.selectors import billing_settings_get
 from wallets.services.posting import wallet_top_up
 
-from ..errors import PaymentError, StripeUnavailable
+from ..errors import PaymentError, StripeRequestRefused, StripeUnavailable
 from ..models import Payment
 from ..stripe_client import field, payments_configured, payments_require, stripe_call, stripe_client, stripe_id
 from .customers import customer_get
@@ -175,6 +175,9 @@ def payment_intent_create(*, payment: Payment) -> Payment:
     except PaymentError as declined:
         return payment_failure_record(payment=payment, failure_code=declined.failure_code,
                                       failure_message=declined.message, payment_intent_id=declined.payment_intent_id)
+    except StripeRequestRefused as refused:  # e.g. the card was detached since the attempt was claimed
+        return payment_failure_record(payment=payment, failure_code=refused.stripe_code or "invalid_request",
+                                      failure_message=refused.message)
     return payment_intent_apply(payment_intent=intent, payment=payment)
 
 
