@@ -24,6 +24,7 @@ import logging
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from billing_site.money import from_stripe_amount, to_stripe_amount
@@ -93,6 +94,28 @@ def invoice_collect(*, invoice_id: int) -> Payment | None:
         return invoice_payment_attempt(invoice=invoice)
     except PaymentError:
         return Payment.objects.filter(invoice=invoice).order_by("-attempt").first()
+
+
+def invoices_collect_open(*, limit: int | None = None) -> list[Payment]:
+    """Collect the open invoices of teams with automatic collection that were never charged.
+
+    For invoices issued before automatic collection was turned on, or whose collection job was lost:
+    open (``pending``, ``sent``, ``overdue``), an amount due, a team with automatic collection and a
+    Stripe customer, and **no payment at all** (a failed one is dunning's to retry, on its schedule).
+    One :func:`invoice_collect` each, oldest first, outside any transaction. Returns the payments made.
+    ``manage.py collect_invoices`` is its door.
+    """
+    payments_require()
+    due = (Invoice.objects.filter(status__in=Invoice.OPEN_STATUSES, total__gt=F("credited_total"),
+                                  team__billing_settings__automatic_collection=True, payments__isnull=True)
+           .exclude(team__billing_settings__stripe_customer_id="").order_by("issued_at", "pk")
+           .values_list("pk", flat=True))
+    made = []
+    for invoice_id in list(due[:limit] if limit else due):
+        payment = invoice_collect(invoice_id=invoice_id)
+        if payment is not None:
+            made.append(payment)
+    return made
 
 
 def invoice_payment_attempt(*, invoice: Invoice, payment_method_id: str = "", created_by=None) -> Payment:
