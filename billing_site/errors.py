@@ -82,6 +82,8 @@ payment_failed            402     ``payments``' ``PaymentError``: Stripe refused
                                   payment (declined, no card on file); the message is Stripe's
 payment_method_not_found  404     ``payments``' ``PaymentMethodNotFound``: not a card of the team
 stripe_unavailable        502     ``payments``' ``StripeUnavailable``: Stripe did not answer (retry)
+stripe_request_refused    422     ``payments``' ``StripeRequestRefused``: Stripe refused the request
+                                  as invalid (an object it does not have, a detached card)
 dunning_not_open          409     ``payments``' ``DunningError``: dunning cannot start, the invoice
                                   awaits no payment (paid, cancelled, nothing due)
 invalid_dunning_          409     ``payments``' ``DunningTransitionError``: a dunning status move

@@ -7,7 +7,6 @@ The changelist says whether payments go through Stripe ("Payments: Stripe (test 
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import admin
 
 from billing_site.admin_mixins import BillingAdminMixin, ReadOnlyAdminMixin
@@ -15,15 +14,7 @@ from billing_site.money import format_amount
 
 from .models import Dunning, DunningAttempt, DunningPolicy, Payment, Refund, StripeEvent
 from .services.dunning import dunning_policy_get
-from .stripe_client import payments_configured
-
-
-def payments_mode() -> str:
-    """``"test mode"`` or ``"live mode"`` from the key's prefix (``sk_test_``/``rk_test_``), never the key."""
-    key = (getattr(settings, "STRIPE_SECRET_KEY", "") or "").strip()
-    if not key:
-        return ""
-    return "test mode" if "_test_" in key[:8] else "live mode"
+from .stripe_client import payments_configured, payments_mode
 
 
 class RefundInline(BillingAdminMixin, admin.TabularInline):

@@ -7,6 +7,8 @@
   message is Stripe's sentence for people, ``decline_code``/``failure_code`` the code.
 * ``StripeUnavailable`` (502, ``stripe_unavailable``): Stripe did not answer or answered an error the
   product cannot act on; nothing was written, the request may be retried.
+* ``StripeRequestRefused`` (422, ``stripe_request_refused``): Stripe refused the request as invalid (an
+  object that does not exist there, a card detached meanwhile); ``stripe_status``/``stripe_code`` are Stripe's.
 * ``InvalidPaymentRequest`` (400, ``invalid_request``): input the caller got wrong, naming the field.
 * ``DunningError`` (409, ``dunning_not_open``): dunning cannot start, the invoice awaits no payment.
 * ``DunningTransitionError`` (409, ``invalid_dunning_transition``): ``Dunning.TRANSITIONS`` forbids it.
@@ -56,6 +58,19 @@ class StripeUnavailable(BillingError):
 
     code = "stripe_unavailable"
     http_status = 502
+
+
+class StripeRequestRefused(BillingError):
+    """Stripe refused a request as invalid (an object that does not exist, a card detached meanwhile, a
+    refund of a refunded charge). HTTP 422; ``stripe_status`` and ``stripe_code`` are Stripe's."""
+
+    code = "stripe_request_refused"
+    http_status = 422
+
+    def __init__(self, message: str, *, stripe_status: int | None = None, stripe_code: str = "", param=None):
+        super().__init__(message, param=param)
+        self.stripe_status = stripe_status
+        self.stripe_code = stripe_code
 
 
 class InvalidPaymentRequest(InvalidRequest):

@@ -21,7 +21,7 @@ from typing import Any
 import stripe
 from django.conf import settings
 
-from .errors import PaymentError, PaymentsNotConfigured, StripeUnavailable
+from .errors import PaymentError, PaymentsNotConfigured, StripeRequestRefused, StripeUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,15 @@ _clients: dict[tuple, stripe.StripeClient] = {}
 def payments_configured() -> bool:
     """Whether payments go through Stripe: ``settings.STRIPE_SECRET_KEY`` is set (not blank)."""
     return bool((getattr(settings, "STRIPE_SECRET_KEY", "") or "").strip())
+
+
+def payments_mode() -> str:
+    """``"test mode"`` or ``"live mode"`` from the key's prefix (``sk_test_``/``rk_test_``), ``""`` when not
+    configured; for the admin, which never shows the key."""
+    key = (getattr(settings, "STRIPE_SECRET_KEY", "") or "").strip()
+    if not key:
+        return ""
+    return "test mode" if "_test_" in key[:8] else "live mode"
 
 
 def payments_require() -> None:
@@ -93,7 +102,8 @@ def stripe_call(method: Callable[..., Any], *args: Any, idempotency_key: str | N
             is Stripe's decline code or code; the message Stripe's sentence for people.
         StripeUnavailable: (502) no answer, an authentication problem (a wrong key: the message says
             so without the key), rate limits, an API error.
-        stripe.InvalidRequestError is re-raised as is (the caller decides: a missing object is often a 404).
+        StripeRequestRefused: (422) Stripe refused the request as invalid; ``stripe_status`` 404 is an
+            object Stripe does not have (callers turn it into their own 404).
     """
     options: dict[str, Any] = {}
     if idempotency_key:
@@ -114,8 +124,9 @@ def stripe_call(method: Callable[..., Any], *args: Any, idempotency_key: str | N
         raise StripeUnavailable("Stripe refused the configured API key; check STRIPE_SECRET_KEY.") from None
     except stripe.PermissionError:
         raise StripeUnavailable("The configured Stripe key may not do this.") from None
-    except stripe.InvalidRequestError:
-        raise
+    except stripe.InvalidRequestError as exc:
+        raise StripeRequestRefused(_user_message(exc, "Stripe refused the request."), stripe_status=exc.http_status,
+                                   stripe_code=str(getattr(exc, "code", "") or "")) from None
     except stripe.APIConnectionError:
         logger.warning("Stripe did not answer")
         raise StripeUnavailable("Stripe did not answer; try again in a moment.") from None

@@ -24,6 +24,7 @@ import logging
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from billing_site.money import from_stripe_amount, to_stripe_amount
@@ -35,7 +36,7 @@ from subscriptions.services.status import subscriptions_mark_past_due
 from teams.selectors import billing_settings_get
 from wallets.services.posting import wallet_top_up
 
-from ..errors import PaymentError, StripeUnavailable
+from ..errors import PaymentError, StripeRequestRefused, StripeUnavailable
 from ..models import Payment
 from ..stripe_client import field, payments_configured, payments_require, stripe_call, stripe_client, stripe_id
 from .customers import customer_get
@@ -101,6 +102,28 @@ def invoice_collect(*, invoice_id: int) -> Payment | None:
         return invoice_payment_attempt(invoice=invoice)
     except PaymentError:
         return Payment.objects.filter(invoice=invoice).order_by("-attempt").first()
+
+
+def invoices_collect_open(*, limit: int | None = None) -> list[Payment]:
+    """Collect the open invoices of teams with automatic collection that were never charged.
+
+    For invoices issued before automatic collection was turned on, or whose collection job was lost:
+    open (``pending``, ``sent``, ``overdue``), an amount due, a team with automatic collection and a
+    Stripe customer, and **no payment at all** (a failed one is dunning's to retry, on its schedule).
+    One :func:`invoice_collect` each, oldest first, outside any transaction. Returns the payments made.
+    ``manage.py collect_invoices`` is its door.
+    """
+    payments_require()
+    due = (Invoice.objects.filter(status__in=Invoice.OPEN_STATUSES, total__gt=F("credited_total"),
+                                  team__billing_settings__automatic_collection=True, payments__isnull=True)
+           .exclude(team__billing_settings__stripe_customer_id="").order_by("issued_at", "pk")
+           .values_list("pk", flat=True))
+    made = []
+    for invoice_id in list(due[:limit] if limit else due):
+        payment = invoice_collect(invoice_id=invoice_id)
+        if payment is not None:
+            made.append(payment)
+    return made
 
 
 def invoice_payment_attempt(*, invoice: Invoice, payment_method_id: str = "", created_by=None) -> Payment:
@@ -183,6 +206,9 @@ def payment_intent_create(*, payment: Payment) -> Payment:
     except PaymentError as declined:
         return payment_failure_record(payment=payment, failure_code=declined.failure_code,
                                       failure_message=declined.message, payment_intent_id=declined.payment_intent_id)
+    except StripeRequestRefused as refused:  # e.g. the card was detached since the attempt was claimed
+        return payment_failure_record(payment=payment, failure_code=refused.stripe_code or "invalid_request",
+                                      failure_message=refused.message)
     return payment_intent_apply(payment_intent=intent, payment=payment)
 
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import stripe
-
 from teams.models import Team
 
-from ..errors import InvalidPaymentRequest, PaymentError, PaymentMethodNotFound
+from ..errors import InvalidPaymentRequest, PaymentError, PaymentMethodNotFound, StripeRequestRefused
 from ..stripe_client import field, payments_require, stripe_call, stripe_client, stripe_id
 from .customers import customer_ensure, customer_get
 
@@ -108,7 +106,7 @@ def _retrieve_or_404(method, object_id: str, param: str, what: str):
         raise InvalidPaymentRequest(f"{param} must be a {what} id", param=param)
     try:
         return stripe_call(method, object_id)
-    except stripe.InvalidRequestError:
+    except StripeRequestRefused:
         raise PaymentMethodNotFound(f"No {what} {object_id} for this team.", param=param) from None
 
 

@@ -26,7 +26,7 @@ from invoices.models import CreditNote, Invoice
 from invoices.services.credit_notes import credit_note_issue
 from invoices.services.lifecycle import invoice_lock
 
-from ..errors import PaymentError
+from ..errors import PaymentError, StripeRequestRefused
 from ..models import Payment, Refund
 from ..stripe_client import payments_require, stripe_call, stripe_client
 
@@ -57,7 +57,8 @@ def invoice_refund(*, invoice: Invoice, reason: str, amount: Decimal | None = No
             the reference to ``credit_note_issue``).
         CreditNoteLimitExceeded: more than is left to credit on the invoice or to refund on the payment.
         InvalidInvoiceRequest: a malformed amount or an unknown reason (``param`` names it).
-        PaymentError: Stripe refused the refund (the refund row is ``failed``; nothing credited).
+        PaymentError, StripeRequestRefused: Stripe refused the refund (the refund row is ``failed``;
+            nothing credited).
         PaymentsNotConfigured, StripeUnavailable (the refund row stays ``pending``).
     """
     payments_require()
@@ -72,7 +73,7 @@ def invoice_refund(*, invoice: Invoice, reason: str, amount: Decimal | None = No
                 "amount": to_stripe_amount(refund.amount, refund.currency),
                 "metadata": {"invoice_id": str(invoice.pk), "refund_id": str(refund.pk)},
             }, idempotency_key=refund.idempotency_key)
-        except PaymentError as refused:
+        except (PaymentError, StripeRequestRefused) as refused:
             Refund.objects.filter(pk=refund.pk).update(status=Refund.Status.FAILED, failure_message=refused.message)
             raise
         if answer.status == "failed":

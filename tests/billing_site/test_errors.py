@@ -85,6 +85,7 @@ DOCUMENTED = {
     payment_errors.PaymentError: (402, "payment_failed"),
     payment_errors.StripeUnavailable: (502, "stripe_unavailable"),
     payment_errors.InvalidPaymentRequest: (400, "invalid_request"),
+    payment_errors.StripeRequestRefused: (422, "stripe_request_refused"),
     payment_errors.DunningError: (409, "dunning_not_open"),
     payment_errors.DunningTransitionError: (409, "invalid_dunning_transition"),
 }

@@ -94,3 +94,12 @@ def test_stripe_not_answering_is_a_clear_error_without_the_key(stripe_settings, 
     assert response.json()["error"]["code"] == "stripe_unavailable"
     assert TEST_STRIPE_SECRET_KEY not in response.content.decode()
     assert TEST_STRIPE_SECRET_KEY not in caplog.text
+
+
+def test_the_dashboard_says_whether_payments_are_configured(client, finance_user, settings):
+    client.force_login(finance_user)
+    assert "Payments: not configured" in client.get("/admin/").content.decode()
+    settings.STRIPE_SECRET_KEY = TEST_STRIPE_SECRET_KEY
+    page = client.get("/admin/").content.decode()
+    assert "Payments: Stripe (test mode)" in page
+    assert TEST_STRIPE_SECRET_KEY not in page

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from invoices.models import Invoice
 from invoices.services.lifecycle import invoice_issue
@@ -16,6 +18,7 @@ from payments.stripe_client import stripe_client
 from subscriptions.models import Subscription
 from subscriptions.services.lifecycle import subscription_create
 from subscriptions.services.plans import plan_create
+from teams.models import BillingSettings
 from tests.factories import draft_invoice
 from tests.payments.conftest import paying_team
 
@@ -107,3 +110,23 @@ def test_a_subscription_invoice_issued_in_bulk_is_collected_too(stripe_settings,
     invoice = Invoice.objects.get(subscription_periods__subscription=sub)
     assert invoice.status == "paid"
     assert Payment.objects.get(invoice=invoice).amount == D("49.00")
+
+
+def test_the_command_collects_invoices_issued_before_automatic_collection_was_on(db, stripe_settings):
+    # given an invoice issued while the team had automatic collection off, then turned on
+    team = paying_team(automatic_collection=False)
+    invoice = invoice_issue(invoice=draft_invoice(team=team, amounts=("15.00",)))
+    BillingSettings.objects.filter(team=team).update(automatic_collection=True)
+    # when the command runs, twice
+    out = StringIO()
+    call_command("collect_invoices", stdout=out)
+    call_command("collect_invoices", stdout=StringIO())
+    # then the invoice was charged once and is paid
+    assert "1 invoice(s) charged: 1 paid" in out.getvalue()
+    assert Payment.objects.filter(invoice=invoice).count() == 1
+    assert Invoice.objects.get(pk=invoice.pk).status == "paid"
+
+
+def test_the_command_says_payments_are_not_configured(db):
+    with pytest.raises(CommandError, match="not configured"):
+        call_command("collect_invoices")

@@ -102,3 +102,11 @@ def test_without_stripe_the_payment_endpoints_answer_payments_not_configured(db)
         response = getattr(client, method)(url, format="json")
         assert response.status_code == 409, (url, response.content)
         assert response.json()["error"]["code"] == "payments_not_configured"
+
+
+def test_an_unknown_card_is_404_in_the_error_shape(db, stripe_settings):
+    team = paying_team()
+    response = _member_client(team).post("/api/v1/billing/payment-methods/pm_doesnotexist/default/", {},
+                                         format="json")
+    assert response.status_code == 404, response.content
+    assert response.json()["error"]["code"] == "payment_method_not_found"
