@@ -35,6 +35,7 @@ from jobs.tasks import mail_queue
 from teams.models import BillingSettings, Team
 from teams.selectors import FINANCE_GROUP
 
+from ..errors import StripeRequestRefused
 from ..models import Payment, StripeEvent
 from ..stripe_client import stripe_call, stripe_client, stripe_id
 from .collection import payment_intent_apply, top_up_credit
@@ -79,7 +80,7 @@ def stripe_event_process(*, event: stripe.Event) -> Processed:
         event: the event as ``stripe.Webhook.construct_event`` returns it (signature checked).
 
     A service's refusal (``BillingError``) is recorded as ``refused`` with its message; an object
-    Stripe no longer knows (a 404 on the re-read) as ``unmatched``. Raises ``StripeUnavailable``
+    Stripe no longer knows (``StripeRequestRefused`` on the re-read: a 404) as ``unmatched``. Raises ``StripeUnavailable``
     when Stripe cannot be read (nothing is recorded: the view answers 502 and Stripe delivers the
     event again), and any bug as is (500, likewise).
     """
@@ -93,8 +94,8 @@ def stripe_event_process(*, event: stripe.Event) -> Processed:
     if handler is not None:
         try:
             current = handler.reread(payload)
-        except stripe.InvalidRequestError as missing:  # deleted, or of another account or mode
-            gone = f"{_obj(payload).get('id') or 'the object'} cannot be read at Stripe ({missing.http_status})"
+        except StripeRequestRefused as missing:  # deleted, or of another account or mode
+            gone = f"{_obj(payload).get('id') or 'the object'} cannot be read at Stripe: {missing.message}"
     created = payload.get("created")
     with transaction.atomic(durable=True):
         try:
