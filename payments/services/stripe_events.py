@@ -21,6 +21,7 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import stripe
@@ -36,12 +37,14 @@ from teams.models import BillingSettings, Team
 from teams.selectors import FINANCE_GROUP
 
 from ..errors import StripeRequestRefused
-from ..models import Payment, StripeEvent
+from ..models import Payment, Refund, StripeEvent
 from ..stripe_client import stripe_call, stripe_client, stripe_id
 from .collection import payment_intent_apply, top_up_credit
 from .payment_methods import default_payment_method_id, setup_intent_complete
 
 logger = logging.getLogger(__name__)
+
+D0 = Decimal(0)
 
 #: Keys never stored from a payload: a PaymentIntent's or SetupIntent's client secret.
 _SECRET_KEYS = frozenset({"client_secret"})
@@ -215,13 +218,18 @@ def _reread_charge(event):
 
 
 def _apply_refunded(event, charge) -> Outcome:
-    """The payment's refunded amount follows the charge's (refunds made in the dashboard too)."""
+    """The payment's refunded amount follows the charge's: a refund made in the Stripe dashboard is
+    recorded too (never lowered: refunds only grow)."""
     payment = (Payment.objects.select_for_update()
                .filter(Q(stripe_charge_id=charge.id) | Q(stripe_payment_intent_id=stripe_id(charge.get("payment_intent")) or "-"))
                .first())
     if payment is None:
         return Outcome(StripeEvent.Outcome.UNMATCHED, f"charge {charge.id} is not a payment of ours")
-    refunded = min(from_stripe_amount(int(charge.get("amount_refunded") or 0), payment.currency), payment.amount)
+    # Refunds made through a credit note and not yet recorded (``refunds.invoice_refund`` adds each to
+    # ``amount_refunded`` once its credit note is issued) are left for it, so none counts twice.
+    pending = sum((r.amount for r in Refund.objects.filter(payment=payment, status=Refund.Status.PENDING)), D0)
+    at_stripe = from_stripe_amount(int(charge.get("amount_refunded") or 0), payment.currency)
+    refunded = min(at_stripe - pending, payment.amount)
     if refunded > payment.amount_refunded:
         payment.amount_refunded = refunded
         payment.save(update_fields=["amount_refunded", "updated_at"])

@@ -276,6 +276,25 @@ def test_a_refund_made_at_stripe_is_recorded_on_the_payment(client, stripe_setti
     assert payment.amount_refunded == D("12.00")
 
 
+def test_a_refund_through_a_credit_note_is_not_counted_twice_by_its_webhook(client, stripe_settings):
+    # given an invoice paid by card, then refunded in part through a credit note
+    from payments.services.refunds import invoice_refund
+
+    team = paying_team(card=None)
+    invoice = open_invoice(team)
+    payment, intent = payment_at_stripe(invoice)
+    assert deliver(client, event("payment_intent.succeeded", intent)).status_code == 200
+    invoice.refresh_from_db()
+    invoice_refund(invoice=invoice, reason="duplicated_charge", amount=D("10.00"))
+    charge = stripe_call(stripe_client().v1.charges.retrieve, stripe_id(intent["latest_charge"])).to_dict()
+    # when Stripe's charge.refunded arrives afterwards
+    response = deliver(client, event("charge.refunded", charge, event_id="evt_dun_5"))
+    # then the payment shows the one refund
+    assert response.status_code == 200
+    payment.refresh_from_db()
+    assert payment.amount_refunded == D("10.00")
+
+
 def test_a_set_up_card_becomes_the_default_when_the_team_has_none(client, stripe_settings):
     # given a team whose customer has no card, and a SetupIntent its front end confirmed
     team = paying_team(card=None)
