@@ -19,7 +19,9 @@ from subscriptions.models import Subscription
 from subscriptions.services.lifecycle import subscription_create
 from subscriptions.services.plans import plan_create
 from tests.jobs.mail import queued_mails
+from wallets.errors import WalletFrozen
 from wallets.models import Wallet
+from wallets.services.charges import wallet_charge
 from wallets.services.wallets import wallet_open
 
 from .conftest import DECLINED_ON_CHARGE, VISA, card_add, paying_team
@@ -106,6 +108,8 @@ def test_retries_and_reminders_follow_the_schedule_then_the_final_action(decline
     assert dunning.attempts == 4
     assert subscription.status == Subscription.Status.UNPAID
     assert wallet.status == Wallet.Status.FROZEN
+    with pytest.raises(WalletFrozen, match="frozen"):
+        wallet_charge(wallet=wallet, amount=D("1.00"), idempotency_key="after-dunning")
     assert invoice.status != Invoice.Status.PAID
     assert len(reminders()) == 5
     assert "last attempt" in reminders()[-1]["body"] and "unpaid" in reminders()[-1]["body"]

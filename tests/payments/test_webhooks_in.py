@@ -258,6 +258,11 @@ def test_a_dispute_flags_the_invoice_and_emails_finance(client, stripe_settings,
     (mail,) = finance_mails()
     assert mail["to"] == ["finance@example.com"]
     assert invoice.number in mail["subject"] and "49.00 USD" in mail["subject"]
+    # and finance finds it in the admin's invoices, filtered as disputed
+    client.force_login(finance_user)
+    other = open_invoice(paying_team(card=None))
+    page = client.get("/admin/invoices/invoice/?disputed=yes").content.decode()
+    assert invoice.number in page and other.number not in page
 
 
 def test_a_refund_made_at_stripe_is_recorded_on_the_payment(client, stripe_settings):
