@@ -75,7 +75,7 @@ def _when(instant: dt.datetime) -> str:
 
 def _how_to_pay(invoice: Invoice) -> str:
     return (
-        f"How to pay: update the card on file in the billing portal (we retry it automatically), or pay "
+        f"How to pay: replace the card on file (we retry it automatically on the days above), or pay "
         f"by bank transfer quoting the invoice number {invoice.number}. "
         f"Questions: reply to this e-mail ({settings.DEFAULT_FROM_EMAIL})."
     )
@@ -94,7 +94,7 @@ def dunning_remind(dunning: Dunning, invoice: Invoice, *, failure: str, next_at:
     body = "\n\n".join([
         f"Hello {invoice.team_name or invoice.team},",
         f"We could not collect {amount} for invoice {invoice.number} (due {invoice.due_date:%d %B %Y})"
-        + (f": {failure}" if failure else ".") ,
+        + (f": {failure}" if failure else "."),
         after,
         _how_to_pay(invoice),
         settings.BILLING_COMPANY_NAME,
@@ -103,11 +103,14 @@ def dunning_remind(dunning: Dunning, invoice: Invoice, *, failure: str, next_at:
 
 
 def _final_words(dunning: Dunning) -> str:
-    what = ("your subscription is now unpaid" if dunning.final_action == DunningPolicy.FinalAction.UNPAID
-            else "your subscription is canceled")
-    if dunning.freeze_wallet:
-        what += " and your wallet is frozen (no new charges) until the invoice is paid"
-    return what + "."
+    """What the final action did, for the team: the subscription's new status, the wallet frozen."""
+    done = []
+    if dunning.subscription_id is not None:
+        done.append("your subscription is now unpaid" if dunning.final_action == DunningPolicy.FinalAction.UNPAID
+                    else "your subscription is canceled")
+    if dunning.frozen_wallet_ids:
+        done.append("your wallet is frozen (no new charges) until the invoice is paid")
+    return (" and ".join(done) or "the invoice remains due") + "."
 
 
 # --- start, final action, end -------------------------------------------------------------------
