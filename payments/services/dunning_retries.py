@@ -27,6 +27,9 @@ from .dunning import dunning_final_action, dunning_remind, dunning_settle, dunni
 
 logger = logging.getLogger(__name__)
 
+#: How long a retry under way keeps its dunning from other runs (Stripe answers within its timeout).
+RETRY_LEASE = dt.timedelta(minutes=15)
+
 
 def _attempt_claim(dunning_id: int, *, at: dt.datetime) -> DunningAttempt | None:
     """Step 1: under the dunning's lock (``SKIP LOCKED``: another run has it), the attempt due now,
@@ -42,6 +45,10 @@ def _attempt_claim(dunning_id: int, *, at: dt.datetime) -> DunningAttempt | None
             dunning=dunning, number=dunning.attempts + 1,
             defaults={"scheduled_for": dunning.next_attempt_at, "attempted_at": at},
         )
+        # A lease: another run arriving while Stripe answers finds nothing due; a run that died
+        # half-way is resumed (same attempt, same payment and key) once the lease is over.
+        dunning.next_attempt_at = at + RETRY_LEASE
+        dunning.save(update_fields=["next_attempt_at", "updated_at"])
         return attempt
 
 
@@ -49,7 +56,8 @@ def dunning_retry(*, dunning: Dunning, at: dt.datetime | None = None) -> Dunning
     """Make the dunning's due retry now: the invoice's amount due, charged off-session again.
 
     Three steps, so that no row stays locked while Stripe answers: (1) under the dunning's lock the
-    attempt is written ``pending``; (2) ``invoice_payment_attempt`` asks Stripe (a new ``Payment``
+    attempt is written ``pending`` and the dunning leased for :data:`RETRY_LEASE` (a concurrent run
+    finds nothing due); (2) ``invoice_payment_attempt`` asks Stripe (a new ``Payment``
     with its idempotency key; a success pays the invoice and, through ``payment_succeeded_hook``,
     ends the dunning as recovered, reversing the final action); (3) under the lock again the
     outcome: declined → the next retry is scheduled (``started_at + retry_days[n]``) and the

@@ -228,3 +228,37 @@ def test_run_dunning_is_the_hourly_periodic_job(db, stripe_settings, capsys):
     assert periodic.cron == "30 * * * *"
     app.tasks["jobs.tasks.command_run_dunning"](timestamp=0)  # what the periodic worker runs
     assert "Dunning: 0 retried" in capsys.readouterr().out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_runs_at_once_make_one_retry(stripe_settings, plan):
+    # given a dunning whose first retry is due
+    import threading
+
+    from django.db import connection
+
+    from payments.services.dunning_retries import dunnings_run_due
+
+    with time_machine.travel(T0, tick=False):
+        team = paying_team(card=DECLINED_ON_CHARGE, billing_model="postpaid", credit_limit=D(100000))
+        subscription = subscription_create(team=team, plan=plan)
+        invoice_collect(invoice_id=subscription.periods.get().invoice_id)
+    start = threading.Barrier(2)
+
+    def run():
+        try:
+            start.wait()
+            dunnings_run_due(at=days(1) + dt.timedelta(minutes=5))
+        finally:
+            connection.close()
+
+    # when two workers run dunning at the same moment
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    # then one retry was made, one payment asked of Stripe, one reminder queued for it
+    assert DunningAttempt.objects.count() == 1
+    assert Payment.objects.filter(invoice=subscription.periods.get().invoice).count() == 2
+    assert len(reminders()) == 2
