@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 FOCUS  ?=
+# `make demo STRIPE=local`: payments against a localstripe server (a fake Stripe) on port 8420.
+STRIPE ?=
 HOST   ?= 127.0.0.1:8000
 EMBEDDED_DB := $(BIN)/python scripts/embedded_db.py
 
@@ -44,7 +46,7 @@ demo: install
 	@$(WITH_DATABASE) \
 	$(BIN)/python manage.py migrate --no-input; \
 	$(BIN)/python manage.py demo --host "$(HOST)" $(if $(FOCUS),--focus "$(FOCUS)",); \
-	$(BIN)/python scripts/serve.py $(HOST)
+	$(if $(filter local,$(STRIPE)),LOCALSTRIPE_PORT=8420 ,)$(BIN)/python scripts/serve.py $(HOST)
 
 ## Set up and run the whole test suite (on DATABASE_URL's server, else on the embedded PostgreSQL)
 test: install

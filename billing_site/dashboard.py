@@ -39,6 +39,7 @@ from chargeback.periods import BillingPeriod, month_start, next_month
 from chargeback.selectors import usage_records_active
 from invoices.models import Invoice
 from invoices.selectors import invoices_overdue
+from payments.stripe_client import payments_configured, payments_mode
 from subscriptions.selectors_mrr import mrr_history, subscription_stats, subscriptions_by_tier, trials_ending
 from teams.models import Team
 from wallets.models import Wallet
@@ -112,6 +113,7 @@ class Dashboard:
     runs: list[AllocationRun] = field(default_factory=list)
     runs_url: str = ""
     subscriptions: dict = field(default_factory=dict)
+    payments: dict = field(default_factory=dict)
 
 
 def _run_in(run: AllocationRun, pool) -> AllocationRun:
@@ -336,6 +338,9 @@ def dashboard_get(*, today: dt.date | None = None, period: BillingPeriod | None 
 
     # 6. Subscriptions: MRR now, its 12-month movements, subscriptions by tier, trials ending soon.
     board.subscriptions = _subscriptions_board()
+    # Whether payments go through Stripe (no query; never the key): "Payments: not configured" otherwise.
+    board.payments = {"configured": payments_configured(), "mode": payments_mode(),
+                      "url": reverse("admin:payments_payment_changelist")}
     return board
 
 

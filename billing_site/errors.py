@@ -76,6 +76,18 @@ exchange_rate_missing     422     ``invoices``' ``MissingExchangeRate``: no rate
                                   and date a converted invoice needs (the message names both)
 invalid_rates_file        400     ``invoices``' ``InvalidRatesFile``: an ECB rates file that cannot
                                   be read (the message names the line and column)
+payments_not_configured   409     ``payments``' ``PaymentsNotConfigured``: no ``STRIPE_SECRET_KEY``;
+                                  payments are recorded by hand
+payment_failed            402     ``payments``' ``PaymentError``: Stripe refused the card or the
+                                  payment (declined, no card on file); the message is Stripe's
+payment_method_not_found  404     ``payments``' ``PaymentMethodNotFound``: not a card of the team
+stripe_unavailable        502     ``payments``' ``StripeUnavailable``: Stripe did not answer (retry)
+stripe_request_refused    422     ``payments``' ``StripeRequestRefused``: Stripe refused the request
+                                  as invalid (an object it does not have, a detached card)
+dunning_not_open          409     ``payments``' ``DunningError``: dunning cannot start, the invoice
+                                  awaits no payment (paid, cancelled, nothing due)
+invalid_dunning_          409     ``payments``' ``DunningTransitionError``: a dunning status move
+transition                        ``Dunning.TRANSITIONS`` forbids
 ========================  ======  ================================================================
 
 The API's ``type`` follows from the status, except ``idempotency_error``, whose type is

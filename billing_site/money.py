@@ -287,6 +287,30 @@ def to_minor_units(amount: Decimal, currency: str) -> Decimal:
     return _check_decimal(amount, "amount").quantize(minor_unit(currency), rounding=ROUNDING)
 
 
+def to_stripe_amount(amount: Decimal, currency: str) -> int:
+    """``amount`` (major units, whole minor units of ``currency``) as Stripe's integer of minor units.
+
+    ``Decimal("12.34")`` USD → ``1234``; ``Decimal("500")`` JPY → ``500``. Stripe takes amounts as
+    integers of the currency's smallest unit (ISO 4217 exponent, :func:`currency_exponent`).
+
+    Raises:
+        MoneyError: ``amount`` is not a whole number of minor units (round it first, once, with
+            :func:`to_minor_units`), or not a ``Decimal``.
+    """
+    amount = _check_decimal(amount, "amount")
+    minor = amount.scaleb(currency_exponent(currency))
+    if minor != minor.to_integral_value():
+        raise MoneyError(f"{amount} {currency} is not a whole number of minor units")
+    return int(minor)
+
+
+def from_stripe_amount(minor: int, currency: str) -> Decimal:
+    """Stripe's integer of minor units as a ``Decimal`` in major units: ``1234`` USD → ``Decimal("12.34")``."""
+    if isinstance(minor, bool) or not isinstance(minor, int):
+        raise MoneyError(f"a Stripe amount is an integer of minor units, got {minor!r}")
+    return Decimal(minor).scaleb(-currency_exponent(currency)).quantize(minor_unit(currency))
+
+
 #: Decimal places of a stored exchange rate (``ExchangeRate.rate``, ``numeric(24, 10)``). The ECB
 #: publishes at most 6 significant digits; a cross rate derived via EUR keeps 10 decimal places.
 RATE_DECIMAL_PLACES = 10

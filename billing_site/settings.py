@@ -139,6 +139,7 @@ INSTALLED_APPS = [
     "wallets",
     "invoices",
     "subscriptions",
+    "payments",  # Stripe: customers, payment methods, collection, top-ups by card, refunds (docs/payments.md)
     "auditlog",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -259,6 +260,7 @@ SPECTACULAR_SETTINGS = {
         "WebhookDeliveryStatusEnum": "webhooks.models.Delivery.Status",
         # active/archived: plans' and coupons' status (the same two values).
         "ArchivableStatusEnum": "subscriptions.models.Coupon.Status",
+        "PaymentStatusEnum": "payments.models.Payment.Status",
     },
     # Swagger UI from the project's own static files (drf-spectacular-sidecar), never a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -338,12 +340,28 @@ WEBHOOKS_ALERT_EMAILS = env.list("WEBHOOKS_ALERT_EMAILS", default=[])
 WEBHOOKS_BATCH_SIZE = env.int("WEBHOOKS_BATCH_SIZE", default=100)
 WEBHOOKS_SENDERS = env.int("WEBHOOKS_SENDERS", default=16)
 
+# --- Payments through Stripe (docs/payments.md) ------------------------------------------------------
+# Without STRIPE_SECRET_KEY payments are recorded by hand and the payment endpoints answer 409
+# ``payments_not_configured``. The key and the webhook secret come from the environment only: never in
+# the repository, never logged, never shown. STRIPE_API_BASE points the SDK at another Stripe-compatible
+# server (the tests' localstripe); empty means Stripe's own https://api.stripe.com.
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
+# Seconds the SDK waits for Stripe (connect and read); network retries of the SDK (idempotent: every
+# write carries an idempotency key).
+STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=30.0)
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
+
 # --- Logging and tests -----------------------------------------------------------------------------
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
+    # The stripe SDK logs whole request and response bodies at INFO and DEBUG (a PaymentIntent's
+    # client_secret among them): never below WARNING, whatever LOG_LEVEL says.
+    "loggers": {"stripe": {"level": "WARNING"}},
 }
 
 # Folder where browser tests leave their screenshots (gitignored).

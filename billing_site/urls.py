@@ -1,4 +1,4 @@
-"""URL configuration: the finance admin at /admin/, the REST API under /api/v1/.
+"""URL configuration: the finance admin at /admin/, the REST API under /api/v1/, Stripe's webhooks at /webhooks/stripe/.
 
 ``/api/schema/`` is the OpenAPI 3 schema (drf-spectacular) and ``/api/docs/`` its Swagger UI,
 served from the project's own static files (drf-spectacular-sidecar), never from a CDN.
@@ -15,6 +15,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from billing_site.api.errors import not_found
 from billing_site.api.router import api_urlpatterns
+from payments.views import stripe_webhook
 
 admin.site.site_header = "Billing — finance"
 admin.site.site_title = "Billing"
@@ -23,6 +24,8 @@ admin.site.index_title = "Chargeback, wallets and invoices"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("portal/", include("portal.urls")),
+    # Stripe's signed events (payments.views): outside /api/, no API key or CSRF token, the signature is the authentication.
+    path("webhooks/stripe/", stripe_webhook, name="stripe-webhook"),
     path("api/v1/", include(api_urlpatterns())),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),
     path(

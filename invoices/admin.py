@@ -151,6 +151,21 @@ class OverdueFilter(admin.SimpleListFilter):
         return queryset
 
 
+class DisputedFilter(admin.SimpleListFilter):
+    """Invoices one of whose payments was disputed at the payment provider."""
+
+    title = "dispute"
+    parameter_name = "disputed"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Disputed")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(disputed_at__isnull=False)
+        return queryset
+
+
 #: The lifecycle moves offered as actions: (action name, label, permission codename, needs a form).
 LIFECYCLE = {
     "issue": ("Issue", "issue", None),
@@ -166,8 +181,8 @@ class InvoiceAdmin(DocumentPdfMixin, DocumentAmountsMixin, BillingAdminMixin, Ex
     pdf_missing_message = "This invoice has no PDF yet; run the billing run."
     list_display = ["__str__", "team", "period_display", "status", "total_display", "amount_due_display", "due_date",
                     "pdf_link"]
-    list_filter = ["status", OverdueFilter, "team", ("period_start", DateRangeFilter), ("due_date", DateRangeFilter),
-                   "kind", "currency"]
+    list_filter = ["status", OverdueFilter, DisputedFilter, "team", ("period_start", DateRangeFilter),
+                   ("due_date", DateRangeFilter), "kind", "currency"]
     period_display = period_column("period_start", "period_end", "Period")
     search_fields = ["number", "team__name", "team__slug", "team_name", "payment_reference"]
     list_select_related = ["team", "user"]
@@ -176,6 +191,7 @@ class InvoiceAdmin(DocumentPdfMixin, DocumentAmountsMixin, BillingAdminMixin, Ex
         (None, {"fields": ["number", "status", "kind", "team", "user", "team_name", "cost_center", "billing_address"]}),
         ("Period and dates", {"fields": ["period_display", "issue_date", "due_date", "issued_at",
                                          "issued_by", "sent_at", "paid_at", "payment_reference"]}),
+        ("Dispute", {"fields": ["disputed_at", "dispute_reference"]}),
         ("Amounts", {"fields": ["currency", "subtotal_display", "tax_rate_display", "tax_display", "total_display",
                                 "credited_display", "amount_due_display"]}),
         ("Source and document", {"fields": ["allocation_run", "pdf_link", "pdf_sha256", "created_at", "updated_at"]}),

@@ -136,6 +136,12 @@ class Invoice(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     paid_at = models.DateTimeField(null=True, blank=True)
     payment_reference = models.CharField(max_length=200, blank=True)
+    # A payment of this invoice was disputed by the cardholder's bank (Stripe's ``charge.dispute.created``).
+    # Not frozen: a dispute happens to an issued invoice and is recorded on it.
+    disputed_at = models.DateTimeField(null=True, blank=True, help_text="When a payment of it was disputed.")
+    dispute_reference = models.CharField(
+        max_length=200, blank=True, help_text="The dispute's id and reason at the payment provider (dp_…).",
+    )
     credited_total = InvoiceAmountField(
         default=0, help_text="Σ of the totals of its credit notes, in the currency's minor units."
     )
@@ -357,6 +363,10 @@ class CreditNote(models.Model):
     checked under the invoice's row lock by ``invoices.services.credit_notes.credit_note_issue``). A credit
     note that brings the invoice's ``credited_total`` to its ``total`` cancels the invoice.
     ``number`` is gap-free per year (``CN-YYYYMMDD-NNNN`` by default).
+
+    A credit note on a paid invoice is a refund: ``refund_reference`` names it (the Stripe refund made
+    by ``payments.services.refunds.invoice_refund``, or the bank reference of a manual refund); the
+    paid invoice stays paid, its ``credited_total`` grows.
     """
 
     class Reason(models.TextChoices):
@@ -379,6 +389,11 @@ class CreditNote(models.Model):
     )
     pdf = models.FileField(upload_to="credit_notes/%Y/%m/", blank=True)
     pdf_sha256 = models.CharField(max_length=64, blank=True)
+    refund_reference = models.CharField(
+        max_length=255, blank=True, default="",
+        help_text="On a paid invoice: the refund that paid the credit back (a Stripe refund re_…, or a "
+                  "bank reference for a manual refund).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

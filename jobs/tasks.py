@@ -68,7 +68,7 @@ def mail_queue(*, subject: str, body: str, to: list[str], attachments: list[dict
 #: skipped; an app may instead declare its own ``@app.periodic`` task in its ``tasks.py``.
 PERIODIC_COMMANDS = {
     "renew_subscriptions": "0 * * * *",
-    "retry_dunning": "30 * * * *",
+    "run_dunning": "30 * * * *",
 }
 
 

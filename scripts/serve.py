@@ -3,10 +3,15 @@ and stopped together (``make demo``; docs/jobs.md).
 
 Ctrl-C (SIGINT reaches both, being in the same process group) or SIGTERM to this script stops both;
 if either ends on its own, the other is stopped too. Usage: ``python scripts/serve.py [HOST:PORT]``.
+
+With ``LOCALSTRIPE_PORT`` set (``make demo STRIPE=local``), a localstripe server (a fake Stripe, in
+memory: ``scripts/localstripe_server.py``) starts on that port too and payments are configured
+against it with a fake ``sk_test_`` key (docs/payments.md), unless ``STRIPE_SECRET_KEY`` is set.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -22,8 +27,15 @@ def _interrupt(signum, frame):
 
 def main(host: str = "127.0.0.1:8000") -> int:
     manage = [sys.executable, str(PROJECT / "manage.py")]
-    worker = subprocess.Popen([*manage, "procrastinate", "worker"], cwd=PROJECT)
-    web = subprocess.Popen([*manage, "runserver", host], cwd=PROJECT)
+    env, extra = dict(os.environ), []
+    port = env.get("LOCALSTRIPE_PORT", "")
+    if port and not env.get("STRIPE_SECRET_KEY"):
+        extra.append(subprocess.Popen([sys.executable, str(PROJECT / "scripts" / "localstripe_server.py"), "--port", port,
+                                       "--from-scratch"], cwd=PROJECT, stdout=subprocess.DEVNULL))
+        env.update(STRIPE_SECRET_KEY="sk_test_" + "demo", STRIPE_API_BASE=f"http://127.0.0.1:{port}")
+        print(f"Payments against localstripe on port {port} (a fake Stripe, in memory).", flush=True)
+    worker = subprocess.Popen([*manage, "procrastinate", "worker"], cwd=PROJECT, env=env)
+    web = subprocess.Popen([*manage, "runserver", host], cwd=PROJECT, env=env)
     print(f"Serving http://{host}/admin/ with a background worker (pid {worker.pid}); Ctrl-C stops both.",
           flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -33,10 +45,10 @@ def main(host: str = "127.0.0.1:8000") -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        for process in (web, worker):
+        for process in (web, worker, *extra):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for process in (web, worker):
+        for process in (web, worker, *extra):
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -58,7 +58,8 @@ class BillingSettingsInline(ThresholdDisplayMixin, BillingAdminMixin, admin.Stac
     extra = 0
     fields = ["billing_model", "credit_limit", "block_on_zero_balance", "warning_threshold_type",
               "warning_threshold_value", "notify_on_warning", "notify_emails", "billing_address",
-              "allowed_providers", "extra_currencies", "invoice_currency", "tax_rate", "payment_terms_days"]
+              "allowed_providers", "extra_currencies", "invoice_currency", "tax_rate", "payment_terms_days",
+              "automatic_collection"]
 
 
 @admin.register(Team)

@@ -21,7 +21,8 @@ from django.contrib.auth.management import create_permissions
 
 from teams.selectors import AUDITOR_GROUP, FINANCE_GROUP
 
-BILLING_APPS = ("teams", "chargeback", "wallets", "invoices", "billing_site", "subscriptions", "jobs", "webhooks")
+BILLING_APPS = ("teams", "chargeback", "wallets", "invoices", "billing_site", "subscriptions", "payments", "jobs",
+                "webhooks")
 #: Permissions outside the billing apps, as (app label, codename): finance reads users for the team
 #: members' autocomplete; both groups read the audit trail.
 FINANCE_EXTRA = (("auth", "view_user"), ("auditlog", "view_logentry"),

@@ -135,6 +135,10 @@ class BillingSettings(models.Model):
     currencies are invoiced: ``per_currency`` (default), one invoice per currency; ``team_currency``,
     one invoice in ``team.currency``, the others converted at an exchange rate
     (``invoices.services.generation``).
+
+    Payments (``payments`` app, docs/payments.md): ``stripe_customer_id`` is the team's one Stripe
+    customer (empty until first needed; unique when set); ``automatic_collection`` charges the
+    customer's default payment method when an invoice is issued.
     """
 
     class BillingModel(models.TextChoices):
@@ -186,6 +190,14 @@ class BillingSettings(models.Model):
                   "team's own currency, the other currencies converted at the exchange rate of the period's last day.",
     )
     payment_terms_days = models.PositiveIntegerField(default=default_payment_terms_days)
+    stripe_customer_id = models.CharField(
+        max_length=255, blank=True, default="", editable=False,
+        help_text="The team's Stripe customer (cus_…), created on first need by the payments app.",
+    )
+    automatic_collection = models.BooleanField(
+        default=False,
+        help_text="Charge the default card when an invoice is issued (needs Stripe and a default payment method).",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -211,6 +223,10 @@ class BillingSettings(models.Model):
             models.CheckConstraint(
                 condition=Q(invoice_currency__in=["per_currency", "team_currency"]),
                 name="billing_settings_invoice_currency_valid",
+            ),
+            models.UniqueConstraint(
+                fields=["stripe_customer_id"], condition=~Q(stripe_customer_id=""),
+                name="billing_settings_stripe_customer_unique",
             ),
         ]
 

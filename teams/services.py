@@ -87,7 +87,9 @@ def billing_settings_update(*, team: Team, **changes: Any) -> BillingSettings:
     address, threshold out of range).
     """
     allowed = {
-        f.name for f in BillingSettings._meta.concrete_fields if f.name not in {"id", "team", "updated_at"}
+        # The Stripe customer id is the payments app's to set (payments.services.customers.customer_ensure).
+        f.name for f in BillingSettings._meta.concrete_fields
+        if f.name not in {"id", "team", "updated_at", "stripe_customer_id"}
     }
     unknown = set(changes) - allowed
     if unknown:

@@ -86,6 +86,66 @@ def redis_url(tmp_path_factory) -> str:
     server.wait(timeout=10)
 
 
+# --- Stripe (docs/payments.md): a real Stripe-compatible server, localstripe ----------------------
+
+
+@pytest.fixture(scope="session")
+def localstripe_url(tmp_path_factory) -> str:
+    """A ``localstripe`` server of the test session's own (an aiohttp server keeping its objects in
+    memory, started by ``scripts/localstripe_server.py``) on a free port; stopped at the end.
+
+    The SDK talks real HTTP to it (``STRIPE_API_BASE``). Its objects live as long as the session:
+    tests create their own customers and never count objects they did not create.
+    """
+    try:
+        import localstripe  # noqa: F401 - only its presence is checked here
+    except ImportError:
+        pytest.fail("localstripe is missing: pip install -r requirements-dev.txt")
+    port = free_port()
+    log = (tmp_path_factory.mktemp("localstripe") / "localstripe.log").open("wb")
+    # In memory only (scripts/localstripe_server.py): localstripe would otherwise share one pickle
+    # file in /tmp with every other server on the machine.
+    launcher = Path(settings.BASE_DIR) / "scripts" / "localstripe_server.py"
+    server = subprocess.Popen([sys.executable, str(launcher), "--port", str(port), "--from-scratch"], stdout=log,
+                              stderr=subprocess.STDOUT, cwd=tmp_path_factory.getbasetemp())
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"localstripe did not start on port {port}")
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+    log.close()
+
+
+#: Fake credentials of the tests: localstripe accepts any ``sk_test_…`` key. Nothing real, ever.
+TEST_STRIPE_SECRET_KEY = "sk_test_" + "localstripe0000000000000000"
+TEST_STRIPE_WEBHOOK_SECRET = "whsec_" + "localstripetestsecret000000"
+
+
+@pytest.fixture
+def stripe_settings(settings, localstripe_url):
+    """Payments configured against the session's localstripe: ``STRIPE_SECRET_KEY`` (a fake
+    ``sk_test_…``), ``STRIPE_WEBHOOK_SECRET`` (a fake ``whsec_…``), ``STRIPE_API_BASE``; no retries.
+    Returns ``settings``."""
+    settings.STRIPE_SECRET_KEY = TEST_STRIPE_SECRET_KEY
+    settings.STRIPE_WEBHOOK_SECRET = TEST_STRIPE_WEBHOOK_SECRET
+    settings.STRIPE_API_BASE = localstripe_url
+    settings.STRIPE_MAX_NETWORK_RETRIES = 0
+    settings.STRIPE_TIMEOUT_SECONDS = 10.0
+    return settings
+
+
 @pytest.fixture
 def focus_sample() -> Path:
     """Path of the real FOCUS sample; fails, naming the path, when the shared data is absent."""
@@ -103,6 +163,11 @@ def _test_settings(tmp_path, settings):
     """
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Payments are not configured unless a test asks for Stripe (the ``stripe_settings`` fixture),
+    # whatever the environment of the machine running the tests holds.
+    settings.STRIPE_SECRET_KEY = ""
+    settings.STRIPE_WEBHOOK_SECRET = ""
+    settings.STRIPE_API_BASE = ""
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from rest_framework.routers import SimpleRouter
 from chargeback.api import views as chargeback_views
 from chargeback.api.focus_export import FocusExportView
 from invoices.api import views as invoice_views
+from payments.api import views as payment_views
 from subscriptions.api import views as subscription_views
 from teams.api import views as team_views
 from wallets.api import views as wallet_views
@@ -54,4 +55,5 @@ def api_urlpatterns() -> list:
     patterns.append(path("focus-export/", FocusExportView.as_view(), name="focus-export"))
     patterns += invoice_views.urlpatterns(router)
     patterns += subscription_views.urlpatterns()
+    patterns += payment_views.urlpatterns()
     return patterns + router.urls

@@ -5,7 +5,8 @@
 * ``billing_run``: the month-end billing run (allocate, write the drafts, store their PDFs), the
   one service behind the ``billing_run`` command, the admin's "Run billing for a period…" and the
   API's ``POST /api/v1/billing-runs/``;
-* ``lifecycle``: issue, send, pay, overdue, cancel (``Invoice.TRANSITIONS``, one checker);
+* ``lifecycle``: issue, send, pay, overdue, cancel (``Invoice.TRANSITIONS``, one checker); the
+  dispute flag (``invoice_mark_disputed``);
 * ``credit_notes``: credit notes on issued invoices;
 * ``pdf_storage``: storing an invoice's or a credit note's PDF (``invoices.pdf`` renders the bytes),
   and zips of many PDFs;

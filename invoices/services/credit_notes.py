@@ -63,7 +63,7 @@ def _credit_split(invoice: Invoice, left_subtotal: Decimal, left_tax: Decimal, a
 
 def credit_note_issue(
     *, invoice: Invoice, reason: str, amount: Decimal | None = None, lines: Sequence[Mapping[str, Any]] | None = None,
-    description: str = "", issued_by=None,
+    description: str = "", issued_by=None, refund_reference: str = "",
 ) -> CreditNote:
     """Issue a credit note on an issued invoice: a full credit (cancels it) or a partial one (reduces what is due).
 
@@ -80,6 +80,10 @@ def credit_note_issue(
             (``total − credited_total``), line by line, and cancels the invoice.
         description: free text printed on the credit note.
         issued_by: the user who issues it.
+        refund_reference: on a ``paid`` invoice, the refund that pays the credit back (required
+            there): a Stripe refund id (``payments.services.refunds.invoice_refund`` makes the refund
+            and passes it) or the bank reference of a manual refund (text, at most 255 characters).
+            A paid invoice stays paid; its ``credited_total`` grows.
 
     Returns:
         The ``CreditNote``, numbered gap-free per year (``settings.BILLING_CREDIT_NOTE_NUMBER_FORMAT``,
@@ -89,7 +93,7 @@ def credit_note_issue(
         ``invoices.services.pdf_storage.credit_note_pdf_store``.
 
     Raises:
-        InvalidTransition: the invoice is a draft, paid or cancelled.
+        InvalidTransition: the invoice is a draft or cancelled, or paid without a ``refund_reference``.
         CreditNoteLimitExceeded: the credit exceeds what is left on the invoice (``param``
             ``amount``) or on a line (``param`` ``lines``).
         InvalidInvoiceRequest: both ``amount`` and ``lines``, an unknown reason, a line of another
@@ -103,9 +107,18 @@ def credit_note_issue(
         raise InvalidInvoiceRequest("give either amount or lines, not both", param="amount")
     if lines is not None and not lines:
         raise InvalidInvoiceRequest("lines is empty: give at least one line, or neither amount nor lines", param="lines")
+    refund_reference = (refund_reference or "").strip()
+    if len(refund_reference) > CreditNote._meta.get_field("refund_reference").max_length:
+        raise InvalidInvoiceRequest("refund_reference is longer than 255 characters", param="refund_reference")
     with transaction.atomic():
         locked = invoice_lock(invoice.pk)
-        if locked.status not in Invoice.OPEN_STATUSES:
+        if locked.status == Invoice.Status.PAID and not refund_reference:
+            raise InvalidTransition(
+                f"Invoice {locked.display_number} is paid; a paid invoice is credited by a refund: refund it "
+                f"through Stripe, or give the reference of the refund made by hand",
+                current=locked.status, requested="credited", param="invoice",
+            )
+        if locked.status not in Invoice.OPEN_STATUSES and locked.status != Invoice.Status.PAID:
             raise InvalidTransition(
                 f"Invoice {locked.display_number} is {locked.status}; only an issued invoice awaiting payment "
                 f"({', '.join(Invoice.OPEN_STATUSES)}) can be credited",
@@ -194,13 +207,14 @@ def credit_note_issue(
                 )
 
         total = subtotal + tax
-        fully_credited = locked.credited_total + total == locked.total
+        # A paid invoice stays paid when credited in full: the refund is the credit note's.
+        fully_credited = locked.credited_total + total == locked.total and locked.status != Invoice.Status.PAID
         if fully_credited:
             invoice_check_transition(invoice=locked, to_status=Invoice.Status.CANCELLED, by_credit_note=True)
         issue_date = timezone.localdate()
         note = CreditNote(
             invoice=locked, reason=reason, description=description, currency=currency, subtotal=subtotal,
-            tax_amount=tax, total=total, issue_date=issue_date, issued_by=issued_by,
+            tax_amount=tax, total=total, issue_date=issue_date, issued_by=issued_by, refund_reference=refund_reference,
             number=document_number_next(
                 kind=DocumentSequence.Kind.CREDIT_NOTE, date=issue_date,
                 is_taken=lambda n: CreditNote.objects.filter(number=n).exists(),

@@ -31,6 +31,7 @@ from ..numbering import (
     invoice_number_taken,
     invoice_save_numbered,
 )
+from ..signals import invoices_issued, invoices_paid
 from .pdf_storage import invoice_pdf_discard, invoice_pdf_store
 
 #: What a status is called in an error message when a move is refused.
@@ -103,7 +104,8 @@ def invoice_issue(
         The invoice as stored: ``status`` pending, ``number``, ``issue_date``, ``due_date``,
         ``issued_at``, ``issued_by``, and ``pdf`` / ``pdf_sha256`` of the PDF rendered once, in the
         same transaction (``invoices.services.pdf_storage.invoice_pdf_store``). From now on its amounts and lines
-        never change (model, queryset and, on PostgreSQL, a trigger refuse).
+        never change (model, queryset and, on PostgreSQL, a trigger refuse). ``invoices.signals.invoices_issued``
+        is sent in the transaction (the payments app queues automatic collection).
 
     Raises:
         InvalidTransition: the invoice is not a draft.
@@ -142,6 +144,8 @@ def invoice_issue(
         ])
         issued = invoice_pdf_store(invoice=locked)
         event_record("invoice.issued", issued, team=issued.team_id)
+        # Apps after invoices (payments: automatic collection) defer their work in this transaction.
+        invoices_issued.send(sender=Invoice, invoice_ids=[issued.pk])
     return issued
 
 
@@ -192,6 +196,7 @@ def invoice_mark_paid(*, invoice: Invoice, payment_reference: str, by=None, paid
     ``invoice_settlement`` ledger entry crediting ``amount_due`` (``total − credited_total``, in
     the invoice's currency), idempotent by invoice (``wallets.services.wallet_settle_invoice``).
     Prepaid teams' invoices record the payment only (their credit was bought up front).
+    ``invoices.signals.invoices_paid`` is sent in the transaction (payments ends a dunning).
 
     Raises:
         InvalidTransition: the invoice is a draft, already paid or cancelled.
@@ -212,6 +217,8 @@ def invoice_mark_paid(*, invoice: Invoice, payment_reference: str, by=None, paid
         locked.payment_reference = payment_reference
         locked.save(update_fields=["status", "paid_at", "payment_reference", "updated_at"])
         event_record("invoice.paid", locked, team=locked.team_id)
+        # Apps after invoices (payments: a dunning ends) defer their work in this transaction.
+        invoices_paid.send(sender=Invoice, invoice_ids=[locked.pk])
     return locked
 
 
@@ -307,3 +314,29 @@ def invoice_transition(*, invoice: Invoice, to_status: str, by=None, payment_ref
     raise AssertionError("unreachable: nothing moves to draft")  # pragma: no cover
 
 
+
+
+def invoice_mark_disputed(*, invoice: Invoice, dispute_reference: str, disputed_at: dt.datetime | None = None) -> Invoice:
+    """Flag an issued invoice as disputed: a payment of it was contested by the payer's bank.
+
+    Args:
+        dispute_reference: the provider's dispute id and reason (text, cut to 200 characters),
+            e.g. ``"dp_123 (fraudulent)"`` from Stripe's ``charge.dispute.created``.
+        disputed_at: when the dispute was opened (aware datetime; default now).
+
+    The status does not change (a disputed invoice stays paid until finance decides); the flag is
+    shown and filtered in the admin. Flagging again keeps the first date and the newest reference.
+    Runs inside the caller's transaction when there is one (the Stripe webhook's).
+
+    Raises:
+        InvalidInvoiceRequest: the invoice is a draft (never issued, so never paid).
+    """
+    with transaction.atomic():
+        locked = invoice_lock(invoice.pk)
+        if not locked.is_issued:
+            raise InvalidInvoiceRequest(f"invoice {locked.display_number} is a draft; it cannot be disputed",
+                                        param="invoice")
+        locked.disputed_at = locked.disputed_at or disputed_at or timezone.now()
+        locked.dispute_reference = (dispute_reference or "")[:200]
+        locked.save(update_fields=["disputed_at", "dispute_reference", "updated_at"])
+    return locked

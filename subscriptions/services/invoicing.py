@@ -51,6 +51,7 @@ from invoices.models import DocumentSequence, Invoice, InvoiceLine
 from invoices.numbering import document_numbers_next
 from invoices.services.generation import invoice_tax_amount
 from invoices.services.lifecycle import invoice_mark_paid
+from invoices.signals import invoices_issued
 from teams.models import BillingSettings
 from wallets.errors import InsufficientFunds, WalletFrozen
 from wallets.services.charges import wallet_charge
@@ -241,7 +242,8 @@ def invoices_write(drafts: Sequence[InvoiceDraft], *, at: dt.datetime,
     and the lines' trigger refuses a line on an invoice already issued), then the invoices as
     issued (``pending``, numbered, issue date = ``at``'s local date, due after the team's payment
     terms). Proration rows carried get their ``invoice``. ``billing``: the teams' settings when the
-    caller has read them (:func:`billing_settings_of`). Returns the invoices in the order of ``drafts``.
+    caller has read them (:func:`billing_settings_of`). ``invoices.signals.invoices_issued`` is sent
+    with their ids. Returns the invoices in the order of ``drafts``.
     """
     drafts = [d.round() for d in drafts]
     if not drafts:
@@ -293,6 +295,8 @@ def invoices_write(drafts: Sequence[InvoiceDraft], *, at: dt.datetime,
                 "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, inv) WHERE p.id = v.id",
                 [[c[0] for c in carried], [c[1] for c in carried]],
             )
+    # Apps after subscriptions (payments: automatic collection) defer their work in this transaction.
+    invoices_issued.send(sender=Invoice, invoice_ids=list(ids))
     return [WrittenInvoice(pk=pk, number=number, team_id=d.subscription.team_id, currency=d.currency, total=total)
             for pk, number, d, total in zip(ids, numbers, drafts, totals)]
 

@@ -52,5 +52,5 @@ class BillingSettingsSerializer(StrictSerializerMixin, serializers.ModelSerializ
         fields = ["team", "currency", "billing_model", "credit_limit", "warning_threshold_type",
                   "warning_threshold_value", "block_on_zero_balance", "notify_on_warning", "notify_emails",
                   "billing_address", "allowed_providers", "extra_currencies", "tax_rate", "payment_terms_days",
-                  "updated_at"]
+                  "automatic_collection", "updated_at"]
         read_only_fields = ["team", "currency", "updated_at"]

@@ -20,6 +20,7 @@ from chargeback import errors as chargeback_errors
 from chargeback.focus.results import FocusImportError
 from chargeback.periods import PeriodError
 from invoices import errors as invoice_errors
+from payments import errors as payment_errors
 from subscriptions import errors as subscription_errors
 from teams import errors as team_errors
 from wallets import errors as wallet_errors
@@ -78,6 +79,15 @@ DOCUMENTED = {
     webhook_errors.UnknownEventType: (400, "unknown_event_type"),
     invoice_errors.MissingExchangeRate: (422, "exchange_rate_missing"),
     invoice_errors.InvalidRatesFile: (400, "invalid_rates_file"),
+    # payments
+    payment_errors.PaymentsNotConfigured: (409, "payments_not_configured"),
+    payment_errors.PaymentMethodNotFound: (404, "payment_method_not_found"),
+    payment_errors.PaymentError: (402, "payment_failed"),
+    payment_errors.StripeUnavailable: (502, "stripe_unavailable"),
+    payment_errors.InvalidPaymentRequest: (400, "invalid_request"),
+    payment_errors.StripeRequestRefused: (422, "stripe_request_refused"),
+    payment_errors.DunningError: (409, "dunning_not_open"),
+    payment_errors.DunningTransitionError: (409, "invalid_dunning_transition"),
 }
 
 
@@ -117,7 +127,7 @@ def test_billing_error_answers_its_status_code_message_and_param(cls):
     assert body["code"] == code and body["message"] == str(error)
     assert body["message"].endswith("amount must be greater than zero, got -5")
     assert body["param"] == error.param
-    expected_type = "permission_error" if status == 403 else "invalid_request_error"
+    expected_type = {403: "permission_error"}.get(status, "api_error" if status >= 500 else "invalid_request_error")
     assert body["type"] == ("idempotency_error" if code == "idempotency_error" else expected_type)
 
 

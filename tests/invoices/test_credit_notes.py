@@ -130,19 +130,33 @@ def test_credit_of_more_than_is_left_on_a_line_is_refused():
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("status", ["draft", "paid", "cancelled"])
+@pytest.mark.parametrize("status", ["draft", "cancelled"])
 def test_credit_note_needs_an_invoice_awaiting_payment(status):
     invoice = draft_invoice()
     if status != "draft":
         invoice = invoice_issue(invoice=invoice, issue_date=ISSUED_ON)
-    if status == "paid":
-        invoice = invoice_mark_paid(invoice=invoice, payment_reference="P")
     if status == "cancelled":
         credit_note_issue(invoice=invoice, reason="other")
 
     with pytest.raises(InvalidTransition, match=f"is {status}; only an issued invoice awaiting payment"):
         credit_note_issue(invoice=invoice, reason="other", amount=D("1.00"))
     assert CreditNote.objects.filter(invoice=invoice).count() == (1 if status == "cancelled" else 0)
+
+
+@pytest.mark.django_db
+def test_a_credit_note_on_a_paid_invoice_is_a_refund_and_needs_its_reference():
+    # given a paid invoice
+    invoice = invoice_mark_paid(invoice=invoice_issue(invoice=draft_invoice(), issue_date=ISSUED_ON),
+                                payment_reference="P")
+    # a credit note without a refund is refused, naming the refund path
+    with pytest.raises(InvalidTransition, match="is paid; a paid invoice is credited by a refund"):
+        credit_note_issue(invoice=invoice, reason="other", amount=D("1.00"))
+    assert not CreditNote.objects.filter(invoice=invoice).exists()
+    # with the refund's reference it is issued; the invoice stays paid, even when credited in full
+    note = credit_note_issue(invoice=invoice, reason="other", refund_reference="BANK-REFUND-1")
+    invoice.refresh_from_db()
+    assert (note.refund_reference, note.total, invoice.status, invoice.credited_total) == (
+        "BANK-REFUND-1", invoice.total, "paid", invoice.total)
 
 
 @pytest.mark.django_db

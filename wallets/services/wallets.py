@@ -47,7 +47,9 @@ def wallet_open(*, team: Team, user=None, currency: str | None = None) -> Wallet
 
 
 def _status_set(wallet: Wallet, frm: str, to: str) -> Wallet:
-    with transaction.atomic(durable=True):
+    # Not durable: dunning freezes and unfreezes a team's wallets inside the transaction that
+    # records the last failed retry, or the payment that arrives later.
+    with transaction.atomic():
         locked = wallet_lock(wallet.pk)
         if locked.status == to:
             return locked
@@ -61,11 +63,13 @@ def _status_set(wallet: Wallet, frm: str, to: str) -> Wallet:
 def wallet_freeze(*, wallet: Wallet) -> Wallet:
     """Freeze an active wallet: charges, holds and captures are refused (credits and releases are not).
 
-    Freezing a frozen wallet changes nothing. Raises :class:`InvalidRequest` for a closed wallet.
+    Freezing a frozen wallet changes nothing. Runs inside the caller's transaction when there is one
+    (``payments`` dunning). Raises :class:`InvalidRequest` for a closed wallet.
     """
     return _status_set(wallet, Wallet.Status.ACTIVE, Wallet.Status.FROZEN)
 
 
 def wallet_unfreeze(*, wallet: Wallet) -> Wallet:
-    """Make a frozen wallet active again. Raises :class:`InvalidRequest` for a closed wallet."""
+    """Make a frozen wallet active again (an active one is left as it is); inside the caller's
+    transaction when there is one. Raises :class:`InvalidRequest` for a closed wallet."""
     return _status_set(wallet, Wallet.Status.FROZEN, Wallet.Status.ACTIVE)
