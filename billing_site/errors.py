@@ -67,6 +67,8 @@ invalid_subscription_     409     ``subscriptions``' ``SubscriptionTransitionErr
 transition                        forbids the move (``Subscription.TRANSITIONS``)
 subscription_exists       409     ``subscriptions``' ``SubscriptionExists``: one live subscription each
 subscription_error        422     ``subscriptions``' ``SubscriptionError``: a subscription refusal
+coupon_terms              422     ``subscriptions``' ``CouponTermsConflict``: a coupon's terms that do
+                                  not fit together (percent or amount, currency, duration)
 billing_run_busy          409     ``invoices``' ``BillingRunBusy``: a billing run of the period is
                                   already waiting to start
 endpoint_url_refused      400     ``webhooks``' ``EndpointUrlRefused``: a webhook URL the SSRF guard

@@ -72,6 +72,7 @@ DOCUMENTED = {
     subscription_errors.PlanArchived: (409, "plan_archived"),
     subscription_errors.SubscriptionTransitionError: (409, "invalid_subscription_transition"),
     subscription_errors.SubscriptionExists: (409, "subscription_exists"),
+    subscription_errors.CouponTermsConflict: (422, "coupon_terms"),
     invoice_errors.BillingRunBusy: (409, "billing_run_busy"),
     webhook_errors.WebhookError: (400, "webhook_error"),
     webhook_errors.EndpointUrlRefused: (400, "endpoint_url_refused"),
