@@ -120,6 +120,11 @@ def load(count: int) -> None:
             JOIN subscriptions_coupon c ON c.code = (ARRAY['bench-20', 'bench-10usd', 'bench-half'])[1 + (s.id / 10) % 3]
             WHERE s.id % 10 = 3
             """)
+        cursor.execute(
+            """
+            UPDATE subscriptions_subscription s SET discount_coupon_id = d.coupon_id
+            FROM subscriptions_subscriptiondiscount d WHERE d.subscription_id = s.id
+            """)
         cursor.execute("ANALYZE teams_team; ANALYZE subscriptions_subscription; ANALYZE subscriptions_subscriptionperiod;"
                        " ANALYZE subscriptions_subscriptiondiscount")
     print(f"inserted {count:,} teams, subscriptions and billed periods with generate_series in "

@@ -32,6 +32,7 @@ from chargeback.services.focus_import import focus_import
 from chargeback.services.usage import usage_record_create
 from subscriptions.models import Plan, Subscription
 from subscriptions.selectors_mrr import subscription_stats
+from subscriptions.services.discounts import coupon_create
 from subscriptions.services.lifecycle import subscription_cancel, subscription_change_plan, subscription_create
 from subscriptions.services.plans import plan_create
 from subscriptions.services.renewal import subscriptions_renew_due
@@ -332,8 +333,8 @@ class Command(BaseCommand):
         """Plans and half a year of subscriptions, through the services, so the dashboard shows real MRR.
 
         A 14-day trial ending within the week, monthly subscriptions with overage this period, a
-        yearly enterprise plan, a cancellation 40 days ago and an upgrade in the middle of the
-        current period. Each past step runs the renewal up to its instant first, as the periodic
+        yearly enterprise plan, a launch coupon that ran out a month ago, a cancellation 40 days
+        ago and an upgrade in the middle of the current period. Each past step runs the renewal up to its instant first, as the periodic
         job would have. Teams without billing settings are made postpaid (billed by invoice).
         """
         if Plan.objects.filter(code="pro-monthly").exists():
@@ -366,7 +367,10 @@ class Command(BaseCommand):
         start("recommendations", pro, 180)
         mobile = start("mobile-app", pro, 150)
         start("ml-platform", enterprise, 150)
-        start("payments", pro, 120)
+        # A launch coupon (20 % off for 3 months): the chart shows its discounted MRR, then the expansion back.
+        launch = coupon_create(code="launch-20", name="Launch", percent_off=Decimal(20), duration="repeating",
+                               duration_in_months=3)
+        start("payments", pro, 120, coupon=launch)
         warehouse = start("data-warehouse", starter, 90, trial=False)
         start("logistics", pro, 75)
         subscriptions_renew_due(at=now - 40 * day)
