@@ -77,12 +77,12 @@ def test_dashboard_shows_mrr_tiers_and_trials_ending(finance):
     response = finance.get(reverse("admin:index"))
     assert response.status_code == 200
     board = response.context["dashboard"].subscriptions
-    assert board["mrr"] == "49.00 USD" and board["trialing"] == 1
+    assert board["mrr"] == "49.00\u00a0USD" and board["trialing"] == 1
     assert [t["tier"] for t in board["tiers"]] == ["professional", "starter"]
     assert [s.team.name for s in board["trials"]] == ["Maps"]
     assert board["chart"]["mrr"][-1] == "49.000000000000" and len(board["chart"]["labels"]) == 12
     html = response.content.decode()
-    assert 'id="mrr-now"' in html and "49.00 USD" in html and 'id="trials-ending"' in html
+    assert 'id="mrr-now"' in html and "49.00\u00a0USD" in html and 'id="trials-ending"' in html
 
 
 @pytest.mark.browser
