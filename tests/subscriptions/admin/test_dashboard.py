@@ -112,7 +112,7 @@ def test_browser_dashboard_draws_the_mrr_chart(page, live_server, finance_user, 
     page.click("input[type=submit]")
     page.wait_for_selector("#dashboard[data-charts-drawn=true]")
     # then the MRR, the movements chart, the tiers and the trial ending soon are on it
-    assert page.inner_text("#mrr-now") == "1,098.00 USD"  # 49 + 49 + 12,000 / 12; no trial, no canceled
+    assert page.inner_text("#mrr-now") == "1,098.00\u00a0USD"  # 49 + 49 + 12,000 / 12; no trial, no canceled
     drawn = page.evaluate("() => window.billingCharts.mrr.data.datasets.map(d => d.label)")
     assert drawn == ["New", "Expansion", "Contraction", "Churn", "MRR"]
     assert "Billing" in page.inner_text("#trials-ending")
