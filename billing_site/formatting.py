@@ -76,17 +76,21 @@ def period_display(start: dt.date | None, end: dt.date | None, *, locale: str | 
     A whole calendar month is its name (``October 2026``); any other span is the inclusive range of
     its days, so the exclusive end is never shown as if it were the last day (``[1 Oct, 1 Nov)`` of
     part of a month → ``Oct 1 – 15, 2026``). An open end reads ``from Oct 1, 2026``; ``—`` without a
-    start. Babel's CLDR interval patterns lay it out in the settings' locale.
+    start. Date-times count as the local days they cover, a period from one anniversary to the next
+    (10:23 to 10:23) ending the day before. Babel's CLDR interval patterns lay it out in the settings'
+    locale.
     """
     if start is None:
         return "—"
     locale = locale or display_locale()
-    start, end, end_at_midnight = _day(start), _day(end), _at_midnight(end)
+    # Instants (a subscription's period) count as the local days they cover; a period from one
+    # anniversary to the next (10:23 to 10:23) ends the day before, as its invoice's dates do.
+    whole_days = _ends_on_a_day_boundary(start, end)
+    start, end = _day(start), _day(end)
     if end is None:
         return f"from {format_date(start, 'medium', locale=locale)}"
-    # An instant that ends mid-day (a subscription anchored at 10:23) includes its end's day.
-    last = end - dt.timedelta(days=1) if end_at_midnight else end
-    if not end_at_midnight:
+    last = end - dt.timedelta(days=1) if whole_days else end
+    if not whole_days:
         end = end + dt.timedelta(days=1)
     if start.day == 1 and end.day == 1 and (end.year * 12 + end.month) - (start.year * 12 + start.month) == 1:
         return format_skeleton("yMMMM", start, locale=locale)
@@ -102,11 +106,15 @@ def _day(value):
     return value
 
 
-def _at_midnight(value) -> bool:
-    if isinstance(value, dt.datetime):
-        local = timezone.localtime(value) if timezone.is_aware(value) else value
-        return local.time() == dt.time()
-    return True
+def _ends_on_a_day_boundary(start, end) -> bool:
+    """Whether ``end`` (exclusive) closes the day before its own date: a date, local midnight, or the
+    start's time of day (an anniversary); an end later in its day includes that day."""
+    if not isinstance(end, dt.datetime):
+        return True
+    local = lambda value: timezone.localtime(value) if timezone.is_aware(value) else value  # noqa: E731
+    end_time = local(end).time()
+    start_time = local(start).time() if isinstance(start, dt.datetime) else dt.time()
+    return end_time <= start_time or end_time == dt.time()
 
 
 def month_display(day: dt.date | None, *, locale: str | None = None) -> str:

@@ -404,6 +404,7 @@ class UsageEventAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     show_full_result_count = False
     inlines = [UsageEventItemInline]
 
-    fields = readonly_fields = readable_fields(UsageEvent, total="total_display", metadata="metadata_display")
+    fields = readonly_fields = readable_fields(UsageEvent, total="total_exact", metadata="metadata_display")
     total_display = money_column("total", "Total")
+    total_exact = money_column("total", "Total", exact=True)
     metadata_display = json_column("metadata", "Metadata")

@@ -61,7 +61,7 @@ def test_admin_invoice_pdf_is_refused_to_staff_without_invoice_permission(client
 def test_admin_invoice_list_shows_amounts_in_the_currencys_minor_units(superuser_client):
     InvoiceFactory(subtotal="1234.5", total="1234.5")
     page = superuser_client.get(reverse("admin:invoices_invoice_changelist")).content.decode()
-    assert "1,234.50\xa0USD" in page
+    assert "1,234.50\u00a0USD" in page
     assert "1234.5000" not in page
 
 

@@ -60,11 +60,14 @@ def test_period_display_names_the_month_or_the_inclusive_days(start, end, shown)
 
 
 def test_period_display_of_instants_counts_the_local_days(settings):
-    # a subscription period [1 Oct 00:00, 1 Nov 00:00) UTC is October; one anchored mid-day includes its end's day
+    # a subscription period [1 Oct 00:00, 1 Nov 00:00) UTC is October; one from anniversary to anniversary
+    # ends the day before (as its invoice's dates do); one that ends later in its day includes that day
     utc = dt.UTC
     assert period_display(dt.datetime(2026, 10, 1, tzinfo=utc), dt.datetime(2026, 11, 1, tzinfo=utc)) == "October 2026"
     assert period_display(dt.datetime(2026, 10, 15, 10, 23, tzinfo=utc),
-                          dt.datetime(2026, 11, 15, 10, 23, tzinfo=utc)) == f"Oct 15{DASH}Nov 15, 2026"
+                          dt.datetime(2026, 11, 15, 10, 23, tzinfo=utc)) == f"Oct 15{DASH}Nov 14, 2026"
+    assert period_display(dt.datetime(2026, 10, 15, 10, 23, tzinfo=utc),
+                          dt.datetime(2026, 10, 20, 18, 0, tzinfo=utc)) == f"Oct 15{DASH}20, 2026"
 
 
 def test_period_and_month_in_a_template():

@@ -77,12 +77,12 @@ def test_dashboard_shows_mrr_tiers_and_trials_ending(finance):
     response = finance.get(reverse("admin:index"))
     assert response.status_code == 200
     board = response.context["dashboard"].subscriptions
-    assert board["mrr"] == "49.00\xa0USD" and board["trialing"] == 1
+    assert board["mrr"] == "49.00\u00a0USD" and board["trialing"] == 1
     assert [t["tier"] for t in board["tiers"]] == ["professional", "starter"]
     assert [s.team.name for s in board["trials"]] == ["Maps"]
     assert board["chart"]["mrr"][-1] == "49.000000000000" and len(board["chart"]["labels"]) == 12
     html = response.content.decode()
-    assert 'id="mrr-now"' in html and "49.00\xa0USD" in html and 'id="trials-ending"' in html
+    assert 'id="mrr-now"' in html and "49.00\u00a0USD" in html and 'id="trials-ending"' in html
 
 
 @pytest.mark.browser
@@ -112,7 +112,7 @@ def test_browser_dashboard_draws_the_mrr_chart(page, live_server, finance_user, 
     page.click("input[type=submit]")
     page.wait_for_selector("#dashboard[data-charts-drawn=true]")
     # then the MRR, the movements chart, the tiers and the trial ending soon are on it
-    assert page.inner_text("#mrr-now").replace("\xa0", " ") == "1,098.00 USD"  # 49 + 49 + 12,000 / 12; no trial, no canceled
+    assert page.inner_text("#mrr-now") == "1,098.00\u00a0USD"  # 49 + 49 + 12,000 / 12; no trial, no canceled
     drawn = page.evaluate("() => window.billingCharts.mrr.data.datasets.map(d => d.label)")
     assert drawn == ["New", "Expansion", "Contraction", "Churn", "MRR"]
     assert "Billing" in page.inner_text("#trials-ending")
