@@ -241,9 +241,10 @@ class FragmentSearchMixin(ExactSearchMixin):
 
     A row matches when one of ``exact_search_fields`` equals the term, when ``search_text`` (an
     upper-cased text expression of the model, e.g. its description and reference) contains the
-    term upper-cased, or when its team's name or slug contains it. ``search_text`` should be the very
-    expression a trigram GIN index of the table is built on (``gin_trgm_ops``), so the fragment
-    search is an index scan, not a scan of a million rows. The teams are looked up first (one
+    term upper-cased, or when its team's name or slug contains it. Where the table's writes can
+    afford it, ``search_text`` is the very expression a trigram GIN index is built on
+    (``gin_trgm_ops``; the ledger's), so the fragment search is an index scan, not a scan of a
+    million rows; without one (usage) the search is one sequential scan. The teams are looked up first (one
     query on the small teams table, through ``search_team_path``: ``team``, or ``wallet__team``
     through the wallets table) and passed as ids, so that branch is served by the table's index on
     its team or wallet too. The branches are OR-ed: PostgreSQL combines the indexes (BitmapOr).

@@ -196,7 +196,8 @@ class UsageRecordAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixin
     list_filter = [UsageTeamFilter, UsageProviderFilter, UsageResourceTypeFilter, "source", "status",
                    UsagePeriodFilter, ("occurred_at", DateRangeFilter)]
     actions = ["void_records"]
-    # Searched by FragmentSearchMixin: a fragment of these (one trigram index), or of the team's name or slug.
+    # Searched by FragmentSearchMixin: a fragment of these (no index: USAGE_SEARCH_TEXT says why), or of the
+    # team's name or slug.
     search_fields = ["service_name", "model", "feature_key", "external_reference", "idempotency_key", "resource_id"]
     search_text = USAGE_SEARCH_TEXT
     search_help_text = ("A fragment of the service, model, feature, external reference (FOCUS Id), idempotency key, "
