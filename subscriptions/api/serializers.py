@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
 from billing_site.api.fields import (
+    POSITIVE,
     AwareDateTimeField,
     MoneyField,
     MoneyStringField,
@@ -264,7 +265,7 @@ class CustomerListSerializer(serializers.Serializer):
 
 
 class TierInputSerializer(StrictSerializerMixin, serializers.Serializer):
-    up_to = MoneyStringField(required=False, allow_null=True, min_value=0)
+    up_to = MoneyStringField(required=False, allow_null=True, min_value=POSITIVE, help_text="More than 0; null for the last tier.")
     unit_price = MoneyStringField(min_value=0)
     flat_fee = MoneyStringField(required=False, min_value=0)
 
@@ -278,7 +279,7 @@ class ChargeInputSerializer(StrictSerializerMixin, serializers.Serializer):
     included_units = MoneyStringField(required=False, min_value=0)
     charge_model = serializers.ChoiceField(choices=PlanCharge.ChargeModel.choices, required=False)
     price = MoneyStringField(required=False, min_value=0)
-    price_per_units = MoneyStringField(required=False, min_value=0)
+    price_per_units = MoneyStringField(required=False, min_value=POSITIVE, help_text="More than 0 (default 1).")
     package_size = MoneyStringField(required=False, allow_null=True, min_value=1)
     tiers = TierInputSerializer(many=True, required=False)
 
