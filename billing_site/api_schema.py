@@ -33,6 +33,13 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
 
 
 
+#: Text that is not blank once DRF trims it (``str.strip``): a character other than those
+#: ``str.isspace`` calls space. Spelled out, as ``\S`` differs between Python and ECMA regexes
+#: (``\x1c``-``\x1f`` and ``\x85`` are space to Python only).
+NOT_BLANK = (r"[^\t\n\u000b\u000c\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f"
+             r"\u205f\u3000]")
+
+
 class BillingAutoSchema(AutoSchema):
     """drf-spectacular's schema plus the error responses every endpoint can give, in the error shape,
     and the limits the API enforces that drf-spectacular leaves out: a list's ``minItems``/``maxItems``
@@ -48,7 +55,7 @@ class BillingAutoSchema(AutoSchema):
                 field = serializer.fields.get(name)
                 if (isinstance(field, serializers.CharField) and field.trim_whitespace and not field.allow_blank
                         and prop.get("type") == "string" and "pattern" not in prop):
-                    prop["pattern"] = r"\S"  # DRF trims the spaces, so "  " is blank: refused (400)
+                    prop["pattern"] = NOT_BLANK  # DRF trims the spaces, so "  " is blank: refused (400)
         return schema
 
     def _map_serializer_field(self, field, direction, bypass_extensions=False):

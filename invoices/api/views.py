@@ -25,6 +25,7 @@ from billing_site.api.idempotency import idempotency_key_parameter, run_idempote
 from billing_site.api.pagination import PagePagination
 from billing_site.api.scoping import scope_by_team, sees_all_teams, team_for_read, visible_team_ids
 from billing_site.db import MeteredSum
+from billing_site.errors import TeamRequired
 from chargeback import selectors as chargeback_selectors
 from chargeback.models import AllocatedCost, UsageRecord
 from chargeback.periods import BillingPeriod
@@ -75,10 +76,11 @@ class InvoiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         user, team = data.get("user"), data.get("team")
         if team is None:
             if user is None:
-                raise ValidationError({"team": ["Give the team (or the user, when they belong to one team)."]})
+                # each part is well-formed; the request names no one to bill: 422, as the schema cannot say "one of"
+                raise TeamRequired("Give the team (or the user, when they belong to one team).", param="team")
             teams = list(TeamMembership.objects.filter(user=user).values_list("team_id", flat=True)[:2])
             if len(teams) != 1:
-                raise ValidationError({"team": [f"User {user.pk} belongs to {len(teams) or 'no'} teams; name the team."]})
+                raise TeamRequired(f"User {user.pk} belongs to {len(teams) or 'no'} teams; name the team.", param="team")
             team = Team.objects.get(pk=teams[0])
         if user is not None and not user_is_member(user=user, team=team):
             raise ValidationError({"user": [f"User {user.pk} is not a member of team {team.pk}."]})

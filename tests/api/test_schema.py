@@ -21,6 +21,7 @@ within a few minutes.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import pytest
@@ -63,7 +64,7 @@ member_schema = schemathesis.openapi.from_wsgi(
 #: yet everywhere: the newest writes (plans) read a number sent as text, and a few bounds (a quote's
 #: quantity below 10^15, ids beyond 2^63 in query serializers) are not in the schema yet.
 CHECKS = [not_a_server_error, response_schema_conformance, positive_data_acceptance, negative_data_rejection]
-MAX_EXAMPLES = 4
+MAX_EXAMPLES = int(os.environ.get("SCHEMA_MAX_EXAMPLES", "4"))
 #: Cases sent, by role (printed at the end of the module with ``-s``; docs/api.md gives the figures).
 SENT = Counter()
 
@@ -112,7 +113,9 @@ def _report_the_counts():
     print(f"\nschemathesis: {SENT['finance']} cases as finance, {SENT['member']} as a member")
 
 
-_SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
+#: CI runs the same cases every time (derandomize); ``SCHEMA_RANDOM=1`` with ``--hypothesis-seed=N`` tries others.
+_SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=not os.environ.get("SCHEMA_RANDOM"),
+                     database=None,
                      suppress_health_check=list(HealthCheck))
 
 
