@@ -31,6 +31,7 @@ from chargeback.models import AllocatedCost, UsageRecord
 from chargeback.periods import BillingPeriod
 from invoices.api import serializers as s
 from invoices.api.filters import InvoiceFilter
+from invoices.errors import InvoiceError, InvoiceGenerationError
 from invoices.models import Invoice, InvoiceLine
 from invoices.pdf import invoice_render_pdf
 from invoices.selectors import invoice_get_with_lines
@@ -83,7 +84,8 @@ class InvoiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
                 raise TeamRequired(f"User {user.pk} belongs to {len(teams) or 'no'} teams; name the team.", param="team")
             team = Team.objects.get(pk=teams[0])
         if user is not None and not user_is_member(user=user, team=team):
-            raise ValidationError({"user": [f"User {user.pk} is not a member of team {team.pk}."]})
+            # both ids are well-formed; they do not go together: 422
+            raise InvoiceGenerationError(f"User {user.pk} is not a member of team {team.pk}.", param="user")
         period = BillingPeriod(data["period_start"], data["period_end"])
 
         def body():
@@ -107,7 +109,9 @@ class InvoiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         if data["status"] == Invoice.Status.PAID and not data["payment_reference"].strip():
-            raise ValidationError({"payment_reference": ["Required to mark an invoice paid."]})
+            # a blank reference is well-formed (other moves take none); paid needs one: 422
+            raise InvoiceError("A payment reference is required to mark an invoice paid.", param="payment_reference",
+                               code="payment_reference_required")
 
         def body():
             changed = invoice_transition(invoice=invoice, to_status=data["status"], by=request.user,
