@@ -36,6 +36,10 @@ class WholeNumberField(serializers.IntegerField):
 
     _DIGITS = re.compile(r"[0-9]{1,9}")
 
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_value", 10**9 - 1)  # 9 digits at most, so the schema states the bound
+        super().__init__(**kwargs)
+
     def to_internal_value(self, data):
         if isinstance(data, bool) or not (isinstance(data, int) or (isinstance(data, str) and self._DIGITS.fullmatch(data))):
             self.fail("invalid")

@@ -16,7 +16,7 @@ a member, and checks (``CHECKS``, all four, on every operation) that
 Finance runs every phase (the examples, the coverage phase's boundary and negative cases, then
 generated cases); the member runs generated cases only (the coverage phase's requests are the same
 as finance's, and take most of the time). ``MAX_EXAMPLES`` generated cases per operation keep the
-whole run near a minute on an idle 2-core machine. CI runs the same cases every time; to try
+whole run near 2 minutes of CPU. CI runs the same cases every time; to try
 others: ``SCHEMA_RANDOM=1 pytest tests/api/test_schema.py --hypothesis-seed=N`` (and
 ``SCHEMA_MAX_EXAMPLES=N``).
 """
