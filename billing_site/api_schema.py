@@ -4,8 +4,7 @@ Kept apart from ``billing_site.api.auth``: DRF imports the authentication classe
 own views, and drf-spectacular imports DRF's views, so one module cannot hold both.
 """
 
-import re
-
+from drf_spectacular.drainage import warn
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import is_list_serializer
@@ -13,7 +12,13 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
 from billing_site.api.errors import ErrorSerializer
-from billing_site.api.fields import StrictSerializerMixin
+from billing_site.api.fields import (
+    ID_MAX,
+    StrictPrimaryKeyRelatedField,
+    StrictSerializerMixin,
+    decimal_bounds_unsaid,
+    decimal_pattern,
+)
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
@@ -28,9 +33,11 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
 
 
 
-#: drf-spectacular's pattern of a decimal string, ``^-?\d{0,W}(?:\.\d{0,D})?$``, which also matches ""
-#: and "-" (both refused by the API, rightly). Rewritten to need a digit.
-_DECIMAL_PATTERN = re.compile(r"^\^-\?\\d\{0,(\d+)\}\(\?:\\\.\\d\{0,(\d+)\}\)\?\$$")
+#: Text that is not blank once DRF trims it (``str.strip``): a character other than those
+#: ``str.isspace`` calls space. Spelled out, as ``\S`` differs between Python and ECMA regexes
+#: (``\x1c``-``\x1f`` and ``\x85`` are space to Python only).
+NOT_BLANK = (r"[^\t\n\u000b\u000c\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f"
+             r"\u205f\u3000]")
 
 
 class BillingAutoSchema(AutoSchema):
@@ -43,6 +50,12 @@ class BillingAutoSchema(AutoSchema):
         schema = super()._map_basic_serializer(serializer, direction)
         if direction == "request" and isinstance(serializer, StrictSerializerMixin):
             schema["additionalProperties"] = False  # an unknown field is refused (400), not ignored
+        if direction == "request":
+            for name, prop in schema.get("properties", {}).items():
+                field = serializer.fields.get(name)
+                if (isinstance(field, serializers.CharField) and field.trim_whitespace and not field.allow_blank
+                        and prop.get("type") == "string" and "pattern" not in prop):
+                    prop["pattern"] = NOT_BLANK  # DRF trims the spaces, so "  " is blank: refused (400)
         return schema
 
     def _map_serializer_field(self, field, direction, bypass_extensions=False):
@@ -57,12 +70,13 @@ class BillingAutoSchema(AutoSchema):
             if getattr(field, "max_length", None) is not None:
                 schema["maxItems"] = field.max_length
         if isinstance(field, serializers.DecimalField) and "pattern" in schema:
-            match = _DECIMAL_PATTERN.match(schema["pattern"])
-            if match:
-                whole, places = match.groups()
-                sign = "" if field.min_value is not None and field.min_value >= 0 else "-?"
-                empty = "|" if field.allow_null else ""  # DRF reads "" as null for a nullable decimal
-                schema["pattern"] = fr"^(?:{sign}(?:\d{{1,{whole}}}(?:\.\d{{0,{places}}})?|\.\d{{1,{places}}}){empty})$"
+            # drf-spectacular's ``^-?\d{0,W}(?:\.\d{0,D})?$`` also matches "" and "-", which the API
+            # refuses; the API holds a decimal string to exactly this pattern (StrictSerializerMixin).
+            schema["pattern"] = decimal_pattern(field) or schema["pattern"]
+            for bound in decimal_bounds_unsaid(field) if direction == "request" else ():
+                warn(f"{field.parent.__class__.__name__}.{field.field_name}: {bound}: the schema cannot say it")
+        if isinstance(field, StrictPrimaryKeyRelatedField):
+            schema.update(minimum=1, maximum=ID_MAX)  # a bigint key; anything else is refused (400)
         return schema
 
     def _get_response_bodies(self, direction="response"):

@@ -62,6 +62,7 @@ amount_out_of_range       422     ``money.AmountOutOfRange``: a well-formed amou
                                   would pass ``money.METERED_BOUND`` (10^18), what the columns hold
 invoice_generation_error  422     ``invoices``' ``InvoiceGenerationError``: nothing to bill, no run
 plan_immutable            409     ``subscriptions``' ``PlanImmutable``: a used plan's prices never change
+plan_code_taken           409     ``subscriptions``' ``PlanCodeTaken``: another plan has the code
 plan_archived             409     ``subscriptions``' ``PlanArchived``: nobody new joins an archived plan
 invalid_subscription_     409     ``subscriptions``' ``SubscriptionTransitionError``: the status
 transition                        forbids the move (``Subscription.TRANSITIONS``)
@@ -69,6 +70,8 @@ subscription_exists       409     ``subscriptions``' ``SubscriptionExists``: one
 subscription_error        422     ``subscriptions``' ``SubscriptionError``: a subscription refusal
 coupon_terms              422     ``subscriptions``' ``CouponTermsConflict``: a coupon's terms that
                                   do not fit together (percent or amount, currency, duration months)
+plan_configuration_error  422     ``subscriptions``' ``InvalidPlanConfiguration``: a plan's charges
+                                  that do not go together (a meter twice, tiers unfit for the model)
 billing_run_busy          409     ``invoices``' ``BillingRunBusy``: a billing run of the period is
                                   already waiting to start
 endpoint_url_refused      422     ``webhooks``' ``EndpointUrlRefused``: a webhook URL the SSRF guard

@@ -24,8 +24,7 @@ import django_filters
 from django import forms
 from drf_spectacular.utils import extend_schema_field
 
-#: The largest id: a PostgreSQL ``bigint``.
-ID_MAX = 2**63 - 1
+from billing_site.api.fields import ID_MAX
 
 
 class IdField(forms.IntegerField):

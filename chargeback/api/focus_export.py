@@ -35,7 +35,7 @@ class FocusExportView(APIView):
         for name in ("period", "file_format"):
             if len(request.query_params.getlist(name)) > 1:
                 raise ValidationError({name: ["Give this parameter once."]})
-        fmt = request.query_params.get("file_format") or "csv"
+        fmt = request.query_params.get("file_format", "csv")  # "?file_format=" is none of the choices: 400
         if fmt not in FORMATS:
             raise ValidationError({"file_format": [f"One of: {', '.join(FORMATS)}."]})
         raw = request.query_params.get("period") or ""

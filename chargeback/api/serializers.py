@@ -163,6 +163,12 @@ class PriceQuerySerializer(StrictSerializerMixin, serializers.Serializer):
     at = AwareDateTimeField(required=False, help_text="When the price must be valid; default now.")
 
 
+class ProviderQuerySerializer(StrictSerializerMixin, serializers.Serializer):
+    """``?team=<id>``: the providers that team may use (default: the caller's only team, or the whole catalog)."""
+
+    team = StrictPrimaryKeyRelatedField(queryset=Team.objects.all(), required=False)
+
+
 class PriceSerializer(serializers.ModelSerializer):
     unit_price = MoneyField(read_only=True)
     scope = serializers.SerializerMethodField()

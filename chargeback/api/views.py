@@ -10,16 +10,14 @@ import datetime as dt
 
 from django.db.models import Q
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing_site.api.auth import is_api_key
-from billing_site.api.fields import integer_id
 from billing_site.api.idempotency import idempotency_key_of, idempotency_key_parameter, replayable, run_idempotent
 from billing_site.api.pagination import NewestFirstCursorPagination, PagePagination
 from billing_site.api.scoping import is_finance, scope_by_team, team_for_read, team_for_write, visible_team_ids
@@ -181,21 +179,13 @@ class PriceView(APIView):
 class ProviderView(APIView):
     """Providers of the price catalog the caller may use (for ``team``, or the caller's only team)."""
 
-    @extend_schema(
-        parameters=[OpenApiParameter("team", OpenApiTypes.INT, required=False)], responses=s.ProviderListSerializer
-    )
+    @extend_schema(parameters=[s.ProviderQuerySerializer], responses=s.ProviderListSerializer)
     def get(self, request):
-        raw = request.query_params.get("team")
-        team = None
-        if len(request.query_params.getlist("team")) > 1:
-            raise ValidationError({"team": ["Give this parameter once."]})
-        if raw not in (None, ""):
-            if integer_id(raw) is None:
-                raise ValidationError({"team": ["A team id."]})
-            found = Team.objects.filter(pk=integer_id(raw)).first()
-            if found is None:
-                raise NotFound(f"No team {raw}.")
-            team = team_for_read(request, found)
+        query = s.ProviderQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        team = query.validated_data.get("team")
+        if team is not None:
+            team = team_for_read(request, team)
         elif not is_finance(request):
             ids = visible_team_ids(request)
             if ids is not None and len(ids) == 1:

@@ -25,11 +25,13 @@ from billing_site.api.idempotency import idempotency_key_parameter, run_idempote
 from billing_site.api.pagination import PagePagination
 from billing_site.api.scoping import scope_by_team, sees_all_teams, team_for_read, visible_team_ids
 from billing_site.db import MeteredSum
+from billing_site.errors import TeamRequired
 from chargeback import selectors as chargeback_selectors
 from chargeback.models import AllocatedCost, UsageRecord
 from chargeback.periods import BillingPeriod
 from invoices.api import serializers as s
 from invoices.api.filters import InvoiceFilter
+from invoices.errors import InvoiceError, InvoiceGenerationError
 from invoices.models import Invoice, InvoiceLine
 from invoices.pdf import invoice_render_pdf
 from invoices.selectors import invoice_get_with_lines
@@ -75,13 +77,15 @@ class InvoiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         user, team = data.get("user"), data.get("team")
         if team is None:
             if user is None:
-                raise ValidationError({"team": ["Give the team (or the user, when they belong to one team)."]})
+                # each part is well-formed; the request names no one to bill: 422, as the schema cannot say "one of"
+                raise TeamRequired("Give the team (or the user, when they belong to one team).", param="team")
             teams = list(TeamMembership.objects.filter(user=user).values_list("team_id", flat=True)[:2])
             if len(teams) != 1:
-                raise ValidationError({"team": [f"User {user.pk} belongs to {len(teams) or 'no'} teams; name the team."]})
+                raise TeamRequired(f"User {user.pk} belongs to {len(teams) or 'no'} teams; name the team.", param="team")
             team = Team.objects.get(pk=teams[0])
         if user is not None and not user_is_member(user=user, team=team):
-            raise ValidationError({"user": [f"User {user.pk} is not a member of team {team.pk}."]})
+            # both ids are well-formed; they do not go together: 422
+            raise InvoiceGenerationError(f"User {user.pk} is not a member of team {team.pk}.", param="user")
         period = BillingPeriod(data["period_start"], data["period_end"])
 
         def body():
@@ -105,7 +109,9 @@ class InvoiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         if data["status"] == Invoice.Status.PAID and not data["payment_reference"].strip():
-            raise ValidationError({"payment_reference": ["Required to mark an invoice paid."]})
+            # a blank reference is well-formed (other moves take none); paid needs one: 422
+            raise InvoiceError("A payment reference is required to mark an invoice paid.", param="payment_reference",
+                               code="payment_reference_required")
 
         def body():
             changed = invoice_transition(invoice=invoice, to_status=data["status"], by=request.user,

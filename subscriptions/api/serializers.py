@@ -14,6 +14,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing_site.api.fields import (
+    POSITIVE,
     AwareDateTimeField,
     DecimalStringField,
     MoneyField,
@@ -37,6 +38,10 @@ class WholeNumberField(serializers.IntegerField):
     """A whole number: a JSON integer, or digits in a query string (``10``); ``10.0``, ``1e1`` and ``ten`` are refused."""
 
     _DIGITS = re.compile(r"[0-9]{1,9}")
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_value", 10**9 - 1)  # 9 digits at most, so the schema states the bound
+        super().__init__(**kwargs)
 
     def to_internal_value(self, data):
         if isinstance(data, bool) or not (isinstance(data, int) or (isinstance(data, str) and self._DIGITS.fullmatch(data))):
@@ -350,7 +355,7 @@ class CustomerListSerializer(serializers.Serializer):
 
 
 class TierInputSerializer(StrictSerializerMixin, serializers.Serializer):
-    up_to = MoneyStringField(required=False, allow_null=True, min_value=0)
+    up_to = MoneyStringField(required=False, allow_null=True, min_value=POSITIVE, help_text="More than 0; null for the last tier.")
     unit_price = MoneyStringField(min_value=0)
     flat_fee = MoneyStringField(required=False, min_value=0)
 
@@ -364,7 +369,7 @@ class ChargeInputSerializer(StrictSerializerMixin, serializers.Serializer):
     included_units = MoneyStringField(required=False, min_value=0)
     charge_model = serializers.ChoiceField(choices=PlanCharge.ChargeModel.choices, required=False)
     price = MoneyStringField(required=False, min_value=0)
-    price_per_units = MoneyStringField(required=False, min_value=0)
+    price_per_units = MoneyStringField(required=False, min_value=POSITIVE, help_text="More than 0 (default 1).")
     package_size = MoneyStringField(required=False, allow_null=True, min_value=1)
     tiers = TierInputSerializer(many=True, required=False)
 

@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from billing_site.money import currency_exponent, parse_amount
 
 from ..charges import Tier, tiers_problem
-from ..errors import InvalidSubscriptionRequest, PlanImmutable
+from ..errors import InvalidPlanConfiguration, InvalidSubscriptionRequest, PlanCodeTaken, PlanImmutable
 from ..models import Plan, PlanCharge, PlanChargeTier, Subscription
 
 #: Fields of a plan that are its prices: frozen once the plan has subscribers.
@@ -50,8 +50,11 @@ def _charge_rows(plan: Plan, charges: Sequence[Mapping]) -> list[tuple[PlanCharg
         if unknown:
             raise InvalidSubscriptionRequest(f"{where} has unknown fields: {', '.join(sorted(unknown))}", param=where)
         meter = str(spec.get("meter") or "").strip()
-        if not meter or meter in meters:
-            raise InvalidSubscriptionRequest(f"{where}.meter must be a name, unique in the plan", param=f"{where}.meter")
+        if not meter:
+            raise InvalidSubscriptionRequest(f"{where}.meter must be a name", param=f"{where}.meter")
+        if meter in meters:  # each charge is well-formed; together they are not (422)
+            raise InvalidPlanConfiguration(f"{where}.meter must be unique in the plan: {meter} has a charge already",
+                                           param=f"{where}.meter")
         meters.add(meter)
         if not str(spec.get("resource_type") or "").strip():
             raise InvalidSubscriptionRequest(f"{where}.resource_type is required", param=f"{where}.resource_type")
@@ -67,6 +70,9 @@ def _charge_rows(plan: Plan, charges: Sequence[Mapping]) -> list[tuple[PlanCharg
             price_per_units=_amount(spec.get("price_per_units", 1), f"{where}.price_per_units", positive=True),
         )
         if model == PlanCharge.ChargeModel.PACKAGE:
+            if spec.get("package_size") in (None, ""):
+                raise InvalidPlanConfiguration(f"{where}.package_size: a package charge needs its package size",
+                                               param=f"{where}.package_size")
             charge.package_size = _amount(spec.get("package_size"), f"{where}.package_size", positive=True)
         tiers = []
         for j, t in enumerate(spec.get("tiers") or ()):
@@ -78,7 +84,7 @@ def _charge_rows(plan: Plan, charges: Sequence[Mapping]) -> list[tuple[PlanCharg
             ))
         problem = tiers_problem(model, [Tier(t.up_to, t.unit_price, t.flat_fee) for t in tiers])
         if problem:
-            raise InvalidSubscriptionRequest(f"{where}: {problem}", param=f"{where}.tiers")
+            raise InvalidPlanConfiguration(f"{where}: {problem}", param=f"{where}.tiers")
         rows.append((charge, tiers))
     return rows
 
@@ -132,7 +138,9 @@ def plan_create(*, code: str, name: str, tier: str, currency: str, fee: Decimal,
             amounts as Decimals or decimal strings.
 
     Raises:
-        InvalidSubscriptionRequest: a code in use, a malformed charge or tier (``param`` names it).
+        PlanCodeTaken: the code is in use (409).
+        InvalidPlanConfiguration: charges that do not go together: a meter twice, tiers unfit for the model (422).
+        InvalidSubscriptionRequest: a malformed charge or tier (``param`` names it).
         MoneyError: an amount that is not money (``param`` names it).
     """
     fields = _check_fields({"code": code, "name": name, "tier": tier, "currency": currency, "fee": fee,
@@ -144,7 +152,7 @@ def plan_create(*, code: str, name: str, tier: str, currency: str, fee: Decimal,
             with transaction.atomic():
                 plan.save()
         except IntegrityError:
-            raise InvalidSubscriptionRequest(f"plan code {code!r} is in use", param="code") from None
+            raise PlanCodeTaken(f"plan code {code!r} is in use", param="code") from None
         _charges_save(plan, charges)
     return plan
 

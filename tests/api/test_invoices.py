@@ -83,7 +83,8 @@ def test_invoice_status_refused_move_answers_409_naming_both_statuses(finance, i
 def test_invoice_status_paid_without_reference_names_payment_reference(finance, invoice_a):
     invoice_issue(invoice=invoice_a)
     response = finance.post(f"/api/v1/invoices/{invoice_a.pk}/status/", {"status": "paid"}, format="json")
-    assert response.status_code == 400
+    # each field is well-formed; paid needs a reference the other moves do not: 422
+    assert response.status_code == 422
     assert response.json()["error"]["param"] == "payment_reference"
 
 

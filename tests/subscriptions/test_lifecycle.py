@@ -8,7 +8,7 @@ import pytest
 
 from invoices.models import CreditNote, Invoice
 from subscriptions.errors import (
-    InvalidSubscriptionRequest,
+    InvalidPlanConfiguration,
     PlanArchived,
     PlanImmutable,
     SubscriptionExists,
@@ -179,9 +179,10 @@ def test_prices_of_a_plan_with_subscribers_never_change(postpaid_team, pro_plan)
         subscription_create(team=postpaid_team, plan=pro_plan)
 
 
-def test_a_malformed_charge_is_refused_naming_the_field(db):
-    with pytest.raises(InvalidSubscriptionRequest) as error:
+def test_tiers_unfit_for_the_charge_model_are_refused_naming_the_field(db):
+    # each tier is well-formed; together they do not fit the model (the last one is not open): 422
+    with pytest.raises(InvalidPlanConfiguration) as error:
         plan_create(code="bad", name="Bad", tier="x", currency="USD", fee=D(1),
                     charges=[{"meter": "m", "resource_type": "llm", "charge_model": "volume",
                               "tiers": [{"up_to": D(10), "unit_price": D(1)}]}])
-    assert error.value.param == "charges[0].tiers"
+    assert (error.value.param, error.value.http_status) == ("charges[0].tiers", 422)

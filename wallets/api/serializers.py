@@ -87,7 +87,8 @@ class ItemSerializer(StrictSerializerMixin, serializers.Serializer):
     provider = serializers.CharField(max_length=100)
     model = serializers.CharField(max_length=100)
     unit = serializers.CharField(max_length=50)
-    quantity = serializers.DecimalField(max_digits=30, decimal_places=12, min_value=0)
+    #: Below 10^15 (``wallets.services.amounts.MAX_AMOUNT``): 15 digits before the point, 12 after it.
+    quantity = serializers.DecimalField(max_digits=27, decimal_places=12, min_value=0)
 
 
 class QuoteRequestSerializer(StrictSerializerMixin, serializers.Serializer):
