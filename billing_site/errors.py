@@ -63,6 +63,7 @@ amount_out_of_range       422     ``money.AmountOutOfRange``: a well-formed amou
 invoice_generation_error  422     ``invoices``' ``InvoiceGenerationError``: nothing to bill, no run
 plan_immutable            409     ``subscriptions``' ``PlanImmutable``: a used plan's prices never change
 plan_code_taken           409     ``subscriptions``' ``PlanCodeTaken``: another plan has the code
+coupon_code_taken         409     ``subscriptions``' ``CouponCodeTaken``: another coupon has the code
 plan_archived             409     ``subscriptions``' ``PlanArchived``: nobody new joins an archived plan
 invalid_subscription_     409     ``subscriptions``' ``SubscriptionTransitionError``: the status
 transition                        forbids the move (``Subscription.TRANSITIONS``)

@@ -57,6 +57,13 @@ class PlanCodeTaken(SubscriptionError):
     http_status = 409
 
 
+class CouponCodeTaken(SubscriptionError):
+    """Another coupon has this code already (codes are unique): the state of the books, not the input's shape. HTTP 409."""
+
+    code = "coupon_code_taken"
+    http_status = 409
+
+
 class PlanArchived(SubscriptionError):
     """The plan is archived: nobody new subscribes to it and nobody moves onto it. HTTP 409."""
 

@@ -8,6 +8,7 @@ decimal places). Timestamps are ISO 8601 in UTC; period ends are exclusive.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema_field
@@ -236,9 +237,10 @@ class CouponCreateSerializer(StrictSerializerMixin, serializers.Serializer):
 
     code = serializers.SlugField(max_length=100)
     name = TextField(max_length=200)
-    percent_off = DecimalStringField(max_digits=5, decimal_places=2, required=False, allow_null=True, min_value=0,
-                                     max_value=100)
-    amount_off = MoneyStringField(required=False, allow_null=True, min_value=0)
+    # More than zero, as the schema's pattern says (the smallest step of each field's places).
+    percent_off = DecimalStringField(max_digits=5, decimal_places=2, required=False, allow_null=True,
+                                     min_value=Decimal("0.01"), max_value=100)
+    amount_off = MoneyStringField(required=False, allow_null=True, min_value=POSITIVE)
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, allow_blank=True,
                                       error_messages={"invalid": "An ISO 4217 code, e.g. USD."})
     duration = serializers.ChoiceField(choices=Coupon.Duration.choices, required=False)

@@ -20,7 +20,7 @@ from django.utils import timezone
 from billing_site.money import parse_amount
 
 from ..calendar import period_after, period_boundary
-from ..errors import CouponTermsConflict, InvalidSubscriptionRequest, SubscriptionTransitionError
+from ..errors import CouponCodeTaken, CouponTermsConflict, InvalidSubscriptionRequest, SubscriptionTransitionError
 from ..models import Coupon, Subscription, SubscriptionDiscount
 from ..selectors import subscription_discount
 
@@ -71,8 +71,9 @@ def coupon_create(*, code: str, name: str, percent_off=None, amount_off=None, cu
         CouponTermsConflict: (422) terms that do not fit together: both or neither amount, a currency
             beside a percent or none beside an amount, ``duration_in_months`` without ``repeating``
             or missing with it; naming the field.
+        CouponCodeTaken: (409) the code is another coupon's.
         InvalidSubscriptionRequest, MoneyError: (400) a percent above 100, an amount with more
-            decimals than its currency has, a code in use; naming the field.
+            decimals than its currency has; naming the field.
     """
     terms = _terms(percent_off=percent_off, amount_off=amount_off, currency=currency, duration=duration,
                    duration_in_months=duration_in_months)
@@ -80,7 +81,7 @@ def coupon_create(*, code: str, name: str, percent_off=None, amount_off=None, cu
         with transaction.atomic():
             return Coupon.objects.create(code=code, name=name, **terms)
     except IntegrityError:
-        raise InvalidSubscriptionRequest(f"coupon {code} exists already", param="code") from None
+        raise CouponCodeTaken(f"coupon code {code!r} is in use", param="code") from None
 
 
 def coupon_update(*, coupon: Coupon, **changes) -> Coupon:

@@ -41,6 +41,8 @@ def test_coupon_create_read_rename_archive(finance):
     ({"percent_off": "10", "duration": "once", "duration_in_months": 2}, 422, "duration_in_months"),
     ({"percent_off": "10", "duration": "weekly"}, 400, "duration"),
     ({"percent_off": "10", "colour": "red"}, 400, "colour"),
+    ({"percent_off": "0"}, 400, "percent_off"),
+    ({"amount_off": "0", "currency": "USD"}, 400, "amount_off"),
 ])
 def test_coupon_create_refuses_bad_terms_naming_the_field(finance, body, status, param):
     response = finance.post(COUPONS, {"code": "bad", "name": "Bad", **body}, format="json")
@@ -84,3 +86,13 @@ def test_subscription_created_with_a_coupon_shows_its_discount_and_mrr(finance, 
     assert stats["monthly_revenue"] == "24.50"
     customers = finance.get("/api/v1/admin/billing/customers/").json()
     assert customers["customers"][0]["mrr"] == "24.50"
+
+
+def test_coupon_create_with_a_taken_code_is_409_naming_the_code(finance):
+    # given a coupon "launch"
+    assert finance.post(COUPONS, {"code": "launch", "name": "Launch", "percent_off": "20"}, format="json").status_code == 201
+    # when another is made with the same code
+    response = finance.post(COUPONS, {"code": "launch", "name": "Again", "percent_off": "10"}, format="json")
+    # then it is refused as the state of the books, not as bad input
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "coupon_code_taken" and response.json()["error"]["param"] == "code"
