@@ -51,7 +51,7 @@ class PagePagination(PageNumberPagination):
         pages = request.query_params.getlist(self.page_query_param)
         if len(pages) > 1:
             raise exceptions.ValidationError({"page": ["Give this parameter once."]})
-        if pages and not re.fullmatch(r"[0-9]{1,18}", pages[0]):
+        if pages and not re.fullmatch(r"[0-9]+", pages[0]):  # a page past the end (any size) is 404
             raise exceptions.ValidationError({"page": ["A whole number from 1."]})
         return super().paginate_queryset(queryset, request, view)
 
