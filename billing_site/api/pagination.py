@@ -17,7 +17,7 @@ def _page_size(request, default: int) -> int:
     if len(request.query_params.getlist("limit")) > 1:
         raise exceptions.ValidationError({"limit": ["Give this parameter once."]})
     raw = request.query_params.get("limit")
-    if raw is None or raw == "":
+    if raw is None:
         return default
     if not _WHOLE_NUMBER.fullmatch(raw):
         raise exceptions.ValidationError({"limit": ["A whole number from 1 to 1000."]})
@@ -44,6 +44,16 @@ class PagePagination(PageNumberPagination):
 
     def get_page_size(self, request):
         return _page_size(request, self.page_size)
+
+    def paginate_queryset(self, queryset, request, view=None):
+        """``?page=`` is a whole number from 1, as the schema says: empty, ``last`` (which DRF would
+        read as the last page) or given twice is a 400 naming ``page``; a page past the end is 404."""
+        pages = request.query_params.getlist(self.page_query_param)
+        if len(pages) > 1:
+            raise exceptions.ValidationError({"page": ["Give this parameter once."]})
+        if pages and not re.fullmatch(r"[0-9]+", pages[0]):  # a page past the end (any size) is 404
+            raise exceptions.ValidationError({"page": ["A whole number from 1."]})
+        return super().paginate_queryset(queryset, request, view)
 
     def get_schema_operation_parameters(self, view):
         return _documented_bounds(super().get_schema_operation_parameters(view))

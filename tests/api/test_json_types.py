@@ -84,3 +84,11 @@ def test_a_quote_quantity_of_10_15_is_refused_as_the_schema_says(key):
     item = {"category": "llm", "provider": "openai", "model": "gpt", "unit": "1k_tokens"}
     _refused(key.post("/api/v1/quotes/", {"items": [{**item, "quantity": "1000000000000000"}]}, format="json"),
              "items[0].quantity")
+
+
+@pytest.mark.parametrize("params, param", [
+    ({"page": ""}, "page"), ({"page": "last"}, "page"), ({"limit": ""}, "limit"),  # no default for an empty value
+])
+def test_pagination_parameters_are_whole_numbers_as_the_schema_says(member, params, param):
+    _refused(member.get("/api/v1/invoices/", params), param)
+    assert member.get("/api/v1/invoices/", {"page": "1", "limit": "10"}).status_code == 200
