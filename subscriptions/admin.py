@@ -94,8 +94,20 @@ class PlanForm(forms.ModelForm):
                   "minimum_commitment"]
 
 
+class ServiceRefusalAsMessageMixin:
+    """A form saved through the services: a refusal (``BillingError``) comes back as the page's
+    message, with nothing written, instead of an error page."""
+
+    def _changeform_view(self, request, object_id, form_url, extra_context):
+        try:
+            return super()._changeform_view(request, object_id, form_url, extra_context)
+        except BillingError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+
 @admin.register(Plan)
-class PlanAdmin(BillingAdminMixin, ExportAdminMixin, admin.ModelAdmin):
+class PlanAdmin(ServiceRefusalAsMessageMixin, BillingAdminMixin, ExportAdminMixin, admin.ModelAdmin):
     resource_classes = [PlanResource]  # Export CSV / XLSX (ExportAdminMixin)
     form = PlanForm
     list_display = ["code", "name", "tier", "fee_display", "period", "trial_days", "status", "version", "subscribers"]
@@ -147,13 +159,6 @@ class PlanAdmin(BillingAdminMixin, ExportAdminMixin, admin.ModelAdmin):
             return
         if data:
             plan_update(plan=Plan.objects.get(pk=obj.pk), **data)
-
-    def _changeform_view(self, request, object_id, form_url, extra_context):
-        try:
-            return super()._changeform_view(request, object_id, form_url, extra_context)
-        except BillingError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
 
     @admin.action(description="Archive (no new subscriptions)", permissions=["change"])
     def archive_action(self, request, queryset):
@@ -450,7 +455,7 @@ class CouponForm(forms.ModelForm):
 
 
 @admin.register(Coupon)
-class CouponAdmin(BillingAdminMixin, admin.ModelAdmin):
+class CouponAdmin(ServiceRefusalAsMessageMixin, BillingAdminMixin, admin.ModelAdmin):
     form = CouponForm
     list_display = ["code", "name", "off", "duration_display", "status", "discounts_count"]
     list_filter = ["status", "duration", "currency"]
@@ -492,13 +497,6 @@ class CouponAdmin(BillingAdminMixin, admin.ModelAdmin):
             return
         if "name" in form.changed_data:
             coupon_update(coupon=Coupon.objects.get(pk=obj.pk), name=form.cleaned_data["name"])
-
-    def _changeform_view(self, request, object_id, form_url, extra_context):
-        try:
-            return super()._changeform_view(request, object_id, form_url, extra_context)
-        except BillingError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
 
     @admin.action(description="Archive (applied to nobody new)", permissions=["change"])
     def archive_action(self, request, queryset):

@@ -57,6 +57,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_wait(server: subprocess.Popen, port: int, *, name: str, seconds: float) -> None:
+    """Wait until ``server`` accepts connections on loopback ``port``; fail the test, naming it, if
+    it exits or is not up within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"{name} did not start on port {port}")
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> str:
     """A Redis of the test session's own: ``redis-server`` (Debian's package, installed by
@@ -71,16 +86,7 @@ def redis_url(tmp_path_factory) -> str:
          "--dir", str(tmp_path_factory.mktemp("redis"))],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
+    port_wait(server, port, name="redis-server", seconds=15)
     yield f"redis://127.0.0.1:{port}/0"
     server.terminate()
     server.wait(timeout=10)
@@ -108,16 +114,7 @@ def localstripe_url(tmp_path_factory) -> str:
     launcher = Path(settings.BASE_DIR) / "scripts" / "localstripe_server.py"
     server = subprocess.Popen([sys.executable, str(launcher), "--port", str(port), "--from-scratch"], stdout=log,
                               stderr=subprocess.STDOUT, cwd=tmp_path_factory.getbasetemp())
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"localstripe did not start on port {port}")
-            time.sleep(0.1)
+    port_wait(server, port, name="localstripe", seconds=20)
     yield f"http://127.0.0.1:{port}"
     server.terminate()
     try:
