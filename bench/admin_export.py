@@ -22,6 +22,7 @@ part in an export).
 
 from __future__ import annotations
 
+import argparse
 import sys
 import threading
 import time
@@ -177,16 +178,16 @@ def export(client, what: str, fmt: str, team_id: int | None) -> tuple[float, int
 
 
 def main() -> None:
-    keep = "--keep" in sys.argv
-    sizes = [100_000, 1_000_000]
-    if "--rows" in sys.argv:
-        sizes = sorted(int(n) for n in sys.argv[sys.argv.index("--rows") + 1].split(","))
-    formats = ["csv", "xlsx"]
-    if "--only" in sys.argv:
-        formats = [sys.argv[sys.argv.index("--only") + 1]]
-    tables = ["ledger", "usage"]
-    if "--tables" in sys.argv:
-        tables = sys.argv[sys.argv.index("--tables") + 1].split(",")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="100000,1000000", help="the two sizes, comma-separated")
+    parser.add_argument("--keep", action="store_true", help="reuse the rows an earlier run loaded")
+    parser.add_argument("--only", choices=["csv", "xlsx"], help="one format only")
+    parser.add_argument("--tables", default="ledger,usage", help="ledger, usage or both, comma-separated")
+    args = parser.parse_args()
+    keep = args.keep
+    sizes = sorted(int(n) for n in args.rows.split(","))
+    formats = [args.only] if args.only else ["csv", "xlsx"]
+    tables = args.tables.split(",")
     small, large = sizes[0], sizes[-1]
     bench_database("bench_admin_export", keep=keep)
     from django.contrib.auth import get_user_model
