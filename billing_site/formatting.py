@@ -117,6 +117,14 @@ def _ends_on_a_day_boundary(start, end) -> bool:
     return end_time <= start_time or end_time == dt.time()
 
 
+def date_display(value: dt.date | dt.datetime | None, *, locale: str | None = None) -> str:
+    """A day as people read it (``Dec 8, 2026``): a date-time is its local day (current time zone);
+    ``""`` for ``None``. For list columns where the time of day would only take width."""
+    if value is None:
+        return ""
+    return format_date(_day(value), "medium", locale=locale or display_locale())
+
+
 def month_display(day: dt.date | None, *, locale: str | None = None) -> str:
     """The month of ``day``: ``October 2026``; ``—`` for ``None``."""
     return "—" if day is None else format_skeleton("yMMMM", _day(day), locale=locale or display_locale())

@@ -42,7 +42,7 @@ from billing_site.admin_mixins import (
     period_column,
 )
 from billing_site.errors import BillingError
-from billing_site.formatting import money_display, period_display
+from billing_site.formatting import date_display, money_display, period_display
 from teams.selectors import user_is_finance
 
 from .discounts import discount_amount
@@ -258,7 +258,7 @@ class ExtendTrialForm(forms.Form):
 class SubscriptionAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     resource_classes = [SubscriptionResource]  # Export CSV / XLSX (ExportAdminMixin)
     list_display = ["id", "subscriber", "plan", "tier", "status", "mrr_display", "current_period_display",
-                    "cancel_at_period_end", "trial_end"]
+                    "cancel_at_period_end", "trial_end_display"]
     list_filter = ["status", "plan__tier", "plan", "cancel_at_period_end", TrialEndingFilter, "plan__currency"]
     search_fields = ["team__name", "team__slug", "user__username", "plan__code"]
     list_select_related = ["team", "user", "plan"]
@@ -283,7 +283,12 @@ class SubscriptionAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixi
         return super().get_queryset(request).annotate(
             discounted=Exists(SubscriptionDiscount.objects.filter(subscription=OuterRef("pk"))))
 
-    @admin.display(description="MRR (after discount)")
+    @admin.display(description="Trial ends", ordering="trial_end")
+    def trial_end_display(self, obj):
+        return date_display(obj.trial_end) or "-"
+
+    # MRR is after discounts everywhere (docs/subscriptions.md); the header stays short for the width.
+    @admin.display(description="MRR")
     def mrr_display(self, obj):
         plan = obj.plan
         discount = discounts_current([obj]).get(obj.pk) if getattr(obj, "discounted", True) else None

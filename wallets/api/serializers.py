@@ -6,7 +6,13 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from billing_site.api.fields import AwareDateTimeField, MoneyField, StrictPrimaryKeyRelatedField, StrictSerializerMixin
+from billing_site.api.fields import (
+    POSITIVE,
+    AwareDateTimeField,
+    MoneyField,
+    StrictPrimaryKeyRelatedField,
+    StrictSerializerMixin,
+)
 from teams.models import BillingSettings, Team
 from teams.selectors import billing_settings_get
 from wallets.models import LedgerEntry, UsageEvent, UsageEventItem, Wallet
@@ -75,7 +81,9 @@ class LedgerEntrySerializer(serializers.ModelSerializer):
 
 
 class TopUpSerializer(StrictSerializerMixin, serializers.Serializer):
-    amount = serializers.DecimalField(max_digits=30, decimal_places=12, help_text="> 0, in the wallet's currency.")
+    # More than zero, as the schema's pattern says (POSITIVE: the smallest step of 12 places).
+    amount = serializers.DecimalField(max_digits=30, decimal_places=12, min_value=POSITIVE,
+                                      help_text="> 0, in the wallet's currency.")
     description = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     reference_id = serializers.CharField(max_length=100, required=False, allow_blank=True, default="",
                                          help_text="The payment's reference (bank transfer, PO…).")
