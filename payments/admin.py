@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from billing_site.admin_mixins import BillingAdminMixin, ReadOnlyAdminMixin
+from billing_site.admin_mixins import BillingAdminMixin, DateRangeFilter, ReadOnlyAdminMixin
 from billing_site.money import format_amount
 
 from .models import Dunning, DunningAttempt, DunningPolicy, Payment, Refund, StripeEvent
@@ -35,7 +35,7 @@ class RefundInline(BillingAdminMixin, admin.TabularInline):
 class PaymentAdmin(BillingAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["pk", "created_at", "team", "kind", "status", "amount_display", "refunded_display", "invoice",
                     "stripe_charge_id", "stripe_customer_id", "failure_code"]
-    list_filter = ["status", "kind", "currency", ("created_at", admin.DateFieldListFilter)]
+    list_filter = ["status", "kind", "currency", ("created_at", DateRangeFilter)]
     search_fields = ["team__name", "invoice__number", "stripe_payment_intent_id", "stripe_charge_id",
                      "stripe_customer_id"]
     search_help_text = "Team, invoice number, or a Stripe id (pi_…, ch_…, cus_…)."

@@ -21,6 +21,7 @@ from django.urls import reverse
 from chargeback.services.team_mapping import team_mapping_set
 from invoices.models import ExchangeRate, Invoice
 from invoices.services.jobs import invoice_pdfs_zip_request
+from payments.models import Dunning, DunningAttempt, DunningPolicy, Payment, StripeEvent
 from teams.models import Team
 from teams.services import api_key_create
 from tests.admin.test_browser import PASSWORD
@@ -30,7 +31,8 @@ from webhooks.services import event_record
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 #: The billing apps whose every model the finance admin shows.
-BILLING_APPS = {"teams", "chargeback", "wallets", "invoices", "subscriptions", "webhooks", "jobs", "billing_site"}
+BILLING_APPS = {"teams", "chargeback", "wallets", "invoices", "subscriptions", "payments", "webhooks", "jobs",
+                "billing_site"}
 
 #: Run in the page: what is cut off or wrapped, as sentences (an empty list when all is well).
 PROBLEMS_JS = """
@@ -78,7 +80,8 @@ def _billing_models():
 
 def _what_the_demo_leaves_out(user) -> None:
     """A row of each billing model the demo does not fill: an exchange rate, an API key, a team
-    mapping, a webhook endpoint with an event and its delivery, and a queued job."""
+    mapping, a webhook endpoint with an event and its delivery, a queued job, and a declined card
+    payment with its dunning and Stripe event."""
     search = Team.objects.get(slug="search")
     ExchangeRate.objects.create(date=dt.date(2026, 10, 30), from_currency="EUR", to_currency="USD",
                                 rate=Decimal("1.0842"), source="manual")
@@ -89,6 +92,26 @@ def _what_the_demo_leaves_out(user) -> None:
     invoice = Invoice.objects.filter(team=search).first()
     event_record("invoice.issued", {"id": invoice.pk, "total": "40.53", "currency": "USD", "lines": []}, team=search)
     invoice_pdfs_zip_request(invoices=[invoice], name="october", created_by=user)
+    # Payments as Stripe leaves them (the demo runs without Stripe): a declined invoice payment, its
+    # dunning with one retry, and the webhook event that reported it.
+    now = dt.datetime(2026, 11, 3, 9, 0, tzinfo=dt.timezone.utc)
+    payment = Payment.objects.create(
+        team=search, kind=Payment.Kind.INVOICE, status=Payment.Status.FAILED, amount=invoice.total,
+        currency=invoice.currency, invoice=invoice, idempotency_key=f"invoice-{invoice.pk}-attempt-1",
+        stripe_payment_intent_id="pi_3QdemoDeclined", stripe_customer_id="cus_QdemoSearch",
+        failure_code="card_declined", failure_message="Your card was declined.")
+    policy = DunningPolicy.objects.get_or_create(pk=1)[0]
+    dunning = Dunning.objects.create(
+        invoice=invoice, team=search, amount=invoice.total, currency=invoice.currency, retry_days=policy.retry_days,
+        final_action=policy.final_action, freeze_wallet=policy.freeze_wallet, started_at=now, attempts=1,
+        next_attempt_at=now + dt.timedelta(days=3))
+    DunningAttempt.objects.create(dunning=dunning, number=1, scheduled_for=now + dt.timedelta(days=1),
+                                  status=DunningAttempt.Status.FAILED, payment=payment, failure_code="card_declined",
+                                  failure_message="Your card was declined.", mailed=True)
+    StripeEvent.objects.create(event_id="evt_1QdemoFailed", type="payment_intent.payment_failed",
+                               object_id="pi_3QdemoDeclined", created=now, team=search,
+                               result="Invoice payment failed: card_declined; dunning started",
+                               payload={"id": "evt_1QdemoFailed", "type": "payment_intent.payment_failed"})
 
 
 def test_every_billing_list_and_detail_page_fits_1440_wide_and_no_amount_wraps(
