@@ -400,15 +400,22 @@ class SubscriptionAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixi
                     form.add_error("plan" if exc.param == "plan" else None, exc.message)
         return TemplateResponse(request, "admin/subscriptions/subscription/change_plan.html", context)
 
-    def extend_trial_view(self, request):
-        if not self.has_manage_permission(request):
-            raise PermissionDenied
+    def _selected(self, request) -> list[Subscription] | None:
+        """The subscriptions an action chose (``?ids=1,2,3``, or the form's ``ids``) that this user
+        may see, in pk order; ``None`` when ``ids`` is not a list of numbers."""
         source = request.POST if request.method == "POST" else request.GET
         try:
             ids = [int(part) for part in source.get("ids", "").split(",") if part]
         except ValueError:
+            return None
+        return list(self.get_queryset(request).select_related("plan", "team", "user").filter(pk__in=ids).order_by("pk"))
+
+    def extend_trial_view(self, request):
+        if not self.has_manage_permission(request):
+            raise PermissionDenied
+        subs = self._selected(request)
+        if subs is None:
             return HttpResponseBadRequest("ids must be subscription numbers separated by commas")
-        subs = list(self.get_queryset(request).select_related("plan", "team", "user").filter(pk__in=ids).order_by("pk"))
         form = ExtendTrialForm(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
             days = dt.timedelta(days=form.cleaned_data["days"])
@@ -427,17 +434,13 @@ class SubscriptionAdmin(BillingAdminMixin, ExportAdminMixin, LargeTableAdminMixi
                                 subscriptions=subs, ids=",".join(str(s.pk) for s in subs))
         return TemplateResponse(request, "admin/subscriptions/subscription/extend_trial.html", context)
 
-
     def apply_coupon_view(self, request):
         """Choose a coupon for the selected subscriptions; each is applied through ``subscription_discount_apply``."""
         if not self.has_manage_permission(request):
             raise PermissionDenied
-        source = request.POST if request.method == "POST" else request.GET
-        try:
-            ids = [int(part) for part in source.get("ids", "").split(",") if part]
-        except ValueError:
+        subs = self._selected(request)
+        if subs is None:
             return HttpResponseBadRequest("ids must be subscription numbers separated by commas")
-        subs = list(self.get_queryset(request).select_related("plan", "team", "user").filter(pk__in=ids).order_by("pk"))
         form = ApplyCouponForm(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
             coupon = form.cleaned_data["coupon"]

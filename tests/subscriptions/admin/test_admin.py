@@ -108,6 +108,15 @@ def test_extend_trial(finance, subs):
     assert checkout.trial_end == before + dt.timedelta(days=7)
 
 
+@pytest.mark.parametrize("view", ["extend_trial", "apply_coupon"])
+def test_an_action_page_given_ids_that_are_not_numbers_answers_400(finance, subs, view):
+    # when a hand-edited link names subscriptions by anything but numbers
+    response = finance.get(reverse(f"admin:subscriptions_subscription_{view}"), {"ids": "1,x"})
+    # then the page says what the ids must be, and nothing is changed
+    assert response.status_code == 400 and b"subscription numbers" in response.content
+    assert not SubscriptionDiscount.objects.exists()
+
+
 def test_auditor_reads_but_cannot_act(auditor, subs):
     assert auditor.get(reverse(CHANGELIST)).status_code == 200
     url = reverse("admin:subscriptions_subscription_change_plan", args=[subs["search"].pk])
