@@ -443,6 +443,16 @@ def number_html(value):
     return format_html('<span class="number">{}</span>', number_display(value))
 
 
+def _column(show, description: str, field: str, ordering: str | None):
+    """``show`` as an admin column: its header, and its sort (``field`` as a lookup path by default,
+    ``ordering`` when given, none when ``ordering`` is ``None``)."""
+    show.short_description = description
+    order = field.replace(".", "__") if ordering == "" else ordering
+    if order:
+        show.admin_order_field = order
+    return show
+
+
 def money_column(field: str, description: str, *, currency: str = "currency", ordering: str | None = "",
                  exact: bool = False, metered: bool = False):
     """A ``list_display`` / ``readonly_fields`` method showing ``obj.<field>`` in ``obj.<currency>``.
@@ -458,11 +468,7 @@ def money_column(field: str, description: str, *, currency: str = "currency", or
     def show(self, obj):
         return render(_attr(obj, field), _attr(obj, currency))
 
-    show.short_description = description
-    order = field.replace(".", "__") if ordering == "" else ordering
-    if order:
-        show.admin_order_field = order
-    return show
+    return _column(show, description, field, ordering)
 
 
 def number_column(field: str, description: str, *, ordering: str | None = ""):
@@ -471,11 +477,7 @@ def number_column(field: str, description: str, *, ordering: str | None = ""):
     def show(self, obj):
         return number_html(_attr(obj, field))
 
-    show.short_description = description
-    order = field.replace(".", "__") if ordering == "" else ordering
-    if order:
-        show.admin_order_field = order
-    return show
+    return _column(show, description, field, ordering)
 
 
 def period_column(start: str, end: str, description: str = "Period", *, ordering: str | None = ""):
@@ -485,11 +487,7 @@ def period_column(start: str, end: str, description: str = "Period", *, ordering
     def show(self, obj):
         return period_display(_attr(obj, start), _attr(obj, end))
 
-    show.short_description = description
-    order = start.replace(".", "__") if ordering == "" else ordering
-    if order:
-        show.admin_order_field = order
-    return show
+    return _column(show, description, start, ordering)
 
 
 def readable_html(value):

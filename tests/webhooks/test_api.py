@@ -7,13 +7,13 @@ import datetime as dt
 
 import pytest
 from django.contrib.auth.models import Group
-from django.core.cache import cache
 from procrastinate.contrib.django.models import ProcrastinateJob
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from standardwebhooks import Webhook
 
 from teams.services import api_key_create
+from tests.api.conftest import _api_settings  # noqa: F401 - the API tests' throttle rates and fresh counters
 from tests.factories import TeamFactory, TeamMembershipFactory, UserFactory
 from wallets.services.wallets import wallet_open
 from webhooks.models import Delivery, Endpoint
@@ -25,13 +25,6 @@ pytestmark = pytest.mark.django_db
 ENDPOINTS = "/api/v1/webhook-endpoints/"
 DELIVERIES = "/api/v1/webhook-deliveries/"
 
-
-@pytest.fixture(autouse=True)
-def _api_settings(settings):
-    cache.clear()
-    settings.API_THROTTLE_RATES = {"principal": "100000/min", "money": "100000/min"}
-    yield
-    cache.clear()
 
 
 def _client(user) -> APIClient:
