@@ -10,13 +10,16 @@ The script (re)creates its database, writes ``N`` one-page draft invoices (the l
 ``bench/render_invoices.py``), then:
 
 * **overhead, interleaved**: one ``manage.py procrastinate worker --queues=pdf`` is started and
-  warmed up (start-up is not counted); then, ``--rounds`` times, A: the ``N`` PDFs rendered directly
-  in this process (``invoice_pdf_render_one`` in a loop, the code a job runs), B: the same PDFs as
-  ``pdf`` jobs of 8 invoices (``invoices.tasks.invoice_pdfs_defer``) run by that worker, timed from
-  the deferral to the last job's end (the jobs' events). A and B alternate, so a change of the
-  shared machine's load hits both alike; the ratio is B's total over A's, with each round's beside
-  it, and the same in CPU seconds (the worker's against this process's), which the load of the
-  other processes on the machine barely moves.
+  warmed up (start-up is not counted); then, ``--rounds`` times over the ``N`` PDFs, block by block
+  of ``--block`` invoices, A: the block rendered directly in this process (``invoice_pdf_render_one``
+  in a loop, the code a job runs), B: the same block as ``pdf`` jobs of 8 invoices
+  (``invoices.tasks.invoice_pdfs_defer``) run by that worker, timed from the deferral to the last
+  job's end (the jobs' events). A and B alternate every block (ABBA), so a change of the shared
+  machine's load within a round hits both alike (with whole rounds alternated, a two-minute phase
+  of each at 1,000 invoices, the load moved between them and the ratio with it); the ratio is B's
+  total over A's, with each round's beside it, and the same in CPU seconds (the worker's against
+  this process's). Each block's jobs pay their own deferral and the worker's wake-up, which a
+  long queue of jobs would not.
 * **workers** (``--workers``, empty to skip): the same jobs on 1, 2 and 4 worker processes, each
   beside a direct render run just before it. The machine has 2 cores, shared: 4 workers cannot beat
   2, and the load average is printed beside each figure.
@@ -119,6 +122,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--invoices", type=int, default=40, help="one-page invoices to render (default 40)")
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds of the overhead (default 3)")
+    parser.add_argument("--block", type=int, default=40,
+                        help="invoices per A/B block within a round (default 40: 5 jobs of 8)")
     parser.add_argument("--workers", default="", help="worker counts to time, e.g. 1,2,4 (default: none)")
     args = parser.parse_args()
     media = tempfile.TemporaryDirectory(prefix="bench-jobs-media-")
@@ -142,23 +147,34 @@ def main() -> None:
                .values_list("pk", flat=True))
     print(f"{len(ids):,} one-page drafts written in {time.perf_counter() - started:.1f} s")
 
-    # Overhead: A (direct) and B (jobs on one warm worker), alternated.
+    # Overhead: A (direct) and B (jobs on one warm worker), alternated block by block.
+    blocks = [ids[start:start + args.block] for start in range(0, len(ids), args.block)]
     workers = _workers_start(1)
     try:
         _direct(ids[:2])
         _by_jobs(ids[:2])  # both warm: fonts, templates, connections
         direct, jobs, direct_cpu, jobs_cpu = [], [], [], []
         for round_ in range(1, args.rounds + 1):
-            cpu = time.process_time()
-            direct.append(_direct(ids))
-            direct_cpu.append(time.process_time() - cpu)
             load_a = _load()
-            cpu = _cpu_seconds(workers[0].pid)
-            jobs.append(_by_jobs(ids))
-            jobs_cpu.append(_cpu_seconds(workers[0].pid) - cpu)
-            print(f"round {round_}: direct {direct[-1]:6.2f} s, {direct_cpu[-1]:6.2f} s CPU (load {load_a:.2f}); "
-                  f"jobs on 1 worker {jobs[-1]:6.2f} s, worker {jobs_cpu[-1]:6.2f} s CPU (load {_load():.2f}); "
-                  f"ratio {jobs[-1] / direct[-1]:.3f}, CPU {jobs_cpu[-1] / direct_cpu[-1]:.3f}")
+            times = {"direct": 0.0, "jobs": 0.0, "direct_cpu": 0.0, "jobs_cpu": 0.0}
+            for number, block in enumerate(blocks):
+                # ABBA: the order flips every block, so neither side always runs first.
+                for side in ("direct", "jobs") if number % 2 == 0 else ("jobs", "direct"):
+                    if side == "direct":
+                        cpu = time.process_time()
+                        times["direct"] += _direct(block)
+                        times["direct_cpu"] += time.process_time() - cpu
+                    else:
+                        cpu = _cpu_seconds(workers[0].pid)
+                        times["jobs"] += _by_jobs(block)
+                        times["jobs_cpu"] += _cpu_seconds(workers[0].pid) - cpu
+            direct.append(times["direct"])
+            jobs.append(times["jobs"])
+            direct_cpu.append(times["direct_cpu"])
+            jobs_cpu.append(times["jobs_cpu"])
+            print(f"round {round_}: direct {direct[-1]:6.2f} s, {direct_cpu[-1]:6.2f} s CPU; jobs on 1 worker "
+                  f"{jobs[-1]:6.2f} s, worker {jobs_cpu[-1]:6.2f} s CPU; ratio {jobs[-1] / direct[-1]:.3f}, "
+                  f"CPU {jobs_cpu[-1] / direct_cpu[-1]:.3f} (load {load_a:.2f} → {_load():.2f})")
     finally:
         _workers_stop(workers)
     ratio = sum(jobs) / sum(direct)

@@ -18,6 +18,10 @@ Database
                            ``billing`` database of the embedded server in ``.pgdata/``, started by
                            ``scripts/embedded_db.py start`` (``make demo`` and ``make test`` start
                            and stop it themselves).
+    DATABASE_CONN_MAX_AGE  seconds a process keeps its database connection for the next request or
+                           job (Django's CONN_MAX_AGE; checked before reuse). Default: 300 in a
+                           job worker (``manage.py procrastinate worker``), 0 elsewhere (a
+                           connection per web request, Django's default).
 Static files and media
     STATIC_ROOT            where ``collectstatic`` puts files; default ``<project>/staticfiles``.
     MEDIA_ROOT             where rendered PDFs are stored; default ``<project>/media``.
@@ -68,6 +72,7 @@ Logging and tests
     TEST_ARTIFACTS_DIR     where browser tests leave screenshots; default ``<project>/test-artifacts``.
 """
 
+import sys
 from pathlib import Path
 
 import environ
@@ -118,6 +123,14 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # libpq's URL form for a unix socket names the folder as ``?host=``; Django reads it from HOST.
 if not DATABASES["default"]["HOST"] and "host" in DATABASES["default"].get("OPTIONS", {}):
     DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
+# A job worker runs many short jobs one after another (PDFs 8 at a time, webhook batches); opening
+# a PostgreSQL backend for each (a process, its catalog caches rebuilt) is pure overhead there, so
+# a worker keeps its connection between jobs. Procrastinate's Django middleware closes it around
+# each job only when it is broken or older than CONN_MAX_AGE, and CONN_HEALTH_CHECKS pings one
+# that sat idle before a job reuses it.
+_JOB_WORKER = sys.argv[1:2] == ["procrastinate"] and "worker" in sys.argv[2:]
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=300 if _JOB_WORKER else 0)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 # --- Applications and middleware -------------------------------------------------------------------
 INSTALLED_APPS = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from jobs.models import JobProgress
@@ -47,3 +49,53 @@ def test_job_rolled_back_is_never_run(run_jobs):
     # (the worker defers its own periodic jobs; none is the rolled-back one)
     assert not ProcrastinateJob.objects.filter(args={"timestamp": 0}).exists()
     assert not JobProgress.objects.exists()
+
+
+def _backends(cursor) -> set[int]:
+    cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    return {pid for (pid,) in cursor.fetchall()}
+
+
+def test_worker_keeps_its_database_connection_between_jobs_and_survives_losing_it(worker_process):
+    from django.db import connection
+
+    from invoices.tasks import mark_overdue_daily
+
+    # given a worker process, idle, with the connections it polls with
+    worker_process.start(queues=["periodic"])
+    with connection.cursor() as cursor:
+        worker_process.wait_for(retry_stalled_jobs.defer(timestamp=0))
+        before = _backends(cursor)
+
+        # when it runs a job that reads and writes through the ORM
+        worker_process.wait_for(mark_overdue_daily.defer(timestamp=1))
+
+        # then the job's connection is kept for the next job, not closed after this one
+        kept = _backends(cursor) - before
+        assert kept, "the worker closed its database connection after the job"
+
+        # and when that connection is lost while the worker is idle (a server restart, an idle
+        # timeout), the next job still succeeds on a new one
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [sorted(kept)])
+        worker_process.wait_for(mark_overdue_daily.defer(timestamp=2))
+        assert _backends(cursor) - before - kept
+
+
+def test_only_job_workers_keep_connections_by_default():
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    probe = ("import django, os, sys; sys.argv = ['manage.py'] + sys.argv[1:]; "
+             "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'billing_site.settings'); django.setup(); "
+             "from django.conf import settings; print(settings.DATABASES['default']['CONN_MAX_AGE'])")
+    env = {key: value for key, value in os.environ.items() if key != "DATABASE_CONN_MAX_AGE"}
+
+    def conn_max_age(*argv: str) -> int:
+        run = subprocess.run([sys.executable, "-c", probe, *argv], cwd=settings.BASE_DIR, env=env,
+                             capture_output=True, text=True, check=True)
+        return int(run.stdout.strip())
+
+    assert conn_max_age("procrastinate", "worker", "--queues=pdf") == 300
+    assert conn_max_age("runserver") == 0
