@@ -52,11 +52,27 @@ class _PreparedCursor(ServerBindingCursor):
     def execute(self, query, params=None, *, prepare=None, binary=None):
         return super().execute(query, params, prepare=True, binary=binary)
 
+    def _send_query_prepared(self, name, pgq, *, binary=None):
+        # psycopg records the statement it sent (what Django's query log shows) only when it is not
+        # prepared; keep it for a prepared one too.
+        self._query = pgq
+        super()._send_query_prepared(name, pgq, binary=binary)
+
+
+#: A threshold no statement reaches: psycopg then prepares only what is executed with prepare=True.
+_NEVER_AUTOMATICALLY = 2**31
+
 
 def _charge_cursor():
     """Django's cursor wrapper (its error mapping and query log) around a :class:`_PreparedCursor`."""
     connection.ensure_connection()
-    cursor = _PreparedCursor(connection.connection)
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        # psycopg prepares nothing while the threshold is None, not even on request. Django's other
+        # cursors bind on the client and are never prepared whatever the threshold: the statements
+        # prepared on this connection are those asked for with prepare=True, the charge's alone.
+        raw.prepare_threshold = _NEVER_AUTOMATICALLY
+    cursor = _PreparedCursor(raw)
     return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
 
 
