@@ -4,13 +4,13 @@
         [--rounds 3] [--seconds 5] [--clients 8]
 
 Recreates the database named in DATABASE_URL (any scratch name), migrates it, opens one funded
-wallet and installs beside ``wallets_charge`` the body it had before (wallets migration 0009's,
-as ``wallets_charge_0009``). Then, in each of ``--rounds`` interleaved rounds, pgbench drives the
+wallet and installs beside ``wallets_charge`` the body it had before (wallets migration 0010's,
+as ``wallets_charge_0010``; 0009's before that). Then, in each of ``--rounds`` interleaved rounds, pgbench drives the
 one wallet from ``--clients`` connections for ``--seconds`` with each of three scripts, no Python
 in the way:
 
 * ``bare``: ``UPDATE wallets_wallet SET balance = balance - 0.01 WHERE id = … AND balance >= 0.01``;
-* ``0009``: ``SELECT * FROM wallets_charge_0009(…)``, the function before;
+* ``0010``: ``SELECT * FROM wallets_charge_0010(…)``, the function before;
 * ``now``: ``SELECT * FROM wallets_charge(…)``, the function the product calls.
 
 Every transaction of each script locks the same row until its commit, so they run one at a time
@@ -71,14 +71,14 @@ def main() -> None:
     team = Team.objects.create(name="Hot", slug="hot", currency="USD")
     wallet = wallet_open(team=team)
     wallet_top_up(wallet=wallet, amount=Decimal(10_000_000), idempotency_key="fund")
-    before = (ROOT / "wallets/migrations/0009_wallets_charge.sql").read_text(encoding="utf-8")
+    before = (ROOT / "wallets/migrations/0010_wallets_charge.sql").read_text(encoding="utf-8")
     with connection.cursor() as cursor:
-        cursor.execute(before.replace("FUNCTION wallets_charge(", "FUNCTION wallets_charge_0009(", 1))
+        cursor.execute(before.replace("FUNCTION wallets_charge(", "FUNCTION wallets_charge_0010(", 1))
     connection.close()
     dsn = libpq_dsn()
     scripts = {
         "bare": "UPDATE wallets_wallet SET balance = balance - 0.01 WHERE id = :wallet AND balance >= 0.01;",
-        "0009": CHARGE.format(function="wallets_charge_0009", label="0009"),
+        "0010": CHARGE.format(function="wallets_charge_0010", label="0010"),
         "now": CHARGE.format(function="wallets_charge", label="now"),
     }
     totals = dict.fromkeys(scripts, 0.0)
@@ -90,9 +90,9 @@ def main() -> None:
         print(f"round {r + 1}: " + " | ".join(f"{name} {rate:,.0f} tx/s, lock held {1000 / rate:.3f} ms"
                                               for name, rate in rates.items()) + f" | load {load_average()}")
     bare = totals["bare"]
-    print(f"over {args.rounds} rounds: lock held {1000 * args.rounds / totals['0009']:.3f} ms (0009) → "
+    print(f"over {args.rounds} rounds: lock held {1000 * args.rounds / totals['0010']:.3f} ms (0010) → "
           f"{1000 * args.rounds / totals['now']:.3f} ms (now); bare row {1000 * args.rounds / bare:.3f} ms; "
-          f"charge / bare row: {totals['0009'] / bare:.2f} (0009) → {totals['now'] / bare:.2f} (now) "
+          f"charge / bare row: {totals['0010'] / bare:.2f} (0010) → {totals['now'] / bare:.2f} (now) "
           f"(load average {load_average()})")
 
 

@@ -15,6 +15,7 @@ import functools
 from decimal import Decimal
 
 from django.db import DatabaseError, connection, transaction
+from django.db.backends.postgresql.base import ServerBindingCursor
 from django.utils import timezone
 
 from billing_site.idempotency import idempotency_key_check, idempotency_record_claimed, request_fingerprint
@@ -37,6 +38,46 @@ SQLSTATE_NO_WALLET = "WL404"
 SQLSTATE_WALLET_NOT_ACTIVE = "WL409"  # DETAIL: the wallet's status
 #: PostgreSQL's numeric_value_out_of_range: the balance would leave numeric(30, 12).
 SQLSTATE_OUT_OF_RANGE = "22003"
+
+
+class _PreparedCursor(ServerBindingCursor):
+    """A cursor binding its parameters on the server, each statement prepared once per connection.
+
+    The charge is the one statement of the hot path: prepared, a call sends only its parameters
+    (no SQL text built and quoted in Python, nothing parsed or planned again by the server).
+    Django keeps prepared statements off for every other query (``prepare_threshold`` is ``None``,
+    for connection poolers in transaction mode; none sits in front of this database).
+    """
+
+    def execute(self, query, params=None, *, prepare=None, binary=None):
+        return super().execute(query, params, prepare=True, binary=binary)
+
+    def _send_query_prepared(self, name, pgq, *, binary=None):
+        # psycopg records the statement it sent (what Django's query log shows) only when it is not
+        # prepared; keep it for a prepared one too.
+        self._query = pgq
+        super()._send_query_prepared(name, pgq, binary=binary)
+
+
+#: A threshold no statement reaches: psycopg then prepares only what is executed with prepare=True.
+_NEVER_AUTOMATICALLY = 2**31
+
+
+def _charge_cursor():
+    """Django's cursor wrapper (its error mapping and query log) around a :class:`_PreparedCursor`."""
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        # psycopg prepares nothing while the threshold is None, not even on request. Django's other
+        # cursors bind on the client and are never prepared whatever the threshold: the statements
+        # prepared on this connection are those asked for with prepare=True, the charge's alone.
+        raw.prepare_threshold = _NEVER_AUTOMATICALLY
+    cursor = _PreparedCursor(raw)
+    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
+
+
+#: The ledger entry's columns in the model's field order, for the positional (cheap) constructor.
+_ENTRY_COLUMNS = tuple(field.attname for field in LedgerEntry._meta.concrete_fields)
 
 
 def charge_params(*, wallet: Wallet, amount: Decimal, feature_key: str, description: str, reference_type: str,
@@ -87,7 +128,7 @@ def wallet_charge(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feat
     ]
     try:
         with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
-            with connection.cursor() as cursor:
+            with _charge_cursor() as cursor:
                 cursor.execute(_CHARGE_FUNCTION_SQL, args)
                 replayed, entry_id, before, after, reserved, crossed, notify = cursor.fetchone()
     except DatabaseError as exc:
@@ -106,14 +147,19 @@ def wallet_charge(*, wallet: Wallet, amount: Decimal, idempotency_key: str, feat
         raise
     if replayed:
         return result_replay(idempotency_record_claimed(scope=scope, key=idempotency_key, fingerprint=fingerprint))
-    entry = LedgerEntry(
-        pk=entry_id, wallet_id=wallet.pk, entry_type=LedgerEntry.EntryType.CHARGE, amount=-amount,
-        reserved_delta=ZERO, balance_before=before, balance_after=after, reserved_before=reserved,
-        reserved_after=reserved, currency=wallet.currency, idempotency_key=idempotency_key,
-        reference_type=reference_type, reference_id=reference_id, feature_key=feature_key, description=description,
-        created_by=created_by, created_at=now, metadata=metadata,
-    )
-    entry._state.adding, entry._state.db, entry.replayed = False, connection.alias, False
+    # The entry as the database holds it, built as Django builds a row it reads (positionally).
+    values = {
+        "id": entry_id, "wallet_id": wallet.pk, "entry_type": LedgerEntry.EntryType.CHARGE, "amount": -amount,
+        "reserved_delta": ZERO, "balance_before": before, "balance_after": after, "reserved_before": reserved,
+        "reserved_after": reserved, "currency": wallet.currency, "idempotency_key": idempotency_key,
+        "reference_type": reference_type, "reference_id": reference_id, "feature_key": feature_key,
+        "description": description, "created_by_id": getattr(created_by, "pk", None), "created_at": now,
+        "metadata": metadata,
+    }
+    entry = LedgerEntry.from_db(connection.alias, None, [values[column] for column in _ENTRY_COLUMNS])
+    if created_by is not None:
+        entry.created_by = created_by  # the caller's user, cached on the entry as before
+    entry.replayed = False
     if crossed is not None and notify:  # rare: read the team and its addresses for the e-mail
         current = _wallet_as_left(wallet.pk, after, reserved)
         low_balance_warn(current, billing_settings_get(team=current.team), crossed)  # and its webhook event
