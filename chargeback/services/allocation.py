@@ -509,11 +509,12 @@ def _write_direct_rows(run: AllocationRun, items: list[tuple[str, str | None, st
                             ELSE jsonb_build_object('resource_type', g.service_key, 'provider', g.provider_key,
                                                     'model', g.model_key) END AS details
                 FROM {GROUPS_TABLE} g
+                -- A priced item's provider and model are never NULL (NOT NULL columns of the usage),
+                -- so "=" on all three keys: one hash join, not a filter over each resource type's items.
                 LEFT JOIN unnest(%s::text[], %s::text[], %s::text[], %s::text[])
                           AS item (resource_type, provider, model, label)
                        ON g.unit_key IS NOT NULL AND item.resource_type = g.service_key
-                          AND item.provider IS NOT DISTINCT FROM g.provider_key
-                          AND item.model IS NOT DISTINCT FROM g.model_key
+                          AND item.provider = g.provider_key AND item.model = g.model_key
                 WHERE g.assigned_rule IS NULL AND g.team_id IS NOT NULL AND g.amount <> 0
             ) direct
             ORDER BY team_id, COALESCE(user_id, 0), service COLLATE "C", unit COLLATE "C", currency
