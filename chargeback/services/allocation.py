@@ -203,8 +203,10 @@ def _service_label(resource_type: str, provider: str, model: str) -> str:
 
 
 def _item_key(column: str) -> Case:
-    """``column`` for API / AI usage, NULL for FOCUS rows, so a ServiceName stays one group."""
-    return Case(When(service_name="", then=F(column)), default=Value(None), output_field=CharField())
+    """``column`` for API / AI usage, NULL for FOCUS rows, so a ServiceName stays one group (and
+    NULL without a team: see ``_compute``)."""
+    return Case(When(team__isnull=False, service_name="", then=F(column)), default=Value(None),
+                output_field=CharField())
 
 
 def _check_within_bounds(computed: "_Computed", period: BillingPeriod) -> None:
@@ -250,10 +252,15 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
     # One GROUP BY. FOCUS rows group by ServiceName (their item keys are NULL); API / AI usage (no
     # ServiceName) by its priced item, so its quantities share one unit and can be summed. The
     # quantity of a FOCUS group is the SUM of NULLs, i.e. NULL: a service's units differ.
+    # Records without a team are never a direct cost (only a rule or the unallocated pool takes
+    # them), and nothing reads their service: they group by (user, rule, currency) alone, so the
+    # pool without a team is not split into one group per service and item, once per currency.
     grouped = (
         usage_records_of_period(period=period).order_by()
         .annotate(
-            service_key=Coalesce(NullIf("service_name", Value("")), "resource_type"),
+            service_key=Case(When(team__isnull=True, then=Value(None)),
+                             default=Coalesce(NullIf("service_name", Value("")), "resource_type"),
+                             output_field=CharField()),
             provider_key=_item_key("provider"), model_key=_item_key("model"), unit_key=_item_key("unit"),
             assigned_rule=assigned,
         )
@@ -261,7 +268,8 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
                 "currency")
         .annotate(
             amount=MeteredSum("cost"), records=Count("id"),
-            quantity=MeteredSum(Case(When(service_name="", then=F("quantity")), default=Value(None))),
+            quantity=MeteredSum(Case(When(team__isnull=False, service_name="", then=F("quantity")),
+                                     default=Value(None))),
         )
     )
     _give_grouping_memory()
