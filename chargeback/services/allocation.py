@@ -11,7 +11,8 @@ The allocation engine (``docs/architecture.md``, "Allocation"):
 1. Rules enabled and valid in the period (validity ``[valid_from, valid_to)`` overlaps it), in
    ``(priority, pk)`` order. Each usage record is taken by the first rule whose source and filters
    match it; the assignment is one SQL ``CASE WHEN`` annotation and the records are summed in one
-   ``GROUP BY (team, user, service, item, assigned rule, currency)`` into a temporary table
+   ``GROUP BY (team, user, service, item, assigned rule, currency)`` (service and item empty for
+   records without a team, which are never direct costs) into a temporary table
    (``GROUPS_TABLE``). Python reads only small sums of it, never the usage records nor the
    direct-cost groups.
 2. Groups no rule took keep their team: direct costs, one ``AllocatedCost`` per (team, user,
