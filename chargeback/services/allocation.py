@@ -503,6 +503,9 @@ def _write_direct_rows(run: AllocationRun, items: list[tuple[str, str | None, st
     """
     with connection.cursor() as cursor:
         labels = [_service_label(*item) for item in items]
+        # Each item's ``details`` made once here, not a jsonb_build_object for each of its rows.
+        details = [json.dumps({"resource_type": resource_type, "provider": provider, "model": model})
+                   for resource_type, provider, model in items]
         quote = connection.ops.quote_name
         columns = ("run_id", "rule_id", "team_id", "user_id", "service", "quantity", "unit", "amount", "currency",
                    "record_count", "details")
@@ -514,21 +517,19 @@ def _write_direct_rows(run: AllocationRun, items: list[tuple[str, str | None, st
                 SELECT g.team_id, g.user_id, g.quantity, g.amount, g.currency, g.records,
                        CASE WHEN g.unit_key IS NULL THEN g.service_key ELSE item.label END AS service,
                        COALESCE(g.unit_key, '') AS unit,
-                       CASE WHEN g.unit_key IS NULL THEN '{{}}'::jsonb
-                            ELSE jsonb_build_object('resource_type', g.service_key, 'provider', g.provider_key,
-                                                    'model', g.model_key) END AS details
+                       CASE WHEN g.unit_key IS NULL THEN '{{}}'::jsonb ELSE item.details END AS details
                 FROM {GROUPS_TABLE} g
                 -- A priced item's provider and model are never NULL (NOT NULL columns of the usage),
                 -- so "=" on all three keys: one hash join, not a filter over each resource type's items.
-                LEFT JOIN unnest(%s::text[], %s::text[], %s::text[], %s::text[])
-                          AS item (resource_type, provider, model, label)
+                LEFT JOIN unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[])
+                          AS item (resource_type, provider, model, label, details)
                        ON g.unit_key IS NOT NULL AND item.resource_type = g.service_key
                           AND item.provider = g.provider_key AND item.model = g.model_key
                 WHERE g.assigned_rule IS NULL AND g.team_id IS NOT NULL AND g.amount <> 0
             ) direct
             ORDER BY team_id, COALESCE(user_id, 0), service COLLATE "C", unit COLLATE "C", currency
             """,
-            [run.pk, [i[0] for i in items], [i[1] for i in items], [i[2] for i in items], labels],
+            [run.pk, [i[0] for i in items], [i[1] for i in items], [i[2] for i in items], labels, details],
         )
 
 
