@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _setup import bench_database, machine_facts  # noqa: E402
+from _setup import bench_database, load_average, machine_facts  # noqa: E402
 from allocate import LOAD_SQL, USERS_PER_TEAM, _make_rules  # noqa: E402
 
 BENCH_DB = "bench_currencies"
@@ -112,7 +112,8 @@ def main() -> None:
                   f"{format_metered(pool.total_cost, pool.currency)}, unallocated "
                   f"{format_metered(pool.unallocated_cost, pool.currency)} ({'exact' if exact else 'BROKEN'})")
     verdict = "met" if ratio <= TARGET_RATIO else "NOT met"
-    print(f"ratio 3 currencies / 1 currency: {ratio:.2f}× (target ≤ {TARGET_RATIO}×: {verdict})")
+    print(f"ratio 3 currencies / 1 currency: {ratio:.2f}× (target ≤ {TARGET_RATIO}×: {verdict}); "
+          f"of the sums {sum(times['2024-10']) / sum(times['2024-09']):.2f}×; load average now {load_average()}")
 
 
 if __name__ == "__main__":

@@ -451,11 +451,23 @@ class AllocatedCost(models.Model):
     source usage records.
     """
 
-    run = models.ForeignKey(AllocationRun, on_delete=models.CASCADE, related_name="allocations")
-    rule = models.ForeignKey(AllocationRule, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="allocated_costs")
+    # The four references are enforced in the database by statement-level triggers
+    # (migrations/0012_allocated_cost_references.sql), not by foreign-key constraints: a month writes
+    # tens of thousands of rows in two statements, and a foreign key checks (and locks its parent)
+    # one row at a time at commit, the largest part of the allocation's cost per row. The triggers
+    # lock each parent once per statement and refuse a row naming no parent, or the deletion of a
+    # parent still named (SQLSTATE 23503, an IntegrityError, as before); ``on_delete`` works as before.
+    # ``run`` has no index of its own: ``allocated_run_team`` (run, team) serves every lookup by run.
+    # ``rule`` and ``user`` are indexed only where set (``Meta.indexes``): every lookup by them names
+    # one, and most rows (a team's direct costs) have no rule, many no user.
+    run = models.ForeignKey(AllocationRun, on_delete=models.CASCADE, related_name="allocations", db_index=False,
+                            db_constraint=False)
+    rule = models.ForeignKey(AllocationRule, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                             db_index=False, db_constraint=False)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="allocated_costs", db_constraint=False)
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="allocated_costs"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="allocated_costs",
+        db_index=False, db_constraint=False,
     )
     service = models.CharField(max_length=200, blank=True)
     quantity = MeteredAmountField(
@@ -469,7 +481,11 @@ class AllocatedCost(models.Model):
 
     class Meta:
         ordering = ["run", "team", "rule", "service", "user"]
-        indexes = [models.Index(fields=["run", "team"], name="allocated_run_team")]
+        indexes = [
+            models.Index(fields=["run", "team"], name="allocated_run_team"),
+            models.Index(fields=["rule"], condition=Q(rule__isnull=False), name="allocated_rule_set"),
+            models.Index(fields=["user"], condition=Q(user__isnull=False), name="allocated_user_set"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.team} {money_display(self.amount, self.currency)}"

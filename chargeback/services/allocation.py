@@ -11,7 +11,8 @@ The allocation engine (``docs/architecture.md``, "Allocation"):
 1. Rules enabled and valid in the period (validity ``[valid_from, valid_to)`` overlaps it), in
    ``(priority, pk)`` order. Each usage record is taken by the first rule whose source and filters
    match it; the assignment is one SQL ``CASE WHEN`` annotation and the records are summed in one
-   ``GROUP BY (team, user, service, item, assigned rule, currency)`` into a temporary table
+   ``GROUP BY (team, user, service, item, assigned rule, currency)`` (service and item empty for
+   records without a team, which are never direct costs) into a temporary table
    (``GROUPS_TABLE``). Python reads only small sums of it, never the usage records nor the
    direct-cost groups.
 2. Groups no rule took keep their team: direct costs, one ``AllocatedCost`` per (team, user,
@@ -38,7 +39,7 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -50,7 +51,7 @@ from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from billing_site.db import MeteredSum
-from billing_site.money import METERED_BOUND, check_within_bound, format_metered
+from billing_site.money import METERED_BOUND, MONEY_CONTEXT, check_within_bound, format_metered
 from chargeback import rules as strategies
 from chargeback.errors import (
     AllocationError,
@@ -203,8 +204,10 @@ def _service_label(resource_type: str, provider: str, model: str) -> str:
 
 
 def _item_key(column: str) -> Case:
-    """``column`` for API / AI usage, NULL for FOCUS rows, so a ServiceName stays one group."""
-    return Case(When(service_name="", then=F(column)), default=Value(None), output_field=CharField())
+    """``column`` for API / AI usage, NULL for FOCUS rows, so a ServiceName stays one group (and
+    NULL without a team: see ``_compute``)."""
+    return Case(When(team__isnull=False, service_name="", then=F(column)), default=Value(None),
+                output_field=CharField())
 
 
 def _check_within_bounds(computed: "_Computed", period: BillingPeriod) -> None:
@@ -216,7 +219,7 @@ def _check_within_bounds(computed: "_Computed", period: BillingPeriod) -> None:
         what = f"the allocation of {period.label} ({code})"
         for figure in (pool.total_cost, pool.allocated_cost, pool.unallocated_cost):
             check_within_bound(figure, param="period", what=what)
-    beyond = _direct_row_beyond_bound()
+    beyond = _direct_row_beyond_bound() if computed.direct_beyond_bound else None
     if beyond is not None:
         team_id, currency, amount = beyond
         check_within_bound(amount, param="period", what=f"the allocation of {period.label} ({currency}), team {team_id}")
@@ -233,6 +236,8 @@ class _Computed:
     rows: list[_Row]
     warnings: list[dict]
     groups: int
+    items: list[tuple[str, str | None, str | None]]  # the direct costs' priced items (``_GroupSums.items``)
+    direct_beyond_bound: bool
 
 
 def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
@@ -248,10 +253,15 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
     # One GROUP BY. FOCUS rows group by ServiceName (their item keys are NULL); API / AI usage (no
     # ServiceName) by its priced item, so its quantities share one unit and can be summed. The
     # quantity of a FOCUS group is the SUM of NULLs, i.e. NULL: a service's units differ.
+    # Records without a team are never a direct cost (only a rule or the unallocated pool takes
+    # them), and nothing reads their service: they group by (user, rule, currency) alone, so the
+    # pool without a team is not split into one group per service and item, once per currency.
     grouped = (
         usage_records_of_period(period=period).order_by()
         .annotate(
-            service_key=Coalesce(NullIf("service_name", Value("")), "resource_type"),
+            service_key=Case(When(team__isnull=True, then=Value(None)),
+                             default=Coalesce(NullIf("service_name", Value("")), "resource_type"),
+                             output_field=CharField()),
             provider_key=_item_key("provider"), model_key=_item_key("model"), unit_key=_item_key("unit"),
             assigned_rule=assigned,
         )
@@ -259,7 +269,8 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
                 "currency")
         .annotate(
             amount=MeteredSum("cost"), records=Count("id"),
-            quantity=MeteredSum(Case(When(service_name="", then=F("quantity")), default=Value(None))),
+            quantity=MeteredSum(Case(When(team__isnull=False, service_name="", then=F("quantity")),
+                                     default=Value(None))),
         )
     )
     _give_grouping_memory()
@@ -324,7 +335,8 @@ def _compute(period: BillingPeriod, rule: AllocationRule | None) -> _Computed:
     stats = {code: (t.total_cost, t.record_count) for code, t in pools_by_currency.items()}
     return _Computed(currency=usage_principal_currency(stats), totals=pools_by_currency,
                      records=sum(t.record_count for t in pools_by_currency.values()), rows=rows,
-                     warnings=warnings + _voided_warnings(period), groups=group_sums.groups)
+                     warnings=warnings + _voided_warnings(period), groups=group_sums.groups,
+                     items=group_sums.items, direct_beyond_bound=group_sums.direct_beyond_bound)
 
 
 def _voided_warnings(period: BillingPeriod) -> list[dict]:
@@ -396,43 +408,66 @@ class _GroupSums:
     user_usage: dict[str, dict[tuple[int, int], Decimal]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(Decimal)))
     pools: dict[tuple[int, str], _PoolSums] = field(default_factory=lambda: defaultdict(_PoolSums))
+    #: The priced API / AI items (resource type, provider, model) of the direct-cost groups.
+    items: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    #: Whether some direct-cost group is too large for its column (``money.METERED_BOUND``).
+    direct_beyond_bound: bool = False
 
 
 def _group_sums() -> _GroupSums:
-    """Read from ``GROUPS_TABLE`` the per-currency totals, the teams' and users' usage (the
-    ``by_usage`` drivers) and each (rule, currency) pool by (team, user) holder: three small
-    ``GROUP BY``s of the groups, in ``numeric`` (exact)."""
+    """Read from ``GROUPS_TABLE``, in one scan of it, the per-currency totals, the teams' and users'
+    usage (the ``by_usage`` drivers), each (rule, currency) pool by (team, user) holder, the priced
+    items of the direct costs and whether a direct-cost group passes the bound.
+
+    One ``GROUP BY GROUPING SETS``: the groups summed by (currency, team, user, rule), a few
+    thousand rows, in ``numeric`` (exact), and the distinct items. The sums of those rows are added
+    up here in ``MONEY_CONTEXT`` (exact to 60 digits). A month of three currencies has about twice
+    the groups of a one-currency month; each further scan of them (there were five) cost the
+    3-currency month twice what it cost the other (``bench/allocation_currencies.py``).
+    """
     sums = _GroupSums()
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT currency, SUM(amount), SUM(records), COUNT(*), SUM(amount) FILTER (WHERE {_DIRECT}), "
-            f"SUM(amount) FILTER (WHERE assigned_rule IS NULL AND team_id IS NULL) "
-            f"FROM {GROUPS_TABLE} GROUP BY currency"
+            f"SELECT GROUPING(service_key) = 0 AS item, currency, team_id, user_id, assigned_rule, "
+            f"service_key, provider_key, model_key, COUNT(*), SUM(amount), SUM(records), "
+            f"bool_or({_DIRECT} AND abs(amount) >= %s), bool_or({_DIRECT} AND unit_key IS NOT NULL) "
+            f"FROM {GROUPS_TABLE} "
+            f"GROUP BY GROUPING SETS ((currency, team_id, user_id, assigned_rule), "
+            f"(service_key, provider_key, model_key))",
+            [METERED_BOUND],
         )
-        for currency, amount, records, groups, direct, unallocated in cursor.fetchall():
+        rows = cursor.fetchall()
+    totals: dict[str, list] = {}
+    direct: dict[str, Decimal] = {}
+    with localcontext(MONEY_CONTEXT):
+        for (item, currency, team_id, user_id, rule_pk, service_key, provider_key, model_key, groups, amount,
+             records, beyond, priced) in rows:
+            if item:
+                if priced:
+                    sums.items.append((service_key, provider_key, model_key))
+                continue
             sums.groups += groups
-            sums.totals[currency] = (amount, int(records))
-            if direct is not None:
-                sums.direct[currency] = direct
-            if unallocated is not None:
-                sums.unallocated[currency] += unallocated
-        cursor.execute(
-            f"SELECT currency, team_id, user_id, SUM(amount) FROM {GROUPS_TABLE} "
-            f"WHERE team_id IS NOT NULL GROUP BY currency, team_id, user_id"
-        )
-        for currency, team_id, user_id, amount in cursor.fetchall():
-            sums.team_usage[currency][team_id] += amount
-            if user_id is not None:
-                sums.user_usage[currency][(team_id, user_id)] += amount
-        cursor.execute(
-            f"SELECT assigned_rule, currency, team_id, user_id, SUM(amount), SUM(records) FROM {GROUPS_TABLE} "
-            f"WHERE assigned_rule IS NOT NULL GROUP BY assigned_rule, currency, team_id, user_id"
-        )
-        for rule_pk, currency, team_id, user_id, amount, records in cursor.fetchall():
-            pool = sums.pools[(rule_pk, currency)]
-            pool.amount += amount
-            pool.records += int(records)
-            pool.holders[(team_id, user_id)] = [amount, int(records)]
+            sums.direct_beyond_bound |= bool(beyond)
+            records = int(records)
+            total = totals.setdefault(currency, [ZERO, 0])
+            total[0] += amount
+            total[1] += records
+            if rule_pk is None and team_id is not None:
+                direct[currency] = direct.get(currency, ZERO) + amount
+            elif rule_pk is None:
+                sums.unallocated[currency] += amount
+            if team_id is not None:
+                sums.team_usage[currency][team_id] += amount
+                if user_id is not None:
+                    sums.user_usage[currency][(team_id, user_id)] += amount
+            if rule_pk is not None:
+                pool = sums.pools[(rule_pk, currency)]
+                pool.amount += amount
+                pool.records += records
+                pool.holders[(team_id, user_id)] = [amount, records]
+    sums.totals = {currency: (amount, records) for currency, (amount, records) in totals.items()}
+    sums.direct = direct
+    sums.items.sort(key=lambda item: tuple("" if part is None else part for part in item))
     return sums
 
 
@@ -457,21 +492,20 @@ def _direct_row_beyond_bound() -> tuple[int, str, Decimal] | None:
         return cursor.fetchone()
 
 
-def _write_direct_rows(run: AllocationRun) -> None:
+def _write_direct_rows(run: AllocationRun, items: list[tuple[str, str | None, str | None]]) -> None:
     """Insert the direct-cost rows of ``run`` from ``GROUPS_TABLE`` with one ``INSERT … SELECT``.
 
     One row per direct-cost group with a non-zero amount, in the order the rows were always written
     (team, user, service, unit; the invoices list a run's rows by pk): a FOCUS service keeps its
-    ServiceName, a priced API / AI item gets its label (``_service_label``, made in Python for the
-    few distinct items), its summed quantity, its unit and ``details`` naming the item.
+    ServiceName, a priced API / AI item (one of ``items``, read by ``_group_sums``) gets its label
+    (``_service_label``, made in Python for the few distinct items), its summed quantity, its unit
+    and ``details`` naming the item.
     """
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT DISTINCT service_key, provider_key, model_key FROM {GROUPS_TABLE} "
-            f"WHERE {_DIRECT} AND unit_key IS NOT NULL"
-        )
-        items = cursor.fetchall()
         labels = [_service_label(*item) for item in items]
+        # Each item's ``details`` made once here, not a jsonb_build_object for each of its rows.
+        details = [json.dumps({"resource_type": resource_type, "provider": provider, "model": model})
+                   for resource_type, provider, model in items]
         quote = connection.ops.quote_name
         columns = ("run_id", "rule_id", "team_id", "user_id", "service", "quantity", "unit", "amount", "currency",
                    "record_count", "details")
@@ -483,20 +517,19 @@ def _write_direct_rows(run: AllocationRun) -> None:
                 SELECT g.team_id, g.user_id, g.quantity, g.amount, g.currency, g.records,
                        CASE WHEN g.unit_key IS NULL THEN g.service_key ELSE item.label END AS service,
                        COALESCE(g.unit_key, '') AS unit,
-                       CASE WHEN g.unit_key IS NULL THEN '{{}}'::jsonb
-                            ELSE jsonb_build_object('resource_type', g.service_key, 'provider', g.provider_key,
-                                                    'model', g.model_key) END AS details
+                       CASE WHEN g.unit_key IS NULL THEN '{{}}'::jsonb ELSE item.details END AS details
                 FROM {GROUPS_TABLE} g
-                LEFT JOIN unnest(%s::text[], %s::text[], %s::text[], %s::text[])
-                          AS item (resource_type, provider, model, label)
+                -- A priced item's provider and model are never NULL (NOT NULL columns of the usage),
+                -- so "=" on all three keys: one hash join, not a filter over each resource type's items.
+                LEFT JOIN unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[])
+                          AS item (resource_type, provider, model, label, details)
                        ON g.unit_key IS NOT NULL AND item.resource_type = g.service_key
-                          AND item.provider IS NOT DISTINCT FROM g.provider_key
-                          AND item.model IS NOT DISTINCT FROM g.model_key
+                          AND item.provider = g.provider_key AND item.model = g.model_key
                 WHERE g.assigned_rule IS NULL AND g.team_id IS NOT NULL AND g.amount <> 0
             ) direct
             ORDER BY team_id, COALESCE(user_id, 0), service COLLATE "C", unit COLLATE "C", currency
             """,
-            [run.pk, [i[0] for i in items], [i[1] for i in items], [i[2] for i in items], labels],
+            [run.pk, [i[0] for i in items], [i[1] for i in items], [i[2] for i in items], labels, details],
         )
 
 
@@ -617,7 +650,7 @@ def allocation_run_create(
             for pool in pools:
                 pool.run = run
             AllocationCurrencyTotal.objects.bulk_create(pools)
-            _write_direct_rows(run)
+            _write_direct_rows(run, computed.items)
             _write_rows(run, computed.rows)
         _drop_groups()
     run.group_count = computed.groups
@@ -634,7 +667,8 @@ def _write_rows(run: AllocationRun, rows: list[_Row]) -> None:
     columns = ("run_id", "rule_id", "team_id", "user_id", "service", "quantity", "unit", "amount", "currency",
                "record_count", "details")
     sql = f"COPY {quote(AllocatedCost._meta.db_table)} ({', '.join(map(quote, columns))}) FROM STDIN"
-    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+    # psycopg's own errors (a row naming a missing parent, 23503) reach the caller as Django's.
+    with connection.wrap_database_errors, connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         for row in rows:
             copy.write_row((
                 run.pk, row.rule.pk if row.rule else None, row.team_id, row.user_id, row.service, row.quantity,

@@ -30,7 +30,8 @@ converted once (``money.convert``) at the rate of the period's last day
 (``invoices.selectors.exchange_rate_find``), and that converted amount is spread over the
 currency's lines by largest remainder; every converted line records the rate, its date, source and
 derivation (``details["fx"]``), which the line's text and the PDF appendix print. A missing rate
-refuses that team (:func:`invoice_plans`), never half of it.
+refuses that team (:func:`invoice_plans`), never half of it. A per-user chargeback invoice is one per
+currency too (:func:`invoice_generate` with ``user``), never converted.
 """
 
 from __future__ import annotations
@@ -717,35 +718,86 @@ def _statement_lines(invoice: Invoice, *, wallets: list, period: BillingPeriod, 
     return lines, subtotal
 
 
-def _chargeback_user_rows(run: AllocationRun, team: Team, user) -> tuple[Decimal, str, list[AllocatedCost], dict, Prices]:
-    """One user's share of a team's chargeback: (amount in minor units, currency, rows, pools, prices).
+@dataclass(frozen=True)
+class _UserPart:
+    """One user's chargeback in one currency: the amount (minor units) and the run's rows behind it."""
 
-    The team's amount is rounded with every team of the run (as the team invoice would be); it is
-    then split over the team's users (rows without a user form one more group) by largest
-    remainder, so the per-user invoices of a team sum exactly to its team invoice's subtotal.
+    currency: str
+    amount: Decimal
+    rows: list[AllocatedCost]
+
+
+def _chargeback_user_parts(run: AllocationRun, team: Team, user) -> tuple[list[_UserPart], dict, Prices]:
+    """One user's share of a team's chargeback, one part per currency: (parts by currency code, pools, prices).
+
+    In each currency, the team's amount is rounded with every team of the run (as the team's
+    invoice in that currency is); it is then split over the team's users (rows without a user form
+    one more group) by largest remainder, so in each currency the per-user invoices of a team sum
+    exactly to its team invoice's subtotal in that currency. Nothing is added across currencies.
     """
     allocations = list(AllocatedCost.objects.filter(run=run).select_related("rule").order_by("pk"))
-    # A per-user invoice is in one currency: the team's own when it has costs in it, else the first.
-    candidates = [a for a in team_amounts(allocations) if a.team_id == team.pk and a.amount != 0]
-    team_amount = next((a for a in candidates if a.currency == team.currency), candidates[0] if candidates else None)
-    rows = [a for a in allocations if a.team_id == team.pk and team_amount is not None
-            and a.currency == team_amount.currency]
-    groups: dict[int | None, Decimal] = defaultdict(Decimal)
-    for row in rows:
-        groups[row.user_id] += row.amount
-    if team_amount is None or user.pk not in groups:
+    team_amounts_by_currency = {a.currency: a for a in team_amounts(allocations)
+                                if a.team_id == team.pk and a.amount != 0}
+    parts = []
+    for currency, team_amount in sorted(team_amounts_by_currency.items()):
+        rows = [a for a in allocations if a.team_id == team.pk and a.currency == currency]
+        groups: dict[int | None, Decimal] = defaultdict(Decimal)
+        for row in rows:
+            groups[row.user_id] += row.amount
+        if user.pk not in groups:
+            continue
+        keys = sorted(groups, key=lambda k: (k is None, k or 0))
+        rounded = dict(zip(keys, round_preserving_sum([groups[k] for k in keys], minor_unit(currency),
+                                                      total=team_amount.amount)))
+        parts.append(_UserPart(currency, rounded[user.pk], [r for r in rows if r.user_id == user.pk]))
+    if not parts:
         raise InvoiceGenerationError(
             f"nothing to bill: allocation run #{run.pk} gives {user} no cost in team {team.name}", param="user"
         )
-    keys = sorted(groups, key=lambda k: (k is None, k or 0))
-    rounded = dict(zip(keys, round_preserving_sum([groups[k] for k in keys], minor_unit(team_amount.currency),
-                                                  total=team_amount.amount)))
-    categories = {a.details["resource_type"] for a in rows
+    categories = {a.details["resource_type"] for part in parts for a in part.rows
                   if a.quantity is not None and (a.details or {}).get("resource_type")}
     prices = prices_of_period(period=BillingPeriod(run.period_start, run.period_end), categories=categories) \
         if categories else {}
-    return rounded[user.pk], team_amount.currency, [r for r in rows if r.user_id == user.pk], \
-        _pool_totals(allocations), prices
+    return parts, _pool_totals(allocations), prices
+
+
+def _chargeback_user_invoices(*, run: AllocationRun, team: Team, user, period: BillingPeriod) -> list[Invoice]:
+    """Write ``user``'s chargeback drafts of ``period``, one per currency (by code), as the team's are.
+
+    The user's live drafts in a currency no longer billed are cancelled; a live invoice already
+    issued in a billed currency stops the generation (``InvoiceGenerationError``: correct it with a
+    credit note), and the surrounding transaction writes nothing.
+    """
+    AllocationRun.objects.select_for_update().filter(pk=run.pk).first()
+    parts, pools, prices = _chargeback_user_parts(run, team, user)
+    live = {
+        invoice.currency: invoice
+        for invoice in Invoice.objects.select_for_update(of=("self",)).filter(
+            team=team, user=user, period_start=period.start, period_end=period.end, kind=Invoice.Kind.CHARGEBACK,
+        ).exclude(status=Invoice.Status.CANCELLED).order_by("pk")
+    }
+    billed = {part.currency for part in parts}
+    for currency, invoice in sorted(live.items()):
+        if currency not in billed and invoice.status == Invoice.Status.DRAFT:
+            invoice_check_transition(invoice=invoice, to_status=Invoice.Status.CANCELLED)
+            invoice.status = Invoice.Status.CANCELLED
+            invoice_pdf_discard(invoice)
+            invoice.save(update_fields=["status", "pdf", "pdf_sha256", "updated_at"])
+    invoices = []
+    for part in parts:
+        invoice = live.get(part.currency)
+        if invoice is not None and invoice.status != Invoice.Status.DRAFT:
+            raise InvoiceGenerationError(
+                f"invoice {invoice.display_number} for {team.name} / {user} and {period} is already "
+                f"{invoice.status}; correct it with a credit note"
+            )
+        invoice = invoice or Invoice(team=team, user=user, kind=Invoice.Kind.CHARGEBACK,
+                                     status=Invoice.Status.DRAFT, period_start=period.start, period_end=period.end)
+        invoice.allocation_run = run
+        _save_draft(invoice, owner=team, subtotal=part.amount, currency=part.currency)
+        InvoiceLine.objects.bulk_create(_line_rows(invoice, _group_lines(part.rows), part.amount, pools, prices))
+        invoices.append(invoice)
+    return invoices
 
 
 def invoice_generate(
@@ -840,13 +892,10 @@ def invoice_generate(
                 # Several currencies: the invoice in the team's own currency, else the first by code.
                 invoice = next((i for i in result if i.currency == team.currency), result[0])
             else:
-                AllocationRun.objects.select_for_update().filter(pk=run.pk).first()
-                amount, currency, rows, pools, prices = _chargeback_user_rows(run, team, user)
-                invoice = live or Invoice(team=team, user=user, kind=kind, status=Invoice.Status.DRAFT,
-                                          period_start=period.start, period_end=period.end)
-                invoice.allocation_run = run
-                _save_draft(invoice, owner=team, subtotal=amount, currency=currency)
-                InvoiceLine.objects.bulk_create(_line_rows(invoice, _group_lines(rows), amount, pools, prices))
+                # One invoice per currency, as the team's: the one in the team's currency is returned,
+                # else the first by code (``invoices_generate_for_user`` returns them all).
+                written = _chargeback_user_invoices(run=run, team=team, user=user, period=period)
+                invoice = next((i for i in written if i.currency == team.currency), written[0])
         else:
             if user is not None and billing.billing_model != BillingSettings.BillingModel.PREPAID_USER:
                 raise InvoiceGenerationError(
@@ -873,17 +922,23 @@ def invoice_generate(
 
 
 def invoices_generate_per_user(*, team: Team, period: BillingPeriod, kind: str | None = None) -> list[Invoice]:
-    """One draft per member of ``team`` who has something to bill in ``period`` (see :func:`invoice_generate`).
+    """The drafts of every member of ``team`` who has something to bill in ``period`` (see :func:`invoice_generate`).
 
-    Members with nothing to bill are left out. Returns the drafts by username.
+    A member's chargeback is one draft per currency of their costs, as a team's is; members with
+    nothing to bill are left out. Returns the drafts by username, then by currency code.
     """
     invoices = []
     members = TeamMembership.objects.filter(team=team).select_related("user").order_by("user__username")
     for membership in members:
         try:
-            invoices.append(invoice_generate(team=team, period=period, user=membership.user, kind=kind))
+            invoice = invoice_generate(team=team, period=period, user=membership.user, kind=kind)
         except InvoiceGenerationError:
             continue
+        invoices.extend(
+            Invoice.objects.filter(team=team, user=membership.user, period_start=period.start,
+                                   period_end=period.end, kind=invoice.kind, status=Invoice.Status.DRAFT)
+            .order_by("currency", "pk")
+        )
     return invoices
 
 

@@ -432,6 +432,92 @@ def test_invoice_generate_per_user_bills_each_users_rows_and_ties_out_to_the_tea
     assert invoice_generate(team=team, period=SEPTEMBER, user=ana).pk == invoices[0].pk
 
 
+def test_per_user_invoices_are_one_per_currency_and_each_ties_out_to_that_currencys_team_invoice():
+    # Given a USD team whose members have costs in USD and in EUR, and a cost of nobody in particular
+    from invoices.services.generation import invoice_generate, invoices_generate_per_user
+    from tests.factories import TeamMembershipFactory
+
+    team = TeamFactory(currency="USD")
+    ana = TeamMembershipFactory(team=team, user=UserFactory(username="ana")).user
+    ben = TeamMembershipFactory(team=team, user=UserFactory(username="ben")).user
+    committed_run([
+        {"team": team, "user": ana, "amount": D("2.004"), "currency": "USD"},
+        {"team": team, "amount": D("0.5"), "currency": "USD"},
+        {"team": team, "user": ana, "amount": D("3.335"), "currency": "EUR"},
+        {"team": team, "user": ben, "amount": D("1.000"), "currency": "EUR"},
+        {"team": TeamFactory(), "amount": D("7"), "currency": "USD"},
+    ])
+
+    # When per-user invoices are generated
+    invoices = invoices_generate_per_user(team=team, period=SEPTEMBER)
+
+    # Then ana gets two invoices, one per currency, and ben one in EUR; nothing is added across
+    # currencies (ana's 2.00 USD and 3.34 EUR never make one invoice of 5.34)
+    assert [(i.user, i.currency, i.subtotal) for i in invoices] == [
+        (ana, "EUR", D("3.34")), (ana, "USD", D("2.00")), (ben, "EUR", D("1.00")),
+    ]
+    for invoice in invoices:
+        lines = invoice.lines.all()
+        assert sum(li.amount for li in lines) == invoice.subtotal
+    ana_eur = invoices[0]
+    assert sum(li.amount_precise for li in ana_eur.lines.all()) == D("3.335")
+    # And in each currency the members' invoices (plus the share of nobody) sum exactly to the
+    # team's invoice in that currency: EUR 3.34 + 1.00 = 4.34; USD 2.00 + 0.50 = 2.50
+    invoice_generate(team=team, period=SEPTEMBER)
+    team_invoices = {i.currency: i.subtotal for i in Invoice.objects.filter(team=team, user__isnull=True)}
+    assert team_invoices == {"USD": D("2.50"), "EUR": D("4.34")}
+    assert sum(i.subtotal for i in invoices if i.currency == "EUR") == team_invoices["EUR"]
+    # And generating ana's again refreshes both drafts and answers the one in the team's currency
+    again = invoice_generate(team=team, period=SEPTEMBER, user=ana)
+    assert (again.pk, again.currency) == (invoices[1].pk, "USD")
+    assert Invoice.objects.filter(user=ana).exclude(status=Invoice.Status.CANCELLED).count() == 2
+
+
+def test_per_user_invoices_of_an_allocated_month_sum_to_each_currencys_allocated_cost():
+    # Given one member's usage in USD and in EUR, allocated by the allocation service
+    from chargeback.selectors import allocation_currency_totals
+    from invoices.services.generation import invoices_generate_per_user
+    from tests.factories import TeamMembershipFactory
+
+    team = TeamFactory(currency="USD")
+    ana = TeamMembershipFactory(team=team, user=UserFactory(username="ana")).user
+    for cost, currency in ((D("1.234"), "USD"), (D("0.5"), "USD"), (D("5.6789"), "EUR")):
+        UsageRecordFactory(team=team, user=ana, cost=cost, currency=currency)
+    run = allocation_run_execute(period=SEPTEMBER)
+    allocated = {pool.currency: pool.allocated_cost for pool in allocation_currency_totals(run)}
+
+    # When her per-user invoices are generated
+    invoices = invoices_generate_per_user(team=team, period=SEPTEMBER)
+
+    # Then she gets one invoice per currency, each exactly that currency's allocated cost in cents
+    assert {i.currency: i.subtotal for i in invoices} == {
+        code: to_minor_units(amount, code) for code, amount in allocated.items()
+    } == {"USD": D("1.73"), "EUR": D("5.68")}
+
+
+def test_per_user_draft_of_a_currency_no_longer_billed_is_cancelled():
+    # Given ana's drafts in USD and EUR
+    from invoices.services.generation import invoice_generate
+    from tests.factories import TeamMembershipFactory
+
+    team = TeamFactory(currency="USD")
+    ana = TeamMembershipFactory(team=team, user=UserFactory(username="ana")).user
+    committed_run([{"team": team, "user": ana, "amount": D("1"), "currency": "USD"},
+                   {"team": team, "user": ana, "amount": D("2"), "currency": "EUR"}])
+    invoice_generate(team=team, period=SEPTEMBER, user=ana)
+    eur = Invoice.objects.get(user=ana, currency="EUR")
+
+    # When the month is allocated again without her EUR cost
+    committed_run([{"team": team, "user": ana, "amount": D("1"), "currency": "USD"}])
+    invoice_generate(team=team, period=SEPTEMBER, user=ana)
+
+    # Then her EUR draft is cancelled and her USD draft stays the only live one
+    eur.refresh_from_db()
+    assert eur.status == Invoice.Status.CANCELLED
+    assert list(Invoice.objects.filter(user=ana).exclude(status=Invoice.Status.CANCELLED)
+                .values_list("currency", "subtotal")) == [("USD", D("1.00"))]
+
+
 def test_invoice_generate_refuses_a_user_outside_the_team():
     from invoices.errors import InvalidInvoiceRequest
     from invoices.services.generation import invoice_generate

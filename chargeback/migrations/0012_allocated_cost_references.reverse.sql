@@ -1,0 +1,8 @@
+DROP TRIGGER chargeback_allocatedcost_user_referenced ON auth_user;
+DROP TRIGGER chargeback_allocatedcost_team_referenced ON teams_team;
+DROP TRIGGER chargeback_allocatedcost_rule_referenced ON chargeback_allocationrule;
+DROP TRIGGER chargeback_allocatedcost_run_referenced ON chargeback_allocationrun;
+DROP FUNCTION chargeback_allocatedcost_referenced_check();
+DROP TRIGGER chargeback_allocatedcost_references_on_update ON chargeback_allocatedcost;
+DROP TRIGGER chargeback_allocatedcost_references_on_insert ON chargeback_allocatedcost;
+DROP FUNCTION chargeback_allocatedcost_references_check();
