@@ -17,7 +17,7 @@ from django.db.models import Count, Max, Q, QuerySet
 from django.db.models.functions import TruncDate
 
 from billing_site.db import MeteredSum
-from billing_site.money import check_within_bound, metered_cost
+from billing_site.money import METERED_BOUND, check_within_bound, metered_cost, metered_costs
 from chargeback.errors import PriceNotFound
 from chargeback.models import AllocatedCost, AllocationCurrencyTotal, AllocationRun, Price, UsageRecord
 from chargeback.periods import BillingPeriod
@@ -191,13 +191,30 @@ def price_items(
     times = {at for _item, _quantity, at in lines}
     candidates = price_candidates(team=team, items=[item for item, _q, _at in lines],
                                   at=next(iter(times)) if len(times) == 1 else None)
-    priced: list[PricedItem | None] = []
     picked: dict[tuple[PriceItem, dt.datetime], Price | None] = {}  # a batch repeats its items and times
-    for item, quantity, at in lines:
+    prices: list[Price | None] = []
+    lines_of: dict[Price, list[int]] = {}  # each price's lines, whose costs are computed together
+    for index, (item, _quantity, at) in enumerate(lines):
         if (item, at) not in picked:
             picked[(item, at)] = price_pick(candidates.get(item, []), team=team, at=at)
         price = picked[(item, at)]
-        priced.append(None if price is None else price_apply(price=price, quantity=quantity))
+        prices.append(price)
+        if price is not None:
+            lines_of.setdefault(price, []).append(index)
+    amounts: list[Decimal | None] = [None] * len(lines)
+    for price, indexes in lines_of.items():
+        for index, amount in zip(indexes, metered_costs([lines[i][1] for i in indexes], price.unit_price)):
+            amounts[index] = amount
+    priced: list[PricedItem | None] = []
+    for (_item, quantity, _at), price, amount in zip(lines, prices, amounts):
+        if price is None:
+            priced.append(None)
+        elif abs(amount) >= METERED_BOUND:
+            priced.append(price_apply(price=price, quantity=quantity))  # raises the line's AmountOutOfRange
+        else:
+            priced.append(PricedItem(item=(price.category, price.provider, price.model, price.unit),
+                                     quantity=quantity, unit_price=price.unit_price, amount=amount,
+                                     currency=price.currency, price=price))
     return priced
 
 
