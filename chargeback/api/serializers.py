@@ -510,11 +510,16 @@ def _numbers_column(column: list, minimum) -> list | None:
     Texts are parsed once each; an int or a Decimal is checked where it stands (equal numbers of
     different types, ``1`` and ``1.0``, must keep their own digits).
     """
-    if not set(map(type, column)) <= _NUMBER_TYPES | {_NONE}:
+    types = set(map(type, column))
+    if not types <= _NUMBER_TYPES | {_NONE}:
         return None
     parsed: dict[str, _Decimal] = {}
     out = []
     try:
+        if types == {str}:  # as JSON clients send decimals: each distinct text once, then looked up
+            for value in set(column):
+                parsed[value] = _metered(value, 0, "", minimum=minimum)
+            return list(map(parsed.__getitem__, column))
         for value in column:
             if value is None:
                 out.append(None)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import operator
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
@@ -31,10 +30,10 @@ from django.utils import timezone
 from billing_site.errors import IdempotencyError
 from billing_site.money import MoneyError, currency_exponent, parse_amount, quantize_metered
 from chargeback.errors import InvalidUsage, UsageRecordVoid
-from chargeback.focus.writing import _COPY_NULL, _copy_text
+from chargeback.focus.writing import _COPY_NULL, _COPY_SPECIAL, _copy_text
 from chargeback.models import UsageRecord
 from chargeback.periods import BillingPeriod
-from chargeback.selectors import price_item, price_items, price_not_found
+from chargeback.selectors import price_amounts, price_item, price_not_found
 from teams.errors import CurrencyNotAllowed
 from teams.models import Team
 from teams.selectors import billing_settings_get, team_currency_check
@@ -259,7 +258,7 @@ def usage_records_create(
             billed in; ``param`` ``records[i].currency``.
         IdempotencyError: a row's key was used before (or earlier in the batch) with other parameters.
         Nothing is written when anything is raised. Prices are applied as ``price_item`` applies
-        them, from one query for the batch's items (``price_items``); rows are inserted with one ``COPY``,
+        them, from one query for the batch's items (``price_amounts``); rows are inserted with one ``COPY``,
         first as if every key were new (the unique index checks them); when one was recorded before,
         the batch starts over reading the recorded keys, so those rows replay. A concurrent call
         inserting one of the keys in between makes this call start over once more.
@@ -311,7 +310,7 @@ def _usage_rows_plain(records: list) -> bool:
     for currency in {row.get("currency") for row in records} - {None}:
         if type(currency) is not str or len(currency) != 3 or not currency.isalpha() or currency != currency.upper():
             return False
-    if not all(row.get("resource_type") and row.get("idempotency_key") for row in records):
+    if not all([row.get("resource_type") and row.get("idempotency_key") for row in records]):
         return False
     times = [row.get("occurred_at") for row in records]
     return set(map(type, times)) == {dt.datetime} and all(t.utcoffset() is not None for t in set(times))
@@ -384,7 +383,7 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str, *, l
         keys = [row["idempotency_key"] for row in rows]
         existing = {r.idempotency_key: r for r in UsageRecord.objects.filter(source=source, idempotency_key__in=keys)}
     unpriced = [i for i, row in enumerate(rows) if row.get("cost") is None]
-    priced = dict(zip(unpriced, price_items(team=team, lines=[
+    priced = dict(zip(unpriced, price_amounts(team=team, lines=[
         ((rows[i]["resource_type"], rows[i].get("provider") or "", rows[i].get("model") or "",
           rows[i].get("unit") or ""), rows[i]["quantity"], rows[i]["occurred_at"])
         for i in unpriced
@@ -424,10 +423,11 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str, *, l
             line = priced[i]
             if line is None:
                 raise _row_error(price_not_found(team=team, item=item, at=row["occurred_at"]), i, "resource_type")
-            if currency is not None and currency != line.currency:
-                raise _row_error(InvalidUsage(f"the price of {'/'.join(item)} is in {line.currency}, not {currency}"),
+            amount, price = line
+            if currency is not None and currency != price.currency:
+                raise _row_error(InvalidUsage(f"the price of {'/'.join(item)} is in {price.currency}, not {currency}"),
                                  i, "currency")
-            cost, currency = line.amount, line.currency
+            cost, currency = amount, price.currency
         elif currency is None:
             currency = team.currency if team is not None else settings.BILLING_DEFAULT_CURRENCY
         if team is not None and currency not in allowed:
@@ -453,7 +453,8 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str, *, l
     ids: list[int] = []
     if new:
         with transaction.atomic():
-            ids, created_at = _usage_records_write(team_id, source, list(map(_LINE_VALUES, new)))
+            ids, created_at = _usage_records_write(team_id, source,
+                                                   [[values[name] for values in new] for name in _LINE_COLUMNS])
         for pk, values in zip(ids, new):
             values["id"], values["created_at"] = pk, created_at
     if not instances:
@@ -476,26 +477,56 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str, *, l
 def _usage_rows_new(team: Team | None, rows: list[dict], source: str, priced: dict, allowed) -> list[tuple[int, bool]]:
     """Write ``rows`` whose keys are all new and distinct: ``(pk, False)`` per row.
 
-    The general loop of :func:`_usage_records_insert` without its replay branches (none can apply):
-    the same errors, checked in the same order per row, and the same columns, as a tuple per row
-    in ``_LINE_COLUMNS`` order instead of a dict.
+    What the general loop of :func:`_usage_records_insert` writes (no replay can apply), a column
+    at a time: when every row is priced from the catalog in a currency the team is billed in (no
+    cost or currency given), the costs and currencies are the prices'; otherwise
+    :func:`_usage_rows_costs` goes row by row, with the general loop's checks and errors in its order.
     """
+    n = len(rows)
+    picked = [priced.get(i) for i in range(n)]
+    given = [row.get("cost") for row in rows] + [row.get("currency") for row in rows]
+    if given.count(None) == 2 * n and None not in picked:
+        costs = [line[0] for line in picked]
+        currencies = [line[1].currency for line in picked]
+        if team is not None and not set(currencies).issubset(allowed):
+            costs, currencies = _usage_rows_costs(team, rows, priced, allowed)
+    else:
+        costs, currencies = _usage_rows_costs(team, rows, priced, allowed)
+    times = [row["occurred_at"] for row in rows]
+    months = {at: at.astimezone(dt.timezone.utc).date().replace(day=1) for at in set(times)}  # a batch repeats its times
+    users = [row.get("user") for row in rows]
+    columns = {
+        "user_id": [None] * n if users.count(None) == n else [None if u is None else u.pk for u in users],
+        "resource_type": [row["resource_type"] for row in rows],
+        "quantity": [row["quantity"] for row in rows], "cost": costs, "currency": currencies,
+        "occurred_at": times, "billing_period_start": list(map(months.__getitem__, times)),
+        "idempotency_key": [row["idempotency_key"] for row in rows],
+        "metadata": [{} if m is None else m for m in (row.get("metadata") for row in rows)],
+    }
+    for name in ("agent_id", "provider", "model", "unit", "feature_key", "external_reference"):
+        columns[name] = [row.get(name) or "" for row in rows]
+    with transaction.atomic():
+        ids, _created_at = _usage_records_write(team.pk if team is not None else None, source,
+                                                [columns[name] for name in _LINE_COLUMNS])
+    return [(pk, False) for pk in ids]
+
+
+def _usage_rows_costs(team: Team | None, rows: list[dict], priced: dict, allowed) -> tuple[list, list]:
+    """Each row's cost and currency, row by row with the general loop's checks (its errors, in its order)."""
     default_currency = team.currency if team is not None else settings.BILLING_DEFAULT_CURRENCY
-    periods: dict[dt.datetime, dt.date] = {}  # a batch repeats its times
-    lines = []
+    costs, currencies = [], []
     for i, row in enumerate(rows):
         cost, currency = row.get("cost"), row.get("currency")
-        provider, model, unit = row.get("provider") or "", row.get("model") or "", row.get("unit") or ""
         if cost is None:
             line = priced[i]
+            item = (row["resource_type"], row.get("provider") or "", row.get("model") or "", row.get("unit") or "")
             if line is None:
-                item = (row["resource_type"], provider, model, unit)
                 raise _row_error(price_not_found(team=team, item=item, at=row["occurred_at"]), i, "resource_type")
-            if currency is not None and currency != line.currency:
-                item = (row["resource_type"], provider, model, unit)
-                raise _row_error(InvalidUsage(f"the price of {'/'.join(item)} is in {line.currency}, not {currency}"),
+            amount, price = line
+            if currency is not None and currency != price.currency:
+                raise _row_error(InvalidUsage(f"the price of {'/'.join(item)} is in {price.currency}, not {currency}"),
                                  i, "currency")
-            cost, currency = line.amount, line.currency
+            cost, currency = amount, price.currency
         elif currency is None:
             currency = default_currency
         if team is not None and currency not in allowed:
@@ -503,18 +534,9 @@ def _usage_rows_new(team: Team | None, rows: list[dict], source: str, priced: di
                 team_currency_check(team=team, currency=currency)
             except CurrencyNotAllowed as exc:
                 raise _row_error(exc, i, "currency") from None
-        occurred_at, user, metadata = row["occurred_at"], row.get("user"), row.get("metadata")
-        period = periods.get(occurred_at)
-        if period is None:
-            period = periods[occurred_at] = occurred_at.astimezone(dt.timezone.utc).date().replace(day=1)
-        lines.append((
-            user.pk if user is not None else None, row.get("agent_id") or "", row["resource_type"], provider, model,
-            unit, row["quantity"], cost, currency, occurred_at, period, row.get("feature_key") or "",
-            row.get("external_reference") or "", row["idempotency_key"], metadata if metadata is not None else {},
-        ))
-    with transaction.atomic():
-        ids, _created_at = _usage_records_write(team.pk if team is not None else None, source, lines)
-    return [(pk, False) for pk in ids]
+        costs.append(cost)
+        currencies.append(currency)
+    return costs, currencies
 
 
 #: The columns a usage record's row sets from the request; every other column takes its field default.
@@ -525,69 +547,69 @@ _ROW_VALUES = {"id", "team_id", "user_id", "agent_id", "resource_type", "provide
 #: The columns ``_usage_records_write`` takes from each row: the request's, its id and creation time.
 _WRITTEN = _ROW_VALUES | {"created_at"}
 
-#: The columns of a row's tuple given to ``_usage_records_write``, in order (the batch's team and
-#: source, the row's id and creation time are the writer's).
+#: The columns given to ``_usage_records_write``, in order (the batch's team and source, the rows'
+#: ids and creation time are the writer's).
 _LINE_COLUMNS = ("user_id", "agent_id", "resource_type", "provider", "model", "unit", "quantity", "cost", "currency",
                  "occurred_at", "billing_period_start", "feature_key", "external_reference", "idempotency_key",
                  "metadata")
-_LINE_VALUES = operator.itemgetter(*_LINE_COLUMNS)
 
 #: The JSON text of an empty object or list, written without the encoder (most rows' metadata and tags).
 _EMPTY_JSON = {dict: "{}", list: "[]"}
 
 
-def _usage_records_write(team_id: int | None, source: str, rows: list[tuple]) -> tuple[list[int], dt.datetime]:
-    """Insert ``rows`` (each a tuple of ``_LINE_COLUMNS`` values) of ``team_id`` and ``source`` with ``COPY``;
-    returns their ids, in order, and their creation time.
+def _usage_records_write(team_id: int | None, source: str, columns: list[list]) -> tuple[list[int], dt.datetime]:
+    """Insert rows of ``team_id`` and ``source`` given as ``columns`` (one list of values per name of
+    ``_LINE_COLUMNS``, in that order) with ``COPY``; returns their ids, in order, and their creation time.
 
     ``bulk_create`` would spend most of a 1,000-row batch preparing values in Python (about 0.2 s);
     here the ids are drawn from the table's sequence in one query and the rows streamed with
-    ``COPY`` as text lines written by hand, as the FOCUS import writes its rows
-    (``chargeback.focus.writing``): a line is joined as it is and searched once for a character
-    COPY would need escaped (a backslash beyond its NULL's, a tab inside a value, a line break);
-    only such rare lines are built again field by field with escapes. The values are PostgreSQL's
-    input text of what psycopg would send (``str`` of a Decimal, ISO 8601 times); the columns a
-    row does not set take their field default, one text for the batch, and JSON columns are JSON
-    text, parsed by the server. A duplicate idempotency key still fails on the unique constraint
+    ``COPY`` as text written by hand, as the FOCUS import writes its rows (``chargeback.focus.writing``),
+    a column at a time: each column's values as PostgreSQL's input text of what psycopg would send
+    (``str`` of a Decimal, ISO 8601 times, each distinct time written once, JSON columns as JSON
+    text), a text column searched once as a whole for a character COPY escapes (a backslash, a tab,
+    a line break) and escaped only then. The columns a row does not set take their field default,
+    one text for the batch. A duplicate idempotency key still fails on the unique constraint
     (``IntegrityError``).
     """
     table = UsageRecord._meta.db_table
     quote = connection.ops.quote_name
     now = timezone.now()
     defaulted = [f for f in UsageRecord._meta.concrete_fields if f.attname not in _WRITTEN]
-    columns = ["id", *_LINE_COLUMNS, "team_id", "source", "created_at", *(f.attname for f in defaulted)]
+    names = ["id", *_LINE_COLUMNS, "team_id", "source", "created_at", *(f.attname for f in defaulted)]
     fields = {f.attname: f for f in UsageRecord._meta.concrete_fields}
     tail = "".join("\t" + _copy_text(None if value is None else str(value)) for value in (
         team_id, source, now.isoformat(), *(_copy_value(f.get_default()) for f in defaulted)))
-    null, tabs, times = _COPY_NULL, len(_LINE_COLUMNS), {}
-    lines = []
+    texts = []
+    for name, values in zip(_LINE_COLUMNS, columns):
+        if name in _TEXT_COLUMNS:
+            # str (a column the caller gave as text) and JSON text: escaped when the column holds a special character
+            text = values if name != "metadata" else [
+                "{}" if type(v) is dict and not v else str(_copy_value(v)) for v in values]
+            texts.append([_copy_text(v) for v in text] if _COPY_SPECIAL("".join(text)) else text)
+        elif name in _MOMENT_COLUMNS:
+            written = {v: v.isoformat() for v in set(values)}
+            texts.append(list(map(written.__getitem__, values)))
+        else:  # ids and Decimals
+            texts.append([_COPY_NULL if v is None else str(v) for v in values])
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, len(rows)]
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, len(columns[0])]
         )
         ids = [row[0] for row in cursor.fetchall()]
-        for pk, (user_id, agent_id, resource_type, provider, model, unit, quantity, cost, currency, occurred_at, period,
-                 feature_key, external_reference, key, metadata) in zip(ids, rows):
-            occurred = times.get(occurred_at)
-            if occurred is None:
-                occurred = times[occurred_at] = occurred_at.isoformat()
-            fields_ = (
-                str(pk), null if user_id is None else str(user_id), agent_id, resource_type, provider, model, unit,
-                str(quantity), str(cost), currency, occurred, period.isoformat(), feature_key, external_reference,
-                key, str(_copy_value(metadata)),
-            )
-            line = "\t".join(fields_)
-            # The only backslash may be the NULL's (\N); any other, a tab too many or a line break needs escapes.
-            if line.count("\\") != (user_id is None) or line.count("\t") != tabs or "\n" in line or "\r" in line:
-                line = "\t".join(null if f is null else _copy_text(f) for f in fields_)
-            lines.append(line)
+        lines = list(map("\t".join, zip(map(str, ids), *texts)))
         lines.append("")
         text = (tail + "\n").join(lines)
-        sql = f"COPY {quote(table)} ({', '.join(quote(fields[name].column) for name in columns)}) FROM STDIN"
+        sql = f"COPY {quote(table)} ({', '.join(quote(fields[name].column) for name in names)}) FROM STDIN"
         # The raw psycopg cursor: wrap its errors as Django's, so a duplicate key is an IntegrityError.
         with connection.wrap_database_errors, cursor.cursor.copy(sql) as copy:
             copy.write(text)
     return ids, now
+
+
+#: The columns of ``_LINE_COLUMNS`` that are text (escaped for COPY when needed) and times (ISO 8601).
+_TEXT_COLUMNS = {"agent_id", "resource_type", "provider", "model", "unit", "currency", "feature_key",
+                 "external_reference", "idempotency_key", "metadata"}
+_MOMENT_COLUMNS = {"occurred_at", "billing_period_start"}
 
 
 def _copy_value(value: object) -> object:
