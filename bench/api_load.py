@@ -2,7 +2,7 @@
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_api .venv/bin/python bench/api_load.py \
         [--port 8765] [--only batch,charges,reads] [--rounds 3] [--charges 300] [--batches 10] \
-        [--usage-rows 1000000] [--ledger-rows 1000000]
+        [--usage-rows 1000000] [--ledger-rows 1000000] [--compare-root /tmp/before]
 
 Recreates the database named in DATABASE_URL (any scratch name) and loads, through the services:
 the demo price catalog, 1,000 teams each with a funded wallet and an API key, a finance user and a
@@ -18,7 +18,7 @@ In each of ``--rounds`` interleaved rounds it prints a figure and its reference,
 the other, then the ratios, the ratio of the sums and the load average:
 
 1. ``batch``: ``POST usage/batch/`` with 1,000 records per request and an ``Idempotency-Key`` (2 threads),
-   records/s, beside a
+   records/s and the CPU time gunicorn's workers spent a request (read from ``/proc``), beside a
    ``COPY`` of the same rows into the same table (2 threads, each batch in its own transaction, the
    rows rendered by psycopg from Python values): target ≥ 0.5;
 2. ``charges``: ``POST charges/`` (4 items, one per call) on distinct wallets, each with its
@@ -135,7 +135,7 @@ def load(usage_rows: int, ledger_rows: int) -> dict:
     }
 
 
-def start_gunicorn(database_url: str, port: int) -> subprocess.Popen:
+def start_gunicorn(database_url: str, port: int, root: Path = ROOT) -> subprocess.Popen:
     # Persistent connections, as production runs: without them every request opens a new PostgreSQL
     # backend whose catalog caches start cold (~0.2 s for a charge's first queries).
     persistent = database_url + ("&" if "?" in database_url else "?") + "conn_max_age=600&conn_health_checks=true"
@@ -143,9 +143,9 @@ def start_gunicorn(database_url: str, port: int) -> subprocess.Popen:
            "API_THROTTLE_RATE": "100000000/min", "API_THROTTLE_RATE_MONEY": "100000000/min",
            "ALLOWED_HOSTS": "127.0.0.1,localhost", "DJANGO_SETTINGS_MODULE": "bench_site"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "billing_site.wsgi", "--pythonpath", str(ROOT / "bench"),
+        [sys.executable, "-m", "gunicorn", "billing_site.wsgi", "--pythonpath", str(root / "bench"),
          "--workers", "2", "--bind", f"{HOST}:{port}", "--log-level", "warning"],
-        cwd=ROOT, env=env,
+        cwd=root, env=env,
     )
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -158,12 +158,27 @@ def start_gunicorn(database_url: str, port: int) -> subprocess.Popen:
     sys.exit("gunicorn did not start")
 
 
-def request(method: str, path: str, auth: str, body: dict | None = None, headers: dict | None = None):
+def workers_cpu(server: subprocess.Popen) -> float:
+    """CPU seconds (user + system) used so far by gunicorn's workers (the children of its master), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+    total = 0.0
+    for pid in children.read_text().split() if children.exists() else []:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a worker restarted meanwhile
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def request(method: str, path: str, auth: str, body: dict | None = None, headers: dict | None = None,
+            port: int | None = None):
     """One request on a fresh connection; returns (status, seconds, parsed body)."""
     payload = json.dumps(body).encode() if body is not None else None
     all_headers = {"Authorization": auth, "Content-Type": "application/json", **(headers or {})}
     t0 = time.perf_counter()
-    conn = http.client.HTTPConnection(HOST, PORT, timeout=120)  # PORT: set by main() from --port
+    conn = http.client.HTTPConnection(HOST, port or PORT, timeout=120)  # PORT: set by main() from --port
     conn.request(method, path, body=payload, headers=all_headers)
     response = conn.getresponse()
     data = response.read()
@@ -249,6 +264,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=10, help="batches of 1,000 records per round")
     parser.add_argument("--usage-rows", type=int, default=1_000_000, help="usage records loaded for the reads")
     parser.add_argument("--ledger-rows", type=int, default=1_000_000, help="ledger entries of the big wallet")
+    parser.add_argument("--compare-root", help="another checkout of the product (e.g. a worktree of the code before a "
+                                               "change): its gunicorn, on --port + 1 and the same database, is measured "
+                                               "in every batch round too, beside its own COPY")
     args = parser.parse_args()
     PORT = args.port
     sections = set(args.only.split(","))
@@ -264,33 +282,45 @@ def main() -> None:
 
     connections.close_all()
     server = start_gunicorn(url, args.port)
+    # The other checkout's server (e.g. the branch point's code), on the same database: same schema required.
+    other = start_gunicorn(url, args.port + 1, Path(args.compare_root).resolve()) if args.compare_root else None
     try:
         key0 = f"Api-Key {data['keys'][0]}"
         team0 = data["teams"][0]
         # warm both workers (imports, first queries, connection)
-        for _ in range(6):
-            request("GET", "/api/v1/teams/", f"Token {data['finance']}")
+        for port in (args.port, args.port + 1) if other else (args.port,):
+            for _ in range(6):
+                request("GET", "/api/v1/teams/", f"Token {data['finance']}", port=port)
 
         # 1. usage batches beside COPY of the same rows
-        def batch(label):
+        def batch(label, port=None):
             records = [{"resource_type": "llm", "provider": "openai", "model": "gpt-4", "unit": "token",
                         "quantity": "1000", "occurred_at": "2024-10-15T12:00:00Z", "agent_id": "agent-1",
                         "idempotency_key": f"{label}-{j}"} for j in range(BATCH_SIZE)]
-            return request("POST", "/api/v1/usage/batch/", key0, {"records": records}, {"Idempotency-Key": label})
+            return request("POST", "/api/v1/usage/batch/", key0, {"records": records}, {"Idempotency-Key": label},
+                           port=port)
 
-        pairs = []
+        servers = [("", server, args.port)] + ([(f"{args.compare_root}: ", other, args.port + 1)] if other else [])
+        pairs: dict[str, list] = {name: [] for name, _s, _p in servers}
         for r in range(args.rounds if "batch" in sections else 0):
-            wall, lat, statuses = run_threads(BATCH_THREADS, [f"batch-{r}-{i}" for i in range(args.batches)], batch)
-            rate = args.batches * BATCH_SIZE / wall
-            cwall, clat, _ = run_threads(BATCH_THREADS, [f"copy-{r}-{i}" for i in range(args.batches)],
-                                         lambda label: copy_batch(dsn, team0, label))
-            reference = args.batches * BATCH_SIZE / cwall
-            pairs.append((rate, reference))
-            print(f"round {r + 1}: POST usage/batch/ ({BATCH_SIZE:,} records each, {BATCH_THREADS} threads) "
-                  f"{rate:,.0f} records/s (p50 {pct(lat, 0.5):.0f} ms a request; {summary(statuses)}) | COPY of "
-                  f"the same rows {reference:,.0f} rows/s (p50 {pct(clat, 0.5):.0f} ms a batch) | load {load_average()}")
-        if pairs:
-            print(ratio_line("POST usage/batch/ / COPY (target >= 0.5)", pairs, "rows/s"))
+            # With --compare-root, each round measures both servers, each beside its own COPY, one after the other.
+            for name, process, port in servers:
+                cpu_before = workers_cpu(process)
+                wall, lat, statuses = run_threads(BATCH_THREADS, [f"{name}batch-{r}-{i}" for i in range(args.batches)],
+                                                  lambda label, port=port: batch(label, port))
+                rate = args.batches * BATCH_SIZE / wall
+                python_ms = (workers_cpu(process) - cpu_before) / args.batches * 1000
+                cwall, clat, _ = run_threads(BATCH_THREADS, [f"{name}copy-{r}-{i}" for i in range(args.batches)],
+                                             lambda label: copy_batch(dsn, team0, label))
+                reference = args.batches * BATCH_SIZE / cwall
+                pairs[name].append((rate, reference))
+                print(f"round {r + 1}: {name}POST usage/batch/ ({BATCH_SIZE:,} records each, {BATCH_THREADS} threads) "
+                      f"{rate:,.0f} records/s (p50 {pct(lat, 0.5):.0f} ms a request, gunicorn's CPU {python_ms:.0f} ms "
+                      f"a request; {summary(statuses)}) | COPY of the same rows {reference:,.0f} rows/s "
+                      f"(p50 {pct(clat, 0.5):.0f} ms a batch) | load {load_average()}")
+        for name, measured in pairs.items():
+            if measured:
+                print(ratio_line(f"{name}POST usage/batch/ / COPY (target >= 0.5)", measured, "rows/s"))
 
         # 2. charges on distinct wallets beside the minimal endpoint with the same keys
         def charge(i):
@@ -346,8 +376,10 @@ def main() -> None:
             print(f"GET usage/ page 51 by cursor as finance: p50 {pct(lat, 0.5):.1f} ms, p99 {pct(lat, 0.99):.1f} ms "
                   f"({summary(statuses)})")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for process in (server, other):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
 
 

@@ -17,7 +17,7 @@ from django.db.models import Count, Max, Q, QuerySet
 from django.db.models.functions import TruncDate
 
 from billing_site.db import MeteredSum
-from billing_site.money import check_within_bound, metered_cost
+from billing_site.money import METERED_BOUND, check_within_bound, metered_cost, metered_costs
 from chargeback.errors import PriceNotFound
 from chargeback.models import AllocatedCost, AllocationCurrencyTotal, AllocationRun, Price, UsageRecord
 from chargeback.periods import BillingPeriod
@@ -35,6 +35,7 @@ __all__ = [
     "price_apply",
     "price_candidates",
     "price_item",
+    "price_amounts",
     "price_items",
     "price_not_found",
     "price_pick",
@@ -188,16 +189,48 @@ def price_items(
     its ``at`` gives ``None``, so the caller names the line in its own error (``price_not_found``).
     Lines all at one time read only the rows valid then.
     """
+    return [
+        None if priced is None else PricedItem(
+            item=(priced[1].category, priced[1].provider, priced[1].model, priced[1].unit), quantity=quantity,
+            unit_price=priced[1].unit_price, amount=priced[0], currency=priced[1].currency, price=priced[1])
+        for (_item, quantity, _at), priced in zip(lines, price_amounts(team=team, lines=lines))
+    ]
+
+
+def price_amounts(
+    *, team: Team | None, lines: Sequence[tuple[PriceItem, Decimal, dt.datetime]],
+) -> list[tuple[Decimal, Price] | None]:
+    """:func:`price_items` without a ``PricedItem`` per line: ``(amount, price)``, or ``None`` when unpriced.
+
+    The same query, price rule and amounts (:func:`price_apply`'s: ``money.metered_cost``, here
+    ``money.metered_costs`` over the lines of one price and time, which a batch repeats), and the
+    same error: the first line in order whose cost reaches the bound raises ``price_apply``'s
+    ``AmountOutOfRange``. For a usage batch of 1,000 lines, which needs only the amount and currency.
+    """
     times = {at for _item, _quantity, at in lines}
     candidates = price_candidates(team=team, items=[item for item, _q, _at in lines],
                                   at=next(iter(times)) if len(times) == 1 else None)
-    priced: list[PricedItem | None] = []
-    picked: dict[tuple[PriceItem, dt.datetime], Price | None] = {}  # a batch repeats its items and times
-    for item, quantity, at in lines:
-        if (item, at) not in picked:
-            picked[(item, at)] = price_pick(candidates.get(item, []), team=team, at=at)
-        price = picked[(item, at)]
-        priced.append(None if price is None else price_apply(price=price, quantity=quantity))
+    groups: dict[tuple[PriceItem, dt.datetime], list[int]] = {}  # the lines of each item and time
+    for index, (item, _quantity, at) in enumerate(lines):
+        group = groups.get((item, at))
+        if group is None:
+            groups[(item, at)] = [index]
+        else:
+            group.append(index)
+    priced: list[tuple[Decimal, Price] | None] = [None] * len(lines)
+    past_bound = False
+    for (item, at), indexes in groups.items():
+        price = price_pick(candidates.get(item, []), team=team, at=at)
+        if price is None:
+            continue
+        amounts = metered_costs([lines[i][1] for i in indexes], price.unit_price)
+        past_bound = past_bound or max(map(abs, amounts)) >= METERED_BOUND
+        for index, amount in zip(indexes, amounts):
+            priced[index] = (amount, price)
+    if past_bound:
+        for (_item, quantity, _at), line in zip(lines, priced):
+            if line is not None and abs(line[0]) >= METERED_BOUND:
+                price_apply(price=line[1], quantity=quantity)  # raises the line's AmountOutOfRange
     return priced
 
 

@@ -104,13 +104,23 @@ _BAD_TEXT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 def _depth_check(data: Any) -> None:
     """Refuse ``data`` nested deeper than :data:`MAX_JSON_DEPTH` (only its objects and arrays are walked)."""
-    stack: list[tuple[Any, int]] = [(data, 1)] if isinstance(data, (dict, list)) else []
-    while stack:
-        value, depth = stack.pop()
+    # Level by level; a level's containers are found by the set of their children's types (one C-level
+    # pass each), so an object of plain values (a batch record without metadata) costs no Python loop.
+    level = [data] if isinstance(data, (dict, list)) else []
+    depth = 1
+    while level:
         if depth > MAX_JSON_DEPTH:
             raise exceptions.ParseError(_too_deep())
-        children = value.values() if isinstance(value, dict) else value
-        stack.extend((item, depth + 1) for item in children if isinstance(item, (dict, list)))
+        below = []
+        for value in level:
+            children = value.values() if isinstance(value, dict) else value
+            if not _CONTAINERS.isdisjoint(set(map(type, children))):
+                below.extend(item for item in children if isinstance(item, (dict, list)))
+        level, depth = below, depth + 1
+
+
+#: The types of the decoded JSON that nest (``json.loads`` makes no subclass of them).
+_CONTAINERS = frozenset((dict, list))
 
 
 def _too_deep() -> str:

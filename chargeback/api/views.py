@@ -107,14 +107,17 @@ class UsageViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         header.is_valid(raise_exception=True)
         team = team_for_write(request, header.validated_data.get("team"))
         records = s.batch_records_validate(request.data.get("records"))
-        members = set(TeamMembership.objects.filter(team=team).values_list("user_id", flat=True))
-        now = timezone.now()
-        for index, record in enumerate(records):
-            user = record.get("user")
-            if user is not None and user.pk not in members:
-                raise ValidationError({"records": {index: {"user": [
-                    f"User {user.pk} is not a member of team {team.pk}."]}}})
-            record.setdefault("occurred_at", now)
+        if any("user" in record for record in records):  # the team's members are read only when a record names one
+            members = set(TeamMembership.objects.filter(team=team).values_list("user_id", flat=True))
+            for index, record in enumerate(records):
+                user = record.get("user")
+                if user is not None and user.pk not in members:
+                    raise ValidationError({"records": {index: {"user": [
+                        f"User {user.pk} is not a member of team {team.pk}."]}}})
+        now = None
+        for record in records:
+            if "occurred_at" not in record:
+                record["occurred_at"] = now = now or timezone.now()
 
         def body():
             rows = usage_records_record(team=team, records=records)  # (pk, replayed) per record

@@ -18,22 +18,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import operator
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 
 from auditlog.models import LogEntry
 from django.conf import settings
-from django.db import IntegrityError, connection, models, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from billing_site.errors import IdempotencyError
 from billing_site.money import MoneyError, currency_exponent, parse_amount, quantize_metered
 from chargeback.errors import InvalidUsage, UsageRecordVoid
+from chargeback.focus.writing import _COPY_NULL, _COPY_SPECIAL, _copy_text
 from chargeback.models import UsageRecord
 from chargeback.periods import BillingPeriod
-from chargeback.selectors import price_item, price_items, price_not_found
+from chargeback.selectors import price_amounts, price_item, price_not_found
 from teams.errors import CurrencyNotAllowed
 from teams.models import Team
 from teams.selectors import billing_settings_get, team_currency_check
@@ -258,7 +258,7 @@ def usage_records_create(
             billed in; ``param`` ``records[i].currency``.
         IdempotencyError: a row's key was used before (or earlier in the batch) with other parameters.
         Nothing is written when anything is raised. Prices are applied as ``price_item`` applies
-        them, from one query for the batch's items (``price_items``); rows are inserted with one ``COPY``,
+        them, from one query for the batch's items (``price_amounts``); rows are inserted with one ``COPY``,
         first as if every key were new (the unique index checks them); when one was recorded before,
         the batch starts over reading the recorded keys, so those rows replay. A concurrent call
         inserting one of the keys in between makes this call start over once more.
@@ -286,7 +286,37 @@ def _usage_rows_checked(records: list[Mapping[str, object]], source: str) -> lis
     if len(records) > USAGE_BATCH_MAX:
         raise InvalidUsage(f"at most {USAGE_BATCH_MAX} records per batch, got {len(records)}")
     _check_source(source)
+    if _usage_rows_plain(records):
+        return records
+    return _usage_rows_checked_one_by_one(records)
 
+
+def _usage_rows_plain(records: list) -> bool:
+    """Whether every row would leave the one-by-one check unchanged: a batch the API validated.
+
+    Dicts whose quantities are finite Decimals ≥ 0 (``parse_amount`` returns those as they are), with
+    no cost, currencies already upper case (``_check_currency`` returns those as they are), a
+    ``resource_type`` and an ``idempotency_key``, and aware datetimes. Checked a column at a time
+    (the batch repeats its times); ``False`` sends the batch through the one-by-one check, which
+    converts what it must and raises the first row's error.
+    """
+    if set(map(type, records)) != {dict}:
+        return False
+    quantities = [row.get("quantity") for row in records]
+    if set(map(type, quantities)) != {Decimal} or not all(map(Decimal.is_finite, quantities)) or min(quantities) < 0:
+        return False
+    if any(row.get("cost") is not None for row in records):
+        return False
+    for currency in {row.get("currency") for row in records} - {None}:
+        if type(currency) is not str or len(currency) != 3 or not currency.isalpha() or currency != currency.upper():
+            return False
+    if not all([row.get("resource_type") and row.get("idempotency_key") for row in records]):
+        return False
+    times = [row.get("occurred_at") for row in records]
+    return set(map(type, times)) == {dt.datetime} and all(t.utcoffset() is not None for t in set(times))
+
+
+def _usage_rows_checked_one_by_one(records: list[Mapping[str, object]]) -> list[dict]:
     rows: list[dict] = []
     for i, raw in enumerate(records):
         row = dict(raw)
@@ -353,7 +383,7 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str, *, l
         keys = [row["idempotency_key"] for row in rows]
         existing = {r.idempotency_key: r for r in UsageRecord.objects.filter(source=source, idempotency_key__in=keys)}
     unpriced = [i for i, row in enumerate(rows) if row.get("cost") is None]
-    priced = dict(zip(unpriced, price_items(team=team, lines=[
+    priced = dict(zip(unpriced, price_amounts(team=team, lines=[
         ((rows[i]["resource_type"], rows[i].get("provider") or "", rows[i].get("model") or "",
           rows[i].get("unit") or ""), rows[i]["quantity"], rows[i]["occurred_at"])
         for i in unpriced
@@ -361,6 +391,9 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str, *, l
 
     allowed = billing_settings_get(team=team).billing_currencies() if team is not None else ()  # one read
     team_id = team.pk if team is not None else None
+    if not instances and not existing and len({row["idempotency_key"] for row in rows}) == len(rows):
+        # Every key new and once in the batch (nearly every batch): the rows go straight to COPY text.
+        return _usage_rows_new(team, rows, source, priced, allowed)
     # Per input row: the index in ``new`` of the row that records it, or the recorded row it replays.
     results: list[int | UsageRecord] = [0] * len(rows)
     new: list[dict] = []  # each new row's column values, by attname
@@ -390,10 +423,11 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str, *, l
             line = priced[i]
             if line is None:
                 raise _row_error(price_not_found(team=team, item=item, at=row["occurred_at"]), i, "resource_type")
-            if currency is not None and currency != line.currency:
-                raise _row_error(InvalidUsage(f"the price of {'/'.join(item)} is in {line.currency}, not {currency}"),
+            amount, price = line
+            if currency is not None and currency != price.currency:
+                raise _row_error(InvalidUsage(f"the price of {'/'.join(item)} is in {price.currency}, not {currency}"),
                                  i, "currency")
-            cost, currency = line.amount, line.currency
+            cost, currency = amount, price.currency
         elif currency is None:
             currency = team.currency if team is not None else settings.BILLING_DEFAULT_CURRENCY
         if team is not None and currency not in allowed:
@@ -419,7 +453,10 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str, *, l
     ids: list[int] = []
     if new:
         with transaction.atomic():
-            ids = _usage_records_write(new)
+            ids, created_at = _usage_records_write(team_id, source,
+                                                   [[values[name] for values in new] for name in _LINE_COLUMNS])
+        for pk, values in zip(ids, new):
+            values["id"], values["created_at"] = pk, created_at
     if not instances:
         return [(r.pk, True) if isinstance(r, UsageRecord) else (ids[r], False) for r in results]
     attnames = [f.attname for f in UsageRecord._meta.concrete_fields]
@@ -437,6 +474,71 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str, *, l
     return [r if isinstance(r, UsageRecord) else made[r] for r in results]
 
 
+def _usage_rows_new(team: Team | None, rows: list[dict], source: str, priced: dict, allowed) -> list[tuple[int, bool]]:
+    """Write ``rows`` whose keys are all new and distinct: ``(pk, False)`` per row.
+
+    What the general loop of :func:`_usage_records_insert` writes (no replay can apply), a column
+    at a time: when every row is priced from the catalog in a currency the team is billed in (no
+    cost or currency given), the costs and currencies are the prices'; otherwise
+    :func:`_usage_rows_costs` goes row by row, with the general loop's checks and errors in its order.
+    """
+    n = len(rows)
+    picked = [priced.get(i) for i in range(n)]
+    given = [row.get("cost") for row in rows] + [row.get("currency") for row in rows]
+    if given.count(None) == 2 * n and None not in picked:
+        costs = [line[0] for line in picked]
+        currencies = [line[1].currency for line in picked]
+        if team is not None and not set(currencies).issubset(allowed):
+            costs, currencies = _usage_rows_costs(team, rows, priced, allowed)
+    else:
+        costs, currencies = _usage_rows_costs(team, rows, priced, allowed)
+    times = [row["occurred_at"] for row in rows]
+    months = {at: at.astimezone(dt.timezone.utc).date().replace(day=1) for at in set(times)}  # a batch repeats its times
+    users = [row.get("user") for row in rows]
+    columns = {
+        "user_id": [None] * n if users.count(None) == n else [None if u is None else u.pk for u in users],
+        "resource_type": [row["resource_type"] for row in rows],
+        "quantity": [row["quantity"] for row in rows], "cost": costs, "currency": currencies,
+        "occurred_at": times, "billing_period_start": list(map(months.__getitem__, times)),
+        "idempotency_key": [row["idempotency_key"] for row in rows],
+        "metadata": [{} if m is None else m for m in (row.get("metadata") for row in rows)],
+    }
+    for name in ("agent_id", "provider", "model", "unit", "feature_key", "external_reference"):
+        columns[name] = [row.get(name) or "" for row in rows]
+    with transaction.atomic():
+        ids, _created_at = _usage_records_write(team.pk if team is not None else None, source,
+                                                [columns[name] for name in _LINE_COLUMNS])
+    return [(pk, False) for pk in ids]
+
+
+def _usage_rows_costs(team: Team | None, rows: list[dict], priced: dict, allowed) -> tuple[list, list]:
+    """Each row's cost and currency, row by row with the general loop's checks (its errors, in its order)."""
+    default_currency = team.currency if team is not None else settings.BILLING_DEFAULT_CURRENCY
+    costs, currencies = [], []
+    for i, row in enumerate(rows):
+        cost, currency = row.get("cost"), row.get("currency")
+        if cost is None:
+            line = priced[i]
+            item = (row["resource_type"], row.get("provider") or "", row.get("model") or "", row.get("unit") or "")
+            if line is None:
+                raise _row_error(price_not_found(team=team, item=item, at=row["occurred_at"]), i, "resource_type")
+            amount, price = line
+            if currency is not None and currency != price.currency:
+                raise _row_error(InvalidUsage(f"the price of {'/'.join(item)} is in {price.currency}, not {currency}"),
+                                 i, "currency")
+            cost, currency = amount, price.currency
+        elif currency is None:
+            currency = default_currency
+        if team is not None and currency not in allowed:
+            try:
+                team_currency_check(team=team, currency=currency)
+            except CurrencyNotAllowed as exc:
+                raise _row_error(exc, i, "currency") from None
+        costs.append(cost)
+        currencies.append(currency)
+    return costs, currencies
+
+
 #: The columns a usage record's row sets from the request; every other column takes its field default.
 _ROW_VALUES = {"id", "team_id", "user_id", "agent_id", "resource_type", "provider", "model", "unit", "quantity", "cost",
                "currency", "occurred_at", "billing_period_start", "source", "feature_key", "external_reference",
@@ -445,43 +547,69 @@ _ROW_VALUES = {"id", "team_id", "user_id", "agent_id", "resource_type", "provide
 #: The columns ``_usage_records_write`` takes from each row: the request's, its id and creation time.
 _WRITTEN = _ROW_VALUES | {"created_at"}
 
+#: The columns given to ``_usage_records_write``, in order (the batch's team and source, the rows'
+#: ids and creation time are the writer's).
+_LINE_COLUMNS = ("user_id", "agent_id", "resource_type", "provider", "model", "unit", "quantity", "cost", "currency",
+                 "occurred_at", "billing_period_start", "feature_key", "external_reference", "idempotency_key",
+                 "metadata")
+
 #: The JSON text of an empty object or list, written without the encoder (most rows' metadata and tags).
 _EMPTY_JSON = {dict: "{}", list: "[]"}
 
 
-def _usage_records_write(rows: list[dict]) -> list[int]:
-    """Insert ``rows`` (column values by attname, without ``id`` and ``created_at``) with ``COPY``;
-    sets each row's ``id`` and ``created_at`` and returns the ids, in order.
+def _usage_records_write(team_id: int | None, source: str, columns: list[list]) -> tuple[list[int], dt.datetime]:
+    """Insert rows of ``team_id`` and ``source`` given as ``columns`` (one list of values per name of
+    ``_LINE_COLUMNS``, in that order) with ``COPY``; returns their ids, in order, and their creation time.
 
     ``bulk_create`` would spend most of a 1,000-row batch preparing values in Python (about 0.2 s);
     here the ids are drawn from the table's sequence in one query and the rows streamed with
-    ``COPY`` (as ``allocation._write_rows`` writes an allocation run's rows), straight from the
-    values: the columns a row does not set take their field default, made once for the batch
-    (JSON columns as JSON text). A duplicate idempotency key still fails on the unique constraint
+    ``COPY`` as text written by hand, as the FOCUS import writes its rows (``chargeback.focus.writing``),
+    a column at a time: each column's values as PostgreSQL's input text of what psycopg would send
+    (``str`` of a Decimal, ISO 8601 times, each distinct time written once, JSON columns as JSON
+    text), a text column searched once as a whole for a character COPY escapes (a backslash, a tab,
+    a line break) and escaped only then. The columns a row does not set take their field default,
+    one text for the batch. A duplicate idempotency key still fails on the unique constraint
     (``IntegrityError``).
     """
     table = UsageRecord._meta.db_table
-    fields = list(UsageRecord._meta.concrete_fields)
     quote = connection.ops.quote_name
     now = timezone.now()
-    defaults = {f.attname: _copy_value(f.get_default()) for f in fields if f.attname not in _WRITTEN}
+    defaulted = [f for f in UsageRecord._meta.concrete_fields if f.attname not in _WRITTEN]
+    names = ["id", *_LINE_COLUMNS, "team_id", "source", "created_at", *(f.attname for f in defaulted)]
+    fields = {f.attname: f for f in UsageRecord._meta.concrete_fields}
+    tail = "".join("\t" + _copy_text(None if value is None else str(value)) for value in (
+        team_id, source, now.isoformat(), *(_copy_value(f.get_default()) for f in defaulted)))
+    texts = []
+    for name, values in zip(_LINE_COLUMNS, columns):
+        if name in _TEXT_COLUMNS:
+            # str (a column the caller gave as text) and JSON text: escaped when the column holds a special character
+            text = values if name != "metadata" else [
+                "{}" if type(v) is dict and not v else str(_copy_value(v)) for v in values]
+            texts.append([_copy_text(v) for v in text] if _COPY_SPECIAL("".join(text)) else text)
+        elif name in _MOMENT_COLUMNS:
+            written = {v: v.isoformat() for v in set(values)}
+            texts.append(list(map(written.__getitem__, values)))
+        else:  # ids and Decimals
+            texts.append([_COPY_NULL if v is None else str(v) for v in values])
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, len(rows)]
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, len(columns[0])]
         )
         ids = [row[0] for row in cursor.fetchall()]
-        sql = f"COPY {quote(table)} ({', '.join(quote(f.column) for f in fields)}) FROM STDIN"
-        pick = operator.itemgetter(*(f.attname for f in fields))
-        json_columns = [f.attname for f in fields if f.attname in _WRITTEN and isinstance(f, models.JSONField)]
+        lines = list(map("\t".join, zip(map(str, ids), *texts)))
+        lines.append("")
+        text = (tail + "\n").join(lines)
+        sql = f"COPY {quote(table)} ({', '.join(quote(fields[name].column) for name in names)}) FROM STDIN"
         # The raw psycopg cursor: wrap its errors as Django's, so a duplicate key is an IntegrityError.
         with connection.wrap_database_errors, cursor.cursor.copy(sql) as copy:
-            for pk, values in zip(ids, rows):
-                values["id"], values["created_at"] = pk, now
-                row = defaults | values
-                for name in json_columns:
-                    row[name] = _copy_value(row[name])
-                copy.write_row(pick(row))
-    return ids
+            copy.write(text)
+    return ids, now
+
+
+#: The columns of ``_LINE_COLUMNS`` that are text (escaped for COPY when needed) and times (ISO 8601).
+_TEXT_COLUMNS = {"agent_id", "resource_type", "provider", "model", "unit", "currency", "feature_key",
+                 "external_reference", "idempotency_key", "metadata"}
+_MOMENT_COLUMNS = {"occurred_at", "billing_period_start"}
 
 
 def _copy_value(value: object) -> object:

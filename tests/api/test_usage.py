@@ -169,6 +169,57 @@ def test_usage_batch_replayed_by_header_answers_the_stored_response(key, catalog
     assert other.json()["error"]["type"] == "idempotency_error"
 
 
+#: The columns a batch row sets, compared between two ways of recording the same usage.
+_STORED = ("team_id", "user_id", "agent_id", "resource_type", "provider", "model", "unit", "quantity", "cost", "currency",
+           "occurred_at", "billing_period_start", "source", "feature_key", "external_reference", "metadata",
+           "effective_cost", "charge_category", "service_name", "sub_account_name", "resource_id", "tags", "status",
+           "void_reason", "voided_at", "voided_by_id")
+
+
+def test_usage_batch_stores_text_that_copy_escapes_exactly_as_sent(key, catalog, member_user):
+    # given records whose text holds what COPY's text format escapes: tabs, line breaks, backslashes, a "\N"
+    odd = {"agent_id": "agent\tone", "feature_key": "a\tb", "external_reference": "back\\slash \\N\r\nnext",
+           "metadata": {"note": "tab\t, \\N, quote \" and \u00e9", "nested": {"list": [1, "x\ny"]}},
+           "user": member_user.pk, "quantity": "1E+3"}
+    records = _records(3)
+    records[1].update(odd)
+    # when they are sent as a batch
+    response = key.post("/api/v1/usage/batch/", {"records": records}, format="json")
+    # then every character is stored as sent, the other rows as plain
+    assert response.status_code == 201, response.json()
+    row = UsageRecord.objects.get(idempotency_key="b-1")
+    assert (row.agent_id, row.feature_key, row.external_reference) == (
+        "agent\tone", "a\tb", "back\\slash \\N\r\nnext")
+    assert row.metadata == {"note": "tab\t, \\N, quote \" and \u00e9", "nested": {"list": [1, "x\ny"]}}
+    assert (row.user_id, row.quantity, row.cost) == (member_user.pk, Decimal(1000), Decimal("0.03"))
+    plain = UsageRecord.objects.get(idempotency_key="b-2")
+    assert (plain.agent_id, plain.metadata, plain.user_id, plain.tags) == ("agent-7", {}, None, {})
+
+
+def test_usage_batch_with_a_repeated_key_stores_what_a_batch_of_new_keys_stores(key, catalog, member_user):
+    # given the same usage sent once with distinct keys (every key new) and once with a key repeated
+    # (the rows compared one by one), times in two months and zones, a user, metadata and a cost given
+    def batch(prefix):
+        records = _records(4, prefix)
+        records[1].update(occurred_at="2024-10-01T01:30:00+02:00", user=member_user.pk, metadata={"k": [1, 2]})
+        records[2].update(cost="0.5", currency="USD", quantity="12.25")
+        return records
+
+    repeated = batch("r")
+    repeated.append(dict(repeated[0]))
+    assert key.post("/api/v1/usage/batch/", {"records": batch("n")}, format="json").status_code == 201
+    response = key.post("/api/v1/usage/batch/", {"records": repeated}, format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["ids"][4] == response.json()["ids"][0]
+    # then both store the same rows
+    def stored(prefix):
+        return [UsageRecord.objects.filter(idempotency_key=f"{prefix}-{i}").values(*_STORED).get() for i in range(4)]
+
+    assert stored("n") == stored("r")
+    assert stored("n")[1]["billing_period_start"] == dt.date(2024, 9, 1)  # 23:30 UTC on 30 September
+    assert stored("n")[2]["cost"] == Decimal("0.5")
+
+
 def test_usage_list_shows_only_the_callers_teams_newest_first(member, team_a, team_b):
     mine = [UsageRecordFactory(team=team_a) for _ in range(3)]
     UsageRecordFactory(team=team_b)
