@@ -417,24 +417,9 @@ def _usage_records_insert(team: Team | None, rows: list[dict], source: str, *, l
                 continue
         except IdempotencyError as exc:
             raise _row_error(exc, i, "idempotency_key") from None
-        cost, currency = row.get("cost"), row.get("currency")
         item = (row["resource_type"], row.get("provider") or "", row.get("model") or "", row.get("unit") or "")
-        if cost is None:
-            line = priced[i]
-            if line is None:
-                raise _row_error(price_not_found(team=team, item=item, at=row["occurred_at"]), i, "resource_type")
-            amount, price = line
-            if currency is not None and currency != price.currency:
-                raise _row_error(InvalidUsage(f"the price of {'/'.join(item)} is in {price.currency}, not {currency}"),
-                                 i, "currency")
-            cost, currency = amount, price.currency
-        elif currency is None:
-            currency = team.currency if team is not None else settings.BILLING_DEFAULT_CURRENCY
-        if team is not None and currency not in allowed:
-            try:
-                team_currency_check(team=team, currency=currency)
-            except CurrencyNotAllowed as exc:
-                raise _row_error(exc, i, "currency") from None
+        cost, currency = _row_cost(team, i, row, priced.get(i), allowed,
+                                   team.currency if team is not None else settings.BILLING_DEFAULT_CURRENCY)
         occurred_at, user = row["occurred_at"], row.get("user")
         values = {
             "id": None, "team_id": team_id, "user_id": user.pk if user is not None else None,
@@ -516,27 +501,34 @@ def _usage_rows_costs(team: Team | None, rows: list[dict], priced: dict, allowed
     default_currency = team.currency if team is not None else settings.BILLING_DEFAULT_CURRENCY
     costs, currencies = [], []
     for i, row in enumerate(rows):
-        cost, currency = row.get("cost"), row.get("currency")
-        if cost is None:
-            line = priced[i]
-            item = (row["resource_type"], row.get("provider") or "", row.get("model") or "", row.get("unit") or "")
-            if line is None:
-                raise _row_error(price_not_found(team=team, item=item, at=row["occurred_at"]), i, "resource_type")
-            amount, price = line
-            if currency is not None and currency != price.currency:
-                raise _row_error(InvalidUsage(f"the price of {'/'.join(item)} is in {price.currency}, not {currency}"),
-                                 i, "currency")
-            cost, currency = amount, price.currency
-        elif currency is None:
-            currency = default_currency
-        if team is not None and currency not in allowed:
-            try:
-                team_currency_check(team=team, currency=currency)
-            except CurrencyNotAllowed as exc:
-                raise _row_error(exc, i, "currency") from None
+        cost, currency = _row_cost(team, i, row, priced.get(i), allowed, default_currency)
         costs.append(cost)
         currencies.append(currency)
     return costs, currencies
+
+
+def _row_cost(team: Team | None, i: int, row: dict, line, allowed, default_currency: str) -> tuple[Decimal, str]:
+    """Row ``i``'s cost and currency: the priced ``line`` ``(amount, price)`` when the row gives no
+    cost, else its own; refused (naming ``records[i]``'s field) without a price, in a currency
+    other than its price's, or in one the team is not billed in."""
+    cost, currency = row.get("cost"), row.get("currency")
+    if cost is None:
+        item = (row["resource_type"], row.get("provider") or "", row.get("model") or "", row.get("unit") or "")
+        if line is None:
+            raise _row_error(price_not_found(team=team, item=item, at=row["occurred_at"]), i, "resource_type")
+        amount, price = line
+        if currency is not None and currency != price.currency:
+            raise _row_error(InvalidUsage(f"the price of {'/'.join(item)} is in {price.currency}, not {currency}"),
+                             i, "currency")
+        cost, currency = amount, price.currency
+    elif currency is None:
+        currency = default_currency
+    if team is not None and currency not in allowed:
+        try:
+            team_currency_check(team=team, currency=currency)
+        except CurrencyNotAllowed as exc:
+            raise _row_error(exc, i, "currency") from None
+    return cost, currency
 
 
 #: The columns a usage record's row sets from the request; every other column takes its field default.
