@@ -226,15 +226,12 @@ def metered_cost(quantity: Decimal, unit_price: Decimal) -> Decimal:
         The cost in the price's currency, rounded with ``ROUNDING`` only at the end. It may exceed
         :data:`METERED_BOUND`; the caller that stores it checks (:func:`check_within_bound`).
     """
-    quantity = _check_decimal(quantity, "quantity")
-    unit_price = _check_decimal(unit_price, "unit_price")
-    with localcontext(MONEY_CONTEXT):
-        return (quantity * unit_price).quantize(METERED_QUANTUM, rounding=ROUNDING)
+    return metered_costs([_check_decimal(quantity, "quantity")], unit_price)[0]
 
 
 def metered_costs(quantities: Sequence[Decimal], unit_price: Decimal) -> list[Decimal]:
     """:func:`metered_cost` of each of ``quantities`` at ``unit_price``, in one decimal context (a batch's lines
-    at one price): the same figures, rounded the same way, without entering the context once per line."""
+    at one price): the one place the metered rounding rule is written."""
     unit_price = _check_decimal(unit_price, "unit_price")
     with localcontext(MONEY_CONTEXT):
         return [
